@@ -1,0 +1,1 @@
+"""bsfeat: featurize a manifest into a content-addressed Zarr feature store on Dask."""

@@ -1,0 +1,93 @@
+"""Executors run the same per-file task (featurize.task.run_task) serially or on Dask.
+
+Each yields TaskResults as files finish, so the caller can show progress and keep going
+past failures.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from typing import Iterable, Iterator
+
+from blendsync.featurize.task import THREAD_ENV, FileTask, TaskResult, run_task
+
+log = logging.getLogger(__name__)
+
+# A worker that dies mid-task (OOM, SIGKILL) gets its task re-run elsewhere this often.
+TASK_RETRIES = 2
+
+
+def run_serial(
+    store_root: str, cfg_json: str, tasks: Iterable[FileTask], force: bool = False
+) -> Iterator[TaskResult]:
+    for t in tasks:
+        yield run_task(store_root, cfg_json, t, force)
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+@contextmanager
+def dask_client(workers: int | None = None, scheduler: str | None = None):
+    """A distributed Client: on an existing scheduler, or on a LocalCluster of `workers`
+    single-threaded processes (BLAS/torch threads at 1)."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    # distributed configures its own loggers at import; keep its INFO chatter out of ours.
+    for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.worker",
+                 "distributed.core", "distributed.http.proxy"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+    if scheduler:
+        client = Client(scheduler, timeout="30s")
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    n = workers or default_workers()
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": dict(THREAD_ENV)}):
+        cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.WARNING,
+        )
+        client = Client(cluster)
+        try:
+            yield client
+        finally:
+            client.close()
+            cluster.close()
+
+
+def run_dask(
+    client, store_root: str, cfg_json: str, tasks: list[FileTask], force: bool = False
+) -> Iterator[TaskResult]:
+    """Submit one task per file (largest first, to finish sooner) and yield as they finish.
+
+    A task whose worker keeps dying ends as a failed result for that file only.
+    """
+    from distributed import as_completed
+
+    order = sorted(tasks, key=lambda t: -t.audio_bytes)
+    futures = {}
+    for t in order:
+        f = client.submit(
+            run_task, store_root, cfg_json, t, force, key=f"bsfeat-{t.key}-{t.row}", pure=False,
+            retries=TASK_RETRIES,
+        )
+        futures[f] = t
+    for f in as_completed(futures):
+        t = futures[f]
+        try:
+            yield f.result()
+        except Exception as e:  # KilledWorker and friends: the file, not the run, fails
+            yield TaskResult(t.key, t.row, "failed", f"{t.audio}: task lost ({type(e).__name__}: {e})")
+        finally:
+            f.release()

@@ -1,0 +1,214 @@
+"""bsfeat extract as a library call: validate, plan, compute what is missing, index.
+
+The plan is pure bookkeeping (content hashes via the stat cache -> cache keys -> what the
+store already has); only files whose key is missing become tasks, so a re-run with
+nothing to do starts no cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from blendsync.featurize.executors import dask_client, run_dask, run_serial
+from blendsync.featurize.manifest import Manifest, ManifestError, ManifestRow, RowProblem, read_manifest
+from blendsync.featurize.stat_cache import StatCache
+from blendsync.featurize.task import FileTask, TaskResult
+from blendsync.featurize.writer import sweep_staging
+from blendsync.shared.config import FeatureConfig
+from blendsync.shared.provenance import cache_key, library_versions
+from blendsync.shared.store import FeatureStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExtractReport:
+    manifest: Path
+    index_name: str
+    rows: int = 0
+    stored: int = 0
+    cached: int = 0
+    computed: int = 0
+    failed: list[str] = field(default_factory=list)
+    audio_s: float = 0.0
+    tasks: int = 0
+    started_cluster: bool = False
+    seconds: float = 0.0
+    keys: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and self.stored == self.rows
+
+
+@dataclass(frozen=True)
+class PlannedRow:
+    row: ManifestRow
+    key: str
+    task: FileTask
+
+
+def plan_rows(manifest: Manifest, cfg: FeatureConfig, stat: StatCache) -> tuple[list[PlannedRow], list[RowProblem]]:
+    """Content-hash every valid row and give it its cache key and the task that builds it."""
+    versions = library_versions()
+    fhash = cfg.hash
+    planned, problems = [], []
+    for r in manifest.rows:
+        try:
+            audio_sha = stat.sha256(r.audio)
+            tsha = stat.sha256(r.targets.path) if r.targets else None
+        except OSError as e:
+            problems.append(RowProblem(manifest.path, r.row, r.line, str(r.audio), f"cannot read: {e}"))
+            continue
+        key = cache_key(
+            audio_sha256=audio_sha,
+            targets_sha256=tsha,
+            targets_key=r.targets.key if r.targets else None,
+            targets_fps=r.targets.fps if r.targets else None,
+            feature_config_hash=fhash,
+            versions=versions,
+        )
+        attrs = {
+            "feature_config": cfg.to_dict(),
+            "feature_config_hash": fhash,
+            "library_versions": versions,
+            "fps": cfg.fps,
+            "sample_rate": cfg.sample_rate,
+            "channels": list(cfg.channels.channels),
+            "channel_set": cfg.channels.to_dict(),
+            "source": {
+                "audio": str(r.audio),
+                "audio_sha256": audio_sha,
+                "targets": r.targets.describe() if r.targets else None,
+                "targets_sha256": tsha,
+                "targets_fps": r.targets.fps if r.targets else None,
+                "manifest": str(manifest.path.resolve()),
+                "row": r.row,
+                "id": r.id,
+            },
+        }
+        task = FileTask(key, r.row, str(r.audio), r.targets, r.audio.stat().st_size, attrs)
+        planned.append(PlannedRow(r, key, task))
+    return planned, problems
+
+
+def extract(
+    manifest_path: str | Path,
+    store_path: str | Path,
+    cfg: FeatureConfig,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    executor: str = "dask",
+    force: bool = False,
+    index_name: str | None = None,
+    on_plan: Callable[[int, float], None] | None = None,
+    on_result: Callable[[TaskResult], None] | None = None,
+) -> ExtractReport:
+    """Featurize every row of a manifest into the store; see ExtractReport for the outcome.
+
+    executor: "dask" (LocalCluster of `workers`, or the cluster at `scheduler`) or "serial".
+    on_plan(n_tasks, cached_audio_s) and on_result(result) drive a progress display.
+    """
+    t0 = time.perf_counter()
+    manifest = read_manifest(manifest_path)
+    if manifest.n_rows == 0:
+        raise ManifestError(f"{manifest.path}: no rows")
+    store = FeatureStore(store_path)
+    store.init()
+    swept = sweep_staging(store)
+    if swept:
+        log.info("removed %d staging item(s) left by stopped runs", swept)
+    report = ExtractReport(manifest.path, index_name or manifest.name, rows=manifest.n_rows)
+    problems = list(manifest.problems)
+    stat = StatCache(store.meta_dir / "stat_cache.json")
+    planned, hash_problems = plan_rows(manifest, cfg, stat)
+    problems += hash_problems
+    stat.save()
+
+    status: dict[str, TaskResult] = {}
+    todo: dict[str, FileTask] = {}
+    cached_s = 0.0
+    for p in planned:
+        if p.key in todo or p.key in status:
+            continue
+        if not force and store.is_complete(p.key):
+            status[p.key] = TaskResult(p.key, p.row.row, "exists")
+            cached_s += float(store.item_attrs(p.key).get("audio_duration_s", 0.0))
+        else:
+            todo[p.key] = p.task
+    tasks = list(todo.values())
+    report.tasks = len(tasks)
+    if on_plan:
+        on_plan(len(tasks), cached_s)
+    log.info(
+        "%s: %d rows, %d to compute, %d already stored, %d invalid",
+        manifest.path, manifest.n_rows, len(tasks), len(status), len(problems),
+    )
+    cfg_json = cfg.to_json()
+    root = str(store.root.resolve())
+    if tasks:
+        if executor == "serial":
+            results = run_serial(root, cfg_json, tasks, force)
+            _collect(results, status, on_result)
+        elif executor == "dask":
+            with dask_client(workers, scheduler) as client:
+                report.started_cluster = True
+                _collect(run_dask(client, root, cfg_json, tasks, force), status, on_result)
+        else:
+            raise ValueError(f"executor must be 'dask' or 'serial', got {executor!r}")
+
+    entries = []
+    for p in planned:
+        res = status[p.key]
+        entry = p.row.to_entry()
+        if res.status == "failed":
+            problems.append(RowProblem(manifest.path, p.row.row, p.row.line, str(p.row.audio), res.error or "failed"))
+            entry.update(key=None, status="failed", error=res.error)
+        else:
+            entry.update(key=p.key, status="stored")
+            report.stored += 1
+            report.keys.append(p.key)
+            if res.status == "computed" and res.row == p.row.row:
+                report.computed += 1
+                report.audio_s += res.audio_s
+            else:
+                report.cached += 1
+        entries.append(entry)
+    report.audio_s += cached_s
+    bad_rows = {pr.row for pr in problems}
+    for pr in sorted(problems, key=lambda x: x.row):
+        if pr.row in {e["row"] for e in entries}:
+            continue
+        entries.append({"row": pr.row, "key": None, "status": "failed", "error": pr.message, "audio": pr.file})
+    entries.sort(key=lambda e: e["row"])
+    store.write_manifest(
+        report.index_name,
+        {
+            "entries": entries,
+            "source": str(manifest.path.resolve()),
+            "feature_config_hash": cfg.hash,
+            "feature_config": cfg.to_dict(),
+            "rows": manifest.n_rows,
+            "stored": report.stored,
+            "failed_rows": sorted(bad_rows),
+            "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
+    report.failed = [str(pr) for pr in sorted(problems, key=lambda x: (x.row, x.message))]
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _collect(results, status: dict[str, TaskResult], on_result) -> None:
+    for res in results:
+        status[res.key] = res
+        if res.status == "failed":
+            log.error("%s", res.error)
+        if on_result:
+            on_result(res)

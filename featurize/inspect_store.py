@@ -1,0 +1,110 @@
+"""bsfeat info / verify as library calls."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from blendsync.shared.store import STREAMS, FeatureStore, array_sha256
+
+
+def store_info(store: FeatureStore) -> dict:
+    store.check()
+    configs: dict[str, dict] = {}
+    audio_s = 0.0
+    keys = store.item_keys()
+    for key in keys:
+        a = store.item_attrs(key)
+        audio_s += float(a.get("audio_duration_s", 0.0))
+        c = configs.setdefault(
+            a["feature_config_hash"], {"items": 0, "audio_hours": 0.0, "config": a["feature_config"]}
+        )
+        c["items"] += 1
+        c["audio_hours"] += float(a.get("audio_duration_s", 0.0)) / 3600
+    manifests = {}
+    for name in store.manifest_names():
+        m = store.read_manifest(name)
+        splits = Counter(e.get("split") for e in m["entries"] if e.get("key"))
+        manifests[name] = {
+            "rows": m.get("rows"),
+            "stored": m.get("stored"),
+            "failed_rows": m.get("failed_rows", []),
+            "splits": dict(splits),
+            "feature_config_hash": m.get("feature_config_hash"),
+            "updated": m.get("updated"),
+        }
+    staging = len(list(store.staging_dir.iterdir())) if store.staging_dir.is_dir() else 0
+    return {
+        "store": str(store.root),
+        "items": len(keys),
+        "incomplete_items": len(store.incomplete_keys()),
+        "staging_entries": staging,
+        "audio_hours": audio_s / 3600,
+        "feature_configs": configs,
+        "manifests": manifests,
+        "bytes_on_disk": store.bytes_on_disk(),
+    }
+
+
+@dataclass(frozen=True)
+class VerifyProblem:
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}"
+
+
+def verify_store(store: FeatureStore) -> tuple[int, list[VerifyProblem]]:
+    """Check every item (complete, shapes consistent, finite, checksums) and every manifest
+    entry (its item exists). Returns (items checked, problems)."""
+    store.check()
+    problems: list[VerifyProblem] = []
+    for key in store.incomplete_keys():
+        problems.append(VerifyProblem(key, "incomplete item (no completion marker)"))
+    keys = store.item_keys()
+    for key in keys:
+        problems += [VerifyProblem(key, m) for m in _check_item(store, key)]
+    present = set(keys)
+    for name in store.manifest_names():
+        for e in store.read_manifest(name)["entries"]:
+            if e.get("key") and e["key"] not in present:
+                problems.append(
+                    VerifyProblem(e["key"], f"listed by manifest {name!r} row {e.get('row')} but not stored")
+                )
+    return len(keys), problems
+
+
+def _check_item(store: FeatureStore, key: str) -> list[str]:
+    out = []
+    try:
+        item = store.read_item(key)
+    except Exception as e:  # a damaged chunk or metadata file: report, keep checking others
+        return [f"unreadable ({type(e).__name__}: {e})"]
+    a = item.attrs
+    cfg = a.get("feature_config", {})
+    want = {
+        "mel": cfg.get("mel", {}).get("n_mels"),
+        "emotion": 88,
+        "targets": len(a.get("channels", [])),
+    }
+    arrays = {"mel": item.mel, "emotion": item.emotion, "targets": item.targets}
+    T = a.get("frames")
+    for name in STREAMS:
+        arr = arrays[name]
+        expected_sum = a.get("checksums", {}).get(name)
+        if arr is None:
+            if expected_sum is not None:
+                out.append(f"{name}: missing array")
+            continue
+        if arr.ndim != 2 or arr.shape[0] != T or arr.shape[1] != want[name]:
+            out.append(f"{name}: shape {arr.shape}, expected ({T}, {want[name]})")
+        if not np.isfinite(arr).all():
+            out.append(f"{name}: {int(np.count_nonzero(~np.isfinite(arr)))} non-finite values")
+        if expected_sum is None:
+            out.append(f"{name}: no checksum recorded")
+        elif array_sha256(arr) != expected_sum:
+            out.append(f"{name}: checksum mismatch")
+    return out

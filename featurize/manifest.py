@@ -1,0 +1,194 @@
+"""The data manifest: one CSV row per take, validated whole before any work starts.
+
+Columns: audio (required), targets, targets_fps, split (train/val/test), speaker, id.
+Relative paths are relative to the manifest. Every problem is reported with its row, and
+the rows without problems still go through.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from blendsync.shared.targets import TargetSpec
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("audio", "targets", "targets_fps", "split", "speaker", "id")
+SPLITS = ("train", "val", "test")
+# Share of speakers (or takes) a blank split sends to validation.
+VAL_FRACTION = 0.2
+
+
+class ManifestError(ValueError):
+    """The manifest as a whole cannot be used (missing, unreadable, no audio column)."""
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """row: 1-based data row; line: the line in the file (the header is line 1)."""
+
+    row: int
+    line: int
+    id: str
+    audio: Path
+    targets: TargetSpec | None
+    split: str
+    speaker: str | None
+
+    def to_entry(self) -> dict:
+        return {
+            "row": self.row,
+            "id": self.id,
+            "audio": str(self.audio),
+            "targets": self.targets.describe() if self.targets else None,
+            "split": self.split,
+            "speaker": self.speaker,
+        }
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    manifest: Path
+    row: int
+    line: int
+    file: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.manifest}:{self.line}: row {self.row} ({self.file}): {self.message}"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    rows: tuple[ManifestRow, ...]
+    problems: tuple[RowProblem, ...]
+    n_rows: int
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+
+def stable_fraction(text: str) -> float:
+    """A number in [0, 1) fixed by the text alone (same on every machine and run)."""
+    return int(hashlib.sha256(text.encode()).hexdigest()[:12], 16) / 16**12
+
+
+def assign_splits(groups: list[str]) -> list[str]:
+    """Blank splits -> train/val by a stable hash of each row's group (speaker, else id).
+
+    At least one group goes to validation whenever there are two or more groups, so a
+    small manifest never ends with an empty validation split.
+    """
+    distinct = sorted(set(groups))
+    val = {g for g in distinct if stable_fraction(g) < VAL_FRACTION}
+    if len(distinct) >= 2:
+        if not val:
+            val = {min(distinct, key=stable_fraction)}
+        if val == set(distinct):
+            val.discard(max(distinct, key=stable_fraction))
+    return ["val" if g in val else "train" for g in groups]
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    p = Path(path)
+    try:
+        with open(p, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            raw = [(reader.line_num, r) for r in reader]
+    except FileNotFoundError:
+        raise ManifestError(f"{p}: manifest not found") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ManifestError(f"{p}: not a readable CSV manifest ({e})") from None
+    if "audio" not in header:
+        raise ManifestError(f"{p}: no 'audio' column (columns: {header})")
+    unknown = [h for h in header if h not in COLUMNS]
+    if unknown:
+        log.warning("%s: ignoring unknown column(s) %s", p, unknown)
+    base = p.parent.resolve()
+    rows: list[dict] = []
+    problems: list[RowProblem] = []
+    seen_ids: dict[str, int] = {}
+    raw = [
+        (line, {(k or "").strip(): (v or "").strip() for k, v in r.items() if k is not None})
+        for line, r in raw
+    ]
+    raw = [(line, r) for line, r in raw if any(r.values())]
+    for n, (line, r) in enumerate(raw, start=1):
+        errs: list[str] = []
+        audio_txt = r.get("audio", "")
+        audio = _resolve(audio_txt, base) if audio_txt else None
+        shown = audio_txt or "<no audio>"
+        if audio is None:
+            errs.append("the audio column is empty")
+        elif not audio.is_file():
+            errs.append(f"audio file not found: {audio}")
+        fps = None
+        fps_txt = r.get("targets_fps", "")
+        if fps_txt:
+            try:
+                fps = float(fps_txt)
+                if not (fps > 0 and math.isfinite(fps)):
+                    raise ValueError
+            except ValueError:
+                errs.append(f"targets_fps must be a positive number, got {fps_txt!r}")
+                fps = None
+        spec = None
+        tgt_txt = r.get("targets", "")
+        if tgt_txt:
+            spec = TargetSpec.parse(tgt_txt, base, fps)
+            if spec.kind == "unknown":
+                errs.append(
+                    f"targets {tgt_txt!r}: unknown format (use .csv, .npy, .npz, .h5:/dataset)"
+                )
+            elif not spec.path.is_file():
+                errs.append(f"targets file not found: {spec.path}")
+            elif spec.kind == "npy" and fps is None:
+                errs.append(f"targets {tgt_txt!r} is an .npy array: give its frame rate in targets_fps")
+        elif fps_txt:
+            errs.append("targets_fps is set but targets is empty")
+        split = r.get("split", "").lower()
+        if split and split not in SPLITS:
+            errs.append(f"split must be one of {'/'.join(SPLITS)} or empty, got {r.get('split')!r}")
+        rid = r.get("id", "") or (_default_id(audio, base) if audio else "")
+        if rid and rid in seen_ids:
+            errs.append(f"id {rid!r} repeats row {seen_ids[rid]}")
+        elif rid:
+            seen_ids[rid] = n
+        if errs:
+            problems += [RowProblem(p, n, line, shown, e) for e in errs]
+            continue
+        rows.append(
+            dict(row=n, line=line, id=rid, audio=audio, targets=spec, split=split,
+                 speaker=r.get("speaker") or None)
+        )
+    blank = [i for i, r in enumerate(rows) if not r["split"]]
+    if blank:
+        use_speaker = len({rows[i]["speaker"] for i in blank if rows[i]["speaker"]}) >= 2
+        groups = [
+            (rows[i]["speaker"] if use_speaker and rows[i]["speaker"] else rows[i]["id"]) for i in blank
+        ]
+        for i, s in zip(blank, assign_splits(groups)):
+            rows[i]["split"] = s
+    return Manifest(p, tuple(ManifestRow(**r) for r in rows), tuple(problems), len(raw))
+
+
+def _resolve(text: str, base: Path) -> Path:
+    q = Path(text).expanduser()
+    return q if q.is_absolute() else base / q
+
+
+def _default_id(audio: Path, base: Path) -> str:
+    """The audio path relative to the manifest, without extension (unique where stems clash)."""
+    try:
+        rel = audio.resolve().relative_to(base)
+    except ValueError:
+        rel = audio
+    return str(rel.with_suffix(""))

@@ -1,0 +1,92 @@
+"""One Dask task = one file: featurize it and write its item, on the worker.
+
+Only a small summary travels back to the client, never arrays, so the client's memory
+does not grow with the dataset.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+
+from blendsync.shared.config import FeatureConfig
+from blendsync.shared.featurize_file import featurize_file
+from blendsync.shared.store import FeatureStore
+from blendsync.shared.targets import TargetSpec
+
+log = logging.getLogger(__name__)
+
+THREAD_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+    "NUMBA_NUM_THREADS": "1",
+    "VECLIB_MAXIMUM_THREADS": "1",
+}
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """What one worker needs to build one item; attrs are the item's provenance."""
+
+    key: str
+    row: int
+    audio: str
+    targets: TargetSpec | None
+    audio_bytes: int
+    attrs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    key: str
+    row: int
+    status: str  # "computed" | "exists" | "failed"
+    error: str | None = None
+    audio_s: float = 0.0
+    seconds: float = 0.0
+    frames: int = 0
+
+
+def limit_threads() -> None:
+    """One file per worker process: BLAS / OpenMP / torch pools at 1 thread, so N workers
+    use N cores instead of N x cores threads fighting."""
+    for k, v in THREAD_ENV.items():
+        os.environ.setdefault(k, v)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
+def run_task(store_root: str, cfg_json: str, task: FileTask, force: bool = False) -> TaskResult:
+    limit_threads()
+    t0 = time.perf_counter()
+    store = FeatureStore(store_root)
+    if store.is_complete(task.key) and not force:
+        return TaskResult(task.key, task.row, "exists", seconds=time.perf_counter() - t0)
+    from blendsync.featurize.writer import write_item
+
+    cfg = FeatureConfig.from_json(cfg_json)
+    try:
+        ff = featurize_file(task.audio, task.targets, cfg)
+        wrote = write_item(store, task.key, ff, task.attrs, replace=force)
+    except ValueError as e:  # AudioError, TargetError: the input's fault, said plainly
+        return TaskResult(task.key, task.row, "failed", str(e), seconds=time.perf_counter() - t0)
+    except Exception as e:  # anything else must not stop the other files
+        log.error("%s: unexpected error\n%s", task.audio, traceback.format_exc())
+        return TaskResult(
+            task.key, task.row, "failed", f"{task.audio}: unexpected {type(e).__name__}: {e}",
+            seconds=time.perf_counter() - t0,
+        )
+    return TaskResult(
+        task.key, task.row, "computed" if wrote else "exists",
+        audio_s=ff.info["audio_duration_s"], seconds=time.perf_counter() - t0, frames=ff.frames,
+    )

@@ -1,0 +1,115 @@
+"""Write one featurized file as a store item: staging group, completion marker last, rename.
+
+Each item is written by exactly one task into a staging directory of its own; the rename
+into items/<key> is the commit. A crash leaves only staging debris (swept by the next run),
+and a second writer of the same key finds the item in place and drops its copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import zarr
+from zarr.codecs import BloscCodec
+
+from blendsync.shared.featurize_file import FeaturizedFile
+from blendsync.shared.store import SCHEMA_VERSION, TIME_CHUNK, FeatureStore, array_sha256
+
+log = logging.getLogger(__name__)
+
+# Staging names are key~host~pid~nonce; "~" appears in neither keys nor host names.
+STAGE_SEP = "~"
+COMPRESSOR = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
+
+
+def write_item(
+    store: FeatureStore, key: str, ff: FeaturizedFile, attrs: dict, *, replace: bool = False
+) -> bool:
+    """Store ff under key. Returns False when another writer stored the key first.
+
+    replace=True (bsfeat --force) swaps a complete item for the new one: the old one is
+    moved aside first and deleted only after the new one is in place.
+    """
+    if store.is_complete(key) and not replace:
+        return False
+    stage = store.staging_dir / STAGE_SEP.join((key, socket.gethostname(), str(os.getpid()), uuid.uuid4().hex[:8]))
+    try:
+        g = zarr.open_group(str(stage), mode="w")
+        checksums = {}
+        for name, arr in ff.arrays().items():
+            g.create_array(
+                name,
+                data=arr,
+                chunks=(min(TIME_CHUNK, max(1, arr.shape[0])), arr.shape[1]),
+                compressors=COMPRESSOR,
+                dimension_names=("frame", "channel"),
+            )
+            checksums[name] = array_sha256(arr)
+        doc = {
+            **attrs,
+            **ff.info,
+            "key": key,
+            "schema_version": SCHEMA_VERSION,
+            "checksums": checksums,
+            "shapes": {k: list(v.shape) for k, v in ff.arrays().items()},
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        g.attrs.put(doc)
+        # The completion marker goes in last, in its own atomic metadata write.
+        g.attrs.update({"complete": True})
+        target = store.item_path(key)
+        if replace and store.is_complete(key):
+            aside = stage.with_name(stage.name + "~old")
+            os.rename(target, aside)
+            os.rename(stage, target)
+            shutil.rmtree(aside, ignore_errors=True)
+            return True
+        if target.exists() and not store.is_complete(key):
+            # A half item from an older layout or a copy: not visible to readers, replace it.
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            os.rename(stage, target)
+        except OSError:
+            if store.is_complete(key):
+                return False
+            raise
+        return True
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def sweep_staging(store: FeatureStore) -> int:
+    """Remove staging directories of writers on this host that no longer run."""
+    if not store.staging_dir.is_dir():
+        return 0
+    host = socket.gethostname()
+    removed = 0
+    for d in store.staging_dir.iterdir():
+        parts = d.name.split(STAGE_SEP)
+        if len(parts) != 4 or parts[1] != host:
+            continue
+        try:
+            pid = int(parts[2])
+        except ValueError:
+            continue
+        if not _alive(pid):
+            shutil.rmtree(d, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,100 @@
+"""Audio decoding: any container soundfile reads (wav, flac, aiff, ogg, mp3 where libsndfile
+decodes it), any rate and channel count -> mono float32 at the feature sample rate.
+
+Problems a user can fix (empty, silent, NaN, too short, undecodable) raise AudioError with
+the file and what is wrong; the caller adds the manifest row.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+log = logging.getLogger(__name__)
+
+MIN_DURATION_S = 0.25
+# Peak below this (about -100 dBFS) counts as silence: nothing to learn from.
+SILENCE_PEAK = 1e-5
+
+
+class AudioError(ValueError):
+    """A file that cannot be used as speech input."""
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """samples: (N,) float32 mono in [-1, 1] at sample_rate."""
+
+    samples: np.ndarray
+    sample_rate: int
+    source_sample_rate: int
+    source_channels: int
+    source_format: str
+    clipped_samples: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples.shape[0] / self.sample_rate
+
+
+def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """(N,) float -> (M,) float32 with soxr's high-quality (VHQ) polyphase resampler."""
+    if sr_in == sr_out:
+        return np.ascontiguousarray(x, dtype=np.float32)
+    return soxr.resample(np.asarray(x, dtype=np.float32), sr_in, sr_out, quality="VHQ").astype(np.float32)
+
+
+def decode_audio(path: str | Path, sample_rate: int) -> DecodedAudio:
+    p = Path(path)
+    try:
+        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+        info = sf.info(str(p))
+        fmt = info.format
+    except FileNotFoundError:
+        raise AudioError(f"{p}: audio file not found") from None
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        raise AudioError(f"{p}: cannot decode audio ({e})") from None
+    return prepare_samples(data, sr, sample_rate, source=str(p), source_format=fmt)
+
+
+def prepare_samples(
+    data: np.ndarray, sr: int, sample_rate: int, *, source: str = "<array>", source_format: str = "array"
+) -> DecodedAudio:
+    """(N, channels) or (N,) float at sr -> checked mono DecodedAudio at sample_rate."""
+    data = np.asarray(data, dtype=np.float32)
+    if data.ndim == 1:
+        data = data[:, None]
+    n, ch = data.shape
+    if n == 0 or ch == 0:
+        raise AudioError(f"{source}: audio is empty (0 samples)")
+    if not np.isfinite(data).all():
+        bad = int(np.count_nonzero(~np.isfinite(data)))
+        raise AudioError(f"{source}: audio holds {bad} NaN/inf samples")
+    dur = n / sr
+    if dur < MIN_DURATION_S:
+        raise AudioError(
+            f"{source}: audio is {dur:.3f} s long, shorter than the {MIN_DURATION_S} s minimum"
+        )
+    mono = data.mean(axis=1) if ch > 1 else data[:, 0]
+    peak = float(np.max(np.abs(mono)))
+    if peak < SILENCE_PEAK:
+        raise AudioError(f"{source}: audio is silent (peak {peak:.2e} < {SILENCE_PEAK:.0e})")
+    y = resample(mono, sr, sample_rate)
+    # openSMILE scales float input by 32768 to int16: anything outside [-1, 1] would wrap.
+    over = int(np.count_nonzero(np.abs(y) > 1.0))
+    if over:
+        log.warning("%s: %d samples outside [-1, 1] after resampling; clipped", source, over)
+        np.clip(y, -1.0, 1.0, out=y)
+    return DecodedAudio(
+        samples=y,
+        sample_rate=sample_rate,
+        source_sample_rate=int(sr),
+        source_channels=int(ch),
+        source_format=source_format,
+        clipped_samples=over,
+    )

@@ -1,0 +1,113 @@
+"""Target channel sets: the 52 ARKit blendshapes (defined here and nowhere else) and custom rigs.
+
+A channel set carries its groups (mouth, expression) because the trainer's loss weights
+them separately; a custom rig may leave them empty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# The 52 ARKit blendshapes in camelCase, in the column order the Live Link Face app writes
+# (which is not Unreal's enum order). Everything that needs "the ARKit channels" uses this.
+ARKIT_52: tuple[str, ...] = (
+    "eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft",
+    "eyeSquintLeft", "eyeWideLeft", "eyeBlinkRight", "eyeLookDownRight", "eyeLookInRight",
+    "eyeLookOutRight", "eyeLookUpRight", "eyeSquintRight", "eyeWideRight", "jawForward",
+    "jawRight", "jawLeft", "jawOpen", "mouthClose", "mouthFunnel", "mouthPucker", "mouthRight",
+    "mouthLeft", "mouthSmileLeft", "mouthSmileRight", "mouthFrownLeft", "mouthFrownRight",
+    "mouthDimpleLeft", "mouthDimpleRight", "mouthStretchLeft", "mouthStretchRight",
+    "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "mouthPressLeft",
+    "mouthPressRight", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft",
+    "mouthUpperUpRight", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft",
+    "browOuterUpRight", "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "noseSneerLeft",
+    "noseSneerRight", "tongueOut",
+)
+
+# Live Link Face head and eye rotation columns that follow the 52 curves.
+LIVELINK_ROTATIONS: tuple[str, ...] = (
+    "HeadYaw", "HeadPitch", "HeadRoll", "LeftEyeYaw", "LeftEyePitch", "LeftEyeRoll",
+    "RightEyeYaw", "RightEyePitch", "RightEyeRoll",
+)
+
+
+def pascal_case(name: str) -> str:
+    """ARKit camelCase -> the app's PascalCase column name (jawOpen -> JawOpen)."""
+    return name[:1].upper() + name[1:]
+
+
+def arkit_mouth_group(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(n for n in names if n.startswith(("jaw", "mouth")) or n in ("cheekPuff", "tongueOut"))
+
+
+def arkit_expression_group(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(
+        n for n in names if n.startswith(("brow", "eye", "cheekSquint", "noseSneer"))
+    )
+
+
+@dataclass(frozen=True)
+class ChannelSet:
+    """An ordered list of target channels and the loss groups they fall into."""
+
+    name: str
+    channels: tuple[str, ...]
+    mouth: tuple[str, ...] = ()
+    expression: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.channels:
+            raise ValueError(f"channel set {self.name!r} has no channels")
+        if len(set(self.channels)) != len(self.channels):
+            dupes = sorted({c for c in self.channels if self.channels.count(c) > 1})
+            raise ValueError(f"channel set {self.name!r} repeats channels: {dupes}")
+        unknown = [c for c in (*self.mouth, *self.expression) if c not in self.channels]
+        if unknown:
+            raise ValueError(f"channel set {self.name!r}: groups name unknown channels {unknown}")
+
+    @property
+    def other(self) -> tuple[str, ...]:
+        grouped = set(self.mouth) | set(self.expression)
+        return tuple(c for c in self.channels if c not in grouped)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "channels": list(self.channels),
+            "mouth": list(self.mouth),
+            "expression": list(self.expression),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ChannelSet":
+        return cls(
+            name=str(d["name"]),
+            channels=tuple(d["channels"]),
+            mouth=tuple(d.get("mouth", ())),
+            expression=tuple(d.get("expression", ())),
+        )
+
+
+ARKIT = ChannelSet(
+    name="arkit52",
+    channels=ARKIT_52,
+    mouth=arkit_mouth_group(ARKIT_52),
+    expression=arkit_expression_group(ARKIT_52),
+)
+
+
+def read_channel_file(path: str | Path) -> tuple[str, ...]:
+    """Read a channel list: one name per line; an optional first line holding the count
+    (as in rig exports) is checked against the number of names that follow."""
+    p = Path(path)
+    lines = [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]
+    if lines and lines[0].isdigit():
+        count, names = int(lines[0]), lines[1:]
+        if count != len(names):
+            raise ValueError(f"{p}: first line says {count} channels but {len(names)} names follow")
+    else:
+        names = lines
+    if not names:
+        raise ValueError(f"{p}: no channel names")
+    return tuple(names)

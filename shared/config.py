@@ -1,0 +1,258 @@
+"""Feature configuration: frozen dataclasses, a canonical serialisation and its hash.
+
+The *feature-config hash* covers only what changes the meaning of stored arrays (rates,
+bins, windows, context, channel set). Runtime knobs (workers, tolerance for rejecting a
+row) are left out, so changing them never invalidates a store; trainers and predictors
+compare this hash to refuse features they were not trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from blendsync.shared.channels import ARKIT, ChannelSet, read_channel_file
+
+HASH_LEN = 16
+
+
+def canonical_json(obj: Any) -> str:
+    """One text per value: sorted keys, no whitespace, floats as repr, tuples as lists."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def short_hash(obj: Any) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:HASH_LEN]
+
+
+@dataclass(frozen=True)
+class MelConfig:
+    """Log-mel spectrogram (librosa), rows every hop_s with centred frames."""
+
+    n_mels: int = 80
+    n_fft: int = 512
+    win_s: float = 0.025
+    hop_s: float = 0.010
+    fmin: float = 0.0
+    fmax: float = 8000.0
+    # log(mel_power + log_floor): keeps digital silence finite.
+    log_floor: float = 1e-6
+
+
+@dataclass(frozen=True)
+class EmotionConfig:
+    """openSMILE functionals over a context window that ends at each frame."""
+
+    feature_set: str = "eGeMAPSv02"
+    context_s: float = 1.0
+    # Row step of the one-pass extraction; a multiple of openSMILE's 10 ms LLD hop.
+    hop_s: float = 0.010
+    # Replaces non-finite functionals (e.g. F0 statistics over an unvoiced context).
+    nonfinite_fill: float = 0.0
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    channels: ChannelSet = ARKIT
+    # Live Link Face rows whose intervals jitter by more than this fraction of the median
+    # interval are re-spaced uniformly at the median rate.
+    jitter_tolerance: float = 0.25
+    # Largest audio/target duration difference that is trimmed; beyond it a row is rejected.
+    # Runtime only: it decides acceptance, not the values of an accepted item.
+    max_mismatch_s: float = 0.25
+
+
+_UNHASHED = {("targets", "max_mismatch_s")}
+
+SUPPORTED_FEATURE_SETS = ("eGeMAPSv02",)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    sample_rate: int = 16000
+    fps: float = 30.0
+    mel: MelConfig = field(default_factory=MelConfig)
+    emotion: EmotionConfig = field(default_factory=EmotionConfig)
+    targets: TargetConfig = field(default_factory=TargetConfig)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.sample_rate <= 0:
+            problems.append(f"sample_rate must be > 0, got {self.sample_rate}")
+        if not (self.fps > 0 and math.isfinite(self.fps)):
+            problems.append(f"fps must be > 0, got {self.fps}")
+        hop = self.mel.hop_s * self.sample_rate
+        if abs(hop - round(hop)) > 1e-6 or round(hop) <= 0:
+            problems.append(f"mel.hop_s * sample_rate must be a whole number of samples, got {hop}")
+        win = self.mel.win_s * self.sample_rate
+        if round(win) > self.mel.n_fft or round(win) <= 0:
+            problems.append(f"mel.win_s ({round(win)} samples) must be in 1..n_fft ({self.mel.n_fft})")
+        if self.mel.n_mels <= 0:
+            problems.append(f"mel.n_mels must be > 0, got {self.mel.n_mels}")
+        if not 0 <= self.mel.fmin < self.mel.fmax <= self.sample_rate / 2:
+            problems.append(
+                f"mel needs 0 <= fmin < fmax <= sample_rate/2, got {self.mel.fmin}, {self.mel.fmax}"
+            )
+        if self.emotion.feature_set not in SUPPORTED_FEATURE_SETS:
+            problems.append(
+                f"emotion.feature_set must be one of {SUPPORTED_FEATURE_SETS}, got {self.emotion.feature_set!r}"
+            )
+        steps = self.emotion.hop_s / 0.01
+        if abs(steps - round(steps)) > 1e-6 or round(steps) < 1:
+            problems.append(
+                f"emotion.hop_s must be a multiple of openSMILE's 10 ms LLD hop, got {self.emotion.hop_s}"
+            )
+        if self.emotion.context_s <= 0:
+            problems.append(f"emotion.context_s must be > 0, got {self.emotion.context_s}")
+        if not math.isfinite(self.emotion.nonfinite_fill):
+            problems.append("emotion.nonfinite_fill must be finite")
+        if self.targets.max_mismatch_s < 0:
+            problems.append(f"targets.max_mismatch_s must be >= 0, got {self.targets.max_mismatch_s}")
+        if problems:
+            raise ValueError("invalid feature config: " + "; ".join(problems))
+
+    @property
+    def n_mels(self) -> int:
+        return self.mel.n_mels
+
+    @property
+    def n_emotion(self) -> int:
+        return 88
+
+    @property
+    def channels(self) -> ChannelSet:
+        return self.targets.channels
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["targets"]["channels"] = self.targets.channels.to_dict()
+        return _plain(d)
+
+    def hashed_dict(self) -> dict:
+        d = self.to_dict()
+        for section, key in _UNHASHED:
+            d[section].pop(key, None)
+        return d
+
+    @property
+    def hash(self) -> str:
+        """The feature-config hash: identity of what the stored arrays mean."""
+        return short_hash(self.hashed_dict())
+
+    def to_json(self) -> str:
+        return canonical_json(self.to_dict())
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, d: dict, *, base_dir: Path | None = None) -> "FeatureConfig":
+        d = dict(d or {})
+        _check_keys(d, {"sample_rate", "fps", "mel", "emotion", "targets"}, "config")
+        mel = dict(d.pop("mel", None) or {})
+        emo = dict(d.pop("emotion", None) or {})
+        tgt = dict(d.pop("targets", None) or {})
+        _check_keys(mel, {f.name for f in dataclasses.fields(MelConfig)}, "mel")
+        _check_keys(emo, {f.name for f in dataclasses.fields(EmotionConfig)}, "emotion")
+        _check_keys(
+            tgt,
+            {"channels", "channels_file", "channel_set_name", "mouth", "expression",
+             "jitter_tolerance", "max_mismatch_s"},
+            "targets",
+        )
+        channels = _channel_set_from(tgt, base_dir)
+        return cls(
+            sample_rate=int(d.get("sample_rate", 16000)),
+            fps=float(d.get("fps", 30.0)),
+            mel=MelConfig(**{k: _num(MelConfig, k, v) for k, v in mel.items()}),
+            emotion=EmotionConfig(**{k: _num(EmotionConfig, k, v) for k, v in emo.items()}),
+            targets=TargetConfig(
+                channels=channels,
+                jitter_tolerance=float(tgt.get("jitter_tolerance", 0.25)),
+                max_mismatch_s=float(tgt.get("max_mismatch_s", 0.25)),
+            ),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "FeatureConfig":
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FeatureConfig":
+        """Read a YAML or JSON config file; paths inside it are relative to the file."""
+        p = Path(path)
+        try:
+            data = yaml.safe_load(p.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"config file not found: {p}") from None
+        except yaml.YAMLError as e:
+            raise ValueError(f"{p}: not valid YAML/JSON: {e}") from None
+        if data is not None and not isinstance(data, dict):
+            raise ValueError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
+        try:
+            return cls.from_dict(data or {}, base_dir=p.parent)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{p}: {e}") from None
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, float) and obj.is_integer():
+        # 30 and 30.0 must hash alike.
+        return float(obj)
+    return obj
+
+
+def _num(cls: type, key: str, value: Any) -> Any:
+    typ = {f.name: f.type for f in dataclasses.fields(cls)}[key]
+    if typ in ("int", int):
+        return int(value)
+    if typ in ("float", float):
+        return float(value)
+    return value
+
+
+def _check_keys(d: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(d) - allowed)
+    if unknown:
+        raise ValueError(f"unknown key(s) in {where}: {unknown}; allowed: {sorted(allowed)}")
+
+
+def _channel_set_from(tgt: dict, base_dir: Path | None) -> ChannelSet:
+    chans = tgt.get("channels")
+    chfile = tgt.get("channels_file")
+    if chans is not None and chfile is not None:
+        raise ValueError("targets: give either channels or channels_file, not both")
+    if chfile is not None:
+        p = Path(chfile)
+        if not p.is_absolute() and base_dir is not None:
+            p = base_dir / p
+        names = read_channel_file(p)
+        name = tgt.get("channel_set_name") or p.stem
+    elif chans is None or chans == "arkit52":
+        if any(k in tgt for k in ("mouth", "expression", "channel_set_name")):
+            raise ValueError("targets: mouth/expression/channel_set_name need a custom channel list")
+        return ARKIT
+    elif isinstance(chans, dict):
+        return ChannelSet.from_dict(chans)
+    elif isinstance(chans, list):
+        names = tuple(str(c) for c in chans)
+        name = tgt.get("channel_set_name") or f"custom{len(names)}"
+    else:
+        raise ValueError(f"targets.channels must be 'arkit52' or a list of names, got {chans!r}")
+    return ChannelSet(
+        name=str(name),
+        channels=names,
+        mouth=tuple(tgt.get("mouth", ())),
+        expression=tuple(tgt.get("expression", ())),
+    )

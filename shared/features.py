@@ -1,0 +1,150 @@
+"""Per-frame audio features: log-mel (librosa) and eGeMAPS functionals (openSMILE).
+
+Both extractors run at a 10 ms hop and are put on the frame grid by time
+(shared.frame_grid), never with an integer hop per video frame.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from blendsync.shared.config import EmotionConfig, FeatureConfig, MelConfig
+from blendsync.shared.frame_grid import frame_times, rows_to_grid
+
+
+@dataclass(frozen=True)
+class StreamOnGrid:
+    """values: (T, D) float32 on the frame grid, with counts for the item's attrs."""
+
+    values: np.ndarray
+    counts: dict
+
+
+def mel_rows(y: np.ndarray, sr: int, cfg: MelConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) samples -> log-mel rows (R, n_mels) float32 and their centre times (R,) in s."""
+    import librosa
+
+    hop = int(round(cfg.hop_s * sr))
+    S = librosa.feature.melspectrogram(
+        y=y,
+        sr=sr,
+        n_fft=cfg.n_fft,
+        hop_length=hop,
+        win_length=int(round(cfg.win_s * sr)),
+        window="hann",
+        center=True,
+        pad_mode="constant",
+        power=2.0,
+        n_mels=cfg.n_mels,
+        fmin=cfg.fmin,
+        fmax=cfg.fmax,
+    )
+    rows = np.log(S + cfg.log_floor).T.astype(np.float32)
+    # centre=True: row r is centred on sample r * hop.
+    times = np.arange(rows.shape[0], dtype=np.float64) * hop / sr
+    return rows, times
+
+
+def mel_on_grid(y: np.ndarray, sr: int, fps: float, T: int, cfg: MelConfig) -> StreamOnGrid:
+    rows, times = mel_rows(y, sr, cfg)
+    g = rows_to_grid(rows, times, frame_times(T, fps))
+    return StreamOnGrid(g.values, {"mel_clamped_end_frames": g.clamped_end})
+
+
+@functools.lru_cache(maxsize=8)
+def _frame_mode_conf(context_s: float, hop_s: float) -> str:
+    """A frameModeFunctionalsConf file for one openSMILE pass with a row every hop_s."""
+    fd, path = tempfile.mkstemp(prefix="bsfeat_functionals_", suffix=".conf.inc")
+    with os.fdopen(fd, "w") as f:
+        f.write(
+            "frameMode = fixed\n"
+            f"frameSize = {context_s:.6f}\n"
+            f"frameStep = {hop_s:.6f}\n"
+            "frameCenterSpecial = left\n"
+        )
+    return path
+
+
+@functools.lru_cache(maxsize=8)
+def _smile(feature_set: str, context_s: float | None, hop_s: float | None):
+    import opensmile
+
+    options = {}
+    if context_s is not None:
+        options["frameModeFunctionalsConf"] = _frame_mode_conf(context_s, hop_s)
+    return opensmile.Smile(
+        feature_set=getattr(opensmile.FeatureSet, feature_set),
+        feature_level=opensmile.FeatureLevel.Functionals,
+        options=options,
+    )
+
+
+def emotion_feature_names(cfg: EmotionConfig) -> list[str]:
+    return list(_smile(cfg.feature_set, None, None).feature_names)
+
+
+def emotion_rows(y: np.ndarray, sr: int, cfg: EmotionConfig) -> tuple[np.ndarray, np.ndarray] | None:
+    """One openSMILE pass: rows (R, 88) float32, row r covering [start_r, start_r + context),
+    and the *end* of each row's context (R,) in seconds. None when the file is shorter
+    than one context (openSMILE then returns a NaN row)."""
+    smile = _smile(cfg.feature_set, cfg.context_s, cfg.hop_s)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Segment too short")
+        df = smile.process_signal(y, sr)
+    values = df.to_numpy(dtype=np.float32)
+    if values.shape[0] == 1 and np.isnan(values).all():
+        return None
+    starts = df.index.get_level_values("start").total_seconds().to_numpy(dtype=np.float64)
+    return values, starts + cfg.context_s
+
+
+def whole_file_functionals(y: np.ndarray, sr: int, cfg: EmotionConfig) -> np.ndarray:
+    """(1, 88) functionals over the whole signal, for files shorter than one context."""
+    smile = _smile(cfg.feature_set, None, None)
+    return smile.process_signal(y, sr).to_numpy(dtype=np.float32)[:1]
+
+
+def emotion_on_grid(y: np.ndarray, sr: int, fps: float, T: int, cfg: EmotionConfig) -> StreamOnGrid:
+    """Frame k gets the functionals of the context ending at k / fps.
+
+    Frames before the first full context take the first window; a file shorter than the
+    context takes one whole-file row everywhere. Non-finite values get cfg.nonfinite_fill.
+    """
+    got = emotion_rows(y, sr, cfg)
+    times = frame_times(T, fps)
+    if got is None:
+        row, filled = _fill(whole_file_functionals(y, sr, cfg), cfg)
+        values = np.repeat(row, T, axis=0)
+        counts = {"emotion_partial_context_frames": 0, "emotion_whole_file_frames": T,
+                  "emotion_clamped_end_frames": 0}
+    else:
+        rows, ends = got
+        rows, filled = _fill(rows, cfg)
+        g = rows_to_grid(rows, ends, times)
+        values = g.values
+        counts = {"emotion_partial_context_frames": g.clamped_start, "emotion_whole_file_frames": 0,
+                  "emotion_clamped_end_frames": g.clamped_end}
+    # Counted in openSMILE's rows (before gridding): how many values the fill replaced.
+    counts["emotion_nonfinite_filled"] = filled
+    return StreamOnGrid(values.astype(np.float32, copy=False), counts)
+
+
+def _fill(values: np.ndarray, cfg: EmotionConfig) -> tuple[np.ndarray, int]:
+    bad = ~np.isfinite(values)
+    n = int(np.count_nonzero(bad))
+    if n:
+        values = np.where(bad, np.float32(cfg.nonfinite_fill), values)
+    return values, n
+
+
+def compute_features(y: np.ndarray, sr: int, T: int, cfg: FeatureConfig) -> dict[str, StreamOnGrid]:
+    return {
+        "mel": mel_on_grid(y, sr, cfg.fps, T, cfg.mel),
+        "emotion": emotion_on_grid(y, sr, cfg.fps, T, cfg.emotion),
+    }

@@ -1,0 +1,271 @@
+"""Target curves: Live Link Face CSV, .npy/.npz arrays and HDF5 datasets -> (T, C) on the grid.
+
+Every reader returns the curves with their own timestamps; putting them on the frame grid
+is one resampling by time (shared.frame_grid), whatever the source rate.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from blendsync.shared.channels import ChannelSet, pascal_case
+from blendsync.shared.frame_grid import frame_times, rows_to_grid
+
+log = logging.getLogger(__name__)
+
+LIVELINK_FPS = 60.0
+_TIMECODE = re.compile(r"^\s*(\d+):(\d{2}):(\d{2})[:;.](\d+(?:\.\d*)?)\s*$")
+_CONTAINER = re.compile(r"^(?P<path>.*?\.(?:h5|hdf5|npz))(?::(?P<key>[^:\\]+))?$", re.IGNORECASE)
+ARRAY_SUFFIXES = (".npy", ".npz", ".h5", ".hdf5")
+
+
+class TargetError(ValueError):
+    """A target file that cannot be used."""
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """Where a row's targets live: a file, an optional dataset/array name inside it, and an
+    fps for formats that do not carry their own timing."""
+
+    path: Path
+    key: str | None = None
+    fps: float | None = None
+
+    @property
+    def kind(self) -> str:
+        s = self.path.suffix.lower()
+        if s == ".csv":
+            return "livelink"
+        if s == ".npy":
+            return "npy"
+        if s == ".npz":
+            return "npz"
+        if s in (".h5", ".hdf5"):
+            return "hdf5"
+        return "unknown"
+
+    def describe(self) -> str:
+        return f"{self.path}:{self.key}" if self.key else str(self.path)
+
+    @classmethod
+    def parse(cls, text: str, base_dir: Path, fps: float | None = None) -> "TargetSpec":
+        m = _CONTAINER.match(text.strip())
+        key = None
+        raw = text.strip()
+        if m:
+            raw, key = m.group("path"), m.group("key")
+            if key:
+                key = key.strip().lstrip("/") or None
+        p = Path(raw).expanduser()
+        if not p.is_absolute():
+            p = base_dir / p
+        return cls(path=p, key=key, fps=fps)
+
+
+@dataclass(frozen=True)
+class TargetCurves:
+    """values: (N, C) float64 in channel-set order; times: (N,) seconds from the first row."""
+
+    values: np.ndarray
+    times: np.ndarray
+    fps: float
+    source_format: str
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.times[-1] + 1.0 / self.fps) if len(self.times) else 0.0
+
+
+def parse_timecode(tc: str) -> float:
+    """'HH:MM:SS:FF.fff' (FF frames at 60 fps, .fff a fraction of a frame) -> seconds."""
+    m = _TIMECODE.match(tc)
+    if not m:
+        raise ValueError(f"not a timecode HH:MM:SS:FF[.fff]: {tc!r}")
+    h, mi, s, ff = m.groups()
+    return int(h) * 3600 + int(mi) * 60 + int(s) + float(ff) / LIVELINK_FPS
+
+
+def times_from_timecodes(stamps: np.ndarray, source: str, jitter_tolerance: float) -> tuple[np.ndarray, float, tuple[str, ...]]:
+    """Absolute timecode seconds (N,) -> times from the first row, the fps they imply, notes.
+
+    Real takes run at ~59.9 fps, so per-row stamps are used as they are; when intervals
+    jitter by more than jitter_tolerance of their median (some writers put something other
+    than a frame fraction after the dot), rows are re-spaced uniformly at the median rate.
+    """
+    t = np.asarray(stamps, dtype=np.float64) - stamps[0]
+    # A take that runs over midnight wraps its wall clock.
+    steps = np.diff(t)
+    steps = np.where(steps < -43200, steps + 86400, steps)
+    if len(steps) == 0:
+        raise TargetError(f"{source}: one row only; need at least 2 to know the frame rate")
+    med = float(np.median(steps))
+    if med <= 0:
+        raise TargetError(f"{source}: timecodes do not increase (median step {med * 1000:.3f} ms)")
+    dev = float(np.max(np.abs(steps - med)) / med)
+    if dev > jitter_tolerance:
+        note = (
+            f"{source}: row intervals jitter by up to {dev:.0%} of their median "
+            f"({steps.min() * 1000:.1f}-{steps.max() * 1000:.1f} ms around {med * 1000:.2f} ms); "
+            f"using uniform spacing at {1 / med:.3f} fps"
+        )
+        log.warning(note)
+        return np.arange(len(t)) * med, 1.0 / med, (note,)
+    return np.concatenate([[0.0], np.cumsum(steps)]), 1.0 / med, ()
+
+
+def read_livelink_csv(path: Path, channels: ChannelSet, jitter_tolerance: float = 0.25) -> TargetCurves:
+    """Live Link Face CSV, by column name: Timecode, Blend[sS]hapeCount, the channel columns
+    (PascalCase or the channel's own spelling, case-insensitive); other columns ignored."""
+    src = str(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except FileNotFoundError:
+        raise TargetError(f"{src}: target file not found") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise TargetError(f"{src}: not a readable CSV ({e})") from None
+    rows = [r for r in rows if any(c.strip() for c in r)]
+    if not rows:
+        raise TargetError(f"{src}: empty CSV")
+    header = [h.strip() for h in rows[0]]
+    lower = {h.lower(): i for i, h in enumerate(header)}
+    if "timecode" not in lower:
+        raise TargetError(f"{src}: no Timecode column (columns: {header[:5]}...)")
+    if "blendshapecount" not in lower:
+        log.debug("%s: no BlendshapeCount column", src)
+    cols, missing = [], []
+    for name in channels.channels:
+        i = lower.get(pascal_case(name).lower(), lower.get(name.lower()))
+        if i is None:
+            missing.append(name)
+        cols.append(i)
+    if missing:
+        raise TargetError(
+            f"{src}: missing {len(missing)} of {len(channels.channels)} channel columns of "
+            f"channel set {channels.name!r}: {missing[:8]}{'...' if len(missing) > 8 else ''}"
+        )
+    body = rows[1:]
+    if len(body) < 2:
+        raise TargetError(f"{src}: {len(body)} data row(s); need at least 2")
+    tci = lower["timecode"]
+    stamps = np.empty(len(body))
+    values = np.empty((len(body), len(cols)))
+    for n, r in enumerate(body):
+        line = n + 2
+        if len(r) < len(header):
+            raise TargetError(f"{src}: line {line} has {len(r)} fields, header has {len(header)}")
+        try:
+            stamps[n] = parse_timecode(r[tci])
+        except ValueError as e:
+            raise TargetError(f"{src}: line {line}: {e}") from None
+        try:
+            values[n] = [float(r[i]) for i in cols]
+        except ValueError as e:
+            raise TargetError(f"{src}: line {line}: non-numeric curve value ({e})") from None
+    times, fps, notes = times_from_timecodes(stamps, src, jitter_tolerance)
+    return TargetCurves(values, times, fps, "livelink_csv", notes)
+
+
+def read_array_targets(spec: TargetSpec, channels: ChannelSet) -> TargetCurves:
+    """(N, C) arrays from .npy, .npz ([:name]) or HDF5 (:/dataset), uniformly spaced at fps
+    (the manifest's targets_fps, else the file's own `fps`)."""
+    src = spec.describe()
+    kind = spec.kind
+    file_fps = None
+    try:
+        if kind == "npy":
+            arr = np.load(spec.path, allow_pickle=False)
+        elif kind == "npz":
+            with np.load(spec.path, allow_pickle=False) as z:
+                names = [k for k in z.files if k != "fps"]
+                key = spec.key
+                if key is None:
+                    if len(names) != 1:
+                        raise TargetError(
+                            f"{src}: holds arrays {names}; name one as {spec.path.name}:NAME"
+                        )
+                    key = names[0]
+                if key not in z.files:
+                    raise TargetError(f"{src}: no array {key!r} (has {z.files})")
+                arr = z[key]
+                if "fps" in z.files:
+                    file_fps = float(np.asarray(z["fps"]).reshape(-1)[0])
+        elif kind == "hdf5":
+            import h5py
+
+            if not spec.key:
+                raise TargetError(f"{src}: name the dataset as {spec.path.name}:/DATASET")
+            with h5py.File(spec.path, "r") as h:
+                if spec.key not in h:
+                    raise TargetError(f"{src}: no dataset {spec.key!r}")
+                ds = h[spec.key]
+                arr = ds[()]
+                if "fps" in ds.attrs:
+                    file_fps = float(np.asarray(ds.attrs["fps"]).reshape(-1)[0])
+                elif "fps" in h.attrs:
+                    file_fps = float(np.asarray(h.attrs["fps"]).reshape(-1)[0])
+        else:
+            raise TargetError(f"{src}: unknown target format {spec.path.suffix!r}")
+    except FileNotFoundError:
+        raise TargetError(f"{src}: target file not found") from None
+    except TargetError:
+        raise
+    except Exception as e:  # corrupt files raise a zoo of types (OSError, ValueError, BadZipFile)
+        raise TargetError(f"{src}: cannot read targets ({type(e).__name__}: {e})") from None
+    fps = spec.fps if spec.fps is not None else file_fps
+    if fps is None or not fps > 0:
+        raise TargetError(f"{src}: no frame rate; give a targets_fps column or an fps in the file")
+    arr = np.asarray(arr)
+    if arr.ndim != 2:
+        raise TargetError(f"{src}: expected a 2-D (frames, channels) array, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number):
+        raise TargetError(f"{src}: expected numbers, got dtype {arr.dtype}")
+    if arr.shape[1] != len(channels.channels):
+        raise TargetError(
+            f"{src}: {arr.shape[1]} channels, but channel set {channels.name!r} has "
+            f"{len(channels.channels)}"
+        )
+    if arr.shape[0] < 2:
+        raise TargetError(f"{src}: {arr.shape[0]} frame(s); need at least 2")
+    return TargetCurves(arr.astype(np.float64), np.arange(arr.shape[0]) / fps, float(fps), kind)
+
+
+def read_targets(spec: TargetSpec, channels: ChannelSet, jitter_tolerance: float = 0.25) -> TargetCurves:
+    if spec.kind == "livelink":
+        curves = read_livelink_csv(spec.path, channels, jitter_tolerance)
+    else:
+        curves = read_array_targets(spec, channels)
+    bad = ~np.isfinite(curves.values)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise TargetError(
+            f"{spec.describe()}: {int(bad.sum())} NaN/inf values (first at frame {r}, "
+            f"channel {channels.channels[c]!r})"
+        )
+    return curves
+
+
+@dataclass(frozen=True)
+class TargetsOnGrid:
+    """values: (T, C) float32 in [0, 1]."""
+
+    values: np.ndarray
+    counts: dict
+
+
+def targets_on_grid(curves: TargetCurves, fps: float, T: int) -> TargetsOnGrid:
+    g = rows_to_grid(curves.values, curves.times, frame_times(T, fps))
+    out_of_range = int(np.count_nonzero((g.values < 0) | (g.values > 1)))
+    values = np.clip(g.values, 0.0, 1.0)
+    return TargetsOnGrid(
+        values.astype(np.float32),
+        {"targets_clipped_values": out_of_range, "targets_clamped_end_frames": g.clamped_end},
+    )

@@ -1,0 +1,1 @@
+"""bstrain: stream windows from a feature store and train the dual-stream model."""
