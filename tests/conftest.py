@@ -1,0 +1,83 @@
+"""Shared fixtures: the real test data in ../shared/data, synthetic audio, tiny manifests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("BLENDSYNC_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real test data not found at {SHARED_DATA} (set BLENDSYNC_SHARED_DATA)")
+    return SHARED_DATA
+
+
+def speechlike(duration_s: float, sr: int, seed: int = 0) -> np.ndarray:
+    """Voiced-like bursts (harmonic tone with a syllable envelope) over faint noise, in [-1, 1]."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(duration_s * sr)) / sr
+    f0 = 140 + 30 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    tone = sum(np.sin(h * phase) / h for h in range(1, 6))
+    env = np.clip(np.sin(2 * np.pi * 2.5 * t), 0, None) ** 2
+    y = 0.25 * env * tone + rng.normal(0, 2e-3, t.shape)
+    return np.clip(y, -1, 1).astype(np.float32)
+
+
+@pytest.fixture
+def make_audio(tmp_path):
+    """make_audio(name, duration_s, sr=16000, channels=1, fmt=None) -> path of a speech-like file."""
+
+    def _make(name: str, duration_s: float, sr: int = 16000, channels: int = 1, seed: int = 0,
+              subtype: str | None = None) -> Path:
+        y = speechlike(duration_s, sr, seed)
+        data = np.stack([y * (0.8 + 0.2 * c) for c in range(channels)], axis=1) if channels > 1 else y
+        p = tmp_path / name
+        sf.write(p, data, sr, subtype=subtype)
+        return p
+
+    return _make
+
+
+def write_livelink(path: Path, duration_s: float, fps: float = 60.0, start: str = "10:00:00:00.000",
+                   count_column: str = "BlendshapeCount", extra: bool = True, seed: int = 0,
+                   curve=None) -> Path:
+    """A Live Link Face CSV: curve(t) -> (52,) values, or a smooth pseudo-random default."""
+    from blendsync.shared.channels import ARKIT_52, LIVELINK_ROTATIONS, pascal_case
+    from blendsync.shared.targets import LIVELINK_FPS, parse_timecode
+
+    rng = np.random.default_rng(seed)
+    phases = rng.uniform(0, 2 * np.pi, 52)
+    t0 = parse_timecode(start)
+    n = int(round(duration_s * fps))
+    cols = ["Timecode", count_column, *[pascal_case(c) for c in ARKIT_52]]
+    if extra:
+        cols += list(LIVELINK_ROTATIONS)
+    lines = [",".join(cols)]
+    for i in range(n):
+        t = i / fps
+        v = curve(t) if curve else 0.5 + 0.4 * np.sin(2 * np.pi * 0.5 * t + phases)
+        s = t0 + t
+        h, m, sec = int(s // 3600), int(s % 3600 // 60), int(s % 60)
+        ff = (s - np.floor(s)) * LIVELINK_FPS
+        row = [f"{h:02d}:{m:02d}:{sec:02d}:{ff:06.3f}", "61", *[f"{x:.6f}" for x in v]]
+        if extra:
+            row += ["0.000000"] * len(LIVELINK_ROTATIONS)
+        lines.append(",".join(row))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_manifest(path: Path, rows: list[dict]) -> Path:
+    cols = ["audio", "targets", "targets_fps", "split", "speaker", "id"]
+    lines = [",".join(cols)] + [",".join(str(r.get(c, "") or "") for c in cols) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
