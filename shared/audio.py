@@ -51,12 +51,12 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
 
 def decode_audio(path: str | Path, sample_rate: int) -> DecodedAudio:
     p = Path(path)
+    if not p.is_file():
+        raise AudioError(f"{p}: audio file not found")
     try:
         data, sr = sf.read(str(p), dtype="float32", always_2d=True)
         info = sf.info(str(p))
         fmt = info.format
-    except FileNotFoundError:
-        raise AudioError(f"{p}: audio file not found") from None
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
         raise AudioError(f"{p}: cannot decode audio ({e})") from None
     return prepare_samples(data, sr, sample_rate, source=str(p), source_format=fmt)

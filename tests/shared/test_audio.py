@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from blendsync.shared.audio import AudioError, decode_audio
+
+
+@pytest.mark.parametrize(
+    "name,sr,channels,subtype",
+    [
+        ("a.wav", 8000, 1, "PCM_16"),
+        ("b.wav", 44100, 2, "PCM_24"),
+        ("c.flac", 48000, 1, None),
+        ("d.aiff", 22050, 1, None),
+        ("e.ogg", 32000, 2, None),
+        ("f.wav", 96000, 6, "FLOAT"),
+    ],
+)
+def test_formats_rates_and_channels_to_mono_16k(make_audio, name, sr, channels, subtype):
+    p = make_audio(name, 1.5, sr=sr, channels=channels, subtype=subtype)
+    a = decode_audio(p, 16000)
+    assert a.sample_rate == 16000 and a.samples.ndim == 1 and a.samples.dtype == np.float32
+    assert a.duration_s == pytest.approx(1.5, abs=1e-3)
+    assert a.source_sample_rate == sr and a.source_channels == channels
+
+
+def test_mp3_where_the_platform_decodes_it(make_audio, tmp_path):
+    y, sr = sf.read(make_audio("a.wav", 1.5))
+    p = tmp_path / "a.mp3"
+    try:
+        sf.write(p, y, sr, format="MP3")
+    except (sf.LibsndfileError, TypeError, ValueError) as e:
+        pytest.skip(f"libsndfile here has no MP3: {e}")
+    a = decode_audio(p, 16000)
+    assert a.duration_s == pytest.approx(1.5, abs=0.1)
+
+
+def test_resampler_keeps_a_tone(tmp_path):
+    sr = 44100
+    t = np.arange(sr) / sr
+    sf.write(tmp_path / "tone.wav", 0.5 * np.sin(2 * np.pi * 1000 * t), sr)
+    y = decode_audio(tmp_path / "tone.wav", 16000).samples
+    spec = np.abs(np.fft.rfft(y * np.hanning(len(y))))
+    assert abs(np.argmax(spec) * 16000 / len(y) - 1000) < 2
+    # Real (band-limited) resampling: nothing aliased above -60 dB.
+    assert spec[np.abs(np.fft.rfftfreq(len(y), 1 / 16000) - 1000) > 50].max() < spec.max() * 1e-3
+
+
+def test_real_speech_at_every_rate_decodes(shared_data):
+    for p in sorted((shared_data / "speech").iterdir()):
+        a = decode_audio(p, 16000)
+        assert a.duration_s > 0.9 and np.abs(a.samples).max() <= 1.0
+
+
+def test_bad_audio_gets_a_clear_error(tmp_path):
+    sf.write(tmp_path / "empty.wav", np.zeros((0,)), 16000)
+    sf.write(tmp_path / "silent.wav", np.zeros(16000), 16000)
+    sf.write(tmp_path / "short.wav", 0.1 * np.ones(1600), 16000)
+    nan = 0.1 * np.ones(16000, np.float32)
+    nan[100] = np.nan
+    sf.write(tmp_path / "nan.wav", nan, 16000, subtype="FLOAT")
+    (tmp_path / "junk.wav").write_bytes(b"RIFF not really a wave file" * 10)
+    cases = {
+        "empty.wav": "empty",
+        "silent.wav": "silent",
+        "short.wav": "shorter than the 0.25 s",
+        "nan.wav": "NaN",
+        "junk.wav": "cannot decode",
+        "missing.wav": "not found",
+    }
+    for name, msg in cases.items():
+        with pytest.raises(AudioError, match=msg) as e:
+            decode_audio(tmp_path / name, 16000)
+        assert name in str(e.value)

@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+import logging
+
+import h5py
+import numpy as np
+import pytest
+
+from blendsync.shared.channels import ARKIT, ARKIT_52, ChannelSet, read_channel_file
+from blendsync.shared.config import FeatureConfig
+from blendsync.shared.featurize_file import featurize_file
+from blendsync.shared.targets import (
+    TargetError, TargetSpec, parse_timecode, read_targets, targets_on_grid,
+)
+from tests.conftest import write_livelink
+
+
+def test_parse_timecode_frames_at_60fps_with_fraction():
+    assert parse_timecode("00:00:00:00.000") == 0.0
+    assert parse_timecode("00:00:01:30.000") == pytest.approx(1.5)
+    assert parse_timecode("18:43:58:59.723") == pytest.approx(18 * 3600 + 43 * 60 + 58 + 59.723 / 60)
+    with pytest.raises(ValueError, match="not a timecode"):
+        parse_timecode("12:00")
+
+
+def test_every_real_livelink_file_parses(shared_data):
+    files = sorted((shared_data / "livelinkface").glob("*.csv"))
+    assert len(files) == 4
+    for f in files:
+        c = read_targets(TargetSpec(f), ARKIT)
+        assert c.values.shape[1] == 52
+        # Real takes run at ~59.9 fps; per-row stamps are kept (no jitter fallback).
+        assert 59.5 < c.fps < 60.1 and not c.notes
+        assert np.all(np.diff(c.times) > 0)
+
+
+def test_real_take_duration_uses_timestamps_not_frame_count(shared_data):
+    c = read_targets(TargetSpec(shared_data / "livelinkface" / "Happy.csv"), ARKIT)
+    # 14:58:02:44.643 - 14:58:53:34.503 is 50.83 s; 3046 frames / 60 would be 50.77 s.
+    assert c.times[-1] == pytest.approx(50.0 + (34.503 - 44.643) / 60 + 1.0, abs=1e-6)
+
+
+def test_generated_file_with_jitter_falls_back_to_uniform_spacing(shared_data, caplog):
+    f = shared_data / "generated" / "model_output_shapes_68col.csv"
+    with caplog.at_level(logging.WARNING):
+        c = read_targets(TargetSpec(f), ARKIT)
+    assert c.values.shape == (610, 52)
+    assert "jitter" in caplog.text and c.notes
+    assert np.allclose(np.diff(c.times), 1 / c.fps)
+    # Extra emotion columns (Angry, Happy, ...) are ignored, not read as curves.
+    assert 55 < c.fps < 62
+
+
+def test_columns_parsed_by_name_not_position(tmp_path):
+    f = write_livelink(tmp_path / "a.csv", 2.0, count_column="BlendShapeCount")
+    lines = f.read_text().splitlines()
+    header = lines[0].split(",")
+    # Swap two curve columns and move Timecode to the end: values must follow the names.
+    order = list(range(len(header)))
+    j, m = header.index("JawOpen"), header.index("MouthFunnel")
+    order[j], order[m] = m, j
+    order = order[1:] + [0]
+    f2 = tmp_path / "b.csv"
+    f2.write_text("\n".join(",".join(ln.split(",")[i] for i in order) for ln in lines) + "\n")
+    a = read_targets(TargetSpec(f), ARKIT)
+    b = read_targets(TargetSpec(f2), ARKIT)
+    np.testing.assert_array_equal(a.values, b.values)
+    np.testing.assert_allclose(a.times, b.times)
+
+
+def test_zero_based_and_wall_clock_timecodes_agree(tmp_path):
+    a = read_targets(TargetSpec(write_livelink(tmp_path / "a.csv", 3.0, start="00:00:00:00.000")), ARKIT)
+    b = read_targets(TargetSpec(write_livelink(tmp_path / "b.csv", 3.0, start="23:59:58:30.250")), ARKIT)
+    np.testing.assert_allclose(a.times, b.times, atol=1e-6)  # across midnight too
+    np.testing.assert_array_equal(a.values, b.values)
+
+
+def test_missing_channel_column_names_it(tmp_path):
+    f = write_livelink(tmp_path / "a.csv", 1.0)
+    lines = f.read_text().splitlines()
+    lines[0] = lines[0].replace("JawOpen", "JawOpened")
+    f.write_text("\n".join(lines))
+    with pytest.raises(TargetError, match=r"a\.csv.*missing 1 of 52.*jawOpen"):
+        read_targets(TargetSpec(f), ARKIT)
+
+
+def test_bad_value_names_the_line(tmp_path):
+    f = write_livelink(tmp_path / "a.csv", 1.0)
+    lines = f.read_text().splitlines()
+    lines[5] = lines[5].replace("0.", "x.", 1)
+    f.write_text("\n".join(lines))
+    with pytest.raises(TargetError, match="line 6"):
+        read_targets(TargetSpec(f), ARKIT)
+
+
+def test_npy_npz_and_hdf5_targets(tmp_path):
+    rng = np.random.default_rng(0)
+    arr = rng.uniform(0, 1, (90, 52))
+    np.save(tmp_path / "a.npy", arr)
+    np.savez(tmp_path / "b.npz", curves=arr, fps=np.array(30.0))
+    with h5py.File(tmp_path / "c.h5", "w") as h:
+        ds = h.create_dataset("take/curves", data=arr)
+        ds.attrs["fps"] = 30.0
+    a = read_targets(TargetSpec(tmp_path / "a.npy", fps=30.0), ARKIT)
+    b = read_targets(TargetSpec.parse("b.npz", tmp_path), ARKIT)
+    c = read_targets(TargetSpec.parse("c.h5:/take/curves", tmp_path), ARKIT)
+    for x in (a, b, c):
+        np.testing.assert_array_equal(x.values, arr)
+        assert x.fps == 30.0 and x.duration_s == pytest.approx(3.0)
+    with pytest.raises(TargetError, match="no frame rate"):
+        read_targets(TargetSpec(tmp_path / "a.npy"), ARKIT)
+    with pytest.raises(TargetError, match="name the dataset"):
+        read_targets(TargetSpec(tmp_path / "c.h5"), ARKIT)
+    with pytest.raises(TargetError, match="53 channels"):
+        np.save(tmp_path / "d.npy", np.zeros((10, 53)))
+        read_targets(TargetSpec(tmp_path / "d.npy", fps=30.0), ARKIT)
+
+
+def test_resampling_by_time_and_clipping():
+    from blendsync.shared.targets import TargetCurves
+
+    t = np.arange(120) / 60.0
+    vals = np.stack([t / 2, 1.5 * np.ones_like(t)], axis=1)  # a ramp and an out-of-range line
+    g = targets_on_grid(TargetCurves(vals, t, 60.0, "npy"), 30.0, 60)
+    np.testing.assert_allclose(g.values[:, 0], np.arange(60) / 30.0 / 2, atol=1e-6)
+    assert (g.values[:, 1] == 1.0).all() and g.counts["targets_clipped_values"] == 60
+
+
+def test_custom_rig_featurizes_with_116_channels(shared_data):
+    d = shared_data / "custom_rig"
+    names = read_channel_file(d / "channel_names.txt")
+    assert len(names) == 116
+    cfg = FeatureConfig.from_dict({"targets": {"channels_file": str(d / "channel_names.txt")}})
+    assert cfg.channels.channels == names and cfg.hash != FeatureConfig().hash
+    ff = featurize_file(d / "1114_3_16.wav", TargetSpec(d / "bs_value_1114_3_16.npy", fps=30.0), cfg)
+    assert ff.targets.shape == (ff.frames, 116) and ff.mel.shape == (ff.frames, 80)
+    assert ff.frames == pytest.approx(47.65 * 30, abs=2)
+    raw = np.load(d / "bs_value_1114_3_16.npy")
+    # 30 fps targets on a 30 fps grid: the values come through unchanged.
+    np.testing.assert_allclose(ff.targets, raw[: ff.frames].astype(np.float32), atol=1e-6)
+
+
+def test_length_mismatch_trimmed_within_tolerance_rejected_beyond(make_audio, tmp_path):
+    audio = make_audio("a.wav", 4.0)
+    near = write_livelink(tmp_path / "near.csv", 4.2)
+    far = write_livelink(tmp_path / "far.csv", 4.5)
+    cfg = FeatureConfig()
+    ff = featurize_file(audio, TargetSpec(near), cfg)
+    assert ff.frames == 120 and ff.targets.shape == (120, 52)
+    with pytest.raises(TargetError, match=r"far\.csv.*4\.500 s.*4\.000 s.*0\.500 s > tolerance 0\.25"):
+        featurize_file(audio, TargetSpec(far), cfg)
+    lenient = FeatureConfig.from_dict({"targets": {"max_mismatch_s": 1.0}})
+    assert lenient.hash == cfg.hash
+    assert featurize_file(audio, TargetSpec(far), lenient).frames == 120
+
+
+def test_channel_set_checks():
+    with pytest.raises(ValueError, match="repeats"):
+        ChannelSet("x", ("a", "a"))
+    assert len(ARKIT.mouth) + len(ARKIT.expression) + len(ARKIT.other) == 52
+    assert "jawOpen" in ARKIT.mouth and "eyeBlinkLeft" in ARKIT.expression
+    assert ARKIT.channels == ARKIT_52
