@@ -35,6 +35,9 @@ STREAMS = ("mel", "emotion", "targets")
 TIME_CHUNK = 4096
 
 
+_OWN_NAMES = {"zarr.json", "items", "manifests", ".bsfeat"}
+
+
 class StoreError(ValueError):
     """A store that cannot be used as asked."""
 
@@ -97,21 +100,34 @@ class FeatureStore:
             )
 
     def init(self) -> None:
-        """Create the root, items and manifests groups (idempotent; safe to race)."""
+        """Create the root, items and manifests groups (idempotent; safe to race: each
+        zarr.json is written whole, attributes included, in one atomic write)."""
         if self.root.exists() and not self.root.is_dir():
             raise StoreError(f"{self.root}: exists and is not a directory")
-        if self.exists():
-            self.check()
-        else:
-            if self.root.is_dir() and any(self.root.iterdir()):
-                raise StoreError(f"{self.root}: directory is not empty and not a feature store")
-            g = zarr.open_group(str(self.root), mode="a")
-            g.attrs.update({"blendsync_store": SCHEMA_VERSION})
-        root = zarr.open_group(str(self.root), mode="a")
-        for name in ("items", "manifests"):
-            if not (self.root / name / "zarr.json").is_file():
-                root.require_group(name)
+        if not self.exists():
+            foreign = (
+                sorted(p.name for p in self.root.iterdir() if p.name not in _OWN_NAMES)
+                if self.root.is_dir() else []
+            )
+            if foreign:
+                raise StoreError(
+                    f"{self.root}: directory is not empty and not a feature store ({foreign[:3]})"
+                )
+            self._create_group(self.root, {"blendsync_store": SCHEMA_VERSION})
+        self.check()
+        for d in (self.items_dir, self.manifests_dir):
+            if not (d / "zarr.json").is_file():
+                self._create_group(d, {})
         self.staging_dir.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def _create_group(path: Path, attrs: dict) -> None:
+        from zarr.errors import ContainsGroupError
+
+        try:
+            zarr.create_group(str(path), attributes=attrs, overwrite=False)
+        except ContainsGroupError:
+            pass  # another process made it first
 
     # -- items ---------------------------------------------------------------------------
     def item_keys(self) -> list[str]:
