@@ -37,6 +37,8 @@ class ExtractReport:
     failed: list[str] = field(default_factory=list)
     audio_s: float = 0.0
     tasks: int = 0
+    # Files whose bytes were read to hash them (0 on a re-run over unchanged files).
+    hashed_files: int = 0
     started_cluster: bool = False
     seconds: float = 0.0
     keys: list[str] = field(default_factory=list)
@@ -129,6 +131,7 @@ def extract(
     stat = StatCache(store.meta_dir / "stat_cache.json")
     planned, hash_problems = plan_rows(manifest, cfg, stat)
     problems += hash_problems
+    report.hashed_files = stat.misses
     stat.save()
 
     status: dict[str, TaskResult] = {}

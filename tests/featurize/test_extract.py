@@ -45,14 +45,15 @@ def test_rerun_computes_nothing_new_row_one_item_new_setting_new_items(takes, tm
     r1 = extract(man, store, cfg, executor="serial")
     assert (r1.computed, r1.cached, r1.stored, r1.failed) == (3, 0, 3, [])
 
+    assert r1.hashed_files == 6  # 3 audio + 3 target files
     r2 = extract(man, store, cfg, executor="dask", workers=1)
-    assert (r2.computed, r2.cached, r2.tasks) == (0, 3, 0)
+    assert (r2.computed, r2.cached, r2.tasks, r2.hashed_files) == (0, 3, 0, 0)
     assert not r2.started_cluster
 
     rows.append(add(3))
     write_manifest(man, rows)
     r3 = extract(man, store, cfg, executor="serial")
-    assert (r3.computed, r3.cached) == (1, 3)
+    assert (r3.computed, r3.cached, r3.hashed_files) == (1, 3, 2)
     old_keys = set(r3.keys)
 
     cfg60 = FeatureConfig.from_dict({"fps": 60})
@@ -208,3 +209,13 @@ def test_force_recomputes_in_place(takes, tmp_path):
     extract(man, store, FeatureConfig(), executor="serial")
     r = extract(man, store, FeatureConfig(), executor="serial", force=True)
     assert r.computed == 1 and FeatureStore(store).item_keys() == r.keys
+
+
+def test_existing_cluster_via_scheduler_address(takes, tmp_path):
+    from distributed import LocalCluster
+
+    rows, _ = takes
+    man = write_manifest(tmp_path / "m.csv", rows)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        r = extract(man, tmp_path / "f.zarr", FeatureConfig(), scheduler=cluster.scheduler_address)
+    assert r.ok and r.computed == 3 and r.started_cluster
