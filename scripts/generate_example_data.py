@@ -13,22 +13,20 @@ Mouth curves lead the audio by 60 ms, as real mouths move before the sound.
 Curves are written at 60 fps with wall-clock timecodes (HH:MM:SS:FF.fff) and 6 decimals.
 
 Usage: python scripts/generate_example_data.py [--out data/example] [--manifest data_manifest.csv]
-Needs espeak-ng on PATH (apt-get install espeak-ng). Deterministic for one espeak-ng version.
+Run with the project's .venv; needs espeak-ng on PATH (apt-get install espeak-ng). Deterministic for one espeak-ng version.
 """
 
 from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from shared.channels import ARKIT_52, LIVELINK_ROTATIONS, pascal_case  # noqa: E402
+from blendsync.shared.channels import ARKIT_52, LIVELINK_ROTATIONS, pascal_case
 
 FPS = 60.0
 LEAD_S = 0.060

@@ -219,3 +219,23 @@ def test_existing_cluster_via_scheduler_address(takes, tmp_path):
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         r = extract(man, tmp_path / "f.zarr", FeatureConfig(), scheduler=cluster.scheduler_address)
     assert r.ok and r.computed == 3 and r.started_cluster
+
+
+def test_local_cluster_workers_run_single_threaded():
+    import os
+
+    from blendsync.featurize.executors import dask_client
+
+    def env():
+        from threadpoolctl import threadpool_info
+
+        return os.environ.get("OMP_NUM_THREADS"), os.environ.get("OPENBLAS_NUM_THREADS"), [
+            p["num_threads"] for p in threadpool_info()
+        ]
+
+    with dask_client(workers=2) as client:
+        infos = client.run(env)
+        assert len(infos) == 2
+        for omp, blas, pools in infos.values():
+            assert omp == "1" and blas == "1" and all(n == 1 for n in pools)
+        assert all(n == 1 for n in client.run(lambda dask_worker: dask_worker.state.nthreads).values())
