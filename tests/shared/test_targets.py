@@ -160,3 +160,24 @@ def test_channel_set_checks():
     assert len(ARKIT.mouth) + len(ARKIT.expression) + len(ARKIT.other) == 52
     assert "jawOpen" in ARKIT.mouth and "eyeBlinkLeft" in ARKIT.expression
     assert ARKIT.channels == ARKIT_52
+
+
+def test_custom_rig_pair_through_extract(shared_data, tmp_path):
+    from blendsync.featurize.extract import extract
+    from blendsync.shared.store import FeatureStore
+    from tests.conftest import write_manifest
+
+    d = shared_data / "custom_rig"
+    (tmp_path / "rig.yaml").write_text(f"targets:\n  channels_file: {d / 'channel_names.txt'}\n")
+    cfg = FeatureConfig.load(tmp_path / "rig.yaml")
+    man = write_manifest(tmp_path / "rig.csv", [
+        {"audio": str(d / f"1114_3_{n}.wav"), "targets": str(d / f"bs_value_1114_3_{n}.npy"),
+         "targets_fps": 30, "id": f"take{n}"}
+        for n in (15, 16)
+    ])
+    r = extract(man, tmp_path / "f.zarr", cfg, executor="serial")
+    assert r.ok and r.computed == 2
+    fs = FeatureStore(tmp_path / "f.zarr")
+    for key in r.keys:
+        item = fs.read_item(key)
+        assert item.targets.shape[1] == 116 and item.attrs["channel_set"]["name"] == "channel_names"

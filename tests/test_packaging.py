@@ -1,0 +1,44 @@
+"""The distribution: entry points, the namespace mapping and the image's copy list agree."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_entry_points_and_namespace_mapping():
+    py = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert set(py["project"]["scripts"]) == {"bsfeat", "bstrain"}
+    mapping = py["tool"]["setuptools"]["package-dir"]
+    assert mapping == {
+        "blendsync": "blendsync",
+        "blendsync.shared": "shared",
+        "blendsync.featurize": "featurize",
+        "blendsync.train": "train",
+    }
+    for folder in mapping.values():
+        assert (REPO / folder / "__init__.py").is_file()
+
+
+def test_cpu_image_copies_every_package_folder():
+    py = tomllib.loads((REPO / "pyproject.toml").read_text())
+    text = (REPO / "docker" / "Dockerfile.cpu").read_text()
+    copied = set(re.findall(r"^COPY (\S+) ", text, flags=re.M))
+    assert set(py["tool"]["setuptools"]["package-dir"].values()) <= copied
+    assert "README.md" in text  # pyproject's readme, needed to build
+
+
+def test_bsfeat_help_lists_every_command():
+    from click.testing import CliRunner
+
+    from blendsync.featurize.cli import cli
+
+    out = CliRunner().invoke(cli, ["--help"]).output
+    for cmd in ("extract", "info", "verify", "write-default-config"):
+        assert cmd in out
+    ex = CliRunner().invoke(cli, ["extract", "--help"]).output
+    for opt in ("--store", "--workers", "--scheduler", "--config", "--force"):
+        assert opt in ex
