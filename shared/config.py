@@ -83,6 +83,9 @@ class FeatureConfig:
     targets: TargetConfig = field(default_factory=TargetConfig)
 
     def __post_init__(self) -> None:
+        # fps=30 and fps=30.0 are one config and must hash alike.
+        object.__setattr__(self, "fps", float(self.fps))
+        object.__setattr__(self, "sample_rate", int(self.sample_rate))
         problems = []
         if self.sample_rate <= 0:
             problems.append(f"sample_rate must be > 0, got {self.sample_rate}")
@@ -207,9 +210,6 @@ def _plain(obj: Any) -> Any:
         return {k: _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
-    if isinstance(obj, float) and obj.is_integer():
-        # 30 and 30.0 must hash alike.
-        return float(obj)
     return obj
 
 

@@ -18,6 +18,7 @@ def test_yaml_round_trip_keeps_the_hash(tmp_path):
 def test_hash_covers_meaning_not_runtime_knobs():
     base = FeatureConfig()
     assert FeatureConfig.from_dict({"fps": 30}).hash == base.hash  # 30 == 30.0
+    assert FeatureConfig(fps=30).hash == base.hash
     assert FeatureConfig.from_dict({"fps": 60}).hash != base.hash
     assert FeatureConfig.from_dict({"mel": {"n_mels": 64}}).hash != base.hash
     assert FeatureConfig.from_dict({"emotion": {"context_s": 2.0}}).hash != base.hash
