@@ -13,7 +13,6 @@ import shutil
 import socket
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 
 import zarr
 from zarr.codecs import BloscCodec

@@ -81,3 +81,24 @@ def write_manifest(path: Path, rows: list[dict]) -> Path:
     lines = [",".join(cols)] + [",".join(str(r.get(c, "") or "") for c in cols) for r in rows]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+# Unusable audio, each with the phrase its error message must hold.
+BAD_AUDIO = {
+    "empty.wav": "empty",
+    "silent.wav": "silent",
+    "short.wav": "shorter than the 0.25 s",
+    "nan.wav": "NaN",
+    "junk.wav": "cannot decode",
+}
+
+
+def write_bad_audio(d: Path) -> None:
+    """Write the files of BAD_AUDIO into d."""
+    sf.write(d / "empty.wav", np.zeros(0), 16000)
+    sf.write(d / "silent.wav", np.zeros(32000), 16000)
+    sf.write(d / "short.wav", 0.1 * np.ones(1000), 16000)
+    nan = 0.1 * np.ones(32000, np.float32)
+    nan[5] = np.nan
+    sf.write(d / "nan.wav", nan, 16000, subtype="FLOAT")
+    (d / "junk.wav").write_bytes(b"RIFF not really a wave file" * 10)

@@ -7,13 +7,12 @@ import json
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from blendsync.featurize.cli import main
 from blendsync.featurize.extract import extract
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.store import FeatureStore
-from tests.conftest import write_livelink, write_manifest
+from tests.conftest import write_bad_audio, write_livelink, write_manifest
 
 
 @pytest.fixture
@@ -112,13 +111,7 @@ def test_bad_rows_get_their_own_messages_good_rows_stored_store_untouched(takes,
     extract(man0, store, FeatureConfig(), executor="serial")
     before = _tree_digest(store / "items")
 
-    sf.write(tmp_path / "empty.wav", np.zeros(0), 16000)
-    sf.write(tmp_path / "silent.wav", np.zeros(32000), 16000)
-    sf.write(tmp_path / "short.wav", 0.1 * np.ones(1000), 16000)
-    nan = 0.1 * np.ones(32000, np.float32)
-    nan[5] = np.nan
-    sf.write(tmp_path / "nan.wav", nan, 16000, subtype="FLOAT")
-    (tmp_path / "junk.wav").write_bytes(b"\x00garbage" * 100)
+    write_bad_audio(tmp_path)
     make_audio("long.wav", 3.0, seed=9)
     write_livelink(tmp_path / "mismatch.csv", 4.0)
     (tmp_path / "broken.csv").write_text("Timecode,JawOpen\n00:00:00:00.000,0.1\n")

@@ -5,6 +5,7 @@ import pytest
 import soundfile as sf
 
 from blendsync.shared.audio import AudioError, decode_audio
+from tests.conftest import BAD_AUDIO, write_bad_audio
 
 
 @pytest.mark.parametrize(
@@ -55,21 +56,8 @@ def test_real_speech_at_every_rate_decodes(shared_data):
 
 
 def test_bad_audio_gets_a_clear_error(tmp_path):
-    sf.write(tmp_path / "empty.wav", np.zeros((0,)), 16000)
-    sf.write(tmp_path / "silent.wav", np.zeros(16000), 16000)
-    sf.write(tmp_path / "short.wav", 0.1 * np.ones(1600), 16000)
-    nan = 0.1 * np.ones(16000, np.float32)
-    nan[100] = np.nan
-    sf.write(tmp_path / "nan.wav", nan, 16000, subtype="FLOAT")
-    (tmp_path / "junk.wav").write_bytes(b"RIFF not really a wave file" * 10)
-    cases = {
-        "empty.wav": "empty",
-        "silent.wav": "silent",
-        "short.wav": "shorter than the 0.25 s",
-        "nan.wav": "NaN",
-        "junk.wav": "cannot decode",
-        "missing.wav": "not found",
-    }
+    write_bad_audio(tmp_path)
+    cases = {**BAD_AUDIO, "missing.wav": "not found"}
     for name, msg in cases.items():
         with pytest.raises(AudioError, match=msg) as e:
             decode_audio(tmp_path / name, 16000)
