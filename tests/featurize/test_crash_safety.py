@@ -22,8 +22,9 @@ BSFEAT = [sys.executable, "-m", "blendsync.featurize.cli"]
 def manifest(make_audio, tmp_path):
     rows = []
     for i in range(10):
-        make_audio(f"t{i}.wav", 6.0 + i % 3, seed=i)
-        write_livelink(tmp_path / f"t{i}.csv", 6.0 + i % 3, seed=i)
+        # Long enough that the run is still going when the test kills it.
+        make_audio(f"t{i}.wav", 15.0 + i % 3, seed=i)
+        write_livelink(tmp_path / f"t{i}.csv", 15.0 + i % 3, seed=i)
         rows.append({"audio": f"t{i}.wav", "targets": f"t{i}.csv", "speaker": f"s{i % 3}"})
     return write_manifest(tmp_path / "m.csv", rows)
 
