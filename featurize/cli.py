@@ -115,8 +115,9 @@ class _Progress:
         self.counts = {"computed": 0, "cached": 0, "failed": 0}
         self.audio_s = 0.0
 
-    def start(self, n_tasks: int, cached_audio_s: float) -> None:
+    def start(self, n_tasks: int, n_cached: int, cached_audio_s: float) -> None:
         self.audio_s = cached_audio_s
+        self.counts["cached"] = n_cached
         if self.enabled and n_tasks:
             from tqdm import tqdm
 

@@ -109,13 +109,13 @@ def extract(
     executor: str = "dask",
     force: bool = False,
     index_name: str | None = None,
-    on_plan: Callable[[int, float], None] | None = None,
+    on_plan: Callable[[int, int, float], None] | None = None,
     on_result: Callable[[TaskResult], None] | None = None,
 ) -> ExtractReport:
     """Featurize every row of a manifest into the store; see ExtractReport for the outcome.
 
     executor: "dask" (LocalCluster of `workers`, or the cluster at `scheduler`) or "serial".
-    on_plan(n_tasks, cached_audio_s) and on_result(result) drive a progress display.
+    on_plan(n_tasks, n_cached, cached_audio_s) and on_result(result) drive a progress display.
     """
     t0 = time.perf_counter()
     manifest = read_manifest(manifest_path)
@@ -148,7 +148,7 @@ def extract(
     tasks = list(todo.values())
     report.tasks = len(tasks)
     if on_plan:
-        on_plan(len(tasks), cached_s)
+        on_plan(len(tasks), len(status), cached_s)
     log.info(
         "%s: %d rows, %d to compute, %d already stored, %d invalid",
         manifest.path, manifest.n_rows, len(tasks), len(status), len(problems),
