@@ -227,6 +227,7 @@ def test_local_cluster_workers_run_single_threaded():
         ]
 
     with dask_client(workers=2) as client:
+        client.wait_for_workers(2, timeout=60)
         infos = client.run(env)
         assert len(infos) == 2
         for omp, blas, pools in infos.values():
