@@ -1,0 +1,196 @@
+"""Training configuration: model sizes (with the full/small presets), streaming, loss
+weights, optimisation and diagnostics, as frozen dataclasses with a canonical JSON form
+that is stored in every checkpoint and run folder."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from blendsync.shared.config import canonical_json, short_hash
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    d_model: int = 32
+    heads: int = 2
+    mel_layers: int = 1
+    emotion_layers: int = 1
+    ff_mult: int = 4
+    dropout: float = 0.1
+    # Fusion temperature: fused = (w_mel * mel + w_emo * emo) / temperature.
+    temperature: float = 1.0
+    # sigmoid(smoothing_alpha) weighs the current output against the previous one.
+    smoothing_alpha_init: float = 1.0
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    window: int = 256
+    stride: int = 1
+    lookahead: int = 6
+    batch_streams: int = 8
+    # Value of padded frames, in standardised units (0 = the training mean).
+    pad_value: float = 0.0
+    # Files read ahead of the model by the background reader.
+    prefetch_files: int = 4
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    mse: float = 1.0
+    l1: float = 0.1
+    mouth: float = 0.5
+    expression: float = 0.5
+    consistency: float = 0.2
+    temporal: float = 0.1
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 1.0
+    epochs: int = 10
+    # Stop after this many optimiser steps (0 = no limit): also sets the cosine length.
+    max_steps: int = 0
+
+
+@dataclass(frozen=True)
+class DiagnosticsConfig:
+    every_steps: int = 50
+    # L2-normalise the gradients of mel_weights and emotion_weights (stream balance).
+    normalize_stream_grads: bool = False
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    every_steps: int = 0  # 0 = only last + best
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "full": ModelConfig(d_model=256, heads=4, mel_layers=2, emotion_layers=2),
+    "small": ModelConfig(d_model=32, heads=2, mel_layers=1, emotion_layers=1),
+}
+PRESET_BATCH_STREAMS = {"full": 4, "small": 8}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    loss: LossWeights = field(default_factory=LossWeights)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    # auto: full on a GPU, small on a CPU; custom: the model section as written.
+    preset: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        s, m = self.stream, self.model
+        problems = []
+        if s.window < 1:
+            problems.append(f"stream.window must be >= 1, got {s.window}")
+        if not 0 <= s.lookahead < s.window:
+            problems.append(f"stream.lookahead must be in [0, window), got {s.lookahead}")
+        if s.stride < 1:
+            problems.append(f"stream.stride must be >= 1, got {s.stride}")
+        if s.batch_streams < 1:
+            problems.append(f"stream.batch_streams must be >= 1, got {s.batch_streams}")
+        if m.d_model % m.heads:
+            problems.append(f"model.d_model ({m.d_model}) must be divisible by heads ({m.heads})")
+        if self.preset not in (*PRESETS, "auto", "custom"):
+            problems.append(f"preset must be one of {sorted(PRESETS)}, auto or custom, got {self.preset!r}")
+        if problems:
+            raise ValueError("invalid train config: " + "; ".join(problems))
+
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+    def to_json(self) -> str:
+        return canonical_json(self.to_dict())
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @property
+    def hash(self) -> str:
+        return short_hash(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "TrainConfig":
+        d = dict(d or {})
+        sections = {
+            "model": ModelConfig, "stream": StreamConfig, "loss": LossWeights,
+            "optim": OptimConfig, "diagnostics": DiagnosticsConfig, "checkpoint": CheckpointConfig,
+        }
+        unknown = sorted(set(d) - set(sections) - {"preset", "seed"})
+        if unknown:
+            raise ValueError(f"unknown key(s) in train config: {unknown}")
+        kw: dict[str, Any] = {}
+        for name, typ in sections.items():
+            sec = dict(d.get(name) or {})
+            allowed = {f.name for f in dataclasses.fields(typ)}
+            bad = sorted(set(sec) - allowed)
+            if bad:
+                raise ValueError(f"unknown key(s) in {name}: {bad}; allowed: {sorted(allowed)}")
+            if "betas" in sec:
+                sec["betas"] = tuple(sec["betas"])
+            kw[name] = typ(**sec)
+        return cls(**kw, preset=str(d.get("preset", "auto")), seed=int(d.get("seed", 0)))
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        import json
+
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        p = Path(path)
+        try:
+            data = yaml.safe_load(p.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"config file not found: {p}") from None
+        except yaml.YAMLError as e:
+            raise ValueError(f"{p}: not valid YAML/JSON: {e}") from None
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{p}: {e}") from None
+
+    def with_preset(self, preset: str) -> "TrainConfig":
+        """Model sizes and batch streams of a preset; everything else kept."""
+        return dataclasses.replace(
+            self,
+            preset=preset,
+            model=dataclasses.replace(
+                PRESETS[preset], dropout=self.model.dropout, temperature=self.model.temperature,
+                smoothing_alpha_init=self.model.smoothing_alpha_init,
+            ),
+            stream=dataclasses.replace(self.stream, batch_streams=PRESET_BATCH_STREAMS[preset]),
+        )
+
+    def replace(self, **sections: Any) -> "TrainConfig":
+        """replace(optim={"epochs": 2}, stream={"stride": 4}) -> a new config."""
+        kw = {}
+        for name, changes in sections.items():
+            cur = getattr(self, name)
+            kw[name] = dataclasses.replace(cur, **changes) if dataclasses.is_dataclass(cur) else changes
+        return dataclasses.replace(self, **kw)
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj

@@ -1,0 +1,81 @@
+"""Which stored items a run trains and validates on: a manifest index's rows by split, or
+all items of one feature config split by a stable hash."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from blendsync.featurize.manifest import assign_splits
+from blendsync.shared.store import FeatureStore, StoreError
+from blendsync.train.streaming import FileRef
+
+
+class DataError(ValueError):
+    """A store/manifest/split that cannot be trained on, said plainly."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Files per split and what they share: feature config, channels and channel groups."""
+
+    manifest: str
+    splits: dict[str, list[FileRef]]
+    feature_config: dict
+    feature_config_hash: str
+    library_versions: dict
+    channels: list[str]
+    mouth: list[str]
+    expression: list[str]
+
+    def files(self, split: str) -> list[FileRef]:
+        files = self.splits.get(split, [])
+        if not files:
+            have = {k: len(v) for k, v in self.splits.items() if v}
+            raise DataError(f"split {split!r} of manifest {self.manifest!r} is empty (splits: {have})")
+        return files
+
+
+def load_dataset(store: FeatureStore, manifest: str | None) -> Dataset:
+    try:
+        store.check()
+    except StoreError as e:
+        raise DataError(str(e)) from None
+    if manifest is None:
+        names = store.manifest_names()
+        if len(names) == 1:
+            manifest = names[0]
+    if manifest is not None:
+        try:
+            idx = store.read_manifest(manifest)
+        except StoreError as e:
+            raise DataError(str(e)) from None
+        rows = [(e["key"], e.get("split") or "train", e.get("id", "")) for e in idx["entries"] if e.get("key")]
+        if not rows:
+            raise DataError(f"manifest {manifest!r} in {store.root} has no stored rows")
+    else:
+        keys = store.item_keys()
+        if not keys:
+            raise DataError(f"{store.root}: no items")
+        splits = assign_splits(keys)
+        rows = [(k, s, k[:12]) for k, s in zip(keys, splits)]
+        manifest = "<all items>"
+    splits: dict[str, list[FileRef]] = {"train": [], "val": [], "test": []}
+    first = None
+    for key, split, rid in rows:
+        if not store.is_complete(key):
+            raise DataError(f"manifest {manifest!r} lists item {key} ({rid}) that is not in the store")
+        a = store.item_attrs(key)
+        if first is None:
+            first = a
+        if a["feature_config_hash"] != first["feature_config_hash"]:
+            raise DataError(
+                f"items of {manifest!r} mix feature configs {first['feature_config_hash']} and "
+                f"{a['feature_config_hash']}; name one manifest with --manifest"
+            )
+        if "targets" not in a.get("checksums", {}):
+            raise DataError(f"item {key} ({rid}) has no targets: the store was made without targets")
+        splits.setdefault(split, []).append(FileRef(key, int(a["frames"]), rid))
+    cs = first["channel_set"]
+    return Dataset(manifest, splits, first["feature_config"], first["feature_config_hash"],
+                   first.get("library_versions", {}), list(cs["channels"]), list(cs.get("mouth", [])),
+                   list(cs.get("expression", [])))

@@ -1,0 +1,359 @@
+"""bstrain fit as a library call: the training loop around one step function.
+
+The step (train_step) is kept apart from the loop; the loop owns streaming, the carried
+previous predictions, the schedule, diagnostics, validation, checkpoints and outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from blendsync.shared.provenance import library_versions
+from blendsync.shared.store import FeatureStore
+from blendsync.train import plots
+from blendsync.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from blendsync.train.config import TrainConfig
+from blendsync.train.data import Dataset, DataError, load_dataset
+from blendsync.train.diagnostics import grad_report, normalize_stream_grads, warn_on
+from blendsync.train.losses import loss_terms, total_loss
+from blendsync.train.metrics import regression_metrics
+from blendsync.train.model import BlendshapeModel
+from blendsync.train.normalization import load_or_compute
+from blendsync.train.streaming import Normalizer, WindowStream
+
+log = logging.getLogger(__name__)
+
+LOG_EVERY = 10
+TERMS = ("mse", "l1", "mouth", "expression", "consistency", "temporal")
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    step: int
+    epoch: int
+    best_val_loss: float | None
+    history: list[dict] = field(default_factory=list)
+    interrupted: bool = False
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    d = torch.device(device)
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine")
+    return d
+
+
+def resolve_preset(cfg: TrainConfig, preset: str | None, device: torch.device) -> tuple[TrainConfig, str]:
+    chosen = preset or cfg.preset
+    why = "from --preset" if preset else "from the config"
+    if chosen == "auto":
+        chosen = "full" if device.type == "cuda" else "small"
+        why = f"auto: {device.type}"
+    if chosen == "custom":
+        return cfg, "model sizes from the config"
+    return cfg.with_preset(chosen), why
+
+
+def channel_masks(ds: Dataset, device) -> tuple[torch.Tensor, torch.Tensor]:
+    mouth = torch.tensor([c in set(ds.mouth) for c in ds.channels], device=device)
+    expr = torch.tensor([c in set(ds.expression) for c in ds.channels], device=device)
+    return mouth, expr
+
+
+def to_device(batch: dict[str, np.ndarray], device) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def train_step(model, batch, prev, cfg: TrainConfig, masks, amp: bool):
+    """One forward/backward. batch tensors as streaming.py documents; prev (B, C).
+    Returns (loss, terms, smoothed (B, C) detached)."""
+    with torch.autocast(device_type=prev.device.type, dtype=torch.bfloat16, enabled=amp):
+        out = model(batch["mel"], batch["emotion"], batch["frame_mask"], prev, batch["has_prev"])
+    pred = out["smoothed"].float()
+    terms = loss_terms(pred, batch["target"], prev, batch["prev_target"], batch["valid"],
+                       batch["has_prev"], *masks)
+    loss = total_loss(terms, cfg.loss)
+    loss.backward()
+    return loss, terms, pred.detach()
+
+
+def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+@torch.no_grad()
+def evaluate(model, stream: WindowStream, ds_files, cfg: TrainConfig, masks, device, amp: bool,
+             channels: list[str]) -> tuple[dict, dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """Every frame of every file at stride 1 with carried state. Returns (loss terms averaged
+    over windows, predictions per file (T, C), targets per file (T, C))."""
+    was_training = model.training
+    model.eval()
+    preds = {i: np.zeros((f.frames, len(channels)), np.float32) for i, f in enumerate(ds_files)}
+    targs = {i: np.zeros((f.frames, len(channels)), np.float32) for i, f in enumerate(ds_files)}
+    sums = {k: 0.0 for k in (*TERMS, "loss")}
+    n = 0
+    prev = torch.zeros(stream.streams, len(channels), device=device)
+    for batch in stream.epoch(0):
+        b = to_device(batch, device)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            out = model(b["mel"], b["emotion"], b["frame_mask"], prev, b["has_prev"])
+        pred = out["smoothed"].float()
+        terms = loss_terms(pred, b["target"], prev, b["prev_target"], b["valid"], b["has_prev"], *masks)
+        rows = int(batch["valid"].sum())
+        for k, v in terms.items():
+            sums[k] += float(v) * rows
+        sums["loss"] += float(total_loss(terms, cfg.loss)) * rows
+        n += rows
+        prev = torch.where(b["valid"][:, None], pred, prev)
+        p = pred.cpu().numpy()
+        for i in np.flatnonzero(batch["valid"]):
+            preds[int(batch["file"][i])][int(batch["frame"][i])] = p[i]
+            targs[int(batch["file"][i])][int(batch["frame"][i])] = batch["target"][i]
+    model.train(was_training)
+    return {k: v / max(n, 1) for k, v in sums.items()}, preds, targs
+
+
+def fit(store_path: str | Path, *, cfg: TrainConfig, out: str | Path, manifest: str | None = None,
+        preset: str | None = None, device: str = "auto", resume: bool = False,
+        stop_at_step: int | None = None,
+        on_step: Callable[[dict], None] | None = None) -> FitResult:
+    """Train on a store. stop_at_step ends the run right after that step, as an interruption
+    would, with last.pt saved (for time-boxed jobs and resume tests)."""
+    run_dir = Path(out)
+    store = FeatureStore(store_path)
+    dev = resolve_device(device)
+    ckpt = None
+    if resume:
+        last = run_dir / "checkpoints" / "last.pt"
+        ckpt = load_checkpoint(last)
+        cfg = TrainConfig.from_json(ckpt["config_json"])
+        why = "from the checkpoint"
+    else:
+        cfg, why = resolve_preset(cfg, preset, dev)
+    log.info("preset %s (%s) on %s: d_model %d, heads %d, layers %d+%d, %d streams",
+             cfg.preset, why, dev, cfg.model.d_model, cfg.model.heads, cfg.model.mel_layers,
+             cfg.model.emotion_layers, cfg.stream.batch_streams)
+    ds = load_dataset(store, manifest)
+    if ckpt is not None:
+        check_compatible(ckpt, ds)
+    train_files = ds.files("train")
+    val_files = ds.splits.get("val") or []
+    if not val_files:
+        log.warning("manifest %r has no validation split: no validation metrics, best = last", ds.manifest)
+    if cfg.stream.stride > 1:
+        log.warning("training at stride %d: smoothing_alpha is learned at a lag of %d frames, "
+                    "but validation and predict run at stride 1", cfg.stream.stride, cfg.stream.stride)
+    torch.manual_seed(cfg.seed)
+    amp = dev.type == "cuda"
+    if amp:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if ckpt is not None:
+        norm = Normalizer.from_dict(ckpt["normalizer"])
+    else:
+        norm = load_or_compute(run_dir, store, ds.manifest, "train", train_files)
+    s = cfg.stream
+    common = dict(window=s.window, lookahead=s.lookahead, streams=s.batch_streams,
+                  pad_value=s.pad_value, prefetch=s.prefetch_files, seed=cfg.seed)
+    train_stream = WindowStream(store, train_files, norm, stride=s.stride, shuffle=True, **common)
+    val_stream = WindowStream(store, val_files, norm, stride=1, shuffle=False, **common) if val_files else None
+
+    fc = ds.feature_config
+    model = BlendshapeModel(n_mels=fc["mel"]["n_mels"], n_emotion=88, channels=len(ds.channels),
+                            window=s.window, cfg=cfg.model).to(dev)
+    model.decoder.init_bias(torch.from_numpy(norm.target_mean).to(dev))
+    o = cfg.optim
+    opt = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
+    per_epoch = [train_stream.steps(e) for e in range(o.epochs)]
+    total = sum(per_epoch)
+    if o.max_steps:
+        total = min(total, o.max_steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o.warmup_steps, total, o.min_lr_ratio))
+    masks = channel_masks(ds, dev)
+    prev = torch.zeros(s.batch_streams, len(ds.channels), device=dev)
+    step, epoch, start_in_epoch, best = 0, 0, 0, None
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["rng_cpu"])
+        if dev.type == "cuda" and ckpt.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng_cuda"])
+        step, epoch, start_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["step_in_epoch"]
+        prev = ckpt["prev"].to(dev)
+        best = ckpt.get("best_val_loss")
+        log.info("resumed %s at step %d (epoch %d, batch %d)", run_dir, step, epoch, start_in_epoch)
+    else:
+        (run_dir / "config.json").write_text(json.dumps({
+            "train_config": cfg.to_dict(), "train_config_hash": cfg.hash,
+            "feature_config": ds.feature_config, "feature_config_hash": ds.feature_config_hash,
+            "store": str(store.root.resolve()), "manifest": ds.manifest, "device": str(dev),
+            "channels": ds.channels, "train_files": len(train_files), "val_files": len(val_files),
+        }, indent=2))
+
+    def state(ep: int, in_ep: int) -> dict:
+        return {
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state() if dev.type == "cuda" else None,
+            "step": step, "epoch": ep, "step_in_epoch": in_ep, "prev": prev.detach().cpu(),
+            "normalizer": norm.to_dict(), "config_json": cfg.to_json(),
+            "feature_config_json": json.dumps(ds.feature_config, sort_keys=True),
+            "feature_config_hash": ds.feature_config_hash,
+            "library_versions_json": json.dumps(library_versions(), sort_keys=True),
+            "channels": list(ds.channels), "mouth": list(ds.mouth), "expression": list(ds.expression),
+            "window": s.window, "lookahead": s.lookahead, "fps": float(ds.feature_config["fps"]),
+            "best_val_loss": best,
+        }
+
+    ck_dir = run_dir / "checkpoints"
+    metrics_path = run_dir / "metrics.jsonl"
+    history = _read_history(metrics_path)
+    from torch.utils.tensorboard import SummaryWriter
+
+    tb = SummaryWriter(str(run_dir / "tb"))
+    model.train()
+    interrupted = False
+    try:
+        while epoch < o.epochs and not (o.max_steps and step >= o.max_steps):
+            t0, windows = time.perf_counter(), 0
+            i = start_in_epoch - 1
+            for i, batch in enumerate(train_stream.epoch(epoch, start_in_epoch), start=start_in_epoch):
+                b = to_device(batch, dev)
+                opt.zero_grad(set_to_none=True)
+                loss, terms, pred = train_step(model, b, prev, cfg, masks, amp)
+                if cfg.diagnostics.normalize_stream_grads:
+                    normalize_stream_grads(model)
+                if cfg.diagnostics.every_steps and step % cfg.diagnostics.every_steps == 0:
+                    rep = grad_report(model)
+                    warn_on(rep, step)
+                    log.info("step %d grads: total %.3g, smoothing_alpha %.3g, mel/emotion balance %s",
+                             step, rep["total_norm"], rep["smoothing_alpha_grad"] or 0.0,
+                             f"{rep['stream_balance']:.3g}" if rep["stream_balance"] is not None else "n/a")
+                    log.debug("step %d grad norms: %s", step, rep["norms"])
+                    tb.add_scalar("grad/total_norm", rep["total_norm"], step)
+                    if rep["stream_balance"] is not None:
+                        tb.add_scalar("grad/stream_balance", rep["stream_balance"], step)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+                opt.step()
+                sched.step()
+                prev = torch.where(b["valid"][:, None], pred, prev)
+                step += 1
+                windows += int(batch["valid"].sum())
+                rate = windows / max(time.perf_counter() - t0, 1e-9)
+                rec = {"kind": "train", "step": step, "epoch": epoch, "loss": loss.item(),
+                       **{k: v.item() for k, v in terms.items()}, "lr": sched.get_last_lr()[0],
+                       "alpha": torch.sigmoid(model.smoothing_alpha).item(), "windows_per_s": rate}
+                if step % LOG_EVERY == 0 or step == 1:
+                    _append(metrics_path, rec)
+                    history.append(rec)
+                    for k in ("loss", *TERMS, "lr", "alpha"):
+                        tb.add_scalar(f"train/{k}", rec[k], step)
+                if on_step:
+                    on_step({**rec, "total_steps": total})
+                if cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0:
+                    st = state(epoch, i + 1)
+                    save_checkpoint(ck_dir / f"step_{step}.pt", st)
+                    save_checkpoint(ck_dir / "last.pt", st)
+                if stop_at_step is not None and step >= stop_at_step:
+                    save_checkpoint(ck_dir / "last.pt", state(epoch, i + 1))
+                    interrupted = True
+                    return FitResult(run_dir, step, epoch, best, history, interrupted=True)
+                if o.max_steps and step >= o.max_steps:
+                    break
+            finished_epoch = not (o.max_steps and step >= o.max_steps) or i + 1 >= per_epoch[epoch]
+            epoch_done = epoch
+            epoch, start_in_epoch = (epoch + 1, 0) if finished_epoch else (epoch, i + 1)
+            prev = torch.zeros_like(prev) if finished_epoch else prev
+            val_loss = None
+            if val_stream is not None:
+                val_loss = _validate(model, val_stream, val_files, cfg, masks, dev, amp, ds, norm,
+                                     step, epoch_done, run_dir, metrics_path, history, tb)
+            st = state(epoch, start_in_epoch)
+            if val_loss is None or best is None or val_loss < best:
+                best = val_loss if val_loss is not None else best
+                st["best_val_loss"] = best
+                save_checkpoint(ck_dir / "best.pt", st)
+            save_checkpoint(ck_dir / "last.pt", st)
+            plots.plot_losses(history, run_dir / "loss_curves.png")
+            w = model.dual_stream_attention
+            plots.plot_stream_weights(w.mel_weights.detach().cpu().numpy(),
+                                      w.emotion_weights.detach().cpu().numpy(), ds.channels,
+                                      run_dir / "stream_weights.png")
+    finally:
+        tb.close()
+    return FitResult(run_dir, step, epoch, best, history, interrupted)
+
+
+def _validate(model, val_stream, val_files, cfg, masks, dev, amp, ds, norm, step, epoch, run_dir,
+              metrics_path, history, tb) -> float:
+    terms, preds, targs = evaluate(model, val_stream, val_files, cfg, masks, dev, amp, ds.channels)
+    P = np.concatenate([preds[i] for i in sorted(preds)])
+    Tg = np.concatenate([targs[i] for i in sorted(targs)])
+    groups = {"mouth": ds.mouth, "expression": ds.expression,
+              "other": [c for c in ds.channels if c not in set(ds.mouth) | set(ds.expression)]}
+    m = regression_metrics(P, Tg, norm.target_mean, ds.channels, groups)
+    rec = {"kind": "val", "step": step, "epoch": epoch, **terms, "metrics": m}
+    _append(metrics_path, rec)
+    history.append(rec)
+    for k in ("loss", *TERMS):
+        tb.add_scalar(f"val/{k}", terms[k], step)
+    tb.add_scalar("val/mse_all", m["mse"], step)
+    if m["skill"] is not None:
+        tb.add_scalar("val/skill", m["skill"], step)
+    log.info("epoch %d validation: loss %.4f, mse %.4f, mae %.4f, skill %s", epoch, terms["loss"],
+             m["mse"], m["mae"], f"{m['skill']:.3f}" if m["skill"] is not None else "n/a")
+    plots.plot_curves(preds[0], targs[0], ds.channels, float(ds.feature_config["fps"]),
+                      f"validation file {val_files[0].id} (epoch {epoch})", run_dir / "val_curves.png")
+    return float(terms["loss"])
+
+
+def check_compatible(ckpt: dict, ds: Dataset) -> None:
+    """Refuse features the checkpoint was not trained on; warn on library-version drift."""
+    if ckpt["feature_config_hash"] != ds.feature_config_hash:
+        raise DataError(
+            f"the store's feature config {ds.feature_config_hash} differs from the checkpoint's "
+            f"{ckpt['feature_config_hash']}: featurize with the checkpoint's config"
+        )
+    if list(ckpt["channels"]) != list(ds.channels):
+        raise DataError(
+            f"the store's channel set ({len(ds.channels)} channels) differs from the checkpoint's "
+            f"({len(ckpt['channels'])} channels)"
+        )
+    theirs = json.loads(ckpt.get("library_versions_json", "{}"))
+    if theirs and theirs != ds.library_versions:
+        log.warning("library versions differ from the checkpoint's: store %s, checkpoint %s",
+                    ds.library_versions, theirs)
+
+
+def _append(path: Path, rec: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def _read_history(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+__all__ = ["fit", "FitResult", "train_step", "evaluate", "CheckpointError", "DataError"]

@@ -1,0 +1,64 @@
+"""Training-split statistics for standardising mel and emotion channels (and the target
+means that initialise the output head), in one streaming pass over whole files, cached in
+the run folder keyed by store, manifest, split and the items themselves."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from blendsync.shared.store import FeatureStore
+from blendsync.train.streaming import FileRef, Normalizer
+
+log = logging.getLogger(__name__)
+
+# Channels with a smaller spread (constant in the training data) are left unscaled.
+MIN_STD = 1e-6
+
+
+def compute_normalizer(store: FeatureStore, files: list[FileRef]) -> Normalizer:
+    sums: dict[str, np.ndarray] = {}
+    sq: dict[str, np.ndarray] = {}
+    n = 0
+    for f in files:
+        item = store.read_item(f.key)
+        arrays = {"mel": item.mel, "emotion": item.emotion, "target": item.targets}
+        for name, a in arrays.items():
+            a = a.astype(np.float64)
+            sums[name] = sums.get(name, 0) + a.sum(axis=0)
+            sq[name] = sq.get(name, 0) + (a * a).sum(axis=0)
+        n += item.mel.shape[0]
+
+    def mean_std(name):
+        mean = sums[name] / n
+        std = np.sqrt(np.maximum(sq[name] / n - mean**2, 0.0))
+        return mean.astype(np.float32), np.where(std < MIN_STD, 1.0, std).astype(np.float32)
+
+    mm, ms = mean_std("mel")
+    em, es = mean_std("emotion")
+    tm, _ = mean_std("target")
+    return Normalizer(mm, ms, em, es, tm)
+
+
+def stats_cache_key(store: FeatureStore, manifest: str, split: str, files: list[FileRef]) -> str:
+    doc = {"store": str(store.root.resolve()), "manifest": manifest, "split": split,
+           "keys": [f.key for f in files]}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_or_compute(run_dir: Path, store: FeatureStore, manifest: str, split: str,
+                    files: list[FileRef]) -> Normalizer:
+    """Statistics from run_dir/norm_stats-<key>.json, else one pass and write them there."""
+    key = stats_cache_key(store, manifest, split, files)
+    path = run_dir / f"norm_stats-{key}.json"
+    if path.is_file():
+        return Normalizer.from_dict(json.loads(path.read_text()))
+    log.info("computing normalisation statistics over %d %s files", len(files), split)
+    norm = compute_normalizer(store, files)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(norm.to_dict()))
+    return norm

@@ -1,0 +1,235 @@
+"""Stream windows from a feature store in file order into B parallel streams.
+
+Row i of every batch belongs to stream i, which walks its own files window after window in
+time order and keeps its own previous prediction (held by the trainer). File order is
+shuffled per epoch with a seed, never the order inside a file. Files are read whole (a few
+large reads) by a background thread ahead of the model and cut into windows as views.
+
+Batch tensors (B streams, L window frames, M mel bins, E = 88, C channels):
+    mel        (B, L, M) float32   standardised log-mel
+    emotion    (B, L, E) float32   standardised eGeMAPS
+    frame_mask (B, L)    bool      True where a real frame (False: padding beyond a file edge;
+                                   idle rows are all True so attention stays finite)
+    target     (B, C)    float32   targets at the window's target frame k
+    prev_target(B, C)    float32   targets at k - stride (zeros where has_prev is False)
+    has_prev   (B,)      bool      False on a stream's first window of a file (state reset)
+    valid      (B,)      bool      False for streams that ran out of windows (last batches)
+    file       (B,)      int64     index of the file in the stream set (-1 when not valid)
+    frame      (B,)      int64     target frame k
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from blendsync.shared.store import FeatureStore
+from blendsync.train.windows import cut, frame_mask, n_windows, pad_frames, target_frames
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """One stored item a stream walks: its key, frame count and manifest identity."""
+
+    key: str
+    frames: int
+    id: str = ""
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Per-channel standardisation from training-split statistics: (x - mean) / std."""
+
+    mel_mean: np.ndarray
+    mel_std: np.ndarray
+    emotion_mean: np.ndarray
+    emotion_std: np.ndarray
+    target_mean: np.ndarray
+
+    def to_dict(self) -> dict:
+        return {k: np.asarray(v, dtype=np.float64).tolist() for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Normalizer":
+        return cls(**{k: np.asarray(d[k], dtype=np.float32) for k in
+                      ("mel_mean", "mel_std", "emotion_mean", "emotion_std", "target_mean")})
+
+
+def plan_epoch(frames: list[int], streams: int, stride: int, seed: int, epoch: int,
+               shuffle: bool = True) -> list[list[int]]:
+    """Files of each stream, in the order it walks them.
+
+    Files in a seeded per-epoch order go, one by one, to the stream with the fewest windows
+    so far, so streams end within about one file of each other.
+    """
+    order = np.arange(len(frames))
+    if shuffle:
+        order = np.random.default_rng([seed, epoch]).permutation(len(frames))
+    load = [0] * streams
+    out: list[list[int]] = [[] for _ in range(streams)]
+    for f in order:
+        i = int(np.argmin(load))
+        out[i].append(int(f))
+        load[i] += n_windows(frames[f], stride)
+    return out
+
+
+@dataclass(frozen=True)
+class StreamSchedule:
+    """(file, frame) of every stream at every step: arrays (streams, steps), file -1 = idle."""
+
+    file: np.ndarray
+    frame: np.ndarray
+
+    @property
+    def steps(self) -> int:
+        return int(self.file.shape[1])
+
+    @classmethod
+    def build(cls, per_stream: list[list[int]], frames: list[int], stride: int) -> "StreamSchedule":
+        seqs = []
+        for files in per_stream:
+            fs = [np.full(n_windows(frames[f], stride), f) for f in files]
+            ks = [target_frames(frames[f], stride) for f in files]
+            seqs.append((np.concatenate(fs) if fs else np.zeros(0, np.int64),
+                         np.concatenate(ks) if ks else np.zeros(0, np.int64)))
+        steps = max((len(f) for f, _ in seqs), default=0)
+        file = np.full((len(seqs), steps), -1, dtype=np.int64)
+        frame = np.zeros((len(seqs), steps), dtype=np.int64)
+        for i, (f, k) in enumerate(seqs):
+            file[i, : len(f)] = f
+            frame[i, : len(k)] = k
+        return cls(file, frame)
+
+
+@dataclass
+class LoadedFile:
+    """Padded, standardised arrays of one file: mel (T+L-1, M), emotion (T+L-1, E),
+    mask (T+L-1,), targets (T, C)."""
+
+    mel: np.ndarray
+    emotion: np.ndarray
+    mask: np.ndarray
+    targets: np.ndarray
+
+
+class WindowStream:
+    """Iterate batches of one epoch over `files`; restartable at any step (for --resume)."""
+
+    def __init__(self, store: FeatureStore, files: list[FileRef], norm: Normalizer, *, window: int,
+                 lookahead: int, stride: int, streams: int, pad_value: float = 0.0,
+                 prefetch: int = 4, seed: int = 0, shuffle: bool = True):
+        if not files:
+            raise ValueError("no files to stream")
+        self.store, self.files, self.norm = store, files, norm
+        self.window, self.lookahead, self.stride = window, lookahead, stride
+        self.streams, self.pad_value, self.prefetch = streams, pad_value, max(1, prefetch)
+        self.seed, self.shuffle = seed, shuffle
+        self.frames = [f.frames for f in files]
+
+    def schedule(self, epoch: int) -> StreamSchedule:
+        per = plan_epoch(self.frames, self.streams, self.stride, self.seed, epoch, self.shuffle)
+        return StreamSchedule.build(per, self.frames, self.stride)
+
+    def steps(self, epoch: int) -> int:
+        return self.schedule(epoch).steps
+
+    def load(self, f: int) -> LoadedFile:
+        item = self.store.read_item(self.files[f].key)
+        if item.targets is None:
+            raise ValueError(f"item {self.files[f].key} ({self.files[f].id}) has no targets")
+        n = self.norm
+        mel = (item.mel - n.mel_mean) / n.mel_std
+        emo = (item.emotion - n.emotion_mean) / n.emotion_std
+        L, la, pv = self.window, self.lookahead, self.pad_value
+        return LoadedFile(
+            pad_frames(mel.astype(np.float32), L, la, pv),
+            pad_frames(emo.astype(np.float32), L, la, pv),
+            frame_mask(item.mel.shape[0], L, la),
+            np.ascontiguousarray(item.targets, dtype=np.float32),
+        )
+
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+        """Batches of one epoch from start_step on (see the module docstring for shapes)."""
+        sched = self.schedule(epoch)
+        need = _first_and_last_use(sched, start_step)
+        order = sorted(need, key=lambda f: need[f][0])
+        rank = {f: r for r, f in enumerate(order)}
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bstrain-reader")
+        futures: dict[int, Future] = {}
+        nxt = 0
+        lock = threading.Lock()
+
+        def top_up(upto: int) -> None:
+            nonlocal nxt
+            with lock:
+                while nxt < len(order) and (nxt < upto or len(futures) < self.prefetch):
+                    f = order[nxt]
+                    futures[f] = pool.submit(self.load, f)
+                    nxt += 1
+
+        try:
+            B, L = self.streams, self.window
+            C = None
+            for t in range(start_step, sched.steps):
+                files_now = sched.file[:, t]
+                needed = [f for f in set(files_now.tolist()) if f >= 0]
+                top_up(max(rank[f] for f in needed) + 1 if needed else 0)
+                loaded = {f: futures[f].result() for f in needed}
+                if C is None:
+                    C = next(iter(loaded.values())).targets.shape[1]
+                    M = next(iter(loaded.values())).mel.shape[1]
+                    E = next(iter(loaded.values())).emotion.shape[1]
+                batch = {
+                    "mel": np.full((B, L, M), self.pad_value, np.float32),
+                    "emotion": np.full((B, L, E), self.pad_value, np.float32),
+                    # Idle rows see all frames (of padding): attention over no key at all is NaN.
+                    "frame_mask": np.ones((B, L), bool),
+                    "target": np.zeros((B, C), np.float32),
+                    "prev_target": np.zeros((B, C), np.float32),
+                    "has_prev": np.zeros(B, bool),
+                    "valid": np.zeros(B, bool),
+                    "file": files_now.copy(),
+                    "frame": sched.frame[:, t].copy(),
+                }
+                for i in range(B):
+                    f = int(files_now[i])
+                    if f < 0:
+                        continue
+                    k = int(sched.frame[i, t])
+                    lf = loaded[f]
+                    batch["mel"][i] = cut(lf.mel, k, L)
+                    batch["emotion"][i] = cut(lf.emotion, k, L)
+                    batch["frame_mask"][i] = cut(lf.mask, k, L)
+                    batch["target"][i] = lf.targets[k]
+                    batch["valid"][i] = True
+                    if k >= self.stride:
+                        batch["has_prev"][i] = True
+                        batch["prev_target"][i] = lf.targets[k - self.stride]
+                yield batch
+                for f in needed:
+                    if need[f][1] == t:
+                        futures.pop(f, None)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _first_and_last_use(sched: StreamSchedule, start: int) -> dict[int, tuple[int, int]]:
+    out: dict[int, tuple[int, int]] = {}
+    files = sched.file[:, start:]
+    for i in range(files.shape[0]):
+        row = files[i]
+        for f in np.unique(row[row >= 0]):
+            idx = np.flatnonzero(row == f)
+            a, b = int(idx[0]) + start, int(idx[-1]) + start
+            if f in out:
+                a, b = min(a, out[f][0]), max(b, out[f][1])
+            out[int(f)] = (a, b)
+    return out
