@@ -1,10 +1,143 @@
-"""bstrain: the trainer CLI (commands arrive with the training stage)."""
+"""bstrain: the trainer CLI, a thin click layer over blendsync.train.
+
+Exit codes: 0 done; 1 unusable arguments or data (empty split, store without targets,
+feature config different from a checkpoint's, unreadable checkpoint).
+"""
 
 from __future__ import annotations
 
+import logging
+import sys
+from pathlib import Path
+
 import click
+
+from blendsync.train.config import TrainConfig
+
+EXIT_USAGE = 1
+
+
+class UsageFailure(click.ClickException):
+    exit_code = EXIT_USAGE
 
 
 @click.group(context_settings=dict(show_default=True, help_option_names=["-h", "--help"]))
-def main() -> None:
+@click.option("-v", "--verbose", count=True, help="More log output (-v: per-parameter grad norms).")
+@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
+def cli(verbose: int, quiet: bool) -> None:
     """Train speech-to-blendshape models on a bsfeat feature store."""
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    for noisy in ("matplotlib", "PIL", "distributed", "numba"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+@cli.command()
+@click.option("--store", "store_path", required=True, type=click.Path(path_type=Path),
+              help="Feature store made by bsfeat extract.")
+@click.option("--manifest", default=None, help="Manifest index in the store [default: the only one, else all items].")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Train config (YAML/JSON); see write-default-config.")
+@click.option("--preset", type=click.Choice(["small", "full"]), default=None,
+              help="Model sizes [default: full on a GPU, small on a CPU].")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run folder [default: runs/<store>-<time>].")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs [default: from the config, 10].")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many optimiser steps.")
+@click.option("--batch-streams", type=click.IntRange(min=1), default=None, help="Parallel streams B [default: preset's].")
+@click.option("--stride", type=click.IntRange(min=1), default=None, help="Frames between training windows [default: 1].")
+@click.option("--device", default="auto", help="auto, cpu, cuda, cuda:N.")
+@click.option("--seed", type=int, default=None, help="Random seed [default: from the config, 0].")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (its own config).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
+def fit(store_path, manifest, config_path, preset, out, epochs, max_steps, batch_streams, stride,
+        device, seed, resume, progress):
+    """Stream 256-frame windows from the store in file order and train the dual-stream model.
+
+    Writes to the run folder: config.json, metrics.jsonl, TensorBoard events (tb/),
+    checkpoints/ (last.pt, best.pt, step_N.pt), loss_curves.png, val_curves.png,
+    stream_weights.png.
+    """
+    from blendsync.train.checkpoint import CheckpointError
+    from blendsync.train.data import DataError
+    from blendsync.train.loop import fit as run_fit
+
+    cfg = TrainConfig()
+    if config_path:
+        try:
+            cfg = TrainConfig.load(config_path)
+        except (OSError, ValueError) as e:
+            raise UsageFailure(str(e)) from None
+    if preset:
+        cfg = cfg.with_preset(preset)
+        preset = None
+    optim = {k: v for k, v in (("epochs", epochs), ("max_steps", max_steps)) if v is not None}
+    cfg = cfg.replace(optim=optim, stream={"stride": stride} if stride is not None else {})
+    if seed is not None:
+        cfg = cfg.replace(seed=seed)
+    if resume and out is None:
+        raise UsageFailure("--resume needs --out: the run folder to continue")
+    if out is None:
+        import time
+
+        out = Path("runs") / f"{Path(store_path).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = _Bar(show)
+    try:
+        res = run_fit(store_path, cfg=cfg, out=out, manifest=manifest, preset=preset, device=device,
+                      resume=resume, on_step=bar.update, batch_streams=batch_streams)
+    except (DataError, CheckpointError, ValueError) as e:
+        raise UsageFailure(str(e)) from None
+    finally:
+        bar.close()
+    click.echo(f"trained {res.step} steps ({res.epoch} epochs) -> {res.run_dir} "
+               f"(best validation loss {res.best_val_loss if res.best_val_loss is None else round(res.best_val_loss, 5)})")
+
+
+class _Bar:
+    """windows/s, loss, ETA."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.bar = enabled, None
+
+    def update(self, rec: dict) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=rec["total_steps"], initial=rec["step"] - 1, unit="step",
+                            desc="train", dynamic_ncols=True)
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{rec['loss']:.4f}", win_s=f"{rec['windows_per_s']:.1f}", epoch=rec["epoch"])
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@cli.command("write-default-config")
+@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+def write_default_config(path):
+    """Write the default train config as YAML to PATH (or stdout)."""
+    text = TrainConfig().to_yaml()
+    if path is None:
+        click.echo(text, nl=False)
+    else:
+        path.write_text(text)
+        click.echo(f"wrote {path}", err=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        rv = cli.main(args=argv, prog_name="bstrain", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(EXIT_USAGE)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(EXIT_USAGE)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -133,10 +133,14 @@ def evaluate(model, stream: WindowStream, ds_files, cfg: TrainConfig, masks, dev
 
 def fit(store_path: str | Path, *, cfg: TrainConfig, out: str | Path, manifest: str | None = None,
         preset: str | None = None, device: str = "auto", resume: bool = False,
-        stop_at_step: int | None = None,
+        batch_streams: int | None = None, stop_at_step: int | None = None,
         on_step: Callable[[dict], None] | None = None) -> FitResult:
-    """Train on a store. stop_at_step ends the run right after that step, as an interruption
-    would, with last.pt saved (for time-boxed jobs and resume tests)."""
+    """Train on a store.
+
+    preset None: the config's (auto = full on a GPU, small on a CPU); batch_streams overrides
+    the preset's B. stop_at_step ends the run right after that step, as an interruption
+    would, with last.pt saved (for time-boxed jobs and resume tests).
+    """
     run_dir = Path(out)
     store = FeatureStore(store_path)
     dev = resolve_device(device)
@@ -148,6 +152,8 @@ def fit(store_path: str | Path, *, cfg: TrainConfig, out: str | Path, manifest: 
         why = "from the checkpoint"
     else:
         cfg, why = resolve_preset(cfg, preset, dev)
+        if batch_streams is not None:
+            cfg = cfg.replace(stream={"batch_streams": batch_streams})
     log.info("preset %s (%s) on %s: d_model %d, heads %d, layers %d+%d, %d streams",
              cfg.preset, why, dev, cfg.model.d_model, cfg.model.heads, cfg.model.mel_layers,
              cfg.model.emotion_layers, cfg.stream.batch_streams)

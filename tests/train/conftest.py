@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from blendsync.featurize.writer import write_item
+from blendsync.shared.featurize_file import FeaturizedFile
+from blendsync.shared.store import FeatureStore
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def example_store(tmp_path_factory) -> Path:
+    """The shipped example manifest featurized once per test session."""
+    from blendsync.featurize.extract import extract
+    from blendsync.shared.config import FeatureConfig
+
+    store = tmp_path_factory.mktemp("example") / "features.zarr"
+    r = extract(REPO / "data_manifest.csv", store, FeatureConfig(), executor="serial")
+    assert r.ok
+    return store
+
+
+def make_random_store(root: Path, lengths: list[int], channels: int = 5, seed: int = 0) -> tuple[FeatureStore, list[str]]:
+    """A real Zarr store whose items hold random arrays of the given frame counts (T, 80/88/C)."""
+    rng = np.random.default_rng(seed)
+    fs = FeatureStore(root)
+    fs.init()
+    keys = []
+    names = [f"c{i}" for i in range(channels)]
+    for i, T in enumerate(lengths):
+        ff = FeaturizedFile(
+            rng.normal(size=(T, 80)).astype(np.float32),
+            rng.normal(size=(T, 88)).astype(np.float32),
+            rng.uniform(size=(T, channels)).astype(np.float32),
+            {"frames": T, "audio_duration_s": T / 30},
+        )
+        key = f"k{i:03d}"
+        attrs = {
+            "feature_config": {"mel": {"n_mels": 80}, "fps": 30.0},
+            "feature_config_hash": "test",
+            "channels": names,
+            "channel_set": {"name": "test", "channels": names, "mouth": names[:2], "expression": names[2:3]},
+        }
+        write_item(fs, key, ff, attrs)
+        keys.append(key)
+    return fs, keys
