@@ -33,6 +33,8 @@ from blendsync.train.streaming import Normalizer, WindowStream
 log = logging.getLogger(__name__)
 
 LOG_EVERY = 10
+# Epochs longer than this refresh the PNG plots as they end; shorter runs plot once at the end.
+PLOT_EVERY_EPOCH_AFTER_S = 30.0
 TERMS = ("mse", "l1", "mouth", "expression", "consistency", "temporal")
 
 
@@ -238,6 +240,8 @@ def fit(store_path: str | Path, *, cfg: TrainConfig, out: str | Path, manifest: 
 
     tb = SummaryWriter(str(run_dir / "tb"))
     model.train()
+    acc = _Mean()
+    val_plot: dict = {}
     interrupted = False
     try:
         while epoch < o.epochs and not (o.max_steps and step >= o.max_steps):
@@ -266,10 +270,13 @@ def fit(store_path: str | Path, *, cfg: TrainConfig, out: str | Path, manifest: 
                 step += 1
                 windows += int(batch["valid"].sum())
                 rate = windows / max(time.perf_counter() - t0, 1e-9)
+                acc.add(loss, terms)
                 rec = {"kind": "train", "step": step, "epoch": epoch, "loss": loss.item(),
                        **{k: v.item() for k, v in terms.items()}, "lr": sched.get_last_lr()[0],
                        "alpha": torch.sigmoid(model.smoothing_alpha).item(), "windows_per_s": rate}
                 if step % LOG_EVERY == 0 or step == 1:
+                    # Logged losses are means over the steps since the last record.
+                    rec.update(acc.pop())
                     _append(metrics_path, rec)
                     history.append(rec)
                     for k in ("loss", *TERMS, "lr", "alpha"):
@@ -293,25 +300,33 @@ def fit(store_path: str | Path, *, cfg: TrainConfig, out: str | Path, manifest: 
             val_loss = None
             if val_stream is not None:
                 val_loss = _validate(model, val_stream, val_files, cfg, masks, dev, amp, ds, norm,
-                                     step, epoch_done, run_dir, metrics_path, history, tb)
+                                     step, epoch_done, metrics_path, history, tb, val_plot)
             st = state(epoch, start_in_epoch)
             if val_loss is None or best is None or val_loss < best:
                 best = val_loss if val_loss is not None else best
                 st["best_val_loss"] = best
                 save_checkpoint(ck_dir / "best.pt", st)
             save_checkpoint(ck_dir / "last.pt", st)
-            plots.plot_losses(history, run_dir / "loss_curves.png")
-            w = model.dual_stream_attention
-            plots.plot_stream_weights(w.mel_weights.detach().cpu().numpy(),
-                                      w.emotion_weights.detach().cpu().numpy(), ds.channels,
-                                      run_dir / "stream_weights.png")
+            if time.perf_counter() - t0 > PLOT_EVERY_EPOCH_AFTER_S:
+                _plot_run(model, history, ds, run_dir, val_plot)
+        _plot_run(model, history, ds, run_dir, val_plot)
     finally:
         tb.close()
     return FitResult(run_dir, step, epoch, best, history, interrupted)
 
 
-def _validate(model, val_stream, val_files, cfg, masks, dev, amp, ds, norm, step, epoch, run_dir,
-              metrics_path, history, tb) -> float:
+def _plot_run(model, history, ds, run_dir: Path, val_plot: dict) -> None:
+    plots.plot_losses(history, run_dir / "loss_curves.png")
+    w = model.dual_stream_attention
+    plots.plot_stream_weights(w.mel_weights.detach().cpu().numpy(), w.emotion_weights.detach().cpu().numpy(),
+                              ds.channels, run_dir / "stream_weights.png")
+    if val_plot:
+        plots.plot_curves(val_plot["pred"], val_plot["target"], ds.channels, float(ds.feature_config["fps"]),
+                          val_plot["title"], run_dir / "val_curves.png")
+
+
+def _validate(model, val_stream, val_files, cfg, masks, dev, amp, ds, norm, step, epoch,
+              metrics_path, history, tb, val_plot: dict) -> float:
     terms, preds, targs = evaluate(model, val_stream, val_files, cfg, masks, dev, amp, ds.channels)
     P = np.concatenate([preds[i] for i in sorted(preds)])
     Tg = np.concatenate([targs[i] for i in sorted(targs)])
@@ -328,8 +343,7 @@ def _validate(model, val_stream, val_files, cfg, masks, dev, amp, ds, norm, step
         tb.add_scalar("val/skill", m["skill"], step)
     log.info("epoch %d validation: loss %.4f, mse %.4f, mae %.4f, skill %s", epoch, terms["loss"],
              m["mse"], m["mae"], f"{m['skill']:.3f}" if m["skill"] is not None else "n/a")
-    plots.plot_curves(preds[0], targs[0], ds.channels, float(ds.feature_config["fps"]),
-                      f"validation file {val_files[0].id} (epoch {epoch})", run_dir / "val_curves.png")
+    val_plot.update(pred=preds[0], target=targs[0], title=f"validation file {val_files[0].id} (epoch {epoch})")
     return float(terms["loss"])
 
 
@@ -349,6 +363,24 @@ def check_compatible(ckpt: dict, ds: Dataset) -> None:
     if theirs and theirs != ds.library_versions:
         log.warning("library versions differ from the checkpoint's: store %s, checkpoint %s",
                     ds.library_versions, theirs)
+
+
+class _Mean:
+    """Running means of the loss and its terms between two log records."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.n = 0
+
+    def add(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+        for k, v in {"loss": loss, **terms}.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v.item()
+        self.n += 1
+
+    def pop(self) -> dict[str, float]:
+        out = {k: v / max(self.n, 1) for k, v in self.sums.items()}
+        self.sums, self.n = {}, 0
+        return out
 
 
 def _append(path: Path, rec: dict) -> None:

@@ -21,6 +21,19 @@ from torch import nn
 from blendsync.train.config import ModelConfig
 
 
+def sinusoidal(length: int, d: int) -> torch.Tensor:
+    """(length, d) sine/cosine position codes: a learnable time embedding starts from them so
+    attention can find the target frame (lookahead frames from the window's end) from the
+    first step instead of having to grow position information out of noise."""
+    pos = torch.arange(length, dtype=torch.float32)[:, None]
+    i = torch.arange(0, d, 2, dtype=torch.float32)
+    ang = pos / torch.pow(10000.0, i / d)
+    out = torch.zeros(length, d)
+    out[:, 0::2] = torch.sin(ang)
+    out[:, 1::2] = torch.cos(ang[:, : d // 2])
+    return out
+
+
 class EncoderLayer(nn.Module):
     """Pre-norm self-attention + feed-forward on F.scaled_dot_product_attention.
 
@@ -67,7 +80,7 @@ class MelStream(nn.Module):
         super().__init__()
         d = cfg.d_model
         self.value_proj = nn.Linear(1, d)
-        self.time_embedding = nn.Parameter(torch.randn(window, d) * 0.02)
+        self.time_embedding = nn.Parameter(sinusoidal(window, d))
         self.bin_embedding = nn.Parameter(torch.randn(n_mels, d) * 0.02)
         self.encoder = Encoder(d, cfg.heads, cfg.mel_layers, cfg.ff_mult, cfg.dropout)
 
@@ -88,7 +101,7 @@ class EmotionStream(nn.Module):
         super().__init__()
         d = cfg.d_model
         self.proj = nn.Linear(n_features, d)
-        self.time_embedding = nn.Parameter(torch.randn(window, d) * 0.02)
+        self.time_embedding = nn.Parameter(sinusoidal(window, d))
         self.encoder = Encoder(d, cfg.heads, cfg.emotion_layers, cfg.ff_mult, cfg.dropout)
 
     def forward(self, emotion: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
