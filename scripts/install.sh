@@ -7,5 +7,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
+# torch first, pinned to the CPU build: the package's plain torch requirement is then met.
+.venv/bin/python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
 .venv/bin/python -m pip install -q -e ".[test]"
-.venv/bin/python -c "import blendsync.featurize.cli, opensmile, librosa, zarr, distributed; print('blendsync installed in .venv')"
+.venv/bin/python -c "import blendsync.featurize.cli, blendsync.train.cli, opensmile, librosa, zarr, distributed, torch; print('blendsync installed in .venv, torch', torch.__version__)"

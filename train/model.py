@@ -6,7 +6,7 @@ Shapes: B windows, L frames, M mel bins, E = 88 eGeMAPS, C channels, d = d_model
     emotion (B, L, E) -> (B, L, d) -> self-attention over time
     blendshape_queries (C, d) cross-attend to each stream -> (B, C, d) twice
     fused = (mel_weights * mel_attended + emotion_weights * emotion_attended) / temperature
-    decoder (B, C, d) -> (B, C) in [0, 1]
+    decoder (B, C, d) -> (B, C), linear, clamped to [0, 1] outside training
     smoothed = alpha * current + (1 - alpha) * prev.detach(), alpha = sigmoid(smoothing_alpha)
 """
 
@@ -131,7 +131,11 @@ class DualStreamAttention(nn.Module):
 
 
 class Decoder(nn.Module):
-    """(B, C, d) -> (B, C) in [0, 1]: a shared MLP, then one output unit per channel."""
+    """(B, C, d) -> (B, C): a shared MLP, then one linear output unit per channel.
+
+    A linear head starting at each channel's training mean, clamped to [0, 1] outside
+    training: real targets are sparse (means of 0.003-0.008), and a sigmoid head there has
+    vanishing gradients that let rarely active channels sink towards 0."""
 
     def __init__(self, channels: int, cfg: ModelConfig):
         super().__init__()
@@ -142,15 +146,13 @@ class Decoder(nn.Module):
         self.head_bias = nn.Parameter(torch.zeros(channels))
 
     def init_bias(self, channel_means: torch.Tensor) -> None:
-        """Start each channel at its training mean: sparse targets would otherwise drag a
-        sigmoid that starts at 0.5 to ~0 everywhere."""
-        p = channel_means.clamp(1e-3, 1 - 1e-3)
         with torch.no_grad():
-            self.head_bias.copy_(torch.log(p / (1 - p)))
+            self.head_bias.copy_(channel_means.clamp(0.0, 1.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = torch.nn.functional.gelu(self.hidden(self.norm(x)))
-        return torch.sigmoid((h * self.head_weight).sum(-1) + self.head_bias)
+        out = (h * self.head_weight).sum(-1) + self.head_bias
+        return out if self.training else out.clamp(0.0, 1.0)
 
 
 class BlendshapeModel(nn.Module):

@@ -141,18 +141,22 @@ def test_custom_rig_head_does_not_collapse(shared_data, tmp_path):
     ])
     store = tmp_path / "rig.zarr"
     assert extract(man, store, cfg, executor="serial").ok
-    r = fit(store, cfg=tiny(optim={"epochs": 3}, stream={"stride": 4}), out=tmp_path / "run")
-    val = [h for h in r.history if h["kind"] == "val"][-1]["metrics"]
-    fs = FeatureStore(store)
-    key = fs.read_manifest("rig")["entries"][1]["key"]
-    target = fs.read_item(key).targets
-    active = target.mean(axis=0) > 1e-3
+    r = fit(store, cfg=tiny(optim={"epochs": 2}, stream={"stride": 4}), out=tmp_path / "run")
+    from blendsync.train.evaluate import evaluate_checkpoint
+
+    ev = evaluate_checkpoint(r.run_dir / "checkpoints" / "best.pt", store, split="val")
+    pred, target = ev["pred"]["t16"], ev["target"]["t16"]
+    train_mean = load_checkpoint(r.run_dir / "checkpoints" / "best.pt")["normalizer"]["target_mean"]
+    train_mean = np.asarray(train_mean)
+    held_mean = target.mean(axis=0)
+    # Active: used in both takes at a comparable level (a channel whose level differs by more
+    # than 2x between the takes measures the data, not the head).
+    active = (train_mean > 1e-2) & (held_mean > 1e-2) & (np.abs(np.log(train_mean / np.maximum(held_mean, 1e-9))) < np.log(2))
     assert active.sum() >= 5
-    # Predictions from the run's validation pass.
-    from blendsync.train.loop import evaluate  # noqa: F401  (the metrics come from it)
-    assert val["frames"] == target.shape[0]
-    maes = np.array([val["per_channel"][c]["mae"] for c in fs.item_attrs(key)["channels"]])
-    assert np.isfinite(maes).all()
-    rs = [val["per_channel"][c]["pearson_r"] for c, a in zip(fs.item_attrs(key)["channels"], active) if a]
-    assert any(x is not None for x in rs)  # not constant on active channels
-    assert val["skill"] is not None
+    p_mean, t_mean = pred.mean(axis=0)[active], held_mean[active]
+    assert (pred.std(axis=0)[active] > 1e-6).all()  # not constant
+    # A collapsed head sits near 0 (or 0.5) everywhere. After this short run the predicted
+    # level is within 2x of the held-out level on most active channels, and above zero on all.
+    within = (p_mean <= 2 * t_mean) & (p_mean >= t_mean / 2)
+    assert within.mean() >= 0.8 and (p_mean > t_mean / 10).all(), np.c_[p_mean, t_mean]
+    assert ev["metrics"]["frames"] == target.shape[0] and ev["metrics"]["skill"] is not None

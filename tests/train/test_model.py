@@ -74,7 +74,11 @@ def test_fusion_starts_as_the_average_and_head_at_the_channel_means():
     with torch.no_grad():
         m.decoder.head_weight.zero_()
         out = m(*_inputs()[:3])["current"]
-    torch.testing.assert_close(out[0], means.clamp(1e-3, 1 - 1e-3), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(out[0], means, rtol=1e-5, atol=1e-7)
+    m.eval()
+    with torch.no_grad():
+        m.decoder.head_bias.fill_(1.7)
+        assert (m(*_inputs()[:3])["current"] == 1.0).all()  # clamped outside training
 
 
 def test_loss_terms_are_zero_not_nan_when_empty():

@@ -1,0 +1,54 @@
+"""Score a checkpoint on a split of a store: the trainer's validation pass and metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from blendsync.shared.store import FeatureStore
+from blendsync.train.checkpoint import load_checkpoint
+from blendsync.train.config import TrainConfig
+from blendsync.train.data import load_dataset
+from blendsync.train.loop import channel_masks, check_compatible, evaluate
+from blendsync.train.metrics import regression_metrics
+from blendsync.train.model import BlendshapeModel
+from blendsync.train.streaming import Normalizer, WindowStream
+
+
+def load_model(ckpt: dict, device="cpu") -> tuple[BlendshapeModel, TrainConfig, Normalizer]:
+    cfg = TrainConfig.from_json(ckpt["config_json"])
+    fc = json.loads(ckpt["feature_config_json"])
+    model = BlendshapeModel(n_mels=fc["mel"]["n_mels"], n_emotion=88, channels=len(ckpt["channels"]),
+                            window=cfg.stream.window, cfg=cfg.model)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), cfg, Normalizer.from_dict(ckpt["normalizer"])
+
+
+def evaluate_checkpoint(checkpoint: str | Path, store_path: str | Path, *, manifest: str | None = None,
+                        split: str = "val", device: str = "cpu") -> dict:
+    """Returns {"terms", "metrics", "pred": {id: (T, C)}, "target": {id: (T, C)}} for the split."""
+    ckpt = load_checkpoint(checkpoint)
+    store = FeatureStore(store_path)
+    ds = load_dataset(store, manifest)
+    check_compatible(ckpt, ds)
+    files = ds.files(split)
+    dev = torch.device(device)
+    model, cfg, norm = load_model(ckpt, dev)
+    s = cfg.stream
+    stream = WindowStream(store, files, norm, window=s.window, lookahead=s.lookahead, stride=1,
+                          streams=s.batch_streams, pad_value=s.pad_value, prefetch=s.prefetch_files,
+                          shuffle=False)
+    terms, preds, targs = evaluate(model, stream, files, cfg, channel_masks(ds, dev), dev, False, ds.channels)
+    groups = {"mouth": ds.mouth, "expression": ds.expression,
+              "other": [c for c in ds.channels if c not in set(ds.mouth) | set(ds.expression)]}
+    P = np.concatenate([preds[i] for i in sorted(preds)])
+    T = np.concatenate([targs[i] for i in sorted(targs)])
+    return {
+        "terms": terms,
+        "metrics": regression_metrics(P, T, norm.target_mean, ds.channels, groups),
+        "pred": {files[i].id: preds[i] for i in preds},
+        "target": {files[i].id: targs[i] for i in targs},
+    }
