@@ -188,8 +188,9 @@ class WindowStream:
                     M = next(iter(loaded.values())).mel.shape[1]
                     E = next(iter(loaded.values())).emotion.shape[1]
                 batch = {
-                    "mel": np.full((B, L, M), self.pad_value, np.float32),
-                    "emotion": np.full((B, L, E), self.pad_value, np.float32),
+                    # Every active row is overwritten below; only idle rows need the pad value.
+                    "mel": np.empty((B, L, M), np.float32),
+                    "emotion": np.empty((B, L, E), np.float32),
                     # Idle rows see all frames (of padding): attention over no key at all is NaN.
                     "frame_mask": np.ones((B, L), bool),
                     "target": np.zeros((B, C), np.float32),
@@ -202,6 +203,8 @@ class WindowStream:
                 for i in range(B):
                     f = int(files_now[i])
                     if f < 0:
+                        batch["mel"][i] = self.pad_value
+                        batch["emotion"][i] = self.pad_value
                         continue
                     k = int(sched.frame[i, t])
                     lf = loaded[f]
