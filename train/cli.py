@@ -119,7 +119,11 @@ class _Bar:
 @click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
 def write_default_config(path):
     """Write the default train config as YAML to PATH (or stdout)."""
-    text = TrainConfig().to_yaml()
+    text = (
+        "# bstrain config. preset: auto (full on a GPU, small on a CPU), small or full replace the\n"
+        "# model sizes and stream.batch_streams with the preset's; custom uses them as written.\n"
+        + TrainConfig().to_yaml()
+    )
     if path is None:
         click.echo(text, nl=False)
     else:

@@ -78,12 +78,25 @@ def to_device(batch: dict[str, np.ndarray], device) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def forward_rows(model, batch, prev, amp: bool) -> torch.Tensor:
+    """Smoothed predictions (B, C) float32; idle rows (streams out of windows at the end of
+    an epoch, or with fewer files than streams) are not computed and return prev."""
+    valid = batch["valid"]
+    rows = None if bool(valid.all()) else valid.nonzero().squeeze(1)
+    pick = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))
+    with torch.autocast(device_type=prev.device.type, dtype=torch.bfloat16, enabled=amp):
+        out = model(pick(batch["mel"]), pick(batch["emotion"]), pick(batch["frame_mask"]), pick(prev),
+                    pick(batch["has_prev"]))
+    smoothed = out["smoothed"].float()
+    if rows is None:
+        return smoothed
+    return prev.detach().index_copy(0, rows, smoothed)
+
+
 def train_step(model, batch, prev, cfg: TrainConfig, masks, amp: bool):
     """One forward/backward. batch tensors as streaming.py documents; prev (B, C).
     Returns (loss, terms, smoothed (B, C) detached)."""
-    with torch.autocast(device_type=prev.device.type, dtype=torch.bfloat16, enabled=amp):
-        out = model(batch["mel"], batch["emotion"], batch["frame_mask"], prev, batch["has_prev"])
-    pred = out["smoothed"].float()
+    pred = forward_rows(model, batch, prev, amp)
     terms = loss_terms(pred, batch["target"], prev, batch["prev_target"], batch["valid"],
                        batch["has_prev"], *masks)
     loss = total_loss(terms, cfg.loss)
@@ -115,9 +128,7 @@ def evaluate(model, stream: WindowStream, ds_files, cfg: TrainConfig, masks, dev
     prev = torch.zeros(stream.streams, len(channels), device=device)
     for batch in stream.epoch(0):
         b = to_device(batch, device)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-            out = model(b["mel"], b["emotion"], b["frame_mask"], prev, b["has_prev"])
-        pred = out["smoothed"].float()
+        pred = forward_rows(model, b, prev, amp)
         terms = loss_terms(pred, b["target"], prev, b["prev_target"], b["valid"], b["has_prev"], *masks)
         rows = int(batch["valid"].sum())
         for k, v in terms.items():
@@ -153,6 +164,8 @@ def fit(store_path: str | Path, *, cfg: TrainConfig, out: str | Path, manifest: 
         cfg = TrainConfig.from_json(ckpt["config_json"])
         why = "from the checkpoint"
     else:
+        if (run_dir / "checkpoints" / "last.pt").exists():
+            raise DataError(f"{run_dir} already holds a run: continue it with --resume, or pick another --out")
         cfg, why = resolve_preset(cfg, preset, dev)
         if batch_streams is not None:
             cfg = cfg.replace(stream={"batch_streams": batch_streams})

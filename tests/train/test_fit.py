@@ -69,6 +69,9 @@ def test_cli_trains_two_epochs_and_writes_every_output(example_store, tmp_path):
     assert set(m["per_channel"]["jawOpen"]) == {"mae", "pearson_r"}
     train = [r for r in recs if r["kind"] == "train"]
     assert {"mse", "l1", "mouth", "expression", "consistency", "temporal"} <= set(train[0])
+    with pytest.raises(SystemExit) as e:  # an existing run is not overwritten
+        main(["-q", "fit", "--store", str(example_store), "--out", str(out), "--no-progress"])
+    assert e.value.code == 1
     ck = load_checkpoint(out / "checkpoints" / "last.pt")
     assert ck["epoch"] == 2 and len(ck["channels"]) == 52 and ck["feature_config_hash"]
     assert json.loads(ck["config_json"])["stream"]["window"] == 48
