@@ -13,23 +13,13 @@ from pathlib import Path
 
 import click
 
+from blendsync.shared.cli import UsageFailure, run_cli, setup_logging
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.store import FeatureStore, StoreError
 
 log = logging.getLogger("blendsync.featurize")
 
-EXIT_OK, EXIT_USAGE, EXIT_ROWS_FAILED = 0, 1, 2
-
-
-class UsageFailure(click.ClickException):
-    exit_code = EXIT_USAGE
-
-
-def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
-    for noisy in ("distributed", "bokeh", "tornado", "numba", "asyncio"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+EXIT_ROWS_FAILED = 2
 
 
 @click.group(context_settings=dict(show_default=True, help_option_names=["-h", "--help"]))
@@ -37,7 +27,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
 def cli(verbose: int, quiet: bool) -> None:
     """Featurize speech + Live Link Face takes into a content-addressed Zarr store."""
-    _setup_logging(verbose, quiet)
+    setup_logging(verbose, quiet)
 
 
 def _load_config(path: str | None) -> FeatureConfig:
@@ -209,15 +199,7 @@ def write_default_config(path):
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: click's usage errors exit 1 here (2 means "some rows failed")."""
-    try:
-        rv = cli.main(args=argv, prog_name="bsfeat", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(EXIT_USAGE)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(EXIT_USAGE)
-    sys.exit(rv if isinstance(rv, int) else EXIT_OK)
+    run_cli(cli, "bsfeat", argv)
 
 
 if __name__ == "__main__":

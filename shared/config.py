@@ -136,7 +136,7 @@ class FeatureConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["targets"]["channels"] = self.targets.channels.to_dict()
-        return _plain(d)
+        return plain(d)
 
     def hashed_dict(self) -> dict:
         d = self.to_dict()
@@ -205,11 +205,12 @@ class FeatureConfig:
             raise ValueError(f"{p}: {e}") from None
 
 
-def _plain(obj: Any) -> Any:
+def plain(obj: Any) -> Any:
+    """Dataclass-dict values as JSON types: tuples become lists, recursively."""
     if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
+        return {k: plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [plain(v) for v in obj]
     return obj
 
 

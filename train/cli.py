@@ -6,19 +6,13 @@ feature config different from a checkpoint's, unreadable checkpoint).
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
 import click
 
+from blendsync.shared.cli import UsageFailure, run_cli, setup_logging
 from blendsync.train.config import TrainConfig
-
-EXIT_USAGE = 1
-
-
-class UsageFailure(click.ClickException):
-    exit_code = EXIT_USAGE
 
 
 @click.group(context_settings=dict(show_default=True, help_option_names=["-h", "--help"]))
@@ -26,10 +20,7 @@ class UsageFailure(click.ClickException):
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
 def cli(verbose: int, quiet: bool) -> None:
     """Train speech-to-blendshape models on a bsfeat feature store."""
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
-    for noisy in ("matplotlib", "PIL", "distributed", "numba"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    setup_logging(verbose, quiet)
 
 
 @cli.command()
@@ -132,15 +123,7 @@ def write_default_config(path):
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        rv = cli.main(args=argv, prog_name="bstrain", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(EXIT_USAGE)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(EXIT_USAGE)
-    sys.exit(rv if isinstance(rv, int) else 0)
+    run_cli(cli, "bstrain", argv)
 
 
 if __name__ == "__main__":

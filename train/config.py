@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from blendsync.shared.config import canonical_json, short_hash
+from blendsync.shared.config import canonical_json, plain, short_hash
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ class TrainConfig:
             raise ValueError("invalid train config: " + "; ".join(problems))
 
     def to_dict(self) -> dict:
-        return _plain(dataclasses.asdict(self))
+        return plain(dataclasses.asdict(self))
 
     def to_json(self) -> str:
         return canonical_json(self.to_dict())
@@ -187,10 +187,3 @@ class TrainConfig:
             kw[name] = dataclasses.replace(cur, **changes) if dataclasses.is_dataclass(cur) else changes
         return dataclasses.replace(self, **kw)
 
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj

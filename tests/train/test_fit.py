@@ -131,7 +131,6 @@ def test_custom_rig_head_does_not_collapse(shared_data, tmp_path):
     not constant and their per-channel means stay within 2x of the targets' where active."""
     from blendsync.featurize.extract import extract
     from blendsync.shared.config import FeatureConfig
-    from blendsync.shared.store import FeatureStore
     from tests.conftest import write_manifest
 
     d = shared_data / "custom_rig"

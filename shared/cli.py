@@ -1,0 +1,34 @@
+"""What both CLIs share: exit code 1 for unusable arguments (click's own usage errors
+included, since bsfeat gives 2 the meaning "some rows failed") and logging set up once."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+EXIT_OK, EXIT_USAGE = 0, 1
+
+
+class UsageFailure(click.ClickException):
+    exit_code = EXIT_USAGE
+
+
+def setup_logging(verbose: int, quiet: bool, noisy: tuple[str, ...] = ()) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    for name in ("distributed", "bokeh", "tornado", "numba", "asyncio", "matplotlib", "PIL", *noisy):
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
+
+
+def run_cli(group: click.Group, prog_name: str, argv: list[str] | None = None) -> None:
+    try:
+        rv = group.main(args=argv, prog_name=prog_name, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(EXIT_USAGE)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(EXIT_USAGE)
+    sys.exit(rv if isinstance(rv, int) else EXIT_OK)
