@@ -106,6 +106,86 @@ class _Bar:
             self.bar.close()
 
 
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", default="predictions", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--fps", type=click.Choice(["30", "60"]), default="60", help="Frame rate of the written curves.")
+@click.option("--format", "formats", multiple=True, type=click.Choice(["livelink", "npy", "json"]),
+              default=("livelink",), help="Repeat for several.")
+@click.option("--device", default="cpu")
+@click.option("--plot/--no-plot", default=True, help="PNG of the main curves over the waveform.")
+def predict(inputs, checkpoint, out_dir, fps, formats, device, plot):
+    """Animate INPUTS (audio files, directories of audio, or manifests) with a checkpoint.
+
+    Features come from the checkpoint's own feature config through the same per-file
+    function as bsfeat. Writes per file a Live Link Face CSV (Timecode from 00:00:00:00.000,
+    BlendshapeCount 61, the 52 ARKit curves, head/eye rotations as zeros) and/or .npy (T, C)
+    and .json, plus a PNG. Bad files are reported and skipped (exit 2).
+    """
+    from blendsync.train.checkpoint import CheckpointError
+    from blendsync.train.predict import predict as run_predict
+
+    try:
+        rep = run_predict(list(inputs), checkpoint, out_dir, fps=float(fps), formats=tuple(formats),
+                          device=device, plot=plot)
+    except (CheckpointError, ValueError) as e:
+        raise UsageFailure(str(e)) from None
+    click.echo(f"{len(rep.written)} file(s) written to {out_dir}; {rep.audio_s:.1f} s of audio at "
+               f"{rep.real_time_factor:.1f}x real time (featurize {rep.featurize_s:.2f} s, "
+               f"model {rep.model_s:.2f} s)")
+    if rep.failed:
+        for line in rep.failed:
+            click.echo(f"  failed: {line}", err=True)
+        sys.exit(2)
+
+
+@cli.command()
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--store", "store_path", required=True, type=click.Path(path_type=Path))
+@click.option("--manifest", default=None)
+@click.option("--split", default="test", help="Split to score.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--plots", "plot_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the curve plots [default: none].")
+@click.option("--device", default="cpu")
+def evaluate(checkpoint, store_path, manifest, split, as_json, plot_dir, device):
+    """Score a checkpoint on a split of a store: the trainer's validation metrics."""
+    import json as _json
+
+    from blendsync.train.checkpoint import CheckpointError
+    from blendsync.train.data import DataError
+    from blendsync.train.evaluate import evaluate_checkpoint
+
+    try:
+        ev = evaluate_checkpoint(checkpoint, store_path, manifest=manifest, split=split, device=device)
+    except (CheckpointError, DataError, ValueError) as e:
+        raise UsageFailure(str(e)) from None
+    m = ev["metrics"]
+    if plot_dir is not None:
+        from blendsync.train.plots import plot_curves
+
+        plot_dir.mkdir(parents=True, exist_ok=True)
+        for fid, pred in ev["pred"].items():
+            plot_curves(pred, ev["target"][fid], ev["channels"], ev["fps"], f"{split}: {fid}",
+                        plot_dir / f"{Path(str(fid)).name}.png")
+    if as_json:
+        click.echo(_json.dumps({"split": split, "terms": ev["terms"], "metrics": m}, indent=2))
+        return
+    click.echo(f"split {split}: {m['frames']} frames")
+    click.echo(f"  loss {ev['terms']['loss']:.5f}  " + "  ".join(f"{k} {ev['terms'][k]:.5f}" for k in
+               ("mse", "l1", "mouth", "expression", "consistency", "temporal")))
+    click.echo(f"  MSE {m['mse']:.5f}  MAE {m['mae']:.5f}  mean-predictor MSE {m['mse_mean_predictor']:.5f}  "
+               f"skill {m['skill'] if m['skill'] is None else round(m['skill'], 4)}")
+    for g, v in m["groups"].items():
+        if v["channels"]:
+            click.echo(f"  {g:10s} ({v['channels']:3d} channels)  MSE {v['mse']:.5f}  MAE {v['mae']:.5f}")
+    click.echo(f"  {'channel':24s} {'MAE':>8s} {'r':>7s}")
+    for c, v in m["per_channel"].items():
+        r = "   n/a" if v["pearson_r"] is None else f"{v['pearson_r']:7.3f}"
+        click.echo(f"  {c:24s} {v['mae']:8.5f} {r}")
+
+
 @cli.command("write-default-config")
 @click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
 def write_default_config(path):

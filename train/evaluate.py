@@ -29,7 +29,8 @@ def load_model(ckpt: dict, device="cpu") -> tuple[BlendshapeModel, TrainConfig, 
 
 def evaluate_checkpoint(checkpoint: str | Path, store_path: str | Path, *, manifest: str | None = None,
                         split: str = "val", device: str = "cpu") -> dict:
-    """Returns {"terms", "metrics", "pred": {id: (T, C)}, "target": {id: (T, C)}} for the split."""
+    """Returns {"terms", "metrics", "pred": {id: (T, C)}, "target": {id: (T, C)}, "channels",
+    "fps"} for the split."""
     ckpt = load_checkpoint(checkpoint)
     store = FeatureStore(store_path)
     ds = load_dataset(store, manifest)
@@ -51,4 +52,6 @@ def evaluate_checkpoint(checkpoint: str | Path, store_path: str | Path, *, manif
         "metrics": regression_metrics(P, T, norm.target_mean, ds.channels, groups),
         "pred": {files[i].id: preds[i] for i in preds},
         "target": {files[i].id: targs[i] for i in targs},
+        "channels": list(ds.channels),
+        "fps": float(ds.feature_config["fps"]),
     }

@@ -1,0 +1,106 @@
+"""bstrain predict and evaluate on a checkpoint trained on the example store."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from blendsync.shared.channels import ARKIT
+from blendsync.shared.targets import TargetSpec, parse_timecode, read_targets
+from blendsync.train.cli import main
+from blendsync.train.config import TrainConfig
+from blendsync.train.evaluate import evaluate_checkpoint
+from blendsync.train.loop import fit
+from blendsync.train.outputs import livelink_timecode
+from blendsync.train.predict import Predictor
+
+
+@pytest.fixture(scope="module")
+def checkpoint(example_store, tmp_path_factory):
+    cfg = TrainConfig.from_dict({
+        "preset": "custom",
+        "model": {"d_model": 16, "heads": 2, "dropout": 0.0},
+        "stream": {"window": 48, "lookahead": 6, "batch_streams": 4, "stride": 8},
+        "optim": {"epochs": 1, "warmup_steps": 5},
+    })
+    run = tmp_path_factory.mktemp("run")
+    fit(example_store, cfg=cfg, out=run, stop_at_step=15)
+    return run / "checkpoints" / "last.pt"
+
+
+def test_timecodes_are_the_apps_format():
+    assert livelink_timecode(0) == "00:00:00:00.000"
+    assert livelink_timecode(1 / 60) == "00:00:00:01.000"
+    assert livelink_timecode(3661.5) == "01:01:01:30.000"
+    assert livelink_timecode(1 / 30 * 7) == "00:00:00:14.000"
+
+
+@pytest.mark.parametrize("fps", ["60", "30"])
+def test_predict_real_speech_writes_csvs_our_parser_reads_back(shared_data, checkpoint, tmp_path, fps):
+    speech = [shared_data / "speech" / n for n in
+              ("cmu_arctic_a0007_16k.wav", "sr_english_44k.wav", "sr_french.aiff", "ljspeech_LJ050-0131_22k.wav")]
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        main(["-q", "predict", *map(str, speech), "--checkpoint", str(checkpoint), "--out", str(out),
+              "--fps", fps, "--format", "livelink", "--format", "npy", "--format", "json"])
+    assert e.value.code == 0
+    for audio in speech:
+        csv = out / f"{audio.stem}.csv"
+        values = np.load(out / f"{audio.stem}.npy")
+        assert values.shape[1] == 52 and values.min() >= 0 and values.max() <= 1
+        back = read_targets(TargetSpec(csv), ARKIT)
+        np.testing.assert_array_equal(back.values, np.round(values.astype(np.float64), 6))
+        stamps = [parse_timecode(line.split(",")[0]) for line in csv.read_text().splitlines()[1:]]
+        assert np.allclose(np.diff(stamps), 1 / float(fps), atol=1e-9) and stamps[0] == 0.0
+        header = csv.read_text().splitlines()[0].split(",")
+        assert header[:3] == ["Timecode", "BlendshapeCount", "EyeBlinkLeft"] and len(header) == 2 + 52 + 9
+        doc = json.loads((out / f"{audio.stem}.json").read_text())
+        assert doc["fps"] == float(fps) and doc["channels"][17] == "jawOpen" and doc["frames"] == len(values)
+        assert (out / f"{audio.stem}.png").stat().st_size > 0
+
+
+def test_predict_matches_the_trainers_validation_pass(example_store, checkpoint):
+    """Same features (recomputed from audio), same model, same smoothing as evaluate()."""
+    ev = evaluate_checkpoint(checkpoint, example_store, split="val")
+    from blendsync.shared.store import FeatureStore
+
+    fs = FeatureStore(example_store)
+    entry = next(e for e in fs.read_manifest("data_manifest")["entries"] if e["split"] == "val")
+    p = Predictor.load(checkpoint)
+    got = p.animate(entry["audio"])["curves"]
+    want = ev["pred"][entry["id"]]
+    # The stored item is trimmed to the shorter of audio and targets, predict covers the whole
+    # audio: the last `lookahead` windows see that extra frame, all others must agree.
+    assert 0 <= got.shape[0] - want.shape[0] <= 2
+    n = len(want) - p.lookahead
+    np.testing.assert_allclose(got[:n], want[:n], atol=1e-5)
+
+
+def test_bad_files_are_reported_and_skipped(shared_data, checkpoint, tmp_path):
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"nothing here" * 10)
+    good = shared_data / "speech" / "cmu_arctic_a0007_16k.wav"
+    with pytest.raises(SystemExit) as e:
+        main(["-q", "predict", str(junk), str(good), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
+              "--no-plot"])
+    assert e.value.code == 2 and (tmp_path / "o" / "cmu_arctic_a0007_16k.csv").is_file()
+
+
+def test_evaluate_prints_every_metric_and_json_parses(example_store, checkpoint, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "--checkpoint", str(checkpoint), "--store", str(example_store), "--split", "val",
+              "--plots", str(tmp_path / "plots")])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for word in ("MSE", "MAE", "skill", "mouth", "expression", "jawOpen", "consistency"):
+        assert word in text
+    assert list((tmp_path / "plots").glob("*.png"))
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--checkpoint", str(checkpoint), "--store", str(example_store), "--split", "val", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["metrics"]["per_channel"]["jawOpen"]["mae"] >= 0 and "skill" in doc["metrics"]
+    with pytest.raises(SystemExit) as e:  # the example manifest has no test split
+        main(["evaluate", "--checkpoint", str(checkpoint), "--store", str(example_store)])
+    assert e.value.code == 1
