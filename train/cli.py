@@ -186,6 +186,24 @@ def evaluate(checkpoint, store_path, manifest, split, as_json, plot_dir, device)
         click.echo(f"  {c:24s} {v['mae']:8.5f} {r}")
 
 
+@cli.command()
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", required=True, type=click.Choice(["onnx", "torchscript"]))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def export(checkpoint, fmt, out):
+    """Export the model for a runtime: inputs mel, emotion, frame_mask, prev, has_prev
+    (dynamic batch); outputs current, smoothed. Standardisation is inside the graph. A JSON
+    sidecar (OUT.json) lists channels, fps, window, lookahead, feature config and statistics."""
+    from blendsync.train.checkpoint import CheckpointError
+    from blendsync.train.export import export as run_export
+
+    try:
+        side = run_export(checkpoint, out, fmt)
+    except (CheckpointError, ValueError) as e:
+        raise UsageFailure(str(e)) from None
+    click.echo(f"wrote {out} and {side}")
+
+
 @cli.command("write-default-config")
 @click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
 def write_default_config(path):

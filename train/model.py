@@ -67,7 +67,10 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         """x (N, L, d), pad (N, L) True = padding (never all True in a row)."""
-        attend = None if not bool(pad.any()) else ~pad[:, None, None, :]
+        exporting = torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+        # Eagerly, a window without padding skips the mask (SDPA's fused kernels); exported
+        # graphs always carry it (no data-dependent branch).
+        attend = None if not exporting and not bool(pad.any()) else ~pad[:, None, None, :]
         for layer in self.layers:
             x = layer(x, attend)
         return self.norm(x)

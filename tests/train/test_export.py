@@ -1,0 +1,72 @@
+"""ONNX and TorchScript exports match PyTorch on real features, smoothing step included."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from blendsync.shared.store import FeatureStore
+from blendsync.train.checkpoint import load_checkpoint
+from blendsync.train.cli import main
+from blendsync.train.evaluate import load_model
+from blendsync.train.export import INPUTS, ExportedModel
+from blendsync.train.windows import cut, frame_mask, pad_frames
+from tests.train.test_predict import checkpoint  # noqa: F401  (module fixture)
+
+
+def real_windows(store, ckpt, n=7):
+    """Raw (unstandardised) windows from a stored example take, incl. its first frames."""
+    fs = FeatureStore(store)
+    item = fs.read_item(fs.item_keys()[0])
+    L, la = int(ckpt["window"]), int(ckpt["lookahead"])
+    pm, pe, pk = pad_frames(item.mel, L, la), pad_frames(item.emotion, L, la), frame_mask(item.mel.shape[0], L, la)
+    ks = [0, 1, 5, 40, 41, 100, item.mel.shape[0] - 1][:n]
+    mel = torch.from_numpy(np.stack([cut(pm, k, L) for k in ks]))
+    emo = torch.from_numpy(np.stack([cut(pe, k, L) for k in ks]))
+    mask = torch.from_numpy(np.stack([cut(pk, k, L) for k in ks]))
+    prev = torch.rand(len(ks), len(ckpt["channels"]), generator=torch.Generator().manual_seed(1))
+    has = torch.tensor([k > 0 for k in ks])
+    return mel, emo, mask, prev, has
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_matches_pytorch_on_real_features(example_store, checkpoint, tmp_path, fmt):  # noqa: F811
+    out = tmp_path / f"model.{fmt}"
+    with pytest.raises(SystemExit) as e:
+        main(["export", "--checkpoint", str(checkpoint), "--format", fmt, "--out", str(out)])
+    assert e.value.code == 0
+    ckpt = load_checkpoint(checkpoint)
+    model, _, norm = load_model(ckpt)
+    ref_model = ExportedModel(model, norm).eval()
+    args = real_windows(example_store, ckpt)  # batch 7: not the export's example batch of 2
+    with torch.no_grad():
+        ref = [t.numpy() for t in ref_model(*args)]
+    if fmt == "onnx":
+        import onnx
+        import onnxruntime as ort
+
+        assert onnx.load(str(out)).opset_import[0].version == 18
+        sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {k: v.numpy() for k, v in zip(INPUTS, args)})
+    else:
+        with torch.no_grad():
+            got = [t.numpy() for t in torch.jit.load(str(out))(*args)]
+    for g, r in zip(got, ref):
+        np.testing.assert_allclose(g, r, atol=1e-4)
+    # The smoothing step is really in the graph: smoothed differs from current where has_prev.
+    assert not np.allclose(got[1][1:], got[0][1:]) and np.allclose(got[1][0], got[0][0])
+    side = json.loads(out.with_name(out.name + ".json").read_text())
+    assert side["channels"][17] == "jawOpen" and side["fps"] == 30.0 and side["window"] == 48
+    assert side["lookahead"] == 6 and side["feature_config_hash"] == ckpt["feature_config_hash"]
+    assert side["onnx_opset"] == (18 if fmt == "onnx" else None) and len(side["normalisation"]["mel_mean"]) == 80
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "x.pt"
+    bad.write_bytes(b"\x00" * 100)
+    with pytest.raises(SystemExit) as e:
+        main(["export", "--checkpoint", str(bad), "--format", "onnx", "--out", str(tmp_path / "m.onnx")])
+    assert e.value.code == 1

@@ -1,0 +1,95 @@
+"""bstrain export: the model with its input standardisation and its smoothing step as
+explicit inputs/outputs, for a real-time runtime (ONNX or TorchScript), plus a JSON sidecar.
+
+Graph inputs (B windows, L frames, M mel bins, E = 88, C channels):
+    mel (B, L, M) float32      raw log-mel as bsfeat computes it (standardised inside)
+    emotion (B, L, E) float32  raw eGeMAPS functionals (standardised inside)
+    frame_mask (B, L) bool     True where a real frame (False: padding beyond the audio)
+    prev (B, C) float32        the previous smoothed output of each stream
+    has_prev (B,) bool         False on a stream's first window (no smoothing)
+Graph outputs:
+    current (B, C) float32     this window's output, clamped to [0, 1]
+    smoothed (B, C) float32    alpha * current + (1 - alpha) * prev where has_prev, else current
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from blendsync.train.checkpoint import load_checkpoint
+from blendsync.train.evaluate import load_model
+
+ONNX_OPSET = 18
+INPUTS = ("mel", "emotion", "frame_mask", "prev", "has_prev")
+OUTPUTS = ("current", "smoothed")
+
+
+class ExportedModel(nn.Module):
+    def __init__(self, model: nn.Module, norm):
+        super().__init__()
+        self.model = model.eval()
+        self.register_buffer("mel_mean", torch.as_tensor(norm.mel_mean, dtype=torch.float32))
+        self.register_buffer("mel_std", torch.as_tensor(norm.mel_std, dtype=torch.float32))
+        self.register_buffer("emotion_mean", torch.as_tensor(norm.emotion_mean, dtype=torch.float32))
+        self.register_buffer("emotion_std", torch.as_tensor(norm.emotion_std, dtype=torch.float32))
+
+    def forward(self, mel, emotion, frame_mask, prev, has_prev):
+        out = self.model((mel - self.mel_mean) / self.mel_std, (emotion - self.emotion_mean) / self.emotion_std,
+                         frame_mask, prev, has_prev)
+        return out["current"], out["smoothed"]
+
+
+def example_inputs(ckpt: dict, batch: int = 2) -> tuple[torch.Tensor, ...]:
+    fc = json.loads(ckpt["feature_config_json"])
+    L, C = int(ckpt["window"]), len(ckpt["channels"])
+    g = torch.Generator().manual_seed(0)
+    mask = torch.ones(batch, L, dtype=torch.bool)
+    mask[0, :10] = False
+    return (torch.randn(batch, L, fc["mel"]["n_mels"], generator=g), torch.randn(batch, L, 88, generator=g),
+            mask, torch.rand(batch, C, generator=g), torch.tensor([False] + [True] * (batch - 1)))
+
+
+def sidecar(ckpt: dict, fmt: str) -> dict:
+    fc = json.loads(ckpt["feature_config_json"])
+    return {
+        "format": fmt,
+        "onnx_opset": ONNX_OPSET if fmt == "onnx" else None,
+        "inputs": list(INPUTS),
+        "outputs": list(OUTPUTS),
+        "channels": list(ckpt["channels"]),
+        "fps": float(ckpt["fps"]),
+        "window": int(ckpt["window"]),
+        "lookahead": int(ckpt["lookahead"]),
+        "pad_value_after_standardisation": 0.0,
+        "feature_config": fc,
+        "feature_config_hash": ckpt["feature_config_hash"],
+        "normalisation": ckpt["normalizer"],
+        "smoothing_alpha": float(torch.sigmoid(ckpt["model"]["smoothing_alpha"])),
+    }
+
+
+def export(checkpoint: str | Path, out: str | Path, fmt: str) -> Path:
+    """Write the model to out and its sidecar to out + '.json'; returns the sidecar path."""
+    ckpt = load_checkpoint(checkpoint)
+    model, _, norm = load_model(ckpt, "cpu")
+    wrapped = ExportedModel(model, norm).eval()
+    args = example_inputs(ckpt)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "onnx":
+        dyn = {name: {0: "batch"} for name in (*INPUTS, *OUTPUTS)}
+        torch.onnx.export(wrapped, args, str(out), input_names=list(INPUTS), output_names=list(OUTPUTS),
+                          dynamic_axes=dyn, opset_version=ONNX_OPSET, dynamo=False)
+    elif fmt == "torchscript":
+        with torch.no_grad():
+            traced = torch.jit.trace(wrapped, args, check_trace=False)
+        traced.save(str(out))
+    else:
+        raise ValueError(f"format must be onnx or torchscript, got {fmt!r}")
+    side = out.with_name(out.name + ".json")
+    side.write_text(json.dumps(sidecar(ckpt, fmt), indent=2))
+    return side
