@@ -7,7 +7,6 @@ does not grow with the dataset.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 import traceback
@@ -53,21 +52,34 @@ class TaskResult:
     frames: int = 0
 
 
-def limit_threads() -> None:
-    """One file per worker process: BLAS / OpenMP / torch pools at 1 thread, so N workers
-    use N cores instead of N x cores threads fighting."""
-    for k, v in THREAD_ENV.items():
-        os.environ.setdefault(k, v)
-    from threadpoolctl import threadpool_limits
+def _in_dask_worker() -> bool:
+    try:
+        from distributed import get_worker
 
-    threadpool_limits(1)
+        get_worker()
+        return True
+    except (ImportError, ValueError):
+        return False
 
-    if "torch" in sys.modules:
+
+def limit_worker_threads() -> None:
+    """In a Dask worker process (one file at a time per process), torch's pool goes to 1
+    thread for good; BLAS/OpenMP pools are limited per task by run_task. In-process (serial)
+    runs leave the caller's torch alone."""
+    if _in_dask_worker() and "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
 
 
 def run_task(store_root: str, cfg_json: str, task: FileTask, force: bool = False) -> TaskResult:
-    limit_threads()
+    """Featurize and store one file with BLAS/OpenMP pools at 1 thread for its duration."""
+    from threadpoolctl import threadpool_limits
+
+    limit_worker_threads()
+    with threadpool_limits(1):
+        return _run_task(store_root, cfg_json, task, force)
+
+
+def _run_task(store_root: str, cfg_json: str, task: FileTask, force: bool) -> TaskResult:
     t0 = time.perf_counter()
     store = FeatureStore(store_root)
     if store.is_complete(task.key) and not force:
