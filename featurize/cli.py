@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from blendsync.shared.cli import UsageFailure, run_cli, setup_logging
+from blendsync.shared.cli import UsageFailure, run_cli, setup_logging, write_text_or_stdout
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.store import FeatureStore, StoreError
 
@@ -189,12 +189,7 @@ def verify(store_path):
 @click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
 def write_default_config(path):
     """Write the default feature config as YAML to PATH (or stdout)."""
-    text = FeatureConfig().to_yaml()
-    if path is None:
-        click.echo(text, nl=False)
-    else:
-        path.write_text(text)
-        click.echo(f"wrote {path}", err=True)
+    write_text_or_stdout(FeatureConfig().to_yaml(), path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -32,3 +32,12 @@ def run_cli(group: click.Group, prog_name: str, argv: list[str] | None = None) -
         e.show()
         sys.exit(EXIT_USAGE)
     sys.exit(rv if isinstance(rv, int) else EXIT_OK)
+
+
+def write_text_or_stdout(text: str, path) -> None:
+    """write-default-config: to PATH, or to stdout when none is given."""
+    if path is None:
+        click.echo(text, nl=False)
+    else:
+        path.write_text(text)
+        click.echo(f"wrote {path}", err=True)

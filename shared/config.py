@@ -191,18 +191,24 @@ class FeatureConfig:
     def load(cls, path: str | Path) -> "FeatureConfig":
         """Read a YAML or JSON config file; paths inside it are relative to the file."""
         p = Path(path)
+        data = read_config_file(p)
         try:
-            data = yaml.safe_load(p.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"config file not found: {p}") from None
-        except yaml.YAMLError as e:
-            raise ValueError(f"{p}: not valid YAML/JSON: {e}") from None
-        if data is not None and not isinstance(data, dict):
-            raise ValueError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
-        try:
-            return cls.from_dict(data or {}, base_dir=p.parent)
+            return cls.from_dict(data, base_dir=p.parent)
         except (TypeError, ValueError) as e:
             raise ValueError(f"{p}: {e}") from None
+
+
+def read_config_file(path: Path) -> dict:
+    """A YAML/JSON mapping from a config file, with errors that name the file."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML/JSON: {e}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data or {}
 
 
 def plain(obj: Any) -> Any:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from blendsync.shared.cli import UsageFailure, run_cli, setup_logging
+from blendsync.shared.cli import UsageFailure, run_cli, setup_logging, write_text_or_stdout
 from blendsync.train.config import TrainConfig
 
 
@@ -213,11 +213,7 @@ def write_default_config(path):
         "# model sizes and stream.batch_streams with the preset's; custom uses them as written.\n"
         + TrainConfig().to_yaml()
     )
-    if path is None:
-        click.echo(text, nl=False)
-    else:
-        path.write_text(text)
-        click.echo(f"wrote {path}", err=True)
+    write_text_or_stdout(text, path)
 
 
 def main(argv: list[str] | None = None) -> None:

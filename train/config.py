@@ -5,13 +5,14 @@ that is stored in every checkpoint and run folder."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from blendsync.shared.config import canonical_json, plain, short_hash
+from blendsync.shared.config import canonical_json, plain, read_config_file, short_hash
 
 
 @dataclass(frozen=True)
@@ -149,19 +150,12 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "TrainConfig":
-        import json
-
         return cls.from_dict(json.loads(text))
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
         p = Path(path)
-        try:
-            data = yaml.safe_load(p.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"config file not found: {p}") from None
-        except yaml.YAMLError as e:
-            raise ValueError(f"{p}: not valid YAML/JSON: {e}") from None
+        data = read_config_file(p)
         try:
             return cls.from_dict(data)
         except (TypeError, ValueError) as e:
