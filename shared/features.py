@@ -119,13 +119,13 @@ def emotion_on_grid(y: np.ndarray, sr: int, fps: float, T: int, cfg: EmotionConf
     got = emotion_rows(y, sr, cfg)
     times = frame_times(T, fps)
     if got is None:
-        row, filled = _fill(whole_file_functionals(y, sr, cfg), cfg)
+        row, filled = fill_nonfinite(whole_file_functionals(y, sr, cfg), cfg)
         values = np.repeat(row, T, axis=0)
         counts = {"emotion_partial_context_frames": 0, "emotion_whole_file_frames": T,
                   "emotion_clamped_end_frames": 0}
     else:
         rows, ends = got
-        rows, filled = _fill(rows, cfg)
+        rows, filled = fill_nonfinite(rows, cfg)
         g = rows_to_grid(rows, ends, times)
         values = g.values
         counts = {"emotion_partial_context_frames": g.clamped_start, "emotion_whole_file_frames": 0,
@@ -135,7 +135,7 @@ def emotion_on_grid(y: np.ndarray, sr: int, fps: float, T: int, cfg: EmotionConf
     return StreamOnGrid(values.astype(np.float32, copy=False), counts)
 
 
-def _fill(values: np.ndarray, cfg: EmotionConfig) -> tuple[np.ndarray, int]:
+def fill_nonfinite(values: np.ndarray, cfg: EmotionConfig) -> tuple[np.ndarray, int]:
     bad = ~np.isfinite(values)
     n = int(np.count_nonzero(bad))
     if n:

@@ -115,7 +115,9 @@ class _Bar:
               default=("livelink",), help="Repeat for several.")
 @click.option("--device", default="cpu")
 @click.option("--plot/--no-plot", default=True, help="PNG of the main curves over the waveform.")
-def predict(inputs, checkpoint, out_dir, fps, formats, device, plot):
+@click.option("--chunk-seconds", type=click.FloatRange(min=0.05), default=None,
+              help="Process audio as a stream of chunks of this length (same curves as whole-file).")
+def predict(inputs, checkpoint, out_dir, fps, formats, device, plot, chunk_seconds):
     """Animate INPUTS (audio files, directories of audio, or manifests) with a checkpoint.
 
     Features come from the checkpoint's own feature config through the same per-file
@@ -128,12 +130,15 @@ def predict(inputs, checkpoint, out_dir, fps, formats, device, plot):
 
     try:
         rep = run_predict(list(inputs), checkpoint, out_dir, fps=float(fps), formats=tuple(formats),
-                          device=device, plot=plot)
+                          device=device, plot=plot, chunk_seconds=chunk_seconds)
     except (CheckpointError, ValueError) as e:
         raise UsageFailure(str(e)) from None
     click.echo(f"{len(rep.written)} file(s) written to {out_dir}; {rep.audio_s:.1f} s of audio at "
                f"{rep.real_time_factor:.1f}x real time (featurize {rep.featurize_s:.2f} s, "
                f"model {rep.model_s:.2f} s)")
+    if rep.latency_s is not None:
+        click.echo(f"streaming latency: {1000 * rep.latency_s:.0f} ms (chunk + extractor margin + lookahead) "
+                   f"+ compute {1000 * rep.model_s / max(rep.audio_s, 1e-9):.0f} ms per second of audio")
     if rep.failed:
         for line in rep.failed:
             click.echo(f"  failed: {line}", err=True)

@@ -58,20 +58,32 @@ class Predictor:
 
     @torch.no_grad()
     def current(self, mel: np.ndarray, emotion: np.ndarray, batch: int = 64) -> np.ndarray:
-        """Unsmoothed outputs (T, C) for raw features mel (T, M), emotion (T, E)."""
+        """Unsmoothed outputs (T, C) for raw features mel (T, M), emotion (T, E) of a whole file."""
+        return self.current_frames(mel, emotion, range(mel.shape[0]), final_frames=mel.shape[0], batch=batch)
+
+    @torch.no_grad()
+    def current_frames(self, mel: np.ndarray, emotion: np.ndarray, frames: range, *,
+                       final_frames: int | None, batch: int = 64) -> np.ndarray:
+        """Unsmoothed outputs for target frames `frames` from the features known so far
+        (mel (K, M), emotion (K, E) of frames 0..K-1). final_frames: the file's frame count
+        once known (frames past it are padding); None while more audio may come, when every
+        window must lie within the K known frames."""
         n = self.norm
         L, la = self.window, self.lookahead
-        T = mel.shape[0]
+        K = mel.shape[0]
+        if final_frames is None and frames.stop + la > K:
+            raise ValueError(f"frame {frames.stop - 1} needs features up to {frames.stop - 1 + la}, have {K}")
         pm = pad_frames(((mel - n.mel_mean) / n.mel_std).astype(np.float32), L, la)
         pe = pad_frames(((emotion - n.emotion_mean) / n.emotion_std).astype(np.float32), L, la)
-        pk = frame_mask(T, L, la)
-        out = np.empty((T, len(self.channels)), np.float32)
-        for s in range(0, T, batch):
-            ks = range(s, min(T, s + batch))
-            m = torch.from_numpy(np.stack([cut(pm, k, L) for k in ks])).to(self.device)
-            e = torch.from_numpy(np.stack([cut(pe, k, L) for k in ks])).to(self.device)
-            k_ = torch.from_numpy(np.stack([cut(pk, k, L) for k in ks])).to(self.device)
-            out[s : s + len(ks)] = self.model(m, e, k_)["current"].float().cpu().numpy()
+        pk = frame_mask(K, L, la)
+        out = np.empty((len(frames), len(self.channels)), np.float32)
+        ks = list(frames)
+        for s in range(0, len(ks), batch):
+            part = ks[s : s + batch]
+            m = torch.from_numpy(np.stack([cut(pm, k, L) for k in part])).to(self.device)
+            e = torch.from_numpy(np.stack([cut(pe, k, L) for k in part])).to(self.device)
+            k_ = torch.from_numpy(np.stack([cut(pk, k, L) for k in part])).to(self.device)
+            out[s : s + len(part)] = self.model(m, e, k_)["current"].float().cpu().numpy()
         return out
 
     def smooth(self, current: np.ndarray, prev: np.ndarray | None = None) -> np.ndarray:
@@ -103,6 +115,7 @@ class PredictReport:
     audio_s: float = 0.0
     featurize_s: float = 0.0
     model_s: float = 0.0
+    latency_s: float | None = None
 
     @property
     def real_time_factor(self) -> float:
@@ -129,7 +142,10 @@ def collect_inputs(inputs: list[str | Path]) -> list[Path]:
 
 
 def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Path, *, fps: float = 60.0,
-            formats: tuple[str, ...] = ("livelink",), device: str = "cpu", plot: bool = True) -> PredictReport:
+            formats: tuple[str, ...] = ("livelink",), device: str = "cpu", plot: bool = True,
+            chunk_seconds: float | None = None) -> PredictReport:
+    """chunk_seconds: process each file as a stream of chunks (train.chunked); the curves
+    match whole-file processing."""
     pred = Predictor.load(checkpoint, device)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
@@ -142,7 +158,13 @@ def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Pat
     rep = PredictReport()
     for audio in collect_inputs(inputs):
         try:
-            res = pred.animate(audio)
+            if chunk_seconds:
+                from blendsync.train.chunked import animate_chunked
+
+                res = animate_chunked(pred, audio, chunk_seconds)
+                rep.latency_s = res["latency_s"]
+            else:
+                res = pred.animate(audio)
         except ValueError as e:  # AudioError: the file's fault; the others still go through
             rep.failed.append(str(e))
             log.error("%s", e)

@@ -73,10 +73,10 @@ def test_file_shorter_than_the_context_uses_one_whole_file_row(shared_data):
 
 
 def test_nonfinite_functionals_are_filled_and_counted():
-    from blendsync.shared.features import _fill
+    from blendsync.shared.features import fill_nonfinite
 
     rows = np.ones((4, 88), np.float32)
     rows[1, 3] = np.nan
     rows[2, 5] = np.inf
-    filled, n = _fill(rows, EmotionConfig(nonfinite_fill=-7.0))
+    filled, n = fill_nonfinite(rows, EmotionConfig(nonfinite_fill=-7.0))
     assert n == 2 and filled[1, 3] == -7.0 and filled[2, 5] == -7.0 and np.isfinite(filled).all()

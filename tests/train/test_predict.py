@@ -104,3 +104,32 @@ def test_evaluate_prints_every_metric_and_json_parses(example_store, checkpoint,
     with pytest.raises(SystemExit) as e:  # the example manifest has no test split
         main(["evaluate", "--checkpoint", str(checkpoint), "--store", str(example_store)])
     assert e.value.code == 1
+
+
+@pytest.mark.parametrize("name", ["ljspeech_LJ050-0131_22k.wav", "sr_english_44k.wav", "sr_chinese.flac"])
+def test_chunked_prediction_matches_whole_file(shared_data, checkpoint, name):
+    """Audio fed in chunks (resampler, features, smoothing state carried) gives the curves of
+    whole-file processing within 1e-4, for chunks shorter and longer than the contexts."""
+    from blendsync.train.chunked import animate_chunked
+
+    p = Predictor.load(checkpoint)
+    audio = shared_data / "speech" / name
+    whole = p.animate(audio)["curves"]
+    for chunk in (0.25, 0.7, 3.0):
+        res = animate_chunked(p, audio, chunk)
+        assert res["curves"].shape == whole.shape
+        np.testing.assert_allclose(res["curves"], whole, atol=1e-4, err_msg=f"chunk {chunk} s")
+        assert res["latency_s"] == pytest.approx(chunk + 0.3 + 6 / 30)
+
+
+def test_cli_chunked_predict_reports_latency(shared_data, checkpoint, tmp_path, capsys):
+    audio = shared_data / "speech" / "cmu_arctic_a0007_16k.wav"
+    with pytest.raises(SystemExit) as e:
+        main(["predict", str(audio), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "c"),
+              "--chunk-seconds", "0.5", "--format", "npy", "--no-plot"])
+    assert e.value.code == 0 and "streaming latency" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["-q", "predict", str(audio), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "w"),
+              "--format", "npy", "--no-plot"])
+    np.testing.assert_allclose(np.load(tmp_path / "c" / f"{audio.stem}.npy"),
+                               np.load(tmp_path / "w" / f"{audio.stem}.npy"), atol=1e-4)
