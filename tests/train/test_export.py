@@ -70,3 +70,19 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["export", "--checkpoint", str(bad), "--format", "onnx", "--out", str(tmp_path / "m.onnx")])
     assert e.value.code == 1
+
+
+class _Payload:
+    """Anything that is not a tensor, number, string or container: unpickling it would run code."""
+
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_loading_never_executes_pickled_code(tmp_path, capsys):
+    from blendsync.train.checkpoint import FORMAT, CheckpointError, load_checkpoint
+
+    torch.save({"format": FORMAT, "payload": _Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="evil.pt"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert "this must never run" not in capsys.readouterr().out

@@ -133,3 +133,29 @@ def test_cli_chunked_predict_reports_latency(shared_data, checkpoint, tmp_path, 
               "--format", "npy", "--no-plot"])
     np.testing.assert_allclose(np.load(tmp_path / "c" / f"{audio.stem}.npy"),
                                np.load(tmp_path / "w" / f"{audio.stem}.npy"), atol=1e-4)
+
+
+def test_guards_refuse_other_features_or_channels_and_warn_on_versions(example_store, checkpoint, tmp_path,
+                                                                      capsys, caplog):
+    import logging
+
+    from blendsync.train.checkpoint import load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(checkpoint)
+    # Another library version only warns (checked before the CLI reconfigures logging).
+    save_checkpoint(tmp_path / "old_libs.pt", dict(ck, library_versions_json=json.dumps({"opensmile": "0.0"})))
+    with caplog.at_level(logging.WARNING):
+        ev = evaluate_checkpoint(tmp_path / "old_libs.pt", example_store, split="val")
+    assert "library versions differ" in caplog.text and ev["metrics"]["frames"] > 0
+    ours = ck["feature_config_hash"]
+    save_checkpoint(tmp_path / "other_features.pt", dict(ck, feature_config_hash="feedfacecafebeef"))
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "--checkpoint", str(tmp_path / "other_features.pt"), "--store", str(example_store),
+              "--split", "val"])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and "feedfacecafebeef" in err and ours in err
+    save_checkpoint(tmp_path / "other_channels.pt", dict(ck, channels=[f"c{i}" for i in range(116)]))
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "--checkpoint", str(tmp_path / "other_channels.pt"), "--store", str(example_store),
+              "--split", "val"])
+    assert e.value.code == 1 and "channel set" in capsys.readouterr().err
