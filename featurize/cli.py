@@ -68,6 +68,8 @@ def extract(manifest, store_path, workers, scheduler, config_path, force, serial
         raise UsageFailure("--workers sizes a local cluster; it cannot be used with --scheduler")
     cfg = _load_config(config_path)
     show = sys.stderr.isatty() if progress is None else progress
+    if scheduler and not scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://")):
+        raise UsageFailure(f"--scheduler needs an address like tcp://HOST:8786, got {scheduler!r}")
     bar = _Progress(show)
     try:
         report = run_extract(

@@ -44,6 +44,8 @@ def dask_client(workers: int | None = None, scheduler: str | None = None):
 
     if scheduler:
         client = Client(scheduler, timeout="30s")
+        log.info("Dask cluster at %s: %d workers; dashboard %s", scheduler,
+                 len(client.scheduler_info().get("workers", {})), client.dashboard_link or "off")
         try:
             yield client
         finally:
