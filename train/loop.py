@@ -24,6 +24,9 @@ from blendsync.train.checkpoint import CheckpointError, load_checkpoint, save_ch
 from blendsync.train.config import TrainConfig
 from blendsync.train.data import Dataset, DataError, load_dataset
 from blendsync.train.diagnostics import grad_report, normalize_stream_grads, warn_on
+from blendsync.train.distributed import Dist
+from blendsync.train.distributed import setup as setup_dist
+from blendsync.train.distributed import teardown as teardown_dist
 from blendsync.train.losses import loss_terms, total_loss
 from blendsync.train.metrics import regression_metrics
 from blendsync.train.model import BlendshapeModel
@@ -82,7 +85,9 @@ def forward_rows(model, batch, prev, amp: bool) -> torch.Tensor:
     """Smoothed predictions (B, C) float32; idle rows (streams out of windows at the end of
     an epoch, or with fewer files than streams) are not computed and return prev."""
     valid = batch["valid"]
-    rows = None if bool(valid.all()) else valid.nonzero().squeeze(1)
+    # A batch with no valid row (a rank out of windows) still runs whole, its loss masked to
+    # 0, so every process takes part in the gradient all-reduce.
+    rows = None if bool(valid.all()) or not bool(valid.any()) else valid.nonzero().squeeze(1)
     pick = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))
     with torch.autocast(device_type=prev.device.type, dtype=torch.bfloat16, enabled=amp):
         out = model(pick(batch["mel"]), pick(batch["emotion"]), pick(batch["frame_mask"]), pick(prev),
@@ -156,7 +161,19 @@ def fit(store_path: str | Path, *, cfg: TrainConfig, out: str | Path, manifest: 
     """
     run_dir = Path(out)
     store = FeatureStore(store_path)
-    dev = resolve_device(device)
+    dist_, dev = setup_dist(resolve_device(device))
+    try:
+        return _fit(run_dir, store, dist_, dev, cfg=cfg, manifest=manifest, preset=preset, resume=resume,
+                    batch_streams=batch_streams, stop_at_step=stop_at_step, on_step=on_step)
+    finally:
+        teardown_dist(dist_)
+
+
+def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, cfg: TrainConfig,
+         manifest, preset, resume, batch_streams, stop_at_step, on_step) -> FitResult:
+    main = dist_.main
+    if not main:
+        logging.getLogger("blendsync").setLevel(logging.WARNING)
     ckpt = None
     if resume:
         last = run_dir / "checkpoints" / "last.pt"
@@ -169,9 +186,13 @@ def fit(store_path: str | Path, *, cfg: TrainConfig, out: str | Path, manifest: 
         cfg, why = resolve_preset(cfg, preset, dev)
         if batch_streams is not None:
             cfg = cfg.replace(stream={"batch_streams": batch_streams})
-    log.info("preset %s (%s) on %s: d_model %d, heads %d, layers %d+%d, %d streams",
+    log.info("preset %s (%s) on %s: d_model %d, heads %d, layers %d+%d, %d streams%s",
              cfg.preset, why, dev, cfg.model.d_model, cfg.model.heads, cfg.model.mel_layers,
-             cfg.model.emotion_layers, cfg.stream.batch_streams)
+             cfg.model.emotion_layers, cfg.stream.batch_streams,
+             f" per process, {dist_.world} processes" if dist_.active else "")
+    if ckpt is not None and int(ckpt.get("world_size", 1)) != dist_.world:
+        raise DataError(f"{run_dir} was trained with {ckpt.get('world_size', 1)} processes; resume it with "
+                        f"the same number (got {dist_.world})")
     ds = load_dataset(store, manifest)
     if ckpt is not None:
         check_compatible(ckpt, ds)
@@ -191,17 +212,29 @@ def fit(store_path: str | Path, *, cfg: TrainConfig, out: str | Path, manifest: 
     if ckpt is not None:
         norm = Normalizer.from_dict(ckpt["normalizer"])
     else:
-        norm = load_or_compute(run_dir, store, ds.manifest, "train", train_files)
+        if main:
+            norm = load_or_compute(run_dir, store, ds.manifest, "train", train_files)
+        dist_.barrier()  # the others read the statistics rank 0 cached
+        if not main:
+            norm = load_or_compute(run_dir, store, ds.manifest, "train", train_files)
     s = cfg.stream
     common = dict(window=s.window, lookahead=s.lookahead, streams=s.batch_streams,
                   pad_value=s.pad_value, prefetch=s.prefetch_files, seed=cfg.seed)
-    train_stream = WindowStream(store, train_files, norm, stride=s.stride, shuffle=True, **common)
-    val_stream = WindowStream(store, val_files, norm, stride=1, shuffle=False, **common) if val_files else None
+    train_stream = WindowStream(store, train_files, norm, stride=s.stride, shuffle=True,
+                                rank=dist_.rank, world=dist_.world, **common)
+    val_stream = (WindowStream(store, val_files, norm, stride=1, shuffle=False, **common)
+                  if val_files and main else None)
 
     fc = ds.feature_config
     model = BlendshapeModel(n_mels=fc["mel"]["n_mels"], n_emotion=88, channels=len(ds.channels),
                             window=s.window, cfg=cfg.model).to(dev)
     model.decoder.init_bias(torch.from_numpy(norm.target_mean).to(dev))
+    net = model
+    if dist_.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     o = cfg.optim
     opt = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
     per_epoch = [train_stream.steps(e) for e in range(o.epochs)]
@@ -216,27 +249,30 @@ def fit(store_path: str | Path, *, cfg: TrainConfig, out: str | Path, manifest: 
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
-        torch.set_rng_state(ckpt["rng_cpu"])
-        if dev.type == "cuda" and ckpt.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(ckpt["rng_cuda"])
+        torch.set_rng_state(ckpt["rng_cpu_all"][dist_.rank])
+        if dev.type == "cuda" and ckpt.get("rng_cuda_all") is not None:
+            torch.cuda.set_rng_state(ckpt["rng_cuda_all"][dist_.rank])
         step, epoch, start_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["step_in_epoch"]
-        prev = ckpt["prev"].to(dev)
+        prev = ckpt["prev_all"][dist_.rank].to(dev)
         best = ckpt.get("best_val_loss")
         log.info("resumed %s at step %d (epoch %d, batch %d)", run_dir, step, epoch, start_in_epoch)
-    else:
+    elif main:
         (run_dir / "config.json").write_text(json.dumps({
             "train_config": cfg.to_dict(), "train_config_hash": cfg.hash,
             "feature_config": ds.feature_config, "feature_config_hash": ds.feature_config_hash,
             "store": str(store.root.resolve()), "manifest": ds.manifest, "device": str(dev),
             "channels": ds.channels, "train_files": len(train_files), "val_files": len(val_files),
+            "processes": dist_.world,
         }, indent=2))
 
     def state(ep: int, in_ep: int) -> dict:
+        """The checkpoint; a collective (every rank's RNG and carried predictions)."""
+        rng_cuda = dist_.gather(torch.cuda.get_rng_state()) if dev.type == "cuda" else None
         return {
             "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state() if dev.type == "cuda" else None,
-            "step": step, "epoch": ep, "step_in_epoch": in_ep, "prev": prev.detach().cpu(),
+            "rng_cpu_all": dist_.gather(torch.get_rng_state()), "rng_cuda_all": rng_cuda,
+            "world_size": dist_.world, "prev_all": dist_.gather(prev.detach()),
+            "step": step, "epoch": ep, "step_in_epoch": in_ep,
             "normalizer": norm.to_dict(), "config_json": cfg.to_json(),
             "feature_config_json": json.dumps(ds.feature_config, sort_keys=True),
             "feature_config_hash": ds.feature_config_hash,
@@ -251,7 +287,8 @@ def fit(store_path: str | Path, *, cfg: TrainConfig, out: str | Path, manifest: 
     history = _read_history(metrics_path)
     from torch.utils.tensorboard import SummaryWriter
 
-    tb = SummaryWriter(str(run_dir / "tb"))
+    tb = SummaryWriter(str(run_dir / "tb")) if main else _NoWriter()
+    save = save_checkpoint if main else (lambda path, st: None)
     model.train()
     acc = _Mean()
     val_plot: dict = {}
@@ -263,10 +300,10 @@ def fit(store_path: str | Path, *, cfg: TrainConfig, out: str | Path, manifest: 
             for i, batch in enumerate(train_stream.epoch(epoch, start_in_epoch), start=start_in_epoch):
                 b = to_device(batch, dev)
                 opt.zero_grad(set_to_none=True)
-                loss, terms, pred = train_step(model, b, prev, cfg, masks, amp)
+                loss, terms, pred = train_step(net, b, prev, cfg, masks, amp)
                 if cfg.diagnostics.normalize_stream_grads:
                     normalize_stream_grads(model)
-                if cfg.diagnostics.every_steps and step % cfg.diagnostics.every_steps == 0:
+                if main and cfg.diagnostics.every_steps and step % cfg.diagnostics.every_steps == 0:
                     rep = grad_report(model)
                     warn_on(rep, step)
                     log.info("step %d grads: total %.3g, smoothing_alpha %.3g, mel/emotion balance %s",
@@ -287,21 +324,21 @@ def fit(store_path: str | Path, *, cfg: TrainConfig, out: str | Path, manifest: 
                 rec = {"kind": "train", "step": step, "epoch": epoch, "loss": loss.item(),
                        **{k: v.item() for k, v in terms.items()}, "lr": sched.get_last_lr()[0],
                        "alpha": torch.sigmoid(model.smoothing_alpha).item(), "windows_per_s": rate}
-                if step % LOG_EVERY == 0 or step == 1:
-                    # Logged losses are means over the steps since the last record.
+                if main and (step % LOG_EVERY == 0 or step == 1):
+                    # Logged losses are means over the steps since the last record (rank 0's).
                     rec.update(acc.pop())
                     _append(metrics_path, rec)
                     history.append(rec)
                     for k in ("loss", *TERMS, "lr", "alpha"):
                         tb.add_scalar(f"train/{k}", rec[k], step)
-                if on_step:
+                if on_step and main:
                     on_step({**rec, "total_steps": total})
                 if cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0:
                     st = state(epoch, i + 1)
-                    save_checkpoint(ck_dir / f"step_{step}.pt", st)
-                    save_checkpoint(ck_dir / "last.pt", st)
+                    save(ck_dir / f"step_{step}.pt", st)
+                    save(ck_dir / "last.pt", st)
                 if stop_at_step is not None and step >= stop_at_step:
-                    save_checkpoint(ck_dir / "last.pt", state(epoch, i + 1))
+                    save(ck_dir / "last.pt", state(epoch, i + 1))
                     interrupted = True
                     return FitResult(run_dir, step, epoch, best, history, interrupted=True)
                 if o.max_steps and step >= o.max_steps:
@@ -314,18 +351,30 @@ def fit(store_path: str | Path, *, cfg: TrainConfig, out: str | Path, manifest: 
             if val_stream is not None:
                 val_loss = _validate(model, val_stream, val_files, cfg, masks, dev, amp, ds, norm,
                                      step, epoch_done, metrics_path, history, tb, val_plot)
+            dist_.barrier()  # the others wait while rank 0 validates
             st = state(epoch, start_in_epoch)
             if val_loss is None or best is None or val_loss < best:
                 best = val_loss if val_loss is not None else best
                 st["best_val_loss"] = best
-                save_checkpoint(ck_dir / "best.pt", st)
-            save_checkpoint(ck_dir / "last.pt", st)
-            if time.perf_counter() - t0 > PLOT_EVERY_EPOCH_AFTER_S:
+                save(ck_dir / "best.pt", st)
+            save(ck_dir / "last.pt", st)
+            if main and time.perf_counter() - t0 > PLOT_EVERY_EPOCH_AFTER_S:
                 _plot_run(model, history, ds, run_dir, val_plot)
-        _plot_run(model, history, ds, run_dir, val_plot)
+        if main:
+            _plot_run(model, history, ds, run_dir, val_plot)
     finally:
         tb.close()
     return FitResult(run_dir, step, epoch, best, history, interrupted)
+
+
+class _NoWriter:
+    """TensorBoard stand-in for ranks other than 0, which write nothing."""
+
+    def add_scalar(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _plot_run(model, history, ds, run_dir: Path, val_plot: dict) -> None:

@@ -125,18 +125,27 @@ class WindowStream:
 
     def __init__(self, store: FeatureStore, files: list[FileRef], norm: Normalizer, *, window: int,
                  lookahead: int, stride: int, streams: int, pad_value: float = 0.0,
-                 prefetch: int = 4, seed: int = 0, shuffle: bool = True):
+                 prefetch: int = 4, seed: int = 0, shuffle: bool = True, rank: int = 0, world: int = 1):
         if not files:
             raise ValueError("no files to stream")
         self.store, self.files, self.norm = store, files, norm
         self.window, self.lookahead, self.stride = window, lookahead, stride
         self.streams, self.pad_value, self.prefetch = streams, pad_value, max(1, prefetch)
         self.seed, self.shuffle = seed, shuffle
+        self.rank, self.world = rank, world
         self.frames = [f.frames for f in files]
+        shapes = store.item_attrs(files[0].key).get("shapes", {})
+        # Array widths, known before any file is read (a rank may start with idle rows only).
+        self.dims = {k: int(v[1]) for k, v in shapes.items()}
 
     def schedule(self, epoch: int) -> StreamSchedule:
-        per = plan_epoch(self.frames, self.streams, self.stride, self.seed, epoch, self.shuffle)
-        return StreamSchedule.build(per, self.frames, self.stride)
+        """This rank's streams. Files are spread over world x streams slots at once, so every
+        window is seen once per epoch across ranks and every rank runs the same number of
+        steps (a rank out of windows runs idle rows instead of leaving the others waiting)."""
+        per = plan_epoch(self.frames, self.streams * self.world, self.stride, self.seed, epoch, self.shuffle)
+        full = StreamSchedule.build(per, self.frames, self.stride)
+        rows = slice(self.rank * self.streams, (self.rank + 1) * self.streams)
+        return StreamSchedule(full.file[rows], full.frame[rows])
 
     def steps(self, epoch: int) -> int:
         return self.schedule(epoch).steps
@@ -177,16 +186,12 @@ class WindowStream:
 
         try:
             B, L = self.streams, self.window
-            C = None
+            M, E, C = self.dims.get("mel"), self.dims.get("emotion"), self.dims.get("targets")
             for t in range(start_step, sched.steps):
                 files_now = sched.file[:, t]
                 needed = [f for f in set(files_now.tolist()) if f >= 0]
                 top_up(max(rank[f] for f in needed) + 1 if needed else 0)
                 loaded = {f: futures[f].result() for f in needed}
-                if C is None:
-                    C = next(iter(loaded.values())).targets.shape[1]
-                    M = next(iter(loaded.values())).mel.shape[1]
-                    E = next(iter(loaded.values())).emotion.shape[1]
                 batch = {
                     # Every active row is overwritten below; only idle rows need the pad value.
                     "mel": np.empty((B, L, M), np.float32),
