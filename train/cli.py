@@ -39,9 +39,14 @@ def cli(verbose: int, quiet: bool) -> None:
 @click.option("--device", default="auto", help="auto, cpu, cuda, cuda:N.")
 @click.option("--seed", type=int, default=None, help="Random seed [default: from the config, 0].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (its own config).")
+@click.option("--nproc", type=click.IntRange(min=1), default=1,
+              help="Training processes on this machine (DistributedDataParallel via torchrun; gloo on CPU, NCCL on GPUs).")
+@click.option("--stop-after-steps", type=click.IntRange(min=1), default=None,
+              help="End this invocation after that many optimiser steps in all, saving last.pt, without "
+                   "changing the schedule (for time-boxed or preemptible jobs; continue with --resume).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
 def fit(store_path, manifest, config_path, preset, out, epochs, max_steps, batch_streams, stride,
-        device, seed, resume, progress):
+        device, seed, resume, nproc, stop_after_steps, progress):
     """Stream 256-frame windows from the store in file order and train the dual-stream model.
 
     Writes to the run folder: config.json, metrics.jsonl, TensorBoard events (tb/),
@@ -52,6 +57,8 @@ def fit(store_path, manifest, config_path, preset, out, epochs, max_steps, batch
     from blendsync.train.data import DataError
     from blendsync.train.loop import fit as run_fit
 
+    if nproc > 1:
+        _relaunch_with_torchrun(nproc, out)
     cfg = TrainConfig()
     if config_path:
         try:
@@ -75,13 +82,37 @@ def fit(store_path, manifest, config_path, preset, out, epochs, max_steps, batch
     bar = _Bar(show)
     try:
         res = run_fit(store_path, cfg=cfg, out=out, manifest=manifest, preset=preset, device=device,
-                      resume=resume, on_step=bar.update, batch_streams=batch_streams)
+                      resume=resume, on_step=bar.update, batch_streams=batch_streams,
+                      stop_at_step=stop_after_steps)
     except (DataError, CheckpointError, ValueError) as e:
         raise UsageFailure(str(e)) from None
     finally:
         bar.close()
     click.echo(f"trained {res.step} steps ({res.epoch} epochs) -> {res.run_dir} "
                f"(best validation loss {res.best_val_loss if res.best_val_loss is None else round(res.best_val_loss, 5)})")
+
+
+def _relaunch_with_torchrun(nproc: int, out) -> None:
+    """Run this same command in nproc processes under torchrun (--nproc removed) and exit
+    with its status."""
+    import subprocess
+
+    if out is None:
+        raise UsageFailure("--nproc needs --out: every process must write to the same run folder")
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        args.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "blendsync.train.cli", *args]
+    sys.exit(subprocess.call(cmd))
 
 
 class _Bar:

@@ -249,9 +249,9 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
-        torch.set_rng_state(ckpt["rng_cpu_all"][dist_.rank])
+        torch.set_rng_state(ckpt["rng_cpu_all"][dist_.rank].clone())  # its own storage, or it crashes
         if dev.type == "cuda" and ckpt.get("rng_cuda_all") is not None:
-            torch.cuda.set_rng_state(ckpt["rng_cuda_all"][dist_.rank])
+            torch.cuda.set_rng_state(ckpt["rng_cuda_all"][dist_.rank].clone())
         step, epoch, start_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["step_in_epoch"]
         prev = ckpt["prev_all"][dist_.rank].to(dev)
         best = ckpt.get("best_val_loss")
