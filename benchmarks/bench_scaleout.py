@@ -69,8 +69,8 @@ def training_scaling(tmp: Path) -> None:
         rate = recs[-1]["windows_per_s"] * n  # rank 0's rate; every rank runs the same steps
         rates[n] = rate
         print(f"training, {n} process(es): {rate:.1f} windows/s in all ({wall:.0f} s wall for 40 steps)")
-    print(f"  2 vs 1 process: {rates[2] / rates[1]:.2f}x on {os.cpu_count()} cores "
-          f"(torch uses {2 // 1} threads in one process, 1 per process under torchrun)")
+    print(f"  2 vs 1 process: {rates[2] / rates[1]:.2f}x on {os.cpu_count()} cores (one process uses "
+          f"{os.cpu_count()} torch threads; torchrun gives each process 1)")
 
 
 def long_file_memory(tmp: Path) -> None:
