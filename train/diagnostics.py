@@ -33,9 +33,13 @@ def grad_report(model: torch.nn.Module) -> dict:
     }
 
 
-def warn_on(report: dict, step: int) -> list[str]:
+def warn_on(report: dict, step: int, alpha_in_use: bool = True) -> list[str]:
+    """alpha_in_use: some row of the batch had a previous window (else smoothing_alpha had
+    nothing to act on and a zero gradient is expected, e.g. on the first step)."""
     msgs = []
     for name, n in report["norms"].items():
+        if name == "smoothing_alpha" and not alpha_in_use:
+            continue
         if n is None:
             msgs.append(f"step {step}: no gradient for {name}")
         elif n == 0:

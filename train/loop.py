@@ -305,7 +305,7 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
                     normalize_stream_grads(model)
                 if main and cfg.diagnostics.every_steps and step % cfg.diagnostics.every_steps == 0:
                     rep = grad_report(model)
-                    warn_on(rep, step)
+                    warn_on(rep, step, alpha_in_use=bool(b["has_prev"].any()))
                     log.info("step %d grads: total %.3g, smoothing_alpha %.3g, mel/emotion balance %s",
                              step, rep["total_norm"], rep["smoothing_alpha_grad"] or 0.0,
                              f"{rep['stream_balance']:.3g}" if rep["stream_balance"] is not None else "n/a")
