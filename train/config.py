@@ -27,6 +27,8 @@ class ModelConfig:
     temperature: float = 1.0
     # sigmoid(smoothing_alpha) weighs the current output against the previous one.
     smoothing_alpha_init: float = 1.0
+    # Add each stream's encoding at the target frame to its attention output (see model.py).
+    target_frame_residual: bool = True
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,7 @@ class TrainConfig:
             model=dataclasses.replace(
                 PRESETS[preset], dropout=self.model.dropout, temperature=self.model.temperature,
                 smoothing_alpha_init=self.model.smoothing_alpha_init,
+                target_frame_residual=self.model.target_frame_residual,
             ),
             stream=dataclasses.replace(self.stream, batch_streams=PRESET_BATCH_STREAMS[preset]),
         )

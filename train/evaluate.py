@@ -22,7 +22,8 @@ def load_model(ckpt: dict, device="cpu") -> tuple[BlendshapeModel, TrainConfig, 
     cfg = TrainConfig.from_json(ckpt["config_json"])
     fc = json.loads(ckpt["feature_config_json"])
     model = BlendshapeModel(n_mels=fc["mel"]["n_mels"], n_emotion=88, channels=len(ckpt["channels"]),
-                            window=cfg.stream.window, cfg=cfg.model)
+                            window=cfg.stream.window, cfg=cfg.model,
+                            lookahead=cfg.stream.lookahead)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), cfg, Normalizer.from_dict(ckpt["normalizer"])
 

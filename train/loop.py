@@ -227,7 +227,7 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
 
     fc = ds.feature_config
     model = BlendshapeModel(n_mels=fc["mel"]["n_mels"], n_emotion=88, channels=len(ds.channels),
-                            window=s.window, cfg=cfg.model).to(dev)
+                            window=s.window, cfg=cfg.model, lookahead=s.lookahead).to(dev)
     model.decoder.init_bias(torch.from_numpy(norm.target_mean).to(dev))
     net = model
     if dist_.active:

@@ -4,7 +4,10 @@ Shapes: B windows, L frames, M mel bins, E = 88 eGeMAPS, C channels, d = d_model
     mel (B, L, M) -> per-bin series (B*M, L, d) -> self-attention over time -> (B, M, L, d)
         -> mean over bins -> (B, L, d)
     emotion (B, L, E) -> (B, L, d) -> self-attention over time
-    blendshape_queries (C, d) cross-attend to each stream -> (B, C, d) twice
+    blendshape_queries (C, d) cross-attend to each stream -> (B, C, d) twice, and each stream's
+        encoding at the target frame (window position L - 1 - lookahead) is added to what its
+        attention returns (model.target_frame_residual; a departure from the method notes:
+        without it the small model predicted each channel's mean for hundreds of steps)
     fused = (mel_weights * mel_attended + emotion_weights * emotion_attended) / temperature
     decoder (B, C, d) -> (B, C), linear, clamped to [0, 1] outside training
     smoothed = alpha * current + (1 - alpha) * prev.detach(), alpha = sigmoid(smoothing_alpha)
@@ -126,10 +129,16 @@ class DualStreamAttention(nn.Module):
         self.mel_weights = nn.Parameter(torch.full((channels,), 0.5 * cfg.temperature))
         self.emotion_weights = nn.Parameter(torch.full((channels,), 0.5 * cfg.temperature))
 
-    def forward(self, queries, mel_enc, emo_enc, pad):
-        """queries (B, C, d), encodings (B, L, d), pad (B, L) -> fused (B, C, d)."""
+    def forward(self, queries, mel_enc, emo_enc, pad, target: int | None = None):
+        """queries (B, C, d), encodings (B, L, d), pad (B, L) -> fused (B, C, d).
+        target: window position of the target frame; its encoding is added to what each
+        stream's attention returns, so every channel sees its own frame from the first step
+        while attention learns the wider context."""
         mel_att, _ = self.mel_attention(queries, mel_enc, mel_enc, key_padding_mask=pad, need_weights=False)
         emo_att, _ = self.emotion_attention(queries, emo_enc, emo_enc, key_padding_mask=pad, need_weights=False)
+        if target is not None:
+            mel_att = mel_att + mel_enc[:, target : target + 1]
+            emo_att = emo_att + emo_enc[:, target : target + 1]
         return (self.mel_weights[:, None] * mel_att + self.emotion_weights[:, None] * emo_att) / self.temperature
 
 
@@ -159,8 +168,10 @@ class Decoder(nn.Module):
 
 
 class BlendshapeModel(nn.Module):
-    def __init__(self, *, n_mels: int, n_emotion: int, channels: int, window: int, cfg: ModelConfig):
+    def __init__(self, *, n_mels: int, n_emotion: int, channels: int, window: int, cfg: ModelConfig,
+                 lookahead: int | None = None):
         super().__init__()
+        self.target = None if lookahead is None or not cfg.target_frame_residual else window - 1 - lookahead
         self.mel_stream = MelStream(n_mels, window, cfg)
         self.emotion_stream = EmotionStream(n_emotion, window, cfg)
         self.blendshape_queries = nn.Parameter(torch.randn(channels, cfg.d_model) * 0.02)
@@ -176,7 +187,7 @@ class BlendshapeModel(nn.Module):
         mel_enc = self.mel_stream(mel, pad)
         emo_enc = self.emotion_stream(emotion, pad)
         q = self.blendshape_queries.unsqueeze(0).expand(mel.shape[0], -1, -1)
-        fused = self.dual_stream_attention(q, mel_enc, emo_enc, pad)
+        fused = self.dual_stream_attention(q, mel_enc, emo_enc, pad, self.target)
         current = self.decoder(fused)
         if prev is None:
             return {"current": current, "smoothed": current}
