@@ -33,12 +33,12 @@ RIGHT_MARGIN_S = 0.3
 FIRST_CONTEXT_MARGIN_S = 0.1
 
 
-def _features(pred, y: np.ndarray, sr: int, seg_start: int, k0: int, k1: int) -> tuple[np.ndarray, np.ndarray]:
+def _features(pred, seg: np.ndarray, sr: int, seg_start: int, k0: int, k1: int) -> tuple[np.ndarray, np.ndarray]:
     """Features (mel (k1-k0, M), emotion (k1-k0, E)) of frames [k0, k1) computed from the
-    samples y[seg_start:], seg_start on the 10 ms grid so that the extractors' rows fall
-    where the whole-file rows do. Gridding as shared.features does it for a whole file."""
+    samples seg, which start at sample seg_start of the file, on the 10 ms grid so that the
+    extractors' rows fall where the whole-file rows do. Gridding as shared.features does it
+    for a whole file."""
     cfg = pred.feature_config
-    seg = y[seg_start:]
     t = frame_times(k1, cfg.fps)[k0:] - seg_start / sr
     rows, rt = mel_rows(seg, sr, cfg.mel)
     mel = rows_to_grid(rows, rt, t).values
@@ -65,12 +65,16 @@ def animate_chunked(pred, audio: str | Path, chunk_seconds: float) -> dict:
         raise AudioError(f"{audio}: cannot decode audio ({e})") from None
     block = max(1, int(round(chunk_seconds * info.samplerate)))
     rs = soxr.ResampleStream(info.samplerate, sr, 1, dtype="float32", quality="VHQ")
-    y = np.zeros(0, np.float32)
+    # Only what later chunks still need is kept: samples from the last segment's start
+    # (y[0] is sample y_base of the file) and features from the earliest frame a future
+    # window reaches (mel[0] is frame f_base), so memory stays bounded on endless streams.
+    y, y_base = np.zeros(0, np.float32), 0
+    mel = emo = None
+    f_base = 0
     la = pred.lookahead
+    reach = pred.window - 1 - la  # frames a window reaches before its target
     fps = cfg.fps
     hop = int(round(0.01 * sr))
-    mel_buf: list[np.ndarray] = []
-    emo_buf: list[np.ndarray] = []
     featurized = 0  # frames [0, featurized) have features
     done = 0  # frames [0, done) have curves
     prev = None
@@ -81,7 +85,7 @@ def animate_chunked(pred, audio: str | Path, chunk_seconds: float) -> dict:
         final = i == len(blocks) - 1
         mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
         y = np.concatenate([y, np.clip(rs.resample_chunk(mono, last=final), -1, 1)])
-        have_s = len(y) / sr
+        have_s = (y_base + len(y)) / sr
         if final:
             upto = n_frames(have_s, fps)
         elif have_s < cfg.emotion.context_s + FIRST_CONTEXT_MARGIN_S + RIGHT_MARGIN_S:
@@ -91,27 +95,30 @@ def animate_chunked(pred, audio: str | Path, chunk_seconds: float) -> dict:
             upto = max(featurized, int(math.floor((have_s - RIGHT_MARGIN_S) * fps)))
         if upto > featurized:
             start_t = featurized / fps - cfg.emotion.context_s - LEFT_MARGIN_S
-            seg_start = max(0, int(math.floor(start_t * sr / hop)) * hop)
+            seg_start = max(y_base, int(math.floor(start_t * sr / hop)) * hop)
+            y, y_base = y[seg_start - y_base :], seg_start
             t0 = time.perf_counter()
             m, e = _features(pred, y, sr, seg_start, featurized, upto)
             feat_s += time.perf_counter() - t0
-            mel_buf.append(m)
-            emo_buf.append(e)
+            mel = m if mel is None else np.concatenate([mel, m])
+            emo = e if emo is None else np.concatenate([emo, e])
             featurized = upto
         last = featurized if final else featurized - la
         if last > done:
             t0 = time.perf_counter()
-            mel_all = np.concatenate(mel_buf)
-            emo_all = np.concatenate(emo_buf)
-            cur = pred.current_frames(mel_all, emo_all, range(done, last), final_frames=featurized if final else None)
+            cur = pred.current_frames(mel, emo, range(done, last), first=f_base,
+                                      final_frames=featurized if final else None)
             sm = pred.smooth(cur, prev)
             prev = sm[-1]
             out.append(sm)
             done = last
+            keep = max(f_base, done - reach)
+            mel, emo, f_base = mel[keep - f_base :], emo[keep - f_base :], keep
             model_s += time.perf_counter() - t0
     if not out:
         raise AudioError(f"{audio}: no frames")
     return {
-        "curves": np.concatenate(out), "duration_s": len(y) / sr, "featurize_s": feat_s, "model_s": model_s,
+        "curves": np.concatenate(out), "duration_s": (y_base + len(y)) / sr, "featurize_s": feat_s,
+        "model_s": model_s,
         "latency_s": chunk_seconds + RIGHT_MARGIN_S + la / fps,
     }

@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from blendsync.shared.store import FeatureStore
 from blendsync.train.checkpoint import load_checkpoint
 from blendsync.train.config import TrainConfig
 from blendsync.train.data import load_dataset
-from blendsync.train.loop import channel_masks, check_compatible, evaluate
-from blendsync.train.metrics import regression_metrics
+from blendsync.train.loop import channel_masks, check_compatible, evaluate, split_metrics
 from blendsync.train.model import BlendshapeModel
 from blendsync.train.streaming import Normalizer, WindowStream
 
@@ -44,13 +42,9 @@ def evaluate_checkpoint(checkpoint: str | Path, store_path: str | Path, *, manif
                           streams=s.batch_streams, pad_value=s.pad_value, prefetch=s.prefetch_files,
                           shuffle=False)
     terms, preds, targs = evaluate(model, stream, files, cfg, channel_masks(ds, dev), dev, False, ds.channels)
-    groups = {"mouth": ds.mouth, "expression": ds.expression,
-              "other": [c for c in ds.channels if c not in set(ds.mouth) | set(ds.expression)]}
-    P = np.concatenate([preds[i] for i in sorted(preds)])
-    T = np.concatenate([targs[i] for i in sorted(targs)])
     return {
         "terms": terms,
-        "metrics": regression_metrics(P, T, norm.target_mean, ds.channels, groups),
+        "metrics": split_metrics(preds, targs, norm, ds),
         "pred": {files[i].id: preds[i] for i in preds},
         "target": {files[i].id: targs[i] for i in targs},
         "channels": list(ds.channels),

@@ -292,7 +292,6 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
     model.train()
     acc = _Mean()
     val_plot: dict = {}
-    interrupted = False
     try:
         while epoch < o.epochs and not (o.max_steps and step >= o.max_steps):
             t0, windows = time.perf_counter(), 0
@@ -339,7 +338,6 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
                     save(ck_dir / "last.pt", st)
                 if stop_at_step is not None and step >= stop_at_step:
                     save(ck_dir / "last.pt", state(epoch, i + 1))
-                    interrupted = True
                     return FitResult(run_dir, step, epoch, best, history, interrupted=True)
                 if o.max_steps and step >= o.max_steps:
                     break
@@ -364,7 +362,7 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
             _plot_run(model, history, ds, run_dir, val_plot)
     finally:
         tb.close()
-    return FitResult(run_dir, step, epoch, best, history, interrupted)
+    return FitResult(run_dir, step, epoch, best, history)
 
 
 class _NoWriter:
@@ -390,11 +388,7 @@ def _plot_run(model, history, ds, run_dir: Path, val_plot: dict) -> None:
 def _validate(model, val_stream, val_files, cfg, masks, dev, amp, ds, norm, step, epoch,
               metrics_path, history, tb, val_plot: dict) -> float:
     terms, preds, targs = evaluate(model, val_stream, val_files, cfg, masks, dev, amp, ds.channels)
-    P = np.concatenate([preds[i] for i in sorted(preds)])
-    Tg = np.concatenate([targs[i] for i in sorted(targs)])
-    groups = {"mouth": ds.mouth, "expression": ds.expression,
-              "other": [c for c in ds.channels if c not in set(ds.mouth) | set(ds.expression)]}
-    m = regression_metrics(P, Tg, norm.target_mean, ds.channels, groups)
+    m = split_metrics(preds, targs, norm, ds)
     rec = {"kind": "val", "step": step, "epoch": epoch, **terms, "metrics": m}
     _append(metrics_path, rec)
     history.append(rec)
@@ -407,6 +401,17 @@ def _validate(model, val_stream, val_files, cfg, masks, dev, amp, ds, norm, step
              m["mse"], m["mae"], f"{m['skill']:.3f}" if m["skill"] is not None else "n/a")
     val_plot.update(pred=preds[0], target=targs[0], title=f"validation file {val_files[0].id} (epoch {epoch})")
     return float(terms["loss"])
+
+
+def split_metrics(preds: dict[int, np.ndarray], targs: dict[int, np.ndarray], norm: Normalizer,
+                  ds: Dataset) -> dict:
+    """regression_metrics over every frame of a split, with the channel set's groups."""
+    grouped = set(ds.mouth) | set(ds.expression)
+    groups = {"mouth": ds.mouth, "expression": ds.expression,
+              "other": [c for c in ds.channels if c not in grouped]}
+    P = np.concatenate([preds[i] for i in sorted(preds)])
+    T = np.concatenate([targs[i] for i in sorted(targs)])
+    return regression_metrics(P, T, norm.target_mean, ds.channels, groups)
 
 
 def check_compatible(ckpt: dict, ds: Dataset) -> None:

@@ -63,21 +63,25 @@ class Predictor:
 
     @torch.no_grad()
     def current_frames(self, mel: np.ndarray, emotion: np.ndarray, frames: range, *,
-                       final_frames: int | None, batch: int = 64) -> np.ndarray:
-        """Unsmoothed outputs for target frames `frames` from the features known so far
-        (mel (K, M), emotion (K, E) of frames 0..K-1). final_frames: the file's frame count
-        once known (frames past it are padding); None while more audio may come, when every
-        window must lie within the K known frames."""
+                       final_frames: int | None, first: int = 0, batch: int = 64) -> np.ndarray:
+        """Unsmoothed outputs for target frames `frames` from the features at hand: mel (K, M),
+        emotion (K, E) of frames first..first+K-1 (first > 0 only when every window starts at
+        or after it). final_frames: the file's frame count once known (frames past it are
+        padding); None while more audio may come, when every window must lie within the K
+        frames at hand."""
         n = self.norm
         L, la = self.window, self.lookahead
         K = mel.shape[0]
-        if final_frames is None and frames.stop + la > K:
-            raise ValueError(f"frame {frames.stop - 1} needs features up to {frames.stop - 1 + la}, have {K}")
+        if final_frames is None and frames.stop + la > first + K:
+            raise ValueError(f"frame {frames.stop - 1} needs features up to {frames.stop - 1 + la}, "
+                             f"have {first + K}")
+        if first and frames.start - (L - 1 - la) < first:
+            raise ValueError(f"frame {frames.start} needs features from {frames.start - (L - 1 - la)}, have {first}")
         pm = pad_frames(((mel - n.mel_mean) / n.mel_std).astype(np.float32), L, la)
         pe = pad_frames(((emotion - n.emotion_mean) / n.emotion_std).astype(np.float32), L, la)
         pk = frame_mask(K, L, la)
         out = np.empty((len(frames), len(self.channels)), np.float32)
-        ks = list(frames)
+        ks = [k - first for k in frames]
         for s in range(0, len(ks), batch):
             part = ks[s : s + batch]
             m = torch.from_numpy(np.stack([cut(pm, k, L) for k in part])).to(self.device)
