@@ -185,10 +185,11 @@ def extract(
         entries.append(entry)
     report.audio_s += cached_s
     bad_rows = {pr.row for pr in problems}
+    listed = {e["row"] for e in entries}
     for pr in sorted(problems, key=lambda x: x.row):
-        if pr.row in {e["row"] for e in entries}:
-            continue
-        entries.append({"row": pr.row, "key": None, "status": "failed", "error": pr.message, "audio": pr.file})
+        if pr.row not in listed:  # first problem of a row that never got a key
+            listed.add(pr.row)
+            entries.append({"row": pr.row, "key": None, "status": "failed", "error": pr.message, "audio": pr.file})
     entries.sort(key=lambda e: e["row"])
     store.write_manifest(
         report.index_name,
