@@ -41,8 +41,9 @@ def _load_config(path: str | None) -> FeatureConfig:
 
 @cli.command()
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--store", "store_path", default="features.zarr", type=click.Path(path_type=Path),
-              help="Feature store directory (created if missing).")
+@click.option("--store", "store_path", default="features.zarr", metavar="PATH|URL",
+              help="Feature store: a directory, or an fsspec URL such as s3://bucket/features.zarr "
+                   "(created if missing).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="LocalCluster worker processes [default: one per core].")
 @click.option("--scheduler", default=None, help="Use an existing Dask cluster, e.g. tcp://HOST:8786.")
@@ -133,7 +134,7 @@ class _Progress:
 
 
 @cli.command()
-@click.argument("store_path", metavar="STORE", type=click.Path(path_type=Path))
+@click.argument("store_path", metavar="STORE")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info(store_path, as_json):
     """Items, audio hours, feature configs, manifests and bytes on disk of STORE."""
@@ -169,16 +170,21 @@ def info(store_path, as_json):
 
 
 @cli.command()
-@click.argument("store_path", metavar="STORE", type=click.Path(path_type=Path))
+@click.argument("store_path", metavar="STORE")
 def verify(store_path):
     """Check every item: complete, shapes consistent, values finite, checksums match.
     Exits 1 listing the bad keys."""
     from blendsync.featurize.inspect_store import verify_store
 
     try:
-        n, problems = verify_store(FeatureStore(store_path))
+        store = FeatureStore(store_path)
+        n, problems = verify_store(store)
+        incomplete = len(store.incomplete_keys())
     except StoreError as e:
         raise UsageFailure(str(e)) from None
+    if incomplete:
+        click.echo(f"note: {incomplete} incomplete item(s), invisible to readers (being written, or "
+                   "left by a stopped writer: the next extract rewrites them)", err=True)
     if problems:
         click.echo(f"{len(problems)} problem(s) in {n} item(s):", err=True)
         for p in problems:

@@ -128,7 +128,7 @@ def extract(
         log.info("removed %d staging item(s) left by stopped runs", swept)
     report = ExtractReport(manifest.path, index_name or manifest.name, rows=manifest.n_rows)
     problems = list(manifest.problems)
-    stat = StatCache(store.meta_dir / "stat_cache.json")
+    stat = StatCache(store)
     planned, hash_problems = plan_rows(manifest, cfg, stat)
     problems += hash_problems
     report.hashed_files = stat.misses
@@ -154,7 +154,7 @@ def extract(
         manifest.path, manifest.n_rows, len(tasks), len(status), len(problems),
     )
     cfg_json = cfg.to_json()
-    root = str(store.root.resolve())
+    root = store.location
     if tasks:
         if executor == "serial":
             results = run_serial(root, cfg_json, tasks, force)

@@ -1,32 +1,35 @@
 """(path, size, mtime) -> sha256, so a re-run does not re-read unchanged audio.
 
-Saved as one JSON file replaced atomically; concurrent runs merge what they learnt, and a
-lost entry only costs one re-hash.
+Saved in the store (.bsfeat/stat_cache.json) as one file/object replaced whole; concurrent
+runs merge what they learnt, and a lost entry only costs one re-hash.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from blendsync.shared.provenance import file_sha256
+from blendsync.shared.store import FeatureStore
+
+CACHE_NAME = ".bsfeat/stat_cache.json"
 
 
 class StatCache:
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, store: FeatureStore):
+        self.store = store
         self.entries: dict[str, list] = self._load()
         self.hits = 0
         self.misses = 0
 
     def _load(self) -> dict[str, list]:
+        raw = self.store.read_bytes(CACHE_NAME)
         try:
-            data = json.loads(self.path.read_text())
-            return data if isinstance(data, dict) else {}
-        except (FileNotFoundError, json.JSONDecodeError):
+            data = json.loads(raw) if raw is not None else {}
+        except (json.JSONDecodeError, UnicodeDecodeError):
             return {}
+        return data if isinstance(data, dict) else {}
 
     def sha256(self, path: Path) -> str:
         p = str(Path(path).resolve())
@@ -42,8 +45,4 @@ class StatCache:
 
     def save(self) -> None:
         merged = {**self._load(), **self.entries}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".stat_cache.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(merged, f)
-        os.replace(tmp, self.path)
+        self.store.write_bytes(CACHE_NAME, json.dumps(merged).encode())

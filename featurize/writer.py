@@ -1,8 +1,9 @@
-"""Write one featurized file as a store item: staging group, completion marker last, rename.
+"""Write one featurized file as a store item, completion marker last.
 
-Each item is written by exactly one task into a staging directory of its own; the rename
-into items/<key> is the commit. A crash leaves only staging debris (swept by the next run),
-and a second writer of the same key finds the item in place and drops its copy.
+Local stores: each item is written by one task into a staging directory of its own; the
+rename into items/<key> is the commit. A crash leaves only staging debris (swept by the next
+run), and a second writer of the same key finds the item in place and drops its copy.
+Object stores (fsspec URLs) cannot rename: see _write_in_place.
 """
 
 from __future__ import annotations
@@ -32,36 +33,17 @@ def write_item(
 ) -> bool:
     """Store ff under key. Returns False when another writer stored the key first.
 
-    replace=True (bsfeat --force) swaps a complete item for the new one: the old one is
-    moved aside first and deleted only after the new one is in place.
+    replace=True (bsfeat --force) swaps a complete item for the new one. In a local store the
+    old one is moved aside first and deleted only after the new one is in place; in an
+    object store it is hidden (marker cleared) and rewritten in place.
     """
     if store.is_complete(key) and not replace:
         return False
+    if not store.is_local:
+        return _write_in_place(store, key, ff, attrs, replace)
     stage = store.staging_dir / STAGE_SEP.join((key, socket.gethostname(), str(os.getpid()), uuid.uuid4().hex[:8]))
     try:
-        g = zarr.open_group(str(stage), mode="w")
-        checksums = {}
-        for name, arr in ff.arrays().items():
-            g.create_array(
-                name,
-                data=arr,
-                chunks=(min(TIME_CHUNK, max(1, arr.shape[0])), arr.shape[1]),
-                compressors=COMPRESSOR,
-                dimension_names=("frame", "channel"),
-            )
-            checksums[name] = array_sha256(arr)
-        doc = {
-            **attrs,
-            **ff.info,
-            "key": key,
-            "schema_version": SCHEMA_VERSION,
-            "checksums": checksums,
-            "shapes": {k: list(v.shape) for k, v in ff.arrays().items()},
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        g.attrs.put(doc)
-        # The completion marker goes in last, in its own atomic metadata write.
-        g.attrs.update({"complete": True})
+        _fill_group(zarr.open_group(str(stage), mode="w"), key, ff, attrs)
         target = store.item_path(key)
         if replace and store.is_complete(key):
             aside = stage.with_name(stage.name + "~old")
@@ -84,9 +66,48 @@ def write_item(
             shutil.rmtree(stage, ignore_errors=True)
 
 
+def _write_in_place(store: FeatureStore, key: str, ff: FeaturizedFile, attrs: dict, replace: bool) -> bool:
+    """Object stores have no rename: write the item where it lives, marker last.
+
+    mode="w" first removes whatever a killed writer left under the key. Keys are content
+    hashes and featurizing is deterministic, so two writers racing on one key write the
+    same arrays; the item may read as incomplete between them, never as mixed.
+    """
+    location = store.zarr_location(f"items/{key}")
+    if replace and store.is_complete(key):
+        zarr.open_group(location, mode="r+").attrs.update({"complete": False})
+    _fill_group(zarr.open_group(location, mode="w"), key, ff, attrs)
+    return True
+
+
+def _fill_group(g: zarr.Group, key: str, ff: FeaturizedFile, attrs: dict) -> None:
+    """Arrays first, then provenance, then the completion marker in its own metadata write."""
+    checksums = {}
+    for name, arr in ff.arrays().items():
+        g.create_array(
+            name,
+            data=arr,
+            chunks=(min(TIME_CHUNK, max(1, arr.shape[0])), arr.shape[1]),
+            compressors=COMPRESSOR,
+            dimension_names=("frame", "channel"),
+        )
+        checksums[name] = array_sha256(arr)
+    doc = {
+        **attrs,
+        **ff.info,
+        "key": key,
+        "schema_version": SCHEMA_VERSION,
+        "checksums": checksums,
+        "shapes": {k: list(v.shape) for k, v in ff.arrays().items()},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    g.attrs.put(doc)
+    g.attrs.update({"complete": True})
+
+
 def sweep_staging(store: FeatureStore) -> int:
     """Remove staging directories of writers on this host that no longer run."""
-    if not store.staging_dir.is_dir():
+    if not store.is_local or not store.staging_dir.is_dir():
         return 0
     host = socket.gethostname()
     removed = 0

@@ -18,7 +18,8 @@ class UsageFailure(click.ClickException):
 def setup_logging(verbose: int, quiet: bool, noisy: tuple[str, ...] = ()) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
-    for name in ("distributed", "bokeh", "tornado", "numba", "asyncio", "matplotlib", "PIL", *noisy):
+    for name in ("distributed", "bokeh", "tornado", "numba", "asyncio", "matplotlib", "PIL",
+                 "botocore", "aiobotocore", "s3fs", "fsspec", "urllib3", *noisy):
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 

@@ -1,6 +1,6 @@
-"""The feature store: schema, paths and the reader both stages use.
+"""The feature store: schema, locations and the reader both stages use.
 
-Layout (Zarr v3, local directory)::
+Layout (Zarr v3; a local directory or an fsspec URL such as s3://bucket/features.zarr)::
 
     features.zarr/
       zarr.json                     root group; attrs: blendsync_store schema version
@@ -11,17 +11,30 @@ Layout (Zarr v3, local directory)::
           zarr.json attrs: provenance + "complete": true (written last)
       manifests/<name>/zarr.json    attrs: the ordered rows a manifest resolved to
       .bsfeat/stat_cache.json       (path, size, mtime) -> sha256, so re-runs skip hashing
-      .bsfeat/staging/              items being written; renamed into items/ when complete
+      .bsfeat/staging/              local stores only: items being written
 
-A group under items/ without "complete" does not exist for readers. Items are written in
-staging and renamed into place, so readers never see a half item and two writers of the
-same key cannot interleave.
+A group under items/ without "complete" does not exist for readers. How an item becomes
+complete depends on where the store lives:
+
+- local directory (or file://): the item is written in staging and renamed into place, so
+  readers never see a half item and two writers of the same key cannot interleave;
+- object store (any other fsspec URL): there is no rename, so the item is written in place
+  and its group metadata, with "complete", is the last object written. Each object is
+  written whole, so a reader sees no item or a whole one; a killed writer leaves an
+  incomplete group that readers skip, `verify` reports and the next run rewrites.
+
+Object-store credentials and endpoints come from fsspec's own configuration, which every
+process (Dask workers included) reads from its environment: e.g. FSSPEC_S3_ENDPOINT_URL,
+or FSSPEC_S3='{"endpoint_url": ...}', plus the usual AWS_* variables for s3fs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -36,10 +49,16 @@ TIME_CHUNK = 4096
 
 
 _OWN_NAMES = {"zarr.json", "items", "manifests", ".bsfeat"}
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*(::[A-Za-z][A-Za-z0-9+.\-]*)*://")
 
 
 class StoreError(ValueError):
     """A store that cannot be used as asked."""
+
+
+def is_url(location: str | os.PathLike) -> bool:
+    """True for fsspec URLs (s3://, gs://, memory://, file://, chained a::b://)."""
+    return bool(_URL.match(os.fspath(location)))
 
 
 def array_sha256(a: np.ndarray) -> str:
@@ -59,21 +78,52 @@ class StoredItem:
 
 
 class FeatureStore:
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+    """A feature store at a local path or an fsspec URL.
 
-    # -- paths ---------------------------------------------------------------------------
+    `root` is what messages name (a Path for local stores, the URL otherwise); `location`
+    is what another process needs to open the same store (absolute path or URL).
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        text = os.fspath(root)
+        if text.startswith("file://"):
+            text = text[len("file://"):]
+        self.is_local = not is_url(text)
+        if self.is_local:
+            self.fs = None
+            self._base = ""
+            self.root: Path | str = Path(text)
+            self.location = str(Path(text).absolute())
+        else:
+            import fsspec
+
+            try:
+                self.fs, base = fsspec.core.url_to_fs(text)
+            except (ImportError, ValueError) as e:
+                raise StoreError(f"{text}: cannot open this URL ({e})") from e
+            self._base = base.rstrip("/")
+            self.root = self.location = text.rstrip("/")
+
+    def __repr__(self) -> str:
+        return f"FeatureStore({self.location!r})"
+
+    # -- local paths (rename commits, staging) ---------------------------------------------
+    def _local(self) -> Path:
+        if not self.is_local:
+            raise StoreError(f"{self.root}: an object store has no local directory")
+        return self.root  # type: ignore[return-value]
+
     @property
     def items_dir(self) -> Path:
-        return self.root / "items"
+        return self._local() / "items"
 
     @property
     def manifests_dir(self) -> Path:
-        return self.root / "manifests"
+        return self._local() / "manifests"
 
     @property
     def meta_dir(self) -> Path:
-        return self.root / ".bsfeat"
+        return self._local() / ".bsfeat"
 
     @property
     def staging_dir(self) -> Path:
@@ -82,16 +132,76 @@ class FeatureStore:
     def item_path(self, key: str) -> Path:
         return self.items_dir / key
 
+    # -- storage primitives: one branch per kind of location ------------------------------
+    def _fs_path(self, rel: str) -> str:
+        return f"{self._base}/{rel}" if rel else self._base
+
+    def zarr_location(self, rel: str = "") -> str:
+        """What zarr.open_group needs for a node of this store (path or URL)."""
+        if self.is_local:
+            return str(self._local() / rel) if rel else str(self._local())
+        return f"{self.location}/{rel}" if rel else self.location
+
+    def read_bytes(self, rel: str) -> bytes | None:
+        """A whole object/file under the store, or None when it does not exist."""
+        if self.is_local:
+            try:
+                return (self._local() / rel).read_bytes()
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                return None
+        try:
+            return self.fs.cat_file(self._fs_path(rel))
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Replace one file/object whole: a reader sees the old or the new content."""
+        if self.is_local:
+            path = self._local() / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        else:
+            self.fs.pipe_file(self._fs_path(rel), data)
+
+    def list_names(self, rel: str) -> list[str]:
+        """Names directly under a folder/prefix of the store (fresh, never a cached listing)."""
+        if self.is_local:
+            d = self._local() / rel
+            return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+        path = self._fs_path(rel)
+        self.fs.invalidate_cache(path)
+        try:
+            entries = self.fs.ls(path, detail=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted({e.rstrip("/").rsplit("/", 1)[-1] for e in entries})
+
+    def _read_json(self, rel: str) -> dict | None:
+        raw = self.read_bytes(rel)
+        if raw is None:
+            return None
+        try:
+            doc = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        return doc if isinstance(doc, dict) else None
+
     # -- opening -------------------------------------------------------------------------
     def exists(self) -> bool:
-        return (self.root / "zarr.json").is_file()
+        return self.read_bytes("zarr.json") is not None
 
     def check(self) -> None:
         """Raise StoreError unless root is a blendsync store of a schema this code reads."""
-        if not self.exists():
+        try:
+            doc = self._read_json("zarr.json")
+        except OSError as e:
+            raise StoreError(f"{self.root}: cannot read the store ({type(e).__name__}: {e})") from e
+        if doc is None:
             raise StoreError(f"{self.root}: not a feature store (no zarr.json)")
-        attrs = zarr.open_group(str(self.root), mode="r").attrs.asdict()
-        version = attrs.get("blendsync_store")
+        version = doc.get("attributes", {}).get("blendsync_store")
         if version is None:
             raise StoreError(f"{self.root}: a Zarr group, but not a blendsync feature store")
         if version != SCHEMA_VERSION:
@@ -102,65 +212,81 @@ class FeatureStore:
     def init(self) -> None:
         """Create the root, items and manifests groups (idempotent; safe to race: each
         zarr.json is written whole, attributes included, in one atomic write)."""
-        if self.root.exists() and not self.root.is_dir():
-            raise StoreError(f"{self.root}: exists and is not a directory")
+        try:
+            self._init()
+        except OSError as e:  # no such bucket, no credentials, read-only mount...
+            raise StoreError(f"{self.root}: cannot create or open the store ({type(e).__name__}: {e})") from e
+
+    def _init(self) -> None:
+        if self.is_local:
+            root = self._local()
+            if root.exists() and not root.is_dir():
+                raise StoreError(f"{root}: exists and is not a directory")
         if not self.exists():
-            foreign = (
-                sorted(p.name for p in self.root.iterdir() if p.name not in _OWN_NAMES)
-                if self.root.is_dir() else []
-            )
+            foreign = [n for n in self.list_names("") if n not in _OWN_NAMES]
             if foreign:
                 raise StoreError(
-                    f"{self.root}: directory is not empty and not a feature store ({foreign[:3]})"
+                    f"{self.root}: not empty and not a feature store ({foreign[:3]})"
                 )
-            self._create_group(self.root, {"blendsync_store": SCHEMA_VERSION})
+            self._create_group("", {"blendsync_store": SCHEMA_VERSION})
         self.check()
-        for d in (self.items_dir, self.manifests_dir):
-            if not (d / "zarr.json").is_file():
-                self._create_group(d, {})
-        self.staging_dir.mkdir(parents=True, exist_ok=True)
+        for rel in ("items", "manifests"):
+            if self.read_bytes(f"{rel}/zarr.json") is None:
+                self._create_group(rel, {})
+        if self.is_local:
+            self.staging_dir.mkdir(parents=True, exist_ok=True)
 
-    @staticmethod
-    def _create_group(path: Path, attrs: dict) -> None:
+    def _create_group(self, rel: str, attrs: dict) -> None:
         from zarr.errors import ContainsGroupError
 
         try:
-            zarr.create_group(str(path), attributes=attrs, overwrite=False)
+            zarr.create_group(self.zarr_location(rel), attributes=attrs, overwrite=False)
         except ContainsGroupError:
             pass  # another process made it first
 
     # -- items ---------------------------------------------------------------------------
+    def _item_docs(self) -> dict[str, dict | None]:
+        """Every group under items/ -> its metadata document (None when unreadable)."""
+        names = [n for n in self.list_names("items") if n != "zarr.json"]
+        if self.is_local or not names:
+            return {n: self._read_json(f"items/{n}/zarr.json") for n in names}
+        # One concurrent batch of GETs instead of one round trip per item.
+        paths = {self._fs_path(f"items/{n}/zarr.json"): n for n in names}
+        raw = self.fs.cat(list(paths), on_error="return")
+        docs: dict[str, dict | None] = {n: None for n in names}
+        for p, data in raw.items():
+            if isinstance(data, bytes):
+                try:
+                    doc = json.loads(data)
+                    docs[paths[p]] = doc if isinstance(doc, dict) else None
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    pass
+        return docs
+
+    @staticmethod
+    def _doc_complete(doc: dict | None) -> bool:
+        return bool(doc and doc.get("attributes", {}).get("complete"))
+
     def item_keys(self) -> list[str]:
         """Keys of complete items, sorted."""
-        if not self.items_dir.is_dir():
-            return []
-        return sorted(p.name for p in self.items_dir.iterdir() if self.is_complete(p.name))
+        return sorted(k for k, d in self._item_docs().items() if self._doc_complete(d))
 
     def incomplete_keys(self) -> list[str]:
-        if not self.items_dir.is_dir():
-            return []
-        return sorted(
-            p.name for p in self.items_dir.iterdir() if p.is_dir() and not self.is_complete(p.name)
-        )
+        return sorted(k for k, d in self._item_docs().items() if not self._doc_complete(d))
 
     def is_complete(self, key: str) -> bool:
-        meta = self.item_path(key) / "zarr.json"
-        try:
-            doc = json.loads(meta.read_text())
-        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
-            return False
-        return bool(doc.get("attributes", {}).get("complete"))
+        return self._doc_complete(self._read_json(f"items/{key}/zarr.json"))
 
     def item_attrs(self, key: str) -> dict:
-        if not self.is_complete(key):
+        doc = self._read_json(f"items/{key}/zarr.json")
+        if not self._doc_complete(doc):
             raise KeyError(f"{self.root}: no complete item {key}")
-        doc = json.loads((self.item_path(key) / "zarr.json").read_text())
         return doc["attributes"]
 
     def read_item(self, key: str) -> StoredItem:
         """Read one item whole: one read per array chunk (a take is usually one chunk)."""
         attrs = self.item_attrs(key)
-        g = zarr.open_group(str(self.item_path(key)), mode="r")
+        g = zarr.open_group(self.zarr_location(f"items/{key}"), mode="r")
         arrays = {name: g[name][...] for name in STREAMS if name in g}
         return StoredItem(key, arrays["mel"], arrays["emotion"], arrays.get("targets"), attrs)
 
@@ -170,26 +296,29 @@ class FeatureStore:
 
     # -- manifests -----------------------------------------------------------------------
     def manifest_names(self) -> list[str]:
-        if not self.manifests_dir.is_dir():
-            return []
-        return sorted(
-            p.name for p in self.manifests_dir.iterdir() if (p / "zarr.json").is_file()
-        )
+        return [
+            n for n in self.list_names("manifests")
+            if n != "zarr.json" and self.read_bytes(f"manifests/{n}/zarr.json") is not None
+        ]
 
     def read_manifest(self, name: str) -> dict:
         """{"entries": [...ordered rows...], "feature_config_hash": ..., ...}."""
-        path = self.manifests_dir / name / "zarr.json"
-        if not path.is_file():
+        doc = self._read_json(f"manifests/{name}/zarr.json")
+        if doc is None:
             raise StoreError(
                 f"{self.root}: no manifest {name!r} (has {self.manifest_names() or 'none'})"
             )
-        return json.loads(path.read_text())["attributes"]
+        return doc["attributes"]
 
     def write_manifest(self, name: str, attrs: dict) -> None:
-        """Replace a manifest index in one atomic file write (zarr writes zarr.json through
-        a temporary file and a rename), so a concurrent reader sees the old or the new one."""
-        g = zarr.open_group(str(self.manifests_dir / name), mode="a")
+        """Replace a manifest index in one atomic write (zarr writes zarr.json through a
+        temporary file and a rename locally, as one PUT on object stores), so a concurrent
+        reader sees the old or the new one."""
+        g = zarr.open_group(self.zarr_location(f"manifests/{name}"), mode="a")
         g.attrs.put(attrs)
 
     def bytes_on_disk(self) -> int:
-        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+        if self.is_local:
+            return sum(p.stat().st_size for p in self._local().rglob("*") if p.is_file())
+        self.fs.invalidate_cache(self._base)
+        return int(self.fs.du(self._base, total=True))

@@ -24,8 +24,8 @@ def cli(verbose: int, quiet: bool) -> None:
 
 
 @cli.command()
-@click.option("--store", "store_path", required=True, type=click.Path(path_type=Path),
-              help="Feature store made by bsfeat extract.")
+@click.option("--store", "store_path", required=True, metavar="PATH|URL",
+              help="Feature store made by bsfeat extract (a directory or an fsspec URL).")
 @click.option("--manifest", default=None, help="Manifest index in the store [default: the only one, else all items].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="Train config (YAML/JSON); see write-default-config.")
@@ -178,7 +178,8 @@ def predict(inputs, checkpoint, out_dir, fps, formats, device, plot, chunk_secon
 
 @cli.command()
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--store", "store_path", required=True, type=click.Path(path_type=Path))
+@click.option("--store", "store_path", required=True, metavar="PATH|URL",
+              help="Feature store (a directory or an fsspec URL).")
 @click.option("--manifest", default=None)
 @click.option("--split", default="test", help="Split to score.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")

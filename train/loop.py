@@ -260,7 +260,7 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
         (run_dir / "config.json").write_text(json.dumps({
             "train_config": cfg.to_dict(), "train_config_hash": cfg.hash,
             "feature_config": ds.feature_config, "feature_config_hash": ds.feature_config_hash,
-            "store": str(store.root.resolve()), "manifest": ds.manifest, "device": str(dev),
+            "store": store.location, "manifest": ds.manifest, "device": str(dev),
             "channels": ds.channels, "train_files": len(train_files), "val_files": len(val_files),
             "processes": dist_.world,
         }, indent=2))

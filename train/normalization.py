@@ -45,7 +45,7 @@ def compute_normalizer(store: FeatureStore, files: list[FileRef]) -> Normalizer:
 
 
 def stats_cache_key(store: FeatureStore, manifest: str, split: str, files: list[FileRef]) -> str:
-    doc = {"store": str(store.root.resolve()), "manifest": manifest, "split": split,
+    doc = {"store": store.location, "manifest": manifest, "split": split,
            "keys": [f.key for f in files]}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 

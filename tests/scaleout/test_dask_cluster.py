@@ -83,6 +83,22 @@ def test_external_cluster_store_equals_local_cluster_store(cluster, tmp_path):
     assert a.read_manifest("data_manifest")["entries"] == b.read_manifest("data_manifest")["entries"]
 
 
+def test_external_cluster_writes_a_store_in_a_bucket(s3_bucket, cluster, tmp_path):
+    """The store at an fsspec URL: workers started with FSSPEC_S3_ENDPOINT_URL and AWS_*
+    in their environment (s3_bucket is set up before cluster, so they inherit it)."""
+    addr, _ = cluster
+    url = f"{s3_bucket}/features.zarr"
+    remote = extract(REPO / "data_manifest.csv", url, FeatureConfig(), scheduler=addr)
+    local = extract(REPO / "data_manifest.csv", tmp_path / "local.zarr", FeatureConfig(), executor="serial")
+    assert remote.ok and remote.computed == 9 and remote.keys == local.keys
+    a, b = FeatureStore(url), FeatureStore(tmp_path / "local.zarr")
+    for key in remote.keys:
+        x, y = a.read_item(key), b.read_item(key)
+        for name in ("mel", "emotion", "targets"):
+            np.testing.assert_array_equal(getattr(x, name), getattr(y, name))
+    assert verify_store(a) == (9, [])
+
+
 def test_worker_killed_mid_run_the_run_completes_on_the_survivor(cluster, tmp_path, make_audio):
     addr, workers = cluster
     rows = []

@@ -1,0 +1,41 @@
+"""Where a store lives: local paths and file:// commit by rename, other URLs by marker."""
+
+from __future__ import annotations
+
+import pytest
+
+from blendsync.shared.store import FeatureStore, StoreError, is_url
+
+
+def test_paths_and_file_urls_are_local(tmp_path):
+    for root in (tmp_path / "f.zarr", str(tmp_path / "f.zarr"), f"file://{tmp_path}/f.zarr"):
+        fs = FeatureStore(root)
+        assert fs.is_local and fs.location == str(tmp_path / "f.zarr")
+    rel = FeatureStore("features.zarr")
+    assert rel.is_local and rel.location.endswith("/features.zarr") and rel.location.startswith("/")
+
+
+def test_url_detection():
+    assert is_url("s3://b/k") and is_url("gs://b/k") and is_url("memory://x") and is_url("simplecache::s3://b")
+    assert not is_url("features.zarr") and not is_url("/abs/path") and not is_url("C:/data")
+
+
+def test_memory_url_store_round_trip():
+    fs = FeatureStore("memory://bs-test-store/features.zarr")
+    fs.init()
+    assert not fs.is_local and fs.exists() and fs.item_keys() == [] and fs.manifest_names() == []
+    fs.write_manifest("m", {"entries": [{"row": 1}]})
+    assert fs.manifest_names() == ["m"] and fs.read_manifest("m")["entries"] == [{"row": 1}]
+    fs.write_bytes(".bsfeat/x.json", b"{}")
+    assert fs.read_bytes(".bsfeat/x.json") == b"{}" and fs.read_bytes(".bsfeat/nope") is None
+    with pytest.raises(StoreError, match="no local directory"):
+        _ = fs.staging_dir
+
+
+def test_unknown_protocol_and_foreign_directories_are_refused(tmp_path):
+    with pytest.raises(StoreError, match="cannot open this URL"):
+        FeatureStore("nosuchproto://x/y")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "other.txt").write_text("x")
+    with pytest.raises(StoreError, match="not a feature store"):
+        FeatureStore(tmp_path / "d").init()
