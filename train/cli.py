@@ -6,6 +6,7 @@ feature config different from a checkpoint's, unreadable checkpoint).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -88,8 +89,9 @@ def fit(store_path, manifest, config_path, preset, out, epochs, max_steps, batch
         raise UsageFailure(str(e)) from None
     finally:
         bar.close()
-    click.echo(f"trained {res.step} steps ({res.epoch} epochs) -> {res.run_dir} "
-               f"(best validation loss {res.best_val_loss if res.best_val_loss is None else round(res.best_val_loss, 5)})")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary: rank 0's
+        click.echo(f"trained {res.step} steps ({res.epoch} epochs) -> {res.run_dir} (best validation "
+                   f"loss {res.best_val_loss if res.best_val_loss is None else round(res.best_val_loss, 5)})")
 
 
 def _relaunch_with_torchrun(nproc: int, out) -> None:

@@ -41,6 +41,11 @@ class StreamConfig:
     pad_value: float = 0.0
     # Files read ahead of the model by the background reader.
     prefetch_files: int = 4
+    # Training: lay the files end to end and cut them into batch_streams equal runs, so every
+    # stream is busy to the end of the epoch, also with fewer files than streams (at most
+    # batch_streams - 1 files are cut, each part starting with a state reset). False: whole
+    # files only, which leaves streams idle when files are few or unequal.
+    split_files: bool = True
 
 
 @dataclass(frozen=True)

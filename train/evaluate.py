@@ -40,7 +40,7 @@ def evaluate_checkpoint(checkpoint: str | Path, store_path: str | Path, *, manif
     s = cfg.stream
     stream = WindowStream(store, files, norm, window=s.window, lookahead=s.lookahead, stride=1,
                           streams=s.batch_streams, pad_value=s.pad_value, prefetch=s.prefetch_files,
-                          shuffle=False)
+                          shuffle=False, split=False)
     terms, preds, targs = evaluate(model, stream, files, cfg, channel_masks(ds, dev), dev, False, ds.channels)
     return {
         "terms": terms,

@@ -220,9 +220,10 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
     s = cfg.stream
     common = dict(window=s.window, lookahead=s.lookahead, streams=s.batch_streams,
                   pad_value=s.pad_value, prefetch=s.prefetch_files, seed=cfg.seed)
-    train_stream = WindowStream(store, train_files, norm, stride=s.stride, shuffle=True,
+    train_stream = WindowStream(store, train_files, norm, stride=s.stride, shuffle=True, split=s.split_files,
                                 rank=dist_.rank, world=dist_.world, **common)
-    val_stream = (WindowStream(store, val_files, norm, stride=1, shuffle=False, **common)
+    val_stream = (WindowStream(store, val_files, norm, stride=1, shuffle=False, split=False,
+                               **common)
                   if val_files and main else None)
 
     fc = ds.feature_config

@@ -1,8 +1,9 @@
 """Stream windows from a feature store in file order into B parallel streams.
 
-Row i of every batch belongs to stream i, which walks its own files window after window in
-time order and keeps its own previous prediction (held by the trainer). File order is
-shuffled per epoch with a seed, never the order inside a file. Files are read whole (a few
+Row i of every batch belongs to stream i, which walks its own segments (files, or parts of
+files: see plan_epoch) window after window in time order and keeps its own previous
+prediction (held by the trainer). File order is shuffled per epoch with a seed, never the
+order inside a file. Files are read whole (a few
 large reads) by a background thread ahead of the model and cut into windows as views.
 
 Batch tensors (B streams, L window frames, M mel bins, E = 88, C channels):
@@ -12,7 +13,7 @@ Batch tensors (B streams, L window frames, M mel bins, E = 88, C channels):
                                    idle rows are all True so attention stays finite)
     target     (B, C)    float32   targets at the window's target frame k
     prev_target(B, C)    float32   targets at k - stride (zeros where has_prev is False)
-    has_prev   (B,)      bool      False on a stream's first window of a file (state reset)
+    has_prev   (B,)      bool      False on a stream's first window of a segment (state reset)
     valid      (B,)      bool      False for streams that ran out of windows (last batches)
     file       (B,)      int64     index of the file in the stream set (-1 when not valid)
     frame      (B,)      int64     target frame k
@@ -62,51 +63,83 @@ class Normalizer:
                       ("mel_mean", "mel_std", "emotion_mean", "emotion_std", "target_mean")})
 
 
-def plan_epoch(frames: list[int], streams: int, stride: int, seed: int, epoch: int,
-               shuffle: bool = True) -> list[list[int]]:
-    """Files of each stream, in the order it walks them.
+Segment = tuple[int, int, int]
+"""(file, first window, stop window): a run of one file's windows, walked in time order."""
 
-    Files in a seeded per-epoch order go, one by one, to the stream with the fewest windows
-    so far, so streams end within about one file of each other.
+
+def plan_epoch(frames: list[int], streams: int, stride: int, seed: int, epoch: int,
+               shuffle: bool = True, split: bool = True) -> list[list[Segment]]:
+    """The segments each stream walks, in order.
+
+    split=True (training): the files' windows, in a seeded per-epoch file order, are laid end
+    to end and cut into `streams` runs of ceil(W / streams) windows. Every stream is busy
+    until the last step, whatever the number and lengths of the files (a few long takes keep
+    all B rows working, not one row per take), at the cost of at most streams - 1 files cut
+    in two: the second part starts with a state reset, like a new file.
+    split=False (validation): whole files go, one by one, to the stream with the fewest
+    windows so far, so each file is walked start to end with its state carried, as predict
+    does; streams end within about one file of each other.
     """
     order = np.arange(len(frames))
     if shuffle:
         order = np.random.default_rng([seed, epoch]).permutation(len(frames))
-    load = [0] * streams
-    out: list[list[int]] = [[] for _ in range(streams)]
-    for f in order:
-        i = int(np.argmin(load))
-        out[i].append(int(f))
-        load[i] += n_windows(frames[f], stride)
+    out: list[list[Segment]] = [[] for _ in range(streams)]
+    counts = [n_windows(frames[f], stride) for f in order]
+    if not split:
+        load = [0] * streams
+        for f, n in zip(order, counts):
+            i = int(np.argmin(load))
+            out[i].append((int(f), 0, n))
+            load[i] += n
+        return out
+    per = -(-sum(counts) // streams)
+    i, room = 0, per
+    for f, n in zip(order, counts):
+        a = 0
+        while a < n:
+            take = min(room, n - a)
+            out[i].append((int(f), a, a + take))
+            a += take
+            room -= take
+            if room == 0 and i < streams - 1:
+                i, room = i + 1, per
     return out
 
 
 @dataclass(frozen=True)
 class StreamSchedule:
-    """(file, frame) of every stream at every step: arrays (streams, steps), file -1 = idle."""
+    """(file, frame) of every stream at every step: arrays (streams, steps), file -1 = idle;
+    start (streams, steps) bool, True where a stream begins a segment (state reset)."""
 
     file: np.ndarray
     frame: np.ndarray
+    start: np.ndarray
 
     @property
     def steps(self) -> int:
         return int(self.file.shape[1])
 
+    def rows(self, sl: slice) -> "StreamSchedule":
+        return StreamSchedule(self.file[sl], self.frame[sl], self.start[sl])
+
     @classmethod
-    def build(cls, per_stream: list[list[int]], frames: list[int], stride: int) -> "StreamSchedule":
+    def build(cls, per_stream: list[list[Segment]], stride: int) -> "StreamSchedule":
         seqs = []
-        for files in per_stream:
-            fs = [np.full(n_windows(frames[f], stride), f) for f in files]
-            ks = [target_frames(frames[f], stride) for f in files]
-            seqs.append((np.concatenate(fs) if fs else np.zeros(0, np.int64),
-                         np.concatenate(ks) if ks else np.zeros(0, np.int64)))
-        steps = max((len(f) for f, _ in seqs), default=0)
+        for segs in per_stream:
+            fs = [np.full(b - a, f, dtype=np.int64) for f, a, b in segs]
+            ks = [np.arange(a, b, dtype=np.int64) * stride for f, a, b in segs]
+            st = [np.arange(b - a) == 0 for f, a, b in segs]
+            cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt))
+            seqs.append((cat(fs, np.int64), cat(ks, np.int64), cat(st, bool)))
+        steps = max((len(f) for f, _, _ in seqs), default=0)
         file = np.full((len(seqs), steps), -1, dtype=np.int64)
         frame = np.zeros((len(seqs), steps), dtype=np.int64)
-        for i, (f, k) in enumerate(seqs):
+        start = np.zeros((len(seqs), steps), dtype=bool)
+        for i, (f, k, st) in enumerate(seqs):
             file[i, : len(f)] = f
             frame[i, : len(k)] = k
-        return cls(file, frame)
+            start[i, : len(st)] = st
+        return cls(file, frame, start)
 
 
 @dataclass
@@ -125,13 +158,14 @@ class WindowStream:
 
     def __init__(self, store: FeatureStore, files: list[FileRef], norm: Normalizer, *, window: int,
                  lookahead: int, stride: int, streams: int, pad_value: float = 0.0,
-                 prefetch: int = 4, seed: int = 0, shuffle: bool = True, rank: int = 0, world: int = 1):
+                 prefetch: int = 4, seed: int = 0, shuffle: bool = True, split: bool = True,
+                 rank: int = 0, world: int = 1):
         if not files:
             raise ValueError("no files to stream")
         self.store, self.files, self.norm = store, files, norm
         self.window, self.lookahead, self.stride = window, lookahead, stride
         self.streams, self.pad_value, self.prefetch = streams, pad_value, max(1, prefetch)
-        self.seed, self.shuffle = seed, shuffle
+        self.seed, self.shuffle, self.split = seed, shuffle, split
         self.rank, self.world = rank, world
         self.frames = [f.frames for f in files]
         shapes = store.item_attrs(files[0].key).get("shapes", {})
@@ -142,10 +176,10 @@ class WindowStream:
         """This rank's streams. Files are spread over world x streams slots at once, so every
         window is seen once per epoch across ranks and every rank runs the same number of
         steps (a rank out of windows runs idle rows instead of leaving the others waiting)."""
-        per = plan_epoch(self.frames, self.streams * self.world, self.stride, self.seed, epoch, self.shuffle)
-        full = StreamSchedule.build(per, self.frames, self.stride)
-        rows = slice(self.rank * self.streams, (self.rank + 1) * self.streams)
-        return StreamSchedule(full.file[rows], full.frame[rows])
+        per = plan_epoch(self.frames, self.streams * self.world, self.stride, self.seed, epoch,
+                         self.shuffle, self.split)
+        full = StreamSchedule.build(per, self.stride)
+        return full.rows(slice(self.rank * self.streams, (self.rank + 1) * self.streams))
 
     def steps(self, epoch: int) -> int:
         return self.schedule(epoch).steps
@@ -218,7 +252,7 @@ class WindowStream:
                     batch["frame_mask"][i] = cut(lf.mask, k, L)
                     batch["target"][i] = lf.targets[k]
                     batch["valid"][i] = True
-                    if k >= self.stride:
+                    if not sched.start[i, t]:  # within a segment, frame k - stride came just before
                         batch["has_prev"][i] = True
                         batch["prev_target"][i] = lf.targets[k - self.stride]
                 yield batch
