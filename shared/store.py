@@ -284,15 +284,46 @@ class FeatureStore:
         return doc["attributes"]
 
     def read_item(self, key: str) -> StoredItem:
-        """Read one item whole: one read per array chunk (a take is usually one chunk)."""
+        """Read one item whole: per array, its metadata and one read per chunk (a take is
+        usually one chunk). The item's attrs name its arrays, so nothing is listed or probed:
+        on an object store every request is a round trip."""
         attrs = self.item_attrs(key)
-        g = zarr.open_group(self.zarr_location(f"items/{key}"), mode="r")
-        arrays = {name: g[name][...] for name in STREAMS if name in g}
+        names = [n for n in STREAMS if n in attrs.get("shapes", {})]
+        if not names:  # items written before "shapes" was recorded
+            g = zarr.open_group(self.zarr_location(f"items/{key}"), mode="r")
+            names = [n for n in STREAMS if n in g]
+        arrays = {n: zarr.open_array(self.zarr_location(f"items/{key}/{n}"), mode="r", zarr_format=3)[...] for n in names}
         return StoredItem(key, arrays["mel"], arrays["emotion"], arrays.get("targets"), attrs)
 
     def iter_items(self) -> Iterator[StoredItem]:
-        for key in self.item_keys():
-            yield self.read_item(key)
+        yield from self.read_items(self.item_keys())
+
+    def read_items(self, keys: list[str], ahead: int = 4) -> Iterator[StoredItem]:
+        """read_item for each key, in order, with up to `ahead` reads in flight on threads:
+        on an object store a read is mostly waiting on round trips. At most `ahead` items
+        are held beyond the one the caller has."""
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        if ahead <= 1 or len(keys) <= 1:
+            for key in keys:
+                yield self.read_item(key)
+            return
+        pool = ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="bs-read")
+        try:
+            todo, flight = iter(keys), deque()
+            for key in todo:
+                flight.append(pool.submit(self.read_item, key))
+                if len(flight) >= ahead:
+                    break
+            while flight:
+                item = flight.popleft().result()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    flight.append(pool.submit(self.read_item, nxt))
+                yield item
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     # -- manifests -----------------------------------------------------------------------
     def manifest_names(self) -> list[str]:

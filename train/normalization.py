@@ -24,8 +24,7 @@ def compute_normalizer(store: FeatureStore, files: list[FileRef]) -> Normalizer:
     sums: dict[str, np.ndarray] = {}
     sq: dict[str, np.ndarray] = {}
     n = 0
-    for f in files:
-        item = store.read_item(f.key)
+    for item in store.read_items([f.key for f in files]):
         arrays = {"mel": item.mel, "emotion": item.emotion, "target": item.targets}
         for name, a in arrays.items():
             a = a.astype(np.float64)

@@ -205,7 +205,8 @@ class WindowStream:
         need = _first_and_last_use(sched, start_step)
         order = sorted(need, key=lambda f: need[f][0])
         rank = {f: r for r, f in enumerate(order)}
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bstrain-reader")
+        # As many readers as files read ahead: on an object store a read is mostly waiting.
+        pool = ThreadPoolExecutor(max_workers=self.prefetch, thread_name_prefix="bstrain-reader")
         futures: dict[int, Future] = {}
         nxt = 0
         lock = threading.Lock()
