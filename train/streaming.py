@@ -21,8 +21,8 @@ Batch tensors (B streams, L window frames, M mel bins, E = 88, C channels):
 
 from __future__ import annotations
 
+import bisect
 import logging
-import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
@@ -208,16 +208,19 @@ class WindowStream:
         # As many readers as files read ahead: on an object store a read is mostly waiting.
         pool = ThreadPoolExecutor(max_workers=self.prefetch, thread_name_prefix="bstrain-reader")
         futures: dict[int, Future] = {}
+        first_use = [need[f][0] for f in order]
         nxt = 0
-        lock = threading.Lock()
 
-        def top_up(upto: int) -> None:
+        def top_up(t: int, upto: int) -> None:
+            """Submit every file needed now, then keep `prefetch` files read ahead of step t.
+            Files in use do not count: a file cut across two streams stays in use from its
+            second part's first step to its first part's last."""
             nonlocal nxt
-            with lock:
-                while nxt < len(order) and (nxt < upto or len(futures) < self.prefetch):
-                    f = order[nxt]
-                    futures[f] = pool.submit(self.load, f)
-                    nxt += 1
+            started = bisect.bisect_right(first_use, t)
+            while nxt < len(order) and (nxt < upto or nxt - started < self.prefetch):
+                f = order[nxt]
+                futures[f] = pool.submit(self.load, f)
+                nxt += 1
 
         try:
             B, L = self.streams, self.window
@@ -225,7 +228,7 @@ class WindowStream:
             for t in range(start_step, sched.steps):
                 files_now = sched.file[:, t]
                 needed = [f for f in set(files_now.tolist()) if f >= 0]
-                top_up(max(rank[f] for f in needed) + 1 if needed else 0)
+                top_up(t, max(rank[f] for f in needed) + 1 if needed else 0)
                 loaded = {f: futures[f].result() for f in needed}
                 batch = {
                     # Every active row is overwritten below; only idle rows need the pad value.

@@ -39,3 +39,19 @@ def test_unknown_protocol_and_foreign_directories_are_refused(tmp_path):
     (tmp_path / "d" / "other.txt").write_text("x")
     with pytest.raises(StoreError, match="not a feature store"):
         FeatureStore(tmp_path / "d").init()
+
+
+def test_read_items_keeps_order_and_equals_read_item(tmp_path):
+    import numpy as np
+
+    from tests.train.conftest import make_random_store
+
+    fs, keys = make_random_store(tmp_path / "s.zarr", [7, 30, 1, 12, 5, 9], channels=3)
+    for ahead in (1, 2, 4, 10):
+        got = list(fs.read_items(keys, ahead=ahead))
+        assert [it.key for it in got] == keys
+        for it in got:
+            ref = fs.read_item(it.key)
+            np.testing.assert_array_equal(it.mel, ref.mel)
+            np.testing.assert_array_equal(it.targets, ref.targets)
+    assert [it.key for it in fs.iter_items()] == sorted(keys)
