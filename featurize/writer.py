@@ -69,12 +69,15 @@ def write_item(
 def _write_in_place(store: FeatureStore, key: str, ff: FeaturizedFile, attrs: dict, replace: bool) -> bool:
     """Object stores have no rename: write the item where it lives, marker last.
 
-    mode="w" first removes whatever a killed writer left under the key. Keys are content
-    hashes and featurizing is deterministic, so two writers racing on one key write the
-    same arrays; the item may read as incomplete between them, never as mixed.
+    mode="w" first removes whatever a killed writer left under the key. A complete item is
+    hidden (marker cleared) before anything under it is removed, so readers skip it rather
+    than read a half-removed one. Not covered: two runs at once on one bucket that both find
+    a key missing; the second may clear the first's item while a reader is reading it. Keys
+    are content hashes, so both write the same arrays, and one Dask run never schedules a
+    key twice.
     """
     location = store.zarr_location(f"items/{key}")
-    if replace and store.is_complete(key):
+    if store.is_complete(key):  # --force, or another run finished it a moment ago
         zarr.open_group(location, mode="r+").attrs.update({"complete": False})
     _fill_group(zarr.open_group(location, mode="w"), key, ff, attrs)
     return True
