@@ -293,6 +293,15 @@ class FeatureStore:
             g = zarr.open_group(self.zarr_location(f"items/{key}"), mode="r")
             names = [n for n in STREAMS if n in g]
         arrays = {n: zarr.open_array(self.zarr_location(f"items/{key}/{n}"), mode="r", zarr_format=3)[...] for n in names}
+        if not self.is_local:
+            # An object store has no atomic item swap: an item rewritten while it is read
+            # (--force, or two runs at once) would come back with missing chunks read as
+            # fill values. Its checksums catch that (about 1 ms per MB, off the request path).
+            sums = attrs.get("checksums", {})
+            bad = [n for n in names if n in sums and array_sha256(arrays[n]) != sums[n]]
+            if bad:
+                raise StoreError(f"{self.root}: item {key} does not match its checksums ({', '.join(bad)}): "
+                                 "it was being rewritten while read, or is damaged; read it again or run verify")
         return StoredItem(key, arrays["mel"], arrays["emotion"], arrays.get("targets"), attrs)
 
     def iter_items(self) -> Iterator[StoredItem]:

@@ -55,3 +55,23 @@ def test_read_items_keeps_order_and_equals_read_item(tmp_path):
             np.testing.assert_array_equal(it.mel, ref.mel)
             np.testing.assert_array_equal(it.targets, ref.targets)
     assert [it.key for it in fs.iter_items()] == sorted(keys)
+
+
+def test_object_store_reads_refuse_an_item_that_no_longer_matches_its_checksums():
+    """Without an atomic swap, an item rewritten under a reader would read as fill values:
+    object-store reads check the recorded checksums and say so."""
+    import uuid
+
+    import numpy as np
+    import zarr
+
+    from tests.train.conftest import make_random_store
+
+    fs, keys = make_random_store(f"memory://bs-{uuid.uuid4().hex[:8]}/s.zarr", [20, 30], channels=3)
+    assert not fs.is_local
+    ok = fs.read_item(keys[0])
+    arr = zarr.open_array(fs.zarr_location(f"items/{keys[1]}/mel"), mode="r+")
+    arr[:5] = 0.0  # what a half-rewritten item reads as: missing chunks come back as fill values
+    with pytest.raises(StoreError, match=f"item {keys[1]} does not match its checksums \\(mel\\)"):
+        fs.read_item(keys[1])
+    np.testing.assert_array_equal(fs.read_item(keys[0]).mel, ok.mel)
