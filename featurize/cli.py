@@ -174,16 +174,15 @@ def info(store_path, as_json):
 def verify(store_path):
     """Check every item: complete, shapes consistent, values finite, checksums match.
     Exits 1 listing the bad keys."""
-    from blendsync.featurize.inspect_store import verify_store
+    from blendsync.featurize.inspect_store import check_store
 
     try:
-        store = FeatureStore(store_path)
-        n, problems = verify_store(store)
-        incomplete = len(store.incomplete_keys())
+        report = check_store(FeatureStore(store_path))
     except StoreError as e:
         raise UsageFailure(str(e)) from None
-    if incomplete:
-        click.echo(f"note: {incomplete} incomplete item(s), invisible to readers (being written, or "
+    n, problems = report.items, report.problems
+    if report.incomplete:
+        click.echo(f"note: {len(report.incomplete)} incomplete item(s), invisible to readers (being written, or "
                    "left by a stopped writer: the next extract rewrites them)", err=True)
     if problems:
         click.echo(f"{len(problems)} problem(s) in {n} item(s):", err=True)

@@ -140,9 +140,10 @@ def extract(
     for p in planned:
         if p.key in todo or p.key in status:
             continue
-        if not force and store.is_complete(p.key):
+        stored = None if force else store.complete_attrs(p.key)
+        if stored is not None:
             status[p.key] = TaskResult(p.key, p.row.row, "exists")
-            cached_s += float(store.item_attrs(p.key).get("audio_duration_s", 0.0))
+            cached_s += float(stored.get("audio_duration_s", 0.0))
         else:
             todo[p.key] = p.task
     tasks = list(todo.values())

@@ -14,9 +14,8 @@ def store_info(store: FeatureStore) -> dict:
     store.check()
     configs: dict[str, dict] = {}
     audio_s = 0.0
-    keys = store.item_keys()
-    for key in keys:
-        a = store.item_attrs(key)
+    items, incomplete = store.items_by_state()
+    for a in items.values():
         audio_s += float(a.get("audio_duration_s", 0.0))
         c = configs.setdefault(
             a["feature_config_hash"], {"items": 0, "audio_hours": 0.0, "config": a["feature_config"]}
@@ -38,8 +37,8 @@ def store_info(store: FeatureStore) -> dict:
     staging = len(list(store.staging_dir.iterdir())) if store.is_local and store.staging_dir.is_dir() else 0
     return {
         "store": str(store.root),
-        "items": len(keys),
-        "incomplete_items": len(store.incomplete_keys()),
+        "items": len(items),
+        "incomplete_items": len(incomplete),
         "staging_entries": staging,
         "audio_hours": audio_s / 3600,
         "feature_configs": configs,
@@ -57,16 +56,30 @@ class VerifyProblem:
         return f"{self.key}: {self.message}"
 
 
+@dataclass(frozen=True)
+class VerifyReport:
+    items: int
+    problems: list[VerifyProblem]
+    incomplete: list[str]
+
+
 def verify_store(store: FeatureStore) -> tuple[int, list[VerifyProblem]]:
+    """(items checked, problems): see check_store."""
+    r = check_store(store)
+    return r.items, r.problems
+
+
+def check_store(store: FeatureStore) -> VerifyReport:
     """Check every complete item (shapes consistent, finite, checksums) and every manifest
-    entry (its item exists). Returns (items checked, problems).
+    entry (its item exists).
 
     Groups without a completion marker are not problems: readers skip them. In an object
     store they are items being written or left by a killed writer, which the next extract
-    rewrites; incomplete_keys() lists them."""
+    rewrites; the report lists them."""
     store.check()
     problems: list[VerifyProblem] = []
-    keys = store.item_keys()
+    items, incomplete = store.items_by_state()
+    keys = list(items)
     for key in keys:
         problems += [VerifyProblem(key, m) for m in _check_item(store, key)]
     present = set(keys)
@@ -76,7 +89,7 @@ def verify_store(store: FeatureStore) -> tuple[int, list[VerifyProblem]]:
                 problems.append(
                     VerifyProblem(e["key"], f"listed by manifest {name!r} row {e.get('row')} but not stored")
                 )
-    return len(keys), problems
+    return VerifyReport(len(keys), problems, incomplete)
 
 
 def _check_item(store: FeatureStore, key: str) -> list[str]:

@@ -264,24 +264,42 @@ class FeatureStore:
         return docs
 
     @staticmethod
-    def _doc_complete(doc: dict | None) -> bool:
-        return bool(doc and doc.get("attributes", {}).get("complete"))
+    def _complete(doc: dict | None) -> dict | None:
+        """The attrs of a complete item's metadata document, else None."""
+        attrs = doc.get("attributes", {}) if doc else {}
+        return attrs if attrs.get("complete") else None
+
+    def items_by_state(self) -> tuple[dict[str, dict], list[str]]:
+        """({key: attrs} of complete items, sorted incomplete keys) from one pass over items/
+        (one batch of reads on an object store)."""
+        complete, incomplete = {}, []
+        for key, doc in sorted(self._item_docs().items()):
+            attrs = self._complete(doc)
+            if attrs is None:
+                incomplete.append(key)
+            else:
+                complete[key] = attrs
+        return complete, incomplete
 
     def item_keys(self) -> list[str]:
         """Keys of complete items, sorted."""
-        return sorted(k for k, d in self._item_docs().items() if self._doc_complete(d))
+        return list(self.items_by_state()[0])
 
     def incomplete_keys(self) -> list[str]:
-        return sorted(k for k, d in self._item_docs().items() if not self._doc_complete(d))
+        return self.items_by_state()[1]
+
+    def complete_attrs(self, key: str) -> dict | None:
+        """A complete item's attrs (one read), or None when it is missing or incomplete."""
+        return self._complete(self._read_json(f"items/{key}/zarr.json"))
 
     def is_complete(self, key: str) -> bool:
-        return self._doc_complete(self._read_json(f"items/{key}/zarr.json"))
+        return self.complete_attrs(key) is not None
 
     def item_attrs(self, key: str) -> dict:
-        doc = self._read_json(f"items/{key}/zarr.json")
-        if not self._doc_complete(doc):
+        attrs = self.complete_attrs(key)
+        if attrs is None:
             raise KeyError(f"{self.root}: no complete item {key}")
-        return doc["attributes"]
+        return attrs
 
     def read_item(self, key: str) -> StoredItem:
         """Read one item whole: per array, its metadata and one read per chunk (a take is

@@ -104,6 +104,15 @@ def write_bad_audio(d: Path) -> None:
     (d / "junk.wav").write_bytes(b"RIFF not really a wave file" * 10)
 
 
+def assert_same_items(a, b, keys: list[str]) -> None:
+    """Items under `keys` hold identical arrays (and so identical checksums) in stores a and b."""
+    for key in keys:
+        x, y = a.read_item(key), b.read_item(key)
+        for name in ("mel", "emotion", "targets"):
+            np.testing.assert_array_equal(getattr(x, name), getattr(y, name))
+        assert x.attrs["checksums"] == y.attrs["checksums"]
+
+
 # -- an S3 API on 127.0.0.1 ----------------------------------------------------------------
 # No cloud is reachable from the test machines, so object-store tests run against moto's
 # standalone S3 server: a separate process speaking the S3 HTTP API, reached through the

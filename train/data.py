@@ -62,9 +62,9 @@ def load_dataset(store: FeatureStore, manifest: str | None) -> Dataset:
     splits: dict[str, list[FileRef]] = {"train": [], "val": [], "test": []}
     first = None
     for key, split, rid in rows:
-        if not store.is_complete(key):
+        a = store.complete_attrs(key)
+        if a is None:
             raise DataError(f"manifest {manifest!r} lists item {key} ({rid}) that is not in the store")
-        a = store.item_attrs(key)
         if first is None:
             first = a
         if a["feature_config_hash"] != first["feature_config_hash"]:

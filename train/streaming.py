@@ -30,7 +30,7 @@ from typing import Iterator
 import numpy as np
 
 from blendsync.shared.store import FeatureStore
-from blendsync.train.windows import cut, frame_mask, n_windows, pad_frames, target_frames
+from blendsync.train.windows import cut, frame_mask, n_windows, pad_frames
 
 log = logging.getLogger(__name__)
 

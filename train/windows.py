@@ -21,11 +21,6 @@ def window_span(k: int, window: int, lookahead: int) -> tuple[int, int]:
     return k - window + 1 + lookahead, k + lookahead + 1
 
 
-def target_frames(n_frames: int, stride: int) -> np.ndarray:
-    """Target frames of one file at a stride: 0, s, 2s, ... < T."""
-    return np.arange(0, n_frames, stride, dtype=np.int64)
-
-
 def n_windows(n_frames: int, stride: int) -> int:
     return -(-n_frames // stride)
 

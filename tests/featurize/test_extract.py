@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 
-import numpy as np
 import pytest
 
 from blendsync.featurize.cli import main
 from blendsync.featurize.extract import extract
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.store import FeatureStore
-from tests.conftest import write_bad_audio, write_livelink, write_manifest
+from tests.conftest import assert_same_items, write_bad_audio, write_livelink, write_manifest
 
 
 @pytest.fixture
@@ -74,11 +73,7 @@ def test_serial_and_dask_give_identical_arrays(takes, tmp_path):
     rd = extract(man, tmp_path / "dask.zarr", cfg, executor="dask", workers=2)
     assert rd.started_cluster and rs.keys == rd.keys
     s, d = FeatureStore(tmp_path / "serial.zarr"), FeatureStore(tmp_path / "dask.zarr")
-    for key in rs.keys:
-        a, b = s.read_item(key), d.read_item(key)
-        for name in ("mel", "emotion", "targets"):
-            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
-        assert a.attrs["checksums"] == b.attrs["checksums"]
+    assert_same_items(s, d, rs.keys)
 
 
 def test_item_layout_provenance_and_few_large_reads(takes, tmp_path):

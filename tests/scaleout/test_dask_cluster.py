@@ -12,14 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from blendsync.featurize.extract import extract
 from blendsync.featurize.inspect_store import verify_store
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.store import FeatureStore
-from tests.conftest import write_livelink, write_manifest
+from tests.conftest import assert_same_items, write_livelink, write_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 DASK = shutil.which("dask", path=str(Path(sys.executable).parent)) or shutil.which("dask")
@@ -76,10 +75,7 @@ def test_external_cluster_store_equals_local_cluster_store(cluster, tmp_path):
     local = extract(REPO / "data_manifest.csv", tmp_path / "local.zarr", cfg, workers=2)
     assert remote.ok and local.ok and remote.keys == local.keys
     a, b = FeatureStore(tmp_path / "remote.zarr"), FeatureStore(tmp_path / "local.zarr")
-    for key in remote.keys:
-        x, y = a.read_item(key), b.read_item(key)
-        for name in ("mel", "emotion", "targets"):
-            np.testing.assert_array_equal(getattr(x, name), getattr(y, name))
+    assert_same_items(a, b, remote.keys)
     assert a.read_manifest("data_manifest")["entries"] == b.read_manifest("data_manifest")["entries"]
 
 
@@ -92,10 +88,7 @@ def test_external_cluster_writes_a_store_in_a_bucket(s3_bucket, cluster, tmp_pat
     local = extract(REPO / "data_manifest.csv", tmp_path / "local.zarr", FeatureConfig(), executor="serial")
     assert remote.ok and remote.computed == 9 and remote.keys == local.keys
     a, b = FeatureStore(url), FeatureStore(tmp_path / "local.zarr")
-    for key in remote.keys:
-        x, y = a.read_item(key), b.read_item(key)
-        for name in ("mel", "emotion", "targets"):
-            np.testing.assert_array_equal(getattr(x, name), getattr(y, name))
+    assert_same_items(a, b, remote.keys)
     assert verify_store(a) == (9, [])
 
 
