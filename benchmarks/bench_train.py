@@ -5,8 +5,9 @@
    background reads) vs reading each window from Zarr with its own indexing call, on a store
    of 16 one-minute items (random values: the loader does not look at them).
    Targets: >= 30x the baseline and >= 10x the model's own windows/s.
-2. Train step (forward + backward + AdamW) windows/s for the small and full presets, and the
-   achieved FLOP/s as a fraction of a large matmul's FLOP/s on the same device.
+2. Train step (forward + backward + AdamW) windows/s for the small and full presets at one
+   frame per window, and the achieved FLOP/s as a fraction of a large matmul's FLOP/s on the
+   same device (frames per window K > 1: benchmarks/bench_frame_blocks.py).
 
     python benchmarks/bench_train.py [--device cpu|cuda]
 """
@@ -111,7 +112,8 @@ def bench_step(preset: str, C: int, device, steps: int) -> tuple[float, float]:
     mask = torch.ones(B, L, dtype=torch.bool, device=device)
     prev = torch.rand(B, C, device=device)
     has = torch.ones(B, dtype=torch.bool, device=device)
-    tgt = torch.rand(B, C, device=device)
+    tgt = torch.rand(B, 1, C, device=device)
+    valid = torch.ones(B, 1, dtype=torch.bool, device=device)
     grp = torch.zeros(C, dtype=torch.bool, device=device)
     flops = model_flops(model, mel, emo, mask, prev, has)
     amp = device.type == "cuda"
@@ -120,7 +122,7 @@ def bench_step(preset: str, C: int, device, steps: int) -> tuple[float, float]:
         opt.zero_grad()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             out = model(mel, emo, mask, prev, has)
-        t = loss_terms(out["smoothed"].float(), tgt, prev, tgt, has, has, grp, grp)
+        t = loss_terms(out["smoothed"].float(), tgt, prev, prev, valid, has, grp, grp)
         total_loss(t, LossWeights()).backward()
         opt.step()
 

@@ -3,11 +3,12 @@ fixed latency, matching whole-file prediction.
 
 State carried between chunks: the resampler (soxr's streaming resampler gives the one-shot
 result exactly), the 16 kHz samples still needed as left context, the features of frames
-already computed (the model's window reaches L - 1 - lookahead frames back) and the last
-smoothed output. Each chunk featurizes the new frames from a segment that starts on the
-10 ms grid with enough left context (emotion context + extractor margin) and stops an
-extractor margin short of the audio received; a frame is predicted once its lookahead
-frames are featurized.
+already computed (a block's window reaches L - K - lookahead frames before the block) and
+the last smoothed output. Each chunk featurizes the new frames from a segment that starts on
+the 10 ms grid with enough left context (emotion context + extractor margin) and stops an
+extractor margin short of the audio received; a block of K frames is predicted once the
+lookahead frames after its last frame are featurized, so a frame waits for up to K - 1
+later frames as well (the latency frame blocks add).
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ def _features(pred, seg: np.ndarray, sr: int, seg_start: int, k0: int, k1: int) 
 def animate_chunked(pred, audio: str | Path, chunk_seconds: float) -> dict:
     """Curves (T, C) at the model's fps computed chunk by chunk (see the module docstring),
     with the audio duration, featurize and model seconds, and the latency in seconds from a
-    sample arriving to its frame's curves (chunk + extractor margin + lookahead; compute
-    comes on top)."""
+    sample arriving to its frame's curves, at most (chunk + extractor margin + lookahead +
+    K - 1 frames of the block; compute comes on top)."""
     cfg = pred.feature_config
     sr = cfg.sample_rate
     try:
@@ -71,8 +72,8 @@ def animate_chunked(pred, audio: str | Path, chunk_seconds: float) -> dict:
     y, y_base = np.zeros(0, np.float32), 0
     mel = emo = None
     f_base = 0
-    la = pred.lookahead
-    reach = pred.window - 1 - la  # frames a window reaches before its target
+    la, K = pred.lookahead, pred.frames_per_window
+    reach = pred.reach  # frames a block's window reaches before the block
     fps = cfg.fps
     hop = int(round(0.01 * sr))
     featurized = 0  # frames [0, featurized) have features
@@ -103,10 +104,12 @@ def animate_chunked(pred, audio: str | Path, chunk_seconds: float) -> dict:
             mel = m if mel is None else np.concatenate([mel, m])
             emo = e if emo is None else np.concatenate([emo, e])
             featurized = upto
-        last = featurized if final else featurized - la
+        # Blocks whose window lies within the frames featurized (all of them at the end).
+        ready = -(-featurized // K) if final else max(0, featurized - la) // K
+        last = featurized if final else ready * K
         if last > done:
             t0 = time.perf_counter()
-            cur = pred.current_frames(mel, emo, range(done, last), first=f_base,
+            cur = pred.current_blocks(mel, emo, range(done // K, ready), first=f_base,
                                       final_frames=featurized if final else None)
             sm = pred.smooth(cur, prev)
             prev = sm[-1]
@@ -120,5 +123,5 @@ def animate_chunked(pred, audio: str | Path, chunk_seconds: float) -> dict:
     return {
         "curves": np.concatenate(out), "duration_s": (y_base + len(y)) / sr, "featurize_s": feat_s,
         "model_s": model_s,
-        "latency_s": chunk_seconds + RIGHT_MARGIN_S + la / fps,
+        "latency_s": chunk_seconds + RIGHT_MARGIN_S + (la + K - 1) / fps,
     }

@@ -36,7 +36,13 @@ def cli(verbose: int, quiet: bool) -> None:
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs [default: from the config, 10].")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many optimiser steps.")
 @click.option("--batch-streams", type=click.IntRange(min=1), default=None, help="Parallel streams B [default: preset's].")
-@click.option("--stride", type=click.IntRange(min=1), default=None, help="Frames between training windows [default: 1].")
+@click.option("--stride", type=click.IntRange(min=1), default=None,
+              help="Training blocks start every K x stride frames (stride 1: every frame a target) [default: 1].")
+@click.option("--frames-per-window", "-K", "frames_per_window", type=click.IntRange(min=1), default=None,
+              help="K: frames one window predicts (stream.frames_per_window; 1 = one output per window) "
+                   "[default: from the config, 32].")
+@click.option("--compile/--no-compile", "compile_", default=None,
+              help="torch.compile the model for training [default: from the config, off].")
 @click.option("--device", default="auto", help="auto, cpu, cuda, cuda:N.")
 @click.option("--seed", type=int, default=None, help="Random seed [default: from the config, 0].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (its own config).")
@@ -47,8 +53,9 @@ def cli(verbose: int, quiet: bool) -> None:
                    "changing the schedule (for time-boxed or preemptible jobs; continue with --resume).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
 def fit(store_path, manifest, config_path, preset, out, epochs, max_steps, batch_streams, stride,
-        device, seed, resume, nproc, stop_after_steps, progress):
-    """Stream 256-frame windows from the store in file order and train the dual-stream model.
+        frames_per_window, compile_, device, seed, resume, nproc, stop_after_steps, progress):
+    """Stream 256-frame windows from the store in file order and train the dual-stream model;
+    each window predicts a block of K frames.
 
     Writes to the run folder: config.json, metrics.jsonl, TensorBoard events (tb/),
     checkpoints/ (last.pt, best.pt, step_N.pt), loss_curves.png, val_curves.png,
@@ -70,9 +77,15 @@ def fit(store_path, manifest, config_path, preset, out, epochs, max_steps, batch
         cfg = cfg.with_preset(preset)
         preset = None
     optim = {k: v for k, v in (("epochs", epochs), ("max_steps", max_steps)) if v is not None}
-    cfg = cfg.replace(optim=optim, stream={"stride": stride} if stride is not None else {})
+    stream = {k: v for k, v in (("stride", stride), ("frames_per_window", frames_per_window)) if v is not None}
+    try:
+        cfg = cfg.replace(optim=optim, stream=stream)
+    except ValueError as e:
+        raise UsageFailure(str(e)) from None
     if seed is not None:
         cfg = cfg.replace(seed=seed)
+    if compile_ is not None:
+        cfg = cfg.replace(compile=compile_)
     if resume and out is None:
         raise UsageFailure("--resume needs --out: the run folder to continue")
     if out is None:
@@ -118,7 +131,7 @@ def _relaunch_with_torchrun(nproc: int, out) -> None:
 
 
 class _Bar:
-    """windows/s, loss, ETA."""
+    """target frames/s, loss (as last logged), ETA."""
 
     def __init__(self, enabled: bool):
         self.enabled, self.bar = enabled, None
@@ -132,7 +145,8 @@ class _Bar:
             self.bar = tqdm(total=rec["total_steps"], initial=rec["step"] - 1, unit="step",
                             desc="train", dynamic_ncols=True)
         self.bar.update(1)
-        self.bar.set_postfix(loss=f"{rec['loss']:.4f}", win_s=f"{rec['windows_per_s']:.1f}", epoch=rec["epoch"])
+        loss = "-" if rec.get("loss") is None else f"{rec['loss']:.4f}"
+        self.bar.set_postfix(loss=loss, frames_s=f"{rec['frames_per_s']:.0f}", epoch=rec["epoch"])
 
     def close(self) -> None:
         if self.bar is not None:
@@ -150,7 +164,10 @@ class _Bar:
 @click.option("--plot/--no-plot", default=True, help="PNG of the main curves over the waveform.")
 @click.option("--chunk-seconds", type=click.FloatRange(min=0.05), default=None,
               help="Process audio as a stream of chunks of this length (same curves as whole-file).")
-def predict(inputs, checkpoint, out_dir, fps, formats, device, plot, chunk_seconds):
+@click.option("--frames-per-window", "-K", "frames_per_window", type=click.IntRange(min=1), default=None,
+              help="Predict blocks of K frames, at most the trained K (fewer: lower streaming latency, "
+                   "more compute per frame) [default: the checkpoint's].")
+def predict(inputs, checkpoint, out_dir, fps, formats, device, plot, chunk_seconds, frames_per_window):
     """Animate INPUTS (audio files, directories of audio, or manifests) with a checkpoint.
 
     Features come from the checkpoint's own feature config through the same per-file
@@ -163,15 +180,16 @@ def predict(inputs, checkpoint, out_dir, fps, formats, device, plot, chunk_secon
 
     try:
         rep = run_predict(list(inputs), checkpoint, out_dir, fps=float(fps), formats=tuple(formats),
-                          device=device, plot=plot, chunk_seconds=chunk_seconds)
+                          device=device, plot=plot, chunk_seconds=chunk_seconds,
+                          frames_per_window=frames_per_window)
     except (CheckpointError, ValueError) as e:
         raise UsageFailure(str(e)) from None
     click.echo(f"{len(rep.written)} file(s) written to {out_dir}; {rep.audio_s:.1f} s of audio at "
                f"{rep.real_time_factor:.1f}x real time (featurize {rep.featurize_s:.2f} s, "
                f"model {rep.model_s:.2f} s)")
     if rep.latency_s is not None:
-        click.echo(f"streaming latency: {1000 * rep.latency_s:.0f} ms (chunk + extractor margin + lookahead) "
-                   f"+ compute {1000 * rep.model_s / max(rep.audio_s, 1e-9):.0f} ms per second of audio")
+        click.echo(f"streaming latency: up to {1000 * rep.latency_s:.0f} ms (chunk + extractor margin + "
+                   f"lookahead + K - 1 frames) + compute {1000 * rep.model_s / max(rep.audio_s, 1e-9):.0f} ms per second of audio")
     if rep.failed:
         for line in rep.failed:
             click.echo(f"  failed: {line}", err=True)
@@ -229,15 +247,18 @@ def evaluate(checkpoint, store_path, manifest, split, as_json, plot_dir, device)
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", required=True, type=click.Choice(["onnx", "torchscript"]))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
-def export(checkpoint, fmt, out):
+@click.option("--frames-per-window", "-K", "frames_per_window", type=click.IntRange(min=1), default=None,
+              help="Frames per window of the graph, at most the trained K [default: the checkpoint's].")
+def export(checkpoint, fmt, out, frames_per_window):
     """Export the model for a runtime: inputs mel, emotion, frame_mask, prev, has_prev
-    (dynamic batch); outputs current, smoothed. Standardisation is inside the graph. A JSON
-    sidecar (OUT.json) lists channels, fps, window, lookahead, feature config and statistics."""
+    (dynamic batch); outputs current and smoothed (B, K, C), the K frames of each window's
+    block. Standardisation is inside the graph. A JSON sidecar (OUT.json) lists channels, fps,
+    window, lookahead, frames_per_window, feature config and statistics."""
     from blendsync.train.checkpoint import CheckpointError
     from blendsync.train.export import export as run_export
 
     try:
-        side = run_export(checkpoint, out, fmt)
+        side = run_export(checkpoint, out, fmt, frames_per_window)
     except (CheckpointError, ValueError) as e:
         raise UsageFailure(str(e)) from None
     click.echo(f"wrote {out} and {side}")

@@ -34,8 +34,13 @@ class ModelConfig:
 @dataclass(frozen=True)
 class StreamConfig:
     window: int = 256
+    # Training: blocks start every frames_per_window * stride frames (stride 1: every frame).
     stride: int = 1
     lookahead: int = 6
+    # K: frames one window predicts (the block ending lookahead frames before the window's
+    # end). 1 = the method notes' one output per window; larger K cuts the cost per frame
+    # about K-fold, and adds up to K - 1 frames of latency to chunked predict.
+    frames_per_window: int = 32
     batch_streams: int = 8
     # Value of padded frames, in standardised units (0 = the training mean).
     pad_value: float = 0.0
@@ -101,6 +106,8 @@ class TrainConfig:
     # auto: full on a GPU, small on a CPU; custom: the model section as written.
     preset: str = "auto"
     seed: int = 0
+    # torch.compile the model for training (worth it on a GPU; the first steps compile).
+    compile: bool = False
 
     def __post_init__(self) -> None:
         s, m = self.stream, self.model
@@ -111,6 +118,12 @@ class TrainConfig:
             problems.append(f"stream.lookahead must be in [0, window), got {s.lookahead}")
         if s.stride < 1:
             problems.append(f"stream.stride must be >= 1, got {s.stride}")
+        if not 1 <= s.frames_per_window <= s.window - s.lookahead:
+            problems.append(f"stream.frames_per_window must be in [1, window - lookahead] = "
+                            f"[1, {s.window - s.lookahead}], got {s.frames_per_window}")
+        elif s.frames_per_window > 1 and not m.target_frame_residual:
+            problems.append("stream.frames_per_window > 1 needs model.target_frame_residual: true "
+                            "(each block frame adds its own encoding to the shared context)")
         if s.batch_streams < 1:
             problems.append(f"stream.batch_streams must be >= 1, got {s.batch_streams}")
         if m.d_model % m.heads:
@@ -140,7 +153,7 @@ class TrainConfig:
             "model": ModelConfig, "stream": StreamConfig, "loss": LossWeights,
             "optim": OptimConfig, "diagnostics": DiagnosticsConfig, "checkpoint": CheckpointConfig,
         }
-        unknown = sorted(set(d) - set(sections) - {"preset", "seed"})
+        unknown = sorted(set(d) - set(sections) - {"preset", "seed", "compile"})
         if unknown:
             raise ValueError(f"unknown key(s) in train config: {unknown}")
         kw: dict[str, Any] = {}
@@ -153,11 +166,22 @@ class TrainConfig:
             if "betas" in sec:
                 sec["betas"] = tuple(sec["betas"])
             kw[name] = typ(**sec)
-        return cls(**kw, preset=str(d.get("preset", "auto")), seed=int(d.get("seed", 0)))
+        compile_ = d.get("compile", False)
+        if not isinstance(compile_, bool):
+            raise ValueError(f"compile must be true or false, got {compile_!r}")
+        return cls(**kw, preset=str(d.get("preset", "auto")), seed=int(d.get("seed", 0)), compile=compile_)
 
     @classmethod
     def from_json(cls, text: str) -> "TrainConfig":
         return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_checkpoint_json(cls, text: str) -> "TrainConfig":
+        """A checkpoint's config; checkpoints written before frame blocks predict one frame
+        per window."""
+        d = json.loads(text)
+        d.setdefault("stream", {}).setdefault("frames_per_window", 1)
+        return cls.from_dict(d)
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":

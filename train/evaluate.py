@@ -12,16 +12,16 @@ from blendsync.train.checkpoint import load_checkpoint
 from blendsync.train.config import TrainConfig
 from blendsync.train.data import load_dataset
 from blendsync.train.loop import channel_masks, check_compatible, evaluate, split_metrics
-from blendsync.train.model import BlendshapeModel
+from blendsync.train.model import BlendshapeModel, build_model
 from blendsync.train.streaming import Normalizer, WindowStream
 
 
 def load_model(ckpt: dict, device="cpu") -> tuple[BlendshapeModel, TrainConfig, Normalizer]:
-    cfg = TrainConfig.from_json(ckpt["config_json"])
+    """The checkpoint's model in eval mode, its config (frames per window included) and its
+    input statistics."""
+    cfg = TrainConfig.from_checkpoint_json(ckpt["config_json"])
     fc = json.loads(ckpt["feature_config_json"])
-    model = BlendshapeModel(n_mels=fc["mel"]["n_mels"], n_emotion=88, channels=len(ckpt["channels"]),
-                            window=cfg.stream.window, cfg=cfg.model,
-                            lookahead=cfg.stream.lookahead)
+    model = build_model(cfg, fc["mel"]["n_mels"], len(ckpt["channels"]))
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), cfg, Normalizer.from_dict(ckpt["normalizer"])
 
@@ -39,7 +39,7 @@ def evaluate_checkpoint(checkpoint: str | Path, store_path: str | Path, *, manif
     model, cfg, norm = load_model(ckpt, dev)
     s = cfg.stream
     stream = WindowStream(store, files, norm, window=s.window, lookahead=s.lookahead, stride=1,
-                          streams=s.batch_streams, pad_value=s.pad_value, prefetch=s.prefetch_files,
+                          streams=s.batch_streams, block=s.frames_per_window, pad_value=s.pad_value, prefetch=s.prefetch_files,
                           shuffle=False, split=False)
     terms, preds, targs = evaluate(model, stream, files, cfg, channel_masks(ds, dev), dev, False, ds.channels)
     return {

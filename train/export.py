@@ -5,11 +5,16 @@ Graph inputs (B windows, L frames, M mel bins, E = 88, C channels):
     mel (B, L, M) float32      raw log-mel as bsfeat computes it (standardised inside)
     emotion (B, L, E) float32  raw eGeMAPS functionals (standardised inside)
     frame_mask (B, L) bool     True where a real frame (False: padding beyond the audio)
-    prev (B, C) float32        the previous smoothed output of each stream
-    has_prev (B,) bool         False on a stream's first window (no smoothing)
-Graph outputs:
-    current (B, C) float32     this window's output, clamped to [0, 1]
-    smoothed (B, C) float32    alpha * current + (1 - alpha) * prev where has_prev, else current
+    prev (B, C) float32        the previous smoothed output of each stream (the last frame of
+                               its previous block)
+    has_prev (B,) bool         False on a stream's first window (no smoothing into frame 0)
+Graph outputs, for the K = frames_per_window frames of each window's block (window positions
+L - K - lookahead … L - 1 - lookahead):
+    current (B, K, C) float32  the block's outputs, clamped to [0, 1]
+    smoothed (B, K, C) float32 s_j = alpha * current_j + (1 - alpha) * s_{j-1}, s_{-1} = prev
+                               where has_prev (else s_0 = current_0)
+A runtime feeds windows whose blocks start K frames apart and passes smoothed[:, -1] as the
+next prev.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import torch
 from torch import nn
 
 from blendsync.train.checkpoint import load_checkpoint
+from blendsync.train.config import TrainConfig
 from blendsync.train.evaluate import load_model
+from blendsync.train.windows import block_positions
 
 ONNX_OPSET = 18
 INPUTS = ("mel", "emotion", "frame_mask", "prev", "has_prev")
@@ -47,13 +54,20 @@ def example_inputs(ckpt: dict, batch: int = 2) -> tuple[torch.Tensor, ...]:
     fc = json.loads(ckpt["feature_config_json"])
     L, C = int(ckpt["window"]), len(ckpt["channels"])
     g = torch.Generator().manual_seed(0)
+    # The mask is always an input of the graph (also where every frame is real).
     mask = torch.ones(batch, L, dtype=torch.bool)
     mask[0, :10] = False
     return (torch.randn(batch, L, fc["mel"]["n_mels"], generator=g), torch.randn(batch, L, 88, generator=g),
             mask, torch.rand(batch, C, generator=g), torch.tensor([False] + [True] * (batch - 1)))
 
 
-def sidecar(ckpt: dict, fmt: str) -> dict:
+def frames_per_window(ckpt: dict) -> int:
+    return TrainConfig.from_checkpoint_json(ckpt["config_json"]).stream.frames_per_window
+
+
+def sidecar(ckpt: dict, fmt: str, K: int | None = None) -> dict:
+    """K: the graph's frames per window (the checkpoint's when None)."""
+    K = frames_per_window(ckpt) if K is None else K
     fc = json.loads(ckpt["feature_config_json"])
     return {
         "format": fmt,
@@ -64,6 +78,9 @@ def sidecar(ckpt: dict, fmt: str) -> dict:
         "fps": float(ckpt["fps"]),
         "window": int(ckpt["window"]),
         "lookahead": int(ckpt["lookahead"]),
+        "frames_per_window": K,
+        "trained_frames_per_window": frames_per_window(ckpt),
+        "block_positions": list(block_positions(int(ckpt["window"]), int(ckpt["lookahead"]), K)),
         "pad_value_after_standardisation": 0.0,
         "feature_config": fc,
         "feature_config_hash": ckpt["feature_config_hash"],
@@ -72,10 +89,14 @@ def sidecar(ckpt: dict, fmt: str) -> dict:
     }
 
 
-def export(checkpoint: str | Path, out: str | Path, fmt: str) -> Path:
-    """Write the model to out and its sidecar to out + '.json'; returns the sidecar path."""
+def export(checkpoint: str | Path, out: str | Path, fmt: str, frames_per_window: int | None = None) -> Path:
+    """Write the model to out and its sidecar to out + '.json'; returns the sidecar path.
+    frames_per_window: a graph predicting fewer frames per window than the model was trained
+    with (see BlendshapeModel.use_frames_per_window); None: the checkpoint's."""
     ckpt = load_checkpoint(checkpoint)
     model, _, norm = load_model(ckpt, "cpu")
+    if frames_per_window is not None:
+        model.use_frames_per_window(frames_per_window)
     wrapped = ExportedModel(model, norm).eval()
     args = example_inputs(ckpt)
     out = Path(out)
@@ -91,5 +112,5 @@ def export(checkpoint: str | Path, out: str | Path, fmt: str) -> Path:
     else:
         raise ValueError(f"format must be onnx or torchscript, got {fmt!r}")
     side = out.with_name(out.name + ".json")
-    side.write_text(json.dumps(sidecar(ckpt, fmt), indent=2))
+    side.write_text(json.dumps(sidecar(ckpt, fmt, model.frames_per_window), indent=2))
     return side

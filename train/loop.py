@@ -29,9 +29,11 @@ from blendsync.train.distributed import setup as setup_dist
 from blendsync.train.distributed import teardown as teardown_dist
 from blendsync.train.losses import loss_terms, total_loss
 from blendsync.train.metrics import regression_metrics
-from blendsync.train.model import BlendshapeModel
+from blendsync.train.model import build_model
 from blendsync.train.normalization import load_or_compute
+from blendsync.train.step import LossMeter, carry, forward_rows, to_device, train_step
 from blendsync.train.streaming import Normalizer, WindowStream
+from blendsync.train.windows import prev_offset
 
 log = logging.getLogger(__name__)
 
@@ -77,38 +79,6 @@ def channel_masks(ds: Dataset, device) -> tuple[torch.Tensor, torch.Tensor]:
     return mouth, expr
 
 
-def to_device(batch: dict[str, np.ndarray], device) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in batch.items()}
-
-
-def forward_rows(model, batch, prev, amp: bool) -> torch.Tensor:
-    """Smoothed predictions (B, C) float32; idle rows (streams out of windows at the end of
-    an epoch, or with fewer files than streams) are not computed and return prev."""
-    valid = batch["valid"]
-    # A batch with no valid row (a rank out of windows) still runs whole, its loss masked to
-    # 0, so every process takes part in the gradient all-reduce.
-    rows = None if bool(valid.all()) or not bool(valid.any()) else valid.nonzero().squeeze(1)
-    pick = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))
-    with torch.autocast(device_type=prev.device.type, dtype=torch.bfloat16, enabled=amp):
-        out = model(pick(batch["mel"]), pick(batch["emotion"]), pick(batch["frame_mask"]), pick(prev),
-                    pick(batch["has_prev"]))
-    smoothed = out["smoothed"].float()
-    if rows is None:
-        return smoothed
-    return prev.detach().index_copy(0, rows, smoothed)
-
-
-def train_step(model, batch, prev, cfg: TrainConfig, masks, amp: bool):
-    """One forward/backward. batch tensors as streaming.py documents; prev (B, C).
-    Returns (loss, terms, smoothed (B, C) detached)."""
-    pred = forward_rows(model, batch, prev, amp)
-    terms = loss_terms(pred, batch["target"], prev, batch["prev_target"], batch["valid"],
-                       batch["has_prev"], *masks)
-    loss = total_loss(terms, cfg.loss)
-    loss.backward()
-    return loss, terms, pred.detach()
-
-
 def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
     def f(step: int) -> float:
         if warmup and step < warmup:
@@ -123,7 +93,7 @@ def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], floa
 def evaluate(model, stream: WindowStream, ds_files, cfg: TrainConfig, masks, device, amp: bool,
              channels: list[str]) -> tuple[dict, dict[int, np.ndarray], dict[int, np.ndarray]]:
     """Every frame of every file at stride 1 with carried state. Returns (loss terms averaged
-    over windows, predictions per file (T, C), targets per file (T, C))."""
+    over target frames, predictions per file (T, C), targets per file (T, C))."""
     was_training = model.training
     model.eval()
     preds = {i: np.zeros((f.frames, len(channels)), np.float32) for i, f in enumerate(ds_files)}
@@ -132,19 +102,21 @@ def evaluate(model, stream: WindowStream, ds_files, cfg: TrainConfig, masks, dev
     n = 0
     prev = torch.zeros(stream.streams, len(channels), device=device)
     for batch in stream.epoch(0):
-        b = to_device(batch, device)
-        pred = forward_rows(model, b, prev, amp)
+        db = to_device(batch, device)
+        b = db.t
+        pred = forward_rows(model, db, prev, amp)
         terms = loss_terms(pred, b["target"], prev, b["prev_target"], b["valid"], b["has_prev"], *masks)
-        rows = int(batch["valid"].sum())
-        for k, v in terms.items():
-            sums[k] += float(v) * rows
-        sums["loss"] += float(total_loss(terms, cfg.loss)) * rows
-        n += rows
-        prev = torch.where(b["valid"][:, None], pred, prev)
+        values = torch.stack([terms[k] for k in TERMS] + [total_loss(terms, cfg.loss)]).cpu().tolist()
+        for k, v in zip((*TERMS, "loss"), values):
+            sums[k] += v * db.frames
+        n += db.frames
+        prev = carry(prev, pred, b)
         p = pred.cpu().numpy()
-        for i in np.flatnonzero(batch["valid"]):
-            preds[int(batch["file"][i])][int(batch["frame"][i])] = p[i]
-            targs[int(batch["file"][i])][int(batch["frame"][i])] = batch["target"][i]
+        for i in np.flatnonzero(batch["active"]):
+            f, k, real = int(batch["file"][i]), int(batch["frame"][i]), batch["valid"][i]
+            n_real = int(real.sum())
+            preds[f][k : k + n_real] = p[i, :n_real]
+            targs[f][k : k + n_real] = batch["target"][i, :n_real]
     model.train(was_training)
     return {k: v / max(n, 1) for k, v in sums.items()}, preds, targs
 
@@ -152,12 +124,14 @@ def evaluate(model, stream: WindowStream, ds_files, cfg: TrainConfig, masks, dev
 def fit(store_path: str | Path, *, cfg: TrainConfig, out: str | Path, manifest: str | None = None,
         preset: str | None = None, device: str = "auto", resume: bool = False,
         batch_streams: int | None = None, stop_at_step: int | None = None,
-        on_step: Callable[[dict], None] | None = None) -> FitResult:
+        on_step: Callable[[dict], bool | None] | None = None) -> FitResult:
     """Train on a store.
 
     preset None: the config's (auto = full on a GPU, small on a CPU); batch_streams overrides
     the preset's B. stop_at_step ends the run right after that step, as an interruption
-    would, with last.pt saved (for time-boxed jobs and resume tests).
+    would, with last.pt saved (for time-boxed jobs and resume tests). on_step(record) is
+    called after every step (rank 0); in a single-process run it may return True to end the
+    run there the same way (e.g. on a time or CPU budget).
     """
     run_dir = Path(out)
     store = FeatureStore(store_path)
@@ -178,7 +152,7 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
     if resume:
         last = run_dir / "checkpoints" / "last.pt"
         ckpt = load_checkpoint(last)
-        cfg = TrainConfig.from_json(ckpt["config_json"])
+        cfg = TrainConfig.from_checkpoint_json(ckpt["config_json"])
         why = "from the checkpoint"
     else:
         if (run_dir / "checkpoints" / "last.pt").exists():
@@ -186,9 +160,9 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
         cfg, why = resolve_preset(cfg, preset, dev)
         if batch_streams is not None:
             cfg = cfg.replace(stream={"batch_streams": batch_streams})
-    log.info("preset %s (%s) on %s: d_model %d, heads %d, layers %d+%d, %d streams%s",
+    log.info("preset %s (%s) on %s: d_model %d, heads %d, layers %d+%d, %d streams, %d frames per window%s",
              cfg.preset, why, dev, cfg.model.d_model, cfg.model.heads, cfg.model.mel_layers,
-             cfg.model.emotion_layers, cfg.stream.batch_streams,
+             cfg.model.emotion_layers, cfg.stream.batch_streams, cfg.stream.frames_per_window,
              f" per process, {dist_.world} processes" if dist_.active else "")
     if ckpt is not None and int(ckpt.get("world_size", 1)) != dist_.world:
         raise DataError(f"{run_dir} was trained with {ckpt.get('world_size', 1)} processes; resume it with "
@@ -201,8 +175,11 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
     if not val_files:
         log.warning("manifest %r has no validation split: no validation metrics, best = last", ds.manifest)
     if cfg.stream.stride > 1:
-        log.warning("training at stride %d: smoothing_alpha is learned at a lag of %d frames, "
-                    "but validation and predict run at stride 1", cfg.stream.stride, cfg.stream.stride)
+        K = cfg.stream.frames_per_window
+        log.warning("training at stride %d: smoothing_alpha is learned at a lag of %d frames%s, "
+                    "but validation and predict run at stride 1", cfg.stream.stride,
+                    prev_offset(K, cfg.stream.stride),
+                    f" between blocks (1 frame inside each block of {K})" if K > 1 else "")
     torch.manual_seed(cfg.seed)
     amp = dev.type == "cuda"
     if amp:
@@ -218,7 +195,7 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
         if not main:
             norm = load_or_compute(run_dir, store, ds.manifest, "train", train_files)
     s = cfg.stream
-    common = dict(window=s.window, lookahead=s.lookahead, streams=s.batch_streams,
+    common = dict(window=s.window, lookahead=s.lookahead, streams=s.batch_streams, block=s.frames_per_window,
                   pad_value=s.pad_value, prefetch=s.prefetch_files, seed=cfg.seed)
     train_stream = WindowStream(store, train_files, norm, stride=s.stride, shuffle=True, split=s.split_files,
                                 rank=dist_.rank, world=dist_.world, **common)
@@ -226,9 +203,7 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
                                **common)
                   if val_files and main else None)
 
-    fc = ds.feature_config
-    model = BlendshapeModel(n_mels=fc["mel"]["n_mels"], n_emotion=88, channels=len(ds.channels),
-                            window=s.window, cfg=cfg.model, lookahead=s.lookahead).to(dev)
+    model = build_model(cfg, ds.feature_config["mel"]["n_mels"], len(ds.channels)).to(dev)
     model.decoder.init_bias(torch.from_numpy(norm.target_mean).to(dev))
     net = model
     if dist_.active:
@@ -236,6 +211,8 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
 
         # Same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
         net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
     o = cfg.optim
     opt = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
     per_epoch = [train_stream.steps(e) for e in range(o.epochs)]
@@ -279,7 +256,8 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
             "feature_config_hash": ds.feature_config_hash,
             "library_versions_json": json.dumps(library_versions(), sort_keys=True),
             "channels": list(ds.channels), "mouth": list(ds.mouth), "expression": list(ds.expression),
-            "window": s.window, "lookahead": s.lookahead, "fps": float(ds.feature_config["fps"]),
+            "window": s.window, "lookahead": s.lookahead, "frames_per_window": s.frames_per_window,
+            "fps": float(ds.feature_config["fps"]),
             "best_val_loss": best,
         }
 
@@ -291,21 +269,22 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
     tb = SummaryWriter(str(run_dir / "tb")) if main else _NoWriter()
     save = save_checkpoint if main else (lambda path, st: None)
     model.train()
-    acc = _Mean()
+    acc = LossMeter()
+    last_logged: dict = {}
     val_plot: dict = {}
     try:
         while epoch < o.epochs and not (o.max_steps and step >= o.max_steps):
-            t0, windows = time.perf_counter(), 0
+            t0, windows, frames = time.perf_counter(), 0, 0
             i = start_in_epoch - 1
             for i, batch in enumerate(train_stream.epoch(epoch, start_in_epoch), start=start_in_epoch):
-                b = to_device(batch, dev)
+                db = to_device(batch, dev)
                 opt.zero_grad(set_to_none=True)
-                loss, terms, pred = train_step(net, b, prev, cfg, masks, amp)
+                loss, terms, pred = train_step(net, db, prev, cfg, masks, amp)
                 if cfg.diagnostics.normalize_stream_grads:
                     normalize_stream_grads(model)
                 if main and cfg.diagnostics.every_steps and step % cfg.diagnostics.every_steps == 0:
                     rep = grad_report(model)
-                    warn_on(rep, step, alpha_in_use=bool(b["has_prev"].any()))
+                    warn_on(rep, step, alpha_in_use=db.alpha_in_use)
                     log.info("step %d grads: total %.3g, smoothing_alpha %.3g, mel/emotion balance %s",
                              step, rep["total_norm"], rep["smoothing_alpha_grad"] or 0.0,
                              f"{rep['stream_balance']:.3g}" if rep["stream_balance"] is not None else "n/a")
@@ -316,28 +295,34 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
                 torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
                 opt.step()
                 sched.step()
-                prev = torch.where(b["valid"][:, None], pred, prev)
+                prev = carry(prev, pred, db.t)
                 step += 1
-                windows += int(batch["valid"].sum())
-                rate = windows / max(time.perf_counter() - t0, 1e-9)
+                windows += int(batch["active"].sum())
+                frames += db.frames
+                elapsed = max(time.perf_counter() - t0, 1e-9)
                 acc.add(loss, terms)
-                rec = {"kind": "train", "step": step, "epoch": epoch, "loss": loss.item(),
-                       **{k: v.item() for k, v in terms.items()}, "lr": sched.get_last_lr()[0],
-                       "alpha": torch.sigmoid(model.smoothing_alpha).item(), "windows_per_s": rate}
                 if main and (step % LOG_EVERY == 0 or step == 1):
+                    # The only reads of device values on the step path: every LOG_EVERY steps.
                     # Logged losses are means over the steps since the last record (rank 0's).
-                    rec.update(acc.pop())
+                    rec = {"kind": "train", "step": step, "epoch": epoch, **acc.pop(),
+                           "lr": sched.get_last_lr()[0], "alpha": torch.sigmoid(model.smoothing_alpha).item(),
+                           "windows_per_s": windows / elapsed, "frames_per_s": frames / elapsed}
                     _append(metrics_path, rec)
                     history.append(rec)
+                    last_logged = rec
                     for k in ("loss", *TERMS, "lr", "alpha"):
                         tb.add_scalar(f"train/{k}", rec[k], step)
+                asked_stop = False
                 if on_step and main:
-                    on_step({**rec, "total_steps": total})
+                    asked_stop = bool(on_step({
+                        "step": step, "epoch": epoch, "total_steps": total, "loss": last_logged.get("loss"),
+                        "frames_per_s": frames / elapsed, "windows_per_s": windows / elapsed,
+                    })) and not dist_.active
                 if cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0:
                     st = state(epoch, i + 1)
                     save(ck_dir / f"step_{step}.pt", st)
                     save(ck_dir / "last.pt", st)
-                if stop_at_step is not None and step >= stop_at_step:
+                if asked_stop or (stop_at_step is not None and step >= stop_at_step):
                     save(ck_dir / "last.pt", state(epoch, i + 1))
                     return FitResult(run_dir, step, epoch, best, history, interrupted=True)
                 if o.max_steps and step >= o.max_steps:
@@ -433,24 +418,6 @@ def check_compatible(ckpt: dict, ds: Dataset) -> None:
                     ds.library_versions, theirs)
 
 
-class _Mean:
-    """Running means of the loss and its terms between two log records."""
-
-    def __init__(self):
-        self.sums: dict[str, float] = {}
-        self.n = 0
-
-    def add(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
-        for k, v in {"loss": loss, **terms}.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v.item()
-        self.n += 1
-
-    def pop(self) -> dict[str, float]:
-        out = {k: v / max(self.n, 1) for k, v in self.sums.items()}
-        self.sums, self.n = {}, 0
-        return out
-
-
 def _append(path: Path, rec: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(rec) + "\n")
@@ -462,4 +429,4 @@ def _read_history(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-__all__ = ["fit", "FitResult", "train_step", "evaluate", "CheckpointError", "DataError"]
+__all__ = ["fit", "FitResult", "evaluate", "CheckpointError", "DataError"]

@@ -1,9 +1,11 @@
 """bstrain predict as a library call: audio -> curves, with the checkpoint's feature config
 and the same per-file featurize function as bsfeat (no second implementation).
 
-The model's per-window output does not depend on the previous one, so every window of a file
-is computed in large batches; the temporal smoothing (a recursive filter carried across the
-file, reset at its start) then runs in time order.
+One window predicts a block of K frames (the checkpoint's frames_per_window); the blocks of a
+file start at frames 0, K, 2K, … and the model's unsmoothed output of a block does not
+depend on the previous block, so all blocks are computed in large batches. The temporal
+smoothing (a recursive filter through every frame in time order, reset at the file's start:
+the same recursion the model runs through each block with the state carried) comes after.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.signal import lfilter
 
 from blendsync.shared.audio import decode_audio
 from blendsync.shared.config import FeatureConfig
@@ -43,63 +46,88 @@ class Predictor:
     window: int
     lookahead: int
     device: torch.device
+    frames_per_window: int = 1
 
     @classmethod
-    def load(cls, checkpoint: str | Path, device: str = "cpu") -> "Predictor":
+    def load(cls, checkpoint: str | Path, device: str = "cpu", frames_per_window: int | None = None) -> "Predictor":
+        """frames_per_window: blocks of fewer frames than the model was trained with (lower
+        streaming latency, more compute per frame); None: the checkpoint's."""
         ckpt = load_checkpoint(checkpoint)
         dev = torch.device(device)
         model, cfg, norm = load_model(ckpt, dev)
+        if frames_per_window is not None:
+            model.use_frames_per_window(frames_per_window)
         fcfg = FeatureConfig.from_dict(json.loads(ckpt["feature_config_json"]))
-        return cls(model, norm, fcfg, list(ckpt["channels"]), cfg.stream.window, cfg.stream.lookahead, dev)
+        s = cfg.stream
+        return cls(model, norm, fcfg, list(ckpt["channels"]), s.window, s.lookahead, dev, model.frames_per_window)
 
     @property
     def fps(self) -> float:
         return self.feature_config.fps
 
-    @torch.no_grad()
-    def current(self, mel: np.ndarray, emotion: np.ndarray, batch: int = 64) -> np.ndarray:
-        """Unsmoothed outputs (T, C) for raw features mel (T, M), emotion (T, E) of a whole file."""
-        return self.current_frames(mel, emotion, range(mel.shape[0]), final_frames=mel.shape[0], batch=batch)
+    @property
+    def reach(self) -> int:
+        """Frames a block's window reaches before the block's first frame."""
+        return self.window - self.frames_per_window - self.lookahead
+
+    @property
+    def batch_windows(self) -> int:
+        """Windows per forward pass: 64 for the small preset, fewer for wider models (the
+        per-bin mel stream holds 80 sequences per window)."""
+        return max(4, 64 * 32 // int(self.model.blendshape_queries.shape[1]))
 
     @torch.no_grad()
-    def current_frames(self, mel: np.ndarray, emotion: np.ndarray, frames: range, *,
-                       final_frames: int | None, first: int = 0, batch: int = 64) -> np.ndarray:
-        """Unsmoothed outputs for target frames `frames` from the features at hand: mel (K, M),
-        emotion (K, E) of frames first..first+K-1 (first > 0 only when every window starts at
-        or after it). final_frames: the file's frame count once known (frames past it are
-        padding); None while more audio may come, when every window must lie within the K
-        frames at hand."""
+    def current(self, mel: np.ndarray, emotion: np.ndarray) -> np.ndarray:
+        """Unsmoothed outputs (T, C) for raw features mel (T, M), emotion (T, E) of a whole file."""
+        T = mel.shape[0]
+        return self.current_blocks(mel, emotion, range(-(-T // self.frames_per_window)), final_frames=T)
+
+    @torch.no_grad()
+    def current_blocks(self, mel: np.ndarray, emotion: np.ndarray, blocks: range, *,
+                       final_frames: int | None, first: int = 0) -> np.ndarray:
+        """Unsmoothed outputs (frames, C) for the frames of `blocks` (block b: frames bK …
+        bK + K - 1, cut at final_frames) from the features at hand: mel (N, M), emotion (N, E)
+        of frames first … first + N - 1 (first > 0 only when every window starts at or after
+        it). final_frames: the file's frame count once known (frames past it are padding);
+        None while more audio may come, when every window must lie within the frames at hand."""
         n = self.norm
-        L, la = self.window, self.lookahead
-        K = mel.shape[0]
-        if final_frames is None and frames.stop + la > first + K:
-            raise ValueError(f"frame {frames.stop - 1} needs features up to {frames.stop - 1 + la}, "
-                             f"have {first + K}")
-        if first and frames.start - (L - 1 - la) < first:
-            raise ValueError(f"frame {frames.start} needs features from {frames.start - (L - 1 - la)}, have {first}")
-        pm = pad_frames(((mel - n.mel_mean) / n.mel_std).astype(np.float32), L, la)
-        pe = pad_frames(((emotion - n.emotion_mean) / n.emotion_std).astype(np.float32), L, la)
-        pk = frame_mask(K, L, la)
-        out = np.empty((len(frames), len(self.channels)), np.float32)
-        ks = [k - first for k in frames]
-        for s in range(0, len(ks), batch):
-            part = ks[s : s + batch]
+        L, la, K = self.window, self.lookahead, self.frames_per_window
+        N = mel.shape[0]
+        starts = [b * K for b in blocks]
+        if not starts:
+            return np.zeros((0, len(self.channels)), np.float32)
+        if final_frames is None and starts[-1] + K + la > first + N:
+            raise ValueError(f"block at frame {starts[-1]} needs features up to {starts[-1] + K - 1 + la}, "
+                             f"have {first + N}")
+        if first and starts[0] - self.reach < first:
+            raise ValueError(f"block at frame {starts[0]} needs features from {starts[0] - self.reach}, have {first}")
+        pm = pad_frames(((mel - n.mel_mean) / n.mel_std).astype(np.float32), L, la, block=K)
+        pe = pad_frames(((emotion - n.emotion_mean) / n.emotion_std).astype(np.float32), L, la, block=K)
+        pk = frame_mask(N, L, la, block=K)
+        out = np.empty((len(starts), K, len(self.channels)), np.float32)
+        ks = [k - first for k in starts]
+        step = self.batch_windows
+        for s in range(0, len(ks), step):
+            part = ks[s : s + step]
             m = torch.from_numpy(np.stack([cut(pm, k, L) for k in part])).to(self.device)
             e = torch.from_numpy(np.stack([cut(pe, k, L) for k in part])).to(self.device)
-            k_ = torch.from_numpy(np.stack([cut(pk, k, L) for k in part])).to(self.device)
+            mask = np.stack([cut(pk, k, L) for k in part])
+            k_ = None if mask.all() else torch.from_numpy(mask).to(self.device)
             out[s : s + len(part)] = self.model(m, e, k_)["current"].float().cpu().numpy()
-        return out
+        stop = starts[-1] + K if final_frames is None else min(starts[-1] + K, final_frames)
+        return out.reshape(-1, len(self.channels))[: stop - starts[0]]
 
     def smooth(self, current: np.ndarray, prev: np.ndarray | None = None) -> np.ndarray:
-        """The model's recursive filter over a file in time order; prev = the smoothed output
-        just before current[0] (None at a file start)."""
+        """The model's recursive filter over a file's frames in time order,
+        s_k = alpha * c_k + (1 - alpha) * s_{k-1}; prev = the smoothed output just before
+        current[0] (None at a file start, where s_0 = c_0)."""
+        if current.shape[0] == 0:
+            return current.copy()
         a = float(torch.sigmoid(self.model.smoothing_alpha.detach()).cpu())
-        out = np.empty_like(current)
-        last = prev
-        for k in range(current.shape[0]):
-            last = current[k] if last is None else a * current[k] + (1 - a) * last
-            out[k] = last
-        return out
+        p = current[0] if prev is None else prev
+        zi = ((1 - a) * np.asarray(p, np.float64))[None, :]
+        out, _ = lfilter([a], [1.0, -(1 - a)], current.astype(np.float64), axis=0, zi=zi)
+        return out.astype(np.float32)
 
     def animate(self, audio: str | Path) -> dict:
         """curves (T, C) at the model's fps for one file, with timings."""
@@ -147,10 +175,10 @@ def collect_inputs(inputs: list[str | Path]) -> list[Path]:
 
 def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Path, *, fps: float = 60.0,
             formats: tuple[str, ...] = ("livelink",), device: str = "cpu", plot: bool = True,
-            chunk_seconds: float | None = None) -> PredictReport:
+            chunk_seconds: float | None = None, frames_per_window: int | None = None) -> PredictReport:
     """chunk_seconds: process each file as a stream of chunks (train.chunked); the curves
-    match whole-file processing."""
-    pred = Predictor.load(checkpoint, device)
+    match whole-file processing. frames_per_window: see Predictor.load."""
+    pred = Predictor.load(checkpoint, device, frames_per_window)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"unknown format(s) {unknown}; choose from {FORMATS}")

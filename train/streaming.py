@@ -1,22 +1,25 @@
 """Stream windows from a feature store in file order into B parallel streams.
 
 Row i of every batch belongs to stream i, which walks its own segments (files, or parts of
-files: see plan_epoch) window after window in time order and keeps its own previous
-prediction (held by the trainer). File order is shuffled per epoch with a seed, never the
-order inside a file. Files are read whole (a few
-large reads) by a background thread ahead of the model and cut into windows as views.
+files: see plan_epoch) block after block in time order and keeps its own previous
+prediction (held by the trainer). One window predicts a block of K frames (windows.py);
+blocks step by K·stride frames. File order is shuffled per epoch with a seed, never the
+order inside a file. Files are read whole (a few large reads) by background threads ahead
+of the model and cut into windows as views.
 
-Batch tensors (B streams, L window frames, M mel bins, E = 88, C channels):
+Batch arrays (B streams, L window frames, K block frames, M mel bins, E = 88, C channels):
     mel        (B, L, M) float32   standardised log-mel
     emotion    (B, L, E) float32   standardised eGeMAPS
     frame_mask (B, L)    bool      True where a real frame (False: padding beyond a file edge;
                                    idle rows are all True so attention stays finite)
-    target     (B, C)    float32   targets at the window's target frame k
-    prev_target(B, C)    float32   targets at k - stride (zeros where has_prev is False)
-    has_prev   (B,)      bool      False on a stream's first window of a segment (state reset)
-    valid      (B,)      bool      False for streams that ran out of windows (last batches)
-    file       (B,)      int64     index of the file in the stream set (-1 when not valid)
-    frame      (B,)      int64     target frame k
+    target     (B, K, C) float32   targets of the block's frames f … f + K - 1 (0 past the file)
+    valid      (B, K)    bool      True where a block frame is a real frame of an active row
+    active     (B,)      bool      False for streams that ran out of blocks (last batches)
+    prev_target(B, C)    float32   targets at the frame before the block, f - windows.prev_offset
+                                   (zeros where has_prev is False)
+    has_prev   (B,)      bool      False on a stream's first block of a segment (state reset)
+    file       (B,)      int64     index of the file in the stream set (-1 when not active)
+    frame      (B,)      int64     the block's first frame f
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Iterator
 import numpy as np
 
 from blendsync.shared.store import FeatureStore
-from blendsync.train.windows import cut, frame_mask, n_windows, pad_frames
+from blendsync.train.windows import block_step, cut, frame_mask, n_blocks, pad_frames, prev_offset
 
 log = logging.getLogger(__name__)
 
@@ -64,27 +67,27 @@ class Normalizer:
 
 
 Segment = tuple[int, int, int]
-"""(file, first window, stop window): a run of one file's windows, walked in time order."""
+"""(file, first block, stop block): a run of one file's blocks, walked in time order."""
 
 
 def plan_epoch(frames: list[int], streams: int, stride: int, seed: int, epoch: int,
-               shuffle: bool = True, split: bool = True) -> list[list[Segment]]:
-    """The segments each stream walks, in order.
+               shuffle: bool = True, split: bool = True, block: int = 1) -> list[list[Segment]]:
+    """The segments each stream walks, in order (in units of blocks of `block` frames).
 
-    split=True (training): the files' windows, in a seeded per-epoch file order, are laid end
-    to end and cut into `streams` runs of ceil(W / streams) windows. Every stream is busy
+    split=True (training): the files' blocks, in a seeded per-epoch file order, are laid end
+    to end and cut into `streams` runs of ceil(W / streams) blocks. Every stream is busy
     until the last step, whatever the number and lengths of the files (a few long takes keep
     all B rows working, not one row per take), at the cost of at most streams - 1 files cut
     in two: the second part starts with a state reset, like a new file.
     split=False (validation): whole files go, one by one, to the stream with the fewest
-    windows so far, so each file is walked start to end with its state carried, as predict
+    blocks so far, so each file is walked start to end with its state carried, as predict
     does; streams end within about one file of each other.
     """
     order = np.arange(len(frames))
     if shuffle:
         order = np.random.default_rng([seed, epoch]).permutation(len(frames))
     out: list[list[Segment]] = [[] for _ in range(streams)]
-    counts = [n_windows(frames[f], stride) for f in order]
+    counts = [n_blocks(frames[f], block, stride) for f in order]
     if not split:
         load = [0] * streams
         for f, n in zip(order, counts):
@@ -108,8 +111,9 @@ def plan_epoch(frames: list[int], streams: int, stride: int, seed: int, epoch: i
 
 @dataclass(frozen=True)
 class StreamSchedule:
-    """(file, frame) of every stream at every step: arrays (streams, steps), file -1 = idle;
-    start (streams, steps) bool, True where a stream begins a segment (state reset)."""
+    """(file, first frame of the block) of every stream at every step: arrays (streams, steps),
+    file -1 = idle; start (streams, steps) bool, True where a stream begins a segment (state
+    reset)."""
 
     file: np.ndarray
     frame: np.ndarray
@@ -123,11 +127,12 @@ class StreamSchedule:
         return StreamSchedule(self.file[sl], self.frame[sl], self.start[sl])
 
     @classmethod
-    def build(cls, per_stream: list[list[Segment]], stride: int) -> "StreamSchedule":
+    def build(cls, per_stream: list[list[Segment]], step: int) -> "StreamSchedule":
+        """step: frames between consecutive blocks' first frames (windows.block_step)."""
         seqs = []
         for segs in per_stream:
             fs = [np.full(b - a, f, dtype=np.int64) for f, a, b in segs]
-            ks = [np.arange(a, b, dtype=np.int64) * stride for f, a, b in segs]
+            ks = [np.arange(a, b, dtype=np.int64) * step for f, a, b in segs]
             st = [np.arange(b - a) == 0 for f, a, b in segs]
             cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt))
             seqs.append((cat(fs, np.int64), cat(ks, np.int64), cat(st, bool)))
@@ -145,7 +150,7 @@ class StreamSchedule:
 @dataclass
 class LoadedFile:
     """Padded, standardised arrays of one file: mel (T+L-1, M), emotion (T+L-1, E),
-    mask (T+L-1,), targets (T, C)."""
+    mask (T+L-1,), targets (T+K-1, C) with zeros past the file's end."""
 
     mel: np.ndarray
     emotion: np.ndarray
@@ -157,13 +162,13 @@ class WindowStream:
     """Iterate batches of one epoch over `files`; restartable at any step (for --resume)."""
 
     def __init__(self, store: FeatureStore, files: list[FileRef], norm: Normalizer, *, window: int,
-                 lookahead: int, stride: int, streams: int, pad_value: float = 0.0,
+                 lookahead: int, stride: int, streams: int, block: int = 1, pad_value: float = 0.0,
                  prefetch: int = 4, seed: int = 0, shuffle: bool = True, split: bool = True,
                  rank: int = 0, world: int = 1):
         if not files:
             raise ValueError("no files to stream")
         self.store, self.files, self.norm = store, files, norm
-        self.window, self.lookahead, self.stride = window, lookahead, stride
+        self.window, self.lookahead, self.stride, self.block = window, lookahead, stride, block
         self.streams, self.pad_value, self.prefetch = streams, pad_value, max(1, prefetch)
         self.seed, self.shuffle, self.split = seed, shuffle, split
         self.rank, self.world = rank, world
@@ -177,8 +182,8 @@ class WindowStream:
         window is seen once per epoch across ranks and every rank runs the same number of
         steps (a rank out of windows runs idle rows instead of leaving the others waiting)."""
         per = plan_epoch(self.frames, self.streams * self.world, self.stride, self.seed, epoch,
-                         self.shuffle, self.split)
-        full = StreamSchedule.build(per, self.stride)
+                         self.shuffle, self.split, self.block)
+        full = StreamSchedule.build(per, block_step(self.block, self.stride))
         return full.rows(slice(self.rank * self.streams, (self.rank + 1) * self.streams))
 
     def steps(self, epoch: int) -> int:
@@ -191,12 +196,14 @@ class WindowStream:
         n = self.norm
         mel = (item.mel - n.mel_mean) / n.mel_std
         emo = (item.emotion - n.emotion_mean) / n.emotion_std
-        L, la, pv = self.window, self.lookahead, self.pad_value
+        L, la, pv, K = self.window, self.lookahead, self.pad_value, self.block
+        targets = np.zeros((item.targets.shape[0] + K - 1, item.targets.shape[1]), np.float32)
+        targets[: item.targets.shape[0]] = item.targets
         return LoadedFile(
-            pad_frames(mel.astype(np.float32), L, la, pv),
-            pad_frames(emo.astype(np.float32), L, la, pv),
-            frame_mask(item.mel.shape[0], L, la),
-            np.ascontiguousarray(item.targets, dtype=np.float32),
+            pad_frames(mel.astype(np.float32), L, la, pv, K),
+            pad_frames(emo.astype(np.float32), L, la, pv, K),
+            frame_mask(item.mel.shape[0], L, la, K),
+            targets,
         )
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
@@ -223,8 +230,10 @@ class WindowStream:
                 nxt += 1
 
         try:
-            B, L = self.streams, self.window
+            B, L, K = self.streams, self.window, self.block
             M, E, C = self.dims.get("mel"), self.dims.get("emotion"), self.dims.get("targets")
+            lag = prev_offset(K, self.stride)
+            offsets = np.arange(K)
             for t in range(start_step, sched.steps):
                 files_now = sched.file[:, t]
                 needed = [f for f in set(files_now.tolist()) if f >= 0]
@@ -236,10 +245,11 @@ class WindowStream:
                     "emotion": np.empty((B, L, E), np.float32),
                     # Idle rows see all frames (of padding): attention over no key at all is NaN.
                     "frame_mask": np.ones((B, L), bool),
-                    "target": np.zeros((B, C), np.float32),
+                    "target": np.zeros((B, K, C), np.float32),
+                    "valid": np.zeros((B, K), bool),
+                    "active": np.zeros(B, bool),
                     "prev_target": np.zeros((B, C), np.float32),
                     "has_prev": np.zeros(B, bool),
-                    "valid": np.zeros(B, bool),
                     "file": files_now.copy(),
                     "frame": sched.frame[:, t].copy(),
                 }
@@ -254,11 +264,12 @@ class WindowStream:
                     batch["mel"][i] = cut(lf.mel, k, L)
                     batch["emotion"][i] = cut(lf.emotion, k, L)
                     batch["frame_mask"][i] = cut(lf.mask, k, L)
-                    batch["target"][i] = lf.targets[k]
-                    batch["valid"][i] = True
-                    if not sched.start[i, t]:  # within a segment, frame k - stride came just before
+                    batch["target"][i] = lf.targets[k : k + K]
+                    batch["valid"][i] = k + offsets < self.frames[f]
+                    batch["active"][i] = True
+                    if not sched.start[i, t]:  # within a segment, the previous block came just before
                         batch["has_prev"][i] = True
-                        batch["prev_target"][i] = lf.targets[k - self.stride]
+                        batch["prev_target"][i] = lf.targets[k - lag]
                 yield batch
                 for f in needed:
                     if need[f][1] == t:

@@ -1,9 +1,18 @@
-"""Window maths on a file's frame arrays: pure functions, no I/O.
+"""Window and block maths on a file's frame arrays: pure functions, no I/O.
 
-The window for target frame k covers frames [k - L + 1 + lookahead, k + lookahead]. A file
-is padded once with L - 1 - lookahead frames before and lookahead frames after, so window
-k is the view padded[k : k + L], every frame of every file (also files shorter than a
-window) is a target exactly once at stride 1, and no window is ever copied to be cut.
+One window of L frames predicts a block of K consecutive frames (K = frames_per_window;
+K = 1 is the method notes' one frame per window). The block whose first frame is f predicts
+frames f … f + K - 1, and its window covers frames [f + K - L + lookahead, f + K - 1 + lookahead]:
+the last frame of the block sits lookahead frames before the window's end, so block frame j
+is window position L - K - lookahead + j.
+
+A file is padded once with L - K - lookahead frames before and lookahead + K - 1 frames
+after (L - 1 in all, whatever K), so the window of the block starting at f is the view
+padded[f : f + L]; no window is ever copied to be cut.
+
+Blocks start at frames 0, K·s, 2K·s, … (s = stride): at stride 1 every frame of every file
+is a target exactly once (the last block of a file may reach past its end; those frames are
+masked, never dropped); at stride s the first K of every K·s frames are targets.
 """
 
 from __future__ import annotations
@@ -11,36 +20,66 @@ from __future__ import annotations
 import numpy as np
 
 
-def pad_lengths(window: int, lookahead: int) -> tuple[int, int]:
+def check_block(window: int, lookahead: int, block: int) -> None:
+    if block < 1 or block + lookahead > window:
+        raise ValueError(f"frames per window must be in [1, window - lookahead] = [1, {window - lookahead}], "
+                         f"got {block}")
+
+
+def pad_lengths(window: int, lookahead: int, block: int = 1) -> tuple[int, int]:
     """(frames padded before, frames padded after) a file."""
-    return window - 1 - lookahead, lookahead
+    return window - block - lookahead, lookahead + block - 1
 
 
-def window_span(k: int, window: int, lookahead: int) -> tuple[int, int]:
-    """[start, stop) frame range of the window whose target is frame k (may leave the file)."""
-    return k - window + 1 + lookahead, k + lookahead + 1
+def block_positions(window: int, lookahead: int, block: int = 1) -> tuple[int, int]:
+    """[start, stop) window positions of the block's K frames."""
+    return window - block - lookahead, window - lookahead
 
 
-def n_windows(n_frames: int, stride: int) -> int:
-    return -(-n_frames // stride)
+def window_span(first: int, window: int, lookahead: int, block: int = 1) -> tuple[int, int]:
+    """[start, stop) frame range of the window of the block starting at frame `first` (may
+    leave the file)."""
+    return first + block - window + lookahead, first + block + lookahead
 
 
-def pad_frames(arr: np.ndarray, window: int, lookahead: int, pad_value: float = 0.0) -> np.ndarray:
+def block_step(block: int, stride: int) -> int:
+    """Frames from one block's first frame to the next block's."""
+    return block * stride
+
+
+def n_blocks(n_frames: int, block: int = 1, stride: int = 1) -> int:
+    """Blocks in a file of n_frames: ceil(T / (K·s))."""
+    return -(-n_frames // block_step(block, stride))
+
+
+def target_frames(n_frames: int, block: int = 1, stride: int = 1) -> np.ndarray:
+    """The frames of a file that are targets in one epoch, in time order."""
+    k = np.arange(n_frames)
+    return k[k % block_step(block, stride) < block]
+
+
+def prev_offset(block: int, stride: int) -> int:
+    """Frames from the last frame of one block to the first frame of the next: the lag of
+    the carried previous frame (stride s at K = 1, as in the method notes)."""
+    return (stride - 1) * block + 1
+
+
+def pad_frames(arr: np.ndarray, window: int, lookahead: int, pad_value: float = 0.0, block: int = 1) -> np.ndarray:
     """(T, D) -> (T + L - 1, D) with pad_value rows at both ends."""
-    left, right = pad_lengths(window, lookahead)
+    left, right = pad_lengths(window, lookahead, block)
     out = np.full((arr.shape[0] + left + right, arr.shape[1]), pad_value, dtype=arr.dtype)
     out[left : left + arr.shape[0]] = arr
     return out
 
 
-def frame_mask(n_frames: int, window: int, lookahead: int) -> np.ndarray:
+def frame_mask(n_frames: int, window: int, lookahead: int, block: int = 1) -> np.ndarray:
     """(T + L - 1,) bool: True where the padded array holds a real frame."""
-    left, right = pad_lengths(window, lookahead)
+    left, right = pad_lengths(window, lookahead, block)
     m = np.zeros(n_frames + left + right, dtype=bool)
     m[left : left + n_frames] = True
     return m
 
 
-def cut(padded: np.ndarray, k: int, window: int) -> np.ndarray:
-    """The window of target frame k as a view of the padded array: (L, ...)."""
-    return padded[k : k + window]
+def cut(padded: np.ndarray, first: int, window: int) -> np.ndarray:
+    """The window of the block starting at frame `first` as a view of the padded array: (L, ...)."""
+    return padded[first : first + window]

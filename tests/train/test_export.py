@@ -18,12 +18,15 @@ from tests.train.test_predict import checkpoint  # noqa: F401  (module fixture)
 
 
 def real_windows(store, ckpt, n=7):
-    """Raw (unstandardised) windows from a stored example take, incl. its first frames."""
+    """Raw (unstandardised) windows from a stored example take, incl. its first and last
+    frames, for the checkpoint's frames per window."""
     fs = FeatureStore(store)
     item = fs.read_item(fs.item_keys()[0])
-    L, la = int(ckpt["window"]), int(ckpt["lookahead"])
-    pm, pe, pk = pad_frames(item.mel, L, la), pad_frames(item.emotion, L, la), frame_mask(item.mel.shape[0], L, la)
-    ks = [0, 1, 5, 40, 41, 100, item.mel.shape[0] - 1][:n]
+    L, la, K = int(ckpt["window"]), int(ckpt["lookahead"]), int(ckpt["frames_per_window"])
+    T = item.mel.shape[0]
+    pm, pe = pad_frames(item.mel, L, la, block=K), pad_frames(item.emotion, L, la, block=K)
+    pk = frame_mask(T, L, la, block=K)
+    ks = [0, 1, 5, 40, 41, 100, T - 1][:n]
     mel = torch.from_numpy(np.stack([cut(pm, k, L) for k in ks]))
     emo = torch.from_numpy(np.stack([cut(pe, k, L) for k in ks]))
     mask = torch.from_numpy(np.stack([cut(pk, k, L) for k in ks]))
@@ -56,10 +59,16 @@ def test_export_matches_pytorch_on_real_features(example_store, checkpoint, tmp_
             got = [t.numpy() for t in torch.jit.load(str(out))(*args)]
     for g, r in zip(got, ref):
         np.testing.assert_allclose(g, r, atol=1e-4)
-    # The smoothing step is really in the graph: smoothed differs from current where has_prev.
-    assert not np.allclose(got[1][1:], got[0][1:]) and np.allclose(got[1][0], got[0][0])
+    K = int(ckpt["frames_per_window"])
+    assert got[0].shape == (7, K, 52) and got[1].shape == (7, K, 52)
+    # The smoothing is really in the graph: smoothed differs from current where a previous
+    # frame exists (has_prev, or inside the block), and not on a file's first frame.
+    assert not np.allclose(got[1][1:], got[0][1:]) and np.allclose(got[1][0, 0], got[0][0, 0])
+    if K > 1:
+        assert not np.allclose(got[1][0, 1:], got[0][0, 1:])
     side = json.loads(out.with_name(out.name + ".json").read_text())
-    assert side["channels"][17] == "jawOpen" and side["fps"] == 30.0 and side["window"] == 48
+    assert side["frames_per_window"] == K and side["block_positions"] == [side["window"] - K - 6, side["window"] - 6]
+    assert side["channels"][17] == "jawOpen" and side["fps"] == 30.0 and side["window"] == ckpt["window"]
     assert side["lookahead"] == 6 and side["feature_config_hash"] == ckpt["feature_config_hash"]
     assert side["onnx_opset"] == (18 if fmt == "onnx" else None) and len(side["normalisation"]["mel_mean"]) == 80
 
@@ -86,3 +95,27 @@ def test_loading_never_executes_pickled_code(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="evil.pt"):
         load_checkpoint(tmp_path / "evil.pt")
     assert "this must never run" not in capsys.readouterr().out
+
+
+def test_export_with_fewer_frames_per_window(example_store, checkpoint, tmp_path):  # noqa: F811
+    """A graph of K' < K frames per window (the last K' trained block positions): (B, K', C)
+    outputs that match PyTorch at K'."""
+    import onnxruntime as ort
+
+    out = tmp_path / "m.onnx"
+    with pytest.raises(SystemExit) as e:
+        main(["export", "--checkpoint", str(checkpoint), "--format", "onnx", "--out", str(out), "-K", "2"])
+    assert e.value.code == 0
+    ckpt = load_checkpoint(checkpoint)
+    model, _, norm = load_model(ckpt)
+    model.use_frames_per_window(2)
+    args = real_windows(example_store, dict(ckpt, frames_per_window=2))
+    with torch.no_grad():
+        ref = [t.numpy() for t in ExportedModel(model, norm).eval()(*args)]
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(
+        None, {k: v.numpy() for k, v in zip(INPUTS, args)})
+    assert got[0].shape == (7, 2, 52)
+    for g, r in zip(got, ref):
+        np.testing.assert_allclose(g, r, atol=1e-4)
+    side = json.loads(out.with_name(out.name + ".json").read_text())
+    assert side["frames_per_window"] == 2 and side["trained_frames_per_window"] == ckpt["frames_per_window"]

@@ -15,11 +15,13 @@ from blendsync.train.data import DataError
 from blendsync.train.loop import fit
 from tests.train.conftest import make_random_store
 
-# Test-sized: a 48-frame window and a tiny model, so CPU training takes seconds.
+# The default frames per window; test windows are just long enough for it.
+KD = TrainConfig().stream.frames_per_window
+# Test-sized: a short window and a tiny model, so CPU training takes seconds.
 TINY = {
     "preset": "custom",
     "model": {"d_model": 16, "heads": 2, "mel_layers": 1, "emotion_layers": 1, "dropout": 0.0},
-    "stream": {"window": 48, "lookahead": 6, "batch_streams": 4, "stride": 6},
+    "stream": {"window": KD + 16, "lookahead": 6, "batch_streams": 4, "stride": 1},
     "optim": {"epochs": 2, "warmup_steps": 5, "lr": 1e-3},
     "diagnostics": {"every_steps": 20},
 }
@@ -37,7 +39,7 @@ def test_small_preset_overfits_a_tiny_store(tmp_path):
     fs, _ = make_random_store(tmp_path / "s.zarr", [12] * 5, channels=5, seed=3, learnable=True)
     cfg = TrainConfig.from_dict({
         "preset": "small", "model": {"dropout": 0.0},
-        "stream": {"window": 32, "lookahead": 4, "stride": 1},
+        "stream": {"window": 32, "lookahead": 4, "stride": 1, "frames_per_window": 4},
         "optim": {"epochs": 60, "warmup_steps": 20, "lr": 1e-3, "min_lr_ratio": 0.1},
         "diagnostics": {"every_steps": 0},
     })
@@ -74,7 +76,8 @@ def test_cli_trains_two_epochs_and_writes_every_output(example_store, tmp_path):
     assert e.value.code == 1
     ck = load_checkpoint(out / "checkpoints" / "last.pt")
     assert ck["epoch"] == 2 and len(ck["channels"]) == 52 and ck["feature_config_hash"]
-    assert json.loads(ck["config_json"])["stream"]["window"] == 48
+    stream = json.loads(ck["config_json"])["stream"]
+    assert stream["window"] == KD + 16 and stream["frames_per_window"] == KD == ck["frames_per_window"]
 
 
 def _params(run):
@@ -82,6 +85,7 @@ def _params(run):
 
 
 def test_stopped_mid_epoch_and_resumed_is_bit_identical(example_store, tmp_path):
+    """At the default frames per window."""
     cfg = tiny(optim={"epochs": 2}, checkpoint={"every_steps": 0})
     whole = fit(example_store, cfg=cfg, out=tmp_path / "whole")
     steps = whole.step
@@ -144,9 +148,9 @@ def test_custom_rig_head_does_not_collapse(shared_data, tmp_path):
     ])
     store = tmp_path / "rig.zarr"
     assert extract(man, store, cfg, executor="serial").ok
-    # One training take on one stream (split_files off): the 2-epoch budget is 736 optimizer
-    # steps; split over 4 streams the same epochs would be 184 larger steps.
-    r = fit(store, cfg=tiny(optim={"epochs": 2}, stream={"stride": 4, "split_files": False}), out=tmp_path / "run")
+    # One training take on one stream (split_files off), blocks of the default K frames at
+    # stride 1: 1472 / K steps an epoch.
+    r = fit(store, cfg=tiny(optim={"epochs": 6, "lr": 3e-3}, stream={"split_files": False}), out=tmp_path / "run")
     from blendsync.train.evaluate import evaluate_checkpoint
 
     ev = evaluate_checkpoint(r.run_dir / "checkpoints" / "best.pt", store, split="val")

@@ -32,8 +32,9 @@ def test_every_parameter_gets_a_gradient_features_and_prev_get_none():
     mel, emo, mask, prev, has_prev = _inputs()
     prev.requires_grad_(True)
     out = m(mel, emo, mask, prev, has_prev)
+    assert out["smoothed"].shape == (3, 1, 7)  # one frame per window
     target = torch.rand_like(out["smoothed"])
-    terms = loss_terms(out["smoothed"], target, prev, torch.rand_like(target), torch.ones(3, dtype=torch.bool),
+    terms = loss_terms(out["smoothed"], target, prev, torch.rand_like(prev), torch.ones(3, 1, dtype=torch.bool),
                        has_prev, torch.tensor([1, 1, 0, 0, 0, 0, 0], dtype=torch.bool),
                        torch.tensor([0, 0, 1, 1, 0, 0, 0], dtype=torch.bool))
     total_loss(terms, LossWeights()).backward()
@@ -51,8 +52,8 @@ def test_alpha_gradient_matches_the_analytic_form():
     (out["smoothed"] * g).sum().backward()
     a = m.smoothing_alpha.detach()
     s = torch.sigmoid(a)
-    current = out["current"].detach()
-    analytic = (g * (current - prev) * s * (1 - s))[has_prev].sum()
+    current = out["current"].detach()[:, 0]
+    analytic = (g[:, 0] * (current - prev) * s * (1 - s))[has_prev].sum()
     torch.testing.assert_close(m.smoothing_alpha.grad, analytic, rtol=1e-5, atol=1e-7)
 
 
@@ -74,7 +75,7 @@ def test_fusion_starts_as_the_average_and_head_at_the_channel_means():
     with torch.no_grad():
         m.decoder.head_weight.zero_()
         out = m(*_inputs()[:3])["current"]
-    torch.testing.assert_close(out[0], means, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(out[0, 0], means, rtol=1e-5, atol=1e-7)
     m.eval()
     with torch.no_grad():
         m.decoder.head_bias.fill_(1.7)
@@ -82,12 +83,13 @@ def test_fusion_starts_as_the_average_and_head_at_the_channel_means():
 
 
 def test_loss_terms_are_zero_not_nan_when_empty():
-    pred = torch.rand(2, 4)
+    pred = torch.rand(2, 1, 4)
+    prev = torch.rand(2, 4)
     none = torch.zeros(4, dtype=torch.bool)
-    t = loss_terms(pred, pred.clone(), pred, pred, torch.ones(2, dtype=torch.bool),
+    t = loss_terms(pred, pred.clone(), prev, prev, torch.ones(2, 1, dtype=torch.bool),
                    torch.zeros(2, dtype=torch.bool), none, none)
     for k in ("mouth", "expression", "consistency", "temporal"):
         assert t[k].item() == 0.0
-    t = loss_terms(pred * float("nan"), pred, pred, pred, torch.zeros(2, dtype=torch.bool),
+    t = loss_terms(pred * float("nan"), pred, prev, prev, torch.zeros(2, 1, dtype=torch.bool),
                    torch.zeros(2, dtype=torch.bool), none, none)
     assert all(torch.isfinite(v) for v in t.values())

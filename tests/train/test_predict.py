@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from blendsync.shared.channels import ARKIT
+from blendsync.shared.featurize_file import featurize_file
 from blendsync.shared.targets import TargetSpec, parse_timecode, read_targets
 from blendsync.train.cli import main
 from blendsync.train.config import TrainConfig
@@ -17,12 +18,16 @@ from blendsync.train.outputs import livelink_timecode
 from blendsync.train.predict import Predictor
 
 
+KD = TrainConfig().stream.frames_per_window
+
+
 @pytest.fixture(scope="module")
 def checkpoint(example_store, tmp_path_factory):
+    """A tiny model at the default frames per window."""
     cfg = TrainConfig.from_dict({
         "preset": "custom",
         "model": {"d_model": 16, "heads": 2, "dropout": 0.0},
-        "stream": {"window": 48, "lookahead": 6, "batch_streams": 4, "stride": 8},
+        "stream": {"window": KD + 16, "lookahead": 6, "batch_streams": 4},
         "optim": {"epochs": 1, "warmup_steps": 5},
     })
     run = tmp_path_factory.mktemp("run")
@@ -72,9 +77,12 @@ def test_predict_matches_the_trainers_validation_pass(example_store, checkpoint)
     got = p.animate(entry["audio"])["curves"]
     want = ev["pred"][entry["id"]]
     # The stored item is trimmed to the shorter of audio and targets, predict covers the whole
-    # audio: the last `lookahead` windows see that extra frame, all others must agree.
+    # audio: blocks whose window reaches the stored item's end see that extra frame, all
+    # earlier frames must agree.
     assert 0 <= got.shape[0] - want.shape[0] <= 2
-    n = len(want) - p.lookahead
+    K = p.frames_per_window
+    n = (len(want) - p.lookahead) // K * K
+    assert n >= len(want) // 2
     np.testing.assert_allclose(got[:n], want[:n], atol=1e-5)
 
 
@@ -109,7 +117,8 @@ def test_evaluate_prints_every_metric_and_json_parses(example_store, checkpoint,
 @pytest.mark.parametrize("name", ["ljspeech_LJ050-0131_22k.wav", "sr_english_44k.wav", "sr_chinese.flac"])
 def test_chunked_prediction_matches_whole_file(shared_data, checkpoint, name):
     """Audio fed in chunks (resampler, features, smoothing state carried) gives the curves of
-    whole-file processing within 1e-4, for chunks shorter and longer than the contexts."""
+    whole-file processing within 1e-4, for chunks shorter and longer than the contexts, at
+    the default frames per window."""
     from blendsync.train.chunked import animate_chunked
 
     p = Predictor.load(checkpoint)
@@ -119,7 +128,34 @@ def test_chunked_prediction_matches_whole_file(shared_data, checkpoint, name):
         res = animate_chunked(p, audio, chunk)
         assert res["curves"].shape == whole.shape
         np.testing.assert_allclose(res["curves"], whole, atol=1e-4, err_msg=f"chunk {chunk} s")
-        assert res["latency_s"] == pytest.approx(chunk + 0.3 + 6 / 30)
+        assert res["latency_s"] == pytest.approx(chunk + 0.3 + (6 + KD - 1) / 30)
+
+
+def test_fewer_frames_per_window_at_predict_time(shared_data, checkpoint, tmp_path, capsys):
+    """A model trained with K frames per window predicts blocks of K' < K (its last K'
+    positions): chunked still equals whole-file at K', the latency falls by K - K' frames,
+    and each frame comes from a window where it sits at a trained position."""
+    from blendsync.train.chunked import animate_chunked
+
+    audio = shared_data / "speech" / "ljspeech_LJ050-0131_22k.wav"
+    full = Predictor.load(checkpoint)
+    small = Predictor.load(checkpoint, frames_per_window=3)
+    assert small.frames_per_window == 3 and small.model.positions == (KD + 16 - 3 - 6, KD + 16 - 6)
+    whole = small.animate(audio)["curves"]
+    res = animate_chunked(small, audio, 0.4)
+    np.testing.assert_allclose(res["curves"], whole, atol=1e-4)
+    assert res["latency_s"] == pytest.approx(animate_chunked(full, audio, 0.4)["latency_s"] - (KD - 3) / 30)
+    # Block frame K - 1 of the trained model (the window's last block position) is frame 0
+    # of a one-frame block in the same window.
+    one = Predictor.load(checkpoint, frames_per_window=1)
+    ff = featurize_file(audio, None, full.feature_config)
+    blocks = full.current_blocks(ff.mel, ff.emotion, range(2, 3), final_frames=ff.frames)
+    last = one.current_blocks(ff.mel, ff.emotion, range(3 * KD - 1, 3 * KD), final_frames=ff.frames)
+    np.testing.assert_allclose(blocks[-1], last[0], atol=1e-5)
+    with pytest.raises(SystemExit) as e:
+        main(["predict", str(audio), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
+              "-K", str(KD + 1), "--no-plot"])
+    assert e.value.code == 1 and f"trained with {KD}" in capsys.readouterr().err
 
 
 def test_cli_chunked_predict_reports_latency(shared_data, checkpoint, tmp_path, capsys):

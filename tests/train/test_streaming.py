@@ -1,4 +1,5 @@
-"""Window streaming: coverage, order, resets and window contents against brute force."""
+"""Window streaming: coverage, order, resets and window contents against brute force, for
+one frame per window and for blocks of K frames."""
 
 from __future__ import annotations
 
@@ -8,34 +9,37 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blendsync.train.streaming import FileRef, Normalizer, StreamSchedule, WindowStream, plan_epoch
-from blendsync.train.windows import cut, frame_mask, pad_frames, window_span
+from blendsync.train.windows import (block_positions, block_step, cut, frame_mask, n_blocks, pad_frames,
+                                     prev_offset, target_frames, window_span)
 from tests.train.conftest import make_random_store
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     frames=st.lists(st.integers(min_value=1, max_value=60), min_size=1, max_size=12),
     streams=st.integers(min_value=1, max_value=6),
     stride=st.integers(min_value=1, max_value=5),
+    block=st.sampled_from([1, 1, 2, 3, 7, 16, 64]),
     seed=st.integers(0, 100),
     epoch=st.integers(0, 5),
     split=st.booleans(),
 )
-def test_schedule_visits_every_target_once_in_time_order_with_resets_at_segment_starts(
-        frames, streams, stride, seed, epoch, split):
-    per = plan_epoch(frames, streams, stride, seed, epoch, split=split)
+def test_schedule_visits_every_target_frame_once_in_time_order_with_resets_at_segment_starts(
+        frames, streams, stride, block, seed, epoch, split):
+    per = plan_epoch(frames, streams, stride, seed, epoch, split=split, block=block)
     segments = [seg for row in per for seg in row]
-    sched = StreamSchedule.build(per, stride)
-    windows = sum(-(-T // stride) for T in frames)
+    step = block_step(block, stride)
+    sched = StreamSchedule.build(per, step)
+    blocks = sum(n_blocks(T, block, stride) for T in frames)
     if split:
-        # Every stream busy to the end: as few steps as the windows allow, at most
+        # Every stream busy to the end: as few steps as the blocks allow, at most
         # streams - 1 files cut in two.
-        assert sched.steps == -(-windows // streams)
+        assert sched.steps == -(-blocks // streams)
         assert len(segments) <= len(frames) + streams - 1
     else:
-        # Whole files, each from its first window to its last.
+        # Whole files, each from its first block to its last.
         assert sorted(f for f, _, _ in segments) == list(range(len(frames)))
-        assert all(a == 0 and b == -(-frames[f] // stride) for f, a, b in segments)
+        assert all(a == 0 and b == n_blocks(frames[f], block, stride) for f, a, b in segments)
     visits = {}
     for i in range(streams):
         row_f, row_k, row_s = sched.file[i], sched.frame[i], sched.start[i]
@@ -45,14 +49,20 @@ def test_schedule_visits_every_target_once_in_time_order_with_resets_at_segment_
         last = (-1, -1)
         for t in np.flatnonzero(active):
             f, k = int(row_f[t]), int(row_k[t])
-            visits[(f, k)] = visits.get((f, k), 0) + 1
+            assert k < frames[f]  # a block starts inside its file (it may end past it: masked)
+            for frame in range(k, min(k + block, frames[f])):
+                visits[(f, frame)] = visits.get((f, frame), 0) + 1
             if not row_s[t]:
-                assert (f, k) == (last[0], last[1] + stride)  # time order inside a segment
+                assert (f, k) == (last[0], last[1] + step)  # time order inside a segment
             else:
                 assert split or k == 0  # whole files start at their first frame
             last = (f, k)
-    want = {(f, k): 1 for f, T in enumerate(frames) for k in range(0, T, stride)}
+    # At stride 1 every frame of every file exactly once; at stride s the first K of every
+    # K*s frames.
+    want = {(f, int(k)): 1 for f, T in enumerate(frames) for k in target_frames(T, block, stride)}
     assert visits == want
+    if stride == 1:
+        assert len(want) == sum(frames)
 
 
 def test_few_long_files_keep_every_stream_busy():
@@ -65,23 +75,29 @@ def test_few_long_files_keep_every_stream_busy():
     assert val.steps == 3000 and (val.file[2:] == -1).all()
 
 
-@settings(max_examples=60, deadline=None)
-@given(T=st.integers(1, 80), L=st.integers(1, 40), la_frac=st.floats(0, 0.99), k_frac=st.floats(0, 0.999))
-def test_window_is_the_brute_force_slice(T, L, la_frac, k_frac):
+@settings(max_examples=100, deadline=None)
+@given(T=st.integers(1, 80), L=st.integers(1, 40), la_frac=st.floats(0, 0.99), k_frac=st.floats(0, 0.999),
+       block_frac=st.floats(0, 1))
+def test_window_is_the_brute_force_slice(T, L, la_frac, k_frac, block_frac):
     la = int(la_frac * L)
-    k = int(k_frac * T)
+    K = 1 + int(block_frac * (L - la - 1))  # 1 <= K <= L - la
+    k = int(k_frac * T)  # the block's first frame
     arr = np.arange(T * 2, dtype=np.float32).reshape(T, 2)
-    padded = pad_frames(arr, L, la, pad_value=-1.0)
-    mask = frame_mask(T, L, la)
+    padded = pad_frames(arr, L, la, pad_value=-1.0, block=K)
+    mask = frame_mask(T, L, la, block=K)
+    assert padded.shape[0] == T + L - 1  # whatever K
     win, m = cut(padded, k, L), cut(mask, k, L)
-    a, b = window_span(k, L, la)
+    a, b = window_span(k, L, la, K)
+    assert b - a == L
     for j, frame in enumerate(range(a, b)):
         if 0 <= frame < T:
             assert m[j] and (win[j] == arr[frame]).all()
         else:
             assert not m[j] and (win[j] == -1.0).all()
     assert np.shares_memory(win, padded)  # a view, not a copy
-    assert win[L - 1 - la][0] == arr[k][0]  # the target frame sits lookahead from the end
+    p0, p1 = block_positions(L, la, K)
+    assert p1 - p0 == K and p1 == L - la  # the block's last frame sits lookahead from the end
+    assert win[p0][0] == arr[k][0]  # its first frame is the block's first frame
 
 
 def _norm():
@@ -90,46 +106,53 @@ def _norm():
     return Normalizer(z(80, np.float32), o(80, np.float32), z(88, np.float32), o(88, np.float32), z(5, np.float32))
 
 
-@pytest.mark.parametrize("stride", [1, 3])
-def test_batches_from_a_real_store_match_brute_force(tmp_path, stride):
-    lengths = [5, 40, 23, 70, 1]  # some shorter than the window
+@pytest.mark.parametrize("stride, block", [(1, 1), (3, 1), (1, 5), (2, 4), (1, 13)])
+def test_batches_from_a_real_store_match_brute_force(tmp_path, stride, block):
+    lengths = [5, 40, 23, 70, 1]  # some shorter than the window, some than a block
     fs, keys = make_random_store(tmp_path / "s.zarr", lengths)
     files = [FileRef(k, T, k) for k, T in zip(keys, lengths)]
-    L, la = 16, 3
-    ws = WindowStream(fs, files, _norm(), window=L, lookahead=la, stride=stride, streams=3, seed=1)
+    L, la, K = 16, 3, block
+    step = block_step(K, stride)
+    ws = WindowStream(fs, files, _norm(), window=L, lookahead=la, stride=stride, streams=3, block=K, seed=1)
     items = {i: fs.read_item(k) for i, k in enumerate(keys)}
     seen = []
     prev_row = {}
     batches = list(ws.epoch(2))
     for t, b in enumerate(batches):
-        assert b["mel"].shape == (3, L, 80) and b["target"].shape == (3, 5)
+        assert b["mel"].shape == (3, L, 80) and b["target"].shape == (3, K, 5) and b["valid"].shape == (3, K)
         for i in range(3):
-            if not b["valid"][i]:
-                assert b["file"][i] == -1 and b["frame_mask"][i].all()
+            if not b["active"][i]:
+                assert b["file"][i] == -1 and b["frame_mask"][i].all() and not b["valid"][i].any()
                 continue
             f, k = int(b["file"][i]), int(b["frame"][i])
             it = items[f]
-            seen.append((f, k))
-            a, e = window_span(k, L, la)
+            a, e = window_span(k, L, la, K)
             for j, frame in enumerate(range(a, e)):
                 inside = 0 <= frame < lengths[f]
                 assert b["frame_mask"][i, j] == inside
                 if inside:
                     np.testing.assert_array_equal(b["mel"][i, j], it.mel[frame])
                     np.testing.assert_array_equal(b["emotion"][i, j], it.emotion[frame])
-            np.testing.assert_array_equal(b["target"][i], it.targets[k])
-            # No previous frame at a segment's first window; otherwise the one a stride back.
-            assert b["has_prev"][i] == (seen.count((f, k - stride)) == 1 and k >= stride
-                                        and prev_row.get(i) == (f, k - stride))
+            for j in range(K):
+                real = k + j < lengths[f]
+                assert b["valid"][i, j] == real  # frames past the file's end are masked
+                if real:
+                    np.testing.assert_array_equal(b["target"][i, j], it.targets[k + j])
+                    seen.append((f, k + j))
+            # No previous frame at a segment's first block; otherwise the frame just before
+            # the block, prev_offset frames back (stride frames at K = 1).
+            lag = prev_offset(K, stride)
+            assert b["has_prev"][i] == (k >= step and prev_row.get(i) == (f, k - step))
             if b["has_prev"][i]:
-                np.testing.assert_array_equal(b["prev_target"][i], it.targets[k - stride])
+                np.testing.assert_array_equal(b["prev_target"][i], it.targets[k - lag])
             prev_row[i] = (f, k)
-    assert sorted(seen) == sorted((f, k) for f, T in enumerate(lengths) for k in range(0, T, stride))
+    want = sorted((f, int(k)) for f, T in enumerate(lengths) for k in target_frames(T, K, stride))
+    assert sorted(seen) == want
     # Restarting mid-epoch gives the same remaining batches.
     rest = list(ws.epoch(2, start_step=4))
     for a, b in zip(batches[4:], rest):
         for name in a:
             np.testing.assert_array_equal(a[name], b[name])
     # Another epoch shuffles file order, not frames within files.
-    other = [(int(b["file"][0]), int(b["frame"][0])) for b in ws.epoch(3) if b["valid"][0]]
-    assert other and all(k == 0 or (f, k - stride) in other for f, k in other)
+    other = [(int(b["file"][0]), int(b["frame"][0])) for b in ws.epoch(3) if b["active"][0]]
+    assert other and all(k == 0 or (f, k - step) in other for f, k in other)

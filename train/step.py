@@ -1,0 +1,121 @@
+"""One training step, and the batch handling around it, without host-device synchronisation.
+
+The host knows from its numpy batch which rows are active and whether any window has
+padding; those decisions are made there, so the step never reads a device value back (no
+`.item()`, no branch on a tensor). Loss terms stay on the device and are summed there
+(LossMeter); the loop reads them every log interval. On CUDA, batches are copied from pinned
+host memory with non_blocking copies.
+
+Shapes as streaming.py documents: B streams, L window frames, K block frames, C channels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from blendsync.train.config import TrainConfig
+from blendsync.train.losses import loss_terms, total_loss
+
+
+@dataclass
+class DeviceBatch:
+    """A batch on the device plus what the host decided about it.
+
+    t: the streaming arrays as tensors; rows: (R,) int64 on the device, the active rows when
+    only some are (None: run every row); padded: some window that runs has padding (else the
+    model skips the attention mask); frames: real target frames in the batch; alpha_in_use:
+    smoothing_alpha acts on some frame (a block of K > 1 or a carried previous frame)."""
+
+    t: dict[str, torch.Tensor]
+    rows: torch.Tensor | None
+    padded: bool
+    frames: int
+    alpha_in_use: bool
+
+
+def to_device(batch: dict[str, np.ndarray], device: torch.device) -> DeviceBatch:
+    active = batch["active"]
+    some = bool(active.any()) and not bool(active.all())
+    # A batch with no active row (a rank out of windows) still runs whole, its loss masked to
+    # 0, so every process takes part in the gradient all-reduce.
+    run = np.flatnonzero(active) if some else np.arange(active.shape[0])
+    pin = device.type == "cuda"
+
+    def put(v: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(v)
+        return x.pin_memory().to(device, non_blocking=True) if pin else x.to(device)
+
+    t = {k: put(v) for k, v in batch.items()}
+    rows = put(run.astype(np.int64)) if some else None
+    return DeviceBatch(
+        t, rows,
+        padded=not bool(batch["frame_mask"][run].all()),
+        frames=int(batch["valid"].sum()),
+        alpha_in_use=batch["target"].shape[1] > 1 or bool(batch["has_prev"][run].any()),
+    )
+
+
+def forward_rows(model, db: DeviceBatch, prev: torch.Tensor, amp: bool) -> torch.Tensor:
+    """Smoothed predictions (B, K, C) float32; idle rows are not computed (zeros, masked by
+    the loss and never carried)."""
+    t = db.t
+    rows = db.rows
+    pick = (lambda x: x) if rows is None else (lambda x: x.index_select(0, rows))
+    with torch.autocast(device_type=prev.device.type, dtype=torch.bfloat16, enabled=amp):
+        out = model(pick(t["mel"]), pick(t["emotion"]), pick(t["frame_mask"]) if db.padded else None,
+                    pick(prev), pick(t["has_prev"]))
+    smoothed = out["smoothed"].float()
+    if rows is None:
+        return smoothed
+    B, (_, K, C) = prev.shape[0], smoothed.shape
+    return smoothed.new_zeros(B, K, C).index_copy(0, rows, smoothed)
+
+
+def last_frames(pred: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(B, K, C), (B, K) -> (B, C): each row's last real frame (the state carried to the
+    row's next block)."""
+    last = (valid.sum(dim=1) - 1).clamp(min=0)
+    return pred.gather(1, last[:, None, None].expand(-1, 1, pred.shape[2])).squeeze(1)
+
+
+def carry(prev: torch.Tensor, pred: torch.Tensor, t: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The next step's previous smoothed frame per stream (B, C): active rows move on."""
+    return torch.where(t["active"][:, None], last_frames(pred, t["valid"]), prev)
+
+
+def train_step(model, db: DeviceBatch, prev, cfg: TrainConfig, masks, amp: bool):
+    """One forward/backward. Returns (loss, terms, smoothed (B, K, C) detached), all on the
+    device."""
+    t = db.t
+    pred = forward_rows(model, db, prev, amp)
+    terms = loss_terms(pred, t["target"], prev, t["prev_target"], t["valid"], t["has_prev"], *masks)
+    loss = total_loss(terms, cfg.loss)
+    loss.backward()
+    return loss, terms, pred.detach()
+
+
+class LossMeter:
+    """Sums of the loss and its terms on the device between two log records; pop() reads
+    them back in one transfer."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.n = 0
+
+    def add(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+        for k, v in {"loss": loss, **terms}.items():
+            v = v.detach().float()
+            self.sums[k] = v if k not in self.sums else self.sums[k] + v
+        self.n += 1
+
+    def pop(self) -> dict[str, float]:
+        if not self.sums:
+            return {}
+        names = list(self.sums)
+        values = torch.stack([self.sums[k] for k in names]).cpu().tolist()
+        out = {k: v / max(self.n, 1) for k, v in zip(names, values)}
+        self.sums, self.n = {}, 0
+        return out
