@@ -40,7 +40,7 @@ def cli(verbose: int, quiet: bool) -> None:
               help="Training blocks start every K x stride frames (stride 1: every frame a target) [default: 1].")
 @click.option("--frames-per-window", "-K", "frames_per_window", type=click.IntRange(min=1), default=None,
               help="K: frames one window predicts (stream.frames_per_window; 1 = one output per window) "
-                   "[default: from the config, 32].")
+                   "[default: from the config, 128].")
 @click.option("--compile/--no-compile", "compile_", default=None,
               help="torch.compile the model for training [default: from the config, off].")
 @click.option("--device", default="auto", help="auto, cpu, cuda, cuda:N.")

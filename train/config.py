@@ -39,8 +39,9 @@ class StreamConfig:
     lookahead: int = 6
     # K: frames one window predicts (the block ending lookahead frames before the window's
     # end). 1 = the method notes' one output per window; larger K cuts the cost per frame
-    # about K-fold, and adds up to K - 1 frames of latency to chunked predict.
-    frames_per_window: int = 32
+    # about K-fold and adds up to K - 1 frames of latency to chunked predict (predict can use
+    # fewer). 128: the measurements behind it are in README (Frames per window).
+    frames_per_window: int = 128
     batch_streams: int = 8
     # Value of padded frames, in standardised units (0 = the training mean).
     pad_value: float = 0.0

@@ -99,6 +99,8 @@ class Predictor:
         if final_frames is None and starts[-1] + K + la > first + N:
             raise ValueError(f"block at frame {starts[-1]} needs features up to {starts[-1] + K - 1 + la}, "
                              f"have {first + N}")
+        if final_frames is not None and starts[-1] >= final_frames:
+            raise ValueError(f"block at frame {starts[-1]} starts past the file's {final_frames} frames")
         if first and starts[0] - self.reach < first:
             raise ValueError(f"block at frame {starts[0]} needs features from {starts[0] - self.reach}, have {first}")
         pm = pad_frames(((mel - n.mel_mean) / n.mel_std).astype(np.float32), L, la, block=K)

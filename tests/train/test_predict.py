@@ -149,9 +149,13 @@ def test_fewer_frames_per_window_at_predict_time(shared_data, checkpoint, tmp_pa
     # of a one-frame block in the same window.
     one = Predictor.load(checkpoint, frames_per_window=1)
     ff = featurize_file(audio, None, full.feature_config)
-    blocks = full.current_blocks(ff.mel, ff.emotion, range(2, 3), final_frames=ff.frames)
-    last = one.current_blocks(ff.mel, ff.emotion, range(3 * KD - 1, 3 * KD), final_frames=ff.frames)
+    b = (ff.frames - 1) // KD - 1  # a whole block inside the file
+    blocks = full.current_blocks(ff.mel, ff.emotion, range(b, b + 1), final_frames=ff.frames)
+    last = one.current_blocks(ff.mel, ff.emotion, range((b + 1) * KD - 1, (b + 1) * KD), final_frames=ff.frames)
+    assert blocks.shape == (KD, 52)
     np.testing.assert_allclose(blocks[-1], last[0], atol=1e-5)
+    with pytest.raises(ValueError, match="past the file"):
+        full.current_blocks(ff.mel, ff.emotion, range(b, b + 5), final_frames=ff.frames)
     with pytest.raises(SystemExit) as e:
         main(["predict", str(audio), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
               "-K", str(KD + 1), "--no-plot"])
