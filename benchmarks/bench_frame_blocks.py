@@ -72,7 +72,7 @@ def train_rate(preset: str, K: int, device: torch.device, steps: int, repeats: i
         t0, c0 = time.perf_counter(), time.process_time()
         for i in range(steps):
             loss = step(i)
-        float(loss)
+        float(loss.detach())
         if device.type == "cuda":
             torch.cuda.synchronize()
         wall.append(B * K * steps / (time.perf_counter() - t0))
@@ -81,7 +81,7 @@ def train_rate(preset: str, K: int, device: torch.device, steps: int, repeats: i
 
 
 def fmt(xs: list[float]) -> str:
-    return f"{statistics.median(xs):9.1f} ({min(xs):.1f}-{max(xs):.1f})"
+    return f"{statistics.median(xs):9.2f} ({min(xs):.2f}-{max(xs):.2f})"
 
 
 def main() -> None:

@@ -11,5 +11,5 @@ bash scripts/install.sh
 if [ -f runs/example/checkpoints/last.pt ]; then
   .venv/bin/bstrain fit --store features.zarr --out runs/example --resume   # finishes or keeps it
 else
-  .venv/bin/bstrain fit --store features.zarr --out runs/example --epochs 2 --stride 2
+  .venv/bin/bstrain fit --store features.zarr --out runs/example --epochs 60
 fi

@@ -54,6 +54,14 @@ def setup(device: torch.device) -> tuple[Dist, torch.device]:
     return Dist(rank, world, local), device
 
 
-def teardown(d: Dist) -> None:
+def teardown(d: Dist, together: bool = True) -> None:
+    """together: the run ended normally on every rank, so leave the group at a barrier (a
+    rank that tears its connections down while another still writes the checkpoint can
+    abort the process on gloo). After an error, leave at once: the others may never reach a
+    barrier."""
     if d.active and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            if together:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()

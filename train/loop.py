@@ -137,10 +137,13 @@ def fit(store_path: str | Path, *, cfg: TrainConfig, out: str | Path, manifest: 
     store = FeatureStore(store_path)
     dist_, dev = setup_dist(resolve_device(device))
     try:
-        return _fit(run_dir, store, dist_, dev, cfg=cfg, manifest=manifest, preset=preset, resume=resume,
-                    batch_streams=batch_streams, stop_at_step=stop_at_step, on_step=on_step)
-    finally:
-        teardown_dist(dist_)
+        res = _fit(run_dir, store, dist_, dev, cfg=cfg, manifest=manifest, preset=preset, resume=resume,
+                   batch_streams=batch_streams, stop_at_step=stop_at_step, on_step=on_step)
+    except BaseException:
+        teardown_dist(dist_, together=False)
+        raise
+    teardown_dist(dist_)
+    return res
 
 
 def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, cfg: TrainConfig,

@@ -275,7 +275,9 @@ class WindowStream:
                     if need[f][1] == t:
                         futures.pop(f, None)
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+            # Reads not started are dropped; one in flight finishes before the epoch ends, so no
+            # reader thread outlives it (e.g. into a process's teardown).
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _first_and_last_use(sched: StreamSchedule, start: int) -> dict[int, tuple[int, int]]:
