@@ -25,7 +25,7 @@ import zarr
 from blendsync.shared.store import FeatureStore
 from blendsync.train.config import PRESET_BATCH_STREAMS, PRESETS
 from blendsync.train.losses import loss_terms, total_loss
-from blendsync.train.config import LossWeights
+from blendsync.train.config import LossConfig
 from blendsync.train.model import BlendshapeModel
 from blendsync.train.normalization import compute_normalizer
 from blendsync.train.streaming import WindowStream
@@ -123,7 +123,7 @@ def bench_step(preset: str, C: int, device, steps: int) -> tuple[float, float]:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             out = model(mel, emo, mask, prev, has)
         t = loss_terms(out["smoothed"].float(), tgt, prev, prev, valid, has, grp, grp)
-        total_loss(t, LossWeights()).backward()
+        total_loss(t, LossConfig()).backward()
         opt.step()
 
     step()

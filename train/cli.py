@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from blendsync.shared.config import read_config_file
 from blendsync.shared.cli import UsageFailure, run_cli, setup_logging, write_text_or_stdout
 from blendsync.train.config import TrainConfig
 
@@ -41,6 +42,13 @@ def cli(verbose: int, quiet: bool) -> None:
 @click.option("--frames-per-window", "-K", "frames_per_window", type=click.IntRange(min=1), default=None,
               help="K: frames one window predicts (stream.frames_per_window; 1 = one output per window) "
                    "[default: from the config, 128].")
+@click.option("--loss", "loss_preset", type=click.Choice(["default", "notes", "mse"]), default=None,
+              help="Loss preset (loss.preset; the config's other loss keys still override it): default, the "
+                   "method notes' weights (notes) or plain MSE [default: from the config, default].")
+@click.option("--validate-every", type=click.IntRange(min=0), default=None,
+              help="Validate every N optimiser steps and at the end (0: every epoch) [default: from the config, 0].")
+@click.option("--patience", type=click.IntRange(min=0), default=None,
+              help="Stop after N validations without a better validation metric (0: never) [default: from the config, 0].")
 @click.option("--compile/--no-compile", "compile_", default=None,
               help="torch.compile the model for training [default: from the config, off].")
 @click.option("--device", default="auto", help="auto, cpu, cuda, cuda:N.")
@@ -53,11 +61,13 @@ def cli(verbose: int, quiet: bool) -> None:
                    "changing the schedule (for time-boxed or preemptible jobs; continue with --resume).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
 def fit(store_path, manifest, config_path, preset, out, epochs, max_steps, batch_streams, stride,
-        frames_per_window, compile_, device, seed, resume, nproc, stop_after_steps, progress):
+        frames_per_window, loss_preset, validate_every, patience, compile_, device, seed, resume, nproc, stop_after_steps, progress):
     """Stream 256-frame windows from the store in file order and train the dual-stream model;
     each window predicts a block of K frames.
 
-    Writes to the run folder: config.json, metrics.jsonl, TensorBoard events (tb/),
+    Validation: the manifest's val split, else the last validation.holdout_tail (10%) of every
+    training take, which is then not trained on. best.pt keeps the best validation.metric
+    (skill by default). Writes to the run folder: config.json, metrics.jsonl, TensorBoard events (tb/),
     checkpoints/ (last.pt, best.pt, step_N.pt), loss_curves.png, val_curves.png,
     stream_weights.png.
     """
@@ -78,8 +88,13 @@ def fit(store_path, manifest, config_path, preset, out, epochs, max_steps, batch
         preset = None
     optim = {k: v for k, v in (("epochs", epochs), ("max_steps", max_steps)) if v is not None}
     stream = {k: v for k, v in (("stride", stride), ("frames_per_window", frames_per_window)) if v is not None}
+    validation = {k: v for k, v in (("every_steps", validate_every), ("patience", patience)) if v is not None}
     try:
-        cfg = cfg.replace(optim=optim, stream=stream)
+        cfg = cfg.replace(optim=optim, stream=stream, validation=validation)
+        if loss_preset is not None:
+            written = (read_config_file(Path(config_path)).get("loss") or {}) if config_path else {}
+            cfg = TrainConfig.from_dict({**cfg.to_dict(), "loss": {
+                **{k: v for k, v in written.items() if k != "preset"}, "preset": loss_preset}})
     except ValueError as e:
         raise UsageFailure(str(e)) from None
     if seed is not None:
@@ -103,8 +118,11 @@ def fit(store_path, manifest, config_path, preset, out, epochs, max_steps, batch
     finally:
         bar.close()
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary: rank 0's
-        click.echo(f"trained {res.step} steps ({res.epoch} epochs) -> {res.run_dir} (best validation "
-                   f"loss {res.best_val_loss if res.best_val_loss is None else round(res.best_val_loss, 5)})")
+        b = res.best
+        best = ("no validation" if b is None else
+                f"best validation {b['metric']} {'n/a' if b['value'] is None else round(b['value'], 4)} at step {b['step']}")
+        click.echo(f"trained {res.step} steps ({res.epoch} epochs) -> {res.run_dir} ({best}"
+                   f"{'; stopped early: no better validation within validation.patience' if res.stopped_early else ''})")
 
 
 def _relaunch_with_torchrun(nproc: int, out) -> None:
@@ -167,7 +185,11 @@ class _Bar:
 @click.option("--frames-per-window", "-K", "frames_per_window", type=click.IntRange(min=1), default=None,
               help="Predict blocks of K frames, at most the trained K (fewer: lower streaming latency, "
                    "more compute per frame) [default: the checkpoint's].")
-def predict(inputs, checkpoint, out_dir, fps, formats, device, plot, chunk_seconds, frames_per_window):
+@click.option("--gain", default="1",
+              help="Scale the predicted movement around the training mean (> 1: livelier, at some error; "
+                   "bstrain evaluate shows the trade on held-out data), or 'calibrated': the gain with the lowest "
+                   "validation error, fitted when the checkpoint was kept.")
+def predict(inputs, checkpoint, out_dir, fps, formats, device, plot, chunk_seconds, frames_per_window, gain):
     """Animate INPUTS (audio files, directories of audio, or manifests) with a checkpoint.
 
     Features come from the checkpoint's own feature config through the same per-file
@@ -181,7 +203,7 @@ def predict(inputs, checkpoint, out_dir, fps, formats, device, plot, chunk_secon
     try:
         rep = run_predict(list(inputs), checkpoint, out_dir, fps=float(fps), formats=tuple(formats),
                           device=device, plot=plot, chunk_seconds=chunk_seconds,
-                          frames_per_window=frames_per_window)
+                          frames_per_window=frames_per_window, gain=gain)
     except (CheckpointError, ValueError) as e:
         raise UsageFailure(str(e)) from None
     click.echo(f"{len(rep.written)} file(s) written to {out_dir}; {rep.audio_s:.1f} s of audio at "
@@ -206,16 +228,19 @@ def predict(inputs, checkpoint, out_dir, fps, formats, device, plot, chunk_secon
 @click.option("--plots", "plot_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the curve plots [default: none].")
 @click.option("--device", default="cpu")
-def evaluate(checkpoint, store_path, manifest, split, as_json, plot_dir, device):
+@click.option("--gain", default="1", help="Score with this output gain (as predict --gain; 'calibrated' too).")
+def evaluate(checkpoint, store_path, manifest, split, as_json, plot_dir, device, gain):
     """Score a checkpoint on a split of a store: the trainer's validation metrics."""
     import json as _json
 
     from blendsync.train.checkpoint import CheckpointError
     from blendsync.train.data import DataError
+    from blendsync.train.config import LOSS_TERMS
     from blendsync.train.evaluate import evaluate_checkpoint
+    from blendsync.train.metrics import ACTIVE_STD
 
     try:
-        ev = evaluate_checkpoint(checkpoint, store_path, manifest=manifest, split=split, device=device)
+        ev = evaluate_checkpoint(checkpoint, store_path, manifest=manifest, split=split, device=device, gain=gain)
     except (CheckpointError, DataError, ValueError) as e:
         raise UsageFailure(str(e)) from None
     m = ev["metrics"]
@@ -227,20 +252,30 @@ def evaluate(checkpoint, store_path, manifest, split, as_json, plot_dir, device)
             plot_curves(pred, ev["target"][fid], ev["channels"], ev["fps"], f"{split}: {fid}",
                         plot_dir / f"{Path(str(fid)).name}.png")
     if as_json:
-        click.echo(_json.dumps({"split": split, "terms": ev["terms"], "metrics": m}, indent=2))
+        click.echo(_json.dumps({"split": split, "gain": ev["gain"], "terms": ev["terms"], "metrics": m,
+                                "gains": ev["gains"]}, indent=2))
         return
     click.echo(f"split {split}: {m['frames']} frames")
-    click.echo(f"  loss {ev['terms']['loss']:.5f}  " + "  ".join(f"{k} {ev['terms'][k]:.5f}" for k in
-               ("mse", "l1", "mouth", "expression", "consistency", "temporal")))
+    click.echo(f"  loss {ev['terms']['loss']:.5f}  " + "  ".join(f"{k} {ev['terms'][k]:.5f}" for k in LOSS_TERMS))
     click.echo(f"  MSE {m['mse']:.5f}  MAE {m['mae']:.5f}  mean-predictor MSE {m['mse_mean_predictor']:.5f}  "
-               f"skill {m['skill'] if m['skill'] is None else round(m['skill'], 4)}")
+               f"skill {_num(m['skill'])}")
+    click.echo(f"  motion over {m['active_channels']} active channels (target std >= {ACTIVE_STD}): mean r "
+               f"{_num(m['mean_r'])}  amplitude ratio {_num(m['amplitude_ratio'])} (median; 1 = the target's movement)")
+    click.echo("  output gain (predict --gain): " + "; ".join(
+        f"{r['gain']:g}: skill {_num(r['skill'])}, amplitude {_num(r['amplitude_ratio'])}" for r in ev["gains"]))
     for g, v in m["groups"].items():
         if v["channels"]:
-            click.echo(f"  {g:10s} ({v['channels']:3d} channels)  MSE {v['mse']:.5f}  MAE {v['mae']:.5f}")
-    click.echo(f"  {'channel':24s} {'MAE':>8s} {'r':>7s}")
+            click.echo(f"  {g:10s} ({v['channels']:3d} channels, {v['active_channels']:3d} active)  MSE {v['mse']:.5f}  "
+                       f"MAE {v['mae']:.5f}  skill {_num(v['skill'])}  mean r {_num(v['mean_r'])}  "
+                       f"amplitude ratio {_num(v['amplitude_ratio'])}")
+    click.echo(f"  {'channel':24s} {'MAE':>8s} {'r':>7s} {'amp':>7s}")
     for c, v in m["per_channel"].items():
-        r = "   n/a" if v["pearson_r"] is None else f"{v['pearson_r']:7.3f}"
-        click.echo(f"  {c:24s} {v['mae']:8.5f} {r}")
+        click.echo(f"  {c:24s} {v['mae']:8.5f} {_num(v['pearson_r'], 7)} {_num(v['amplitude_ratio'], 7)}"
+                   f"{'' if v['active'] else '  (flat)'}")
+
+
+def _num(x: float | None, width: int = 0) -> str:
+    return f"{'n/a':>{width}s}" if x is None else f"{x:{width}.3f}"
 
 
 @cli.command()

@@ -52,16 +52,57 @@ class StreamConfig:
     # batch_streams - 1 files are cut, each part starting with a state reset). False: whole
     # files only, which leaves streams idle when files are few or unequal.
     split_files: bool = True
+    # Training: shift every file's block grid by a random phase in [0, K·stride) each epoch
+    # (seeded), so a take is cut into different windows every epoch instead of the same few;
+    # every frame is still a target once per epoch at stride 1. Validation and predict: no shift.
+    phase_jitter: bool = True
 
 
 @dataclass(frozen=True)
-class LossWeights:
+class LossConfig:
+    """Weights of the loss terms (losses.py) and the unit the errors are measured in.
+
+    preset names the starting weights (LOSS_PRESETS); keys written beside it override them.
+    "notes" is the method notes' loss exactly; "default" departs from it (README, Loss) because
+    on sparse real targets the notes' L1 and temporal terms flatten the predicted motion.
+    """
+
+    preset: str = "default"
     mse: float = 1.0
     l1: float = 0.1
     mouth: float = 0.5
     expression: float = 0.5
     consistency: float = 0.2
     temporal: float = 0.1
+    # (std of the prediction - std of the target)^2 per channel over the batch's real frames:
+    # pulls the predicted movement towards the target's size (0 = off).
+    amplitude: float = 0.0
+    # "target_std": every error is divided by its channel's training-target spread (floored
+    # at scale_floor), so a channel that moves by 0.03 weighs as much as one that moves by
+    # 0.3; "none": errors in target units, as in the method notes.
+    scale: str = "none"
+    scale_floor: float = 0.01
+
+
+LOSS_TERMS = ("mse", "l1", "mouth", "expression", "consistency", "temporal", "amplitude")
+LOSS_SCALES = ("none", "target_std")
+LOSS_PRESETS: dict[str, LossConfig] = {
+    "default": LossConfig(),
+    # The method notes' weights, errors in target units.
+    "notes": LossConfig(preset="notes", mse=1.0, l1=0.1, mouth=0.5, expression=0.5, consistency=0.2,
+                        temporal=0.1, amplitude=0.0, scale="none"),
+    # Plain mean squared error in target units.
+    "mse": LossConfig(preset="mse", mse=1.0, l1=0.0, mouth=0.0, expression=0.0, consistency=0.0,
+                      temporal=0.0, amplitude=0.0, scale="none"),
+}
+
+
+def loss_config_from_dict(sec: dict) -> LossConfig:
+    sec = dict(sec)
+    name = sec.pop("preset", "default")
+    if name not in LOSS_PRESETS:
+        raise ValueError(f"loss.preset must be one of {sorted(LOSS_PRESETS)}, got {name!r}")
+    return dataclasses.replace(LOSS_PRESETS[name], **sec)
 
 
 @dataclass(frozen=True)
@@ -84,6 +125,26 @@ class DiagnosticsConfig:
     normalize_stream_grads: bool = False
 
 
+VALIDATION_METRICS = {"skill": "max", "mean_r": "max", "loss": "min"}
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    # Validate every this many optimiser steps, and at the end of the run (0: at the end of
+    # every epoch only).
+    every_steps: int = 0
+    # best.pt is the checkpoint with the best value of this on the validation frames:
+    # "skill" (1 - MSE / MSE of the training mean, in target units: comparable across loss
+    # settings), "mean_r" (mean Pearson r over the active channels) or "loss" (the training
+    # loss, lower is better; it changes meaning with the loss section).
+    metric: str = "skill"
+    # End training after this many validations in a row without a better metric (0: never).
+    patience: int = 0
+    # With no validation split in the manifest: validate on the last fraction of every
+    # training take's frames, which are then not trained on (0: no validation, best = last).
+    holdout_tail: float = 0.1
+
+
 @dataclass(frozen=True)
 class CheckpointConfig:
     every_steps: int = 0  # 0 = only last + best
@@ -100,9 +161,10 @@ PRESET_BATCH_STREAMS = {"full": 4, "small": 8}
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
-    loss: LossWeights = field(default_factory=LossWeights)
+    loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     # auto: full on a GPU, small on a CPU; custom: the model section as written.
     preset: str = "auto"
@@ -131,6 +193,23 @@ class TrainConfig:
             problems.append(f"model.d_model ({m.d_model}) must be divisible by heads ({m.heads})")
         if self.preset not in (*PRESETS, "auto", "custom"):
             problems.append(f"preset must be one of {sorted(PRESETS)}, auto or custom, got {self.preset!r}")
+        v = self.validation
+        if v.metric not in VALIDATION_METRICS:
+            problems.append(f"validation.metric must be one of {list(VALIDATION_METRICS)}, got {v.metric!r}")
+        if v.every_steps < 0 or v.patience < 0:
+            problems.append(f"validation.every_steps and patience must be >= 0, got {v.every_steps}, {v.patience}")
+        if not 0 <= v.holdout_tail < 1:
+            problems.append(f"validation.holdout_tail must be in [0, 1), got {v.holdout_tail}")
+        lc = self.loss
+        if lc.preset not in LOSS_PRESETS:
+            problems.append(f"loss.preset must be one of {sorted(LOSS_PRESETS)}, got {lc.preset!r}")
+        if lc.scale not in LOSS_SCALES:
+            problems.append(f"loss.scale must be one of {list(LOSS_SCALES)}, got {lc.scale!r}")
+        if not lc.scale_floor > 0:
+            problems.append(f"loss.scale_floor must be > 0, got {lc.scale_floor}")
+        negative = [k for k in LOSS_TERMS if not getattr(lc, k) >= 0]
+        if negative:
+            problems.append(f"loss weights must be >= 0: {', '.join(f'{k} = {getattr(lc, k)}' for k in negative)}")
         if problems:
             raise ValueError("invalid train config: " + "; ".join(problems))
 
@@ -151,8 +230,9 @@ class TrainConfig:
     def from_dict(cls, d: dict | None) -> "TrainConfig":
         d = dict(d or {})
         sections = {
-            "model": ModelConfig, "stream": StreamConfig, "loss": LossWeights,
-            "optim": OptimConfig, "diagnostics": DiagnosticsConfig, "checkpoint": CheckpointConfig,
+            "model": ModelConfig, "stream": StreamConfig, "loss": LossConfig,
+            "optim": OptimConfig, "diagnostics": DiagnosticsConfig, "validation": ValidationConfig,
+            "checkpoint": CheckpointConfig,
         }
         unknown = sorted(set(d) - set(sections) - {"preset", "seed", "compile"})
         if unknown:
@@ -166,7 +246,7 @@ class TrainConfig:
                 raise ValueError(f"unknown key(s) in {name}: {bad}; allowed: {sorted(allowed)}")
             if "betas" in sec:
                 sec["betas"] = tuple(sec["betas"])
-            kw[name] = typ(**sec)
+            kw[name] = loss_config_from_dict(sec) if typ is LossConfig else typ(**sec)
         compile_ = d.get("compile", False)
         if not isinstance(compile_, bool):
             raise ValueError(f"compile must be true or false, got {compile_!r}")
@@ -179,9 +259,15 @@ class TrainConfig:
     @classmethod
     def from_checkpoint_json(cls, text: str) -> "TrainConfig":
         """A checkpoint's config; checkpoints written before frame blocks predict one frame
-        per window."""
+        per window, those written before loss presets used the notes' loss, and those written
+        before validation settings validated per epoch on the validation split only, keeping
+        the lowest validation loss."""
         d = json.loads(text)
         d.setdefault("stream", {}).setdefault("frames_per_window", 1)
+        d.setdefault("validation", {"holdout_tail": 0.0, "metric": "loss"})
+        loss = d.setdefault("loss", {})
+        if "preset" not in loss:  # written before loss presets: the notes' loss
+            d["loss"] = {**dataclasses.asdict(LOSS_PRESETS["notes"]), **loss, "preset": "notes"}
         return cls.from_dict(d)
 
     @classmethod

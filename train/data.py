@@ -79,3 +79,19 @@ def load_dataset(store: FeatureStore, manifest: str | None) -> Dataset:
     return Dataset(manifest, splits, first["feature_config"], first["feature_config_hash"],
                    first.get("library_versions", {}), list(cs["channels"]), list(cs.get("mouth", [])),
                    list(cs.get("expression", [])))
+
+
+def hold_out_tails(files: list[FileRef], fraction: float) -> tuple[list[FileRef], list[FileRef]]:
+    """(training ranges, validation tails): the last `fraction` of every file's frames
+    (rounded, at least one frame where fraction > 0 and the file has two or more) becomes a
+    validation range; training keeps the frames before it. The tail's windows still read the
+    audio before it as context, and the training blocks near the cut the audio after it; no
+    tail target is ever a training target."""
+    train, val = [], []
+    for f in files:
+        n = min(f.frames - 1, max(1, round(fraction * f.frames))) if fraction > 0 and f.frames >= 2 else 0
+        cut = f.start + f.frames - n
+        train.append(FileRef(f.key, f.frames - n, f.id, f.start))
+        if n:
+            val.append(FileRef(f.key, n, f"{f.id} (tail)" if f.id else "", cut))
+    return train, val

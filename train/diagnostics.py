@@ -11,6 +11,8 @@ import torch
 log = logging.getLogger(__name__)
 
 EXPLODING = 10.0
+# With a history of earlier reports: exploding = this many times the parameter's median norm.
+EXPLODING_RATIO = 10.0
 BALANCE_WARN = (0.1, 10.0)
 
 
@@ -33,19 +35,38 @@ def grad_report(model: torch.nn.Module) -> dict:
     }
 
 
-def warn_on(report: dict, step: int, alpha_in_use: bool = True) -> list[str]:
+def warn_on(report: dict, step: int, alpha_in_use: bool = True,
+            history: dict[str, list[float]] | None = None) -> list[str]:
     """alpha_in_use: some row of the batch had a previous window (else smoothing_alpha had
-    nothing to act on and a zero gradient is expected, e.g. on the first step)."""
+    nothing to act on and a zero gradient is expected, e.g. on the first step).
+
+    history (the trainer's, updated here): earlier norms per parameter. A norm's size depends
+    on the loss's unit (target units, or errors divided by each channel's spread: about 100x
+    larger for a channel that moves by 0.01), so with a history a gradient is exploding when
+    it is not finite or over EXPLODING_RATIO times its own median so far (after two
+    reports); without one, when it is over EXPLODING."""
     msgs = []
     for name, n in report["norms"].items():
         if name == "smoothing_alpha" and not alpha_in_use:
             continue
         if n is None:
             msgs.append(f"step {step}: no gradient for {name}")
-        elif n == 0:
+            continue
+        if n == 0:
             msgs.append(f"step {step}: zero gradient for {name}")
-        elif n > EXPLODING:
-            msgs.append(f"step {step}: exploding gradient for {name} (norm {n:.3g} > {EXPLODING})")
+        elif not math.isfinite(n):
+            msgs.append(f"step {step}: non-finite gradient for {name}")
+        elif history is None:
+            if n > EXPLODING:
+                msgs.append(f"step {step}: exploding gradient for {name} (norm {n:.3g} > {EXPLODING})")
+        else:
+            seen = history.setdefault(name, [])
+            if len(seen) >= 2:
+                typical = sorted(seen)[len(seen) // 2]
+                if n > EXPLODING_RATIO * typical:
+                    msgs.append(f"step {step}: exploding gradient for {name} (norm {n:.3g}, "
+                                f"{n / typical:.0f}x its median {typical:.3g} so far)")
+            seen.append(n)
     r = report["stream_balance"]
     if r is not None and not BALANCE_WARN[0] <= r <= BALANCE_WARN[1]:
         msgs.append(f"step {step}: stream imbalance |grad mel_weights| / |grad emotion_weights| = {r:.3g} "

@@ -21,15 +21,16 @@ from blendsync.shared.provenance import library_versions
 from blendsync.shared.store import FeatureStore
 from blendsync.train import plots
 from blendsync.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from blendsync.train.config import TrainConfig
-from blendsync.train.data import Dataset, DataError, load_dataset
+from blendsync.train.config import LOSS_TERMS, VALIDATION_METRICS, TrainConfig
+from blendsync.train.data import Dataset, DataError, hold_out_tails, load_dataset
 from blendsync.train.diagnostics import grad_report, normalize_stream_grads, warn_on
 from blendsync.train.distributed import Dist
 from blendsync.train.distributed import setup as setup_dist
 from blendsync.train.distributed import teardown as teardown_dist
-from blendsync.train.losses import loss_terms, total_loss
+from blendsync.train.losses import channel_scale, loss_terms, total_loss
 from blendsync.train.metrics import regression_metrics
 from blendsync.train.model import build_model
+from blendsync.train.output_gain import calibrate_gain
 from blendsync.train.normalization import load_or_compute
 from blendsync.train.step import LossMeter, carry, forward_rows, to_device, train_step
 from blendsync.train.streaming import Normalizer, WindowStream
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 LOG_EVERY = 10
 # Epochs longer than this refresh the PNG plots as they end; shorter runs plot once at the end.
 PLOT_EVERY_EPOCH_AFTER_S = 30.0
-TERMS = ("mse", "l1", "mouth", "expression", "consistency", "temporal")
+TERMS = LOSS_TERMS
 
 
 @dataclass
@@ -48,9 +49,12 @@ class FitResult:
     run_dir: Path
     step: int
     epoch: int
-    best_val_loss: float | None
+    # {"metric", "value", "step"} of best.pt (None: no validation ran)
+    best: dict | None
     history: list[dict] = field(default_factory=list)
     interrupted: bool = False
+    # Ended by validation.patience
+    stopped_early: bool = False
 
 
 def resolve_device(device: str) -> torch.device:
@@ -73,10 +77,16 @@ def resolve_preset(cfg: TrainConfig, preset: str | None, device: torch.device) -
     return cfg.with_preset(chosen), why
 
 
-def channel_masks(ds: Dataset, device) -> tuple[torch.Tensor, torch.Tensor]:
+def loss_channels(ds: Dataset, norm: Normalizer, cfg: TrainConfig, device) -> tuple:
+    """(mouth (C,) bool, expression (C,) bool, scale (C,) float or None): the per-channel
+    inputs of loss_terms after its per-frame arguments."""
     mouth = torch.tensor([c in set(ds.mouth) for c in ds.channels], device=device)
     expr = torch.tensor([c in set(ds.expression) for c in ds.channels], device=device)
-    return mouth, expr
+    if cfg.loss.scale != "none" and norm.target_std is None:
+        raise DataError("this checkpoint's statistics have no target spread: score or resume it with "
+                        "loss.scale: none")
+    scale = channel_scale(cfg.loss, norm.target_std) if cfg.loss.scale != "none" else None
+    return mouth, expr, (None if scale is None else torch.from_numpy(scale).to(device))
 
 
 def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
@@ -175,8 +185,15 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
         check_compatible(ckpt, ds)
     train_files = ds.files("train")
     val_files = ds.splits.get("val") or []
+    v = cfg.validation
+    if not val_files and v.holdout_tail > 0:
+        train_files, val_files = hold_out_tails(train_files, v.holdout_tail)
+        log.info("manifest %r has no validation split: validating on the last %g%% of every training take "
+                 "(%d frames, not trained on)", ds.manifest, 100 * v.holdout_tail, sum(f.frames for f in val_files))
     if not val_files:
-        log.warning("manifest %r has no validation split: no validation metrics, best = last", ds.manifest)
+        log.warning("manifest %r has no validation split and validation.holdout_tail is 0: no validation "
+                    "metrics, best = last", ds.manifest)
+    has_val = bool(val_files)
     if cfg.stream.stride > 1:
         K = cfg.stream.frames_per_window
         log.warning("training at stride %d: smoothing_alpha is learned at a lag of %d frames%s, "
@@ -201,7 +218,7 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
     common = dict(window=s.window, lookahead=s.lookahead, streams=s.batch_streams, block=s.frames_per_window,
                   pad_value=s.pad_value, prefetch=s.prefetch_files, seed=cfg.seed)
     train_stream = WindowStream(store, train_files, norm, stride=s.stride, shuffle=True, split=s.split_files,
-                                rank=dist_.rank, world=dist_.world, **common)
+                                rank=dist_.rank, world=dist_.world, jitter=s.phase_jitter, **common)
     val_stream = (WindowStream(store, val_files, norm, stride=1, shuffle=False, split=False,
                                **common)
                   if val_files and main else None)
@@ -223,9 +240,9 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
     if o.max_steps:
         total = min(total, o.max_steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o.warmup_steps, total, o.min_lr_ratio))
-    masks = channel_masks(ds, dev)
+    masks = loss_channels(ds, norm, cfg, dev)
     prev = torch.zeros(s.batch_streams, len(ds.channels), device=dev)
-    step, epoch, start_in_epoch, best = 0, 0, 0, None
+    step, epoch, start_in_epoch, best, since_best = 0, 0, 0, None, 0
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
@@ -235,7 +252,8 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
             torch.cuda.set_rng_state(ckpt["rng_cuda_all"][dist_.rank].clone())
         step, epoch, start_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["step_in_epoch"]
         prev = ckpt["prev_all"][dist_.rank].to(dev)
-        best = ckpt.get("best_val_loss")
+        best = ckpt.get("best_val")
+        since_best = int(ckpt.get("validations_since_best", 0))
         log.info("resumed %s at step %d (epoch %d, batch %d)", run_dir, step, epoch, start_in_epoch)
     elif main:
         (run_dir / "config.json").write_text(json.dumps({
@@ -244,6 +262,8 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
             "store": store.location, "manifest": ds.manifest, "device": str(dev),
             "channels": ds.channels, "train_files": len(train_files), "val_files": len(val_files),
             "processes": dist_.world,
+            "validation": {"files": [{"id": f.id, "start": f.start, "frames": f.frames} for f in val_files],
+                           "held_out_tail": not ds.splits.get("val") and has_val},
         }, indent=2))
 
     def state(ep: int, in_ep: int) -> dict:
@@ -261,7 +281,7 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
             "channels": list(ds.channels), "mouth": list(ds.mouth), "expression": list(ds.expression),
             "window": s.window, "lookahead": s.lookahead, "frames_per_window": s.frames_per_window,
             "fps": float(ds.feature_config["fps"]),
-            "best_val_loss": best,
+            "best_val": best, "validations_since_best": since_best,
         }
 
     ck_dir = run_dir / "checkpoints"
@@ -275,8 +295,39 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
     acc = LossMeter()
     last_logged: dict = {}
     val_plot: dict = {}
+    last_val_step = -1
+    stopped = False
+    grad_history: dict[str, list[float]] = {}
+
+    def validate_and_save(ep: int, in_ep: int, trained_epoch: int) -> bool:
+        """Validate (rank 0), save last.pt, and best.pt when the metric improved; a
+        collective. True when validation.patience has run out."""
+        nonlocal best, since_best, last_val_step
+        if main:
+            value, gain = _validate(model, val_stream, val_files, cfg, masks, dev, amp, ds, norm, step, trained_epoch,
+                                    metrics_path, history, tb, val_plot)
+            if best is None or _better(value, best["value"], v.metric):
+                best, since_best = {"metric": v.metric, "value": value, "step": step, "calibrated_gain": gain}, 0
+                improved = True
+            else:
+                since_best += 1
+                improved = False
+        dist_.barrier()  # the others wait while rank 0 validates
+        st = state(ep, in_ep)
+        if main and improved:
+            save(ck_dir / "best.pt", st)
+        save(ck_dir / "last.pt", st)
+        last_val_step = step
+        out_of_patience = main and bool(v.patience) and since_best >= v.patience
+        if dist_.active:
+            out_of_patience = bool(dist_.gather(torch.tensor([int(out_of_patience)]))[0, 0])
+        if out_of_patience and main:
+            log.info("no better validation %s in %d validations (best %s at step %d): stopping", v.metric,
+                     since_best, _fmt(best["value"]), best["step"])
+        return out_of_patience
+
     try:
-        while epoch < o.epochs and not (o.max_steps and step >= o.max_steps):
+        while epoch < o.epochs and not (o.max_steps and step >= o.max_steps) and not stopped:
             t0, windows, frames = time.perf_counter(), 0, 0
             i = start_in_epoch - 1
             for i, batch in enumerate(train_stream.epoch(epoch, start_in_epoch), start=start_in_epoch):
@@ -287,7 +338,7 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
                     normalize_stream_grads(model)
                 if main and cfg.diagnostics.every_steps and step % cfg.diagnostics.every_steps == 0:
                     rep = grad_report(model)
-                    warn_on(rep, step, alpha_in_use=db.alpha_in_use)
+                    warn_on(rep, step, alpha_in_use=db.alpha_in_use, history=grad_history)
                     log.info("step %d grads: total %.3g, smoothing_alpha %.3g, mel/emotion balance %s",
                              step, rep["total_norm"], rep["smoothing_alpha_grad"] or 0.0,
                              f"{rep['stream_balance']:.3g}" if rep["stream_balance"] is not None else "n/a")
@@ -325,33 +376,46 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
                     st = state(epoch, i + 1)
                     save(ck_dir / f"step_{step}.pt", st)
                     save(ck_dir / "last.pt", st)
+                if has_val and v.every_steps and step % v.every_steps == 0:
+                    stopped = validate_and_save(epoch, i + 1, epoch)
                 if asked_stop or (stop_at_step is not None and step >= stop_at_step):
                     save(ck_dir / "last.pt", state(epoch, i + 1))
                     return FitResult(run_dir, step, epoch, best, history, interrupted=True)
-                if o.max_steps and step >= o.max_steps:
+                if stopped or (o.max_steps and step >= o.max_steps):
                     break
+            if stopped:
+                break
             finished_epoch = not (o.max_steps and step >= o.max_steps) or i + 1 >= per_epoch[epoch]
             epoch_done = epoch
             epoch, start_in_epoch = (epoch + 1, 0) if finished_epoch else (epoch, i + 1)
             prev = torch.zeros_like(prev) if finished_epoch else prev
-            val_loss = None
-            if val_stream is not None:
-                val_loss = _validate(model, val_stream, val_files, cfg, masks, dev, amp, ds, norm,
-                                     step, epoch_done, metrics_path, history, tb, val_plot)
-            dist_.barrier()  # the others wait while rank 0 validates
-            st = state(epoch, start_in_epoch)
-            if val_loss is None or best is None or val_loss < best:
-                best = val_loss if val_loss is not None else best
-                st["best_val_loss"] = best
-                save(ck_dir / "best.pt", st)
-            save(ck_dir / "last.pt", st)
+            run_end = epoch >= o.epochs or bool(o.max_steps and step >= o.max_steps)
+            if has_val and (not v.every_steps or (run_end and last_val_step != step)):
+                stopped = validate_and_save(epoch, start_in_epoch, epoch_done)
+            else:
+                st = state(epoch, start_in_epoch)
+                if not has_val:  # nothing to choose by: best = last
+                    save(ck_dir / "best.pt", st)
+                save(ck_dir / "last.pt", st)
             if main and time.perf_counter() - t0 > PLOT_EVERY_EPOCH_AFTER_S:
                 _plot_run(model, history, ds, run_dir, val_plot)
         if main:
             _plot_run(model, history, ds, run_dir, val_plot)
     finally:
         tb.close()
-    return FitResult(run_dir, step, epoch, best, history)
+    return FitResult(run_dir, step, epoch, best, history, stopped_early=stopped)
+
+
+def _better(value: float | None, best: float | None, metric: str) -> bool:
+    if value is None:
+        return False
+    if best is None:
+        return True
+    return value > best if VALIDATION_METRICS[metric] == "max" else value < best
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
 
 
 class _NoWriter:
@@ -375,21 +439,29 @@ def _plot_run(model, history, ds, run_dir: Path, val_plot: dict) -> None:
 
 
 def _validate(model, val_stream, val_files, cfg, masks, dev, amp, ds, norm, step, epoch,
-              metrics_path, history, tb, val_plot: dict) -> float:
+              metrics_path, history, tb, val_plot: dict) -> tuple[float | None, float | None]:
+    """One validation pass, recorded; returns (the value of validation.metric, the output
+    gain with the lowest error on these frames: output_gain.calibrate_gain)."""
     terms, preds, targs = evaluate(model, val_stream, val_files, cfg, masks, dev, amp, ds.channels)
     m = split_metrics(preds, targs, norm, ds)
-    rec = {"kind": "val", "step": step, "epoch": epoch, **terms, "metrics": m}
+    gain = calibrate_gain(np.concatenate([preds[i] for i in sorted(preds)]),
+                          np.concatenate([targs[i] for i in sorted(targs)]), norm.target_mean)
+    rec = {"kind": "val", "step": step, "epoch": epoch, **terms, "metrics": m, "calibrated_gain": gain}
     _append(metrics_path, rec)
     history.append(rec)
     for k in ("loss", *TERMS):
         tb.add_scalar(f"val/{k}", terms[k], step)
     tb.add_scalar("val/mse_all", m["mse"], step)
-    if m["skill"] is not None:
-        tb.add_scalar("val/skill", m["skill"], step)
-    log.info("epoch %d validation: loss %.4f, mse %.4f, mae %.4f, skill %s", epoch, terms["loss"],
-             m["mse"], m["mae"], f"{m['skill']:.3f}" if m["skill"] is not None else "n/a")
-    val_plot.update(pred=preds[0], target=targs[0], title=f"validation file {val_files[0].id} (epoch {epoch})")
-    return float(terms["loss"])
+    for k in ("skill", "mean_r", "amplitude_ratio"):
+        if m[k] is not None:
+            tb.add_scalar(f"val/{k}", m[k], step)
+    log.info("step %d (epoch %d) validation: loss %.4f, mse %.5f, skill %s, mean r %s, amplitude ratio %s "
+             "(%d active channels), calibrated gain %s", step, epoch, terms["loss"], m["mse"], _fmt(m["skill"]),
+             _fmt(m["mean_r"]), _fmt(m["amplitude_ratio"]), m["active_channels"], _fmt(gain))
+    val_plot.update(pred=preds[0], target=targs[0], metrics=m,
+                    title=f"validation {val_files[0].id or 'file 0'} (step {step}): skill {_fmt(m['skill'])}, "
+                          f"mean r {_fmt(m['mean_r'])}, amplitude ratio {_fmt(m['amplitude_ratio'])}")
+    return (terms["loss"] if cfg.validation.metric == "loss" else m[cfg.validation.metric]), gain
 
 
 def split_metrics(preds: dict[int, np.ndarray], targs: dict[int, np.ndarray], norm: Normalizer,

@@ -24,13 +24,13 @@ def compute_normalizer(store: FeatureStore, files: list[FileRef]) -> Normalizer:
     sums: dict[str, np.ndarray] = {}
     sq: dict[str, np.ndarray] = {}
     n = 0
-    for item in store.read_items([f.key for f in files]):
+    for f, item in zip(files, store.read_items([f.key for f in files])):
         arrays = {"mel": item.mel, "emotion": item.emotion, "target": item.targets}
         for name, a in arrays.items():
-            a = a.astype(np.float64)
+            a = a[f.start : f.start + f.frames].astype(np.float64)
             sums[name] = sums.get(name, 0) + a.sum(axis=0)
             sq[name] = sq.get(name, 0) + (a * a).sum(axis=0)
-        n += item.mel.shape[0]
+        n += item.mel[f.start : f.start + f.frames].shape[0]
 
     def mean_std(name):
         mean = sums[name] / n
@@ -39,13 +39,14 @@ def compute_normalizer(store: FeatureStore, files: list[FileRef]) -> Normalizer:
 
     mm, ms = mean_std("mel")
     em, es = mean_std("emotion")
-    tm, _ = mean_std("target")
-    return Normalizer(mm, ms, em, es, tm)
+    tm = (sums["target"] / n).astype(np.float32)
+    ts = np.sqrt(np.maximum(sq["target"] / n - (sums["target"] / n) ** 2, 0.0)).astype(np.float32)
+    return Normalizer(mm, ms, em, es, tm, ts)
 
 
 def stats_cache_key(store: FeatureStore, manifest: str, split: str, files: list[FileRef]) -> str:
-    doc = {"store": store.location, "manifest": manifest, "split": split,
-           "keys": [f.key for f in files]}
+    doc = {"version": 2, "store": store.location, "manifest": manifest, "split": split,
+           "keys": [f.key for f in files], "ranges": [[f.start, f.frames] for f in files]}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -49,9 +49,14 @@ def curve_channels(channels: list[str], target: np.ndarray) -> list[str]:
 
 def plot_curves(pred: np.ndarray, target: np.ndarray, channels: list[str], fps: float,
                 title: str, path: Path) -> None:
-    """pred, target (T, C) of one validation file."""
+    """pred, target (T, C) of one validation file. Each panel gives the channel's Pearson r and
+    amplitude ratio (std of the prediction over std of the target) on this file, so a
+    prediction that follows the target but hardly moves is plain to see."""
+    from blendsync.train.metrics import motion_metrics
+
     plt = _plt()
     names = curve_channels(channels, target)
+    mm = motion_metrics(pred, target)
     fig, axes = plt.subplots(len(names), 1, figsize=(10, 2.0 * len(names)), sharex=True, squeeze=False)
     t = np.arange(pred.shape[0]) / fps
     for ax, name in zip(axes[:, 0], names):
@@ -60,6 +65,10 @@ def plot_curves(pred: np.ndarray, target: np.ndarray, channels: list[str], fps: 
         ax.plot(t, pred[:, i], label="predicted", lw=1.2)
         ax.set_ylabel(name)
         ax.set_ylim(-0.02, 1.02)
+        r, a = mm["r"][i], mm["amplitude"][i]
+        ax.text(0.01, 0.95, f"r {r:.2f}, amplitude ratio {a:.2f}" if np.isfinite(r) and np.isfinite(a)
+                else "flat target or prediction", transform=ax.transAxes, va="top", fontsize=8,
+                bbox=dict(facecolor="white", alpha=0.7, lw=0))
         ax.grid(alpha=0.3)
     axes[0, 0].legend(loc="upper right")
     axes[0, 0].set_title(title)

@@ -25,6 +25,7 @@ from blendsync.shared.config import FeatureConfig
 from blendsync.shared.featurize_file import featurize_file
 from blendsync.train.checkpoint import load_checkpoint
 from blendsync.train.evaluate import load_model
+from blendsync.train.output_gain import apply_gain, resolve_gain
 from blendsync.train.outputs import plot_prediction, resample_curves, write_json, write_livelink_csv
 from blendsync.train.streaming import Normalizer
 from blendsync.train.windows import cut, frame_mask, pad_frames
@@ -47,6 +48,8 @@ class Predictor:
     lookahead: int
     device: torch.device
     frames_per_window: int = 1
+    # The output gain fitted on validation data when the checkpoint was kept (None: none ran).
+    calibrated_gain: float | None = None
 
     @classmethod
     def load(cls, checkpoint: str | Path, device: str = "cpu", frames_per_window: int | None = None) -> "Predictor":
@@ -59,7 +62,9 @@ class Predictor:
             model.use_frames_per_window(frames_per_window)
         fcfg = FeatureConfig.from_dict(json.loads(ckpt["feature_config_json"]))
         s = cfg.stream
-        return cls(model, norm, fcfg, list(ckpt["channels"]), s.window, s.lookahead, dev, model.frames_per_window)
+        best = ckpt.get("best_val") or {}
+        return cls(model, norm, fcfg, list(ckpt["channels"]), s.window, s.lookahead, dev, model.frames_per_window,
+                   best.get("calibrated_gain"))
 
     @property
     def fps(self) -> float:
@@ -177,10 +182,14 @@ def collect_inputs(inputs: list[str | Path]) -> list[Path]:
 
 def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Path, *, fps: float = 60.0,
             formats: tuple[str, ...] = ("livelink",), device: str = "cpu", plot: bool = True,
-            chunk_seconds: float | None = None, frames_per_window: int | None = None) -> PredictReport:
+            chunk_seconds: float | None = None, frames_per_window: int | None = None,
+            gain: float | str = 1.0) -> PredictReport:
     """chunk_seconds: process each file as a stream of chunks (train.chunked); the curves
-    match whole-file processing. frames_per_window: see Predictor.load."""
+    match whole-file processing. frames_per_window: see Predictor.load. gain: movement
+    around the training mean scaled by this (output_gain.apply_gain; 1 = as trained), or
+    "calibrated": the gain with the lowest validation error, stored with the checkpoint."""
     pred = Predictor.load(checkpoint, device, frames_per_window)
+    gain = resolve_gain(gain, pred.calibrated_gain, checkpoint)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"unknown format(s) {unknown}; choose from {FORMATS}")
@@ -203,7 +212,8 @@ def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Pat
             rep.failed.append(str(e))
             log.error("%s", e)
             continue
-        curves = resample_curves(res["curves"], pred.fps, fps, res["duration_s"])
+        curves = apply_gain(res["curves"], pred.norm.target_mean, gain)
+        curves = resample_curves(curves, pred.fps, fps, res["duration_s"])
         stem = out / Path(audio).stem
         if "livelink" in formats:
             write_livelink_csv(stem.with_suffix(".csv"), curves, fps, pred.channels)

@@ -4,7 +4,9 @@ Row i of every batch belongs to stream i, which walks its own segments (files, o
 files: see plan_epoch) block after block in time order and keeps its own previous
 prediction (held by the trainer). One window predicts a block of K frames (windows.py);
 blocks step by K·stride frames. File order is shuffled per epoch with a seed, never the
-order inside a file. Files are read whole (a few large reads) by background threads ahead
+order inside a file; with jitter (training) each file's block grid is also shifted by a
+seeded phase per epoch (windows.block_starts), so a take's windows differ from epoch to
+epoch. Files are read whole (a few large reads) by background threads ahead
 of the model and cut into windows as views.
 
 Batch arrays (B streams, L window frames, K block frames, M mel bins, E = 88, C channels):
@@ -13,13 +15,14 @@ Batch arrays (B streams, L window frames, K block frames, M mel bins, E = 88, C 
     frame_mask (B, L)    bool      True where a real frame (False: padding beyond a file edge;
                                    idle rows are all True so attention stays finite)
     target     (B, K, C) float32   targets of the block's frames f … f + K - 1 (0 past the file)
-    valid      (B, K)    bool      True where a block frame is a real frame of an active row
+    valid      (B, K)    bool      True where a block frame is a target of an active row (a prefix
+                                   of the block: a file's end, or a head block's end, masks the rest)
     active     (B,)      bool      False for streams that ran out of blocks (last batches)
     prev_target(B, C)    float32   targets at the frame before the block, f - windows.prev_offset
                                    (zeros where has_prev is False)
     has_prev   (B,)      bool      False on a stream's first block of a segment (state reset)
     file       (B,)      int64     index of the file in the stream set (-1 when not active)
-    frame      (B,)      int64     the block's first frame f
+    frame      (B,)      int64     the block's first frame f, counted from the FileRef's start
 """
 
 from __future__ import annotations
@@ -33,37 +36,45 @@ from typing import Iterator
 import numpy as np
 
 from blendsync.shared.store import FeatureStore
-from blendsync.train.windows import block_step, cut, frame_mask, n_blocks, pad_frames, prev_offset
+from blendsync.train.windows import block_starts, block_step, cut, frame_mask, n_blocks, pad_frames, prev_offset
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class FileRef:
-    """One stored item a stream walks: its key, frame count and manifest identity."""
+    """One stored item a stream walks: its key, the number of its frames that are targets
+    (from frame `start` on) and its manifest identity. A range short of the whole item is a
+    held-out tail or the part before it (loop.holdout_tail); the frames around a range are
+    still read as the windows' context."""
 
     key: str
     frames: int
     id: str = ""
+    start: int = 0
 
 
 @dataclass(frozen=True)
 class Normalizer:
-    """Per-channel standardisation from training-split statistics: (x - mean) / std."""
+    """Per-channel standardisation from training-split statistics: (x - mean) / std; the
+    targets' mean (the output head's starting point) and spread (the loss's per-channel
+    scale, loss.scale; None in checkpoints written before it)."""
 
     mel_mean: np.ndarray
     mel_std: np.ndarray
     emotion_mean: np.ndarray
     emotion_std: np.ndarray
     target_mean: np.ndarray
+    target_std: np.ndarray | None = None
 
     def to_dict(self) -> dict:
-        return {k: np.asarray(v, dtype=np.float64).tolist() for k, v in self.__dict__.items()}
+        return {k: np.asarray(v, dtype=np.float64).tolist() for k, v in self.__dict__.items() if v is not None}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Normalizer":
         return cls(**{k: np.asarray(d[k], dtype=np.float32) for k in
-                      ("mel_mean", "mel_std", "emotion_mean", "emotion_std", "target_mean")})
+                      ("mel_mean", "mel_std", "emotion_mean", "emotion_std", "target_mean", "target_std")
+                      if k in d})
 
 
 Segment = tuple[int, int, int]
@@ -71,7 +82,8 @@ Segment = tuple[int, int, int]
 
 
 def plan_epoch(frames: list[int], streams: int, stride: int, seed: int, epoch: int,
-               shuffle: bool = True, split: bool = True, block: int = 1) -> list[list[Segment]]:
+               shuffle: bool = True, split: bool = True, block: int = 1,
+               phases: list[int] | None = None) -> list[list[Segment]]:
     """The segments each stream walks, in order (in units of blocks of `block` frames).
 
     split=True (training): the files' blocks, in a seeded per-epoch file order, are laid end
@@ -87,7 +99,7 @@ def plan_epoch(frames: list[int], streams: int, stride: int, seed: int, epoch: i
     if shuffle:
         order = np.random.default_rng([seed, epoch]).permutation(len(frames))
     out: list[list[Segment]] = [[] for _ in range(streams)]
-    counts = [n_blocks(frames[f], block, stride) for f in order]
+    counts = [n_blocks(frames[f], block, stride, phases[f] if phases is not None else 0) for f in order]
     if not split:
         load = [0] * streams
         for f, n in zip(order, counts):
@@ -111,40 +123,50 @@ def plan_epoch(frames: list[int], streams: int, stride: int, seed: int, epoch: i
 
 @dataclass(frozen=True)
 class StreamSchedule:
-    """(file, first frame of the block) of every stream at every step: arrays (streams, steps),
-    file -1 = idle; start (streams, steps) bool, True where a stream begins a segment (state
-    reset)."""
+    """(file, first frame of the block, end of its real targets) of every stream at every
+    step: arrays (streams, steps), file -1 = idle; start (streams, steps) bool, True where a
+    stream begins a segment (state reset)."""
 
     file: np.ndarray
     frame: np.ndarray
     start: np.ndarray
+    stop: np.ndarray
 
     @property
     def steps(self) -> int:
         return int(self.file.shape[1])
 
     def rows(self, sl: slice) -> "StreamSchedule":
-        return StreamSchedule(self.file[sl], self.frame[sl], self.start[sl])
+        return StreamSchedule(self.file[sl], self.frame[sl], self.start[sl], self.stop[sl])
 
     @classmethod
-    def build(cls, per_stream: list[list[Segment]], step: int) -> "StreamSchedule":
-        """step: frames between consecutive blocks' first frames (windows.block_step)."""
+    def build(cls, per_stream: list[list[Segment]], frames: list[int], block: int = 1, stride: int = 1,
+              phases: list[int] | None = None) -> "StreamSchedule":
+        """frames: each file's frame count; phases: each file's grid phase (windows.block_starts)."""
+        grid = {}
+        for segs in per_stream:
+            for f, _, _ in segs:
+                if f not in grid:
+                    grid[f] = block_starts(frames[f], block, stride, phases[f] if phases is not None else 0)
         seqs = []
         for segs in per_stream:
             fs = [np.full(b - a, f, dtype=np.int64) for f, a, b in segs]
-            ks = [np.arange(a, b, dtype=np.int64) * step for f, a, b in segs]
+            ks = [grid[f][0][a:b] for f, a, b in segs]
+            ends = [grid[f][1][a:b] for f, a, b in segs]
             st = [np.arange(b - a) == 0 for f, a, b in segs]
             cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt))
-            seqs.append((cat(fs, np.int64), cat(ks, np.int64), cat(st, bool)))
-        steps = max((len(f) for f, _, _ in seqs), default=0)
+            seqs.append((cat(fs, np.int64), cat(ks, np.int64), cat(st, bool), cat(ends, np.int64)))
+        steps = max((len(q[0]) for q in seqs), default=0)
         file = np.full((len(seqs), steps), -1, dtype=np.int64)
         frame = np.zeros((len(seqs), steps), dtype=np.int64)
         start = np.zeros((len(seqs), steps), dtype=bool)
-        for i, (f, k, st) in enumerate(seqs):
+        stop = np.zeros((len(seqs), steps), dtype=np.int64)
+        for i, (f, k, st, e) in enumerate(seqs):
             file[i, : len(f)] = f
             frame[i, : len(k)] = k
             start[i, : len(st)] = st
-        return cls(file, frame, start)
+            stop[i, : len(e)] = e
+        return cls(file, frame, start, stop)
 
 
 @dataclass
@@ -164,13 +186,13 @@ class WindowStream:
     def __init__(self, store: FeatureStore, files: list[FileRef], norm: Normalizer, *, window: int,
                  lookahead: int, stride: int, streams: int, block: int = 1, pad_value: float = 0.0,
                  prefetch: int = 4, seed: int = 0, shuffle: bool = True, split: bool = True,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, jitter: bool = False):
         if not files:
             raise ValueError("no files to stream")
         self.store, self.files, self.norm = store, files, norm
         self.window, self.lookahead, self.stride, self.block = window, lookahead, stride, block
         self.streams, self.pad_value, self.prefetch = streams, pad_value, max(1, prefetch)
-        self.seed, self.shuffle, self.split = seed, shuffle, split
+        self.seed, self.shuffle, self.split, self.jitter = seed, shuffle, split, jitter
         self.rank, self.world = rank, world
         self.frames = [f.frames for f in files]
         shapes = store.item_attrs(files[0].key).get("shapes", {})
@@ -181,10 +203,19 @@ class WindowStream:
         """This rank's streams. Files are spread over world x streams slots at once, so every
         window is seen once per epoch across ranks and every rank runs the same number of
         steps (a rank out of windows runs idle rows instead of leaving the others waiting)."""
+        phases = self.phases(epoch)
         per = plan_epoch(self.frames, self.streams * self.world, self.stride, self.seed, epoch,
-                         self.shuffle, self.split, self.block)
-        full = StreamSchedule.build(per, block_step(self.block, self.stride))
+                         self.shuffle, self.split, self.block, phases)
+        full = StreamSchedule.build(per, self.frames, self.block, self.stride, phases)
         return full.rows(slice(self.rank * self.streams, (self.rank + 1) * self.streams))
+
+    def phases(self, epoch: int) -> list[int]:
+        """Each file's block-grid phase this epoch: seeded random in [0, K·stride) with
+        jitter (training), else 0."""
+        if not self.jitter:
+            return [0] * len(self.files)
+        rng = np.random.default_rng([self.seed, epoch, 1])
+        return rng.integers(0, block_step(self.block, self.stride), size=len(self.files)).tolist()
 
     def steps(self, epoch: int) -> int:
         return self.schedule(epoch).steps
@@ -259,13 +290,13 @@ class WindowStream:
                         batch["mel"][i] = self.pad_value
                         batch["emotion"][i] = self.pad_value
                         continue
-                    k = int(sched.frame[i, t])
+                    k = int(sched.frame[i, t]) + self.files[f].start
                     lf = loaded[f]
                     batch["mel"][i] = cut(lf.mel, k, L)
                     batch["emotion"][i] = cut(lf.emotion, k, L)
                     batch["frame_mask"][i] = cut(lf.mask, k, L)
                     batch["target"][i] = lf.targets[k : k + K]
-                    batch["valid"][i] = k + offsets < self.frames[f]
+                    batch["valid"][i] = k + offsets < self.files[f].start + int(sched.stop[i, t])
                     batch["active"][i] = True
                     if not sched.start[i, t]:  # within a segment, the previous block came just before
                         batch["has_prev"][i] = True

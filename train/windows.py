@@ -13,6 +13,12 @@ padded[f : f + L]; no window is ever copied to be cut.
 Blocks start at frames 0, K·s, 2K·s, … (s = stride): at stride 1 every frame of every file
 is a target exactly once (the last block of a file may reach past its end; those frames are
 masked, never dropped); at stride s the first K of every K·s frames are targets.
+
+Training may shift that grid by a phase p in [0, K·s) per file and epoch (block_starts): the
+blocks start at p, p + K·s, …, and where frames before p are targets of the shifted pattern
+a head block at frame 0 predicts them (its later frames are masked). The targets are then
+the frames k with (k - p) mod K·s < K: still every frame once at stride 1, but a short take
+is not cut into the same windows every epoch.
 """
 
 from __future__ import annotations
@@ -47,15 +53,34 @@ def block_step(block: int, stride: int) -> int:
     return block * stride
 
 
-def n_blocks(n_frames: int, block: int = 1, stride: int = 1) -> int:
-    """Blocks in a file of n_frames: ceil(T / (K·s))."""
-    return -(-n_frames // block_step(block, stride))
+def head_length(block: int, stride: int, phase: int) -> int:
+    """Target frames before the first shifted block (at frame `phase`): [0, phase - (s-1)·K)."""
+    return max(0, phase - (stride - 1) * block)
 
 
-def target_frames(n_frames: int, block: int = 1, stride: int = 1) -> np.ndarray:
+def block_starts(n_frames: int, block: int = 1, stride: int = 1, phase: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(first frame, end of the real targets) of a file's blocks in time order, the grid
+    shifted by `phase` in [0, K·s): a head block with targets [0, head) where head_length >
+    0, then blocks at phase, phase + K·s, … (targets up to K frames, cut at the file's end)."""
+    head = min(head_length(block, stride, phase), n_frames)
+    regular = np.arange(phase, n_frames, block_step(block, stride), dtype=np.int64)
+    starts = np.concatenate([[0], regular]) if head > 0 else regular
+    stops = np.minimum(starts + block, n_frames).astype(np.int64)
+    if head > 0:
+        stops[0] = head
+    return starts, stops
+
+
+def n_blocks(n_frames: int, block: int = 1, stride: int = 1, phase: int = 0) -> int:
+    """Blocks in a file of n_frames: ceil(T / (K·s)) without a phase."""
+    head = 1 if min(head_length(block, stride, phase), n_frames) > 0 else 0
+    return head + max(0, -(-(n_frames - phase) // block_step(block, stride)))
+
+
+def target_frames(n_frames: int, block: int = 1, stride: int = 1, phase: int = 0) -> np.ndarray:
     """The frames of a file that are targets in one epoch, in time order."""
     k = np.arange(n_frames)
-    return k[k % block_step(block, stride) < block]
+    return k[(k - phase) % block_step(block, stride) < block]
 
 
 def prev_offset(block: int, stride: int) -> int:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from blendsync.train.checkpoint import load_checkpoint
 from blendsync.train.config import TrainConfig
 from blendsync.train.streaming import StreamSchedule, WindowStream, plan_epoch
-from blendsync.train.windows import block_step, target_frames
+from blendsync.train.windows import target_frames
 from tests.train.conftest import make_random_store
 
 
@@ -24,7 +24,7 @@ from tests.train.conftest import make_random_store
        epoch=st.integers(0, 3))
 def test_every_target_frame_once_across_ranks_and_equal_step_counts(frames, streams, world, stride, block, epoch):
     per = plan_epoch(frames, streams * world, stride, 0, epoch, block=block)
-    full = StreamSchedule.build(per, block_step(block, stride))
+    full = StreamSchedule.build(per, frames, block, stride)
     seen = {}
     for rank in range(world):
         rows = slice(rank * streams, (rank + 1) * streams)
@@ -67,7 +67,8 @@ def test_two_processes_train_and_resume(tmp_path):
     fs, _ = make_random_store(tmp_path / "s.zarr", [12] * 8, channels=5, seed=3, learnable=True)
     cfg = TrainConfig.from_dict({
         "preset": "custom", "model": {"d_model": 16, "heads": 2, "dropout": 0.0},
-        "stream": {"window": 32, "lookahead": 4, "batch_streams": 2, "frames_per_window": 3},
+        # No phase shift: a fixed number of blocks per epoch (counted below).
+        "stream": {"window": 32, "lookahead": 4, "batch_streams": 2, "frames_per_window": 3, "phase_jitter": False},
         "optim": {"epochs": 12, "warmup_steps": 5, "lr": 3e-3}, "diagnostics": {"every_steps": 0},
     })
     (tmp_path / "c.yaml").write_text(cfg.to_yaml())

@@ -68,7 +68,9 @@ def test_cli_trains_two_epochs_and_writes_every_output(example_store, tmp_path):
     for k in ("mse", "mae", "skill", "mse_mean_predictor"):
         assert k in m
     assert set(m["groups"]) == {"mouth", "expression", "other"}
-    assert set(m["per_channel"]["jawOpen"]) == {"mae", "pearson_r"}
+    assert set(m["per_channel"]["jawOpen"]) == {"mae", "pearson_r", "amplitude_ratio", "active"}
+    for k in ("mean_r", "amplitude_ratio", "active_channels"):
+        assert k in m and k in m["groups"]["mouth"]
     train = [r for r in recs if r["kind"] == "train"]
     assert {"mse", "l1", "mouth", "expression", "consistency", "temporal"} <= set(train[0])
     with pytest.raises(SystemExit) as e:  # an existing run is not overwritten

@@ -18,7 +18,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blendsync.train.config import LossWeights, ModelConfig, TrainConfig
+from blendsync.train.config import LossConfig, ModelConfig, TrainConfig
 from blendsync.train.losses import loss_terms, total_loss
 from blendsync.train.model import BlendshapeModel, smooth_block
 
@@ -187,7 +187,7 @@ def test_block_loss_terms_equal_frame_by_frame_terms(K, B, seed):
     want = _reference_terms(pred, target, prev_pred, prev_target, valid, has_prev, mouth, expression)
     for k, v in want.items():
         assert got[k].item() == pytest.approx(v, rel=1e-5, abs=1e-7), k
-    assert torch.isfinite(total_loss(got, LossWeights()))
+    assert torch.isfinite(total_loss(got, LossConfig()))
 
 
 def test_every_parameter_gets_a_gradient_with_blocks_and_none_flows_into_the_past():
@@ -199,7 +199,7 @@ def test_every_parameter_gets_a_gradient_with_blocks_and_none_flows_into_the_pas
     valid = torch.ones(3, 5, dtype=torch.bool)
     terms = loss_terms(out["smoothed"], target, prev, torch.rand_like(prev), valid, has_prev,
                        torch.tensor([1, 1, 0, 0, 0], dtype=torch.bool), torch.tensor([0, 0, 1, 1, 0], dtype=torch.bool))
-    total_loss(terms, LossWeights()).backward()
+    total_loss(terms, LossConfig()).backward()
     for name, p in m.named_parameters():
         assert p.grad is not None and torch.count_nonzero(p.grad) > 0, name
     assert prev.grad is None
@@ -234,7 +234,7 @@ def test_the_step_has_no_python_branch_on_tensor_values():
     def step(mel, emo, mask, prev, has_prev, target, valid):
         pred = m(mel, emo, mask, prev, has_prev)["smoothed"]
         terms = loss_terms(pred, target, prev, prev, valid, has_prev, *groups)
-        return total_loss(terms, LossWeights()), last_frames(pred, valid)
+        return total_loss(terms, LossConfig()), last_frames(pred, valid)
 
     torch._dynamo.reset()
     report = torch._dynamo.explain(step)(mel, emo, mask, prev, has_prev, target, valid)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from blendsync.train.config import LossWeights, ModelConfig
+from blendsync.train.config import LossConfig, ModelConfig
 from blendsync.train.losses import loss_terms, total_loss
 from blendsync.train.model import BlendshapeModel
 
@@ -37,7 +37,7 @@ def test_every_parameter_gets_a_gradient_features_and_prev_get_none():
     terms = loss_terms(out["smoothed"], target, prev, torch.rand_like(prev), torch.ones(3, 1, dtype=torch.bool),
                        has_prev, torch.tensor([1, 1, 0, 0, 0, 0, 0], dtype=torch.bool),
                        torch.tensor([0, 0, 1, 1, 0, 0, 0], dtype=torch.bool))
-    total_loss(terms, LossWeights()).backward()
+    total_loss(terms, LossConfig()).backward()
     for name, p in m.named_parameters():
         assert p.grad is not None and torch.count_nonzero(p.grad) > 0, name
     assert mel.grad is None and emo.grad is None  # mid-to-end: features are inputs, not leaves to train

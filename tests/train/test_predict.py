@@ -86,6 +86,25 @@ def test_predict_matches_the_trainers_validation_pass(example_store, checkpoint)
     np.testing.assert_allclose(got[:n], want[:n], atol=1e-5)
 
 
+def test_predict_gain_scales_the_movement_around_the_training_mean(shared_data, checkpoint, tmp_path):
+    from blendsync.train.checkpoint import load_checkpoint
+
+    audio = shared_data / "speech" / "cmu_arctic_a0007_16k.wav"
+    for g in ("1", "2"):
+        with pytest.raises(SystemExit) as e:
+            main(["-q", "predict", str(audio), "--checkpoint", str(checkpoint), "--out", str(tmp_path / g),
+                  "--fps", "30", "--format", "npy", "--no-plot", "--gain", g])
+        assert e.value.code == 0
+    one, two = (np.load(tmp_path / g / "cmu_arctic_a0007_16k.npy") for g in ("1", "2"))
+    mean = np.asarray(load_checkpoint(checkpoint)["normalizer"]["target_mean"], np.float32)
+    want = np.clip(mean + 2 * (one - mean), 0, 1)
+    np.testing.assert_allclose(two, want, atol=1e-5)
+    with pytest.raises(SystemExit) as e:
+        main(["-q", "predict", str(audio), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "x"),
+              "--gain", "0"])
+    assert e.value.code == 1
+
+
 def test_bad_files_are_reported_and_skipped(shared_data, checkpoint, tmp_path):
     junk = tmp_path / "junk.wav"
     junk.write_bytes(b"nothing here" * 10)
@@ -109,6 +128,17 @@ def test_evaluate_prints_every_metric_and_json_parses(example_store, checkpoint,
         main(["evaluate", "--checkpoint", str(checkpoint), "--store", str(example_store), "--split", "val", "--json"])
     doc = json.loads(capsys.readouterr().out)
     assert doc["metrics"]["per_channel"]["jawOpen"]["mae"] >= 0 and "skill" in doc["metrics"]
+    for k in ("mean_r", "amplitude_ratio", "active_channels"):
+        assert k in doc["metrics"] and k in doc["metrics"]["groups"]["mouth"]
+    assert "amplitude ratio" in text and "output gain" in text
+    # --gain scales the movement the metrics see: the amplitude ratio grows with it.
+    amp1 = doc["metrics"]["amplitude_ratio"]
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--checkpoint", str(checkpoint), "--store", str(example_store), "--split", "val", "--json",
+              "--gain", "2"])
+    doc2 = json.loads(capsys.readouterr().out)
+    assert doc2["gain"] == 2.0 and doc2["metrics"]["amplitude_ratio"] > 1.5 * amp1
+    assert any(r["gain"] == 2.0 and r["amplitude_ratio"] == doc2["metrics"]["amplitude_ratio"] for r in doc2["gains"])
     with pytest.raises(SystemExit) as e:  # the example manifest has no test split
         main(["evaluate", "--checkpoint", str(checkpoint), "--store", str(example_store)])
     assert e.value.code == 1

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blendsync.train.streaming import FileRef, Normalizer, StreamSchedule, WindowStream, plan_epoch
-from blendsync.train.windows import (block_positions, block_step, cut, frame_mask, n_blocks, pad_frames,
+from blendsync.train.windows import (block_positions, block_starts, block_step, cut, frame_mask, n_blocks, pad_frames,
                                      prev_offset, target_frames, window_span)
 from tests.train.conftest import make_random_store
 
@@ -29,7 +29,7 @@ def test_schedule_visits_every_target_frame_once_in_time_order_with_resets_at_se
     per = plan_epoch(frames, streams, stride, seed, epoch, split=split, block=block)
     segments = [seg for row in per for seg in row]
     step = block_step(block, stride)
-    sched = StreamSchedule.build(per, step)
+    sched = StreamSchedule.build(per, frames, block, stride)
     blocks = sum(n_blocks(T, block, stride) for T in frames)
     if split:
         # Every stream busy to the end: as few steps as the blocks allow, at most
@@ -69,9 +69,9 @@ def test_few_long_files_keep_every_stream_busy():
     """Two long takes, eight streams: all eight rows work (a quarter of the steps of one row
     per take), and validation still walks each take whole."""
     frames = [3000, 2000]
-    train = StreamSchedule.build(plan_epoch(frames, 8, 2, 0, 0), 2)
+    train = StreamSchedule.build(plan_epoch(frames, 8, 2, 0, 0), frames, 1, 2)
     assert train.steps == 313 and (train.file >= 0).sum(axis=1).tolist() == [313] * 7 + [309]
-    val = StreamSchedule.build(plan_epoch(frames, 8, 1, 0, 0, shuffle=False, split=False), 1)
+    val = StreamSchedule.build(plan_epoch(frames, 8, 1, 0, 0, shuffle=False, split=False), frames)
     assert val.steps == 3000 and (val.file[2:] == -1).all()
 
 
@@ -156,3 +156,59 @@ def test_batches_from_a_real_store_match_brute_force(tmp_path, stride, block):
     # Another epoch shuffles file order, not frames within files.
     other = [(int(b["file"][0]), int(b["frame"][0])) for b in ws.epoch(3) if b["active"][0]]
     assert other and all(k == 0 or (f, k - step) in other for f, k in other)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    frames=st.lists(st.integers(min_value=1, max_value=90), min_size=1, max_size=7),
+    streams=st.integers(min_value=1, max_value=6),
+    stride=st.integers(min_value=1, max_value=4),
+    block=st.sampled_from([1, 2, 3, 7, 16]),
+    data=st.data(),
+    split=st.booleans(),
+)
+def test_shifted_grids_keep_every_target_once_in_time_order_with_prefix_masks(frames, streams, stride, block,
+                                                                              data, split):
+    """With a phase per file the targets are the frames k with (k - p) mod K·s < K (every
+    frame at stride 1); a head block predicts the targets before the first shifted block,
+    and within a segment the frame before each block is prev_offset frames back."""
+    step = block_step(block, stride)
+    phases = [data.draw(st.integers(0, step - 1)) for _ in frames]
+    per = plan_epoch(frames, streams, stride, 3, 1, split=split, block=block, phases=phases)
+    sched = StreamSchedule.build(per, frames, block, stride, phases)
+    visits: dict = {}
+    for i in range(streams):
+        last = None
+        for t in np.flatnonzero(sched.file[i] >= 0):
+            f, k, stop = int(sched.file[i, t]), int(sched.frame[i, t]), int(sched.stop[i, t])
+            assert 0 <= k < stop <= frames[f] and stop - k <= block
+            for frame in range(k, stop):  # the block's targets: a prefix of it
+                visits[(f, frame)] = visits.get((f, frame), 0) + 1
+            if not sched.start[i, t]:
+                lf, lstop = last
+                assert lf == f and lstop - 1 == k - prev_offset(block, stride)
+            last = (f, stop)
+    want = {(f, int(k)): 1 for f, T in enumerate(frames) for k in target_frames(T, block, stride, phases[f])}
+    assert visits == want
+    if stride == 1:
+        assert len(want) == sum(frames)
+    assert sum(n_blocks(T, block, stride, p) for T, p in zip(frames, phases)) == sum(
+        len(block_starts(T, block, stride, p)[0]) for T, p in zip(frames, phases))
+
+
+def test_jitter_cuts_a_take_into_other_windows_each_epoch_and_is_reproducible(tmp_path):
+    fs, keys = make_random_store(tmp_path / "s.zarr", [300, 200], channels=3, seed=2)
+    files = [FileRef(k, T, k) for k, T in zip(keys, [300, 200])]
+    norm = Normalizer(np.zeros(80, np.float32), np.ones(80, np.float32), np.zeros(88, np.float32),
+                      np.ones(88, np.float32), np.zeros(3, np.float32))
+    kw = dict(window=48, lookahead=4, stride=1, streams=2, block=32, seed=5)
+    ws = WindowStream(fs, files, norm, jitter=True, **kw)
+    firsts = {e: sorted({(int(b["file"][i]), int(b["frame"][i])) for b in ws.epoch(e)
+                         for i in np.flatnonzero(b["active"])}) for e in range(4)}
+    assert len({tuple(v) for v in firsts.values()}) > 1  # the windows move between epochs
+    assert ws.phases(2) == WindowStream(fs, files, norm, jitter=True, **kw).phases(2)  # seeded
+    assert WindowStream(fs, files, norm, **kw).phases(2) == [0, 0]  # validation: no shift
+    for e in range(4):  # every frame once per epoch, whatever the phase
+        seen = sorted((int(b["file"][i]), int(b["frame"][i]) + j) for b in ws.epoch(e)
+                      for i in np.flatnonzero(b["active"]) for j in np.flatnonzero(b["valid"][i]))
+        assert seen == [(f, k) for f, T in enumerate([300, 200]) for k in range(T)]
