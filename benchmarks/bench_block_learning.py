@@ -9,9 +9,10 @@ machines are shared, so wall time would be noisy). At each mark of the budget th
 (last.pt, as a time-boxed job would), the held-out take is scored, and training resumes
 exactly where it stopped.
 
-The trainer's defaults (small preset, B = 8, stride 1, split streams), except a constant
-learning rate after warmup (min_lr_ratio 1: no run's schedule ends before another's) and
-as many epochs as the budget can hold.
+The trainer's settings when the recorded rows were measured (small preset, B = 8, stride 1,
+split streams, the notes' loss, 100 warm-up steps, no phase shift, no held-out tail), with
+a constant learning rate after warmup (min_lr_ratio 1: no run's schedule ends before
+another's) and as many epochs as the budget can hold. Today's defaults: bench_loss_learning.py.
 
     python benchmarks/bench_block_learning.py [--ks 1,32] [--seeds 0,1,2] [--marks 60,120,240,480]
 
@@ -58,8 +59,11 @@ def run(store: Path, out: Path, K: int, seed: int, marks: list[float]) -> list[d
     frames_per_cpu_s = 1000.0 * K  # generous: only sizes the epoch count
     epochs = max(2, int(marks[-1] * frames_per_cpu_s / (TAKE_S * 30)) + 1)
     cfg = TrainConfig().with_preset("small").replace(
-        stream={"frames_per_window": K}, optim={"epochs": epochs, "min_lr_ratio": 1.0}, seed=seed,
+        stream={"frames_per_window": K, "phase_jitter": False},
+        optim={"epochs": epochs, "min_lr_ratio": 1.0, "warmup_steps": 100},
+        validation={"holdout_tail": 0.0}, seed=seed,
     )
+    cfg = TrainConfig.from_dict({**cfg.to_dict(), "loss": {"preset": "notes"}})
     used = 0.0
     curve = []
     for mark in marks:

@@ -52,8 +52,11 @@ def main() -> None:
             f"{d / '1114_3_16.wav'},{d / 'bs_value_1114_3_16.npy'},30,val,take16\n"
         )
         assert extract(man, tmp / "rig.zarr", cfg, executor="serial").ok
-        tc = TrainConfig().replace(optim={"epochs": args.epochs}, stream={
-            "stride": args.stride, "split_files": not args.whole_files, "frames_per_window": args.frames_per_window})
+        # The settings of the recorded rows: the notes' loss, 100 warm-up steps, no phase shift.
+        tc = TrainConfig().replace(optim={"epochs": args.epochs, "warmup_steps": 100}, stream={
+            "stride": args.stride, "split_files": not args.whole_files, "frames_per_window": args.frames_per_window,
+            "phase_jitter": False})
+        tc = TrainConfig.from_dict({**tc.to_dict(), "loss": {"preset": "notes"}, "validation": {"metric": "loss"}})
         t0 = time.perf_counter()
         r = fit(tmp / "rig.zarr", cfg=tc, out=tmp / "run", preset=args.preset)
         train_s = time.perf_counter() - t0

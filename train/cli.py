@@ -14,7 +14,7 @@ import click
 
 from blendsync.shared.config import read_config_file
 from blendsync.shared.cli import UsageFailure, run_cli, setup_logging, write_text_or_stdout
-from blendsync.train.config import TrainConfig
+from blendsync.train.config import LOSS_PRESETS, TrainConfig
 
 
 @click.group(context_settings=dict(show_default=True, help_option_names=["-h", "--help"]))
@@ -92,9 +92,12 @@ def fit(store_path, manifest, config_path, preset, out, epochs, max_steps, batch
     try:
         cfg = cfg.replace(optim=optim, stream=stream, validation=validation)
         if loss_preset is not None:
+            # The config's loss keys that differ from its own preset's stay as overrides (a
+            # full dump of the default config overrides nothing).
             written = (read_config_file(Path(config_path)).get("loss") or {}) if config_path else {}
-            cfg = TrainConfig.from_dict({**cfg.to_dict(), "loss": {
-                **{k: v for k, v in written.items() if k != "preset"}, "preset": loss_preset}})
+            own = LOSS_PRESETS.get(written.get("preset", "default"), LOSS_PRESETS["default"])
+            overrides = {k: v for k, v in written.items() if k != "preset" and getattr(own, k, None) != v}
+            cfg = TrainConfig.from_dict({**cfg.to_dict(), "loss": {**overrides, "preset": loss_preset}})
     except ValueError as e:
         raise UsageFailure(str(e)) from None
     if seed is not None:

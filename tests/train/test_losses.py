@@ -44,8 +44,8 @@ def test_preset_by_name_with_overrides_and_old_checkpoints_read_as_notes():
     assert TrainConfig.from_dict({"loss": {"preset": "mse"}}).loss == LOSS_PRESETS["mse"]
     assert TrainConfig().loss == LOSS_PRESETS["default"]
     old = TrainConfig().to_dict()
-    old["loss"] = {k: v for k, v in old["loss"].items() if k in ("mse", "l1", "mouth", "expression",
-                                                                  "consistency", "temporal")}
+    # What checkpoints before presets stored: the six weights, which were the notes' values.
+    old["loss"] = {"mse": 1.0, "l1": 0.1, "mouth": 0.5, "expression": 0.5, "consistency": 0.2, "temporal": 0.1}
     assert TrainConfig.from_checkpoint_json(json.dumps(old)).loss == LOSS_PRESETS["notes"]
 
 

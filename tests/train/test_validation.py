@@ -129,3 +129,34 @@ def test_every_n_steps_best_by_metric_and_patience(tmp_path):
     first_best = r3.best["step"]
     assert [v["step"] for v in v3][-1] == r3.step and r3.step - first_best == 2 * 2
     assert torch.load(tmp_path / "run3" / "checkpoints" / "last.pt", weights_only=False)["validations_since_best"] == 2
+
+
+def test_cli_loss_preset_validation_options_and_summary(tmp_path, capsys):
+    from blendsync.train.cli import main
+
+    fs, _ = _train_only_store(tmp_path, [300, 280])
+    cfgp = tmp_path / "c.yaml"
+    d = tiny().to_dict()
+    d["loss"] = {"temporal": 0.3}  # written beside the preset the CLI picks: kept
+    import yaml
+
+    cfgp.write_text(yaml.safe_dump(d))
+    with pytest.raises(SystemExit) as e:
+        main(["-q", "fit", "--store", str(fs.root), "--config", str(cfgp), "--out", str(tmp_path / "run"),
+              "--loss", "notes", "--validate-every", "2", "--patience", "3", "--max-steps", "4", "--no-progress"])
+    assert e.value.code == 0
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())["train_config"]
+    assert cfg["loss"]["preset"] == "notes" and cfg["loss"]["l1"] == 0.1 and cfg["loss"]["temporal"] == 0.3
+    assert cfg["validation"]["every_steps"] == 2 and cfg["validation"]["patience"] == 3
+    assert "best validation skill" in capsys.readouterr().out
+    # A full dump of the default config overrides nothing: --loss gives the preset's weights.
+    cfgp.write_text(yaml.safe_dump(tiny().to_dict()))
+    with pytest.raises(SystemExit) as e:
+        main(["-q", "fit", "--store", str(fs.root), "--config", str(cfgp), "--out", str(tmp_path / "run2"),
+              "--loss", "notes", "--max-steps", "1", "--no-progress"])
+    assert e.value.code == 0
+    cfg2 = json.loads((tmp_path / "run2" / "config.json").read_text())["train_config"]
+    assert cfg2["loss"]["temporal"] == 0.1 and cfg2["loss"]["l1"] == 0.1
+    with pytest.raises(SystemExit) as e:
+        main(["-q", "fit", "--store", str(fs.root), "--out", str(tmp_path / "bad"), "--loss", "fancy"])
+    assert e.value.code == 1  # a usage error
