@@ -263,11 +263,13 @@ class TrainConfig:
     @classmethod
     def from_checkpoint_json(cls, text: str) -> "TrainConfig":
         """A checkpoint's config; checkpoints written before frame blocks predict one frame
-        per window, those written before loss presets used the notes' loss, and those written
+        per window, those written before loss presets used the notes' loss, those written
         before validation settings validated per epoch on the validation split only, keeping
-        the lowest validation loss."""
+        the lowest validation loss, and those written before the phase shift cut every epoch
+        at the same frames."""
         d = json.loads(text)
         d.setdefault("stream", {}).setdefault("frames_per_window", 1)
+        d["stream"].setdefault("phase_jitter", False)
         d.setdefault("validation", {"holdout_tail": 0.0, "metric": "loss"})
         loss = d.setdefault("loss", {})
         if "preset" not in loss:  # written before loss presets: the notes' loss

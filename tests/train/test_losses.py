@@ -46,7 +46,10 @@ def test_preset_by_name_with_overrides_and_old_checkpoints_read_as_notes():
     old = TrainConfig().to_dict()
     # What checkpoints before presets stored: the six weights, which were the notes' values.
     old["loss"] = {"mse": 1.0, "l1": 0.1, "mouth": 0.5, "expression": 0.5, "consistency": 0.2, "temporal": 0.1}
-    assert TrainConfig.from_checkpoint_json(json.dumps(old)).loss == LOSS_PRESETS["notes"]
+    del old["validation"], old["stream"]["phase_jitter"]
+    back = TrainConfig.from_checkpoint_json(json.dumps(old))
+    assert back.loss == LOSS_PRESETS["notes"] and not back.stream.phase_jitter
+    assert back.validation.holdout_tail == 0 and back.validation.metric == "loss"
 
 
 @pytest.mark.parametrize("bad, match", [
