@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,62 @@ class CheckpointConfig:
     every_steps: int = 0  # 0 = only last + best
 
 
+# What each value must be: ("int", minimum), "real" (finite), "pos" (> 0), "nonneg" (>= 0),
+# "prob" ([0, 1)), "unit" ([0, 1]), "bool", "str", "betas" (two values in [0, 1)).
+FIELD_RULES: dict[str, dict[str, tuple]] = {
+    "model": {"d_model": ("int", 1), "heads": ("int", 1), "mel_layers": ("int", 1), "emotion_layers": ("int", 1),
+              "ff_mult": ("int", 1), "dropout": ("prob",), "temperature": ("pos",),
+              "smoothing_alpha_init": ("real",), "target_frame_residual": ("bool",)},
+    "stream": {"window": ("int", 1), "stride": ("int", 1), "lookahead": ("int", 0), "frames_per_window": ("int", 1),
+               "batch_streams": ("int", 1), "pad_value": ("real",), "prefetch_files": ("int", 1),
+               "split_files": ("bool",), "phase_jitter": ("bool",)},
+    "loss": {**{k: ("nonneg",) for k in LOSS_TERMS}, "preset": ("str",), "scale": ("str",), "scale_floor": ("pos",)},
+    "optim": {"lr": ("pos",), "weight_decay": ("nonneg",), "betas": ("betas",), "warmup_steps": ("int", 0),
+              "min_lr_ratio": ("unit",), "grad_clip": ("pos",), "epochs": ("int", 1), "max_steps": ("int", 0)},
+    "diagnostics": {"every_steps": ("int", 0), "normalize_stream_grads": ("bool",)},
+    "validation": {"every_steps": ("int", 0), "metric": ("str",), "patience": ("int", 0), "holdout_tail": ("real",)},
+    "checkpoint": {"every_steps": ("int", 0)},
+}
+
+
+def _value_problem(name: str, v: Any, rule: tuple) -> str | None:
+    kind = rule[0]
+    is_real = isinstance(v, (int, float)) and not isinstance(v, bool)
+    if kind == "int":
+        if not isinstance(v, int) or isinstance(v, bool):
+            return f"{name} must be an integer, got {v!r}"
+        return None if v >= rule[1] else f"{name} must be >= {rule[1]}, got {v}"
+    if kind == "bool":
+        return None if isinstance(v, bool) else f"{name} must be true or false, got {v!r}"
+    if kind == "str":
+        return None if isinstance(v, str) else f"{name} must be a name, got {v!r}"
+    if kind == "betas":
+        ok = (isinstance(v, (tuple, list)) and len(v) == 2
+              and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in v))
+        return None if ok else f"{name} must be two numbers in [0, 1), got {v!r}"
+    if not is_real or not math.isfinite(v):
+        return f"{name} must be a finite number, got {v!r}"
+    bad = {"pos": v <= 0, "nonneg": v < 0, "prob": not 0 <= v < 1, "unit": not 0 <= v <= 1}.get(kind, False)
+    words = {"pos": "> 0", "nonneg": ">= 0", "prob": "in [0, 1)", "unit": "in [0, 1]"}
+    return f"{name} must be {words[kind]}, got {v}" if bad else None
+
+
+def field_problems(cfg: "TrainConfig") -> list[str]:
+    """Every value of the config checked on its own, named by its key (section.key)."""
+    out = []
+    for section, rules in FIELD_RULES.items():
+        sec = getattr(cfg, section)
+        for key, rule in rules.items():
+            p = _value_problem(f"{section}.{key}", getattr(sec, key), rule)
+            if p:
+                out.append(p)
+    for key, rule in (("seed", ("int", -(2**63))), ("compile", ("bool",)), ("preset", ("str",))):
+        p = _value_problem(key, getattr(cfg, key), rule)
+        if p:
+            out.append(p)
+    return out
+
+
 PRESETS: dict[str, ModelConfig] = {
     "full": ModelConfig(d_model=256, heads=4, mel_layers=2, emotion_layers=2),
     "small": ModelConfig(d_model=32, heads=2, mel_layers=1, emotion_layers=1),
@@ -177,22 +234,18 @@ class TrainConfig:
     compile: bool = False
 
     def __post_init__(self) -> None:
+        problems = field_problems(self)
+        if problems:  # relations between values only make sense once each value is sound
+            raise ValueError("invalid train config: " + "; ".join(problems))
         s, m = self.stream, self.model
-        problems = []
-        if s.window < 1:
-            problems.append(f"stream.window must be >= 1, got {s.window}")
-        if not 0 <= s.lookahead < s.window:
+        if not s.lookahead < s.window:
             problems.append(f"stream.lookahead must be in [0, window), got {s.lookahead}")
-        if s.stride < 1:
-            problems.append(f"stream.stride must be >= 1, got {s.stride}")
         if not 1 <= s.frames_per_window <= s.window - s.lookahead:
             problems.append(f"stream.frames_per_window must be in [1, window - lookahead] = "
                             f"[1, {s.window - s.lookahead}], got {s.frames_per_window}")
         elif s.frames_per_window > 1 and not m.target_frame_residual:
             problems.append("stream.frames_per_window > 1 needs model.target_frame_residual: true "
                             "(each block frame adds its own encoding to the shared context)")
-        if s.batch_streams < 1:
-            problems.append(f"stream.batch_streams must be >= 1, got {s.batch_streams}")
         if m.d_model % m.heads:
             problems.append(f"model.d_model ({m.d_model}) must be divisible by heads ({m.heads})")
         if self.preset not in (*PRESETS, "auto", "custom"):
@@ -200,8 +253,6 @@ class TrainConfig:
         v = self.validation
         if v.metric not in VALIDATION_METRICS:
             problems.append(f"validation.metric must be one of {list(VALIDATION_METRICS)}, got {v.metric!r}")
-        if v.every_steps < 0 or v.patience < 0:
-            problems.append(f"validation.every_steps and patience must be >= 0, got {v.every_steps}, {v.patience}")
         if not 0 <= v.holdout_tail < 1:
             problems.append(f"validation.holdout_tail must be in [0, 1), got {v.holdout_tail}")
         lc = self.loss
@@ -209,11 +260,6 @@ class TrainConfig:
             problems.append(f"loss.preset must be one of {sorted(LOSS_PRESETS)}, got {lc.preset!r}")
         if lc.scale not in LOSS_SCALES:
             problems.append(f"loss.scale must be one of {list(LOSS_SCALES)}, got {lc.scale!r}")
-        if not lc.scale_floor > 0:
-            problems.append(f"loss.scale_floor must be > 0, got {lc.scale_floor}")
-        negative = [k for k in LOSS_TERMS if not getattr(lc, k) >= 0]
-        if negative:
-            problems.append(f"loss weights must be >= 0: {', '.join(f'{k} = {getattr(lc, k)}' for k in negative)}")
         if problems:
             raise ValueError("invalid train config: " + "; ".join(problems))
 
@@ -248,13 +294,10 @@ class TrainConfig:
             bad = sorted(set(sec) - allowed)
             if bad:
                 raise ValueError(f"unknown key(s) in {name}: {bad}; allowed: {sorted(allowed)}")
-            if "betas" in sec:
+            if isinstance(sec.get("betas"), list):
                 sec["betas"] = tuple(sec["betas"])
             kw[name] = loss_config_from_dict(sec) if typ is LossConfig else typ(**sec)
-        compile_ = d.get("compile", False)
-        if not isinstance(compile_, bool):
-            raise ValueError(f"compile must be true or false, got {compile_!r}")
-        return cls(**kw, preset=str(d.get("preset", "auto")), seed=int(d.get("seed", 0)), compile=compile_)
+        return cls(**kw, preset=d.get("preset", "auto"), seed=d.get("seed", 0), compile=d.get("compile", False))
 
     @classmethod
     def from_json(cls, text: str) -> "TrainConfig":

@@ -55,7 +55,7 @@ def test_preset_by_name_with_overrides_and_old_checkpoints_read_as_notes():
 @pytest.mark.parametrize("bad, match", [
     ({"loss": {"preset": "fancy"}}, "loss.preset"),
     ({"loss": {"scale": "minmax"}}, "loss.scale"),
-    ({"loss": {"l1": -0.1}}, "l1 = -0.1"),
+    ({"loss": {"l1": -0.1}}, "loss.l1 must be >= 0, got -0.1"),
     ({"loss": {"scale_floor": 0}}, "scale_floor"),
     ({"validation": {"metric": "accuracy"}}, "validation.metric"),
     ({"validation": {"holdout_tail": 1.0}}, "holdout_tail"),
@@ -107,3 +107,4 @@ def test_zero_weights_leave_their_terms_out():
     terms["l1"] = torch.tensor(float("nan"))  # a term with weight 0 must not even be multiplied
     assert torch.isfinite(total_loss(terms, LOSS_PRESETS["mse"]))
     assert torch.allclose(total_loss(terms, LOSS_PRESETS["mse"]), terms["mse"])
+
