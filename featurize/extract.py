@@ -21,7 +21,7 @@ from blendsync.featurize.task import FileTask, TaskResult
 from blendsync.featurize.writer import sweep_staging
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.provenance import cache_key, library_versions
-from blendsync.shared.store import FeatureStore
+from blendsync.shared.store import FeatureStore, check_index_name, index_name_from
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,8 @@ def extract(
     on_plan(n_tasks, n_cached, cached_audio_s) and on_result(result) drive a progress display.
     """
     t0 = time.perf_counter()
+    if index_name is not None:
+        check_index_name(index_name)  # before anything is written
     manifest = read_manifest(manifest_path)
     if manifest.n_rows == 0:
         raise ManifestError(f"{manifest.path}: no rows")
@@ -126,7 +128,7 @@ def extract(
     swept = sweep_staging(store)
     if swept:
         log.info("removed %d staging item(s) left by stopped runs", swept)
-    report = ExtractReport(manifest.path, index_name or manifest.name, rows=manifest.n_rows)
+    report = ExtractReport(manifest.path, index_name or index_name_from(manifest.name), rows=manifest.n_rows)
     problems = list(manifest.problems)
     stat = StatCache(store)
     planned, hash_problems = plan_rows(manifest, cfg, stat)

@@ -56,6 +56,25 @@ class StoreError(ValueError):
     """A store that cannot be used as asked."""
 
 
+# A manifest index is a folder under manifests/: its name must never act as a path.
+INDEX_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_index_name(name: str) -> str:
+    """The name, or StoreError: letters, digits, '.', '_', '-', starting with a letter or
+    digit, at most 128 characters (no '/', '\\', '..' or leading dot)."""
+    if not isinstance(name, str) or not INDEX_NAME.match(name) or ".." in name:
+        raise StoreError(f"manifest index name {name!r} is not allowed: use letters, digits, '.', '_' and '-', "
+                         "starting with a letter or digit (it names a folder inside the store)")
+    return name
+
+
+def index_name_from(stem: str) -> str:
+    """A valid index name from a manifest file's stem: other characters become '_'."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip("._-")[:128].replace("..", "_")
+    return name or "manifest"
+
+
 def is_url(location: str | os.PathLike) -> bool:
     """True for fsspec URLs (s3://, gs://, memory://, file://, chained a::b://)."""
     return bool(_URL.match(os.fspath(location)))
@@ -361,6 +380,7 @@ class FeatureStore:
 
     def read_manifest(self, name: str) -> dict:
         """{"entries": [...ordered rows...], "feature_config_hash": ..., ...}."""
+        check_index_name(name)
         doc = self._read_json(f"manifests/{name}/zarr.json")
         if doc is None:
             raise StoreError(
@@ -372,6 +392,7 @@ class FeatureStore:
         """Replace a manifest index in one atomic write (zarr writes zarr.json through a
         temporary file and a rename locally, as one PUT on object stores), so a concurrent
         reader sees the old or the new one."""
+        check_index_name(name)
         g = zarr.open_group(self.zarr_location(f"manifests/{name}"), mode="a")
         g.attrs.put(attrs)
 

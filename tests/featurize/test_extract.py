@@ -228,3 +228,18 @@ def test_local_cluster_workers_run_single_threaded():
         for omp, blas, pools in infos.values():
             assert omp == "1" and blas == "1" and all(n == 1 for n in pools)
         assert all(n == 1 for n in client.run(lambda dask_worker: dask_worker.state.nthreads).values())
+
+
+@pytest.mark.parametrize("name", ["../../x", "..", "a/b"])
+def test_an_index_name_that_would_be_a_path_is_refused_before_anything_is_written(tmp_path, capsys, name):
+    from pathlib import Path
+
+    manifest = Path(__file__).resolve().parents[2] / "data_manifest.csv"
+    work = tmp_path / "w"
+    work.mkdir()
+    with pytest.raises(SystemExit) as e:
+        main(["extract", str(manifest), "--store", str(work / "s.zarr"), "--serial", "--name", name])
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert "is not allowed" in err and "Traceback" not in err
+    assert list(tmp_path.rglob("*")) == [work]  # no store, nothing beside it

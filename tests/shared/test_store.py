@@ -75,3 +75,25 @@ def test_object_store_reads_refuse_an_item_that_no_longer_matches_its_checksums(
     with pytest.raises(StoreError, match=f"item {keys[1]} does not match its checksums \\(mel\\)"):
         fs.read_item(keys[1])
     np.testing.assert_array_equal(fs.read_item(keys[0]).mel, ok.mel)
+
+
+@pytest.mark.parametrize("bad", ["../../x", "..", "a/b", "a\\\\b", ".hidden", "", "x" * 129, "a..b", "sp ace"])
+def test_manifest_index_names_never_act_as_paths(tmp_path, bad):
+    from blendsync.shared.store import StoreError
+
+    fs = FeatureStore(tmp_path / "s.zarr")
+    fs.init()
+    with pytest.raises(StoreError, match="is not allowed"):
+        fs.write_manifest(bad, {"entries": []})
+    with pytest.raises(StoreError, match="is not allowed"):
+        fs.read_manifest(bad)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr"]  # nothing written outside
+    fs.write_manifest("take-1_v2.final", {"entries": []})
+    assert fs.manifest_names() == ["take-1_v2.final"]
+
+
+def test_index_names_from_manifest_stems_are_made_safe():
+    from blendsync.shared.store import check_index_name, index_name_from
+
+    for stem in ("my data (v2)", "..weird", "ok-name", "日本"):
+        assert check_index_name(index_name_from(stem))
