@@ -286,6 +286,10 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
 
     ck_dir = run_dir / "checkpoints"
     metrics_path = run_dir / "metrics.jsonl"
+    if ckpt is None and main and metrics_path.exists():  # a run that never saved a checkpoint
+        kept = run_dir / f"metrics.before-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+        metrics_path.rename(kept)
+        log.warning("%s held the records of a run without a checkpoint: moved to %s", metrics_path, kept.name)
     history = _read_history(metrics_path)
     from torch.utils.tensorboard import SummaryWriter
 
@@ -326,6 +330,8 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
                      since_best, _fmt(best["value"]), best["step"])
         return out_of_patience
 
+    # The last consistent position (epoch, batch in epoch, carried state), for Ctrl-C.
+    completed = (epoch, start_in_epoch, prev)
     try:
         while epoch < o.epochs and not (o.max_steps and step >= o.max_steps) and not stopped:
             t0, windows, frames = time.perf_counter(), 0, 0
@@ -351,6 +357,7 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
                 sched.step()
                 prev = carry(prev, pred, db.t)
                 step += 1
+                completed = (epoch, i + 1, prev)
                 windows += int(batch["active"].sum())
                 frames += db.frames
                 elapsed = max(time.perf_counter() - t0, 1e-9)
@@ -401,6 +408,12 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
                 _plot_run(model, history, ds, run_dir, val_plot)
         if main:
             _plot_run(model, history, ds, run_dir, val_plot)
+    except KeyboardInterrupt:
+        if not dist_.active:  # under torchrun every rank is interrupted: no collective can run
+            ep, in_ep, prev = completed
+            save(ck_dir / "last.pt", state(ep, in_ep))
+            log.warning("interrupted after step %d: saved %s; continue with --resume", step, ck_dir / "last.pt")
+        raise
     finally:
         tb.close()
     return FitResult(run_dir, step, epoch, best, history, stopped_early=stopped)

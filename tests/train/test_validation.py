@@ -160,3 +160,28 @@ def test_cli_loss_preset_validation_options_and_summary(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["-q", "fit", "--store", str(fs.root), "--out", str(tmp_path / "bad"), "--loss", "fancy"])
     assert e.value.code == 1  # a usage error
+
+
+def test_ctrl_c_saves_last_pt_and_resume_finishes_and_a_fresh_run_starts_a_fresh_history(tmp_path):
+    fs, _ = _train_only_store(tmp_path, [300, 280])
+    cfg = tiny(optim={"epochs": 3})
+
+    def interrupt(rec):
+        if rec["step"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(fs.root, cfg=cfg, out=tmp_path / "run", on_step=interrupt)
+    ck = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert ck["step"] == 3
+    r = fit(fs.root, cfg=cfg, out=tmp_path / "run", resume=True)
+    assert r.step > 3 and r.epoch == 3
+    steps = [h["step"] for h in r.history if h["kind"] == "train"]
+    assert steps == sorted(set(steps))  # one history, no step twice
+    # A folder with records but no checkpoint: the new run does not append to them.
+    (tmp_path / "fresh").mkdir()
+    (tmp_path / "fresh" / "metrics.jsonl").write_text('{"kind": "train", "step": 99, "loss": 1.0}\n')
+    r2 = fit(fs.root, cfg=cfg, out=tmp_path / "fresh", stop_at_step=2)
+    recs = [json.loads(x) for x in (tmp_path / "fresh" / "metrics.jsonl").read_text().splitlines()]
+    assert all(x["step"] <= 2 for x in recs) and r2.step == 2
+    assert list((tmp_path / "fresh").glob("metrics.before-*.jsonl"))
