@@ -75,6 +75,16 @@ def fit(store_path, manifest, config_path, preset, out, epochs, max_steps, batch
     from blendsync.train.data import DataError
     from blendsync.train.loop import fit as run_fit
 
+    if resume:
+        given = [flag for flag, v in (("--config", config_path), ("--preset", preset), ("--epochs", epochs),
+                                      ("--max-steps", max_steps), ("--batch-streams", batch_streams),
+                                      ("--stride", stride), ("--frames-per-window", frames_per_window),
+                                      ("--loss", loss_preset), ("--validate-every", validate_every),
+                                      ("--patience", patience), ("--seed", seed), ("--compile", compile_))
+                 if v is not None]
+        if given:
+            raise UsageFailure(f"--resume continues the run with the config it was started with ({out}/config.json), "
+                               f"so {', '.join(given)} would be ignored: drop them, or start a new run with --out")
     if nproc > 1:
         _relaunch_with_torchrun(nproc, out)
     cfg = TrainConfig()

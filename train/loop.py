@@ -167,6 +167,12 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
         ckpt = load_checkpoint(last)
         cfg = TrainConfig.from_checkpoint_json(ckpt["config_json"])
         why = "from the checkpoint"
+        try:
+            was = json.loads((run_dir / "config.json").read_text()).get("store")
+        except (OSError, ValueError):
+            was = None
+        if was is not None and was != store.location:
+            log.warning("resuming on store %s; this run was trained on %s (same feature config)", store.location, was)
     else:
         if (run_dir / "checkpoints" / "last.pt").exists():
             raise DataError(f"{run_dir} already holds a run: continue it with --resume, or pick another --out")

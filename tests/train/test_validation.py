@@ -185,3 +185,29 @@ def test_ctrl_c_saves_last_pt_and_resume_finishes_and_a_fresh_run_starts_a_fresh
     recs = [json.loads(x) for x in (tmp_path / "fresh" / "metrics.jsonl").read_text().splitlines()]
     assert all(x["step"] <= 2 for x in recs) and r2.step == 2
     assert list((tmp_path / "fresh").glob("metrics.before-*.jsonl"))
+
+
+def test_resume_refuses_options_it_would_ignore_and_names_a_different_store(tmp_path, capsys):
+    from blendsync.train.cli import main
+
+    fs, _ = _train_only_store(tmp_path, [300, 280])
+    cfgp = tmp_path / "c.yaml"
+    cfgp.write_text(tiny(optim={"epochs": 2}).to_yaml())
+    with pytest.raises(SystemExit):
+        main(["-q", "fit", "--store", str(fs.root), "--config", str(cfgp), "--out", str(tmp_path / "run"),
+              "--stop-after-steps", "1", "--no-progress"])
+    with pytest.raises(SystemExit) as e:
+        main(["-q", "fit", "--store", str(fs.root), "--out", str(tmp_path / "run"), "--resume", "--max-steps", "50"])
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert "--max-steps would be ignored" in err and "config.json" in err and "Traceback" not in err
+    # The same items under another path: resumed, and the log says which store it now reads.
+    import shutil
+
+    shutil.copytree(fs.root, tmp_path / "copy.zarr")
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--store", str(tmp_path / "copy.zarr"), "--out", str(tmp_path / "run"), "--resume",
+              "--no-progress"])
+    assert e.value.code == 0
+    err = capsys.readouterr().err
+    assert "resuming on store" in err and "copy.zarr" in err
