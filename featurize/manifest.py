@@ -10,11 +10,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from blendsync.shared.targets import TargetSpec
+from blendsync.shared.targets import TargetSpec, fps_problem
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +132,11 @@ def read_manifest(path: str | Path) -> Manifest:
         fps = None
         fps_txt = r.get("targets_fps", "")
         if fps_txt:
-            try:
+            bad = fps_problem(fps_txt)
+            if bad:
+                errs.append(f"targets_fps: {bad}")
+            else:
                 fps = float(fps_txt)
-                if not (fps > 0 and math.isfinite(fps)):
-                    raise ValueError
-            except ValueError:
-                errs.append(f"targets_fps must be a positive number, got {fps_txt!r}")
-                fps = None
         spec = None
         tgt_txt = r.get("targets", "")
         if tgt_txt:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +175,23 @@ def read_livelink_csv(path: Path, channels: ChannelSet, jitter_tolerance: float 
     return TargetCurves(values, times, fps, "livelink_csv", notes)
 
 
+# Frame rates a capture can have: anything outside is a typo or a corrupt file.
+FPS_RANGE = (1.0, 1000.0)
+
+
+def fps_problem(fps) -> str | None:
+    """None for a usable frame rate, else what is wrong with it (one message for every
+    source: the manifest's targets_fps, an .npz entry, an HDF5 attribute)."""
+    try:
+        f = float(fps)
+    except (TypeError, ValueError):
+        return f"frame rate must be a number, got {fps!r}"
+    lo, hi = FPS_RANGE
+    if not (math.isfinite(f) and lo <= f <= hi):
+        return f"frame rate must be in [{lo:g}, {hi:g}] fps, got {f:.6g}"
+    return None
+
+
 def read_array_targets(spec: TargetSpec, channels: ChannelSet) -> TargetCurves:
     """(N, C) arrays from .npy, .npz ([:name]) or HDF5 (:/dataset), uniformly spaced at fps
     (the manifest's targets_fps, else the file's own `fps`)."""
@@ -207,6 +225,8 @@ def read_array_targets(spec: TargetSpec, channels: ChannelSet) -> TargetCurves:
                 if spec.key not in h:
                     raise TargetError(f"{src}: no dataset {spec.key!r}")
                 ds = h[spec.key]
+                if not isinstance(ds, h5py.Dataset):
+                    raise TargetError(f"{src}: {spec.key!r} is an HDF5 {type(ds).__name__.lower()}, not a dataset")
                 arr = ds[()]
                 if "fps" in ds.attrs:
                     file_fps = float(np.asarray(ds.attrs["fps"]).reshape(-1)[0])
@@ -221,9 +241,14 @@ def read_array_targets(spec: TargetSpec, channels: ChannelSet) -> TargetCurves:
     except Exception as e:  # corrupt files raise a zoo of types (OSError, ValueError, BadZipFile)
         raise TargetError(f"{src}: cannot read targets ({type(e).__name__}: {e})") from None
     fps = spec.fps if spec.fps is not None else file_fps
-    if fps is None or not fps > 0:
+    if fps is None:
         raise TargetError(f"{src}: no frame rate; give a targets_fps column or an fps in the file")
+    bad = fps_problem(fps)
+    if bad:
+        raise TargetError(f"{src}: {bad}")
     arr = np.asarray(arr)
+    if np.iscomplexobj(arr):
+        raise TargetError(f"{src}: complex values (dtype {arr.dtype}); blendshape weights are real numbers")
     if arr.ndim != 2:
         raise TargetError(f"{src}: expected a 2-D (frames, channels) array, got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.number):

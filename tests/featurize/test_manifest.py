@@ -39,7 +39,7 @@ def test_every_problem_reported_with_its_row(make_audio, tmp_path):
     assert "split must be one of train/val/test" in by_row[3]
     assert "targets_fps" in by_row[4]
     assert "unknown format" in by_row[5]
-    assert "positive number" in by_row[6]
+    assert "targets_fps: frame rate must be" in by_row[6]
     assert "audio column is empty" in by_row[7]
     assert "repeats row 1" in by_row[8]
 

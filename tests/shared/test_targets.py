@@ -181,3 +181,39 @@ def test_custom_rig_pair_through_extract(shared_data, tmp_path):
     for key in r.keys:
         item = fs.read_item(key)
         assert item.targets.shape[1] == 116 and item.attrs["channel_set"]["name"] == "channel_names"
+
+
+@pytest.mark.parametrize("fps, words", [(1e-300, "got 1e-300"), (float("inf"), "got inf"), (0, "got 0"),
+                                        (-5, "got -5"), ("x", "must be a number")])
+def test_frame_rates_outside_the_range_get_one_message(tmp_path, fps, words):
+    from blendsync.shared.targets import TargetError, fps_problem, read_array_targets
+
+    msg = fps_problem(fps)
+    assert msg and words in msg and "[1, 1000]" in msg or "must be a number" in msg
+    arr = np.zeros((10, 3))
+    np.savez(tmp_path / "t.npz", curves=arr, fps=np.array(fps if not isinstance(fps, str) else 0))
+    cs = _three_channels()
+    with pytest.raises(TargetError, match="frame rate must be") as e:
+        read_array_targets(TargetSpec(tmp_path / "t.npz"), cs)
+    assert str(e.value).count("frame rate") == 1 and len(str(e.value)) < 200
+    assert fps_problem(30) is None and fps_problem("59.94") is None
+
+
+def test_complex_arrays_and_hdf5_groups_are_refused_plainly(tmp_path):
+    import h5py
+
+    from blendsync.shared.targets import TargetError, read_array_targets
+
+    np.save(tmp_path / "c.npy", np.zeros((10, 3), complex))
+    with pytest.raises(TargetError, match="complex values"):
+        read_array_targets(TargetSpec(tmp_path / "c.npy", fps=30.0), _three_channels())
+    with h5py.File(tmp_path / "g.h5", "w") as h:
+        h.create_group("takes")
+    with pytest.raises(TargetError, match="'takes' is an HDF5 group, not a dataset"):
+        read_array_targets(TargetSpec(tmp_path / "g.h5", key="takes", fps=30.0), _three_channels())
+
+
+def _three_channels():
+    from blendsync.shared.channels import ChannelSet
+
+    return ChannelSet("three", ("a", "b", "c"))
