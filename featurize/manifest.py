@@ -74,6 +74,23 @@ class Manifest:
         return self.path.stem
 
 
+def not_a_file(path: Path) -> str:
+    """What a path that is not a regular file is: "file not found: P", or "P is a
+    directory/named pipe (FIFO)/…, not a file", or a symlink loop."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return f"file not found: {path}"
+    except OSError as e:  # e.g. a symlink loop (ELOOP)
+        return f"{path}: cannot be read ({e.strerror or e})"
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    what = next((name for test, name in kinds if test(mode)), "not a regular file")
+    return f"{path} is {what}, not a file"
+
+
 def stable_fraction(text: str) -> float:
     """A number in [0, 1) fixed by the text alone (same on every machine and run)."""
     return int(hashlib.sha256(text.encode()).hexdigest()[:12], 16) / 16**12
@@ -128,7 +145,7 @@ def read_manifest(path: str | Path) -> Manifest:
         if audio is None:
             errs.append("the audio column is empty")
         elif not audio.is_file():
-            errs.append(f"audio file not found: {audio}")
+            errs.append(f"audio {not_a_file(audio)}")
         fps = None
         fps_txt = r.get("targets_fps", "")
         if fps_txt:
@@ -146,7 +163,7 @@ def read_manifest(path: str | Path) -> Manifest:
                     f"targets {tgt_txt!r}: unknown format (use .csv, .npy, .npz, .h5:/dataset)"
                 )
             elif not spec.path.is_file():
-                errs.append(f"targets file not found: {spec.path}")
+                errs.append(f"targets {not_a_file(spec.path)}")
             elif spec.kind == "npy" and fps is None:
                 errs.append(f"targets {tgt_txt!r} is an .npy array: give its frame rate in targets_fps")
         elif fps_txt:
@@ -186,6 +203,6 @@ def _default_id(audio: Path, base: Path) -> str:
     """The audio path relative to the manifest, without extension (unique where stems clash)."""
     try:
         rel = audio.resolve().relative_to(base)
-    except ValueError:
+    except (ValueError, OSError, RuntimeError):  # outside the manifest's folder, or a symlink loop
         rel = audio
     return str(rel.with_suffix(""))

@@ -76,3 +76,26 @@ def test_blank_split_hashes_speaker_else_id(make_audio, tmp_path):
     rows = [{"audio": f"a{i}.wav", "speaker": "solo"} for i in range(6)]
     m = read_manifest(write_manifest(tmp_path / "m2.csv", rows))
     assert "val" in {r.split for r in m.rows} and "train" in {r.split for r in m.rows}
+
+
+def test_a_directory_a_fifo_or_a_symlink_loop_is_named_for_what_it_is(tmp_path):
+    import os
+
+    from blendsync.featurize.manifest import read_manifest
+
+    (tmp_path / "adir.wav").mkdir()
+    os.mkfifo(tmp_path / "pipe.wav")
+    os.symlink(tmp_path / "loop_b.wav", tmp_path / "loop_a.wav")
+    os.symlink(tmp_path / "loop_a.wav", tmp_path / "loop_b.wav")
+    (tmp_path / "t").mkdir()
+    m = tmp_path / "m.csv"
+    m.write_text("audio,targets\nadir.wav,\npipe.wav,\nloop_a.wav,\npipe.wav,t/x.csv\n")
+    man = read_manifest(m)
+    text = {p.row: [] for p in man.problems}
+    for p in man.problems:
+        text[p.row].append(str(p))
+    joined = {k: " ".join(v) for k, v in text.items()}
+    assert "is a directory, not a file" in joined[1]
+    assert "is a named pipe (FIFO), not a file" in joined[2]
+    assert "cannot be read" in joined[3] and "symbolic links" in joined[3].lower()
+    assert "targets file not found" in joined[4]
