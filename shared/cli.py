@@ -3,6 +3,7 @@ included, since bsfeat gives 2 the meaning "some rows failed") and logging set u
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 
@@ -13,6 +14,19 @@ EXIT_OK, EXIT_USAGE = 0, 1
 
 class UsageFailure(click.ClickException):
     exit_code = EXIT_USAGE
+
+
+# Write failures that are the destination's fault, said in one line instead of a traceback.
+WRITE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+
+
+def is_write_failure(e: OSError) -> bool:
+    return e.errno in WRITE_ERRNOS
+
+
+def write_failure(e: OSError) -> "UsageFailure":
+    where = e.filename or "the output"
+    return UsageFailure(f"cannot write {where}: {e.strerror or e}")
 
 
 def setup_logging(verbose: int, quiet: bool, noisy: tuple[str, ...] = ()) -> None:

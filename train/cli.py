@@ -13,7 +13,8 @@ from pathlib import Path
 import click
 
 from blendsync.shared.config import read_config_file
-from blendsync.shared.cli import UsageFailure, run_cli, setup_logging, write_text_or_stdout
+from blendsync.shared.cli import (UsageFailure, is_write_failure, run_cli, setup_logging, write_failure,
+                                  write_text_or_stdout)
 from blendsync.train.config import LOSS_PRESETS, TrainConfig
 
 
@@ -128,6 +129,10 @@ def fit(store_path, manifest, config_path, preset, out, epochs, max_steps, batch
                       stop_at_step=stop_after_steps)
     except (DataError, CheckpointError, ValueError) as e:
         raise UsageFailure(str(e)) from None
+    except OSError as e:
+        if is_write_failure(e):
+            raise write_failure(e) from None
+        raise
     finally:
         bar.close()
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary: rank 0's
@@ -219,6 +224,10 @@ def predict(inputs, checkpoint, out_dir, fps, formats, device, plot, chunk_secon
                           frames_per_window=frames_per_window, gain=gain)
     except (CheckpointError, ValueError) as e:
         raise UsageFailure(str(e)) from None
+    except OSError as e:
+        if is_write_failure(e):
+            raise write_failure(e) from None
+        raise
     click.echo(f"{len(rep.written)} file(s) written to {out_dir}; {rep.audio_s:.1f} s of audio at "
                f"{rep.real_time_factor:.1f}x real time (featurize {rep.featurize_s:.2f} s, "
                f"model {rep.model_s:.2f} s)")
@@ -309,6 +318,10 @@ def export(checkpoint, fmt, out, frames_per_window):
         side = run_export(checkpoint, out, fmt, frames_per_window)
     except (CheckpointError, ValueError) as e:
         raise UsageFailure(str(e)) from None
+    except OSError as e:
+        if is_write_failure(e):
+            raise write_failure(e) from None
+        raise
     click.echo(f"wrote {out} and {side}")
 
 

@@ -229,3 +229,28 @@ def test_guards_refuse_other_features_or_channels_and_warn_on_versions(example_s
         main(["evaluate", "--checkpoint", str(tmp_path / "other_channels.pt"), "--store", str(example_store),
               "--split", "val"])
     assert e.value.code == 1 and "channel set" in capsys.readouterr().err
+
+
+def test_an_output_folder_that_cannot_be_written_is_one_clear_error(shared_data, checkpoint, example_store, tmp_path,
+                                                                   capsys):
+    import errno
+    import os
+
+    from blendsync.shared.cli import WRITE_ERRNOS
+
+    target = "/sys/blendsync-out"  # sysfs refuses new folders, also to root (a chmod would not)
+    try:
+        os.mkdir(target)
+        os.rmdir(target)
+        pytest.skip("this machine lets us create folders under /sys")
+    except OSError as e:
+        if e.errno not in WRITE_ERRNOS:
+            pytest.skip(f"/sys gives errno {errno.errorcode.get(e.errno)}")
+    audio = shared_data / "speech" / "cmu_arctic_a0007_16k.wav"
+    for argv in (["predict", str(audio), "--checkpoint", str(checkpoint), "--out", target, "--no-plot"],
+                 ["export", "--checkpoint", str(checkpoint), "--format", "torchscript", "--out", f"{target}/m.pt"],
+                 ["fit", "--store", str(example_store), "--out", f"{target}/run", "--max-steps", "1", "--no-progress"]):
+        with pytest.raises(SystemExit) as e:
+            main(["-q", *argv])
+        err = capsys.readouterr().err
+        assert e.value.code == 1 and "cannot write" in err and "Traceback" not in err, err
