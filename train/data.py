@@ -3,11 +3,14 @@ all items of one feature config split by a stable hash."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from blendsync.featurize.manifest import assign_splits
 from blendsync.shared.store import FeatureStore, StoreError
 from blendsync.train.streaming import FileRef
+
+log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -61,10 +64,14 @@ def load_dataset(store: FeatureStore, manifest: str | None) -> Dataset:
         manifest = "<all items>"
     splits: dict[str, list[FileRef]] = {"train": [], "val": [], "test": []}
     first = None
+    no_targets = []
     for key, split, rid in rows:
         a = store.complete_attrs(key)
         if a is None:
             raise DataError(f"manifest {manifest!r} lists item {key} ({rid}) that is not in the store")
+        if "targets" not in a.get("checksums", {}):
+            no_targets.append(rid or key)  # audio-only rows: for predict, not for training
+            continue
         if first is None:
             first = a
         if a["feature_config_hash"] != first["feature_config_hash"]:
@@ -72,9 +79,13 @@ def load_dataset(store: FeatureStore, manifest: str | None) -> Dataset:
                 f"items of {manifest!r} mix feature configs {first['feature_config_hash']} and "
                 f"{a['feature_config_hash']}; name one manifest with --manifest"
             )
-        if "targets" not in a.get("checksums", {}):
-            raise DataError(f"item {key} ({rid}) has no targets: the store was made without targets")
         splits.setdefault(split, []).append(FileRef(key, int(a["frames"]), rid))
+    if first is None:
+        raise DataError(f"no item of manifest {manifest!r} has targets ({len(no_targets)} audio-only): the store "
+                        "was made without targets")
+    if no_targets:
+        log.warning("manifest %r: skipping %d item(s) without targets (%s%s)", manifest, len(no_targets),
+                    ", ".join(no_targets[:5]), ", ..." if len(no_targets) > 5 else "")
     cs = first["channel_set"]
     return Dataset(manifest, splits, first["feature_config"], first["feature_config_hash"],
                    first.get("library_versions", {}), list(cs["channels"]), list(cs.get("mouth", [])),

@@ -211,3 +211,22 @@ def test_resume_refuses_options_it_would_ignore_and_names_a_different_store(tmp_
     assert e.value.code == 0
     err = capsys.readouterr().err
     assert "resuming on store" in err and "copy.zarr" in err
+
+
+def test_audio_only_rows_are_skipped_with_a_count_and_the_rest_trains(tmp_path, make_audio, caplog):
+    from blendsync.featurize.extract import extract
+    from blendsync.shared.config import FeatureConfig
+    from blendsync.shared.store import FeatureStore
+    from blendsync.train.data import load_dataset
+    from tests.conftest import write_livelink, write_manifest
+
+    make_audio("a.wav", 3.0)
+    make_audio("b.wav", 3.0)
+    write_livelink(tmp_path / "a.csv", 3.0)
+    man = write_manifest(tmp_path / "m.csv", [{"audio": "a.wav", "targets": "a.csv", "split": "train"},
+                                              {"audio": "b.wav", "split": "train"}])
+    store = tmp_path / "f.zarr"
+    assert extract(man, store, FeatureConfig(), executor="serial").ok
+    with caplog.at_level("WARNING"):
+        ds = load_dataset(FeatureStore(store), None)
+    assert len(ds.files("train")) == 1 and "skipping 1 item(s) without targets" in caplog.text
