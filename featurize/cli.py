@@ -162,6 +162,9 @@ def info(store_path, as_json):
         )
     click.echo("manifests:")
     for name, m in doc["manifests"].items():
+        if "error" in m:
+            click.echo(f"  {name}: {m['error']}")
+            continue
         click.echo(
             f"  {name}: {m['stored']}/{m['rows']} rows stored, splits {m['splits']}, "
             f"config {m['feature_config_hash']}"

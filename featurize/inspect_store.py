@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from blendsync.shared.store import STREAMS, FeatureStore, array_sha256
+from blendsync.shared.store import STREAMS, FeatureStore, StoreError, array_sha256
 
 
 def store_info(store: FeatureStore) -> dict:
@@ -24,7 +24,11 @@ def store_info(store: FeatureStore) -> dict:
         c["audio_hours"] += float(a.get("audio_duration_s", 0.0)) / 3600
     manifests = {}
     for name in store.manifest_names():
-        m = store.read_manifest(name)
+        try:
+            m = store.read_manifest(name)
+        except StoreError as e:
+            manifests[name] = {"error": str(e)}
+            continue
         splits = Counter(e.get("split") for e in m["entries"] if e.get("key"))
         manifests[name] = {
             "rows": m.get("rows"),
@@ -84,7 +88,12 @@ def check_store(store: FeatureStore) -> VerifyReport:
         problems += [VerifyProblem(key, m) for m in _check_item(store, key)]
     present = set(keys)
     for name in store.manifest_names():
-        for e in store.read_manifest(name)["entries"]:
+        try:
+            entries = store.read_manifest(name)["entries"]
+        except StoreError as e:
+            problems.append(VerifyProblem(f"manifests/{name}", str(e)))
+            continue
+        for e in entries:
             if e.get("key") and e["key"] not in present:
                 problems.append(
                     VerifyProblem(e["key"], f"listed by manifest {name!r} row {e.get('row')} but not stored")

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -41,6 +42,8 @@ from typing import Iterator
 
 import numpy as np
 import zarr
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 STREAMS = ("mel", "emotion", "targets")
@@ -381,7 +384,11 @@ class FeatureStore:
     def read_manifest(self, name: str) -> dict:
         """{"entries": [...ordered rows...], "feature_config_hash": ..., ...}."""
         check_index_name(name)
-        doc = self._read_json(f"manifests/{name}/zarr.json")
+        rel = f"manifests/{name}/zarr.json"
+        doc = self._read_json(rel)
+        if doc is None and self.read_bytes(rel) is not None:
+            raise StoreError(f"{self.root}: manifest index {name!r} is unreadable ({rel} is not valid JSON); "
+                             "bsfeat extract with that manifest rewrites it")
         if doc is None:
             raise StoreError(
                 f"{self.root}: no manifest {name!r} (has {self.manifest_names() or 'none'})"
@@ -393,6 +400,13 @@ class FeatureStore:
         temporary file and a rename locally, as one PUT on object stores), so a concurrent
         reader sees the old or the new one."""
         check_index_name(name)
+        rel = f"manifests/{name}/zarr.json"
+        if self._read_json(rel) is None and self.read_bytes(rel) is not None:
+            log.warning("%s: manifest index %r was unreadable (not valid JSON): rewriting it", self.root, name)
+            if self.is_local:
+                (self._local() / rel).unlink()
+            else:
+                self.fs.rm(self._fs_path(rel))
         g = zarr.open_group(self.zarr_location(f"manifests/{name}"), mode="a")
         g.attrs.put(attrs)
 

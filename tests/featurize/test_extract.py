@@ -243,3 +243,25 @@ def test_an_index_name_that_would_be_a_path_is_refused_before_anything_is_writte
     err = capsys.readouterr().err
     assert "is not allowed" in err and "Traceback" not in err
     assert list(tmp_path.rglob("*")) == [work]  # no store, nothing beside it
+
+
+def test_a_corrupt_manifest_index_is_named_and_extract_rewrites_it(tmp_path, make_audio, capsys):
+    from blendsync.shared.store import StoreError
+
+    make_audio("a.wav", 2.0)
+    man = write_manifest(tmp_path / "base.csv", [{"audio": "a.wav", "split": "train"}])
+    store = tmp_path / "s.zarr"
+    assert extract(man, store, FeatureConfig(), executor="serial").ok
+    index = store / "manifests" / "base" / "zarr.json"
+    index.write_text("{not json")
+    with pytest.raises(StoreError, match="'base' is unreadable .*not valid JSON"):
+        FeatureStore(store).read_manifest("base")
+    with pytest.raises(SystemExit) as e:
+        main(["info", str(store)])
+    assert e.value.code == 0 and "base: " in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["verify", str(store)])
+    assert e.value.code == 1 and "manifests/base" in capsys.readouterr().err
+    r = extract(man, store, FeatureConfig(), executor="serial")  # everything cached; the index is rewritten
+    assert r.ok and r.cached == 1
+    assert FeatureStore(store).read_manifest("base")["entries"][0]["key"]
