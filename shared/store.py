@@ -59,6 +59,14 @@ class StoreError(ValueError):
     """A store that cannot be used as asked."""
 
 
+class ItemError(StoreError):
+    """One stored item that cannot be read as it was written."""
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"item {key} {problem}")
+        self.key, self.problem = key, problem
+
+
 # A manifest index is a folder under manifests/: its name must never act as a path.
 INDEX_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -323,25 +331,35 @@ class FeatureStore:
             raise KeyError(f"{self.root}: no complete item {key}")
         return attrs
 
-    def read_item(self, key: str) -> StoredItem:
-        """Read one item whole: per array, its metadata and one read per chunk (a take is
-        usually one chunk). The item's attrs name its arrays, so nothing is listed or probed:
-        on an object store every request is a round trip."""
+    def read_item(self, key: str, *, verify: bool = True) -> StoredItem:
+        """Read one item whole and check it against its checksums: per array, its metadata and
+        one read per chunk (a take is usually one chunk). The item's attrs name its arrays, so
+        nothing is listed or probed: on an object store every request is a round trip.
+
+        A deleted chunk reads back as fill values and an item rewritten under a reader (an
+        object store has no atomic swap) as a mix of two versions; neither may reach training,
+        so a mismatch, or a chunk that does not decode, raises ItemError naming the key. The
+        check costs about 1 ms per MB (benchmarks/bench_verified_reads.py). verify=False is
+        for `bsfeat verify`, which reports each array's problem itself."""
         attrs = self.item_attrs(key)
         names = [n for n in STREAMS if n in attrs.get("shapes", {})]
-        if not names:  # items written before "shapes" was recorded
+        if not names:  # no recorded shapes: the group says which arrays it has
             g = zarr.open_group(self.zarr_location(f"items/{key}"), mode="r")
             names = [n for n in STREAMS if n in g]
-        arrays = {n: zarr.open_array(self.zarr_location(f"items/{key}/{n}"), mode="r", zarr_format=3)[...] for n in names}
-        if not self.is_local:
-            # An object store has no atomic item swap: an item rewritten while it is read
-            # (--force, or two runs at once) would come back with missing chunks read as
-            # fill values. Its checksums catch that (about 1 ms per MB, off the request path).
-            sums = attrs.get("checksums", {})
-            bad = [n for n in names if n in sums and array_sha256(arrays[n]) != sums[n]]
-            if bad:
-                raise StoreError(f"{self.root}: item {key} does not match its checksums ({', '.join(bad)}): "
-                                 "it was being rewritten while read, or is damaged; read it again or run verify")
+        arrays = {}
+        for n in names:
+            try:
+                arrays[n] = zarr.open_array(self.zarr_location(f"items/{key}/{n}"), mode="r", zarr_format=3)[...]
+            except FileNotFoundError as e:
+                raise ItemError(key, f"array {n!r} is missing ({e})") from None
+            except Exception as e:  # a damaged chunk: the codec's own error (blosc, zstd, json)
+                raise ItemError(key, f"array {n!r} is unreadable ({type(e).__name__}: {e})") from None
+        sums = attrs.get("checksums", {})
+        bad = [n for n in names if verify and (n not in sums or array_sha256(arrays[n]) != sums[n])]
+        if bad:
+            raise ItemError(key, f"does not match its checksums ({', '.join(bad)}): a chunk is missing or "
+                                 "damaged, or it was being rewritten while read; run bsfeat verify, and "
+                                 "bsfeat extract to rewrite it")
         return StoredItem(key, arrays["mel"], arrays["emotion"], arrays.get("targets"), attrs)
 
     def iter_items(self) -> Iterator[StoredItem]:

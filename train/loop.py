@@ -32,7 +32,7 @@ from blendsync.train.metrics import regression_metrics
 from blendsync.train.model import build_model
 from blendsync.train.output_gain import calibrate_gain
 from blendsync.train.normalization import load_or_compute
-from blendsync.train.step import LossMeter, carry, forward_rows, to_device, train_step
+from blendsync.train.step import LossMeter, NonFiniteGuard, carry, forward_rows, to_device, train_step
 from blendsync.train.streaming import Normalizer, WindowStream
 from blendsync.train.windows import prev_offset
 
@@ -272,8 +272,12 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
                            "held_out_tail": not ds.splits.get("val") and has_val},
         }, indent=2))
 
+    guard = NonFiniteGuard()
+
     def state(ep: int, in_ep: int) -> dict:
-        """The checkpoint; a collective (every rank's RNG and carried predictions)."""
+        """The checkpoint; a collective (every rank's RNG and carried predictions). Never of
+        weights a non-finite loss has touched."""
+        guard.check()
         rng_cuda = dist_.gather(torch.cuda.get_rng_state()) if dev.type == "cuda" else None
         return {
             "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
@@ -346,6 +350,8 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
                 db = to_device(batch, dev)
                 opt.zero_grad(set_to_none=True)
                 loss, terms, pred = train_step(net, db, prev, cfg, masks, amp)
+                guard.add(step + 1, loss, list(dict.fromkeys(
+                    train_stream.files[f].id or train_stream.files[f].key for f in batch["file"][batch["active"]])))
                 if cfg.diagnostics.normalize_stream_grads:
                     normalize_stream_grads(model)
                 if main and cfg.diagnostics.every_steps and step % cfg.diagnostics.every_steps == 0:
@@ -368,6 +374,8 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
                 frames += db.frames
                 elapsed = max(time.perf_counter() - t0, 1e-9)
                 acc.add(loss, terms)
+                if dev.type == "cpu" or step % LOG_EVERY == 0:
+                    guard.check()
                 if main and (step % LOG_EVERY == 0 or step == 1):
                     # The only reads of device values on the step path: every LOG_EVERY steps.
                     # Logged losses are means over the steps since the last record (rank 0's).

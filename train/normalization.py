@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from blendsync.shared.store import FeatureStore
-from blendsync.train.streaming import FileRef, Normalizer
+from blendsync.shared.store import FeatureStore, ItemError
+from blendsync.train.streaming import FileRef, Normalizer, check_finite
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,15 @@ def compute_normalizer(store: FeatureStore, files: list[FileRef]) -> Normalizer:
     sums: dict[str, np.ndarray] = {}
     sq: dict[str, np.ndarray] = {}
     n = 0
-    for f, item in zip(files, store.read_items([f.key for f in files])):
+    # read_items checks every item; a damaged one is named with its manifest row.
+    ids = {f.key: f.id for f in files if f.id}
+    items = store.read_items([f.key for f in files])
+    for f in files:
+        try:
+            item = next(items)
+        except ItemError as e:
+            raise ItemError(e.key, f"({ids[e.key]}) {e.problem}" if e.key in ids else e.problem) from None
+        check_finite(item, f)
         arrays = {"mel": item.mel, "emotion": item.emotion, "target": item.targets}
         for name, a in arrays.items():
             a = a[f.start : f.start + f.frames].astype(np.float64)
@@ -56,7 +64,13 @@ def load_or_compute(run_dir: Path, store: FeatureStore, manifest: str, split: st
     key = stats_cache_key(store, manifest, split, files)
     path = run_dir / f"norm_stats-{key}.json"
     if path.is_file():
-        return Normalizer.from_dict(json.loads(path.read_text()))
+        try:
+            cached = Normalizer.from_dict(json.loads(path.read_text()))
+            if cached.is_finite():
+                return cached
+        except (ValueError, KeyError, TypeError):
+            pass
+        log.warning("%s: cached statistics are unreadable or not finite: computing them again", path)
     log.info("computing normalisation statistics over %d %s files", len(files), split)
     norm = compute_normalizer(store, files)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -119,3 +119,31 @@ class LossMeter:
         out = {k: v / max(self.n, 1) for k, v in zip(names, values)}
         self.sums, self.n = {}, 0
         return out
+
+
+class NonFiniteLoss(ValueError):
+    """The training loss became NaN or infinite: the run stops rather than save such weights."""
+
+
+class NonFiniteGuard:
+    """Finds the first step whose loss is not finite without a read-back per step: each step's
+    finiteness flag stays on the device, with the batch's files on the host, until check()
+    (every log interval, before every checkpoint, every step on a CPU where reading is free)."""
+
+    def __init__(self):
+        self.pending: list[tuple[int, torch.Tensor, list[str]]] = []
+
+    def add(self, step: int, loss: torch.Tensor, files: list[str]) -> None:
+        self.pending.append((step, torch.isfinite(loss.detach()).all(), files))
+
+    def check(self) -> None:
+        if not self.pending:
+            return
+        flags = torch.stack([p[1] for p in self.pending]).cpu().tolist()
+        pending, self.pending = self.pending, []
+        for (step, _, files), ok in zip(pending, flags):
+            if not ok:
+                shown = ", ".join(files[:8]) + (f", ... ({len(files)} files)" if len(files) > 8 else "")
+                raise NonFiniteLoss(f"the training loss is not finite at step {step} (batch files: {shown}); "
+                                    "training stopped, the last checkpoint is the last finite one. Check those "
+                                    "items (bsfeat verify) or lower optim.lr")

@@ -35,7 +35,7 @@ from typing import Iterator
 
 import numpy as np
 
-from blendsync.shared.store import FeatureStore
+from blendsync.shared.store import FeatureStore, ItemError, StoredItem
 from blendsync.train.windows import block_starts, block_step, cut, frame_mask, n_blocks, pad_frames, prev_offset
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,25 @@ class FileRef:
     frames: int
     id: str = ""
     start: int = 0
+
+
+def read_checked(store: FeatureStore, ref: FileRef) -> StoredItem:
+    """The item, verified against its checksums and finite; a damaged one raises ItemError
+    naming the key and the manifest row it came from."""
+    try:
+        return check_finite(store.read_item(ref.key), ref)
+    except ItemError as e:
+        raise ItemError(e.key, f"({ref.id}) {e.problem}" if ref.id else e.problem) from None
+
+
+def check_finite(item: StoredItem, ref: FileRef) -> StoredItem:
+    """The item, or ItemError when an array holds NaN or infinity (featurize never stores
+    them; such an item was written by something else and would poison training)."""
+    for name, a in (("mel", item.mel), ("emotion", item.emotion), ("targets", item.targets)):
+        if a is not None and not np.isfinite(a).all():
+            raise ItemError(item.key, f"{f'({ref.id}) ' if ref.id else ''}has "
+                                      f"{int(np.count_nonzero(~np.isfinite(a)))} non-finite values in {name}")
+    return item
 
 
 @dataclass(frozen=True)
@@ -75,6 +94,9 @@ class Normalizer:
         return cls(**{k: np.asarray(d[k], dtype=np.float32) for k in
                       ("mel_mean", "mel_std", "emotion_mean", "emotion_std", "target_mean", "target_std")
                       if k in d})
+
+    def is_finite(self) -> bool:
+        return all(np.isfinite(v).all() for v in self.__dict__.values() if v is not None)
 
 
 Segment = tuple[int, int, int]
@@ -221,7 +243,7 @@ class WindowStream:
         return self.schedule(epoch).steps
 
     def load(self, f: int) -> LoadedFile:
-        item = self.store.read_item(self.files[f].key)
+        item = read_checked(self.store, self.files[f])
         if item.targets is None:
             raise ValueError(f"item {self.files[f].key} ({self.files[f].id}) has no targets")
         n = self.norm
