@@ -94,32 +94,94 @@ def parse_timecode(tc: str) -> float:
     return int(h) * 3600 + int(mi) * 60 + int(s) + float(ff) / LIVELINK_FPS
 
 
-def times_from_timecodes(stamps: np.ndarray, source: str, jitter_tolerance: float) -> tuple[np.ndarray, float, tuple[str, ...]]:
-    """Absolute timecode seconds (N,) -> times from the first row, the fps they imply, notes.
+# A row interval within this fraction of a whole multiple (>= 2) of the median is that many
+# frames' worth of time: frames the capture dropped, not jitter.
+WHOLE_MULTIPLE_TOLERANCE = 0.1
+# An interval under this fraction of the median (timecodes carry 1/1000 of a frame) is the
+# same time again: a repeated row.
+REPEAT_TOLERANCE = 1e-3
+# Dropped and repeated frames are rare events; when more intervals than this fraction look
+# like them, the file's clock is irregular (jitter), not a capture with a few lost frames.
+MAX_IRREGULAR_FRACTION = 0.05
 
-    Real takes run at ~59.9 fps, so per-row stamps are used as they are; when intervals
-    jitter by more than jitter_tolerance of their median (some writers put something other
-    than a frame fraction after the dot), rows are re-spaced uniformly at the median rate.
+
+@dataclass(frozen=True)
+class RowTimes:
+    """Which rows to use, in time order (rows (N,) int indices into the file's rows), their
+    times (N,) in seconds from the first, the fps the intervals imply and the warnings given."""
+
+    rows: np.ndarray
+    times: np.ndarray
+    fps: float
+    notes: tuple[str, ...]
+
+
+def times_from_timecodes(stamps: np.ndarray, source: str, jitter_tolerance: float) -> RowTimes:
+    """Absolute timecode seconds (N,) of the file's rows -> the rows to use and their times.
+
+    Real takes run at ~59.9 fps, so per-row stamps are used as they are. In order:
+    - rows whose timecodes go backwards are sorted by time (stable), with a warning that
+      names the first such line;
+    - a row repeating the previous row's time is a repeated capture frame: dropped, counted;
+    - an interval that is a whole multiple (>= 2) of the median, within 10%, is dropped
+      capture frames: the timecodes are kept, so the frame grid interpolates across the gap
+      and the rows around it keep their times; counted;
+    - any other interval off the median by more than jitter_tolerance is jitter (some writers
+      put something other than a frame fraction after the dot): every row is re-spaced
+      uniformly at the median rate, as the file's row order gives them; so is a file where
+      more than 5% of the intervals look like dropped or repeated frames (a writer with an
+      irregular clock, not a capture that lost a few frames).
     """
-    t = np.asarray(stamps, dtype=np.float64) - stamps[0]
-    # A take that runs over midnight wraps its wall clock.
-    steps = np.diff(t)
-    steps = np.where(steps < -43200, steps + 86400, steps)
-    if len(steps) == 0:
+    stamps = np.asarray(stamps, dtype=np.float64)
+    if len(stamps) < 2:
         raise TargetError(f"{source}: one row only; need at least 2 to know the frame rate")
-    med = float(np.median(steps))
+    steps = np.diff(stamps)
+    # A take that runs over midnight wraps its wall clock.
+    steps = np.where(steps < -43200, steps + 86400, steps)
+    t = np.concatenate([[0.0], np.cumsum(steps)])
+    notes: list[str] = []
+    rows = np.arange(len(t))
+    back = np.flatnonzero(steps < 0)
+    if len(back):
+        rows = np.argsort(t, kind="stable")
+        moved = int(np.count_nonzero(rows != np.arange(len(t))))
+        notes.append(f"{source}: timecodes go backwards at {len(back)} place(s) (first at line {back[0] + 3}); "
+                     f"{moved} rows sorted into time order")
+        t = t[rows]
+        steps = np.diff(t)
+    pos = steps[steps > 0]
+    med = float(np.median(pos)) if len(pos) else 0.0
     if med <= 0:
-        raise TargetError(f"{source}: timecodes do not increase (median step {med * 1000:.3f} ms)")
-    dev = float(np.max(np.abs(steps - med)) / med)
-    if dev > jitter_tolerance:
+        raise TargetError(f"{source}: timecodes do not increase (every row has the same time)")
+    ratio = steps / med
+    repeat = ratio < REPEAT_TOLERANCE
+    whole = np.round(ratio)
+    gap = (whole >= 2) & (np.abs(ratio - whole) <= WHOLE_MULTIPLE_TOLERANCE)
+    regular = ~repeat & ~gap
+    dev = float(np.max(np.abs(ratio[regular] - 1.0))) if regular.any() else 0.0
+    irregular = float(np.mean(~regular))
+    if dev > jitter_tolerance or irregular > MAX_IRREGULAR_FRACTION:
+        dev = max(dev, float(np.max(np.abs(ratio - 1.0))))
         note = (
             f"{source}: row intervals jitter by up to {dev:.0%} of their median "
             f"({steps.min() * 1000:.1f}-{steps.max() * 1000:.1f} ms around {med * 1000:.2f} ms); "
             f"using uniform spacing at {1 / med:.3f} fps"
         )
+        for n in notes:
+            log.warning(n)
         log.warning(note)
-        return np.arange(len(t)) * med, 1.0 / med, (note,)
-    return np.concatenate([[0.0], np.cumsum(steps)]), 1.0 / med, ()
+        return RowTimes(rows, np.arange(len(t)) * med, 1.0 / med, (*notes, note))
+    if repeat.any():
+        notes.append(f"{source}: {int(repeat.sum())} repeated row(s) (the previous row's time again): dropped")
+        keep = np.concatenate([[True], ~repeat])
+        rows, t = rows[keep], t[keep]
+    if gap.any():
+        missing = int((whole[gap] - 1).sum())
+        notes.append(f"{source}: {missing} capture frame(s) missing in {int(gap.sum())} gap(s) (intervals of whole "
+                     f"frames); interpolated across, timecodes kept")
+    for n in notes:
+        log.warning(n)
+    return RowTimes(rows, t, 1.0 / med, tuple(notes))
 
 
 def read_livelink_csv(path: Path, channels: ChannelSet, jitter_tolerance: float = 0.25) -> TargetCurves:
@@ -171,8 +233,8 @@ def read_livelink_csv(path: Path, channels: ChannelSet, jitter_tolerance: float 
             values[n] = [float(r[i]) for i in cols]
         except ValueError as e:
             raise TargetError(f"{src}: line {line}: non-numeric curve value ({e})") from None
-    times, fps, notes = times_from_timecodes(stamps, src, jitter_tolerance)
-    return TargetCurves(values, times, fps, "livelink_csv", notes)
+    rt = times_from_timecodes(stamps, src, jitter_tolerance)
+    return TargetCurves(values[rt.rows], rt.times, rt.fps, "livelink_csv", rt.notes)
 
 
 # Frame rates a capture can have: anything outside is a typo or a corrupt file.

@@ -217,3 +217,80 @@ def _three_channels():
     from blendsync.shared.channels import ChannelSet
 
     return ChannelSet("three", ("a", "b", "c"))
+
+
+def _rewrite(src, dst, edit):
+    """The real CSV src with its data rows passed through edit(list of lines) into dst."""
+    lines = src.read_text().splitlines()
+    dst.write_text("\n".join([lines[0], *edit(lines[1:])]) + "\n")
+    return dst
+
+
+def test_rows_out_of_time_order_are_sorted_by_timecode_with_a_warning(shared_data, tmp_path, caplog):
+    src = shared_data / "livelinkface" / "Happy.csv"
+    rng = np.random.default_rng(0)
+
+    def shuffle_block(rows):
+        block = rows[1000:1012]
+        return rows[:1000] + [block[i] for i in rng.permutation(len(block))] + rows[1012:]
+
+    f = _rewrite(src, tmp_path / "shuffled.csv", shuffle_block)
+    a = read_targets(TargetSpec(src), ARKIT)
+    with caplog.at_level(logging.WARNING):
+        b = read_targets(TargetSpec(f), ARKIT)
+    np.testing.assert_array_equal(a.values, b.values)
+    np.testing.assert_allclose(a.times, b.times)
+    assert "timecodes go backwards" in caplog.text and "sorted into time order" in caplog.text
+    assert "jitter" not in caplog.text
+
+
+def test_dropped_capture_frames_keep_their_timecodes_and_are_interpolated(shared_data, tmp_path, caplog):
+    src = shared_data / "livelinkface" / "Happy.csv"
+    gone = [500, 1200, 1201, 2000, 2900]  # 5 frames in 4 gaps
+    f = _rewrite(src, tmp_path / "dropped.csv", lambda rows: [r for i, r in enumerate(rows) if i not in gone])
+    a = read_targets(TargetSpec(src), ARKIT)
+    with caplog.at_level(logging.WARNING):
+        b = read_targets(TargetSpec(f), ARKIT)
+    assert "5 capture frame(s) missing in 4 gap(s)" in caplog.text and "jitter" not in caplog.text
+    kept = np.setdiff1d(np.arange(len(a.times)), gone)
+    # Every kept row keeps its own time: nothing is shifted (even spacing would move rows by
+    # up to 5 frames, 83 ms).
+    np.testing.assert_allclose(b.times, a.times[kept], atol=1e-9)
+    np.testing.assert_array_equal(b.values, a.values[kept])
+    assert b.fps == pytest.approx(a.fps)
+    # On the frame grid, only frames next to a gap differ from the full take.
+    ga = targets_on_grid(a, 30.0, 1500).values
+    gb = targets_on_grid(b, 30.0, 1500).values
+    near = np.zeros(1500, bool)
+    for i in gone:
+        k = int(a.times[i] * 30)
+        near[max(0, k - 1): k + 2] = True
+    np.testing.assert_allclose(ga[~near], gb[~near], atol=1e-6)
+
+
+def test_repeated_capture_frames_are_dropped_with_a_count(shared_data, tmp_path, caplog):
+    src = shared_data / "livelinkface" / "MySlate_164_iPhone_cal.csv"
+    twice = {100, 101, 700, 1500, 1800}
+
+    def double(rows):
+        out = []
+        for i, r in enumerate(rows):
+            out += [r, r] if i in twice else [r]
+        return out
+
+    f = _rewrite(src, tmp_path / "doubled.csv", double)
+    a = read_targets(TargetSpec(src), ARKIT)
+    with caplog.at_level(logging.WARNING):
+        b = read_targets(TargetSpec(f), ARKIT)
+    assert "5 repeated row(s)" in caplog.text and "jitter" not in caplog.text
+    np.testing.assert_array_equal(a.values, b.values)
+    np.testing.assert_allclose(a.times, b.times)
+
+
+def test_timecodes_that_never_increase_are_refused(tmp_path):
+    f = write_livelink(tmp_path / "a.csv", 1.0)
+    lines = f.read_text().splitlines()
+    first_tc = lines[1].split(",")[0]
+    f.write_text("\n".join([lines[0]] + [first_tc + "," + ln.split(",", 1)[1] for ln in lines[1:]]) + "\n")
+    with pytest.raises(TargetError, match="timecodes do not increase"):
+        read_targets(TargetSpec(f), ARKIT)
