@@ -42,6 +42,8 @@ class ExtractReport:
     started_cluster: bool = False
     seconds: float = 0.0
     keys: list[str] = field(default_factory=list)
+    # One line per audio content found in more than one split (train vs val/test).
+    shared_audio: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -53,6 +55,21 @@ class PlannedRow:
     row: ManifestRow
     key: str
     task: FileTask
+
+
+def shared_audio_across_splits(planned: list[PlannedRow]) -> list[str]:
+    """The same audio bytes (content hash) under rows of different splits: a model validated
+    or tested on audio it trained on scores better than it is. One line per such audio."""
+    by_audio: dict[str, list[ManifestRow]] = {}
+    for p in planned:
+        by_audio.setdefault(p.task.attrs["source"]["audio_sha256"], []).append(p.row)
+    out = []
+    for sha, rows in by_audio.items():
+        if len({r.split for r in rows}) > 1:
+            listed = ", ".join(f"row {r.row} ({r.id}, {r.split})" for r in rows[:6])
+            out.append(f"the same audio (sha256 {sha[:12]}) is in more than one split: {listed}"
+                       f"{', ...' if len(rows) > 6 else ''}; bstrain fit refuses this unless --allow-shared-audio")
+    return out
 
 
 def plan_rows(manifest: Manifest, cfg: FeatureConfig, stat: StatCache) -> tuple[list[PlannedRow], list[RowProblem]]:
@@ -134,6 +151,9 @@ def extract(
     planned, hash_problems = plan_rows(manifest, cfg, stat)
     problems += hash_problems
     report.hashed_files = stat.misses
+    report.shared_audio = shared_audio_across_splits(planned)
+    for msg in report.shared_audio:
+        log.warning("%s: %s", manifest.path, msg)
     stat.save()
 
     status: dict[str, TaskResult] = {}

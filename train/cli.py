@@ -60,9 +60,13 @@ def cli(verbose: int, quiet: bool) -> None:
 @click.option("--stop-after-steps", type=click.IntRange(min=1), default=None,
               help="End this invocation after that many optimiser steps in all, saving last.pt, without "
                    "changing the schedule (for time-boxed or preemptible jobs; continue with --resume).")
+@click.option("--allow-shared-audio", is_flag=True,
+              help="Train even when the same audio (content hash) is in the training split and a validation "
+                   "or test split (refused by default: its scores would measure memory).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
 def fit(store_path, manifest, config_path, preset, out, epochs, max_steps, batch_streams, stride,
-        frames_per_window, loss_preset, validate_every, patience, compile_, device, seed, resume, nproc, stop_after_steps, progress):
+        frames_per_window, loss_preset, validate_every, patience, compile_, device, seed, resume, nproc, stop_after_steps,
+        allow_shared_audio, progress):
     """Stream 256-frame windows from the store in file order and train the dual-stream model;
     each window predicts a block of K frames.
 
@@ -126,7 +130,7 @@ def fit(store_path, manifest, config_path, preset, out, epochs, max_steps, batch
     try:
         res = run_fit(store_path, cfg=cfg, out=out, manifest=manifest, preset=preset, device=device,
                       resume=resume, on_step=bar.update, batch_streams=batch_streams,
-                      stop_at_step=stop_after_steps)
+                      stop_at_step=stop_after_steps, allow_shared_audio=allow_shared_audio)
     except (DataError, CheckpointError, ValueError) as e:
         raise UsageFailure(str(e)) from None
     except OSError as e:

@@ -29,6 +29,8 @@ class Dataset:
     channels: list[str]
     mouth: list[str]
     expression: list[str]
+    # One line per audio content (sha256) found in more than one split.
+    shared_audio: tuple[str, ...] = ()
 
     def files(self, split: str) -> list[FileRef]:
         files = self.splits.get(split, [])
@@ -65,6 +67,7 @@ def load_dataset(store: FeatureStore, manifest: str | None) -> Dataset:
     splits: dict[str, list[FileRef]] = {"train": [], "val": [], "test": []}
     first = None
     no_targets = []
+    audio_splits: dict[str, list[tuple[str, str]]] = {}
     for key, split, rid in rows:
         a = store.complete_attrs(key)
         if a is None:
@@ -80,16 +83,36 @@ def load_dataset(store: FeatureStore, manifest: str | None) -> Dataset:
                 f"{a['feature_config_hash']}; name one manifest with --manifest"
             )
         splits.setdefault(split, []).append(FileRef(key, int(a["frames"]), rid))
+        sha = (a.get("source") or {}).get("audio_sha256")
+        if sha:
+            audio_splits.setdefault(sha, []).append((rid or key[:12], split))
     if first is None:
         raise DataError(f"no item of manifest {manifest!r} has targets ({len(no_targets)} audio-only): the store "
                         "was made without targets")
     if no_targets:
         log.warning("manifest %r: skipping %d item(s) without targets (%s%s)", manifest, len(no_targets),
                     ", ".join(no_targets[:5]), ", ..." if len(no_targets) > 5 else "")
+    shared = tuple(
+        f"audio {sha[:12]} is in splits {', '.join(sorted({sp for _, sp in uses}))}: "
+        + ", ".join(f"{rid} ({sp})" for rid, sp in uses[:6]) + (", ..." if len(uses) > 6 else "")
+        for sha, uses in audio_splits.items() if len({sp for _, sp in uses}) > 1)
     cs = first["channel_set"]
     return Dataset(manifest, splits, first["feature_config"], first["feature_config_hash"],
                    first.get("library_versions", {}), list(cs["channels"]), list(cs.get("mouth", [])),
-                   list(cs.get("expression", [])))
+                   list(cs.get("expression", [])), shared)
+
+
+def check_shared_audio(ds: Dataset, allow: bool) -> None:
+    """Refuse (or, allowed, warn about) audio that is both trained on and validated or tested
+    on: its validation scores would measure memory, not skill."""
+    if not ds.shared_audio:
+        return
+    listed = "; ".join(ds.shared_audio[:3]) + (f"; ... ({len(ds.shared_audio)} in all)" if len(ds.shared_audio) > 3 else "")
+    if not allow:
+        raise DataError(f"manifest {ds.manifest!r}: the same audio is in more than one split ({listed}); give "
+                        "each recording one split, or pass --allow-shared-audio")
+    log.warning("manifest %r: the same audio is in more than one split (%s); allowed by --allow-shared-audio",
+                ds.manifest, listed)
 
 
 def hold_out_tails(files: list[FileRef], fraction: float) -> tuple[list[FileRef], list[FileRef]]:

@@ -22,7 +22,7 @@ from blendsync.shared.store import FeatureStore
 from blendsync.train import plots
 from blendsync.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from blendsync.train.config import LOSS_TERMS, VALIDATION_METRICS, TrainConfig
-from blendsync.train.data import Dataset, DataError, hold_out_tails, load_dataset
+from blendsync.train.data import Dataset, DataError, check_shared_audio, hold_out_tails, load_dataset
 from blendsync.train.diagnostics import grad_report, normalize_stream_grads, warn_on
 from blendsync.train.distributed import Dist
 from blendsync.train.distributed import setup as setup_dist
@@ -134,7 +134,7 @@ def evaluate(model, stream: WindowStream, ds_files, cfg: TrainConfig, masks, dev
 def fit(store_path: str | Path, *, cfg: TrainConfig, out: str | Path, manifest: str | None = None,
         preset: str | None = None, device: str = "auto", resume: bool = False,
         batch_streams: int | None = None, stop_at_step: int | None = None,
-        on_step: Callable[[dict], bool | None] | None = None) -> FitResult:
+        on_step: Callable[[dict], bool | None] | None = None, allow_shared_audio: bool = False) -> FitResult:
     """Train on a store.
 
     preset None: the config's (auto = full on a GPU, small on a CPU); batch_streams overrides
@@ -148,7 +148,8 @@ def fit(store_path: str | Path, *, cfg: TrainConfig, out: str | Path, manifest: 
     dist_, dev = setup_dist(resolve_device(device))
     try:
         res = _fit(run_dir, store, dist_, dev, cfg=cfg, manifest=manifest, preset=preset, resume=resume,
-                   batch_streams=batch_streams, stop_at_step=stop_at_step, on_step=on_step)
+                   batch_streams=batch_streams, stop_at_step=stop_at_step, on_step=on_step,
+                   allow_shared_audio=allow_shared_audio)
     except BaseException:
         teardown_dist(dist_, together=False)
         raise
@@ -157,7 +158,7 @@ def fit(store_path: str | Path, *, cfg: TrainConfig, out: str | Path, manifest: 
 
 
 def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, cfg: TrainConfig,
-         manifest, preset, resume, batch_streams, stop_at_step, on_step) -> FitResult:
+         manifest, preset, resume, batch_streams, stop_at_step, on_step, allow_shared_audio) -> FitResult:
     main = dist_.main
     if not main:
         logging.getLogger("blendsync").setLevel(logging.WARNING)
@@ -187,6 +188,7 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
         raise DataError(f"{run_dir} was trained with {ckpt.get('world_size', 1)} processes; resume it with "
                         f"the same number (got {dist_.world})")
     ds = load_dataset(store, manifest)
+    check_shared_audio(ds, allow_shared_audio)
     if ckpt is not None:
         check_compatible(ckpt, ds)
     train_files = ds.files("train")
