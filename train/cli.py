@@ -232,7 +232,8 @@ def predict(inputs, checkpoint, out_dir, fps, formats, device, plot, chunk_secon
         if is_write_failure(e):
             raise write_failure(e) from None
         raise
-    click.echo(f"{len(rep.written)} file(s) written to {out_dir}; {rep.audio_s:.1f} s of audio at "
+    click.echo(f"{len(rep.animated)} audio file(s) animated, {len(rep.written)} file(s) written to {out_dir}; "
+               f"{rep.audio_s:.1f} s of audio at "
                f"{rep.real_time_factor:.1f}x real time (featurize {rep.featurize_s:.2f} s, "
                f"model {rep.model_s:.2f} s)")
     if rep.latency_s is not None:

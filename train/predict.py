@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +150,8 @@ class Predictor:
 
 @dataclass
 class PredictReport:
+    # Audio files animated, and every file written for them (curves in each format, plots).
+    animated: list[Path] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     audio_s: float = 0.0
@@ -162,21 +165,67 @@ class PredictReport:
         return self.audio_s / max(self.featurize_s + self.model_s, 1e-9)
 
 
-def collect_inputs(inputs: list[str | Path]) -> list[Path]:
-    """Files as given; directories searched for audio; .csv files read as manifests."""
+def collect_inputs(inputs: list[str | Path]) -> list[tuple[Path, Path]]:
+    """(audio file, output name without suffix, relative to --out) for every input: files as
+    given; directories searched for audio; .csv files read as manifests. A file reached twice
+    is animated once.
+
+    Names never collide: a file found in a directory keeps its path under that directory
+    (dir/x/take.wav -> x/take); files whose names would still meet (x/take.wav and y/take.wav
+    given one by one, take.wav and take.flac) keep their paths relative to the folder they
+    share, and their audio suffix where that is all that differs."""
     from blendsync.featurize.manifest import read_manifest
 
-    out: list[Path] = []
+    found: list[tuple[Path, Path]] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            out += sorted(p for p in item.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+            found += [(p, p.relative_to(item).with_suffix(""))
+                      for p in sorted(item.rglob("*")) if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()]
         elif item.suffix.lower() == ".csv":
             m = read_manifest(item)
             for prob in m.problems:
                 log.error("%s", prob)
-            out += [r.audio for r in m.rows]
+            found += [(r.audio, Path(r.audio.stem)) for r in m.rows]
         else:
-            out.append(item)
+            found.append((item, Path(item.stem)))
+    seen: set[Path] = set()
+    unique = []
+    for audio, name in found:
+        real = audio.resolve()
+        if real not in seen:
+            seen.add(real)
+            unique.append((audio, name))
+    return _without_collisions(unique)
+
+
+def _without_collisions(files: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
+    """Rename the files whose output names meet (compared without case: the output folder
+    may be on a case-insensitive file system)."""
+    groups: dict[str, list[int]] = {}
+    for i, (_, name) in enumerate(files):
+        groups.setdefault(name.as_posix().lower(), []).append(i)
+    out = list(files)
+    for idx in groups.values():
+        if len(idx) < 2:
+            continue
+        paths = [files[i][0].resolve() for i in idx]
+        common = Path(os.path.commonpath([p.parent for p in paths]))
+        names = [p.relative_to(common).with_suffix("") for p in paths]
+        counts: dict[str, int] = {}
+        for n in names:
+            counts[n.as_posix().lower()] = counts.get(n.as_posix().lower(), 0) + 1
+        # Same folder, same stem: the audio suffix tells them apart.
+        names = [n.with_name(p.name) if counts[n.as_posix().lower()] > 1 else n for n, p in zip(names, paths)]
+        for i, n in zip(idx, names):
+            out[i] = (files[i][0], n)
+    taken = [n.as_posix().lower() for _, n in out]
+    if len(set(taken)) < len(taken):  # a renamed file met another name: number them
+        count: dict[str, int] = {}
+        for i, (a, n) in enumerate(out):
+            k = n.as_posix().lower()
+            count[k] = count.get(k, 0) + 1
+            if count[k] > 1:
+                out[i] = (a, n.with_name(f"{n.name}-{count[k]}"))
     return out
 
 
@@ -199,7 +248,7 @@ def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Pat
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rep = PredictReport()
-    for audio in collect_inputs(inputs):
+    for audio, name in collect_inputs(inputs):
         try:
             if chunk_seconds:
                 from blendsync.train.chunked import animate_chunked
@@ -214,21 +263,26 @@ def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Pat
             continue
         curves = apply_gain(res["curves"], pred.norm.target_mean, gain)
         curves = resample_curves(curves, pred.fps, fps, res["duration_s"])
-        stem = out / Path(audio).stem
+        base = out / name
+        base.parent.mkdir(parents=True, exist_ok=True)
+
+        def path(ext: str) -> Path:  # name + ext: a name may hold dots of its own (take.v2)
+            return base.parent / (base.name + ext)
+
         if "livelink" in formats:
-            write_livelink_csv(stem.with_suffix(".csv"), curves, fps, pred.channels)
-            rep.written.append(stem.with_suffix(".csv"))
+            write_livelink_csv(path(".csv"), curves, fps, pred.channels)
+            rep.written.append(path(".csv"))
         if "npy" in formats:
-            np.save(stem.with_suffix(".npy"), curves.astype(np.float32))
-            rep.written.append(stem.with_suffix(".npy"))
+            np.save(path(".npy"), curves.astype(np.float32))
+            rep.written.append(path(".npy"))
         if "json" in formats:
-            write_json(stem.with_suffix(".json"), curves, fps, pred.channels, str(audio))
-            rep.written.append(stem.with_suffix(".json"))
+            write_json(path(".json"), curves, fps, pred.channels, str(audio))
+            rep.written.append(path(".json"))
         if plot:
             dec = decode_audio(audio, pred.feature_config.sample_rate)
-            plot_prediction(stem.with_suffix(".png"), dec.samples, dec.sample_rate, curves, fps,
-                            pred.channels, Path(audio).name)
-            rep.written.append(stem.with_suffix(".png"))
+            plot_prediction(path(".png"), dec.samples, dec.sample_rate, curves, fps, pred.channels, Path(audio).name)
+            rep.written.append(path(".png"))
+        rep.animated.append(Path(audio))
         rep.audio_s += res["duration_s"]
         rep.featurize_s += res["featurize_s"]
         rep.model_s += res["model_s"]

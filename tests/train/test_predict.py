@@ -254,3 +254,44 @@ def test_an_output_folder_that_cannot_be_written_is_one_clear_error(shared_data,
             main(["-q", *argv])
         err = capsys.readouterr().err
         assert e.value.code == 1 and "cannot write" in err and "Traceback" not in err, err
+
+
+def test_outputs_keep_relative_paths_and_never_collide(shared_data, checkpoint, tmp_path, capsys):
+    import shutil
+
+    src = shared_data / "speech" / "cmu_arctic_a0007_16k.wav"
+    other = shared_data / "speech" / "speechbrain_example1_16k.wav"
+    d = tmp_path / "in"
+    for sub, f in (("x", src), ("y", other)):
+        (d / sub).mkdir(parents=True)
+        shutil.copy(f, d / sub / "take.wav")
+    # A directory: the outputs keep the paths under it.
+    with pytest.raises(SystemExit) as e:
+        main(["-q", "predict", str(d), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o1"), "--no-plot",
+              "--format", "npy"])
+    assert e.value.code == 0
+    assert sorted(p.relative_to(tmp_path / "o1").as_posix() for p in (tmp_path / "o1").rglob("*.npy")) == \
+        ["x/take.npy", "y/take.npy"]
+    a, b = np.load(tmp_path / "o1" / "x" / "take.npy"), np.load(tmp_path / "o1" / "y" / "take.npy")
+    assert a.shape != b.shape  # two different takes, not one written twice
+    assert "2 audio file(s) animated, 2 file(s) written" in capsys.readouterr().out
+    # The same two files given one by one, plus take.flac beside one of them, and one file twice.
+    import soundfile as sf
+
+    y, sr = sf.read(src)
+    sf.write(d / "x" / "take.flac", y, sr)
+    with pytest.raises(SystemExit) as e:
+        main(["-q", "predict", str(d / "x" / "take.wav"), str(d / "y" / "take.wav"), str(d / "x" / "take.flac"),
+              str(d / "x" / "take.wav"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o2"),
+              "--no-plot"])
+    assert e.value.code == 0
+    got = sorted(p.relative_to(tmp_path / "o2").as_posix() for p in (tmp_path / "o2").rglob("*.csv"))
+    assert got == ["x/take.flac.csv", "x/take.wav.csv", "y/take.csv"]
+    assert "3 audio file(s) animated, 3 file(s) written" in capsys.readouterr().out
+
+
+def test_collect_inputs_names_a_dotted_stem_in_full(tmp_path):
+    from blendsync.train.predict import collect_inputs
+
+    (tmp_path / "take.v2.wav").write_bytes(b"")
+    assert collect_inputs([tmp_path / "take.v2.wav"]) == [(tmp_path / "take.v2.wav", __import__("pathlib").Path("take.v2"))]
