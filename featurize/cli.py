@@ -96,6 +96,9 @@ def extract(manifest, store_path, workers, scheduler, config_path, force, serial
         click.echo(f"{len(report.failed)} problem(s):", err=True)
         for line in report.failed:
             click.echo(f"  {line}", err=True)
+    if report.index_error:
+        raise UsageFailure(report.index_error)
+    if report.failed:
         sys.exit(EXIT_ROWS_FAILED)
 
 

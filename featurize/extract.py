@@ -7,6 +7,7 @@ nothing to do starts no cluster.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from blendsync.featurize.task import FileTask, TaskResult
 from blendsync.featurize.writer import sweep_staging
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.provenance import cache_key, library_versions
-from blendsync.shared.store import FeatureStore, check_index_name, index_name_from
+from blendsync.shared.store import FeatureStore, StoreError, check_index_name, index_name_from
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +45,12 @@ class ExtractReport:
     keys: list[str] = field(default_factory=list)
     # One line per audio content found in more than one split (train vs val/test).
     shared_audio: list[str] = field(default_factory=list)
+    # Why the manifest index could not be written (a read-only or full store), else None.
+    index_error: str | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.failed and self.stored == self.rows
+        return not self.failed and self.stored == self.rows and self.index_error is None
 
 
 @dataclass(frozen=True)
@@ -214,28 +217,43 @@ def extract(
             listed.add(pr.row)
             entries.append({"row": pr.row, "key": None, "status": "failed", "error": pr.message, "audio": pr.file})
     entries.sort(key=lambda e: e["row"])
-    store.write_manifest(
-        report.index_name,
-        {
-            "entries": entries,
-            "source": str(manifest.path.resolve()),
-            "feature_config_hash": cfg.hash,
-            "feature_config": cfg.to_dict(),
-            "rows": manifest.n_rows,
-            "stored": report.stored,
-            "failed_rows": sorted(bad_rows),
-            "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        },
-    )
+    index = {
+        "entries": entries,
+        "source": str(manifest.path.resolve()),
+        "feature_config_hash": cfg.hash,
+        "feature_config": cfg.to_dict(),
+        "rows": manifest.n_rows,
+        "stored": report.stored,
+        "failed_rows": sorted(bad_rows),
+    }
+    report.index_error = _write_index(store, report.index_name, index)
     report.failed = [str(pr) for pr in sorted(problems, key=lambda x: (x.row, x.message))]
     report.seconds = time.perf_counter() - t0
     return report
 
 
+def _write_index(store: FeatureStore, name: str, index: dict) -> str | None:
+    """Write the manifest index unless the store already holds the same one: a re-run with
+    nothing new writes nothing, so it also runs on a read-only store. Returns why it could
+    not be written (None: written or unchanged)."""
+    try:
+        old = store.read_manifest(name)
+    except StoreError:
+        old = None
+    if old is not None and {k: v for k, v in old.items() if k != "updated"} == json.loads(json.dumps(index)):
+        return None
+    try:
+        store.write_manifest(name, {**index, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    except OSError as e:
+        return (f"{store.root}: cannot write manifest index {name!r} ({e.strerror or e}): run extract again "
+                "where the store is writable")
+    return None
+
+
 def _collect(results, status: dict[str, TaskResult], on_result) -> None:
     for res in results:
         status[res.key] = res
-        if res.status == "failed":
-            log.error("%s", res.error)
+        if res.status == "failed":  # listed once, in the report (and by the CLI's summary)
+            log.debug("%s", res.error)
         if on_result:
             on_result(res)

@@ -7,6 +7,7 @@ runs merge what they learnt, and a lost entry only costs one re-hash.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from blendsync.shared.provenance import file_sha256
 from blendsync.shared.store import FeatureStore
 
 CACHE_NAME = ".bsfeat/stat_cache.json"
+
+log = logging.getLogger(__name__)
 
 
 class StatCache:
@@ -44,5 +47,14 @@ class StatCache:
         return digest
 
     def save(self) -> None:
+        """Write what this run learnt (nothing when every file was a hit: a re-run on a
+        read-only store writes nothing). The cache only saves time, so a failed write (a full
+        disk, a read-only mount) is a warning; the next run hashes those files again."""
+        if not self.misses:
+            return
         merged = {**self._load(), **self.entries}
-        self.store.write_bytes(CACHE_NAME, json.dumps(merged).encode())
+        try:
+            self.store.write_bytes(CACHE_NAME, json.dumps(merged).encode())
+        except OSError as e:
+            log.warning("%s: could not save the file-hash cache (%s); the next run hashes %d file(s) again",
+                        self.store.root, e.strerror or e, self.misses)

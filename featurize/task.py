@@ -87,17 +87,25 @@ def _run_task(store_root: str, cfg_json: str, task: FileTask, force: bool) -> Ta
     from blendsync.featurize.writer import write_item
 
     cfg = FeatureConfig.from_json(cfg_json)
+
+    def failed(message: str) -> TaskResult:
+        return TaskResult(task.key, task.row, "failed", message, seconds=time.perf_counter() - t0)
+
+    stage = "read"
     try:
         ff = featurize_file(task.audio, task.targets, cfg)
+        stage = "write"
         wrote = write_item(store, task.key, ff, task.attrs, replace=force)
     except ValueError as e:  # AudioError, TargetError: the input's fault, said plainly
-        return TaskResult(task.key, task.row, "failed", str(e), seconds=time.perf_counter() - t0)
+        return failed(str(e))
+    except OSError as e:
+        if stage == "write":  # the store's side: a full disk, a read-only mount, no permission
+            return failed(f"{task.audio}: cannot write its item to {store.root} ({e.strerror or e}); "
+                          "nothing half-written was left")
+        return failed(f"{task.audio}: cannot read ({e.strerror or e})")
     except Exception as e:  # anything else must not stop the other files
         log.error("%s: unexpected error\n%s", task.audio, traceback.format_exc())
-        return TaskResult(
-            task.key, task.row, "failed", f"{task.audio}: unexpected {type(e).__name__}: {e}",
-            seconds=time.perf_counter() - t0,
-        )
+        return failed(f"{task.audio}: unexpected {type(e).__name__}: {e}")
     return TaskResult(
         task.key, task.row, "computed" if wrote else "exists",
         audio_s=ff.info["audio_duration_s"], seconds=time.perf_counter() - t0, frames=ff.frames,

@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import socket
+import time
 import uuid
 from datetime import datetime, timezone
 
@@ -62,8 +63,18 @@ def write_item(
             raise
         return True
     finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
+        _remove(stage)
+
+
+def _remove(stage) -> None:
+    """Remove a staging directory. After a failed write (a full disk) Zarr's other chunk
+    writes may still be landing in it for a moment, so retry until it stays gone."""
+    for attempt in range(20):
+        if not stage.exists():
+            return
+        shutil.rmtree(stage, ignore_errors=True)
+        time.sleep(0.02)  # then look again: a late chunk write recreates its folders
+    log.warning("%s: could not remove this staging directory; the next run removes it", stage)
 
 
 def _write_in_place(store: FeatureStore, key: str, ff: FeaturizedFile, attrs: dict, replace: bool) -> bool:

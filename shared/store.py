@@ -190,9 +190,14 @@ class FeatureStore:
             path = self._local() / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
+            try:
+                os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the file from the store's other readers
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, path)
+            except BaseException:  # a full disk: no temporary file left behind
+                Path(tmp).unlink(missing_ok=True)
+                raise
         else:
             self.fs.pipe_file(self._fs_path(rel), data)
 

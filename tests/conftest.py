@@ -14,6 +14,18 @@ SHARED_DATA = Path(os.environ.get("BLENDSYNC_SHARED_DATA", REPO.parent / "shared
 
 
 @pytest.fixture(scope="session")
+def example_store(tmp_path_factory) -> Path:
+    """The shipped example manifest featurized once per test session."""
+    from blendsync.featurize.extract import extract
+    from blendsync.shared.config import FeatureConfig
+
+    store = tmp_path_factory.mktemp("example") / "features.zarr"
+    r = extract(REPO / "data_manifest.csv", store, FeatureConfig(), executor="serial")
+    assert r.ok
+    return store
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real test data not found at {SHARED_DATA} (set BLENDSYNC_SHARED_DATA)")
@@ -177,3 +189,65 @@ def s3_bucket(s3_env) -> str:
     name = f"t-{uuid.uuid4().hex[:12]}"
     fsspec.filesystem("s3").mkdir(name)
     return f"s3://{name}"
+
+
+def _mount(*args: str) -> None:
+    import subprocess
+
+    r = subprocess.run(["mount", *args], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise OSError(r.stderr.strip() or f"mount {' '.join(args)} failed")
+
+
+@pytest.fixture
+def read_only():
+    """read_only(path): make a folder read-only for the rest of the test, as a read-only mount
+    is: a read-only bind mount where this user may mount (root), else write permission removed
+    (which binds a user other than root just the same)."""
+    import subprocess
+
+    undo = []
+
+    def _make(path: Path) -> None:
+        try:
+            _mount("--bind", str(path), str(path))
+            undo.append(lambda: subprocess.run(["umount", str(path)], check=False))
+            _mount("-o", "remount,bind,ro", str(path))
+            return
+        except (OSError, FileNotFoundError):
+            pass
+        if os.geteuid() == 0:
+            pytest.skip("needs a read-only mount: mount is not permitted here and root ignores permissions")
+        for p in [path, *path.rglob("*")]:
+            p.chmod(p.stat().st_mode & ~0o222)
+        undo.append(lambda: [p.chmod(p.stat().st_mode | 0o200) for p in [path, *path.rglob("*")]])
+
+    yield _make
+    for f in reversed(undo):
+        f()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """small_disk(size) -> a folder on a file system of that size (a tmpfs mount: needs root);
+    its .resize(size) grows it in place, as moving to a bigger disk would."""
+    import subprocess
+
+    d = tmp_path / "disk"
+    d.mkdir()
+
+    class Disk:
+        path = d
+
+        def resize(self, size: str) -> None:
+            _mount("-o", f"remount,size={size}", str(d))
+
+    def _make(size: str) -> Disk:
+        try:
+            _mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d))
+        except (OSError, FileNotFoundError) as e:
+            pytest.skip(f"needs a small file system (tmpfs mount, root): {e}")
+        return Disk()
+
+    yield _make
+    subprocess.run(["umount", str(d)], check=False, capture_output=True)

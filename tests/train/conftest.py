@@ -12,18 +12,6 @@ from blendsync.shared.store import FeatureStore
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
-def example_store(tmp_path_factory) -> Path:
-    """The shipped example manifest featurized once per test session."""
-    from blendsync.featurize.extract import extract
-    from blendsync.shared.config import FeatureConfig
-
-    store = tmp_path_factory.mktemp("example") / "features.zarr"
-    r = extract(REPO / "data_manifest.csv", store, FeatureConfig(), executor="serial")
-    assert r.ok
-    return store
-
-
 def make_random_store(root: Path, lengths: list[int], channels: int = 5, seed: int = 0,
                       learnable: bool = False) -> tuple[FeatureStore, list[str]]:
     """A real Zarr store whose items hold random arrays of the given frame counts (T, 80/88/C).
