@@ -22,8 +22,41 @@ TASK_RETRIES = 2
 def run_serial(
     store_root: str, cfg_json: str, tasks: Iterable[FileTask], force: bool = False
 ) -> Iterator[TaskResult]:
-    for t in tasks:
-        yield run_task(store_root, cfg_json, t, force)
+    """Run the tasks in this process. Ctrl-C stops after the current file (KeyboardInterrupt
+    once it is stored): openSMILE calls back into Python while it runs and swallows an
+    exception raised there, so the signal only sets a flag; a second Ctrl-C raises at once."""
+    with _stop_after_file() as stop:
+        for t in tasks:
+            yield run_task(store_root, cfg_json, t, force)
+            if stop.requested:
+                raise KeyboardInterrupt
+
+
+class _StopFlag:
+    requested = False
+
+
+@contextmanager
+def _stop_after_file():
+    import signal
+    import threading
+
+    flag = _StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag  # signals go to the main thread only
+        return
+
+    def on_sigint(signum, frame):
+        if flag.requested:
+            raise KeyboardInterrupt
+        flag.requested = True
+        log.warning("interrupted: stopping after the current file (Ctrl-C again to stop now)")
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def default_workers() -> int:

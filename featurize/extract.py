@@ -183,8 +183,13 @@ def extract(
     root = store.location
     if tasks:
         if executor == "serial":
-            results = run_serial(root, cfg_json, tasks, force)
-            _collect(results, status, on_result)
+            try:
+                _collect(run_serial(root, cfg_json, tasks, force), status, on_result)
+            except KeyboardInterrupt:
+                done = sum(1 for r in status.values() if r.status == "computed")
+                log.warning("interrupted after %d of %d file(s); the items stored are kept: run extract again "
+                            "to compute the rest", done, len(tasks))
+                raise
         elif executor == "dask":
             with dask_client(workers, scheduler) as client:
                 report.started_cluster = True

@@ -10,6 +10,8 @@ import sys
 import click
 
 EXIT_OK, EXIT_USAGE = 0, 1
+# Ctrl-C: the shell's convention for a process ended by SIGINT (128 + 2).
+EXIT_INTERRUPTED = 130
 
 
 class UsageFailure(click.ClickException):
@@ -40,9 +42,15 @@ def setup_logging(verbose: int, quiet: bool, noisy: tuple[str, ...] = ()) -> Non
 def run_cli(group: click.Group, prog_name: str, argv: list[str] | None = None) -> None:
     try:
         rv = group.main(args=argv, prog_name=prog_name, standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:
+        if isinstance(e.__cause__ or e.__context__, KeyboardInterrupt):
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
         click.echo("aborted", err=True)
         sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as e:
         e.show()
         sys.exit(EXIT_USAGE)

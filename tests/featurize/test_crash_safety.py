@@ -73,3 +73,30 @@ def test_two_runs_on_one_store_at_once_end_consistent(manifest, tmp_path):
     n, problems = verify_store(fs)
     assert n == 10 and not problems
     assert len(fs.read_manifest("m")["entries"]) == 10
+
+
+def test_ctrl_c_in_a_serial_run_stops_after_the_current_file(manifest, tmp_path):
+    # openSMILE calls back into Python and swallows an exception raised there: without the
+    # flag, Ctrl-C was ignored and the run went on to the last file.
+    store = tmp_path / "f.zarr"
+    fs = FeatureStore(store)
+    proc = subprocess.Popen(BSFEAT + ["extract", str(manifest), "--store", str(store), "--serial", "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if fs.items_dir.is_dir() and len(fs.item_keys()) >= 2:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "run finished before it could be interrupted; make the inputs longer"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "stopping after the current file" in err and "interrupted after" in err
+    assert "Traceback" not in err
+    partial = len(fs.item_keys())
+    assert 2 <= partial < 10
+    n, problems = verify_store(fs)
+    assert n == partial and not problems
+    r = _run(["-q", "extract", str(manifest), "--store", str(store), "--serial", "--no-progress"])
+    assert r.returncode == 0, r.stderr
+    assert f"({10 - partial} computed, {partial} cached" in r.stdout
