@@ -20,7 +20,7 @@ import torch
 from blendsync.shared.provenance import library_versions
 from blendsync.shared.store import FeatureStore
 from blendsync.train import plots
-from blendsync.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from blendsync.train.checkpoint import CheckpointError, load_checkpoint, resume_problem, save_checkpoint
 from blendsync.train.config import LOSS_TERMS, VALIDATION_METRICS, TrainConfig
 from blendsync.train.data import Dataset, DataError, check_shared_audio, hold_out_tails, load_dataset
 from blendsync.train.diagnostics import grad_report, normalize_stream_grads, warn_on
@@ -166,6 +166,9 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
     if resume:
         last = run_dir / "checkpoints" / "last.pt"
         ckpt = load_checkpoint(last)
+        problem = resume_problem(ckpt)
+        if problem:
+            raise CheckpointError(f"{last}: {problem}")
         cfg = TrainConfig.from_checkpoint_json(ckpt["config_json"])
         why = "from the checkpoint"
         try:
@@ -253,8 +256,12 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
     step, epoch, start_in_epoch, best, since_best = 0, 0, 0, None, 0
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
+        try:
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
+            raise CheckpointError(f"{run_dir / 'checkpoints' / 'last.pt'}: cannot resume from it: its optimiser or "
+                                  f"schedule state does not fit the model ({type(e).__name__}: {e})") from None
         torch.set_rng_state(ckpt["rng_cpu_all"][dist_.rank].clone())  # its own storage, or it crashes
         if dev.type == "cuda" and ckpt.get("rng_cuda_all") is not None:
             torch.cuda.set_rng_state(ckpt["rng_cuda_all"][dist_.rank].clone())
