@@ -18,6 +18,11 @@ import soxr
 log = logging.getLogger(__name__)
 
 MIN_DURATION_S = 0.25
+# A sample at or beyond this magnitude sits at an integer format's limit (32767/32768 for
+# 16 bit; wider formats reach closer to 1): the recording clipped there.
+FULL_SCALE = 32767 / 32768
+# Above this fraction of clipped samples a take gets a warning (a few peaks are common).
+CLIPPED_WARN_FRACTION = 1e-3
 # Peak below this (about -100 dBFS) counts as silence: nothing to learn from.
 SILENCE_PEAK = 1e-5
 
@@ -28,7 +33,8 @@ class AudioError(ValueError):
 
 @dataclass(frozen=True)
 class DecodedAudio:
-    """samples: (N,) float32 mono in [-1, 1] at sample_rate."""
+    """samples: (N,) float32 mono in [-1, 1] at sample_rate. clipped_samples: source samples
+    (over all channels) at or beyond full scale, plus resampled ones clipped back to [-1, 1]."""
 
     samples: np.ndarray
     sample_rate: int
@@ -80,6 +86,10 @@ def prepare_samples(
         raise AudioError(
             f"{source}: audio is {dur:.3f} s long, shorter than the {MIN_DURATION_S} s minimum"
         )
+    at_limit = int(np.count_nonzero(np.abs(data) >= FULL_SCALE))
+    if at_limit > CLIPPED_WARN_FRACTION * data.size:
+        log.warning("%s: %d samples (%.2f%%) at full scale: the recording clipped, and features of its loudest "
+                    "passages are distorted", source, at_limit, 100 * at_limit / data.size)
     mono = data.mean(axis=1) if ch > 1 else data[:, 0]
     peak = float(np.max(np.abs(mono)))
     if peak < SILENCE_PEAK:
@@ -96,5 +106,5 @@ def prepare_samples(
         source_sample_rate=int(sr),
         source_channels=int(ch),
         source_format=source_format,
-        clipped_samples=over,
+        clipped_samples=at_limit + over,
     )

@@ -34,7 +34,7 @@ from blendsync.train.output_gain import calibrate_gain
 from blendsync.train.normalization import load_or_compute
 from blendsync.train.step import LossMeter, NonFiniteGuard, carry, forward_rows, to_device, train_step
 from blendsync.train.streaming import Normalizer, WindowStream
-from blendsync.train.windows import prev_offset
+from blendsync.train.windows import n_blocks, prev_offset
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,20 @@ def loss_channels(ds: Dataset, norm: Normalizer, cfg: TrainConfig, device) -> tu
                         "loss.scale: none")
     scale = channel_scale(cfg.loss, norm.target_std) if cfg.loss.scale != "none" else None
     return mouth, expr, (None if scale is None else torch.from_numpy(scale).to(device))
+
+
+def cap_streams(cfg: TrainConfig, files, world: int) -> TrainConfig:
+    """B no larger than the windows an epoch has per process: rows beyond them would idle at
+    every step (computed, masked, wasted), which is never what a larger B was asked for."""
+    s = cfg.stream
+    windows = sum(n_blocks(f.frames, s.frames_per_window, s.stride) for f in files)
+    per_rank = max(1, -(-windows // world))
+    if s.batch_streams <= per_rank:
+        return cfg
+    log.warning("%d streams (stream.batch_streams) but an epoch has only %d windows%s: using %d streams, since "
+                "the other rows would idle at every step", s.batch_streams, windows,
+                f" for {world} processes" if world > 1 else "", per_rank)
+    return cfg.replace(stream={"batch_streams": per_rank})
 
 
 def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
@@ -205,6 +219,8 @@ def _fit(run_dir: Path, store: FeatureStore, dist_: Dist, dev: torch.device, *, 
         log.warning("manifest %r has no validation split and validation.holdout_tail is 0: no validation "
                     "metrics, best = last", ds.manifest)
     has_val = bool(val_files)
+    if ckpt is None:
+        cfg = cap_streams(cfg, train_files, dist_.world)
     if cfg.stream.stride > 1:
         K = cfg.stream.frames_per_window
         log.warning("training at stride %d: smoothing_alpha is learned at a lag of %d frames%s, "

@@ -62,3 +62,27 @@ def test_bad_audio_gets_a_clear_error(tmp_path):
         with pytest.raises(AudioError, match=msg) as e:
             decode_audio(tmp_path / name, 16000)
         assert name in str(e.value)
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24"])
+def test_samples_clipped_at_the_integer_limits_are_counted_and_warned(shared_data, tmp_path, subtype, caplog):
+    import logging
+
+    y, sr = sf.read(shared_data / "speech" / "cmu_arctic_a0007_16k.wav", dtype="float32")
+    loud = np.clip(y * 40.0, -1.0, 1.0)  # a recording driven past full scale
+    n_clipped = int(np.count_nonzero(np.abs(loud) >= 1.0))
+    assert n_clipped > 0.001 * loud.size
+    sf.write(tmp_path / "loud.wav", loud, sr, subtype=subtype)
+    with caplog.at_level(logging.WARNING):
+        dec = decode_audio(tmp_path / "loud.wav", 16000)
+    # int16 stores +1.0 as 32767 (read back as 32767/32768): counted all the same.
+    assert dec.clipped_samples == n_clipped
+    assert "at full scale: the recording clipped" in caplog.text
+
+
+def test_a_clean_recording_counts_no_clipping(shared_data, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        dec = decode_audio(shared_data / "speech" / "cmu_arctic_a0007_16k.wav", 16000)
+    assert dec.clipped_samples == 0 and "clipped" not in caplog.text

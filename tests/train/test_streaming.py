@@ -3,6 +3,8 @@ one frame per window and for blocks of K frames."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -212,3 +214,24 @@ def test_jitter_cuts_a_take_into_other_windows_each_epoch_and_is_reproducible(tm
         seen = sorted((int(b["file"][i]), int(b["frame"][i]) + j) for b in ws.epoch(e)
                       for i in np.flatnonzero(b["active"]) for j in np.flatnonzero(b["valid"][i]))
         assert seen == [(f, k) for f, T in enumerate([300, 200]) for k in range(T)]
+
+
+def test_more_streams_than_windows_are_capped_with_a_warning(tmp_path, caplog):
+    import logging
+
+    from blendsync.train.loop import fit
+    from tests.train.test_fit import tiny
+
+    # Two items split by hash: one trains (3 windows of 128 frames), one validates.
+    fs, _ = make_random_store(tmp_path / "s.zarr", [300, 280])
+    with caplog.at_level(logging.WARNING):
+        r = fit(fs.root, cfg=tiny(stream={"batch_streams": 64}, validation={"holdout_tail": 0}),
+                out=tmp_path / "run", stop_at_step=1)
+    assert "64 streams (stream.batch_streams) but an epoch has only 3 windows: using 3 streams" in caplog.text
+    cfg = json.loads((r.run_dir / "config.json").read_text())["train_config"]
+    assert cfg["stream"]["batch_streams"] == 3
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        fit(fs.root, cfg=tiny(stream={"batch_streams": 3}, validation={"holdout_tail": 0}), out=tmp_path / "r2",
+            stop_at_step=1)
+    assert "stream.batch_streams" not in caplog.text
