@@ -75,7 +75,7 @@ def extract(manifest, store_path, workers, scheduler, config_path, force, serial
     try:
         report = run_extract(
             manifest, store_path, cfg, workers=workers, scheduler=scheduler,
-            executor="serial" if serial else "dask", force=force, index_name=index_name,
+            executor="serial" if serial else "auto", force=force, index_name=index_name,
             on_plan=bar.start, on_result=bar.update,
         )
     except (ManifestError, StoreError) as e:

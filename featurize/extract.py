@@ -60,6 +60,27 @@ class PlannedRow:
     task: FileTask
 
 
+# Below this much audio to compute (about 2 s of work on one core at 72x real time) a run is
+# over before a local cluster has started: run it in this process.
+SERIAL_BELOW_AUDIO_S = 120.0
+
+
+def _auto_executor(tasks: list[FileTask]) -> str:
+    import soundfile as sf
+
+    total = 0.0
+    for t in tasks:
+        try:
+            total += sf.info(t.audio).duration
+        except Exception:  # a container soundfile cannot size: assume the work is large
+            return "dask"
+        if total >= SERIAL_BELOW_AUDIO_S:
+            return "dask"
+    if tasks:
+        log.info("%.0f s of audio to compute: running in this process (a cluster would take longer to start)", total)
+    return "serial"
+
+
 def shared_audio_across_splits(planned: list[PlannedRow]) -> list[str]:
     """The same audio bytes (content hash) under rows of different splits: a model validated
     or tested on audio it trained on scores better than it is. One line per such audio."""
@@ -126,7 +147,7 @@ def extract(
     *,
     workers: int | None = None,
     scheduler: str | None = None,
-    executor: str = "dask",
+    executor: str = "auto",
     force: bool = False,
     index_name: str | None = None,
     on_plan: Callable[[int, int, float], None] | None = None,
@@ -134,7 +155,10 @@ def extract(
 ) -> ExtractReport:
     """Featurize every row of a manifest into the store; see ExtractReport for the outcome.
 
-    executor: "dask" (LocalCluster of `workers`, or the cluster at `scheduler`) or "serial".
+    executor: "dask" (LocalCluster of `workers`, or the cluster at `scheduler`), "serial", or
+    "auto": dask, except that less than SERIAL_BELOW_AUDIO_S of audio to compute, with no
+    workers or scheduler asked for, runs in this process (a cluster takes longer to start
+    than such a run takes).
     on_plan(n_tasks, n_cached, cached_audio_s) and on_result(result) drive a progress display.
     """
     t0 = time.perf_counter()
@@ -181,6 +205,8 @@ def extract(
     )
     cfg_json = cfg.to_json()
     root = store.location
+    if executor == "auto":
+        executor = "dask" if workers or scheduler else _auto_executor(tasks)
     if tasks:
         if executor == "serial":
             try:

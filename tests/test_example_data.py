@@ -55,3 +55,24 @@ def test_example_targets_follow_the_speech(tmp_path):
         assert rho > 0.5, (key, rho)
         blink = item.targets[:, ARKIT_52.index("eyeBlinkLeft")]
         assert blink.max() > 0.5
+
+
+def test_the_main_job_prints_no_warning_and_starts_no_cluster(tmp_path, capsys):
+    # The README's first command on the example data: nothing a user should have to read past.
+    from blendsync.featurize.cli import main as bsfeat
+
+    for args in (["extract", str(MANIFEST), "--store", str(tmp_path / "f.zarr"), "--no-progress"],
+                 ["verify", str(tmp_path / "f.zarr")], ["info", str(tmp_path / "f.zarr")]):
+        with pytest.raises(SystemExit) as e:
+            bsfeat(args)
+        assert e.value.code == 0
+    err = capsys.readouterr().err
+    assert "running in this process" in err  # 80 s of audio: no cluster to wait for
+    from blendsync.train.cli import main as bstrain
+
+    with pytest.raises(SystemExit) as e:
+        bstrain(["fit", "--store", str(tmp_path / "f.zarr"), "--out", str(tmp_path / "run"), "--max-steps", "3",
+                 "--no-progress"])
+    assert e.value.code == 0
+    err += capsys.readouterr().err
+    assert "WARNING" not in err and "Warning" not in err

@@ -42,3 +42,12 @@ def test_bsfeat_help_lists_every_command():
     ex = CliRunner().invoke(cli, ["extract", "--help"]).output
     for opt in ("--store", "--workers", "--scheduler", "--config", "--force"):
         assert opt in ex
+
+
+def test_license_is_an_spdx_string_that_setuptools_takes_without_a_warning():
+    # A TOML table (license = {text = ...}) made every install print a deprecation warning.
+    py = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert py["project"]["license"] == "MIT"
+    req = next(r for r in py["build-system"]["requires"] if r.startswith("setuptools"))
+    assert int(req.split(">=")[1].split(".")[0]) >= 77  # SPDX license strings
+    assert 'PYTHONWARNINGS="ignore:Editable installation"' in (REPO / "scripts" / "install.sh").read_text()
