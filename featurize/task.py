@@ -104,7 +104,7 @@ def _run_task(store_root: str, cfg_json: str, task: FileTask, force: bool) -> Ta
                           "nothing half-written was left")
         return failed(f"{task.audio}: cannot read ({e.strerror or e})")
     except Exception as e:  # anything else must not stop the other files
-        log.error("%s: unexpected error\n%s", task.audio, traceback.format_exc())
+        log.debug("%s: unexpected error\n%s", task.audio, traceback.format_exc())
         return failed(f"{task.audio}: unexpected {type(e).__name__}: {e}")
     return TaskResult(
         task.key, task.row, "computed" if wrote else "exists",

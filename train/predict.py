@@ -259,7 +259,7 @@ def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Pat
                 res = pred.animate(audio)
         except ValueError as e:  # AudioError: the file's fault; the others still go through
             rep.failed.append(str(e))
-            log.error("%s", e)
+            log.debug("%s", e)  # listed once, by the report
             continue
         curves = apply_gain(res["curves"], pred.norm.target_mean, gain)
         curves = resample_curves(curves, pred.fps, fps, res["duration_s"])

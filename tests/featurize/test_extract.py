@@ -99,7 +99,7 @@ def test_item_layout_provenance_and_few_large_reads(takes, tmp_path):
     assert {e["split"] for e in idx["entries"]} == {"train", "val"}
 
 
-def test_bad_rows_get_their_own_messages_good_rows_stored_store_untouched(takes, tmp_path, make_audio):
+def test_bad_rows_get_their_own_messages_good_rows_stored_store_untouched(takes, tmp_path, make_audio, capsys):
     rows, _ = takes
     store = tmp_path / "f.zarr"
     man0 = write_manifest(tmp_path / "first.csv", rows[:1])
@@ -124,6 +124,8 @@ def test_bad_rows_get_their_own_messages_good_rows_stored_store_untouched(takes,
     with pytest.raises(SystemExit) as e:
         main(["-q", "extract", str(man), "--store", str(store), "--workers", "2", "--no-progress"])
     assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("audio is silent") == 1 and err.count("cannot decode audio") == 1  # each failed row once
     fs = FeatureStore(store)
     idx = fs.read_manifest("m")
     by_row = {x["row"]: x for x in idx["entries"]}

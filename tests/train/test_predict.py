@@ -105,7 +105,7 @@ def test_predict_gain_scales_the_movement_around_the_training_mean(shared_data, 
     assert e.value.code == 1
 
 
-def test_bad_files_are_reported_and_skipped(shared_data, checkpoint, tmp_path):
+def test_bad_files_are_reported_and_skipped(shared_data, checkpoint, tmp_path, capsys):
     junk = tmp_path / "junk.wav"
     junk.write_bytes(b"nothing here" * 10)
     good = shared_data / "speech" / "cmu_arctic_a0007_16k.wav"
@@ -113,6 +113,7 @@ def test_bad_files_are_reported_and_skipped(shared_data, checkpoint, tmp_path):
         main(["-q", "predict", str(junk), str(good), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
               "--no-plot"])
     assert e.value.code == 2 and (tmp_path / "o" / "cmu_arctic_a0007_16k.csv").is_file()
+    assert capsys.readouterr().err.count("junk.wav: cannot decode audio") == 1  # once, not also as a log line
 
 
 def test_evaluate_prints_every_metric_and_json_parses(example_store, checkpoint, tmp_path, capsys):
