@@ -13,6 +13,20 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("BLENDSYNC_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+@pytest.fixture(autouse=True)
+def _cli_logging_ends_with_its_test():
+    """The CLIs point the root logger at the stderr of their moment (logging.basicConfig);
+    under capsys that stream closes with the test, and a later test's library log line would
+    hit it ("--- Logging error ---"). Drop such handlers when a test ends."""
+    import logging
+
+    yield
+    root = logging.getLogger()
+    for h in root.handlers[:]:
+        if type(h) is logging.StreamHandler:
+            root.removeHandler(h)
+
+
 @pytest.fixture(scope="session")
 def example_store(tmp_path_factory) -> Path:
     """The shipped example manifest featurized once per test session."""

@@ -535,10 +535,13 @@ def check_compatible(ckpt: dict, ds: Dataset) -> None:
             f"{ckpt['feature_config_hash']}: featurize with the checkpoint's config"
         )
     if list(ckpt["channels"]) != list(ds.channels):
-        raise DataError(
-            f"the store's channel set ({len(ds.channels)} channels) differs from the checkpoint's "
-            f"({len(ckpt['channels'])} channels)"
-        )
+        theirs, ours = list(ckpt["channels"]), list(ds.channels)
+        only_store = [c for c in ours if c not in set(theirs)]
+        only_ckpt = [c for c in theirs if c not in set(ours)]
+        detail = (f"store only: {only_store[:4]}, checkpoint only: {only_ckpt[:4]}" if only_store or only_ckpt
+                  else "same names in another order")
+        raise DataError(f"the store's channel set ({len(ours)} channels) differs from the checkpoint's "
+                        f"({len(theirs)} channels): {detail}")
     theirs = json.loads(ckpt.get("library_versions_json", "{}"))
     if theirs and theirs != ds.library_versions:
         log.warning("library versions differ from the checkpoint's: store %s, checkpoint %s",

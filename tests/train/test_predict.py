@@ -225,7 +225,8 @@ def test_guards_refuse_other_features_or_channels_and_warn_on_versions(example_s
               "--split", "val"])
     err = capsys.readouterr().err
     assert e.value.code == 1 and "feedfacecafebeef" in err and ours in err
-    save_checkpoint(tmp_path / "other_channels.pt", dict(ck, channels=[f"c{i}" for i in range(116)]))
+    # Another rig with as many channels (a consistent checkpoint, so the channel guard speaks).
+    save_checkpoint(tmp_path / "other_channels.pt", dict(ck, channels=[f"c{i}" for i in range(len(ck["channels"]))]))
     with pytest.raises(SystemExit) as e:
         main(["evaluate", "--checkpoint", str(tmp_path / "other_channels.pt"), "--store", str(example_store),
               "--split", "val"])
