@@ -23,7 +23,7 @@ for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_N
 
 import numpy as np  # noqa: E402
 
-from blendsync.featurize.manifest import read_manifest  # noqa: E402
+from blendsync.shared.manifest import read_manifest  # noqa: E402
 from blendsync.featurize.writer import write_item  # noqa: E402
 from blendsync.shared.audio import decode_audio  # noqa: E402
 from blendsync.shared.config import FeatureConfig  # noqa: E402

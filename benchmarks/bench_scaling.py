@@ -20,7 +20,7 @@ import numpy as np
 import soundfile as sf
 
 from blendsync.featurize.extract import extract
-from blendsync.featurize.manifest import read_manifest
+from blendsync.shared.manifest import read_manifest
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.store import FeatureStore
 from blendsync.shared.targets import read_targets

@@ -50,7 +50,7 @@ def main() -> None:
     fs, keys = make_random_store(tmp / "s.zarr", [a.frames] * a.takes + [30], channels=52, seed=1,
                                  learnable=True)
     # The long takes train; one second-long take validates (validation is not what is timed).
-    fs.write_manifest("bench", {"entries": [
+    fs.write_index("bench", {"entries": [
         {"row": i + 1, "key": k, "split": "val" if i == a.takes else "train", "id": f"take{i}"}
         for i, k in enumerate(keys)]})
     rows = {}

@@ -61,7 +61,7 @@ def extract(manifest, store_path, workers, scheduler, config_path, force, serial
     2 when some rows failed (each listed with its row), 1 for unusable arguments.
     """
     from blendsync.featurize.extract import extract as run_extract
-    from blendsync.featurize.manifest import ManifestError
+    from blendsync.shared.manifest import ManifestError
 
     if serial and (workers or scheduler):
         raise UsageFailure("--serial runs in this process; it takes no --workers/--scheduler")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from blendsync.featurize.executors import dask_client, run_dask, run_serial
-from blendsync.featurize.manifest import Manifest, ManifestError, ManifestRow, RowProblem, read_manifest
+from blendsync.shared.manifest import Manifest, ManifestError, ManifestRow, RowProblem, read_manifest
 from blendsync.featurize.stat_cache import StatCache
 from blendsync.featurize.task import FileTask, TaskResult
 from blendsync.featurize.writer import sweep_staging
@@ -268,13 +268,13 @@ def _write_index(store: FeatureStore, name: str, index: dict) -> str | None:
     nothing new writes nothing, so it also runs on a read-only store. Returns why it could
     not be written (None: written or unchanged)."""
     try:
-        old = store.read_manifest(name)
+        old = store.read_index(name)
     except StoreError:
         old = None
     if old is not None and {k: v for k, v in old.items() if k != "updated"} == json.loads(json.dumps(index)):
         return None
     try:
-        store.write_manifest(name, {**index, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        store.write_index(name, {**index, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     except OSError as e:
         return (f"{store.root}: cannot write manifest index {name!r} ({e.strerror or e}): run extract again "
                 "where the store is writable")

@@ -23,9 +23,9 @@ def store_info(store: FeatureStore) -> dict:
         c["items"] += 1
         c["audio_hours"] += float(a.get("audio_duration_s", 0.0)) / 3600
     manifests = {}
-    for name in store.manifest_names():
+    for name in store.index_names():
         try:
-            m = store.read_manifest(name)
+            m = store.read_index(name)
         except StoreError as e:
             manifests[name] = {"error": str(e)}
             continue
@@ -87,9 +87,9 @@ def check_store(store: FeatureStore) -> VerifyReport:
     for key in keys:
         problems += [VerifyProblem(key, m) for m in _check_item(store, key)]
     present = set(keys)
-    for name in store.manifest_names():
+    for name in store.index_names():
         try:
-            entries = store.read_manifest(name)["entries"]
+            entries = store.read_index(name)["entries"]
         except StoreError as e:
             problems.append(VerifyProblem(f"manifests/{name}", str(e)))
             continue

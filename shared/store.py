@@ -398,13 +398,13 @@ class FeatureStore:
             pool.shutdown(wait=False, cancel_futures=True)
 
     # -- manifests -----------------------------------------------------------------------
-    def manifest_names(self) -> list[str]:
+    def index_names(self) -> list[str]:
         return [
             n for n in self.list_names("manifests")
             if n != "zarr.json" and self.read_bytes(f"manifests/{n}/zarr.json") is not None
         ]
 
-    def read_manifest(self, name: str) -> dict:
+    def read_index(self, name: str) -> dict:
         """{"entries": [...ordered rows...], "feature_config_hash": ..., ...}."""
         check_index_name(name)
         rel = f"manifests/{name}/zarr.json"
@@ -414,11 +414,11 @@ class FeatureStore:
                              "bsfeat extract with that manifest rewrites it")
         if doc is None:
             raise StoreError(
-                f"{self.root}: no manifest {name!r} (has {self.manifest_names() or 'none'})"
+                f"{self.root}: no manifest {name!r} (has {self.index_names() or 'none'})"
             )
         return doc["attributes"]
 
-    def write_manifest(self, name: str, attrs: dict) -> None:
+    def write_index(self, name: str, attrs: dict) -> None:
         """Replace a manifest index in one atomic write (zarr writes zarr.json through a
         temporary file and a rename locally, as one PUT on object stores), so a concurrent
         reader sees the old or the new one."""

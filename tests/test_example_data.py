@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from blendsync.featurize.extract import extract
-from blendsync.featurize.manifest import read_manifest
+from blendsync.shared.manifest import read_manifest
 from blendsync.shared.channels import ARKIT_52
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.store import FeatureStore

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from blendsync.featurize.manifest import assign_splits
+from blendsync.shared.manifest import assign_splits
 from blendsync.shared.store import FeatureStore, StoreError
 from blendsync.train.streaming import FileRef
 
@@ -46,12 +46,12 @@ def load_dataset(store: FeatureStore, manifest: str | None) -> Dataset:
     except StoreError as e:
         raise DataError(str(e)) from None
     if manifest is None:
-        names = store.manifest_names()
+        names = store.index_names()
         if len(names) == 1:
             manifest = names[0]
     if manifest is not None:
         try:
-            idx = store.read_manifest(manifest)
+            idx = store.read_index(manifest)
         except StoreError as e:
             raise DataError(str(e)) from None
         rows = [(e["key"], e.get("split") or "train", e.get("id", "")) for e in idx["entries"] if e.get("key")]

@@ -174,7 +174,7 @@ def collect_inputs(inputs: list[str | Path]) -> list[tuple[Path, Path]]:
     (dir/x/take.wav -> x/take); files whose names would still meet (x/take.wav and y/take.wav
     given one by one, take.wav and take.flac) keep their paths relative to the folder they
     share, and their audio suffix where that is all that differs."""
-    from blendsync.featurize.manifest import read_manifest
+    from blendsync.shared.manifest import read_manifest
 
     found: list[tuple[Path, Path]] = []
     for item in map(Path, inputs):

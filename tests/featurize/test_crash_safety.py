@@ -57,7 +57,7 @@ def test_sigkill_part_way_then_rerun_completes(manifest, tmp_path):
     assert r.returncode == 0, r.stderr
     n, problems = verify_store(fs)
     assert n == 10 and not problems
-    idx = fs.read_manifest("m")
+    idx = fs.read_index("m")
     assert all(e["status"] == "stored" for e in idx["entries"]) and len(idx["entries"]) == 10
     assert not list(fs.staging_dir.iterdir())
 
@@ -72,7 +72,7 @@ def test_two_runs_on_one_store_at_once_end_consistent(manifest, tmp_path):
     fs = FeatureStore(store)
     n, problems = verify_store(fs)
     assert n == 10 and not problems
-    assert len(fs.read_manifest("m")["entries"]) == 10
+    assert len(fs.read_index("m")["entries"]) == 10
 
 
 def test_ctrl_c_in_a_serial_run_stops_after_the_current_file(manifest, tmp_path):

@@ -61,7 +61,7 @@ def test_rerun_computes_nothing_new_row_one_item_new_setting_new_items(takes, tm
     assert set(fs.item_keys()) == old_keys | set(r4.keys)
     a30, a60 = fs.read_item(r3.keys[0]), fs.read_item(r4.keys[0])
     assert a60.mel.shape[0] == 2 * a30.mel.shape[0]
-    idx = fs.read_manifest("m")
+    idx = fs.read_index("m")
     assert idx["feature_config_hash"] == cfg60.hash and [e["key"] for e in idx["entries"]] == r4.keys
 
 
@@ -94,7 +94,7 @@ def test_item_layout_provenance_and_few_large_reads(takes, tmp_path):
     for name in ("mel", "emotion", "targets"):
         chunks = [p for p in (fs.item_path(r.keys[0]) / name).rglob("*") if p.is_file() and p.name != "zarr.json"]
         assert len(chunks) == 1
-    idx = fs.read_manifest("m")
+    idx = fs.read_index("m")
     assert [e["id"] for e in idx["entries"]] == ["t0", "t1", "t2"]
     assert {e["split"] for e in idx["entries"]} == {"train", "val"}
 
@@ -127,7 +127,7 @@ def test_bad_rows_get_their_own_messages_good_rows_stored_store_untouched(takes,
     err = capsys.readouterr().err
     assert err.count("audio is silent") == 1 and err.count("cannot decode audio") == 1  # each failed row once
     fs = FeatureStore(store)
-    idx = fs.read_manifest("m")
+    idx = fs.read_index("m")
     by_row = {x["row"]: x for x in idx["entries"]}
     assert [by_row[i]["status"] for i in (1, 2, 3)] == ["stored"] * 3
     expect = {
@@ -257,7 +257,7 @@ def test_a_corrupt_manifest_index_is_named_and_extract_rewrites_it(tmp_path, mak
     index = store / "manifests" / "base" / "zarr.json"
     index.write_text("{not json")
     with pytest.raises(StoreError, match="'base' is unreadable .*not valid JSON"):
-        FeatureStore(store).read_manifest("base")
+        FeatureStore(store).read_index("base")
     with pytest.raises(SystemExit) as e:
         main(["info", str(store)])
     assert e.value.code == 0 and "base: " in capsys.readouterr().out
@@ -266,4 +266,4 @@ def test_a_corrupt_manifest_index_is_named_and_extract_rewrites_it(tmp_path, mak
     assert e.value.code == 1 and "manifests/base" in capsys.readouterr().err
     r = extract(man, store, FeatureConfig(), executor="serial")  # everything cached; the index is rewritten
     assert r.ok and r.cached == 1
-    assert FeatureStore(store).read_manifest("base")["entries"][0]["key"]
+    assert FeatureStore(store).read_index("base")["entries"][0]["key"]

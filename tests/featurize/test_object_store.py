@@ -46,7 +46,7 @@ def test_dask_extract_into_a_bucket_equals_the_local_store_and_reruns_from_it(ma
     fs = FeatureStore(url)
     assert not fs.is_local and fs.item_keys() == sorted(set(local.keys))
     assert_same_items(fs, FeatureStore(tmp_path / "local.zarr"), local.keys)
-    assert fs.read_manifest("m")["entries"] == FeatureStore(tmp_path / "local.zarr").read_manifest("m")["entries"]
+    assert fs.read_index("m")["entries"] == FeatureStore(tmp_path / "local.zarr").read_index("m")["entries"]
     n, problems = verify_store(fs)
     assert n == 4 and not problems
     info = store_info(fs)
@@ -107,7 +107,7 @@ def test_sigkill_mid_run_then_rerun_completes(make_audio, s3_bucket, s3_env, tmp
                        capture_output=True, text=True, timeout=300, env={**os.environ, **s3_env})
     assert r.returncode == 0, r.stderr
     assert verify_store(fs) == (6, []) and fs.incomplete_keys() == []
-    assert all(e["status"] == "stored" for e in fs.read_manifest("k")["entries"])
+    assert all(e["status"] == "stored" for e in fs.read_index("k")["entries"])
 
 
 def test_force_rewrites_items_in_place(manifest, s3_bucket):

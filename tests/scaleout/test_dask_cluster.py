@@ -76,7 +76,7 @@ def test_external_cluster_store_equals_local_cluster_store(cluster, tmp_path):
     assert remote.ok and local.ok and remote.keys == local.keys
     a, b = FeatureStore(tmp_path / "remote.zarr"), FeatureStore(tmp_path / "local.zarr")
     assert_same_items(a, b, remote.keys)
-    assert a.read_manifest("data_manifest")["entries"] == b.read_manifest("data_manifest")["entries"]
+    assert a.read_index("data_manifest")["entries"] == b.read_index("data_manifest")["entries"]
 
 
 def test_external_cluster_writes_a_store_in_a_bucket(s3_bucket, cluster, tmp_path):

@@ -23,9 +23,9 @@ def test_url_detection():
 def test_memory_url_store_round_trip():
     fs = FeatureStore("memory://bs-test-store/features.zarr")
     fs.init()
-    assert not fs.is_local and fs.exists() and fs.item_keys() == [] and fs.manifest_names() == []
-    fs.write_manifest("m", {"entries": [{"row": 1}]})
-    assert fs.manifest_names() == ["m"] and fs.read_manifest("m")["entries"] == [{"row": 1}]
+    assert not fs.is_local and fs.exists() and fs.item_keys() == [] and fs.index_names() == []
+    fs.write_index("m", {"entries": [{"row": 1}]})
+    assert fs.index_names() == ["m"] and fs.read_index("m")["entries"] == [{"row": 1}]
     fs.write_bytes(".bsfeat/x.json", b"{}")
     assert fs.read_bytes(".bsfeat/x.json") == b"{}" and fs.read_bytes(".bsfeat/nope") is None
     with pytest.raises(StoreError, match="no local directory"):
@@ -84,12 +84,12 @@ def test_manifest_index_names_never_act_as_paths(tmp_path, bad):
     fs = FeatureStore(tmp_path / "s.zarr")
     fs.init()
     with pytest.raises(StoreError, match="is not allowed"):
-        fs.write_manifest(bad, {"entries": []})
+        fs.write_index(bad, {"entries": []})
     with pytest.raises(StoreError, match="is not allowed"):
-        fs.read_manifest(bad)
+        fs.read_index(bad)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr"]  # nothing written outside
-    fs.write_manifest("take-1_v2.final", {"entries": []})
-    assert fs.manifest_names() == ["take-1_v2.final"]
+    fs.write_index("take-1_v2.final", {"entries": []})
+    assert fs.index_names() == ["take-1_v2.final"]
 
 
 def test_index_names_from_manifest_stems_are_made_safe():

@@ -22,8 +22,8 @@ def _copy_with_a_train_row(example_store, tmp_path):
     store = tmp_path / "copy.zarr"
     shutil.copytree(example_store, store)
     fs = FeatureStore(store)
-    (name,) = fs.manifest_names()
-    row = next(e for e in fs.read_manifest(name)["entries"] if (e.get("split") or "train") == "train")
+    (name,) = fs.index_names()
+    row = next(e for e in fs.read_index(name)["entries"] if (e.get("split") or "train") == "train")
     return store, row["key"], row["id"]
 
 

@@ -72,7 +72,7 @@ def test_predict_matches_the_trainers_validation_pass(example_store, checkpoint)
     from blendsync.shared.store import FeatureStore
 
     fs = FeatureStore(example_store)
-    entry = next(e for e in fs.read_manifest("data_manifest")["entries"] if e["split"] == "val")
+    entry = next(e for e in fs.read_index("data_manifest")["entries"] if e["split"] == "val")
     p = Predictor.load(checkpoint)
     got = p.animate(entry["audio"])["curves"]
     want = ev["pred"][entry["id"]]

@@ -22,7 +22,7 @@ from tests.train.test_fit import tiny
 
 def _train_only_store(tmp_path, lengths, seed=0):
     fs, keys = make_random_store(tmp_path / "s.zarr", lengths, channels=5, seed=seed, learnable=True)
-    fs.write_manifest("takes", {"entries": [{"key": k, "split": "train", "id": f"take{i}"} for i, k in enumerate(keys)]})
+    fs.write_index("takes", {"entries": [{"key": k, "split": "train", "id": f"take{i}"} for i, k in enumerate(keys)]})
     return fs, keys
 
 

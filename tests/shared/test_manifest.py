@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from blendsync.featurize.manifest import ManifestError, assign_splits, read_manifest
+from blendsync.shared.manifest import ManifestError, assign_splits, read_manifest
 from tests.conftest import write_manifest
 
 
@@ -81,7 +81,7 @@ def test_blank_split_hashes_speaker_else_id(make_audio, tmp_path):
 def test_a_directory_a_fifo_or_a_symlink_loop_is_named_for_what_it_is(tmp_path):
     import os
 
-    from blendsync.featurize.manifest import read_manifest
+    from blendsync.shared.manifest import read_manifest
 
     (tmp_path / "adir.wav").mkdir()
     os.mkfifo(tmp_path / "pipe.wav")
