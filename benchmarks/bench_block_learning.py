@@ -34,8 +34,8 @@ import torch
 from blendsync.featurize.extract import extract
 from blendsync.shared.config import FeatureConfig
 from blendsync.train.config import TrainConfig
-from blendsync.train.evaluate import evaluate_checkpoint
-from blendsync.train.loop import fit
+from blendsync.train.evaluation import evaluate_checkpoint
+from blendsync.train.trainer import fit
 
 REPO = Path(__file__).resolve().parents[1]
 TAKE_S = 49.07  # 1114_3_15

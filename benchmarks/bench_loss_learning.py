@@ -47,8 +47,9 @@ from blendsync.shared.config import FeatureConfig
 from blendsync.shared.store import FeatureStore
 from blendsync.train.config import LOSS_PRESETS, TrainConfig
 from blendsync.train.data import hold_out_tails, load_dataset
-from blendsync.train.evaluate import evaluate_checkpoint
-from blendsync.train.loop import evaluate, fit, loss_channels, lr_lambda, split_metrics
+from blendsync.train.evaluation import evaluate_checkpoint
+from blendsync.train.evaluation import loss_channels, split_metrics, validation_pass as evaluate
+from blendsync.train.trainer import fit, lr_lambda
 from blendsync.train.model import build_model
 from blendsync.train.normalization import compute_normalizer
 from blendsync.train.output_gain import apply_gain, calibrate_gain

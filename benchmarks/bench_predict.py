@@ -25,7 +25,7 @@ from blendsync.shared.config import FeatureConfig
 from blendsync.shared.featurize_file import featurize_file
 from blendsync.train.chunked import animate_chunked
 from blendsync.train.config import TrainConfig
-from blendsync.train.loop import fit
+from blendsync.train.trainer import fit
 from blendsync.train.predict import Predictor
 
 REPO = Path(__file__).resolve().parents[1]

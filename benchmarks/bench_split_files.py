@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from blendsync.train.config import TrainConfig  # noqa: E402
-from blendsync.train.loop import fit  # noqa: E402
+from blendsync.train.trainer import fit  # noqa: E402
 from tests.train.conftest import make_random_store  # noqa: E402
 
 

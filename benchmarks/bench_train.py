@@ -37,7 +37,7 @@ L, LA = 256, 6
 def loader_store(root: Path, n_files: int = 16, frames: int = 1800) -> tuple[FeatureStore, list]:
     from blendsync.featurize.writer import write_item
     from blendsync.shared.featurize_file import FeaturizedFile
-    from blendsync.train.streaming import FileRef
+    from blendsync.train.data import FileRef
 
     rng = np.random.default_rng(0)
     fs = FeatureStore(root)

@@ -4,7 +4,7 @@ finiteness, against the same reads unchecked, in the same run; and the checked l
 against the training step's own rate (target: >= 10x, so checking never starves training).
 
 1. Item reads: MB/s of FeatureStore.read_item with verify (the default) vs verify=False.
-2. Loader: target frames/s of WindowStream (checked reads: train.streaming.read_checked) vs
+2. Loader: target frames/s of WindowStream (checked reads: train.data.read_checked) vs
    the same stream over unchecked reads, at the default frames per window and stride 1, on a
    store of 16 one-minute items.
 3. Training: target frames/s of the small preset's train step (bench_frame_blocks.train_rate)
@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_frame_blocks import train_rate  # noqa: E402
 from bench_train import loader_store  # noqa: E402
 
+import blendsync.train.data as data  # noqa: E402
 import blendsync.train.streaming as streaming  # noqa: E402
 from blendsync.shared.store import FeatureStore  # noqa: E402
 from blendsync.train.config import PRESET_BATCH_STREAMS, TrainConfig  # noqa: E402
@@ -86,12 +87,12 @@ def main() -> None:
         print(f"item reads MB/s:      checked {fmt(read_on)}   unchecked {fmt(read_off)}   "
               f"-> checked at {statistics.median(read_on) / statistics.median(read_off):.2f}x the unchecked rate")
         load_on = [loader_rate(fs, files, norm, K, B) for _ in range(args.repeats)]
-        finite = streaming.check_finite
-        streaming.check_finite = lambda item, ref: item
+        finite = data.check_finite
+        data.check_finite = lambda item, ref: item
         try:
             load_off = [loader_rate(unchecked, files, norm, K, B) for _ in range(args.repeats)]
         finally:
-            streaming.check_finite = finite
+            data.check_finite = finite
         print(f"loader target frames/s: checked {fmt(load_on)}   unchecked {fmt(load_off)}   "
               f"-> {statistics.median(load_on) / statistics.median(load_off):.2f}x")
     train = train_rate("small", K, torch.device("cpu"), args.train_steps, args.repeats)["wall"]

@@ -78,7 +78,7 @@ def fit(store_path, manifest, config_path, preset, out, epochs, max_steps, batch
     """
     from blendsync.train.checkpoint import CheckpointError
     from blendsync.train.data import DataError
-    from blendsync.train.loop import fit as run_fit
+    from blendsync.train.trainer import fit as run_fit
 
     if resume:
         given = [flag for flag, v in (("--config", config_path), ("--preset", preset), ("--epochs", epochs),
@@ -263,7 +263,7 @@ def evaluate(checkpoint, store_path, manifest, split, as_json, plot_dir, device,
     from blendsync.train.checkpoint import CheckpointError
     from blendsync.train.data import DataError
     from blendsync.train.config import LOSS_TERMS
-    from blendsync.train.evaluate import evaluate_checkpoint
+    from blendsync.train.evaluation import evaluate_checkpoint
     from blendsync.train.metrics import ACTIVE_STD
 
     try:

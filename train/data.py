@@ -1,20 +1,53 @@
-"""Which stored items a run trains and validates on: a manifest index's rows by split, or
-all items of one feature config split by a stable hash."""
+"""Which stored items a run trains and validates on (a manifest index's rows by split, or
+all items of one feature config split by a stable hash), and reading them checked."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 
+import numpy as np
+
 from blendsync.shared.manifest import assign_splits
-from blendsync.shared.store import FeatureStore, StoreError
-from blendsync.train.streaming import FileRef
+from blendsync.shared.store import FeatureStore, ItemError, StoredItem, StoreError
 
 log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
     """A store/manifest/split that cannot be trained on, said plainly."""
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """One stored item a stream walks: its key, the number of its frames that are targets
+    (from frame `start` on) and its manifest identity. A range short of the whole item is a
+    held-out tail or the part before it (hold_out_tails); the frames around a range are
+    still read as the windows' context."""
+
+    key: str
+    frames: int
+    id: str = ""
+    start: int = 0
+
+
+def read_checked(store: FeatureStore, ref: FileRef) -> StoredItem:
+    """The item, verified against its checksums and finite; a damaged one raises ItemError
+    naming the key and the manifest row it came from."""
+    try:
+        return check_finite(store.read_item(ref.key), ref)
+    except ItemError as e:
+        raise ItemError(e.key, f"({ref.id}) {e.problem}" if ref.id else e.problem) from None
+
+
+def check_finite(item: StoredItem, ref: FileRef) -> StoredItem:
+    """The item, or ItemError when an array holds NaN or infinity (featurize never stores
+    them; such an item was written by something else and would poison training)."""
+    for name, a in (("mel", item.mel), ("emotion", item.emotion), ("targets", item.targets)):
+        if a is not None and not np.isfinite(a).all():
+            raise ItemError(item.key, f"{f'({ref.id}) ' if ref.id else ''}has "
+                                      f"{int(np.count_nonzero(~np.isfinite(a)))} non-finite values in {name}")
+    return item
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Several training processes (torchrun / bstrain fit --nproc): process group setup and the
-few collectives the loop needs. One process is the plain single-process case."""
+few collectives the trainer needs. One process is the plain single-process case."""
 
 from __future__ import annotations
 

@@ -25,9 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from blendsync.train.checkpoint import load_checkpoint
-from blendsync.train.config import TrainConfig
-from blendsync.train.evaluate import load_model
+from blendsync.train.checkpoint import Checkpoint
 from blendsync.train.windows import block_positions
 
 ONNX_OPSET = 18
@@ -50,42 +48,36 @@ class ExportedModel(nn.Module):
         return out["current"], out["smoothed"]
 
 
-def example_inputs(ckpt: dict, batch: int = 2) -> tuple[torch.Tensor, ...]:
-    fc = json.loads(ckpt["feature_config_json"])
-    L, C = int(ckpt["window"]), len(ckpt["channels"])
+def example_inputs(ck: Checkpoint, batch: int = 2) -> tuple[torch.Tensor, ...]:
+    L, C = ck.window, len(ck.channels)
     g = torch.Generator().manual_seed(0)
     # The mask is always an input of the graph (also where every frame is real).
     mask = torch.ones(batch, L, dtype=torch.bool)
     mask[0, :10] = False
-    return (torch.randn(batch, L, fc["mel"]["n_mels"], generator=g), torch.randn(batch, L, 88, generator=g),
+    return (torch.randn(batch, L, ck.n_mels, generator=g), torch.randn(batch, L, 88, generator=g),
             mask, torch.rand(batch, C, generator=g), torch.tensor([False] + [True] * (batch - 1)))
 
 
-def frames_per_window(ckpt: dict) -> int:
-    return TrainConfig.from_checkpoint_json(ckpt["config_json"]).stream.frames_per_window
-
-
-def sidecar(ckpt: dict, fmt: str, K: int | None = None) -> dict:
+def sidecar(ck: Checkpoint, fmt: str, K: int | None = None) -> dict:
     """K: the graph's frames per window (the checkpoint's when None)."""
-    K = frames_per_window(ckpt) if K is None else K
-    fc = json.loads(ckpt["feature_config_json"])
+    K = ck.frames_per_window if K is None else K
     return {
         "format": fmt,
         "onnx_opset": ONNX_OPSET if fmt == "onnx" else None,
         "inputs": list(INPUTS),
         "outputs": list(OUTPUTS),
-        "channels": list(ckpt["channels"]),
-        "fps": float(ckpt["fps"]),
-        "window": int(ckpt["window"]),
-        "lookahead": int(ckpt["lookahead"]),
+        "channels": list(ck.channels),
+        "fps": ck.fps,
+        "window": ck.window,
+        "lookahead": ck.lookahead,
         "frames_per_window": K,
-        "trained_frames_per_window": frames_per_window(ckpt),
-        "block_positions": list(block_positions(int(ckpt["window"]), int(ckpt["lookahead"]), K)),
+        "trained_frames_per_window": ck.frames_per_window,
+        "block_positions": list(block_positions(ck.window, ck.lookahead, K)),
         "pad_value_after_standardisation": 0.0,
-        "feature_config": fc,
-        "feature_config_hash": ckpt["feature_config_hash"],
-        "normalisation": ckpt["normalizer"],
-        "smoothing_alpha": float(torch.sigmoid(ckpt["model"]["smoothing_alpha"])),
+        "feature_config": ck.feature_config,
+        "feature_config_hash": ck.feature_config_hash,
+        "normalisation": ck.normalizer.to_dict(),
+        "smoothing_alpha": float(torch.sigmoid(ck.model_state["smoothing_alpha"])),
     }
 
 
@@ -93,12 +85,12 @@ def export(checkpoint: str | Path, out: str | Path, fmt: str, frames_per_window:
     """Write the model to out and its sidecar to out + '.json'; returns the sidecar path.
     frames_per_window: a graph predicting fewer frames per window than the model was trained
     with (see BlendshapeModel.use_frames_per_window); None: the checkpoint's."""
-    ckpt = load_checkpoint(checkpoint)
-    model, _, norm = load_model(ckpt, "cpu")
+    ck = Checkpoint.load(checkpoint)
+    model = ck.build_model("cpu")
     if frames_per_window is not None:
         model.use_frames_per_window(frames_per_window)
-    wrapped = ExportedModel(model, norm).eval()
-    args = example_inputs(ckpt)
+    wrapped = ExportedModel(model, ck.normalizer).eval()
+    args = example_inputs(ck)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "onnx":
@@ -112,5 +104,5 @@ def export(checkpoint: str | Path, out: str | Path, fmt: str, frames_per_window:
     else:
         raise ValueError(f"format must be onnx or torchscript, got {fmt!r}")
     side = out.with_name(out.name + ".json")
-    side.write_text(json.dumps(sidecar(ckpt, fmt, model.frames_per_window), indent=2))
+    side.write_text(json.dumps(sidecar(ck, fmt, model.frames_per_window), indent=2))
     return side

@@ -7,14 +7,41 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from blendsync.shared.store import FeatureStore, ItemError
-from blendsync.train.streaming import FileRef, Normalizer, check_finite
+from blendsync.train.data import FileRef, check_finite
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Per-channel standardisation from training-split statistics: (x - mean) / std; the
+    targets' mean (the output head's starting point) and spread (the loss's per-channel
+    scale, loss.scale; None in checkpoints written before it)."""
+
+    mel_mean: np.ndarray
+    mel_std: np.ndarray
+    emotion_mean: np.ndarray
+    emotion_std: np.ndarray
+    target_mean: np.ndarray
+    target_std: np.ndarray | None = None
+
+    def to_dict(self) -> dict:
+        return {k: np.asarray(v, dtype=np.float64).tolist() for k, v in self.__dict__.items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Normalizer":
+        return cls(**{k: np.asarray(d[k], dtype=np.float32) for k in
+                      ("mel_mean", "mel_std", "emotion_mean", "emotion_std", "target_mean", "target_std")
+                      if k in d})
+
+    def is_finite(self) -> bool:
+        return all(np.isfinite(v).all() for v in self.__dict__.values() if v is not None)
 
 # Channels with a smaller spread (constant in the training data) are left unscaled.
 MIN_STD = 1e-6

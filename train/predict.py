@@ -10,7 +10,6 @@ the same recursion the model runs through each block with the state carried) com
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -24,11 +23,10 @@ from scipy.signal import lfilter
 from blendsync.shared.audio import decode_audio
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.featurize_file import featurize_file
-from blendsync.train.checkpoint import load_checkpoint
-from blendsync.train.evaluate import load_model
+from blendsync.train.checkpoint import Checkpoint
 from blendsync.train.output_gain import apply_gain, resolve_gain
 from blendsync.train.outputs import plot_prediction, resample_curves, write_json, write_livelink_csv
-from blendsync.train.streaming import Normalizer
+from blendsync.train.normalization import Normalizer
 from blendsync.train.windows import cut, frame_mask, pad_frames
 
 log = logging.getLogger(__name__)
@@ -56,16 +54,13 @@ class Predictor:
     def load(cls, checkpoint: str | Path, device: str = "cpu", frames_per_window: int | None = None) -> "Predictor":
         """frames_per_window: blocks of fewer frames than the model was trained with (lower
         streaming latency, more compute per frame); None: the checkpoint's."""
-        ckpt = load_checkpoint(checkpoint)
+        ck = Checkpoint.load(checkpoint)
         dev = torch.device(device)
-        model, cfg, norm = load_model(ckpt, dev)
+        model = ck.build_model(dev)
         if frames_per_window is not None:
             model.use_frames_per_window(frames_per_window)
-        fcfg = FeatureConfig.from_dict(json.loads(ckpt["feature_config_json"]))
-        s = cfg.stream
-        best = ckpt.get("best_val") or {}
-        return cls(model, norm, fcfg, list(ckpt["channels"]), s.window, s.lookahead, dev, model.frames_per_window,
-                   best.get("calibrated_gain"))
+        return cls(model, ck.normalizer, FeatureConfig.from_dict(ck.feature_config), ck.channels, ck.window,
+                   ck.lookahead, dev, model.frames_per_window, ck.calibrated_gain)
 
     @property
     def fps(self) -> float:

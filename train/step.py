@@ -3,7 +3,7 @@
 The host knows from its numpy batch which rows are active and whether any window has
 padding; those decisions are made there, so the step never reads a device value back (no
 `.item()`, no branch on a tensor). Loss terms stay on the device and are summed there
-(LossMeter); the loop reads them every log interval. On CUDA, batches are copied from pinned
+(LossMeter); the trainer reads them every log interval. On CUDA, batches are copied from pinned
 host memory with non_blocking copies.
 
 Shapes as streaming.py documents: B streams, L window frames, K block frames, C channels.

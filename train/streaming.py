@@ -31,72 +31,20 @@ import bisect
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from blendsync.shared.store import FeatureStore, ItemError, StoredItem
+from blendsync.shared.store import FeatureStore
+from blendsync.train.data import FileRef, read_checked
 from blendsync.train.windows import block_starts, block_step, cut, frame_mask, n_blocks, pad_frames, prev_offset
 
+if TYPE_CHECKING:
+    import torch
+
+    from blendsync.train.normalization import Normalizer
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FileRef:
-    """One stored item a stream walks: its key, the number of its frames that are targets
-    (from frame `start` on) and its manifest identity. A range short of the whole item is a
-    held-out tail or the part before it (loop.holdout_tail); the frames around a range are
-    still read as the windows' context."""
-
-    key: str
-    frames: int
-    id: str = ""
-    start: int = 0
-
-
-def read_checked(store: FeatureStore, ref: FileRef) -> StoredItem:
-    """The item, verified against its checksums and finite; a damaged one raises ItemError
-    naming the key and the manifest row it came from."""
-    try:
-        return check_finite(store.read_item(ref.key), ref)
-    except ItemError as e:
-        raise ItemError(e.key, f"({ref.id}) {e.problem}" if ref.id else e.problem) from None
-
-
-def check_finite(item: StoredItem, ref: FileRef) -> StoredItem:
-    """The item, or ItemError when an array holds NaN or infinity (featurize never stores
-    them; such an item was written by something else and would poison training)."""
-    for name, a in (("mel", item.mel), ("emotion", item.emotion), ("targets", item.targets)):
-        if a is not None and not np.isfinite(a).all():
-            raise ItemError(item.key, f"{f'({ref.id}) ' if ref.id else ''}has "
-                                      f"{int(np.count_nonzero(~np.isfinite(a)))} non-finite values in {name}")
-    return item
-
-
-@dataclass(frozen=True)
-class Normalizer:
-    """Per-channel standardisation from training-split statistics: (x - mean) / std; the
-    targets' mean (the output head's starting point) and spread (the loss's per-channel
-    scale, loss.scale; None in checkpoints written before it)."""
-
-    mel_mean: np.ndarray
-    mel_std: np.ndarray
-    emotion_mean: np.ndarray
-    emotion_std: np.ndarray
-    target_mean: np.ndarray
-    target_std: np.ndarray | None = None
-
-    def to_dict(self) -> dict:
-        return {k: np.asarray(v, dtype=np.float64).tolist() for k, v in self.__dict__.items() if v is not None}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Normalizer":
-        return cls(**{k: np.asarray(d[k], dtype=np.float32) for k in
-                      ("mel_mean", "mel_std", "emotion_mean", "emotion_std", "target_mean", "target_std")
-                      if k in d})
-
-    def is_finite(self) -> bool:
-        return all(np.isfinite(v).all() for v in self.__dict__.values() if v is not None)
 
 
 Segment = tuple[int, int, int]
@@ -345,3 +293,38 @@ def _first_and_last_use(sched: StreamSchedule, start: int) -> dict[int, tuple[in
                 a, b = min(a, out[f][0]), max(b, out[f][1])
             out[int(f)] = (a, b)
     return out
+
+
+class StreamCursor:
+    """Where training stands in a WindowStream: the epoch, the batches of it already trained
+    on, and each stream row's carried previous smoothed frame prev (B, C) on the device. It
+    is the whole of what --resume needs from the stream (state_dict / load_state_dict), so
+    the trainer keeps no position of its own."""
+
+    def __init__(self, stream: WindowStream, prev: "torch.Tensor"):
+        self.stream, self.prev = stream, prev
+        self.epoch, self.step_in_epoch = 0, 0
+
+    def batches(self) -> Iterator[dict[str, np.ndarray]]:
+        """The rest of this epoch's batches; call advance() after training on each."""
+        return self.stream.epoch(self.epoch, self.step_in_epoch)
+
+    def advance(self, prev: "torch.Tensor") -> None:
+        self.step_in_epoch += 1
+        self.prev = prev
+
+    @property
+    def epoch_done(self) -> bool:
+        return self.step_in_epoch >= self.stream.steps(self.epoch)
+
+    def next_epoch(self) -> None:
+        """A new epoch starts every stream at a file's start: nothing carried over."""
+        self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        self.prev = self.prev.new_zeros(self.prev.shape)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "prev": self.prev.detach()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
+        self.prev = state["prev"].to(self.prev.device)

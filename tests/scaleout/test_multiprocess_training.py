@@ -37,7 +37,8 @@ def test_every_target_frame_once_across_ranks_and_equal_step_counts(frames, stre
 
 
 def test_window_stream_rank_rows(tmp_path):
-    from blendsync.train.streaming import FileRef, Normalizer
+    from blendsync.train.data import FileRef
+    from blendsync.train.normalization import Normalizer
 
     lengths = [30, 12, 45, 7, 22]
     fs, keys = make_random_store(tmp_path / "s.zarr", lengths)

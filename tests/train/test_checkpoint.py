@@ -10,7 +10,7 @@ import torch
 
 from blendsync.train.checkpoint import CheckpointError, load_checkpoint
 from blendsync.train.cli import main
-from blendsync.train.loop import fit
+from blendsync.train.trainer import fit
 from tests.train.conftest import make_random_store
 from tests.train.test_fit import tiny
 
@@ -43,7 +43,7 @@ def _wrong_shape(ck):
 
 CASES = {
     "missing key": (lambda ck: ck.pop("channels"), "missing channels"),
-    "wrong type": (lambda ck: ck.update(window="256"), "window is str"),
+    "wrong type": (lambda ck: ck.update(feature_config_hash=123), "feature_config_hash is int"),
     "bad train config": (_bad_config, "train config (config_json) is invalid: invalid train config: model.heads must be >= 1"),
     "bad feature config": (lambda ck: ck.update(feature_config_json="{not json"), "feature config"),
     "wrong tensor shape": (_wrong_shape, "model weights of the wrong shape"),

@@ -11,7 +11,7 @@ import pytest
 
 from blendsync.shared.store import FeatureStore, ItemError
 from blendsync.train.cli import main
-from blendsync.train.loop import fit
+from blendsync.train.trainer import fit
 from blendsync.train.step import NonFiniteLoss
 from tests.train.conftest import make_random_store
 from tests.train.test_fit import tiny
@@ -139,7 +139,7 @@ def test_the_guard_names_the_first_bad_step():
 
 def test_cached_statistics_that_are_not_finite_are_computed_again(tmp_path):
     from blendsync.train.normalization import load_or_compute, stats_cache_key
-    from blendsync.train.streaming import FileRef
+    from blendsync.train.data import FileRef
 
     fs, keys = make_random_store(tmp_path / "s.zarr", [100, 120])
     files = [FileRef(k, n, k) for k, n in zip(keys, (100, 120))]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from blendsync.train.config import TrainConfig
-from blendsync.train.loop import fit
+from blendsync.train.trainer import fit
 from tests.train.conftest import make_random_store
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -9,20 +9,19 @@ import pytest
 import torch
 
 from blendsync.shared.store import FeatureStore
-from blendsync.train.checkpoint import load_checkpoint
 from blendsync.train.cli import main
-from blendsync.train.evaluate import load_model
+from blendsync.train.checkpoint import Checkpoint
 from blendsync.train.export import INPUTS, ExportedModel
 from blendsync.train.windows import cut, frame_mask, pad_frames
 from tests.train.test_predict import checkpoint  # noqa: F401  (module fixture)
 
 
-def real_windows(store, ckpt, n=7):
+def real_windows(store, ck, n=7, K=None):
     """Raw (unstandardised) windows from a stored example take, incl. its first and last
-    frames, for the checkpoint's frames per window."""
+    frames, for K frames per window (the checkpoint's when None)."""
     fs = FeatureStore(store)
     item = fs.read_item(fs.item_keys()[0])
-    L, la, K = int(ckpt["window"]), int(ckpt["lookahead"]), int(ckpt["frames_per_window"])
+    L, la, K = ck.window, ck.lookahead, K or ck.frames_per_window
     T = item.mel.shape[0]
     pm, pe = pad_frames(item.mel, L, la, block=K), pad_frames(item.emotion, L, la, block=K)
     pk = frame_mask(T, L, la, block=K)
@@ -30,7 +29,7 @@ def real_windows(store, ckpt, n=7):
     mel = torch.from_numpy(np.stack([cut(pm, k, L) for k in ks]))
     emo = torch.from_numpy(np.stack([cut(pe, k, L) for k in ks]))
     mask = torch.from_numpy(np.stack([cut(pk, k, L) for k in ks]))
-    prev = torch.rand(len(ks), len(ckpt["channels"]), generator=torch.Generator().manual_seed(1))
+    prev = torch.rand(len(ks), len(ck.channels), generator=torch.Generator().manual_seed(1))
     has = torch.tensor([k > 0 for k in ks])
     return mel, emo, mask, prev, has
 
@@ -41,10 +40,10 @@ def test_export_matches_pytorch_on_real_features(example_store, checkpoint, tmp_
     with pytest.raises(SystemExit) as e:
         main(["export", "--checkpoint", str(checkpoint), "--format", fmt, "--out", str(out)])
     assert e.value.code == 0
-    ckpt = load_checkpoint(checkpoint)
-    model, _, norm = load_model(ckpt)
+    ck = Checkpoint.load(checkpoint)
+    model, norm = ck.build_model(), ck.normalizer
     ref_model = ExportedModel(model, norm).eval()
-    args = real_windows(example_store, ckpt)  # batch 7: not the export's example batch of 2
+    args = real_windows(example_store, ck)  # batch 7: not the export's example batch of 2
     with torch.no_grad():
         ref = [t.numpy() for t in ref_model(*args)]
     if fmt == "onnx":
@@ -59,7 +58,7 @@ def test_export_matches_pytorch_on_real_features(example_store, checkpoint, tmp_
             got = [t.numpy() for t in torch.jit.load(str(out))(*args)]
     for g, r in zip(got, ref):
         np.testing.assert_allclose(g, r, atol=1e-4)
-    K = int(ckpt["frames_per_window"])
+    K = ck.frames_per_window
     assert got[0].shape == (7, K, 52) and got[1].shape == (7, K, 52)
     # The smoothing is really in the graph: smoothed differs from current where a previous
     # frame exists (has_prev, or inside the block), and not on a file's first frame.
@@ -68,8 +67,8 @@ def test_export_matches_pytorch_on_real_features(example_store, checkpoint, tmp_
         assert not np.allclose(got[1][0, 1:], got[0][0, 1:])
     side = json.loads(out.with_name(out.name + ".json").read_text())
     assert side["frames_per_window"] == K and side["block_positions"] == [side["window"] - K - 6, side["window"] - 6]
-    assert side["channels"][17] == "jawOpen" and side["fps"] == 30.0 and side["window"] == ckpt["window"]
-    assert side["lookahead"] == 6 and side["feature_config_hash"] == ckpt["feature_config_hash"]
+    assert side["channels"][17] == "jawOpen" and side["fps"] == 30.0 and side["window"] == ck.window
+    assert side["lookahead"] == 6 and side["feature_config_hash"] == ck.feature_config_hash
     assert side["onnx_opset"] == (18 if fmt == "onnx" else None) and len(side["normalisation"]["mel_mean"]) == 80
 
 
@@ -106,10 +105,10 @@ def test_export_with_fewer_frames_per_window(example_store, checkpoint, tmp_path
     with pytest.raises(SystemExit) as e:
         main(["export", "--checkpoint", str(checkpoint), "--format", "onnx", "--out", str(out), "-K", "2"])
     assert e.value.code == 0
-    ckpt = load_checkpoint(checkpoint)
-    model, _, norm = load_model(ckpt)
+    ck = Checkpoint.load(checkpoint)
+    model, norm = ck.build_model(), ck.normalizer
     model.use_frames_per_window(2)
-    args = real_windows(example_store, dict(ckpt, frames_per_window=2))
+    args = real_windows(example_store, ck, K=2)
     with torch.no_grad():
         ref = [t.numpy() for t in ExportedModel(model, norm).eval()(*args)]
     got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(
@@ -118,4 +117,4 @@ def test_export_with_fewer_frames_per_window(example_store, checkpoint, tmp_path
     for g, r in zip(got, ref):
         np.testing.assert_allclose(g, r, atol=1e-4)
     side = json.loads(out.with_name(out.name + ".json").read_text())
-    assert side["frames_per_window"] == 2 and side["trained_frames_per_window"] == ckpt["frames_per_window"]
+    assert side["frames_per_window"] == 2 and side["trained_frames_per_window"] == ck.frames_per_window

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from blendsync.train.checkpoint import CheckpointError, load_checkpoint
+from blendsync.train.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from blendsync.train.cli import main
 from blendsync.train.config import TrainConfig
 from blendsync.train.data import DataError
-from blendsync.train.loop import fit
+from blendsync.train.trainer import fit
 from tests.train.conftest import make_random_store
 
 # The default frames per window; test windows are just long enough for it.
@@ -79,7 +79,8 @@ def test_cli_trains_two_epochs_and_writes_every_output(example_store, tmp_path):
     ck = load_checkpoint(out / "checkpoints" / "last.pt")
     assert ck["epoch"] == 2 and len(ck["channels"]) == 52 and ck["feature_config_hash"]
     stream = json.loads(ck["config_json"])["stream"]
-    assert stream["window"] == KD + 16 and stream["frames_per_window"] == KD == ck["frames_per_window"]
+    assert stream["window"] == KD + 16 and stream["frames_per_window"] == KD == Checkpoint.load(
+        out / "checkpoints" / "last.pt").frames_per_window
 
 
 def _params(run):
@@ -117,14 +118,13 @@ def test_guards_empty_split_no_targets_other_feature_config(example_store, tmp_p
     # A checkpoint trained on one feature config refuses a store of another.
     run = tmp_path / "r2"
     fit(example_store, cfg=tiny(optim={"epochs": 1}), out=run, stop_at_step=2)
-    from blendsync.train.loop import check_compatible
-    from blendsync.train.data import load_dataset
     from blendsync.shared.store import FeatureStore
+    from blendsync.train.data import load_dataset
 
-    ck = load_checkpoint(run / "checkpoints" / "last.pt")
-    ck["feature_config_hash"] = "0123456789abcdef"
+    ck = Checkpoint.load(run / "checkpoints" / "last.pt")
+    ck.feature_config_hash = "0123456789abcdef"
     with pytest.raises(DataError, match=r"0123456789abcdef.*|.*0123456789abcdef"):
-        check_compatible(ck, load_dataset(FeatureStore(example_store), None))
+        ck.check_compatible(load_dataset(FeatureStore(example_store), None))
     # Corrupt checkpoints give a clear error.
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
@@ -153,7 +153,7 @@ def test_custom_rig_head_does_not_collapse(shared_data, tmp_path):
     # One training take on one stream (split_files off), blocks of the default K frames at
     # stride 1: 1472 / K steps an epoch.
     r = fit(store, cfg=tiny(optim={"epochs": 25, "lr": 3e-3}, stream={"split_files": False}), out=tmp_path / "run")
-    from blendsync.train.evaluate import evaluate_checkpoint
+    from blendsync.train.evaluation import evaluate_checkpoint
 
     ev = evaluate_checkpoint(r.run_dir / "checkpoints" / "best.pt", store, split="val")
     pred, target = ev["pred"]["t16"], ev["target"]["t16"]

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from blendsync.train.cli import main as bstrain
-from blendsync.train.evaluate import evaluate_checkpoint
-from blendsync.train.loop import fit
+from blendsync.train.evaluation import evaluate_checkpoint
+from blendsync.train.trainer import fit
 from tests.train.conftest import make_random_store
 from tests.train.test_fit import tiny
 

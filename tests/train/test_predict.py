@@ -12,8 +12,8 @@ from blendsync.shared.featurize_file import featurize_file
 from blendsync.shared.targets import TargetSpec, parse_timecode, read_targets
 from blendsync.train.cli import main
 from blendsync.train.config import TrainConfig
-from blendsync.train.evaluate import evaluate_checkpoint
-from blendsync.train.loop import fit
+from blendsync.train.evaluation import evaluate_checkpoint
+from blendsync.train.trainer import fit
 from blendsync.train.outputs import livelink_timecode
 from blendsync.train.predict import Predictor
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from blendsync.train.config import TrainConfig
-from blendsync.train.loop import fit
+from blendsync.train.trainer import fit
 from blendsync.train.step import LossMeter, carry, last_frames, to_device
 from tests.train.conftest import make_random_store
 

@@ -10,7 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blendsync.train.streaming import FileRef, Normalizer, StreamSchedule, WindowStream, plan_epoch
+from blendsync.train.data import FileRef
+from blendsync.train.normalization import Normalizer
+from blendsync.train.streaming import StreamSchedule, WindowStream, plan_epoch
 from blendsync.train.windows import (block_positions, block_starts, block_step, cut, frame_mask, n_blocks, pad_frames,
                                      prev_offset, target_frames, window_span)
 from tests.train.conftest import make_random_store
@@ -219,7 +221,7 @@ def test_jitter_cuts_a_take_into_other_windows_each_epoch_and_is_reproducible(tm
 def test_more_streams_than_windows_are_capped_with_a_warning(tmp_path, caplog):
     import logging
 
-    from blendsync.train.loop import fit
+    from blendsync.train.trainer import fit
     from tests.train.test_fit import tiny
 
     # Two items split by hash: one trains (3 windows of 128 frames), one validates.
@@ -235,3 +237,30 @@ def test_more_streams_than_windows_are_capped_with_a_warning(tmp_path, caplog):
         fit(fs.root, cfg=tiny(stream={"batch_streams": 3}, validation={"holdout_tail": 0}), out=tmp_path / "r2",
             stop_at_step=1)
     assert "stream.batch_streams" not in caplog.text
+
+
+def test_the_stream_cursor_owns_the_position_and_round_trips(tmp_path):
+    import torch
+
+    from blendsync.train.streaming import StreamCursor
+
+    fs, keys = make_random_store(tmp_path / "s.zarr", [300, 280, 200])
+    files = [FileRef(k, n, k) for k, n in zip(keys, (300, 280, 200))]
+    norm = Normalizer(*(np.zeros(n, np.float32) if i % 2 == 0 else np.ones(n, np.float32)
+                        for i, n in enumerate((80, 80, 88, 88))), np.zeros(5, np.float32))
+    ws = WindowStream(fs, files, norm, window=160, lookahead=6, stride=1, streams=2, block=32)
+    cur = StreamCursor(ws, torch.zeros(2, 5))
+    first = [b["frame"].copy() for b in cur.batches()][:3]
+    for _ in range(3):
+        cur.advance(cur.prev + 1)
+    state = cur.state_dict()
+    assert (state["epoch"], state["step_in_epoch"]) == (0, 3) and float(state["prev"][0, 0]) == 3.0
+    again = StreamCursor(ws, torch.zeros(2, 5))
+    again.load_state_dict(state)
+    # It continues with the batch after the three trained on.
+    rest = [b["frame"] for b in again.batches()]
+    assert len(rest) == ws.steps(0) - 3 and not np.array_equal(rest[0], first[0])
+    while not again.epoch_done:
+        again.advance(again.prev)
+    again.next_epoch()
+    assert (again.epoch, again.step_in_epoch) == (1, 0) and float(again.prev.abs().sum()) == 0.0

@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 
 from blendsync.train.checkpoint import load_checkpoint
 from blendsync.train.data import hold_out_tails
-from blendsync.train.loop import fit
+from blendsync.train.trainer import fit
 from blendsync.train.normalization import compute_normalizer
-from blendsync.train.streaming import FileRef, WindowStream
+from blendsync.train.data import FileRef
+from blendsync.train.streaming import WindowStream
 from tests.train.conftest import make_random_store
 from tests.train.test_fit import tiny
 
@@ -78,7 +79,7 @@ def test_without_a_validation_split_the_tail_of_every_take_validates_and_is_neve
     assert len(vals) == 2 and vals[-1]["metrics"]["frames"] == 128
     assert r.best is not None and r.best["metric"] == "skill"
     # The gain fitted on the tail travels with best.pt: evaluate/predict --gain calibrated use it.
-    from blendsync.train.evaluate import evaluate_checkpoint
+    from blendsync.train.evaluation import evaluate_checkpoint
 
     ev = evaluate_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt", fs.root, manifest="takes", split="train",
                              gain="calibrated")

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO))
 
 from blendsync.train.config import ModelConfig, StreamConfig, TrainConfig  # noqa: E402
-from blendsync.train.loop import fit  # noqa: E402
+from blendsync.train.trainer import fit  # noqa: E402
 from blendsync.train.model import BlendshapeModel  # noqa: E402
 from tests.train.conftest import make_random_store  # noqa: E402
 
