@@ -59,6 +59,32 @@ def _stop_after_file():
         signal.signal(signal.SIGINT, previous)
 
 
+class SerialExecutor:
+    """Every task in this process, one after another."""
+
+    name = "serial"
+    started_cluster = False
+
+    def run(self, store_root: str, cfg_json: str, tasks: list[FileTask], force: bool = False) -> Iterator[TaskResult]:
+        yield from run_serial(store_root, cfg_json, tasks, force)
+
+
+class DaskExecutor:
+    """One task per file on a LocalCluster of `workers` processes, or on the cluster at
+    `scheduler`; the cluster lives for one run()."""
+
+    name = "dask"
+
+    def __init__(self, workers: int | None = None, scheduler: str | None = None):
+        self.workers, self.scheduler = workers, scheduler
+        self.started_cluster = False
+
+    def run(self, store_root: str, cfg_json: str, tasks: list[FileTask], force: bool = False) -> Iterator[TaskResult]:
+        with dask_client(self.workers, self.scheduler) as client:
+            self.started_cluster = True
+            yield from run_dask(client, store_root, cfg_json, tasks, force)
+
+
 def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from blendsync.featurize.executors import dask_client, run_dask, run_serial
+from blendsync.featurize.executors import DaskExecutor, SerialExecutor
 from blendsync.shared.manifest import Manifest, ManifestError, ManifestRow, RowProblem, read_manifest
 from blendsync.featurize.stat_cache import StatCache
 from blendsync.featurize.task import FileTask, TaskResult
@@ -140,6 +140,18 @@ def plan_rows(manifest: Manifest, cfg: FeatureConfig, stat: StatCache) -> tuple[
     return planned, problems
 
 
+@dataclass
+class ExtractPlan:
+    """What a run will do: every valid row with its key (planned), the tasks to compute (one
+    per missing key), the keys already stored (status "exists") and the rows' problems."""
+
+    planned: list[PlannedRow]
+    tasks: list[FileTask]
+    status: dict[str, TaskResult]
+    cached_audio_s: float
+    problems: list[RowProblem]
+
+
 def extract(
     manifest_path: str | Path,
     store_path: str | Path,
@@ -153,7 +165,8 @@ def extract(
     on_plan: Callable[[int, int, float], None] | None = None,
     on_result: Callable[[TaskResult], None] | None = None,
 ) -> ExtractReport:
-    """Featurize every row of a manifest into the store; see ExtractReport for the outcome.
+    """Featurize every row of a manifest into the store: plan, execute, index. See
+    ExtractReport for the outcome.
 
     executor: "dask" (LocalCluster of `workers`, or the cluster at `scheduler`), "serial", or
     "auto": dask, except that less than SERIAL_BELOW_AUDIO_S of audio to compute, with no
@@ -173,16 +186,32 @@ def extract(
     if swept:
         log.info("removed %d staging item(s) left by stopped runs", swept)
     report = ExtractReport(manifest.path, index_name or index_name_from(manifest.name), rows=manifest.n_rows)
-    problems = list(manifest.problems)
+    plan = make_plan(manifest, cfg, store, force, report)
+    report.tasks = len(plan.tasks)
+    if on_plan:
+        on_plan(len(plan.tasks), len(plan.status), plan.cached_audio_s)
+    log.info("%s: %d rows, %d to compute, %d already stored, %d invalid", manifest.path, manifest.n_rows,
+             len(plan.tasks), len(plan.status), len(plan.problems))
+    if plan.tasks:
+        runner = choose_executor(executor, workers, scheduler, plan.tasks)
+        execute(runner, store, cfg, plan, force, on_result)
+        report.started_cluster = runner.started_cluster
+    write_report_index(store, manifest, cfg, plan, report)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def make_plan(manifest: Manifest, cfg: FeatureConfig, store: FeatureStore, force: bool,
+              report: ExtractReport) -> ExtractPlan:
+    """Hash the rows (the stat cache saves re-reading unchanged files), key them, and split
+    the keys into stored and to compute; warns about audio shared across splits."""
     stat = StatCache(store)
     planned, hash_problems = plan_rows(manifest, cfg, stat)
-    problems += hash_problems
     report.hashed_files = stat.misses
     report.shared_audio = shared_audio_across_splits(planned)
     for msg in report.shared_audio:
         log.warning("%s: %s", manifest.path, msg)
     stat.save()
-
     status: dict[str, TaskResult] = {}
     todo: dict[str, FileTask] = {}
     cached_s = 0.0
@@ -195,37 +224,43 @@ def extract(
             cached_s += float(stored.get("audio_duration_s", 0.0))
         else:
             todo[p.key] = p.task
-    tasks = list(todo.values())
-    report.tasks = len(tasks)
-    if on_plan:
-        on_plan(len(tasks), len(status), cached_s)
-    log.info(
-        "%s: %d rows, %d to compute, %d already stored, %d invalid",
-        manifest.path, manifest.n_rows, len(tasks), len(status), len(problems),
-    )
-    cfg_json = cfg.to_json()
-    root = store.location
-    if executor == "auto":
-        executor = "dask" if workers or scheduler else _auto_executor(tasks)
-    if tasks:
-        if executor == "serial":
-            try:
-                _collect(run_serial(root, cfg_json, tasks, force), status, on_result)
-            except KeyboardInterrupt:
-                done = sum(1 for r in status.values() if r.status == "computed")
-                log.warning("interrupted after %d of %d file(s); the items stored are kept: run extract again "
-                            "to compute the rest", done, len(tasks))
-                raise
-        elif executor == "dask":
-            with dask_client(workers, scheduler) as client:
-                report.started_cluster = True
-                _collect(run_dask(client, root, cfg_json, tasks, force), status, on_result)
-        else:
-            raise ValueError(f"executor must be 'dask' or 'serial', got {executor!r}")
+    return ExtractPlan(planned, list(todo.values()), status, cached_s, list(manifest.problems) + hash_problems)
 
+
+def choose_executor(kind: str, workers: int | None, scheduler: str | None, tasks: list[FileTask]):
+    if kind == "auto":
+        kind = "dask" if workers or scheduler else _auto_executor(tasks)
+    if kind == "serial":
+        return SerialExecutor()
+    if kind == "dask":
+        return DaskExecutor(workers, scheduler)
+    raise ValueError(f"executor must be 'auto', 'dask' or 'serial', got {kind!r}")
+
+
+def execute(runner, store: FeatureStore, cfg: FeatureConfig, plan: ExtractPlan, force: bool, on_result) -> None:
+    """Run the plan's tasks, recording each result in plan.status as it arrives."""
+    try:
+        for res in runner.run(store.location, cfg.to_json(), plan.tasks, force):
+            plan.status[res.key] = res
+            if res.status == "failed":  # listed once, in the report (and by the CLI's summary)
+                log.debug("%s", res.error)
+            if on_result:
+                on_result(res)
+    except KeyboardInterrupt:
+        done = sum(1 for r in plan.status.values() if r.status == "computed")
+        log.warning("interrupted after %d of %d file(s); the items stored are kept: run extract again to compute "
+                    "the rest", done, len(plan.tasks))
+        raise
+
+
+def write_report_index(store: FeatureStore, manifest: Manifest, cfg: FeatureConfig, plan: ExtractPlan,
+                       report: ExtractReport) -> None:
+    """Count the rows into the report and write the manifest index: every row in manifest
+    order, stored (with its key) or failed (with its first problem)."""
+    problems = list(plan.problems)
     entries = []
-    for p in planned:
-        res = status[p.key]
+    for p in plan.planned:
+        res = plan.status[p.key]
         entry = p.row.to_entry()
         if res.status == "failed":
             problems.append(RowProblem(manifest.path, p.row.row, p.row.line, str(p.row.audio), res.error or "failed"))
@@ -240,27 +275,18 @@ def extract(
             else:
                 report.cached += 1
         entries.append(entry)
-    report.audio_s += cached_s
-    bad_rows = {pr.row for pr in problems}
+    report.audio_s += plan.cached_audio_s
     listed = {e["row"] for e in entries}
     for pr in sorted(problems, key=lambda x: x.row):
         if pr.row not in listed:  # first problem of a row that never got a key
             listed.add(pr.row)
             entries.append({"row": pr.row, "key": None, "status": "failed", "error": pr.message, "audio": pr.file})
     entries.sort(key=lambda e: e["row"])
-    index = {
-        "entries": entries,
-        "source": str(manifest.path.resolve()),
-        "feature_config_hash": cfg.hash,
-        "feature_config": cfg.to_dict(),
-        "rows": manifest.n_rows,
-        "stored": report.stored,
-        "failed_rows": sorted(bad_rows),
-    }
+    index = {"entries": entries, "source": str(manifest.path.resolve()), "feature_config_hash": cfg.hash,
+             "feature_config": cfg.to_dict(), "rows": manifest.n_rows, "stored": report.stored,
+             "failed_rows": sorted({pr.row for pr in problems})}
     report.index_error = _write_index(store, report.index_name, index)
     report.failed = [str(pr) for pr in sorted(problems, key=lambda x: (x.row, x.message))]
-    report.seconds = time.perf_counter() - t0
-    return report
 
 
 def _write_index(store: FeatureStore, name: str, index: dict) -> str | None:
@@ -279,12 +305,3 @@ def _write_index(store: FeatureStore, name: str, index: dict) -> str | None:
         return (f"{store.root}: cannot write manifest index {name!r} ({e.strerror or e}): run extract again "
                 "where the store is writable")
     return None
-
-
-def _collect(results, status: dict[str, TaskResult], on_result) -> None:
-    for res in results:
-        status[res.key] = res
-        if res.status == "failed":  # listed once, in the report (and by the CLI's summary)
-            log.debug("%s", res.error)
-        if on_result:
-            on_result(res)
