@@ -26,7 +26,7 @@ import torch
 
 from blendsync.featurize.extract import extract
 from blendsync.shared.config import FeatureConfig
-from blendsync.train.config import TrainConfig
+from blendsync.train.config import ConfigOverrides, TrainConfig
 from blendsync.train.evaluation import evaluate_checkpoint
 from blendsync.train.trainer import fit
 
@@ -58,7 +58,7 @@ def main() -> None:
             "phase_jitter": False})
         tc = TrainConfig.from_dict({**tc.to_dict(), "loss": {"preset": "notes"}, "validation": {"metric": "loss"}})
         t0 = time.perf_counter()
-        r = fit(tmp / "rig.zarr", cfg=tc, out=tmp / "run", preset=args.preset)
+        r = fit(tmp / "rig.zarr", cfg=tc, out=tmp / "run", overrides=ConfigOverrides(preset=args.preset))
         train_s = time.perf_counter() - t0
         ev = evaluate_checkpoint(r.run_dir / "checkpoints" / "best.pt", tmp / "rig.zarr", split="val")
     m = ev["metrics"]

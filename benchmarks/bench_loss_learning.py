@@ -112,7 +112,7 @@ def run_fit(store: Path, out: Path, cfg: TrainConfig, train: str, score: str, ma
     for mark in marks:
         t0 = time.process_time()
         r = fit(store, cfg=cfg, out=out, manifest=train, resume=(out / "checkpoints" / "last.pt").exists(),
-                stop_at_step=mark if mark < marks[-1] else None)
+                stop_after_steps=mark if mark < marks[-1] else None)
         cpu += time.process_time() - t0
         ev = evaluate_checkpoint(out / "checkpoints" / "last.pt", store, manifest=score, split="val")
         curve.append({"step": r.step, "cpu_s": round(cpu, 1), **summary(ev["metrics"])})

@@ -24,7 +24,7 @@ from blendsync.featurize.extract import extract
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.featurize_file import featurize_file
 from blendsync.train.chunked import animate_chunked
-from blendsync.train.config import TrainConfig
+from blendsync.train.config import ConfigOverrides, TrainConfig
 from blendsync.train.trainer import fit
 from blendsync.train.predict import Predictor
 
@@ -53,7 +53,7 @@ def main() -> None:
             for K in [int(k) for k in args.ks.split(",")]:
                 run = tmp / f"{preset}-{K}"
                 cfg = TrainConfig().replace(optim={"epochs": 1}, stream={"stride": 64, "frames_per_window": K})
-                fit(store, cfg=cfg, out=run, preset=preset, stop_at_step=1, device="cpu")
+                fit(store, cfg=cfg, out=run, overrides=ConfigOverrides(preset=preset), stop_after_steps=1, device="cpu")
                 p = Predictor.load(run / "checkpoints" / "last.pt", args.device)
                 p.animate(args.audio)  # warm-up
                 runs = [p.animate(args.audio) for _ in range(1 if preset == "full" and K == 1 else args.repeats)]

@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from blendsync.train.config import TrainConfig  # noqa: E402
+from blendsync.train.config import ConfigOverrides, TrainConfig  # noqa: E402
 from blendsync.train.trainer import fit  # noqa: E402
 from tests.train.conftest import make_random_store  # noqa: E402
 
@@ -35,7 +35,7 @@ def one_epoch(store, out: Path, split: bool, stride: int, device: str) -> tuple[
         "diagnostics": {"every_steps": 0}, "validation": {"holdout_tail": 0.0},
     })
     t0 = time.perf_counter()
-    r = fit(store, cfg=cfg, out=out, manifest="bench", preset="small", device=device)
+    r = fit(store, cfg=cfg, out=out, manifest="bench", overrides=ConfigOverrides(preset="small"), device=device)
     return time.perf_counter() - t0, r.step
 
 

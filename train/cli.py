@@ -15,7 +15,7 @@ import click
 from blendsync.shared.config import read_config_file
 from blendsync.shared.cli import (UsageFailure, is_write_failure, run_cli, setup_logging, write_failure,
                                   write_text_or_stdout)
-from blendsync.train.config import LOSS_PRESETS, TrainConfig
+from blendsync.train.config import ConfigOverrides, TrainConfig
 
 
 @click.group(context_settings=dict(show_default=True, help_option_names=["-h", "--help"]))
@@ -80,16 +80,22 @@ def fit(store_path, manifest, config_path, preset, out, epochs, max_steps, batch
     from blendsync.train.data import DataError
     from blendsync.train.trainer import fit as run_fit
 
+    written_loss = {}
+    if config_path:
+        try:
+            written_loss = read_config_file(Path(config_path)).get("loss") or {}
+        except (OSError, ValueError) as e:
+            raise UsageFailure(str(e)) from None
+    overrides = ConfigOverrides(preset, epochs, max_steps, batch_streams, stride, frames_per_window, loss_preset,
+                                validate_every, patience, seed, compile_,
+                                written_loss=written_loss if isinstance(written_loss, dict) else {})
     if resume:
-        given = [flag for flag, v in (("--config", config_path), ("--preset", preset), ("--epochs", epochs),
-                                      ("--max-steps", max_steps), ("--batch-streams", batch_streams),
-                                      ("--stride", stride), ("--frames-per-window", frames_per_window),
-                                      ("--loss", loss_preset), ("--validate-every", validate_every),
-                                      ("--patience", patience), ("--seed", seed), ("--compile", compile_))
-                 if v is not None]
+        given = (["--config"] if config_path else []) + overrides.given()
         if given:
             raise UsageFailure(f"--resume continues the run with the config it was started with ({out}/config.json), "
                                f"so {', '.join(given)} would be ignored: drop them, or start a new run with --out")
+        if out is None:
+            raise UsageFailure("--resume needs --out: the run folder to continue")
     if nproc > 1:
         _relaunch_with_torchrun(nproc, out)
     cfg = TrainConfig()
@@ -98,29 +104,6 @@ def fit(store_path, manifest, config_path, preset, out, epochs, max_steps, batch
             cfg = TrainConfig.load(config_path)
         except (OSError, ValueError) as e:
             raise UsageFailure(str(e)) from None
-    if preset:
-        cfg = cfg.with_preset(preset)
-        preset = None
-    optim = {k: v for k, v in (("epochs", epochs), ("max_steps", max_steps)) if v is not None}
-    stream = {k: v for k, v in (("stride", stride), ("frames_per_window", frames_per_window)) if v is not None}
-    validation = {k: v for k, v in (("every_steps", validate_every), ("patience", patience)) if v is not None}
-    try:
-        cfg = cfg.replace(optim=optim, stream=stream, validation=validation)
-        if loss_preset is not None:
-            # The config's loss keys that differ from its own preset's stay as overrides (a
-            # full dump of the default config overrides nothing).
-            written = (read_config_file(Path(config_path)).get("loss") or {}) if config_path else {}
-            own = LOSS_PRESETS.get(written.get("preset", "default"), LOSS_PRESETS["default"])
-            overrides = {k: v for k, v in written.items() if k != "preset" and getattr(own, k, None) != v}
-            cfg = TrainConfig.from_dict({**cfg.to_dict(), "loss": {**overrides, "preset": loss_preset}})
-    except ValueError as e:
-        raise UsageFailure(str(e)) from None
-    if seed is not None:
-        cfg = cfg.replace(seed=seed)
-    if compile_ is not None:
-        cfg = cfg.replace(compile=compile_)
-    if resume and out is None:
-        raise UsageFailure("--resume needs --out: the run folder to continue")
     if out is None:
         import time
 
@@ -128,9 +111,9 @@ def fit(store_path, manifest, config_path, preset, out, epochs, max_steps, batch
     show = sys.stderr.isatty() if progress is None else progress
     bar = _Bar(show)
     try:
-        res = run_fit(store_path, cfg=cfg, out=out, manifest=manifest, preset=preset, device=device,
-                      resume=resume, on_step=bar.update, batch_streams=batch_streams,
-                      stop_at_step=stop_after_steps, allow_shared_audio=allow_shared_audio)
+        res = run_fit(store_path, cfg=cfg, out=out, manifest=manifest, overrides=overrides, device=device,
+                      resume=resume, on_step=bar.update, stop_after_steps=stop_after_steps,
+                      allow_shared_audio=allow_shared_audio)
     except (DataError, CheckpointError, ValueError) as e:
         raise UsageFailure(str(e)) from None
     except OSError as e:

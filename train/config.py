@@ -349,3 +349,59 @@ class TrainConfig:
             kw[name] = dataclasses.replace(cur, **changes) if dataclasses.is_dataclass(cur) else changes
         return dataclasses.replace(self, **kw)
 
+
+
+@dataclass(frozen=True)
+class ConfigOverrides:
+    """Choices given beside a config file (bstrain fit's options; None: the config's own),
+    applied once, by resolve(), to give a run's final config.
+
+    written_loss: the loss section as written in the config file, so that a loss preset given
+    here keeps the file's own departures from its preset (a full dump of the default config
+    departs from nothing)."""
+
+    preset: str | None = None
+    epochs: int | None = None
+    max_steps: int | None = None
+    batch_streams: int | None = None
+    stride: int | None = None
+    frames_per_window: int | None = None
+    loss_preset: str | None = None
+    validate_every: int | None = None
+    patience: int | None = None
+    seed: int | None = None
+    compile: bool | None = None
+    written_loss: dict = field(default_factory=dict)
+
+    # Each choice's command-line flag.
+    FLAGS = {"preset": "--preset", "epochs": "--epochs", "max_steps": "--max-steps",
+             "batch_streams": "--batch-streams", "stride": "--stride", "frames_per_window": "--frames-per-window",
+             "loss_preset": "--loss", "validate_every": "--validate-every", "patience": "--patience",
+             "seed": "--seed", "compile": "--compile"}
+
+    def given(self) -> list[str]:
+        """The flags of the choices made."""
+        return [flag for name, flag in self.FLAGS.items() if getattr(self, name) is not None]
+
+    def resolve(self, cfg: TrainConfig, device_type: str) -> tuple[TrainConfig, str]:
+        """(the final config, why its preset): the preset first (auto = full on CUDA, small
+        elsewhere; custom = the config's own sizes), then every other choice over it."""
+        chosen = self.preset or cfg.preset
+        why = "from --preset" if self.preset else "from the config"
+        if chosen == "auto":
+            chosen, why = ("full" if device_type == "cuda" else "small"), f"auto: {device_type}"
+        if chosen == "custom":
+            why = "model sizes from the config"
+        else:
+            cfg = cfg.with_preset(chosen)
+        pick = lambda **kv: {k: v for k, v in kv.items() if v is not None}  # noqa: E731
+        cfg = cfg.replace(optim=pick(epochs=self.epochs, max_steps=self.max_steps),
+                          stream=pick(batch_streams=self.batch_streams, stride=self.stride,
+                                      frames_per_window=self.frames_per_window),
+                          validation=pick(every_steps=self.validate_every, patience=self.patience),
+                          **pick(seed=self.seed, compile=self.compile))
+        if self.loss_preset is not None:
+            own = LOSS_PRESETS.get(self.written_loss.get("preset", "default"), LOSS_PRESETS["default"])
+            kept = {k: v for k, v in self.written_loss.items() if k != "preset" and getattr(own, k, None) != v}
+            cfg = TrainConfig.from_dict({**cfg.to_dict(), "loss": {**kept, "preset": self.loss_preset}})
+        return TrainConfig.from_dict(cfg.to_dict()), why

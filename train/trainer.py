@@ -26,7 +26,7 @@ from blendsync.shared.provenance import library_versions
 from blendsync.shared.store import FeatureStore
 from blendsync.train import plots
 from blendsync.train.checkpoint import Checkpoint, CheckpointError, TrainingState, load_checkpoint, resume_problem
-from blendsync.train.config import LOSS_TERMS, VALIDATION_METRICS, TrainConfig
+from blendsync.train.config import LOSS_TERMS, VALIDATION_METRICS, ConfigOverrides, TrainConfig
 from blendsync.train.data import Dataset, DataError, check_shared_audio, hold_out_tails, load_dataset
 from blendsync.train.diagnostics import grad_report, normalize_stream_grads, warn_on
 from blendsync.train.distributed import Dist
@@ -73,17 +73,6 @@ def resolve_device(device: str) -> torch.device:
     return d
 
 
-def resolve_preset(cfg: TrainConfig, preset: str | None, device: torch.device) -> tuple[TrainConfig, str]:
-    chosen = preset or cfg.preset
-    why = "from --preset" if preset else "from the config"
-    if chosen == "auto":
-        chosen = "full" if device.type == "cuda" else "small"
-        why = f"auto: {device.type}"
-    if chosen == "custom":
-        return cfg, "model sizes from the config"
-    return cfg.with_preset(chosen), why
-
-
 def cap_streams(cfg: TrainConfig, files, world: int) -> TrainConfig:
     """B no larger than the windows an epoch has per process: rows beyond them would idle at
     every step (computed, masked, wasted), which is never what a larger B was asked for."""
@@ -109,14 +98,15 @@ def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], floa
 
 
 def fit(store_path: str | Path, *, cfg: TrainConfig, out: str | Path, manifest: str | None = None,
-        preset: str | None = None, device: str = "auto", resume: bool = False,
-        batch_streams: int | None = None, stop_at_step: int | None = None,
-        on_step: Callable[[dict], bool | None] | None = None, allow_shared_audio: bool = False) -> FitResult:
+        overrides: ConfigOverrides | None = None, device: str = "auto", resume: bool = False,
+        stop_after_steps: int | None = None, on_step: Callable[[dict], bool | None] | None = None,
+        allow_shared_audio: bool = False) -> FitResult:
     """Train on a store.
 
-    preset None: the config's (auto = full on a GPU, small on a CPU); batch_streams overrides
-    the preset's B. stop_at_step ends the run right after that step, as an interruption
-    would, with last.pt saved (for time-boxed jobs and resume tests). allow_shared_audio: train
+    overrides: choices over cfg (preset, epochs, B, ...), resolved once with the device into
+    the run's config (ConfigOverrides.resolve; a resumed run keeps its own). stop_after_steps
+    ends the run right after that step, as an interruption would, with last.pt saved (for
+    time-boxed jobs and resume tests). allow_shared_audio: train
     even when the same audio is in the training and a validation/test split (refused by
     default). on_step(record) is called after every step (rank 0); in a single-process run it
     may return True to end the run there the same way (e.g. on a time or CPU budget).
@@ -125,9 +115,10 @@ def fit(store_path: str | Path, *, cfg: TrainConfig, out: str | Path, manifest: 
     store = FeatureStore(store_path)
     dist, dev = setup_dist(resolve_device(device))
     try:
-        trainer = Trainer.create(run_dir, store, dist, dev, cfg=cfg, manifest=manifest, preset=preset,
-                                 resume=resume, batch_streams=batch_streams, allow_shared_audio=allow_shared_audio)
-        result = trainer.fit(stop_at_step=stop_at_step, on_step=on_step)
+        trainer = Trainer.create(run_dir, store, dist, dev, cfg=cfg, manifest=manifest,
+                                 overrides=overrides or ConfigOverrides(), resume=resume,
+                                 allow_shared_audio=allow_shared_audio)
+        result = trainer.fit(stop_after_steps=stop_after_steps, on_step=on_step)
     except BaseException:
         teardown_dist(dist, together=False)
         raise
@@ -140,10 +131,10 @@ class Trainer:
 
     @classmethod
     def create(cls, run_dir: Path, store: FeatureStore, dist: Dist, dev: torch.device, *, cfg: TrainConfig,
-               manifest: str | None, preset: str | None, resume: bool, batch_streams: int | None,
+               manifest: str | None, overrides: ConfigOverrides, resume: bool,
                allow_shared_audio: bool) -> "Trainer":
-        """The final config (the checkpoint's on --resume, else cfg with the preset and B
-        applied), the dataset, and the checkpoint to continue from."""
+        """The final config (the checkpoint's on --resume, else cfg with the overrides
+        resolved), the dataset, and the checkpoint to continue from."""
         if not dist.main:
             logging.getLogger("blendsync").setLevel(logging.WARNING)
         ckpt = None
@@ -153,9 +144,7 @@ class Trainer:
         else:
             if (run_dir / "checkpoints" / "last.pt").exists():
                 raise RunExistsError(f"{run_dir} already holds a run: continue it with --resume, or pick another --out")
-            cfg, why = resolve_preset(cfg, preset, dev)
-            if batch_streams is not None:
-                cfg = cfg.replace(stream={"batch_streams": batch_streams})
+            cfg, why = overrides.resolve(cfg, dev.type)
         log.info("preset %s (%s) on %s: d_model %d, heads %d, layers %d+%d, %d streams, %d frames per window%s",
                  cfg.preset, why, dev, cfg.model.d_model, cfg.model.heads, cfg.model.mel_layers,
                  cfg.model.emotion_layers, cfg.stream.batch_streams, cfg.stream.frames_per_window,
@@ -321,11 +310,11 @@ class Trainer:
         }, indent=2))
 
     # -- the loop ------------------------------------------------------------------------------
-    def fit(self, stop_at_step: int | None = None,
+    def fit(self, stop_after_steps: int | None = None,
             on_step: Callable[[dict], bool | None] | None = None) -> FitResult:
         try:
             while not self._run_over():
-                if self.train_epoch(stop_at_step, on_step) == "interrupted":
+                if self.train_epoch(stop_after_steps, on_step) == "interrupted":
                     self._save("last.pt", self.checkpoint())
                     return FitResult(self.run_dir, self.step, self.cursor.epoch, self.best, self.history,
                                      interrupted=True)
@@ -351,9 +340,9 @@ class Trainer:
     def _run_over(self) -> bool:
         return self.cursor.epoch >= self.cfg.optim.epochs or self._max_steps_reached() or self.stopped
 
-    def train_epoch(self, stop_at_step: int | None, on_step) -> str:
+    def train_epoch(self, stop_after_steps: int | None, on_step) -> str:
         """The rest of the cursor's epoch, one train_step per batch. Returns "interrupted"
-        (stop_at_step or on_step asked), "stopped" (patience or max_steps) or "ended"."""
+        (stop_after_steps or on_step asked), "stopped" (patience or max_steps) or "ended"."""
         cfg, v = self.cfg, self.cfg.validation
         self.epoch_t0, windows, frames = time.perf_counter(), 0, 0
         for batch in self.cursor.batches():
@@ -384,7 +373,7 @@ class Trainer:
                 self._save("last.pt", ck)
             if self.has_val and v.every_steps and self.step % v.every_steps == 0:
                 self.stopped = self.validate_and_save(self.cursor.epoch)
-            if asked_stop or (stop_at_step is not None and self.step >= stop_at_step):
+            if asked_stop or (stop_after_steps is not None and self.step >= stop_after_steps):
                 return "interrupted"
             if self.stopped or self._max_steps_reached():
                 return "stopped"

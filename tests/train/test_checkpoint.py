@@ -19,7 +19,7 @@ from tests.train.test_fit import tiny
 def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("ck")
     fs, _ = make_random_store(d / "s.zarr", [300, 280], channels=52)
-    fit(fs.root, cfg=tiny(optim={"epochs": 1}), out=d / "run", stop_at_step=2)
+    fit(fs.root, cfg=tiny(optim={"epochs": 1}), out=d / "run", stop_after_steps=2)
     return fs.root, d / "run" / "checkpoints" / "last.pt"
 
 

@@ -65,7 +65,7 @@ def test_fit_refuses_an_item_with_flipped_bytes(example_store, tmp_path, capsys)
 def test_evaluate_refuses_a_damaged_item_instead_of_a_codec_traceback(tmp_path, capsys):
     fs, keys = make_random_store(tmp_path / "s.zarr", [300, 280, 260])
     run = tmp_path / "run"
-    fit(fs.root, cfg=tiny(optim={"epochs": 1}), out=run, stop_at_step=2)
+    fit(fs.root, cfg=tiny(optim={"epochs": 1}), out=run, stop_after_steps=2)
     for key in keys:  # garbage where every compressed chunk was
         _chunk(fs.root, key, "emotion").write_bytes(b"\x00garbage" * 40)
     with pytest.raises(SystemExit) as e:

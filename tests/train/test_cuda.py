@@ -98,7 +98,7 @@ def test_predict_on_the_gpu_matches_the_cpu(example_store, tmp_path, shared_data
     from blendsync.train.predict import Predictor
 
     cfg = TrainConfig.from_dict({**TINY, "stream": {**TINY["stream"], "window": 64}})
-    fit(example_store, cfg=cfg, out=tmp_path / "run", device="cuda", stop_at_step=5)
+    fit(example_store, cfg=cfg, out=tmp_path / "run", device="cuda", stop_after_steps=5)
     ck = tmp_path / "run" / "checkpoints" / "last.pt"
     audio = shared_data / "speech" / "ljspeech_LJ050-0131_22k.wav"
     cpu = Predictor.load(ck, "cpu").animate(audio)["curves"]

@@ -10,7 +10,7 @@ import torch
 
 from blendsync.train.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from blendsync.train.cli import main
-from blendsync.train.config import TrainConfig
+from blendsync.train.config import ConfigOverrides, TrainConfig
 from blendsync.train.data import DataError
 from blendsync.train.trainer import fit
 from tests.train.conftest import make_random_store
@@ -43,7 +43,7 @@ def test_small_preset_overfits_a_tiny_store(tmp_path):
         "optim": {"epochs": 60, "warmup_steps": 20, "lr": 1e-3, "min_lr_ratio": 0.1},
         "diagnostics": {"every_steps": 0},
     })
-    r = fit(fs.root, cfg=cfg, out=tmp_path / "run", preset="small", batch_streams=2)
+    r = fit(fs.root, cfg=cfg, out=tmp_path / "run", overrides=ConfigOverrides(preset="small", batch_streams=2))
     losses = [h["loss"] for h in r.history if h["kind"] == "train"]
     first, last = np.mean(losses[:2]), np.mean(losses[-3:])
     assert last <= 0.1 * first, (first, last)
@@ -92,7 +92,7 @@ def test_stopped_mid_epoch_and_resumed_is_bit_identical(example_store, tmp_path)
     cfg = tiny(optim={"epochs": 2}, checkpoint={"every_steps": 0})
     whole = fit(example_store, cfg=cfg, out=tmp_path / "whole")
     steps = whole.step
-    part = fit(example_store, cfg=cfg, out=tmp_path / "part", stop_at_step=steps // 2 + 3)
+    part = fit(example_store, cfg=cfg, out=tmp_path / "part", stop_after_steps=steps // 2 + 3)
     assert part.interrupted
     ck = load_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")
     assert ck["step_in_epoch"] > 0  # stopped inside an epoch
@@ -117,7 +117,7 @@ def test_guards_empty_split_no_targets_other_feature_config(example_store, tmp_p
         fit(store, cfg=tiny(), out=tmp_path / "r1")
     # A checkpoint trained on one feature config refuses a store of another.
     run = tmp_path / "r2"
-    fit(example_store, cfg=tiny(optim={"epochs": 1}), out=run, stop_at_step=2)
+    fit(example_store, cfg=tiny(optim={"epochs": 1}), out=run, stop_after_steps=2)
     from blendsync.shared.store import FeatureStore
     from blendsync.train.data import load_dataset
 

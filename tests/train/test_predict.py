@@ -31,7 +31,7 @@ def checkpoint(example_store, tmp_path_factory):
         "optim": {"epochs": 1, "warmup_steps": 5},
     })
     run = tmp_path_factory.mktemp("run")
-    fit(example_store, cfg=cfg, out=run, stop_at_step=15)
+    fit(example_store, cfg=cfg, out=run, stop_after_steps=15)
     return run / "checkpoints" / "last.pt"
 
 

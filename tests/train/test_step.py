@@ -81,7 +81,7 @@ def test_compiled_training_matches_eager_on_the_cpu(tmp_path):
         counters.clear()
         cfg = TrainConfig.from_dict({**base, "compile": compiled})
         out = tmp_path / f"run-{compiled}"
-        runs[compiled] = fit(fs.root, cfg=cfg, out=out, stop_at_step=6)
+        runs[compiled] = fit(fs.root, cfg=cfg, out=out, stop_after_steps=6)
         assert json.loads((out / "config.json").read_text())["train_config"]["compile"] is compiled
         assert (counters["stats"]["unique_graphs"] > 0) is compiled  # really compiled, or really not
     torch._dynamo.reset()

@@ -228,14 +228,14 @@ def test_more_streams_than_windows_are_capped_with_a_warning(tmp_path, caplog):
     fs, _ = make_random_store(tmp_path / "s.zarr", [300, 280])
     with caplog.at_level(logging.WARNING):
         r = fit(fs.root, cfg=tiny(stream={"batch_streams": 64}, validation={"holdout_tail": 0}),
-                out=tmp_path / "run", stop_at_step=1)
+                out=tmp_path / "run", stop_after_steps=1)
     assert "64 streams (stream.batch_streams) but an epoch has only 3 windows: using 3 streams" in caplog.text
     cfg = json.loads((r.run_dir / "config.json").read_text())["train_config"]
     assert cfg["stream"]["batch_streams"] == 3
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         fit(fs.root, cfg=tiny(stream={"batch_streams": 3}, validation={"holdout_tail": 0}), out=tmp_path / "r2",
-            stop_at_step=1)
+            stop_after_steps=1)
     assert "stream.batch_streams" not in caplog.text
 
 

@@ -182,7 +182,7 @@ def test_ctrl_c_saves_last_pt_and_resume_finishes_and_a_fresh_run_starts_a_fresh
     # A folder with records but no checkpoint: the new run does not append to them.
     (tmp_path / "fresh").mkdir()
     (tmp_path / "fresh" / "metrics.jsonl").write_text('{"kind": "train", "step": 99, "loss": 1.0}\n')
-    r2 = fit(fs.root, cfg=cfg, out=tmp_path / "fresh", stop_at_step=2)
+    r2 = fit(fs.root, cfg=cfg, out=tmp_path / "fresh", stop_after_steps=2)
     recs = [json.loads(x) for x in (tmp_path / "fresh" / "metrics.jsonl").read_text().splitlines()]
     assert all(x["step"] <= 2 for x in recs) and r2.step == 2
     assert list((tmp_path / "fresh").glob("metrics.before-*.jsonl"))
