@@ -30,7 +30,7 @@ from blendsync.shared.config import FeatureConfig  # noqa: E402
 from blendsync.shared.features import _smile, mel_on_grid  # noqa: E402
 from blendsync.shared.featurize_file import FeaturizedFile, featurize_file  # noqa: E402
 from blendsync.shared.frame_grid import frame_times, n_frames  # noqa: E402
-from blendsync.shared.store import FeatureStore  # noqa: E402
+from blendsync.shared.store import FeatureStore, ItemProvenance  # noqa: E402
 from blendsync.shared.targets import read_targets, targets_on_grid  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ def run(fn, rows, cfg, store) -> tuple[float, float]:
     audio_s, t0 = 0.0, time.perf_counter()
     for i, r in enumerate(rows):
         ff = fn(r.audio, r.targets, cfg)
-        write_item(store, f"{fn.__name__}-{i}", ff, {})
+        write_item(store, f"{fn.__name__}-{i}", ff, ItemProvenance.of_config(FeatureConfig()))
         audio_s += ff.info["audio_duration_s"]
     return audio_s, time.perf_counter() - t0
 

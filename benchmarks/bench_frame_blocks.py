@@ -20,6 +20,7 @@ import time
 import numpy as np
 import torch
 
+from blendsync.shared.config import FeatureConfig
 from blendsync.train.config import PRESET_BATCH_STREAMS, TrainConfig
 from blendsync.train.model import build_model
 from blendsync.train.step import carry, to_device, train_step
@@ -46,7 +47,7 @@ def train_rate(preset: str, K: int, device: torch.device, steps: int, repeats: i
     cfg = TrainConfig().with_preset(preset).replace(stream={"frames_per_window": K})
     B = PRESET_BATCH_STREAMS[preset]
     torch.manual_seed(0)
-    model = build_model(cfg, 80, C).to(device).train()
+    model = build_model(cfg, FeatureConfig(), C).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     masks = (torch.zeros(C, dtype=torch.bool, device=device), torch.zeros(C, dtype=torch.bool, device=device))
     rng = np.random.default_rng(0)

@@ -138,7 +138,7 @@ def run_random_windows(store_path: Path, cfg: TrainConfig, train: str, score: st
                   split=False)
     reader = WindowStream(store, files, norm, stride=1, **common)
     loaded = [reader.load(i) for i in range(len(files))]
-    model = build_model(cfg, ds.feature_config["mel"]["n_mels"], len(ds.channels))
+    model = build_model(cfg, ds.feature_config, len(ds.channels))
     model.decoder.init_bias(torch.from_numpy(norm.target_mean))
     opt = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o.warmup_steps, marks[-1], o.min_lr_ratio))

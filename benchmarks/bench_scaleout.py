@@ -49,7 +49,7 @@ def featurize_scaling(tmp: Path, minutes: float) -> None:
 
 def training_scaling(tmp: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.train.conftest import make_random_store
+    from tests.helpers import make_random_store
 
     from blendsync.train.config import TrainConfig
 
@@ -75,7 +75,7 @@ def training_scaling(tmp: Path) -> None:
 
 def long_file_memory(tmp: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.conftest import speechlike
+    from tests.helpers import speechlike
 
     for minutes in (10, 60):
         p = tmp / f"long{minutes}.wav"

@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 
 from blendsync.train.config import ConfigOverrides, TrainConfig  # noqa: E402
 from blendsync.train.trainer import fit  # noqa: E402
-from tests.train.conftest import make_random_store  # noqa: E402
+from tests.helpers import make_random_store  # noqa: E402
 
 
 def one_epoch(store, out: Path, split: bool, stride: int, device: str) -> tuple[float, int]:

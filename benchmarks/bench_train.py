@@ -22,7 +22,8 @@ import numpy as np
 import torch
 import zarr
 
-from blendsync.shared.store import FeatureStore
+from blendsync.shared.config import FeatureConfig
+from blendsync.shared.store import FeatureStore, ItemProvenance
 from blendsync.train.config import PRESET_BATCH_STREAMS, PRESETS
 from blendsync.train.losses import loss_terms, total_loss
 from blendsync.train.config import LossConfig
@@ -47,7 +48,7 @@ def loader_store(root: Path, n_files: int = 16, frames: int = 1800) -> tuple[Fea
         ff = FeaturizedFile(rng.normal(size=(frames, 80)).astype(np.float32),
                             rng.normal(size=(frames, 88)).astype(np.float32),
                             rng.uniform(size=(frames, 52)).astype(np.float32), {"frames": frames})
-        write_item(fs, f"item{i:02d}", ff, {})
+        write_item(fs, f"item{i:02d}", ff, ItemProvenance.of_config(FeatureConfig()))
         files.append(FileRef(f"item{i:02d}", frames, f"item{i:02d}"))
     return fs, files
 

@@ -22,7 +22,8 @@ from blendsync.featurize.task import FileTask, TaskResult
 from blendsync.featurize.writer import sweep_staging
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.provenance import cache_key, library_versions
-from blendsync.shared.store import FeatureStore, StoreError, check_index_name, index_name_from
+from blendsync.shared.store import (FeatureStore, ItemProvenance, ItemSource, StoreError, check_index_name,
+                                    index_name_from)
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def shared_audio_across_splits(planned: list[PlannedRow]) -> list[str]:
     or tested on audio it trained on scores better than it is. One line per such audio."""
     by_audio: dict[str, list[ManifestRow]] = {}
     for p in planned:
-        by_audio.setdefault(p.task.attrs["source"]["audio_sha256"], []).append(p.row)
+        by_audio.setdefault(p.task.provenance.source.audio_sha256, []).append(p.row)
     out = []
     for sha, rows in by_audio.items():
         if len({r.split for r in rows}) > 1:
@@ -116,26 +117,13 @@ def plan_rows(manifest: Manifest, cfg: FeatureConfig, stat: StatCache) -> tuple[
             feature_config_hash=fhash,
             versions=versions,
         )
-        attrs = {
-            "feature_config": cfg.to_dict(),
-            "feature_config_hash": fhash,
-            "library_versions": versions,
-            "fps": cfg.fps,
-            "sample_rate": cfg.sample_rate,
-            "channels": list(cfg.channels.channels),
-            "channel_set": cfg.channels.to_dict(),
-            "source": {
-                "audio": str(r.audio),
-                "audio_sha256": audio_sha,
-                "targets": r.targets.describe() if r.targets else None,
-                "targets_sha256": tsha,
-                "targets_fps": r.targets.fps if r.targets else None,
-                "manifest": str(manifest.path.resolve()),
-                "row": r.row,
-                "id": r.id,
-            },
-        }
-        task = FileTask(key, r.row, str(r.audio), r.targets, r.audio.stat().st_size, attrs)
+        provenance = ItemProvenance(
+            cfg.to_dict(), fhash, versions, cfg.channels.to_dict(),
+            ItemSource(audio=str(r.audio), audio_sha256=audio_sha, targets=r.targets.describe() if r.targets else None,
+                       targets_sha256=tsha, targets_fps=r.targets.fps if r.targets else None,
+                       manifest=str(manifest.path.resolve()), row=r.row, id=r.id),
+        )
+        task = FileTask(key, r.row, str(r.audio), r.targets, r.audio.stat().st_size, provenance)
         planned.append(PlannedRow(r, key, task))
     return planned, problems
 
@@ -221,7 +209,7 @@ def make_plan(manifest: Manifest, cfg: FeatureConfig, store: FeatureStore, force
         stored = None if force else store.complete_attrs(p.key)
         if stored is not None:
             status[p.key] = TaskResult(p.key, p.row.row, "exists")
-            cached_s += float(stored.get("audio_duration_s", 0.0))
+            cached_s += stored.audio_duration_s
         else:
             todo[p.key] = p.task
     return ExtractPlan(planned, list(todo.values()), status, cached_s, list(manifest.problems) + hash_problems)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from blendsync.shared.config import FeatureConfig
 from blendsync.shared.store import STREAMS, FeatureStore, StoreError, array_sha256
 
 
@@ -16,12 +17,10 @@ def store_info(store: FeatureStore) -> dict:
     audio_s = 0.0
     items, incomplete = store.items_by_state()
     for a in items.values():
-        audio_s += float(a.get("audio_duration_s", 0.0))
-        c = configs.setdefault(
-            a["feature_config_hash"], {"items": 0, "audio_hours": 0.0, "config": a["feature_config"]}
-        )
+        audio_s += a.audio_duration_s
+        c = configs.setdefault(a.feature_config_hash, {"items": 0, "audio_hours": 0.0, "config": a.feature_config})
         c["items"] += 1
-        c["audio_hours"] += float(a.get("audio_duration_s", 0.0)) / 3600
+        c["audio_hours"] += a.audio_duration_s / 3600
     manifests = {}
     for name in store.index_names():
         try:
@@ -108,17 +107,16 @@ def _check_item(store: FeatureStore, key: str) -> list[str]:
     except Exception as e:  # a damaged chunk or metadata file: report, keep checking others
         return [f"unreadable ({type(e).__name__}: {e})"]
     a = item.attrs
-    cfg = a.get("feature_config", {})
-    want = {
-        "mel": cfg.get("mel", {}).get("n_mels"),
-        "emotion": 88,
-        "targets": len(a.get("channels", [])),
-    }
+    try:
+        fc = FeatureConfig.from_dict(a.feature_config)
+        want = {"mel": fc.n_mels, "emotion": fc.n_emotion, "targets": len(a.channels)}
+    except (ValueError, TypeError, KeyError) as e:
+        return [f"feature config unreadable ({e})"]
     arrays = {"mel": item.mel, "emotion": item.emotion, "targets": item.targets}
-    T = a.get("frames")
+    T = a.frames
     for name in STREAMS:
         arr = arrays[name]
-        expected_sum = a.get("checksums", {}).get(name)
+        expected_sum = a.checksums.get(name)
         if arr is None:
             if expected_sum is not None:
                 out.append(f"{name}: missing array")

@@ -10,11 +10,11 @@ import logging
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.featurize_file import featurize_file
-from blendsync.shared.store import FeatureStore
+from blendsync.shared.store import FeatureStore, ItemProvenance
 from blendsync.shared.targets import TargetSpec
 
 log = logging.getLogger(__name__)
@@ -31,14 +31,14 @@ THREAD_ENV = {
 
 @dataclass(frozen=True)
 class FileTask:
-    """What one worker needs to build one item; attrs are the item's provenance."""
+    """What one worker needs to build one item."""
 
     key: str
     row: int
     audio: str
     targets: TargetSpec | None
     audio_bytes: int
-    attrs: dict = field(default_factory=dict)
+    provenance: ItemProvenance
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def _run_task(store_root: str, cfg_json: str, task: FileTask, force: bool) -> Ta
     try:
         ff = featurize_file(task.audio, task.targets, cfg)
         stage = "write"
-        wrote = write_item(store, task.key, ff, task.attrs, replace=force)
+        wrote = write_item(store, task.key, ff, task.provenance, replace=force)
     except ValueError as e:  # AudioError, TargetError: the input's fault, said plainly
         return failed(str(e))
     except OSError as e:

@@ -14,13 +14,12 @@ import shutil
 import socket
 import time
 import uuid
-from datetime import datetime, timezone
 
 import zarr
 from zarr.codecs import BloscCodec
 
 from blendsync.shared.featurize_file import FeaturizedFile
-from blendsync.shared.store import SCHEMA_VERSION, TIME_CHUNK, FeatureStore, array_sha256
+from blendsync.shared.store import TIME_CHUNK, FeatureStore, ItemProvenance, item_document
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +29,7 @@ COMPRESSOR = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
 
 
 def write_item(
-    store: FeatureStore, key: str, ff: FeaturizedFile, attrs: dict, *, replace: bool = False
+    store: FeatureStore, key: str, ff: FeaturizedFile, provenance: ItemProvenance, *, replace: bool = False
 ) -> bool:
     """Store ff under key. Returns False when another writer stored the key first.
 
@@ -41,10 +40,10 @@ def write_item(
     if store.is_complete(key) and not replace:
         return False
     if not store.is_local:
-        return _write_in_place(store, key, ff, attrs, replace)
+        return _write_in_place(store, key, ff, provenance, replace)
     stage = store.staging_dir / STAGE_SEP.join((key, socket.gethostname(), str(os.getpid()), uuid.uuid4().hex[:8]))
     try:
-        _fill_group(zarr.open_group(str(stage), mode="w"), key, ff, attrs)
+        _fill_group(zarr.open_group(str(stage), mode="w"), key, ff, provenance)
         target = store.item_path(key)
         if replace and store.is_complete(key):
             aside = stage.with_name(stage.name + "~old")
@@ -77,7 +76,8 @@ def _remove(stage) -> None:
     log.warning("%s: could not remove this staging directory; the next run removes it", stage)
 
 
-def _write_in_place(store: FeatureStore, key: str, ff: FeaturizedFile, attrs: dict, replace: bool) -> bool:
+def _write_in_place(store: FeatureStore, key: str, ff: FeaturizedFile, provenance: ItemProvenance,
+                    replace: bool) -> bool:
     """Object stores have no rename: write the item where it lives, marker last.
 
     mode="w" first removes whatever a killed writer left under the key. A complete item is
@@ -90,13 +90,13 @@ def _write_in_place(store: FeatureStore, key: str, ff: FeaturizedFile, attrs: di
     location = store.zarr_location(f"items/{key}")
     if store.is_complete(key):  # --force, or another run finished it a moment ago
         zarr.open_group(location, mode="r+").attrs.update({"complete": False})
-    _fill_group(zarr.open_group(location, mode="w"), key, ff, attrs)
+    _fill_group(zarr.open_group(location, mode="w"), key, ff, provenance)
     return True
 
 
-def _fill_group(g: zarr.Group, key: str, ff: FeaturizedFile, attrs: dict) -> None:
-    """Arrays first, then provenance, then the completion marker in its own metadata write."""
-    checksums = {}
+def _fill_group(g: zarr.Group, key: str, ff: FeaturizedFile, provenance: ItemProvenance) -> None:
+    """Arrays first, then the item's document (store.item_document), then the completion
+    marker in its own metadata write."""
     for name, arr in ff.arrays().items():
         g.create_array(
             name,
@@ -105,17 +105,7 @@ def _fill_group(g: zarr.Group, key: str, ff: FeaturizedFile, attrs: dict) -> Non
             compressors=COMPRESSOR,
             dimension_names=("frame", "channel"),
         )
-        checksums[name] = array_sha256(arr)
-    doc = {
-        **attrs,
-        **ff.info,
-        "key": key,
-        "schema_version": SCHEMA_VERSION,
-        "checksums": checksums,
-        "shapes": {k: list(v.shape) for k, v in ff.arrays().items()},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    g.attrs.put(doc)
+    g.attrs.put(item_document(key, provenance, ff.info, ff.arrays()))
     g.attrs.update({"complete": True})
 
 

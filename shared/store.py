@@ -30,6 +30,7 @@ or FSSPEC_S3='{"endpoint_url": ...}', plus the usual AWS_* variables for s3fs.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -37,6 +38,7 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -97,6 +99,105 @@ def array_sha256(a: np.ndarray) -> str:
 
 
 @dataclass(frozen=True)
+class ItemSource:
+    """Where an item came from: the manifest row that first asked for it (the key is the
+    content, so other rows may share the item)."""
+
+    audio: str
+    audio_sha256: str
+    targets: str | None
+    targets_sha256: str | None
+    targets_fps: float | None
+    manifest: str
+    row: int
+    id: str
+
+
+@dataclass(frozen=True)
+class ItemProvenance:
+    """What the planner knows of an item before it is computed: its feature config and
+    channel set (as dicts, as stored), the library versions in its key, and its source."""
+
+    feature_config: dict
+    feature_config_hash: str
+    library_versions: dict
+    channel_set: dict
+    source: ItemSource
+
+    @classmethod
+    def of_config(cls, cfg, source_id: str = "") -> "ItemProvenance":
+        """For items written from arrays rather than from a manifest row (benchmarks, tools):
+        cfg is the FeatureConfig they were computed with."""
+        from blendsync.shared.provenance import library_versions
+
+        return cls(cfg.to_dict(), cfg.hash, library_versions(), cfg.channels.to_dict(),
+                   ItemSource(audio="", audio_sha256="", targets=None, targets_sha256=None, targets_fps=None,
+                              manifest="", row=0, id=source_id))
+
+    def to_doc(self) -> dict:
+        fc = self.feature_config
+        return {"feature_config": fc, "feature_config_hash": self.feature_config_hash,
+                "library_versions": self.library_versions, "fps": fc.get("fps"), "sample_rate": fc.get("sample_rate"),
+                "channels": list(self.channel_set.get("channels", [])), "channel_set": self.channel_set,
+                "source": dataclasses.asdict(self.source)}
+
+
+def item_document(key: str, provenance: ItemProvenance, info: dict, arrays: dict[str, np.ndarray]) -> dict:
+    """An item's metadata document (its zarr.json attributes, "complete" apart): provenance
+    from the planner, info from featurize_file (durations, counts), and per array its shape
+    and checksum. The one place the document is assembled; ItemAttrs reads it."""
+    return {
+        **provenance.to_doc(),
+        **info,
+        "key": key,
+        "schema_version": SCHEMA_VERSION,
+        "checksums": {name: array_sha256(a) for name, a in arrays.items()},
+        "shapes": {name: list(a.shape) for name, a in arrays.items()},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+@dataclass(frozen=True)
+class ItemAttrs:
+    """A complete item's metadata, typed for readers: what it holds (frames, each array's
+    shape and checksum), under which feature config and channel set, from which audio. doc
+    is the whole document (provenance counts, timings) for display."""
+
+    key: str
+    frames: int
+    shapes: dict[str, tuple[int, ...]]
+    checksums: dict[str, str]
+    feature_config: dict
+    feature_config_hash: str
+    channel_set: dict
+    library_versions: dict
+    audio_duration_s: float
+    audio_sha256: str | None
+    doc: dict
+
+    @classmethod
+    def from_doc(cls, key: str, doc: dict) -> "ItemAttrs":
+        return cls(key, int(doc.get("frames", 0)), {k: tuple(v) for k, v in (doc.get("shapes") or {}).items()},
+                   dict(doc.get("checksums") or {}), doc.get("feature_config") or {},
+                   doc.get("feature_config_hash", ""), doc.get("channel_set") or {},
+                   doc.get("library_versions") or {}, float(doc.get("audio_duration_s", 0.0)),
+                   (doc.get("source") or {}).get("audio_sha256"), doc)
+
+    @property
+    def has_targets(self) -> bool:
+        return "targets" in self.checksums
+
+    @property
+    def channels(self) -> list[str]:
+        return list(self.channel_set.get("channels", self.doc.get("channels", [])))
+
+    @property
+    def arrays(self) -> list[str]:
+        """The arrays it holds, in STREAMS order."""
+        return [n for n in STREAMS if n in self.shapes]
+
+
+@dataclass(frozen=True)
 class StoredItem:
     """mel (T, n_mels), emotion (T, 88), targets (T, C) or None, all float32; attrs."""
 
@@ -104,7 +205,7 @@ class StoredItem:
     mel: np.ndarray
     emotion: np.ndarray
     targets: np.ndarray | None
-    attrs: dict
+    attrs: ItemAttrs
 
 
 class FeatureStore:
@@ -299,17 +400,17 @@ class FeatureStore:
         return docs
 
     @staticmethod
-    def _complete(doc: dict | None) -> dict | None:
-        """The attrs of a complete item's metadata document, else None."""
+    def _complete(key: str, doc: dict | None) -> ItemAttrs | None:
+        """A complete item's attrs, else None."""
         attrs = doc.get("attributes", {}) if doc else {}
-        return attrs if attrs.get("complete") else None
+        return ItemAttrs.from_doc(key, attrs) if attrs.get("complete") else None
 
-    def items_by_state(self) -> tuple[dict[str, dict], list[str]]:
+    def items_by_state(self) -> tuple[dict[str, ItemAttrs], list[str]]:
         """({key: attrs} of complete items, sorted incomplete keys) from one pass over items/
         (one batch of reads on an object store)."""
         complete, incomplete = {}, []
         for key, doc in sorted(self._item_docs().items()):
-            attrs = self._complete(doc)
+            attrs = self._complete(key, doc)
             if attrs is None:
                 incomplete.append(key)
             else:
@@ -323,14 +424,14 @@ class FeatureStore:
     def incomplete_keys(self) -> list[str]:
         return self.items_by_state()[1]
 
-    def complete_attrs(self, key: str) -> dict | None:
+    def complete_attrs(self, key: str) -> ItemAttrs | None:
         """A complete item's attrs (one read), or None when it is missing or incomplete."""
-        return self._complete(self._read_json(f"items/{key}/zarr.json"))
+        return self._complete(key, self._read_json(f"items/{key}/zarr.json"))
 
     def is_complete(self, key: str) -> bool:
         return self.complete_attrs(key) is not None
 
-    def item_attrs(self, key: str) -> dict:
+    def item_attrs(self, key: str) -> ItemAttrs:
         attrs = self.complete_attrs(key)
         if attrs is None:
             raise KeyError(f"{self.root}: no complete item {key}")
@@ -347,10 +448,10 @@ class FeatureStore:
         check costs about 1 ms per MB (benchmarks/bench_verified_reads.py). verify=False is
         for `bsfeat verify`, which reports each array's problem itself."""
         attrs = self.item_attrs(key)
-        names = [n for n in STREAMS if n in attrs.get("shapes", {})]
-        if not names:  # no recorded shapes: the group says which arrays it has
-            g = zarr.open_group(self.zarr_location(f"items/{key}"), mode="r")
-            names = [n for n in STREAMS if n in g]
+        names = attrs.arrays
+        if not names:
+            raise ItemError(key, "records no array shapes (written by an older blendsync): run bsfeat extract "
+                                 "--force with its manifest to rewrite it")
         arrays = {}
         for n in names:
             try:
@@ -359,7 +460,7 @@ class FeatureStore:
                 raise ItemError(key, f"array {n!r} is missing ({e})") from None
             except Exception as e:  # a damaged chunk: the codec's own error (blosc, zstd, json)
                 raise ItemError(key, f"array {n!r} is unreadable ({type(e).__name__}: {e})") from None
-        sums = attrs.get("checksums", {})
+        sums = attrs.checksums
         bad = [n for n in names if verify and (n not in sums or array_sha256(arrays[n]) != sums[n])]
         if bad:
             raise ItemError(key, f"does not match its checksums ({', '.join(bad)}): a chunk is missing or "

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real test data in ../shared/data, synthetic audio, tiny manifests."""
+"""Fixtures every suite may use: the real test data in ../shared/data, the example store,
+synthetic audio, object stores, read-only and small file systems (helpers: tests/helpers.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("BLENDSYNC_SHARED_DATA", REPO.parent / "shared" / "data"))
+from tests.helpers import REPO, S3_CREDENTIALS, SHARED_DATA, speechlike
 
 
 @pytest.fixture(autouse=True)
@@ -46,18 +46,6 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def speechlike(duration_s: float, sr: int, seed: int = 0) -> np.ndarray:
-    """Voiced-like bursts (harmonic tone with a syllable envelope) over faint noise, in [-1, 1]."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(duration_s * sr)) / sr
-    f0 = 140 + 30 * np.sin(2 * np.pi * 0.7 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / sr
-    tone = sum(np.sin(h * phase) / h for h in range(1, 6))
-    env = np.clip(np.sin(2 * np.pi * 2.5 * t), 0, None) ** 2
-    y = 0.25 * env * tone + rng.normal(0, 2e-3, t.shape)
-    return np.clip(y, -1, 1).astype(np.float32)
-
-
 @pytest.fixture
 def make_audio(tmp_path):
     """make_audio(name, duration_s, sr=16000, channels=1, fmt=None) -> path of a speech-like file."""
@@ -71,80 +59,6 @@ def make_audio(tmp_path):
         return p
 
     return _make
-
-
-def write_livelink(path: Path, duration_s: float, fps: float = 60.0, start: str = "10:00:00:00.000",
-                   count_column: str = "BlendshapeCount", extra: bool = True, seed: int = 0,
-                   curve=None) -> Path:
-    """A Live Link Face CSV: curve(t) -> (52,) values, or a smooth pseudo-random default."""
-    from blendsync.shared.channels import ARKIT_52, LIVELINK_ROTATIONS, pascal_case
-    from blendsync.shared.targets import LIVELINK_FPS, parse_timecode
-
-    rng = np.random.default_rng(seed)
-    phases = rng.uniform(0, 2 * np.pi, 52)
-    t0 = parse_timecode(start)
-    n = int(round(duration_s * fps))
-    cols = ["Timecode", count_column, *[pascal_case(c) for c in ARKIT_52]]
-    if extra:
-        cols += list(LIVELINK_ROTATIONS)
-    lines = [",".join(cols)]
-    for i in range(n):
-        t = i / fps
-        v = curve(t) if curve else 0.5 + 0.4 * np.sin(2 * np.pi * 0.5 * t + phases)
-        s = t0 + t
-        h, m, sec = int(s // 3600), int(s % 3600 // 60), int(s % 60)
-        ff = (s - np.floor(s)) * LIVELINK_FPS
-        row = [f"{h:02d}:{m:02d}:{sec:02d}:{ff:06.3f}", "61", *[f"{x:.6f}" for x in v]]
-        if extra:
-            row += ["0.000000"] * len(LIVELINK_ROTATIONS)
-        lines.append(",".join(row))
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def write_manifest(path: Path, rows: list[dict]) -> Path:
-    cols = ["audio", "targets", "targets_fps", "split", "speaker", "id"]
-    lines = [",".join(cols)] + [",".join(str(r.get(c, "") or "") for c in cols) for r in rows]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-# Unusable audio, each with the phrase its error message must hold.
-BAD_AUDIO = {
-    "empty.wav": "empty",
-    "silent.wav": "silent",
-    "short.wav": "shorter than the 0.25 s",
-    "nan.wav": "NaN",
-    "junk.wav": "cannot decode",
-}
-
-
-def write_bad_audio(d: Path) -> None:
-    """Write the files of BAD_AUDIO into d."""
-    sf.write(d / "empty.wav", np.zeros(0), 16000)
-    sf.write(d / "silent.wav", np.zeros(32000), 16000)
-    sf.write(d / "short.wav", 0.1 * np.ones(1000), 16000)
-    nan = 0.1 * np.ones(32000, np.float32)
-    nan[5] = np.nan
-    sf.write(d / "nan.wav", nan, 16000, subtype="FLOAT")
-    (d / "junk.wav").write_bytes(b"RIFF not really a wave file" * 10)
-
-
-def assert_same_items(a, b, keys: list[str]) -> None:
-    """Items under `keys` hold identical arrays (and so identical checksums) in stores a and b."""
-    for key in keys:
-        x, y = a.read_item(key), b.read_item(key)
-        for name in ("mel", "emotion", "targets"):
-            np.testing.assert_array_equal(getattr(x, name), getattr(y, name))
-        assert x.attrs["checksums"] == y.attrs["checksums"]
-
-
-# -- an S3 API on 127.0.0.1 ----------------------------------------------------------------
-# No cloud is reachable from the test machines, so object-store tests run against moto's
-# standalone S3 server: a separate process speaking the S3 HTTP API, reached through the
-# same s3fs/fsspec code path a real bucket uses.
-S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                  "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from blendsync.shared.config import FeatureConfig
 from blendsync.train.config import TrainConfig
 from blendsync.train.model import BlendshapeModel, build_model
 from blendsync.train.normalization import Normalizer
@@ -84,7 +85,7 @@ class Checkpoint:
 
     model_state: dict[str, torch.Tensor]
     config: TrainConfig
-    feature_config: dict
+    feature_config: FeatureConfig
     feature_config_hash: str
     normalizer: Normalizer
     channels: list[str]
@@ -110,11 +111,11 @@ class Checkpoint:
 
     @property
     def fps(self) -> float:
-        return float(self.feature_config["fps"])
+        return self.feature_config.fps
 
     @property
     def n_mels(self) -> int:
-        return int(self.feature_config["mel"]["n_mels"])
+        return self.feature_config.n_mels
 
     @property
     def calibrated_gain(self) -> float | None:
@@ -122,7 +123,7 @@ class Checkpoint:
 
     def build_model(self, device: str | torch.device = "cpu") -> BlendshapeModel:
         """The model its config describes with its weights, in eval mode on device."""
-        model = build_model(self.config, self.n_mels, len(self.channels))
+        model = build_model(self.config, self.feature_config, len(self.channels))
         model.load_state_dict(self.model_state)
         return model.to(device).eval()
 
@@ -148,7 +149,7 @@ class Checkpoint:
     def to_state(self) -> dict:
         state = {
             "format": FORMAT, MODEL: self.model_state, CONFIG: self.config.to_json(),
-            FEATURE_CONFIG: json.dumps(self.feature_config, sort_keys=True),
+            FEATURE_CONFIG: json.dumps(self.feature_config.to_dict(), sort_keys=True),
             FEATURE_CONFIG_HASH: self.feature_config_hash, NORMALIZER: self.normalizer.to_dict(),
             CHANNELS: list(self.channels), MOUTH: list(self.mouth), EXPRESSION: list(self.expression),
             LIBRARY_VERSIONS: json.dumps(self.library_versions, sort_keys=True),
@@ -162,7 +163,7 @@ class Checkpoint:
     def from_state(cls, d: dict) -> "Checkpoint":
         """From a dict checkpoint_problem has passed."""
         return cls(
-            d[MODEL], TrainConfig.from_checkpoint_json(d[CONFIG]), json.loads(d[FEATURE_CONFIG]),
+            d[MODEL], TrainConfig.from_checkpoint_json(d[CONFIG]), FeatureConfig.from_dict(json.loads(d[FEATURE_CONFIG])),
             d[FEATURE_CONFIG_HASH], Normalizer.from_dict(d[NORMALIZER]), list(d[CHANNELS]),
             list(d.get(MOUTH, [])), list(d.get(EXPRESSION, [])), json.loads(d.get(LIBRARY_VERSIONS, "{}")),
             d.get(BEST_VAL), int(d.get(SINCE_BEST, 0)),
@@ -205,8 +206,6 @@ def checkpoint_problem(ckpt: dict) -> str | None:
     """What is wrong with a loaded checkpoint dict, or None: missing or mistyped keys, an
     embedded config that does not parse or validate, statistics of the wrong length, model
     weights whose names or shapes are not those of the model its config describes."""
-    from blendsync.shared.config import FeatureConfig
-
     missing = [k for k in REQUIRED if k not in ckpt]
     if missing:
         return f"missing {', '.join(missing)}"
@@ -224,12 +223,12 @@ def checkpoint_problem(ckpt: dict) -> str | None:
     channels = ckpt[CHANNELS]
     if not channels or not all(isinstance(c, str) for c in channels):
         return "channels must be a non-empty list of names"
-    problem = _normalizer_problem(ckpt[NORMALIZER], fc.mel.n_mels, len(channels))
-    return problem or _weights_problem(ckpt[MODEL], build_model(cfg, fc.mel.n_mels, len(channels)))
+    problem = _normalizer_problem(ckpt[NORMALIZER], fc, len(channels))
+    return problem or _weights_problem(ckpt[MODEL], build_model(cfg, fc, len(channels)))
 
 
-def _normalizer_problem(norm: dict, n_mels: int, channels: int) -> str | None:
-    want = {"mel_mean": n_mels, "mel_std": n_mels, "emotion_mean": 88, "emotion_std": 88,
+def _normalizer_problem(norm: dict, fc: FeatureConfig, channels: int) -> str | None:
+    want = {"mel_mean": fc.n_mels, "mel_std": fc.n_mels, "emotion_mean": fc.n_emotion, "emotion_std": fc.n_emotion,
             "target_mean": channels, "target_std": channels}
     for k, n_want in want.items():
         if k not in norm:

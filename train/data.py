@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from blendsync.shared.channels import ChannelSet
+from blendsync.shared.config import FeatureConfig
 from blendsync.shared.manifest import assign_splits
 from blendsync.shared.store import FeatureStore, ItemError, StoredItem, StoreError
 
@@ -52,18 +54,30 @@ def check_finite(item: StoredItem, ref: FileRef) -> StoredItem:
 
 @dataclass(frozen=True)
 class Dataset:
-    """Files per split and what they share: feature config, channels and channel groups."""
+    """The items a run reads, per split, and what they share: their feature config (and its
+    hash as stored), channel set and library versions. Not a torch Dataset: streaming.py
+    turns its files into batches."""
 
     manifest: str
     splits: dict[str, list[FileRef]]
-    feature_config: dict
+    feature_config: FeatureConfig
     feature_config_hash: str
+    channel_set: ChannelSet
     library_versions: dict
-    channels: list[str]
-    mouth: list[str]
-    expression: list[str]
     # One line per audio content (sha256) found in more than one split.
     shared_audio: tuple[str, ...] = ()
+
+    @property
+    def channels(self) -> list[str]:
+        return list(self.channel_set.channels)
+
+    @property
+    def mouth(self) -> list[str]:
+        return list(self.channel_set.mouth)
+
+    @property
+    def expression(self) -> list[str]:
+        return list(self.channel_set.expression)
 
     def files(self, split: str) -> list[FileRef]:
         files = self.splits.get(split, [])
@@ -105,20 +119,19 @@ def load_dataset(store: FeatureStore, manifest: str | None) -> Dataset:
         a = store.complete_attrs(key)
         if a is None:
             raise DataError(f"manifest {manifest!r} lists item {key} ({rid}) that is not in the store")
-        if "targets" not in a.get("checksums", {}):
+        if not a.has_targets:
             no_targets.append(rid or key)  # audio-only rows: for predict, not for training
             continue
         if first is None:
             first = a
-        if a["feature_config_hash"] != first["feature_config_hash"]:
+        if a.feature_config_hash != first.feature_config_hash:
             raise DataError(
-                f"items of {manifest!r} mix feature configs {first['feature_config_hash']} and "
-                f"{a['feature_config_hash']}; name one manifest with --manifest"
+                f"items of {manifest!r} mix feature configs {first.feature_config_hash} and "
+                f"{a.feature_config_hash}; name one manifest with --manifest"
             )
-        splits.setdefault(split, []).append(FileRef(key, int(a["frames"]), rid))
-        sha = (a.get("source") or {}).get("audio_sha256")
-        if sha:
-            audio_splits.setdefault(sha, []).append((rid or key[:12], split))
+        splits.setdefault(split, []).append(FileRef(key, a.frames, rid))
+        if a.audio_sha256:
+            audio_splits.setdefault(a.audio_sha256, []).append((rid or key[:12], split))
     if first is None:
         raise DataError(f"no item of manifest {manifest!r} has targets ({len(no_targets)} audio-only): the store "
                         "was made without targets")
@@ -129,10 +142,8 @@ def load_dataset(store: FeatureStore, manifest: str | None) -> Dataset:
         f"audio {sha[:12]} is in splits {', '.join(sorted({sp for _, sp in uses}))}: "
         + ", ".join(f"{rid} ({sp})" for rid, sp in uses[:6]) + (", ..." if len(uses) > 6 else "")
         for sha, uses in audio_splits.items() if len({sp for _, sp in uses}) > 1)
-    cs = first["channel_set"]
-    return Dataset(manifest, splits, first["feature_config"], first["feature_config_hash"],
-                   first.get("library_versions", {}), list(cs["channels"]), list(cs.get("mouth", [])),
-                   list(cs.get("expression", [])), shared)
+    return Dataset(manifest, splits, FeatureConfig.from_dict(first.feature_config), first.feature_config_hash,
+                   ChannelSet.from_dict(first.channel_set), first.library_versions, shared)
 
 
 def check_shared_audio(ds: Dataset, allow: bool) -> None:

@@ -54,7 +54,7 @@ def example_inputs(ck: Checkpoint, batch: int = 2) -> tuple[torch.Tensor, ...]:
     # The mask is always an input of the graph (also where every frame is real).
     mask = torch.ones(batch, L, dtype=torch.bool)
     mask[0, :10] = False
-    return (torch.randn(batch, L, ck.n_mels, generator=g), torch.randn(batch, L, 88, generator=g),
+    return (torch.randn(batch, L, ck.n_mels, generator=g), torch.randn(batch, L, ck.feature_config.n_emotion, generator=g),
             mask, torch.rand(batch, C, generator=g), torch.tensor([False] + [True] * (batch - 1)))
 
 
@@ -74,7 +74,7 @@ def sidecar(ck: Checkpoint, fmt: str, K: int | None = None) -> dict:
         "trained_frames_per_window": ck.frames_per_window,
         "block_positions": list(block_positions(ck.window, ck.lookahead, K)),
         "pad_value_after_standardisation": 0.0,
-        "feature_config": ck.feature_config,
+        "feature_config": ck.feature_config.to_dict(),
         "feature_config_hash": ck.feature_config_hash,
         "normalisation": ck.normalizer.to_dict(),
         "smoothing_alpha": float(torch.sigmoid(ck.model_state["smoothing_alpha"])),

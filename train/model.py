@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from blendsync.shared.config import FeatureConfig
 from blendsync.train.config import ModelConfig, TrainConfig
 
 
@@ -255,8 +256,10 @@ class BlendshapeModel(nn.Module):
         return {"current": current, "smoothed": smoothed}
 
 
-def build_model(cfg: TrainConfig, n_mels: int, channels: int) -> BlendshapeModel:
-    """The model a train config describes (sizes, window, lookahead, frames per window)."""
+def build_model(cfg: TrainConfig, features: FeatureConfig, channels: int) -> BlendshapeModel:
+    """The model a train config describes (sizes, window, lookahead, frames per window) for
+    the features' widths (mel bins, eGeMAPS functionals) and C channels."""
     s = cfg.stream
-    return BlendshapeModel(n_mels=n_mels, n_emotion=88, channels=channels, window=s.window, cfg=cfg.model,
+    return BlendshapeModel(n_mels=features.n_mels, n_emotion=features.n_emotion, channels=channels,
+                           window=s.window, cfg=cfg.model,
                            lookahead=s.lookahead, frames_per_window=s.frames_per_window)

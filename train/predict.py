@@ -59,7 +59,7 @@ class Predictor:
         model = ck.build_model(dev)
         if frames_per_window is not None:
             model.use_frames_per_window(frames_per_window)
-        return cls(model, ck.normalizer, FeatureConfig.from_dict(ck.feature_config), ck.channels, ck.window,
+        return cls(model, ck.normalizer, ck.feature_config, ck.channels, ck.window,
                    ck.lookahead, dev, model.frames_per_window, ck.calibrated_gain)
 
     @property

@@ -165,9 +165,8 @@ class WindowStream:
         self.seed, self.shuffle, self.split, self.jitter = seed, shuffle, split, jitter
         self.rank, self.world = rank, world
         self.frames = [f.frames for f in files]
-        shapes = store.item_attrs(files[0].key).get("shapes", {})
         # Array widths, known before any file is read (a rank may start with idle rows only).
-        self.dims = {k: int(v[1]) for k, v in shapes.items()}
+        self.dims = {k: int(v[1]) for k, v in store.item_attrs(files[0].key).shapes.items()}
 
     def schedule(self, epoch: int) -> StreamSchedule:
         """This rank's streams. Files are spread over world x streams slots at once, so every

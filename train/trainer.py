@@ -226,7 +226,7 @@ class Trainer:
 
     def _setup_model(self, ckpt: Checkpoint | None) -> None:
         ds, dev = self.ds, self.dev
-        self.model = build_model(self.cfg, ds.feature_config["mel"]["n_mels"], len(ds.channels)).to(dev)
+        self.model = build_model(self.cfg, ds.feature_config, len(ds.channels)).to(dev)
         self.model.decoder.init_bias(torch.from_numpy(self.norm.target_mean).to(dev))
         if ckpt is not None:
             self.model.load_state_dict(ckpt.model_state)
@@ -301,7 +301,7 @@ class Trainer:
         ds, cfg = self.ds, self.cfg
         (self.run_dir / "config.json").write_text(json.dumps({
             "train_config": cfg.to_dict(), "train_config_hash": cfg.hash,
-            "feature_config": ds.feature_config, "feature_config_hash": ds.feature_config_hash,
+            "feature_config": ds.feature_config.to_dict(), "feature_config_hash": ds.feature_config_hash,
             "store": self.store.location, "manifest": ds.manifest, "device": str(self.dev),
             "channels": ds.channels, "train_files": len(self.train_files), "val_files": len(self.val_files),
             "processes": self.dist.world,
@@ -516,7 +516,7 @@ class Trainer:
                                   self.ds.channels, self.run_dir / "stream_weights.png")
         if self.val_plot:
             plots.plot_curves(self.val_plot["pred"], self.val_plot["target"], self.ds.channels,
-                              float(self.ds.feature_config["fps"]), self.val_plot["title"],
+                              self.ds.feature_config.fps, self.val_plot["title"],
                               self.run_dir / "val_curves.png")
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from blendsync.featurize.inspect_store import verify_store
 from blendsync.shared.store import FeatureStore
-from tests.conftest import write_livelink, write_manifest
+from tests.helpers import write_livelink, write_manifest
 
 BSFEAT = [sys.executable, "-m", "blendsync.featurize.cli"]
 

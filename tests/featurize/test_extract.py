@@ -11,7 +11,7 @@ from blendsync.featurize.cli import main
 from blendsync.featurize.extract import extract
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.store import FeatureStore
-from tests.conftest import assert_same_items, write_bad_audio, write_livelink, write_manifest
+from tests.helpers import assert_same_items, write_bad_audio, write_livelink, write_manifest
 
 
 @pytest.fixture
@@ -82,9 +82,9 @@ def test_item_layout_provenance_and_few_large_reads(takes, tmp_path):
     r = extract(man, tmp_path / "f.zarr", FeatureConfig(), executor="serial")
     fs = FeatureStore(tmp_path / "f.zarr")
     item = fs.read_item(r.keys[0])
-    T = item.attrs["frames"]
+    T = item.attrs.frames
     assert item.mel.shape == (T, 80) and item.emotion.shape == (T, 88) and item.targets.shape == (T, 52)
-    a = item.attrs
+    a = item.attrs.doc  # the stored document itself
     assert a["complete"] is True and a["feature_config_hash"] == FeatureConfig().hash
     assert {"opensmile", "librosa", "soxr"} <= set(a["library_versions"])
     assert a["source"]["audio"].endswith("take0.wav") and len(a["source"]["audio_sha256"]) == 64

@@ -20,7 +20,7 @@ from blendsync.featurize.inspect_store import store_info, verify_store
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.store import FeatureStore
 from blendsync.train.data import DataError, load_dataset
-from tests.conftest import assert_same_items, write_livelink, write_manifest
+from tests.helpers import assert_same_items, write_livelink, write_manifest
 
 BSFEAT = [sys.executable, "-m", "blendsync.featurize.cli"]
 
@@ -114,10 +114,10 @@ def test_force_rewrites_items_in_place(manifest, s3_bucket):
     url = f"{s3_bucket}/features.zarr"
     first = extract(manifest, url, FeatureConfig(), executor="serial")
     fs = FeatureStore(url)
-    before = {k: fs.read_item(k).attrs["checksums"] for k in first.keys}
+    before = {k: fs.read_item(k).attrs.checksums for k in first.keys}
     forced = extract(manifest, url, FeatureConfig(), executor="serial", force=True)
     assert forced.computed == 4
-    assert {k: fs.read_item(k).attrs["checksums"] for k in first.keys} == before
+    assert {k: fs.read_item(k).attrs.checksums for k in first.keys} == before
     assert verify_store(fs) == (4, []) and fs.incomplete_keys() == []
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from blendsync.featurize.cli import main as bsfeat
 from blendsync.train.cli import main as bstrain
-from tests.conftest import REPO, write_manifest
+from tests.helpers import REPO, write_manifest
 
 
 def _run(main, args) -> int:
@@ -19,7 +19,7 @@ def _run(main, args) -> int:
 
 
 def test_reading_work_succeeds_on_a_read_only_store(example_store, tmp_path, read_only, capsys, make_audio):
-    from tests.train.test_fit import tiny
+    from tests.helpers import tiny
 
     store = tmp_path / "ro.zarr"
     shutil.copytree(example_store, store)

@@ -18,7 +18,7 @@ from blendsync.featurize.extract import extract
 from blendsync.featurize.inspect_store import verify_store
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.store import FeatureStore
-from tests.conftest import assert_same_items, write_livelink, write_manifest
+from tests.helpers import assert_same_items, write_livelink, write_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 DASK = shutil.which("dask", path=str(Path(sys.executable).parent)) or shutil.which("dask")

@@ -15,7 +15,7 @@ from blendsync.train.checkpoint import load_checkpoint
 from blendsync.train.config import TrainConfig
 from blendsync.train.streaming import StreamSchedule, WindowStream, plan_epoch
 from blendsync.train.windows import target_frames
-from tests.train.conftest import make_random_store
+from tests.helpers import make_random_store
 
 
 @settings(max_examples=80, deadline=None)

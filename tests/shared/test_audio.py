@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 
 from blendsync.shared.audio import AudioError, decode_audio
-from tests.conftest import BAD_AUDIO, write_bad_audio
+from tests.helpers import BAD_AUDIO, write_bad_audio
 
 
 @pytest.mark.parametrize(

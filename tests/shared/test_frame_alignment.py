@@ -13,7 +13,7 @@ from blendsync.shared.config import FeatureConfig
 from blendsync.shared.features import emotion_feature_names, emotion_rows, mel_rows
 from blendsync.shared.featurize_file import featurize_file
 from blendsync.shared.targets import TargetSpec
-from tests.conftest import write_livelink
+from tests.helpers import write_livelink
 
 SR = 16000
 DURATION = 600.0

@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 
 from blendsync.shared.manifest import ManifestError, assign_splits, read_manifest
-from tests.conftest import write_manifest
+from tests.helpers import write_manifest
 
 
 def test_paths_relative_to_manifest_and_explicit_columns(make_audio, tmp_path):

@@ -44,7 +44,7 @@ def test_unknown_protocol_and_foreign_directories_are_refused(tmp_path):
 def test_read_items_keeps_order_and_equals_read_item(tmp_path):
     import numpy as np
 
-    from tests.train.conftest import make_random_store
+    from tests.helpers import make_random_store
 
     fs, keys = make_random_store(tmp_path / "s.zarr", [7, 30, 1, 12, 5, 9], channels=3)
     for ahead in (1, 2, 4, 10):
@@ -65,7 +65,7 @@ def test_object_store_reads_refuse_an_item_that_no_longer_matches_its_checksums(
     import numpy as np
     import zarr
 
-    from tests.train.conftest import make_random_store
+    from tests.helpers import make_random_store
 
     fs, keys = make_random_store(f"memory://bs-{uuid.uuid4().hex[:8]}/s.zarr", [20, 30], channels=3)
     assert not fs.is_local

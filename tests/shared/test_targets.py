@@ -12,7 +12,7 @@ from blendsync.shared.featurize_file import featurize_file
 from blendsync.shared.targets import (
     TargetError, TargetSpec, parse_timecode, read_targets, targets_on_grid,
 )
-from tests.conftest import write_livelink
+from tests.helpers import write_livelink
 
 
 def test_parse_timecode_frames_at_60fps_with_fraction():
@@ -165,7 +165,7 @@ def test_channel_set_checks():
 def test_custom_rig_pair_through_extract(shared_data, tmp_path):
     from blendsync.featurize.extract import extract
     from blendsync.shared.store import FeatureStore
-    from tests.conftest import write_manifest
+    from tests.helpers import write_manifest
 
     d = shared_data / "custom_rig"
     (tmp_path / "rig.yaml").write_text(f"targets:\n  channels_file: {d / 'channel_names.txt'}\n")
@@ -180,7 +180,7 @@ def test_custom_rig_pair_through_extract(shared_data, tmp_path):
     fs = FeatureStore(tmp_path / "f.zarr")
     for key in r.keys:
         item = fs.read_item(key)
-        assert item.targets.shape[1] == 116 and item.attrs["channel_set"]["name"] == "channel_names"
+        assert item.targets.shape[1] == 116 and item.attrs.channel_set["name"] == "channel_names"
 
 
 @pytest.mark.parametrize("fps, words", [(1e-300, "got 1e-300"), (float("inf"), "got inf"), (0, "got 0"),

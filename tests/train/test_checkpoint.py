@@ -11,8 +11,8 @@ import torch
 from blendsync.train.checkpoint import CheckpointError, load_checkpoint
 from blendsync.train.cli import main
 from blendsync.train.trainer import fit
-from tests.train.conftest import make_random_store
-from tests.train.test_fit import tiny
+from tests.helpers import make_random_store
+from tests.helpers import tiny
 
 
 @pytest.fixture(scope="module")

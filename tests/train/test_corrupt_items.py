@@ -13,8 +13,8 @@ from blendsync.shared.store import FeatureStore, ItemError
 from blendsync.train.cli import main
 from blendsync.train.trainer import fit
 from blendsync.train.step import NonFiniteLoss
-from tests.train.conftest import make_random_store
-from tests.train.test_fit import tiny
+from tests.helpers import item_provenance, make_random_store
+from tests.helpers import tiny
 
 
 def _copy_with_a_train_row(example_store, tmp_path):
@@ -97,7 +97,7 @@ def test_stored_non_finite_values_are_refused_with_their_count(tmp_path):
     mel[10:13, 0] = np.nan
     shutil.rmtree(fs.item_path(keys[0]))
     write_item(fs, keys[0], FeaturizedFile(mel, item.emotion, item.targets, {"frames": 300}),
-               {k: attrs[k] for k in ("feature_config", "feature_config_hash", "channels", "channel_set")})
+               item_provenance(attrs.feature_config, attrs.channel_set, attrs.feature_config_hash))
     with pytest.raises(ItemError, match=f"item {keys[0]} .*has 3 non-finite values in mel"):
         fit(fs.root, cfg=tiny(), out=tmp_path / "run")
 

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from blendsync.shared.config import FeatureConfig
 from blendsync.train.config import TrainConfig
 from blendsync.train.trainer import fit
-from tests.train.conftest import make_random_store
+from tests.helpers import make_random_store
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -32,7 +33,7 @@ def test_step_never_synchronises_with_the_host():
 
     dev = torch.device("cuda")
     cfg = TrainConfig.from_dict(TINY)
-    model = build_model(cfg, 80, 6).to(dev)
+    model = build_model(cfg, FeatureConfig(), 6).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     rng = np.random.default_rng(0)
     B, L, K = 4, 48, 16

@@ -13,7 +13,6 @@ from blendsync.train.cli import main
 from blendsync.train.checkpoint import Checkpoint
 from blendsync.train.export import INPUTS, ExportedModel
 from blendsync.train.windows import cut, frame_mask, pad_frames
-from tests.train.test_predict import checkpoint  # noqa: F401  (module fixture)
 
 
 def real_windows(store, ck, n=7, K=None):

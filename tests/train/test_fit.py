@@ -13,25 +13,9 @@ from blendsync.train.cli import main
 from blendsync.train.config import ConfigOverrides, TrainConfig
 from blendsync.train.data import DataError
 from blendsync.train.trainer import fit
-from tests.train.conftest import make_random_store
-
-# The default frames per window; test windows are just long enough for it.
-KD = TrainConfig().stream.frames_per_window
-# Test-sized: a short window and a tiny model, so CPU training takes seconds.
-TINY = {
-    "preset": "custom",
-    "model": {"d_model": 16, "heads": 2, "mel_layers": 1, "emotion_layers": 1, "dropout": 0.0},
-    "stream": {"window": KD + 16, "lookahead": 6, "batch_streams": 4, "stride": 1},
-    "optim": {"epochs": 2, "warmup_steps": 5, "lr": 1e-3},
-    "diagnostics": {"every_steps": 20},
-}
+from tests.helpers import KD, make_random_store, tiny
 
 
-def tiny(**over) -> TrainConfig:
-    d = json.loads(json.dumps(TINY))
-    for k, v in over.items():
-        d[k] = {**d.get(k, {}), **v} if isinstance(v, dict) else v
-    return TrainConfig.from_dict(d)
 
 
 def test_small_preset_overfits_a_tiny_store(tmp_path):
@@ -107,7 +91,7 @@ def test_guards_empty_split_no_targets_other_feature_config(example_store, tmp_p
     # Only one split in a manifest: a validation split is optional, a training split is not.
     from blendsync.featurize.extract import extract
     from blendsync.shared.config import FeatureConfig
-    from tests.conftest import write_manifest
+    from tests.helpers import write_manifest
 
     make_audio("a.wav", 2.0)
     man = write_manifest(tmp_path / "m.csv", [{"audio": "a.wav", "split": "val"}])
@@ -138,7 +122,7 @@ def test_custom_rig_head_does_not_collapse(shared_data, tmp_path):
     means stay within 2x of the targets' where active."""
     from blendsync.featurize.extract import extract
     from blendsync.shared.config import FeatureConfig
-    from tests.conftest import write_manifest
+    from tests.helpers import write_manifest
 
     d = shared_data / "custom_rig"
     cfg = FeatureConfig.from_dict({"targets": {"channels_file": str(d / "channel_names.txt")}})

@@ -10,8 +10,8 @@ from blendsync.train.cli import main as bstrain
 from blendsync.train.evaluation import evaluate_checkpoint
 from blendsync.train.config import ConfigOverrides
 from blendsync.train.trainer import fit
-from tests.train.conftest import make_random_store
-from tests.train.test_fit import tiny
+from tests.helpers import make_random_store
+from tests.helpers import tiny
 
 
 def test_fit_and_evaluate_from_a_bucket_match_a_local_store(s3_bucket, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from blendsync.featurize.extract import extract
 from blendsync.shared.config import FeatureConfig
 from blendsync.train.cli import main
-from tests.conftest import write_livelink, write_manifest
+from tests.helpers import write_livelink, write_manifest
 
 
 @pytest.fixture

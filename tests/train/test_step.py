@@ -13,7 +13,7 @@ import torch
 from blendsync.train.config import TrainConfig
 from blendsync.train.trainer import fit
 from blendsync.train.step import LossMeter, carry, last_frames, to_device
-from tests.train.conftest import make_random_store
+from tests.helpers import make_random_store
 
 
 def _batch(B=4, L=10, K=3, C=2):

@@ -15,7 +15,7 @@ from blendsync.train.normalization import Normalizer
 from blendsync.train.streaming import StreamSchedule, WindowStream, plan_epoch
 from blendsync.train.windows import (block_positions, block_starts, block_step, cut, frame_mask, n_blocks, pad_frames,
                                      prev_offset, target_frames, window_span)
-from tests.train.conftest import make_random_store
+from tests.helpers import make_random_store
 
 
 @settings(max_examples=150, deadline=None)
@@ -222,7 +222,7 @@ def test_more_streams_than_windows_are_capped_with_a_warning(tmp_path, caplog):
     import logging
 
     from blendsync.train.trainer import fit
-    from tests.train.test_fit import tiny
+    from tests.helpers import tiny
 
     # Two items split by hash: one trains (3 windows of 128 frames), one validates.
     fs, _ = make_random_store(tmp_path / "s.zarr", [300, 280])

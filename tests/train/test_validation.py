@@ -17,8 +17,8 @@ from blendsync.train.trainer import fit
 from blendsync.train.normalization import compute_normalizer
 from blendsync.train.data import FileRef
 from blendsync.train.streaming import WindowStream
-from tests.train.conftest import make_random_store
-from tests.train.test_fit import tiny
+from tests.helpers import make_random_store
+from tests.helpers import tiny
 
 
 def _train_only_store(tmp_path, lengths, seed=0):
@@ -219,7 +219,7 @@ def test_audio_only_rows_are_skipped_with_a_count_and_the_rest_trains(tmp_path, 
     from blendsync.shared.config import FeatureConfig
     from blendsync.shared.store import FeatureStore
     from blendsync.train.data import load_dataset
-    from tests.conftest import write_livelink, write_manifest
+    from tests.helpers import write_livelink, write_manifest
 
     make_audio("a.wav", 3.0)
     make_audio("b.wav", 3.0)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 from blendsync.train.config import ModelConfig, StreamConfig, TrainConfig  # noqa: E402
 from blendsync.train.trainer import fit  # noqa: E402
 from blendsync.train.model import BlendshapeModel  # noqa: E402
-from tests.train.conftest import make_random_store  # noqa: E402
+from tests.helpers import make_random_store  # noqa: E402
 
 OUT = Path(__file__).with_name("k1_reference.json")
 MODEL = {"d_model": 16, "heads": 2, "mel_layers": 1, "emotion_layers": 1, "dropout": 0.0}

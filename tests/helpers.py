@@ -1,0 +1,166 @@
+"""Helpers the test suites share (plain functions and constants; fixtures live in the
+conftest.py files): example data writers, tiny stores and configs, item comparisons."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from blendsync.featurize.writer import write_item
+from blendsync.shared.featurize_file import FeaturizedFile
+from blendsync.shared.store import FeatureStore, ItemProvenance, ItemSource
+from blendsync.train.config import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("BLENDSYNC_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def item_provenance(feature_config: dict, channel_set: dict, feature_config_hash: str = "test",
+                    source_id: str = "") -> ItemProvenance:
+    """Provenance for an item written by a test rather than by extract."""
+    return ItemProvenance(feature_config, feature_config_hash, {}, channel_set,
+                          ItemSource(audio="", audio_sha256="", targets=None, targets_sha256=None, targets_fps=None,
+                                     manifest="", row=0, id=source_id))
+
+
+def speechlike(duration_s: float, sr: int, seed: int = 0) -> np.ndarray:
+    """Voiced-like bursts (harmonic tone with a syllable envelope) over faint noise, in [-1, 1]."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(duration_s * sr)) / sr
+    f0 = 140 + 30 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    tone = sum(np.sin(h * phase) / h for h in range(1, 6))
+    env = np.clip(np.sin(2 * np.pi * 2.5 * t), 0, None) ** 2
+    y = 0.25 * env * tone + rng.normal(0, 2e-3, t.shape)
+    return np.clip(y, -1, 1).astype(np.float32)
+
+
+def write_livelink(path: Path, duration_s: float, fps: float = 60.0, start: str = "10:00:00:00.000",
+                   count_column: str = "BlendshapeCount", extra: bool = True, seed: int = 0,
+                   curve=None) -> Path:
+    """A Live Link Face CSV: curve(t) -> (52,) values, or a smooth pseudo-random default."""
+    from blendsync.shared.channels import ARKIT_52, LIVELINK_ROTATIONS, pascal_case
+    from blendsync.shared.targets import LIVELINK_FPS, parse_timecode
+
+    rng = np.random.default_rng(seed)
+    phases = rng.uniform(0, 2 * np.pi, 52)
+    t0 = parse_timecode(start)
+    n = int(round(duration_s * fps))
+    cols = ["Timecode", count_column, *[pascal_case(c) for c in ARKIT_52]]
+    if extra:
+        cols += list(LIVELINK_ROTATIONS)
+    lines = [",".join(cols)]
+    for i in range(n):
+        t = i / fps
+        v = curve(t) if curve else 0.5 + 0.4 * np.sin(2 * np.pi * 0.5 * t + phases)
+        s = t0 + t
+        h, m, sec = int(s // 3600), int(s % 3600 // 60), int(s % 60)
+        ff = (s - np.floor(s)) * LIVELINK_FPS
+        row = [f"{h:02d}:{m:02d}:{sec:02d}:{ff:06.3f}", "61", *[f"{x:.6f}" for x in v]]
+        if extra:
+            row += ["0.000000"] * len(LIVELINK_ROTATIONS)
+        lines.append(",".join(row))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_manifest(path: Path, rows: list[dict]) -> Path:
+    cols = ["audio", "targets", "targets_fps", "split", "speaker", "id"]
+    lines = [",".join(cols)] + [",".join(str(r.get(c, "") or "") for c in cols) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# Unusable audio, each with the phrase its error message must hold.
+BAD_AUDIO = {
+    "empty.wav": "empty",
+    "silent.wav": "silent",
+    "short.wav": "shorter than the 0.25 s",
+    "nan.wav": "NaN",
+    "junk.wav": "cannot decode",
+}
+
+
+def write_bad_audio(d: Path) -> None:
+    """Write the files of BAD_AUDIO into d."""
+    sf.write(d / "empty.wav", np.zeros(0), 16000)
+    sf.write(d / "silent.wav", np.zeros(32000), 16000)
+    sf.write(d / "short.wav", 0.1 * np.ones(1000), 16000)
+    nan = 0.1 * np.ones(32000, np.float32)
+    nan[5] = np.nan
+    sf.write(d / "nan.wav", nan, 16000, subtype="FLOAT")
+    (d / "junk.wav").write_bytes(b"RIFF not really a wave file" * 10)
+
+
+def assert_same_items(a, b, keys: list[str]) -> None:
+    """Items under `keys` hold identical arrays (and so identical checksums) in stores a and b."""
+    for key in keys:
+        x, y = a.read_item(key), b.read_item(key)
+        for name in ("mel", "emotion", "targets"):
+            np.testing.assert_array_equal(getattr(x, name), getattr(y, name))
+        assert x.attrs.checksums == y.attrs.checksums
+
+
+# -- an S3 API on 127.0.0.1 ----------------------------------------------------------------
+# No cloud is reachable from the test machines, so object-store tests run against moto's
+# standalone S3 server: a separate process speaking the S3 HTTP API, reached through the
+# same s3fs/fsspec code path a real bucket uses.
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                  "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+def make_random_store(root: Path, lengths: list[int], channels: int = 5, seed: int = 0,
+                      learnable: bool = False) -> tuple[FeatureStore, list[str]]:
+    """A real Zarr store whose items hold random arrays of the given frame counts (T, 80/88/C).
+    learnable: targets are a function of the mean over mel bins at the same frame."""
+    rng = np.random.default_rng(seed)
+    fs = FeatureStore(root)
+    fs.init()
+    keys = []
+    names = [f"c{i}" for i in range(channels)]
+    for i, T in enumerate(lengths):
+        mel = rng.normal(size=(T, 80)).astype(np.float32)
+        if learnable:
+            # Speech-like: a slowly varying loudness shared by all bins, plus noise.
+            loud = np.convolve(rng.normal(size=T + 8), np.hanning(9) / np.hanning(9).sum() * 3, "valid")
+            mel = (mel * 0.3 + loud[:, None]).astype(np.float32)
+        # Like loudness driving jawOpen: every channel follows the mean over mel bins.
+        z = mel.mean(axis=1)
+        gains = np.linspace(1.0, 3.0, channels)
+        targets = (1 / (1 + np.exp(-gains[None, :] * z[:, None])) if learnable
+                   else rng.uniform(size=(T, channels))).astype(np.float32)
+        ff = FeaturizedFile(
+            mel,
+            rng.normal(size=(T, 88)).astype(np.float32),
+            targets,
+            {"frames": T, "audio_duration_s": T / 30},
+        )
+        key = f"k{i:03d}"
+        prov = item_provenance({"mel": {"n_mels": 80}, "fps": 30.0},
+                               {"name": "test", "channels": names, "mouth": names[:2], "expression": names[2:3]})
+        write_item(fs, key, ff, prov)
+        keys.append(key)
+    return fs, keys
+
+
+# The default frames per window; test windows are just long enough for it.
+KD = TrainConfig().stream.frames_per_window
+# Test-sized: a short window and a tiny model, so CPU training takes seconds.
+TINY = {
+    "preset": "custom",
+    "model": {"d_model": 16, "heads": 2, "mel_layers": 1, "emotion_layers": 1, "dropout": 0.0},
+    "stream": {"window": KD + 16, "lookahead": 6, "batch_streams": 4, "stride": 1},
+    "optim": {"epochs": 2, "warmup_steps": 5, "lr": 1e-3},
+    "diagnostics": {"every_steps": 20},
+}
+
+
+def tiny(**over) -> TrainConfig:
+    d = json.loads(json.dumps(TINY))
+    for k, v in over.items():
+        d[k] = {**d.get(k, {}), **v} if isinstance(v, dict) else v
+    return TrainConfig.from_dict(d)
