@@ -47,7 +47,7 @@ def baseline_featurize_file(audio, targets, cfg: FeatureConfig) -> FeaturizedFil
         curves = read_targets(targets, cfg.channels)
         dur = min(dur, curves.duration_s)
     T = n_frames(dur, cfg.fps)
-    mel = mel_on_grid(y, sr, cfg.fps, T, cfg.mel).values
+    mel = mel_on_grid(y, sr, frame_times(T, cfg.fps), cfg.mel).values
     smile = _smile(cfg.emotion.feature_set, None, None)
     emo = np.empty((T, 88), np.float32)
     ctx = int(round(cfg.emotion.context_s * sr))

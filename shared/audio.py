@@ -108,3 +108,50 @@ def prepare_samples(
         source_format=source_format,
         clipped_samples=at_limit + over,
     )
+
+
+class AudioStream:
+    """Audio that arrives in pieces, made what decode_audio makes of a whole file: mono,
+    resampled with soxr's streaming resampler (which gives the one-shot result exactly),
+    clipped to [-1, 1], with the same checks (NaN at once; empty, too short or silent once
+    the stream ends, since only then is the whole known).
+
+    push(data (N, channels) or (N,) float at source_rate) -> the resampled samples it
+    completes; finish() -> the resampler's last samples, after the checks."""
+
+    def __init__(self, source_rate: int, sample_rate: int, source: str = "<stream>"):
+        self.source, self.source_rate, self.sample_rate = source, int(source_rate), int(sample_rate)
+        self._rs = soxr.ResampleStream(self.source_rate, self.sample_rate, 1, dtype="float32", quality="VHQ")
+        self.samples_in = 0
+        self.peak = 0.0
+        self.clipped_samples = 0
+
+    def push(self, data: np.ndarray) -> np.ndarray:
+        data = np.asarray(data, dtype=np.float32)
+        if data.ndim == 1:
+            data = data[:, None]
+        if not np.isfinite(data).all():
+            raise AudioError(f"{self.source}: audio holds {int(np.count_nonzero(~np.isfinite(data)))} NaN/inf samples")
+        self.samples_in += data.shape[0]
+        self.clipped_samples += int(np.count_nonzero(np.abs(data) >= FULL_SCALE))
+        mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+        if mono.size:
+            self.peak = max(self.peak, float(np.max(np.abs(mono))))
+        return self._out(self._rs.resample_chunk(mono, last=False))
+
+    def finish(self) -> np.ndarray:
+        if self.samples_in == 0:
+            raise AudioError(f"{self.source}: audio is empty (0 samples)")
+        dur = self.samples_in / self.source_rate
+        if dur < MIN_DURATION_S:
+            raise AudioError(f"{self.source}: audio is {dur:.3f} s long, shorter than the {MIN_DURATION_S} s minimum")
+        if self.peak < SILENCE_PEAK:
+            raise AudioError(f"{self.source}: audio is silent (peak {self.peak:.2e} < {SILENCE_PEAK:.0e})")
+        return self._out(self._rs.resample_chunk(np.zeros(0, np.float32), last=True))
+
+    def _out(self, y: np.ndarray) -> np.ndarray:
+        over = np.abs(y) > 1.0
+        if over.any():
+            self.clipped_samples += int(np.count_nonzero(over))
+            y = np.clip(y, -1.0, 1.0)
+        return np.asarray(y, dtype=np.float32)

@@ -51,9 +51,10 @@ def mel_rows(y: np.ndarray, sr: int, cfg: MelConfig) -> tuple[np.ndarray, np.nda
     return rows, times
 
 
-def mel_on_grid(y: np.ndarray, sr: int, fps: float, T: int, cfg: MelConfig) -> StreamOnGrid:
-    rows, times = mel_rows(y, sr, cfg)
-    g = rows_to_grid(rows, times, frame_times(T, fps))
+def mel_on_grid(y: np.ndarray, sr: int, times: np.ndarray, cfg: MelConfig) -> StreamOnGrid:
+    """Log-mel at the instants times (T,) s, counted from y's first sample."""
+    rows, row_times = mel_rows(y, sr, cfg)
+    g = rows_to_grid(rows, row_times, times)
     return StreamOnGrid(g.values, {"mel_clamped_end_frames": g.clamped_end})
 
 
@@ -110,14 +111,15 @@ def whole_file_functionals(y: np.ndarray, sr: int, cfg: EmotionConfig) -> np.nda
     return smile.process_signal(y, sr).to_numpy(dtype=np.float32)[:1]
 
 
-def emotion_on_grid(y: np.ndarray, sr: int, fps: float, T: int, cfg: EmotionConfig) -> StreamOnGrid:
-    """Frame k gets the functionals of the context ending at k / fps.
+def emotion_on_grid(y: np.ndarray, sr: int, times: np.ndarray, cfg: EmotionConfig) -> StreamOnGrid:
+    """The instant t (of times (T,) s, counted from y's first sample) gets the functionals
+    of the context ending at t.
 
-    Frames before the first full context take the first window; a file shorter than the
-    context takes one whole-file row everywhere. Non-finite values get cfg.nonfinite_fill.
+    Instants before the first full context take the first window; a signal shorter than the
+    context takes one whole-signal row everywhere. Non-finite values get cfg.nonfinite_fill.
     """
     got = emotion_rows(y, sr, cfg)
-    times = frame_times(T, fps)
+    T = len(times)
     if got is None:
         row, filled = fill_nonfinite(whole_file_functionals(y, sr, cfg), cfg)
         values = np.repeat(row, T, axis=0)
@@ -144,7 +146,12 @@ def fill_nonfinite(values: np.ndarray, cfg: EmotionConfig) -> tuple[np.ndarray, 
 
 
 def compute_features(y: np.ndarray, sr: int, T: int, cfg: FeatureConfig) -> dict[str, StreamOnGrid]:
-    return {
-        "mel": mel_on_grid(y, sr, cfg.fps, T, cfg.mel),
-        "emotion": emotion_on_grid(y, sr, cfg.fps, T, cfg.emotion),
-    }
+    """Frames 0 … T - 1 of a whole signal."""
+    return features_at(y, sr, frame_times(T, cfg.fps), cfg)
+
+
+def features_at(y: np.ndarray, sr: int, times: np.ndarray, cfg: FeatureConfig) -> dict[str, StreamOnGrid]:
+    """Both streams at the instants times (s from y's first sample): the one gridding path
+    of whole files (compute_features) and of audio featurized as it arrives (FeatureStream,
+    which passes a segment and its frames' times within it)."""
+    return {"mel": mel_on_grid(y, sr, times, cfg.mel), "emotion": emotion_on_grid(y, sr, times, cfg.emotion)}

@@ -10,6 +10,7 @@ import pytest
 from blendsync.shared.audio import decode_audio
 from blendsync.shared.config import EmotionConfig, FeatureConfig
 from blendsync.shared.features import emotion_on_grid, emotion_rows, mel_on_grid, mel_rows
+from blendsync.shared.frame_grid import frame_times
 
 SPEECH = ["neurosync_input_88k.wav", "ljspeech_LJ050-0131_22k.wav", "cmu_arctic_a0007_16k.wav"]
 
@@ -56,8 +57,8 @@ def test_log_mel_matches_librosa(shared_data):
 def test_stream_shapes_and_finite_on_the_grid(make_audio):
     y = decode_audio(make_audio("a.wav", 3.0), 16000).samples
     cfg = FeatureConfig()
-    mel = mel_on_grid(y, 16000, 30.0, 90, cfg.mel)
-    emo = emotion_on_grid(y, 16000, 30.0, 90, cfg.emotion)
+    mel = mel_on_grid(y, 16000, frame_times(90, 30.0), cfg.mel)
+    emo = emotion_on_grid(y, 16000, frame_times(90, 30.0), cfg.emotion)
     assert mel.values.shape == (90, 80) and emo.values.shape == (90, 88)
     assert mel.values.dtype == np.float32 and emo.values.dtype == np.float32
     assert np.isfinite(mel.values).all() and np.isfinite(emo.values).all()
@@ -66,7 +67,7 @@ def test_stream_shapes_and_finite_on_the_grid(make_audio):
 def test_file_shorter_than_the_context_uses_one_whole_file_row(shared_data):
     # sr_chinese.flac lasts 0.96 s: shorter than the 1 s context.
     y = decode_audio(shared_data / "speech" / "sr_chinese.flac", 16000).samples
-    emo = emotion_on_grid(y, 16000, 30.0, 29, EmotionConfig())
+    emo = emotion_on_grid(y, 16000, frame_times(29, 30.0), EmotionConfig())
     assert emo.counts["emotion_whole_file_frames"] == 29
     assert (emo.values == emo.values[0]).all() and np.isfinite(emo.values).all()
     assert np.abs(emo.values[0]).sum() > 0
