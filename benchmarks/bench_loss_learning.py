@@ -46,7 +46,7 @@ from blendsync.featurize.extract import extract
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.store import FeatureStore
 from blendsync.train.config import LOSS_PRESETS, TrainConfig
-from blendsync.train.data import hold_out_tails, load_dataset
+from blendsync.train.data import hold_out_tails, load_training_data
 from blendsync.train.evaluation import evaluate_checkpoint
 from blendsync.train.evaluation import loss_channels, split_metrics, validation_pass as evaluate
 from blendsync.train.trainer import fit, lr_lambda
@@ -129,7 +129,7 @@ def run_random_windows(store_path: Path, cfg: TrainConfig, train: str, score: st
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     store = FeatureStore(store_path)
-    ds = load_dataset(store, train)
+    ds = load_training_data(store, train)
     files, tails = hold_out_tails(ds.files("train"), cfg.validation.holdout_tail)
     norm = compute_normalizer(store, files)
     s, o = cfg.stream, cfg.optim
@@ -146,7 +146,7 @@ def run_random_windows(store_path: Path, cfg: TrainConfig, train: str, score: st
     masks = loss_channels(ds, norm, mse_cfg, torch.device("cpu"))
     C = len(ds.channels)
     prev = torch.zeros(B, C)
-    score_ds = load_dataset(store, score)
+    score_ds = load_training_data(store, score)
     score_files = score_ds.files("val")
     cpu, step, curve = 0.0, 0, []
     model.train()

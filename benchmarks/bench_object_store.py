@@ -55,7 +55,7 @@ def main() -> None:
         from blendsync.featurize.extract import extract
         from blendsync.shared.config import FeatureConfig
         from blendsync.shared.store import FeatureStore
-        from blendsync.train.data import load_dataset
+        from blendsync.train.data import load_training_data
         from blendsync.train.normalization import compute_normalizer
         from blendsync.train.streaming import WindowStream
 
@@ -74,7 +74,7 @@ def main() -> None:
             rerun = time.perf_counter() - t0
             assert again.computed == 0
             store = FeatureStore(loc)
-            ds = load_dataset(store, None)
+            ds = load_training_data(store, None)
             files = [f for split in ds.splits.values() for f in split]
             norm = compute_normalizer(store, files)
             ws = WindowStream(store, files, norm, window=256, lookahead=6, stride=1, streams=8, seed=0)

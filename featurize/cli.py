@@ -180,10 +180,10 @@ def info(store_path, as_json):
 def verify(store_path):
     """Check every item: complete, shapes consistent, values finite, checksums match.
     Exits 1 listing the bad keys."""
-    from blendsync.featurize.inspect_store import check_store
+    from blendsync.featurize.inspect_store import verify_store
 
     try:
-        report = check_store(FeatureStore(store_path))
+        report = verify_store(FeatureStore(store_path))
     except StoreError as e:
         raise UsageFailure(str(e)) from None
     n, problems = report.items, report.problems

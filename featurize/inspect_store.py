@@ -66,13 +66,7 @@ class VerifyReport:
     incomplete: list[str]
 
 
-def verify_store(store: FeatureStore) -> tuple[int, list[VerifyProblem]]:
-    """(items checked, problems): see check_store."""
-    r = check_store(store)
-    return r.items, r.problems
-
-
-def check_store(store: FeatureStore) -> VerifyReport:
+def verify_store(store: FeatureStore) -> VerifyReport:
     """Check every complete item (shapes consistent, finite, checksums) and every manifest
     entry (its item exists).
 

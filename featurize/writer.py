@@ -52,7 +52,7 @@ def write_item(
             shutil.rmtree(aside, ignore_errors=True)
             return True
         if target.exists() and not store.is_complete(key):
-            # A half item from an older layout or a copy: not visible to readers, replace it.
+            # A group under the key without its completion marker (an interrupted copy): readers skip it; replace it.
             shutil.rmtree(target, ignore_errors=True)
         try:
             os.rename(stage, target)

@@ -25,7 +25,7 @@ from blendsync.train.model import BlendshapeModel, build_model
 from blendsync.train.normalization import Normalizer
 
 if TYPE_CHECKING:
-    from blendsync.train.data import Dataset
+    from blendsync.train.data import TrainingData
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class Checkpoint:
         model.load_state_dict(self.model_state)
         return model.to(device).eval()
 
-    def check_compatible(self, ds: "Dataset") -> None:
+    def check_compatible(self, ds: "TrainingData") -> None:
         """Refuse features or channels the model was not trained on; warn on library-version
         drift (the same config computed by other library versions)."""
         from blendsync.train.data import DataError

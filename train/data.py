@@ -53,10 +53,10 @@ def check_finite(item: StoredItem, ref: FileRef) -> StoredItem:
 
 
 @dataclass(frozen=True)
-class Dataset:
+class TrainingData:
     """The items a run reads, per split, and what they share: their feature config (and its
-    hash as stored), channel set and library versions. Not a torch Dataset: streaming.py
-    turns its files into batches."""
+    hash as stored), channel set and library versions; streaming.py turns its files into
+    batches."""
 
     manifest: str
     splits: dict[str, list[FileRef]]
@@ -87,7 +87,7 @@ class Dataset:
         return files
 
 
-def load_dataset(store: FeatureStore, manifest: str | None) -> Dataset:
+def load_training_data(store: FeatureStore, manifest: str | None) -> TrainingData:
     try:
         store.check()
     except StoreError as e:
@@ -142,11 +142,11 @@ def load_dataset(store: FeatureStore, manifest: str | None) -> Dataset:
         f"audio {sha[:12]} is in splits {', '.join(sorted({sp for _, sp in uses}))}: "
         + ", ".join(f"{rid} ({sp})" for rid, sp in uses[:6]) + (", ..." if len(uses) > 6 else "")
         for sha, uses in audio_splits.items() if len({sp for _, sp in uses}) > 1)
-    return Dataset(manifest, splits, FeatureConfig.from_dict(first.feature_config), first.feature_config_hash,
+    return TrainingData(manifest, splits, FeatureConfig.from_dict(first.feature_config), first.feature_config_hash,
                    ChannelSet.from_dict(first.channel_set), first.library_versions, shared)
 
 
-def check_shared_audio(ds: Dataset, allow: bool) -> None:
+def check_shared_audio(ds: TrainingData, allow: bool) -> None:
     """Refuse (or, allowed, warn about) audio that is both trained on and validated or tested
     on: its validation scores would measure memory, not skill."""
     if not ds.shared_audio:

@@ -12,7 +12,7 @@ import torch
 from blendsync.shared.store import FeatureStore
 from blendsync.train.checkpoint import Checkpoint
 from blendsync.train.config import LOSS_TERMS, TrainConfig
-from blendsync.train.data import Dataset, DataError, FileRef, load_dataset
+from blendsync.train.data import TrainingData, DataError, FileRef, load_training_data
 from blendsync.train.losses import channel_scale, loss_terms, total_loss
 from blendsync.train.metrics import regression_metrics
 from blendsync.train.normalization import Normalizer
@@ -34,7 +34,7 @@ class LossChannels:
         return iter((self.mouth, self.expression, self.scale))
 
 
-def loss_channels(ds: Dataset, norm: Normalizer, cfg: TrainConfig, device) -> LossChannels:
+def loss_channels(ds: TrainingData, norm: Normalizer, cfg: TrainConfig, device) -> LossChannels:
     mouth = torch.tensor([c in set(ds.mouth) for c in ds.channels], device=device)
     expr = torch.tensor([c in set(ds.expression) for c in ds.channels], device=device)
     if cfg.loss.scale != "none" and norm.target_std is None:
@@ -77,7 +77,7 @@ def validation_pass(model, stream: WindowStream, files: list[FileRef], cfg: Trai
 
 
 def split_metrics(preds: dict[int, np.ndarray], targs: dict[int, np.ndarray], norm: Normalizer,
-                  ds: Dataset) -> dict:
+                  ds: TrainingData) -> dict:
     """regression_metrics over every frame of a split, with the channel set's groups."""
     grouped = set(ds.mouth) | set(ds.expression)
     groups = {"mouth": ds.mouth, "expression": ds.expression,
@@ -96,7 +96,7 @@ def evaluate_checkpoint(checkpoint: str | Path, store_path: str | Path, *, manif
     ck = Checkpoint.load(checkpoint)
     gain = resolve_gain(gain, ck.calibrated_gain, checkpoint)
     store = FeatureStore(store_path)
-    ds = load_dataset(store, manifest)
+    ds = load_training_data(store, manifest)
     ck.check_compatible(ds)
     files = ds.files(split)
     dev = torch.device(device)

@@ -27,7 +27,7 @@ from blendsync.shared.store import FeatureStore
 from blendsync.train import plots
 from blendsync.train.checkpoint import Checkpoint, CheckpointError, TrainingState, load_checkpoint, resume_problem
 from blendsync.train.config import LOSS_TERMS, VALIDATION_METRICS, ConfigOverrides, TrainConfig
-from blendsync.train.data import Dataset, DataError, check_shared_audio, hold_out_tails, load_dataset
+from blendsync.train.data import TrainingData, DataError, check_shared_audio, hold_out_tails, load_training_data
 from blendsync.train.diagnostics import grad_report, normalize_stream_grads, warn_on
 from blendsync.train.distributed import Dist
 from blendsync.train.distributed import setup as setup_dist
@@ -152,14 +152,14 @@ class Trainer:
         if ckpt is not None and ckpt.training.world_size != dist.world:
             raise DataError(f"{run_dir} was trained with {ckpt.training.world_size} processes; resume it with "
                             f"the same number (got {dist.world})")
-        ds = load_dataset(store, manifest)
+        ds = load_training_data(store, manifest)
         check_shared_audio(ds, allow_shared_audio)
         if ckpt is not None:
             ckpt.check_compatible(ds)
         return cls(run_dir, store, dist, dev, cfg, ds, ckpt)
 
     def __init__(self, run_dir: Path, store: FeatureStore, dist: Dist, dev: torch.device, cfg: TrainConfig,
-                 ds: Dataset, ckpt: Checkpoint | None):
+                 ds: TrainingData, ckpt: Checkpoint | None):
         self.run_dir, self.store, self.dist, self.dev, self.ds = run_dir, store, dist, dev, ds
         self.main = dist.main
         self.amp = dev.type == "cuda"

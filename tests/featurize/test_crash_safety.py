@@ -51,11 +51,13 @@ def test_sigkill_part_way_then_rerun_completes(manifest, tmp_path):
     partial = len(fs.item_keys())
     assert 2 <= partial < 10
     # Nothing half-written is visible.
-    n, problems = verify_store(fs)
+    report = verify_store(fs)
+    n, problems = report.items, report.problems
     assert not problems
     r = _run(["extract", str(manifest), "--store", str(store), "--workers", "2", "--no-progress"])
     assert r.returncode == 0, r.stderr
-    n, problems = verify_store(fs)
+    report = verify_store(fs)
+    n, problems = report.items, report.problems
     assert n == 10 and not problems
     idx = fs.read_index("m")
     assert all(e["status"] == "stored" for e in idx["entries"]) and len(idx["entries"]) == 10
@@ -70,7 +72,8 @@ def test_two_runs_on_one_store_at_once_end_consistent(manifest, tmp_path):
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     fs = FeatureStore(store)
-    n, problems = verify_store(fs)
+    report = verify_store(fs)
+    n, problems = report.items, report.problems
     assert n == 10 and not problems
     assert len(fs.read_index("m")["entries"]) == 10
 
@@ -95,7 +98,8 @@ def test_ctrl_c_in_a_serial_run_stops_after_the_current_file(manifest, tmp_path)
     assert "Traceback" not in err
     partial = len(fs.item_keys())
     assert 2 <= partial < 10
-    n, problems = verify_store(fs)
+    report = verify_store(fs)
+    n, problems = report.items, report.problems
     assert n == partial and not problems
     r = _run(["-q", "extract", str(manifest), "--store", str(store), "--serial", "--no-progress"])
     assert r.returncode == 0, r.stderr

@@ -19,7 +19,7 @@ from blendsync.featurize.extract import extract
 from blendsync.featurize.inspect_store import store_info, verify_store
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.store import FeatureStore
-from blendsync.train.data import DataError, load_dataset
+from blendsync.train.data import DataError, load_training_data
 from tests.helpers import assert_same_items, write_livelink, write_manifest
 
 BSFEAT = [sys.executable, "-m", "blendsync.featurize.cli"]
@@ -47,7 +47,8 @@ def test_dask_extract_into_a_bucket_equals_the_local_store_and_reruns_from_it(ma
     assert not fs.is_local and fs.item_keys() == sorted(set(local.keys))
     assert_same_items(fs, FeatureStore(tmp_path / "local.zarr"), local.keys)
     assert fs.read_index("m")["entries"] == FeatureStore(tmp_path / "local.zarr").read_index("m")["entries"]
-    n, problems = verify_store(fs)
+    report = verify_store(fs)
+    n, problems = report.items, report.problems
     assert n == 4 and not problems
     info = store_info(fs)
     assert info["items"] == 4 and info["incomplete_items"] == 0 and info["bytes_on_disk"] > 100_000
@@ -67,16 +68,18 @@ def test_half_written_item_is_invisible_then_rewritten(manifest, s3_bucket):
     g = zarr.open_group(fs.zarr_location(f"items/{key}"), mode="w")
     g.create_array("mel", data=np.zeros((5, 80), np.float32))
     assert key not in fs.item_keys() and fs.incomplete_keys() == [key]
-    n, problems = verify_store(fs)
+    report = verify_store(fs)
+    n, problems = report.items, report.problems
     # Readers skip it; the only complaint is the manifest row that now has no item.
     assert n == 3 and [str(p) for p in problems] == [f"{key}: listed by manifest 'm' row 2 but not stored"]
     with pytest.raises(DataError, match=f"lists item {key}"):
-        load_dataset(fs, "m")
+        load_training_data(fs, "m")
 
     rerun = extract(manifest, url, FeatureConfig(), executor="serial")
     assert rerun.computed == 1 and fs.incomplete_keys() == []
     np.testing.assert_array_equal(fs.read_item(key).mel, original.mel)
-    assert verify_store(fs) == (4, [])
+    report = verify_store(fs)
+    assert (report.items, report.problems) == (4, [])
 
 
 def test_sigkill_mid_run_then_rerun_completes(make_audio, s3_bucket, s3_env, tmp_path):
@@ -100,13 +103,15 @@ def test_sigkill_mid_run_then_rerun_completes(make_audio, s3_bucket, s3_env, tmp
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert 1 <= len(fs.item_keys()) < 6
-    n, problems = verify_store(fs)
+    report = verify_store(fs)
+    n, problems = report.items, report.problems
     assert not problems  # every visible item is whole and matches its checksums
 
     r = subprocess.run(BSFEAT + ["extract", str(man), "--store", url, "--serial", "--no-progress"],
                        capture_output=True, text=True, timeout=300, env={**os.environ, **s3_env})
     assert r.returncode == 0, r.stderr
-    assert verify_store(fs) == (6, []) and fs.incomplete_keys() == []
+    report = verify_store(fs)
+    assert (report.items, report.problems) == (6, []) and fs.incomplete_keys() == []
     assert all(e["status"] == "stored" for e in fs.read_index("k")["entries"])
 
 
@@ -118,7 +123,8 @@ def test_force_rewrites_items_in_place(manifest, s3_bucket):
     forced = extract(manifest, url, FeatureConfig(), executor="serial", force=True)
     assert forced.computed == 4
     assert {k: fs.read_item(k).attrs.checksums for k in first.keys} == before
-    assert verify_store(fs) == (4, []) and fs.incomplete_keys() == []
+    report = verify_store(fs)
+    assert (report.items, report.problems) == (4, []) and fs.incomplete_keys() == []
 
 
 def test_cli_info_verify_and_a_missing_bucket(manifest, s3_bucket, capsys):

@@ -89,7 +89,8 @@ def test_external_cluster_writes_a_store_in_a_bucket(s3_bucket, cluster, tmp_pat
     assert remote.ok and remote.computed == 9 and remote.keys == local.keys
     a, b = FeatureStore(url), FeatureStore(tmp_path / "local.zarr")
     assert_same_items(a, b, remote.keys)
-    assert verify_store(a) == (9, [])
+    report = verify_store(a)
+    assert (report.items, report.problems) == (9, [])
 
 
 def test_worker_killed_mid_run_the_run_completes_on_the_survivor(cluster, tmp_path, make_audio):
@@ -114,5 +115,6 @@ def test_worker_killed_mid_run_the_run_completes_on_the_survivor(cluster, tmp_pa
     assert len(fs.item_keys()) < 8, "the run finished before a worker could be killed"
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    n, problems = verify_store(fs)
+    report = verify_store(fs)
+    n, problems = report.items, report.problems
     assert n == 8 and not problems

@@ -103,12 +103,12 @@ def test_guards_empty_split_no_targets_other_feature_config(example_store, tmp_p
     run = tmp_path / "r2"
     fit(example_store, cfg=tiny(optim={"epochs": 1}), out=run, stop_after_steps=2)
     from blendsync.shared.store import FeatureStore
-    from blendsync.train.data import load_dataset
+    from blendsync.train.data import load_training_data
 
     ck = Checkpoint.load(run / "checkpoints" / "last.pt")
     ck.feature_config_hash = "0123456789abcdef"
     with pytest.raises(DataError, match=r"0123456789abcdef.*|.*0123456789abcdef"):
-        ck.check_compatible(load_dataset(FeatureStore(example_store), None))
+        ck.check_compatible(load_training_data(FeatureStore(example_store), None))
     # Corrupt checkpoints give a clear error.
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")

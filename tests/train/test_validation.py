@@ -218,7 +218,7 @@ def test_audio_only_rows_are_skipped_with_a_count_and_the_rest_trains(tmp_path, 
     from blendsync.featurize.extract import extract
     from blendsync.shared.config import FeatureConfig
     from blendsync.shared.store import FeatureStore
-    from blendsync.train.data import load_dataset
+    from blendsync.train.data import load_training_data
     from tests.helpers import write_livelink, write_manifest
 
     make_audio("a.wav", 3.0)
@@ -229,5 +229,5 @@ def test_audio_only_rows_are_skipped_with_a_count_and_the_rest_trains(tmp_path, 
     store = tmp_path / "f.zarr"
     assert extract(man, store, FeatureConfig(), executor="serial").ok
     with caplog.at_level("WARNING"):
-        ds = load_dataset(FeatureStore(store), None)
+        ds = load_training_data(FeatureStore(store), None)
     assert len(ds.files("train")) == 1 and "skipping 1 item(s) without targets" in caplog.text
