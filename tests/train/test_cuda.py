@@ -16,7 +16,7 @@ from blendsync.train.config import TrainConfig
 from blendsync.train.trainer import fit
 from tests.helpers import make_random_store
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 TINY = {
     "preset": "custom", "model": {"d_model": 32, "heads": 2, "dropout": 0.0},

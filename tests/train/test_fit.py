@@ -87,8 +87,7 @@ def test_stopped_mid_epoch_and_resumed_is_bit_identical(example_store, tmp_path)
         assert torch.equal(a[name], b[name]), name
 
 
-def test_guards_empty_split_no_targets_other_feature_config(example_store, tmp_path, make_audio):
-    # Only one split in a manifest: a validation split is optional, a training split is not.
+def test_a_store_without_targets_is_refused(tmp_path, make_audio):
     from blendsync.featurize.extract import extract
     from blendsync.shared.config import FeatureConfig
     from tests.helpers import write_manifest
@@ -99,17 +98,21 @@ def test_guards_empty_split_no_targets_other_feature_config(example_store, tmp_p
     extract(man, store, FeatureConfig(), executor="serial")
     with pytest.raises(DataError, match="has targets .1 audio-only.: the store was made without targets"):
         fit(store, cfg=tiny(), out=tmp_path / "r1")
-    # A checkpoint trained on one feature config refuses a store of another.
-    run = tmp_path / "r2"
-    fit(example_store, cfg=tiny(optim={"epochs": 1}), out=run, stop_after_steps=2)
+
+
+def test_a_checkpoint_refuses_a_store_of_another_feature_config(example_store, tmp_path):
     from blendsync.shared.store import FeatureStore
     from blendsync.train.data import load_training_data
 
+    run = tmp_path / "r2"
+    fit(example_store, cfg=tiny(optim={"epochs": 1}), out=run, stop_after_steps=2)
     ck = Checkpoint.load(run / "checkpoints" / "last.pt")
     ck.feature_config_hash = "0123456789abcdef"
     with pytest.raises(DataError, match=r"0123456789abcdef.*|.*0123456789abcdef"):
         ck.check_compatible(load_training_data(FeatureStore(example_store), None))
-    # Corrupt checkpoints give a clear error.
+
+
+def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="bad.pt"):

@@ -192,18 +192,22 @@ def test_cli_chunked_predict_reports_latency(shared_data, checkpoint, tmp_path, 
                                np.load(tmp_path / "w" / f"{audio.stem}.npy"), atol=1e-4)
 
 
-def test_guards_refuse_other_features_or_channels_and_warn_on_versions(example_store, checkpoint, tmp_path,
-                                                                      capsys, caplog):
+def test_another_library_version_only_warns(example_store, checkpoint, tmp_path, caplog):
     import logging
 
     from blendsync.train.checkpoint import load_checkpoint, save_checkpoint
 
     ck = load_checkpoint(checkpoint)
-    # Another library version only warns (checked before the CLI reconfigures logging).
     save_checkpoint(tmp_path / "old_libs.pt", dict(ck, library_versions_json=json.dumps({"opensmile": "0.0"})))
     with caplog.at_level(logging.WARNING):
         ev = evaluate_checkpoint(tmp_path / "old_libs.pt", example_store, split="val")
     assert "library versions differ" in caplog.text and ev["metrics"]["frames"] > 0
+
+
+def test_evaluate_refuses_another_feature_config(example_store, checkpoint, tmp_path, capsys):
+    from blendsync.train.checkpoint import load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(checkpoint)
     ours = ck["feature_config_hash"]
     save_checkpoint(tmp_path / "other_features.pt", dict(ck, feature_config_hash="feedfacecafebeef"))
     with pytest.raises(SystemExit) as e:
@@ -211,6 +215,12 @@ def test_guards_refuse_other_features_or_channels_and_warn_on_versions(example_s
               "--split", "val"])
     err = capsys.readouterr().err
     assert e.value.code == 1 and "feedfacecafebeef" in err and ours in err
+
+
+def test_evaluate_refuses_another_channel_set(example_store, checkpoint, tmp_path, capsys):
+    from blendsync.train.checkpoint import load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(checkpoint)
     # Another rig with as many channels (a consistent checkpoint, so the channel guard speaks).
     save_checkpoint(tmp_path / "other_channels.pt", dict(ck, channels=[f"c{i}" for i in range(len(ck["channels"]))]))
     with pytest.raises(SystemExit) as e:
