@@ -113,16 +113,9 @@ def assign_splits(groups: list[str]) -> list[str]:
 
 
 def read_manifest(path: str | Path) -> Manifest:
+    """Every row checked (_check_row); blank splits assigned by a stable hash (assign_splits)."""
     p = Path(path)
-    try:
-        with open(p, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            raw = [(reader.line_num, r) for r in reader]
-    except FileNotFoundError:
-        raise ManifestError(f"{p}: manifest not found") from None
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise ManifestError(f"{p}: not a readable CSV manifest ({e})") from None
+    header, raw = _read_csv(p)
     if "audio" not in header:
         raise ManifestError(f"{p}: no 'audio' column (columns: {header})")
     unknown = [h for h in header if h not in COLUMNS]
@@ -132,57 +125,17 @@ def read_manifest(path: str | Path) -> Manifest:
     rows: list[dict] = []
     problems: list[RowProblem] = []
     seen_ids: dict[str, int] = {}
-    raw = [
-        (line, {(k or "").strip(): (v or "").strip() for k, v in r.items() if k is not None})
-        for line, r in raw
-    ]
-    raw = [(line, r) for line, r in raw if any(r.values())]
     for n, (line, r) in enumerate(raw, start=1):
-        errs: list[str] = []
-        audio_txt = r.get("audio", "")
-        audio = _resolve(audio_txt, base) if audio_txt else None
-        shown = audio_txt or "<no audio>"
-        if audio is None:
-            errs.append("the audio column is empty")
-        elif not audio.is_file():
-            errs.append(f"audio {not_a_file(audio)}")
-        fps = None
-        fps_txt = r.get("targets_fps", "")
-        if fps_txt:
-            bad = fps_problem(fps_txt)
-            if bad:
-                errs.append(f"targets_fps: {bad}")
-            else:
-                fps = float(fps_txt)
-        spec = None
-        tgt_txt = r.get("targets", "")
-        if tgt_txt:
-            spec = TargetSpec.parse(tgt_txt, base, fps)
-            if spec.kind == "unknown":
-                errs.append(
-                    f"targets {tgt_txt!r}: unknown format (use .csv, .npy, .npz, .h5:/dataset)"
-                )
-            elif not spec.path.is_file():
-                errs.append(f"targets {not_a_file(spec.path)}")
-            elif spec.kind == "npy" and fps is None:
-                errs.append(f"targets {tgt_txt!r} is an .npy array: give its frame rate in targets_fps")
-        elif fps_txt:
-            errs.append("targets_fps is set but targets is empty")
-        split = r.get("split", "").lower()
-        if split and split not in SPLITS:
-            errs.append(f"split must be one of {'/'.join(SPLITS)} or empty, got {r.get('split')!r}")
-        rid = r.get("id", "") or (_default_id(audio, base) if audio else "")
+        row, errs = _check_row(r, base)
+        rid = row["id"]
         if rid and rid in seen_ids:
             errs.append(f"id {rid!r} repeats row {seen_ids[rid]}")
         elif rid:
             seen_ids[rid] = n
         if errs:
-            problems += [RowProblem(p, n, line, shown, e) for e in errs]
+            problems += [RowProblem(p, n, line, r.get("audio", "") or "<no audio>", e) for e in errs]
             continue
-        rows.append(
-            dict(row=n, line=line, id=rid, audio=audio, targets=spec, split=split,
-                 speaker=r.get("speaker") or None)
-        )
+        rows.append(dict(row=n, line=line, **row))
     blank = [i for i, r in enumerate(rows) if not r["split"]]
     if blank:
         use_speaker = len({rows[i]["speaker"] for i in blank if rows[i]["speaker"]}) >= 2
@@ -192,6 +145,57 @@ def read_manifest(path: str | Path) -> Manifest:
         for i, s in zip(blank, assign_splits(groups)):
             rows[i]["split"] = s
     return Manifest(p, tuple(ManifestRow(**r) for r in rows), tuple(problems), len(raw))
+
+
+def _read_csv(p: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    """(header, [(line, {column: stripped text})] of the non-blank rows)."""
+    try:
+        with open(p, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            raw = [(reader.line_num, r) for r in reader]
+    except FileNotFoundError:
+        raise ManifestError(f"{p}: manifest not found") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ManifestError(f"{p}: not a readable CSV manifest ({e})") from None
+    raw = [(line, {(k or "").strip(): (v or "").strip() for k, v in r.items() if k is not None}) for line, r in raw]
+    return header, [(line, r) for line, r in raw if any(r.values())]
+
+
+def _check_row(r: dict, base: Path) -> tuple[dict, list[str]]:
+    """A row's fields (id, audio, targets, split, speaker) and every problem with them."""
+    errs: list[str] = []
+    audio_txt = r.get("audio", "")
+    audio = _resolve(audio_txt, base) if audio_txt else None
+    if audio is None:
+        errs.append("the audio column is empty")
+    elif not audio.is_file():
+        errs.append(f"audio {not_a_file(audio)}")
+    fps = None
+    fps_txt = r.get("targets_fps", "")
+    if fps_txt:
+        bad = fps_problem(fps_txt)
+        if bad:
+            errs.append(f"targets_fps: {bad}")
+        else:
+            fps = float(fps_txt)
+    spec = None
+    tgt_txt = r.get("targets", "")
+    if tgt_txt:
+        spec = TargetSpec.parse(tgt_txt, base, fps)
+        if spec.kind == "unknown":
+            errs.append(f"targets {tgt_txt!r}: unknown format (use .csv, .npy, .npz, .h5:/dataset)")
+        elif not spec.path.is_file():
+            errs.append(f"targets {not_a_file(spec.path)}")
+        elif spec.kind == "npy" and fps is None:
+            errs.append(f"targets {tgt_txt!r} is an .npy array: give its frame rate in targets_fps")
+    elif fps_txt:
+        errs.append("targets_fps is set but targets is empty")
+    split = r.get("split", "").lower()
+    if split and split not in SPLITS:
+        errs.append(f"split must be one of {'/'.join(SPLITS)} or empty, got {r.get('split')!r}")
+    rid = r.get("id", "") or (_default_id(audio, base) if audio else "")
+    return dict(id=rid, audio=audio, targets=spec, split=split, speaker=r.get("speaker") or None), errs
 
 
 def _resolve(text: str, base: Path) -> Path:

@@ -138,17 +138,8 @@ def times_from_timecodes(stamps: np.ndarray, source: str, jitter_tolerance: floa
     steps = np.diff(stamps)
     # A take that runs over midnight wraps its wall clock.
     steps = np.where(steps < -43200, steps + 86400, steps)
-    t = np.concatenate([[0.0], np.cumsum(steps)])
-    notes: list[str] = []
-    rows = np.arange(len(t))
-    back = np.flatnonzero(steps < 0)
-    if len(back):
-        rows = np.argsort(t, kind="stable")
-        moved = int(np.count_nonzero(rows != np.arange(len(t))))
-        notes.append(f"{source}: timecodes go backwards at {len(back)} place(s) (first at line {back[0] + 3}); "
-                     f"{moved} rows sorted into time order")
-        t = t[rows]
-        steps = np.diff(t)
+    rows, t, notes = _in_time_order(np.concatenate([[0.0], np.cumsum(steps)]), source)
+    steps = np.diff(t)
     pos = steps[steps > 0]
     med = float(np.median(pos)) if len(pos) else 0.0
     if med <= 0:
@@ -182,6 +173,19 @@ def times_from_timecodes(stamps: np.ndarray, source: str, jitter_tolerance: floa
     for n in notes:
         log.warning(n)
     return RowTimes(rows, t, 1.0 / med, tuple(notes))
+
+
+def _in_time_order(t: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(row order, times in it, notes): rows sorted by time (stable) where timecodes go
+    backwards, with a note naming the first such line (data row i is line i + 2)."""
+    rows = np.arange(len(t))
+    back = np.flatnonzero(np.diff(t) < 0)
+    if not len(back):
+        return rows, t, []
+    rows = np.argsort(t, kind="stable")
+    moved = int(np.count_nonzero(rows != np.arange(len(t))))
+    return rows, t[rows], [f"{source}: timecodes go backwards at {len(back)} place(s) (first at line {back[0] + 3}); "
+                           f"{moved} rows sorted into time order"]
 
 
 def read_livelink_csv(path: Path, channels: ChannelSet, jitter_tolerance: float = 0.25) -> TargetCurves:
@@ -258,44 +262,11 @@ def read_array_targets(spec: TargetSpec, channels: ChannelSet) -> TargetCurves:
     """(N, C) arrays from .npy, .npz ([:name]) or HDF5 (:/dataset), uniformly spaced at fps
     (the manifest's targets_fps, else the file's own `fps`)."""
     src = spec.describe()
-    kind = spec.kind
-    file_fps = None
+    readers = {"npy": _read_npy, "npz": _read_npz, "hdf5": _read_hdf5}
+    if spec.kind not in readers:
+        raise TargetError(f"{src}: unknown target format {spec.path.suffix!r}")
     try:
-        if kind == "npy":
-            arr = np.load(spec.path, allow_pickle=False)
-        elif kind == "npz":
-            with np.load(spec.path, allow_pickle=False) as z:
-                names = [k for k in z.files if k != "fps"]
-                key = spec.key
-                if key is None:
-                    if len(names) != 1:
-                        raise TargetError(
-                            f"{src}: holds arrays {names}; name one as {spec.path.name}:NAME"
-                        )
-                    key = names[0]
-                if key not in z.files:
-                    raise TargetError(f"{src}: no array {key!r} (has {z.files})")
-                arr = z[key]
-                if "fps" in z.files:
-                    file_fps = float(np.asarray(z["fps"]).reshape(-1)[0])
-        elif kind == "hdf5":
-            import h5py
-
-            if not spec.key:
-                raise TargetError(f"{src}: name the dataset as {spec.path.name}:/DATASET")
-            with h5py.File(spec.path, "r") as h:
-                if spec.key not in h:
-                    raise TargetError(f"{src}: no dataset {spec.key!r}")
-                ds = h[spec.key]
-                if not isinstance(ds, h5py.Dataset):
-                    raise TargetError(f"{src}: {spec.key!r} is an HDF5 {type(ds).__name__.lower()}, not a dataset")
-                arr = ds[()]
-                if "fps" in ds.attrs:
-                    file_fps = float(np.asarray(ds.attrs["fps"]).reshape(-1)[0])
-                elif "fps" in h.attrs:
-                    file_fps = float(np.asarray(h.attrs["fps"]).reshape(-1)[0])
-        else:
-            raise TargetError(f"{src}: unknown target format {spec.path.suffix!r}")
+        arr, file_fps = readers[spec.kind](spec, src)
     except FileNotFoundError:
         raise TargetError(f"{src}: target file not found") from None
     except TargetError:
@@ -322,7 +293,43 @@ def read_array_targets(spec: TargetSpec, channels: ChannelSet) -> TargetCurves:
         )
     if arr.shape[0] < 2:
         raise TargetError(f"{src}: {arr.shape[0]} frame(s); need at least 2")
-    return TargetCurves(arr.astype(np.float64), np.arange(arr.shape[0]) / fps, float(fps), kind)
+    return TargetCurves(arr.astype(np.float64), np.arange(arr.shape[0]) / fps, float(fps), spec.kind)
+
+
+def _read_npy(spec: TargetSpec, src: str) -> tuple[np.ndarray, float | None]:
+    return np.load(spec.path, allow_pickle=False), None
+
+
+def _read_npz(spec: TargetSpec, src: str) -> tuple[np.ndarray, float | None]:
+    """The named array (or the only one besides `fps`) and the file's `fps` entry."""
+    with np.load(spec.path, allow_pickle=False) as z:
+        names = [k for k in z.files if k != "fps"]
+        key = spec.key
+        if key is None:
+            if len(names) != 1:
+                raise TargetError(f"{src}: holds arrays {names}; name one as {spec.path.name}:NAME")
+            key = names[0]
+        if key not in z.files:
+            raise TargetError(f"{src}: no array {key!r} (has {z.files})")
+        fps = float(np.asarray(z["fps"]).reshape(-1)[0]) if "fps" in z.files else None
+        return z[key], fps
+
+
+def _read_hdf5(spec: TargetSpec, src: str) -> tuple[np.ndarray, float | None]:
+    """The dataset and an `fps` attribute on it (else on the file)."""
+    import h5py
+
+    if not spec.key:
+        raise TargetError(f"{src}: name the dataset as {spec.path.name}:/DATASET")
+    with h5py.File(spec.path, "r") as h:
+        if spec.key not in h:
+            raise TargetError(f"{src}: no dataset {spec.key!r}")
+        ds = h[spec.key]
+        if not isinstance(ds, h5py.Dataset):
+            raise TargetError(f"{src}: {spec.key!r} is an HDF5 {type(ds).__name__.lower()}, not a dataset")
+        attrs = ds.attrs if "fps" in ds.attrs else h.attrs
+        fps = float(np.asarray(attrs["fps"]).reshape(-1)[0]) if "fps" in attrs else None
+        return ds[()], fps
 
 
 def read_targets(spec: TargetSpec, channels: ChannelSet, jitter_tolerance: float = 0.25) -> TargetCurves:

@@ -230,46 +230,11 @@ class WindowStream:
                 nxt += 1
 
         try:
-            B, L, K = self.streams, self.window, self.block
-            M, E, C = self.dims.get("mel"), self.dims.get("emotion"), self.dims.get("targets")
-            lag = prev_offset(K, self.stride)
-            offsets = np.arange(K)
             for t in range(start_step, sched.steps):
                 files_now = sched.file[:, t]
                 needed = [f for f in set(files_now.tolist()) if f >= 0]
                 top_up(t, max(rank[f] for f in needed) + 1 if needed else 0)
-                loaded = {f: futures[f].result() for f in needed}
-                batch = {
-                    # Every active row is overwritten below; only idle rows need the pad value.
-                    "mel": np.empty((B, L, M), np.float32),
-                    "emotion": np.empty((B, L, E), np.float32),
-                    # Idle rows see all frames (of padding): attention over no key at all is NaN.
-                    "frame_mask": np.ones((B, L), bool),
-                    "target": np.zeros((B, K, C), np.float32),
-                    "valid": np.zeros((B, K), bool),
-                    "active": np.zeros(B, bool),
-                    "prev_target": np.zeros((B, C), np.float32),
-                    "has_prev": np.zeros(B, bool),
-                    "file": files_now.copy(),
-                    "frame": sched.frame[:, t].copy(),
-                }
-                for i in range(B):
-                    f = int(files_now[i])
-                    if f < 0:
-                        batch["mel"][i] = self.pad_value
-                        batch["emotion"][i] = self.pad_value
-                        continue
-                    k = int(sched.frame[i, t]) + self.files[f].start
-                    lf = loaded[f]
-                    batch["mel"][i] = cut(lf.mel, k, L)
-                    batch["emotion"][i] = cut(lf.emotion, k, L)
-                    batch["frame_mask"][i] = cut(lf.mask, k, L)
-                    batch["target"][i] = lf.targets[k : k + K]
-                    batch["valid"][i] = k + offsets < self.files[f].start + int(sched.stop[i, t])
-                    batch["active"][i] = True
-                    if not sched.start[i, t]:  # within a segment, the previous block came just before
-                        batch["has_prev"][i] = True
-                        batch["prev_target"][i] = lf.targets[k - lag]
+                batch = self._batch(sched, t, {f: futures[f].result() for f in needed})
                 yield batch
                 for f in needed:
                     if need[f][1] == t:
@@ -278,6 +243,46 @@ class WindowStream:
             # Reads not started are dropped; one in flight finishes before the epoch ends, so no
             # reader thread outlives it (e.g. into a process's teardown).
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+    def _batch(self, sched: StreamSchedule, t: int, loaded: dict[int, LoadedFile]) -> dict[str, np.ndarray]:
+        """Step t's batch: each active row's window and block cut from its loaded file."""
+        B, L, K = self.streams, self.window, self.block
+        M, E, C = self.dims.get("mel"), self.dims.get("emotion"), self.dims.get("targets")
+        files_now = sched.file[:, t]
+        batch = {
+            # Every active row is overwritten below; only idle rows need the pad value.
+            "mel": np.empty((B, L, M), np.float32),
+            "emotion": np.empty((B, L, E), np.float32),
+            # Idle rows see all frames (of padding): attention over no key at all is NaN.
+            "frame_mask": np.ones((B, L), bool),
+            "target": np.zeros((B, K, C), np.float32),
+            "valid": np.zeros((B, K), bool),
+            "active": np.zeros(B, bool),
+            "prev_target": np.zeros((B, C), np.float32),
+            "has_prev": np.zeros(B, bool),
+            "file": files_now.copy(),
+            "frame": sched.frame[:, t].copy(),
+        }
+        lag, offsets = prev_offset(K, self.stride), np.arange(K)
+        for i in range(B):
+            f = int(files_now[i])
+            if f < 0:
+                batch["mel"][i] = self.pad_value
+                batch["emotion"][i] = self.pad_value
+                continue
+            k = int(sched.frame[i, t]) + self.files[f].start
+            lf = loaded[f]
+            batch["mel"][i] = cut(lf.mel, k, L)
+            batch["emotion"][i] = cut(lf.emotion, k, L)
+            batch["frame_mask"][i] = cut(lf.mask, k, L)
+            batch["target"][i] = lf.targets[k : k + K]
+            batch["valid"][i] = k + offsets < self.files[f].start + int(sched.stop[i, t])
+            batch["active"][i] = True
+            if not sched.start[i, t]:  # within a segment, the previous block came just before
+                batch["has_prev"][i] = True
+                batch["prev_target"][i] = lf.targets[k - lag]
+        return batch
 
 
 def _first_and_last_use(sched: StreamSchedule, start: int) -> dict[int, tuple[int, int]]:
