@@ -80,15 +80,9 @@ def fit(store_path, manifest, config_path, preset, out, epochs, max_steps, batch
     from blendsync.train.data import DataError
     from blendsync.train.trainer import fit as run_fit
 
-    written_loss = {}
-    if config_path:
-        try:
-            written_loss = read_config_file(Path(config_path)).get("loss") or {}
-        except (OSError, ValueError) as e:
-            raise UsageFailure(str(e)) from None
+    cfg, written_loss = _config_file(config_path)
     overrides = ConfigOverrides(preset, epochs, max_steps, batch_streams, stride, frames_per_window, loss_preset,
-                                validate_every, patience, seed, compile_,
-                                written_loss=written_loss if isinstance(written_loss, dict) else {})
+                                validate_every, patience, seed, compile_, written_loss=written_loss)
     if resume:
         given = (["--config"] if config_path else []) + overrides.given()
         if given:
@@ -98,12 +92,6 @@ def fit(store_path, manifest, config_path, preset, out, epochs, max_steps, batch
             raise UsageFailure("--resume needs --out: the run folder to continue")
     if nproc > 1:
         _relaunch_with_torchrun(nproc, out)
-    cfg = TrainConfig()
-    if config_path:
-        try:
-            cfg = TrainConfig.load(config_path)
-        except (OSError, ValueError) as e:
-            raise UsageFailure(str(e)) from None
     if out is None:
         import time
 
@@ -128,6 +116,18 @@ def fit(store_path, manifest, config_path, preset, out, epochs, max_steps, batch
                 f"best validation {b['metric']} {'n/a' if b['value'] is None else round(b['value'], 4)} at step {b['step']}")
         click.echo(f"trained {res.step} steps ({res.epoch} epochs) -> {res.run_dir} ({best}"
                    f"{'; stopped early: no better validation within validation.patience' if res.stopped_early else ''})")
+
+
+def _config_file(path) -> tuple[TrainConfig, dict]:
+    """(the config in the file, or the defaults; its loss section as written)."""
+    if not path:
+        return TrainConfig(), {}
+    try:
+        cfg = TrainConfig.load(path)  # checks the file whole, with clear messages
+        loss = read_config_file(Path(path)).get("loss") or {}
+    except (OSError, ValueError) as e:
+        raise UsageFailure(str(e)) from None
+    return cfg, loss if isinstance(loss, dict) else {}
 
 
 def _relaunch_with_torchrun(nproc: int, out) -> None:
