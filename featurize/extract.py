@@ -22,8 +22,8 @@ from blendsync.featurize.task import FileTask, TaskResult
 from blendsync.featurize.writer import sweep_staging
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.provenance import cache_key, library_versions
-from blendsync.shared.store import (FeatureStore, ItemProvenance, ItemSource, StoreError, check_index_name,
-                                    index_name_from)
+from blendsync.shared.store import (FeatureStore, IndexEntry, ItemProvenance, ItemSource, ManifestIndex, StoreError,
+                                    check_index_name, index_name_from)
 
 log = logging.getLogger(__name__)
 
@@ -249,35 +249,32 @@ def write_report_index(store: FeatureStore, manifest: Manifest, cfg: FeatureConf
     entries = []
     for p in plan.planned:
         res = plan.status[p.key]
-        entry = p.row.to_entry()
+        row = p.row.to_entry()
         if res.status == "failed":
             problems.append(RowProblem(manifest.path, p.row.row, p.row.line, str(p.row.audio), res.error or "failed"))
-            entry.update(key=None, status="failed", error=res.error)
+            entries.append(IndexEntry(key=None, status="failed", error=res.error, **row))
+            continue
+        entries.append(IndexEntry(key=p.key, status="stored", **row))
+        report.stored += 1
+        report.keys.append(p.key)
+        if res.status == "computed" and res.row == p.row.row:
+            report.computed += 1
+            report.audio_s += res.audio_s
         else:
-            entry.update(key=p.key, status="stored")
-            report.stored += 1
-            report.keys.append(p.key)
-            if res.status == "computed" and res.row == p.row.row:
-                report.computed += 1
-                report.audio_s += res.audio_s
-            else:
-                report.cached += 1
-        entries.append(entry)
+            report.cached += 1
     report.audio_s += plan.cached_audio_s
-    listed = {e["row"] for e in entries}
+    listed = {e.row for e in entries}
     for pr in sorted(problems, key=lambda x: x.row):
         if pr.row not in listed:  # first problem of a row that never got a key
             listed.add(pr.row)
-            entries.append({"row": pr.row, "key": None, "status": "failed", "error": pr.message, "audio": pr.file})
-    entries.sort(key=lambda e: e["row"])
-    index = {"entries": entries, "source": str(manifest.path.resolve()), "feature_config_hash": cfg.hash,
-             "feature_config": cfg.to_dict(), "rows": manifest.n_rows, "stored": report.stored,
-             "failed_rows": sorted({pr.row for pr in problems})}
+            entries.append(IndexEntry(row=pr.row, key=None, status="failed", error=pr.message, audio=pr.file))
+    index = ManifestIndex(tuple(sorted(entries, key=lambda e: e.row)), str(manifest.path.resolve()), cfg.hash,
+                          cfg.to_dict(), manifest.n_rows, report.stored, tuple(sorted({pr.row for pr in problems})))
     report.index_error = _write_index(store, report.index_name, index)
     report.failed = [str(pr) for pr in sorted(problems, key=lambda x: (x.row, x.message))]
 
 
-def _write_index(store: FeatureStore, name: str, index: dict) -> str | None:
+def _write_index(store: FeatureStore, name: str, index: ManifestIndex) -> str | None:
     """Write the manifest index unless the store already holds the same one: a re-run with
     nothing new writes nothing, so it also runs on a read-only store. Returns why it could
     not be written (None: written or unchanged)."""
@@ -285,10 +282,11 @@ def _write_index(store: FeatureStore, name: str, index: dict) -> str | None:
         old = store.read_index(name)
     except StoreError:
         old = None
-    if old is not None and {k: v for k, v in old.items() if k != "updated"} == json.loads(json.dumps(index)):
+    doc = index.to_doc()
+    if old is not None and {k: v for k, v in old.items() if k != "updated"} == json.loads(json.dumps(doc)):
         return None
     try:
-        store.write_index(name, {**index, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        store.write_index(name, {**doc, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     except OSError as e:
         return (f"{store.root}: cannot write manifest index {name!r} ({e.strerror or e}): run extract again "
                 "where the store is writable")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from blendsync.shared.config import FeatureConfig
-from blendsync.shared.store import STREAMS, FeatureStore, StoreError, array_sha256
+from blendsync.shared.store import STREAMS, FeatureStore, ManifestIndex, StoreError, array_sha256
 
 
 def store_info(store: FeatureStore) -> dict:
@@ -24,18 +24,18 @@ def store_info(store: FeatureStore) -> dict:
     manifests = {}
     for name in store.index_names():
         try:
-            m = store.read_index(name)
+            doc = store.read_index(name)
         except StoreError as e:
             manifests[name] = {"error": str(e)}
             continue
-        splits = Counter(e.get("split") for e in m["entries"] if e.get("key"))
+        m = ManifestIndex.from_doc(doc)
         manifests[name] = {
-            "rows": m.get("rows"),
-            "stored": m.get("stored"),
-            "failed_rows": m.get("failed_rows", []),
-            "splits": dict(splits),
-            "feature_config_hash": m.get("feature_config_hash"),
-            "updated": m.get("updated"),
+            "rows": m.rows,
+            "stored": m.stored,
+            "failed_rows": list(m.failed_rows),
+            "splits": dict(Counter(e.split for e in m.stored_entries)),
+            "feature_config_hash": m.feature_config_hash,
+            "updated": doc.get("updated"),
         }
     staging = len(list(store.staging_dir.iterdir())) if store.is_local and store.staging_dir.is_dir() else 0
     return {
@@ -82,15 +82,13 @@ def verify_store(store: FeatureStore) -> VerifyReport:
     present = set(keys)
     for name in store.index_names():
         try:
-            entries = store.read_index(name)["entries"]
+            index = store.manifest_index(name)
         except StoreError as e:
             problems.append(VerifyProblem(f"manifests/{name}", str(e)))
             continue
-        for e in entries:
-            if e.get("key") and e["key"] not in present:
-                problems.append(
-                    VerifyProblem(e["key"], f"listed by manifest {name!r} row {e.get('row')} but not stored")
-                )
+        for e in index.stored_entries:
+            if e.key not in present:
+                problems.append(VerifyProblem(e.key, f"listed by manifest {name!r} row {e.row} but not stored"))
     return VerifyReport(len(keys), problems, incomplete)
 
 

@@ -198,6 +198,59 @@ class ItemAttrs:
 
 
 @dataclass(frozen=True)
+class IndexEntry:
+    """One manifest row as its index records it: stored (key: its item) or failed (key None,
+    error: why), with the row's id, files, split and speaker."""
+
+    row: int
+    key: str | None
+    status: str
+    id: str = ""
+    audio: str | None = None
+    targets: str | None = None
+    split: str | None = None
+    speaker: str | None = None
+    error: str | None = None
+
+    @classmethod
+    def from_doc(cls, d: dict) -> "IndexEntry":
+        return cls(int(d.get("row", 0)), d.get("key"), d.get("status", "stored" if d.get("key") else "failed"),
+                   d.get("id") or "", d.get("audio"), d.get("targets"), d.get("split"), d.get("speaker"), d.get("error"))
+
+    def to_doc(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "error" or v is not None}
+
+
+@dataclass(frozen=True)
+class ManifestIndex:
+    """What a manifest resolved to in a store (manifests/<name>/zarr.json): its rows in
+    order, the feature config they were computed with, and counts."""
+
+    entries: tuple[IndexEntry, ...]
+    source: str
+    feature_config_hash: str
+    feature_config: dict
+    rows: int
+    stored: int
+    failed_rows: tuple[int, ...]
+
+    @classmethod
+    def from_doc(cls, d: dict) -> "ManifestIndex":
+        return cls(tuple(IndexEntry.from_doc(e) for e in d.get("entries", [])), d.get("source", ""),
+                   d.get("feature_config_hash", ""), d.get("feature_config") or {}, int(d.get("rows", 0)),
+                   int(d.get("stored", 0)), tuple(d.get("failed_rows", [])))
+
+    def to_doc(self) -> dict:
+        return {"entries": [e.to_doc() for e in self.entries], "source": self.source,
+                "feature_config_hash": self.feature_config_hash, "feature_config": self.feature_config,
+                "rows": self.rows, "stored": self.stored, "failed_rows": list(self.failed_rows)}
+
+    @property
+    def stored_entries(self) -> list[IndexEntry]:
+        return [e for e in self.entries if e.key]
+
+
+@dataclass(frozen=True)
 class StoredItem:
     """mel (T, n_mels), emotion (T, 88), targets (T, C) or None, all float32; attrs."""
 
@@ -504,6 +557,10 @@ class FeatureStore:
             n for n in self.list_names("manifests")
             if n != "zarr.json" and self.read_bytes(f"manifests/{n}/zarr.json") is not None
         ]
+
+    def manifest_index(self, name: str) -> ManifestIndex:
+        """The index typed (read_index: the document as stored)."""
+        return ManifestIndex.from_doc(self.read_index(name))
 
     def read_index(self, name: str) -> dict:
         """{"entries": [...ordered rows...], "feature_config_hash": ..., ...}."""

@@ -98,10 +98,10 @@ def load_training_data(store: FeatureStore, manifest: str | None) -> TrainingDat
             manifest = names[0]
     if manifest is not None:
         try:
-            idx = store.read_index(manifest)
+            idx = store.manifest_index(manifest)
         except StoreError as e:
             raise DataError(str(e)) from None
-        rows = [(e["key"], e.get("split") or "train", e.get("id", "")) for e in idx["entries"] if e.get("key")]
+        rows = [(e.key, e.split or "train", e.id) for e in idx.stored_entries]
         if not rows:
             raise DataError(f"manifest {manifest!r} in {store.root} has no stored rows")
     else:
