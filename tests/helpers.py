@@ -164,3 +164,22 @@ def tiny(**over) -> TrainConfig:
     for k, v in over.items():
         d[k] = {**d.get(k, {}), **v} if isinstance(v, dict) else v
     return TrainConfig.from_dict(d)
+
+
+def assert_close_nested(got, want, path: str = "") -> None:
+    """Nested dicts/lists of numbers equal within float32 rounding of a short training run
+    (golden values); got may hold more keys than want."""
+    import math
+
+    if isinstance(want, dict):
+        assert set(got) >= set(want), path
+        for k in want:
+            assert_close_nested(got[k], want[k], f"{path}/{k}")
+    elif isinstance(want, list):
+        assert len(got) == len(want), path
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_close_nested(g, w, f"{path}[{i}]")
+    elif isinstance(want, float):
+        assert math.isclose(got, want, rel_tol=1e-5, abs_tol=1e-7), (path, got, want)
+    else:
+        assert got == want, (path, got, want)

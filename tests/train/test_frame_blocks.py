@@ -9,7 +9,6 @@ no Python branch on tensor values.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -21,25 +20,10 @@ from hypothesis import strategies as st
 from blendsync.train.config import LossConfig, ModelConfig, TrainConfig
 from blendsync.train.losses import loss_terms, total_loss
 from blendsync.train.model import BlendshapeModel, smooth_block
+from tests.helpers import assert_close_nested
 
 GOLDEN = Path(__file__).parent / "golden"
 CFG = ModelConfig(d_model=16, heads=2, mel_layers=1, emotion_layers=1, dropout=0.0)
-
-
-def _close(got, want, path=""):
-    """Nested dicts/lists of numbers equal within float32 rounding of a short training run."""
-    if isinstance(want, dict):
-        assert set(got) >= set(want), path
-        for k in want:
-            _close(got[k], want[k], f"{path}/{k}")
-    elif isinstance(want, list):
-        assert len(got) == len(want), path
-        for i, (g, w) in enumerate(zip(got, want)):
-            _close(g, w, f"{path}[{i}]")
-    elif isinstance(want, float):
-        assert math.isclose(got, want, rel_tol=1e-5, abs_tol=1e-7), (path, got, want)
-    else:
-        assert got == want, (path, got, want)
 
 
 def test_one_frame_per_window_reproduces_the_per_window_model():
@@ -54,8 +38,8 @@ def test_one_frame_per_window_reproduces_the_per_window_model():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the golden values were written: reductions split over threads round differently
     try:
-        _close(ref.model_outputs(), want["model"], "model")
-        _close(ref.training_run(), want["fit"], "fit")
+        assert_close_nested(ref.model_outputs(), want["model"], "model")
+        assert_close_nested(ref.training_run(), want["fit"], "fit")
     finally:
         torch.set_num_threads(threads)
 

@@ -5,27 +5,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 from pathlib import Path
 
 import torch
 
+from tests.helpers import assert_close_nested
+
 GOLDEN = Path(__file__).with_name("golden")
-
-
-def _close(got, want, path=""):
-    if isinstance(want, dict):
-        assert set(got) == set(want), path
-        for k in want:
-            _close(got[k], want[k], f"{path}/{k}")
-    elif isinstance(want, list):
-        assert len(got) == len(want), path
-        for i, (g, w) in enumerate(zip(got, want)):
-            _close(g, w, f"{path}[{i}]")
-    elif isinstance(want, float):
-        assert math.isclose(got, want, rel_tol=1e-5, abs_tol=1e-7), (path, got, want)
-    else:
-        assert got == want, (path, got, want)
 
 
 def test_a_tiny_cli_run_logs_the_golden_losses():
@@ -36,6 +22,6 @@ def test_a_tiny_cli_run_logs_the_golden_losses():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the golden values were written
     try:
-        _close(ref.cli_run(), want["fit"])
+        assert_close_nested(ref.cli_run(), want["fit"], "fit")
     finally:
         torch.set_num_threads(threads)
