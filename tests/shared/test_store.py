@@ -97,3 +97,18 @@ def test_index_names_from_manifest_stems_are_made_safe():
 
     for stem in ("my data (v2)", "..weird", "ok-name", "日本"):
         assert check_index_name(index_name_from(stem))
+
+
+def test_an_item_without_recorded_shapes_is_refused_with_how_to_migrate(tmp_path):
+    import json
+
+    from blendsync.shared.store import ItemError
+    from tests.helpers import make_random_store
+
+    fs, keys = make_random_store(tmp_path / "s.zarr", [20])
+    meta = fs.item_path(keys[0]) / "zarr.json"
+    doc = json.loads(meta.read_text())
+    del doc["attributes"]["shapes"]
+    meta.write_text(json.dumps(doc))
+    with pytest.raises(ItemError, match="records no array shapes .*bsfeat extract --force"):
+        fs.read_item(keys[0])

@@ -86,3 +86,14 @@ def test_resume_from_a_checkpoint_without_training_state_is_refused(trained, tmp
     assert e.value.code == 1
     err = capsys.readouterr().err
     assert "last.pt: cannot resume from it: missing optimizer" in err and "Traceback" not in err
+
+
+def test_a_checkpoint_written_before_the_typed_record_still_loads(trained, tmp_path):
+    # Such files also held window, lookahead, frames_per_window and fps at the top level.
+    from blendsync.train.checkpoint import Checkpoint
+
+    _, last = trained
+    old = _damaged(last, tmp_path / "old.pt", lambda ck: ck.update(window=144, lookahead=6, frames_per_window=128,
+                                                                   fps=30.0))
+    ck = Checkpoint.load(old)
+    assert (ck.window, ck.lookahead, ck.fps) == (144, 6, 30.0) and ck.training is not None
