@@ -32,6 +32,46 @@ LIVELINK_ROTATIONS: tuple[str, ...] = (
 )
 
 
+def _unreal_order(app: tuple[str, ...]) -> tuple[str, ...]:
+    """Unreal's EARFaceBlendShape order (also the order of a Live Link Face packet's values):
+    the app's CSV order with jawLeft/jawRight and mouthLeft/mouthRight the other way round."""
+    swap = {"jawRight": "jawLeft", "jawLeft": "jawRight", "mouthRight": "mouthLeft", "mouthLeft": "mouthRight"}
+    return tuple(swap.get(n, n) for n in app)
+
+
+# Named orders of the ARKit curves, each given by name (outputs are mapped by name, never by
+# position). Rotations are the head and eye columns a 61-value layout carries after the 52.
+CHANNEL_ORDERS: dict[str, tuple[str, ...]] = {
+    "livelink": ARKIT_52,                                   # Live Link Face CSV columns
+    "unreal": _unreal_order(ARKIT_52),                      # EARFaceBlendShape, Live Link packets
+    "alphabetical": tuple(sorted(ARKIT_52)),                # MediaPipe (without _neutral), EmoTalk
+    "livelink61": ARKIT_52 + LIVELINK_ROTATIONS,            # the app's 61 CSV columns
+    "unreal61": _unreal_order(ARKIT_52) + LIVELINK_ROTATIONS,  # the 61 values of a packet
+}
+
+
+def reorder(values, channels: list[str] | tuple[str, ...], order: str):
+    """values (T, C) in `channels` order -> (T, len(order)) in the named order: by name;
+    channels the model does not predict (the rotations) are 0. Raises ValueError for an
+    unknown order or a model without one of the order's curves."""
+    import numpy as np
+
+    if order not in CHANNEL_ORDERS:
+        raise ValueError(f"unknown channel order {order!r}; choose from {', '.join(CHANNEL_ORDERS)}")
+    names = CHANNEL_ORDERS[order]
+    where = {c: i for i, c in enumerate(channels)}
+    missing = [n for n in names if n not in where and n not in LIVELINK_ROTATIONS]
+    if missing:
+        raise ValueError(f"channel order {order!r} needs {len(missing)} curves this model does not predict: "
+                         f"{missing[:5]}")
+    values = np.asarray(values)
+    out = np.zeros((values.shape[0], len(names)), values.dtype)
+    for j, n in enumerate(names):
+        if n in where:
+            out[:, j] = values[:, where[n]]
+    return out
+
+
 def pascal_case(name: str) -> str:
     """ARKit camelCase -> the app's PascalCase column name (jawOpen -> JawOpen)."""
     return name[:1].upper() + name[1:]

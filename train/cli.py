@@ -15,6 +15,7 @@ import click
 from blendsync.shared.config import read_config_file
 from blendsync.shared.cli import (UsageFailure, is_write_failure, run_cli, setup_logging, write_failure,
                                   write_text_or_stdout)
+from blendsync.shared.channels import CHANNEL_ORDERS
 from blendsync.train.config import ConfigOverrides, TrainConfig
 
 
@@ -194,7 +195,12 @@ class _Bar:
               help="Scale the predicted movement around the training mean (> 1: livelier, at some error; "
                    "bstrain evaluate shows the trade on held-out data), or 'calibrated': the gain with the lowest "
                    "validation error, fitted when the checkpoint was kept.")
-def predict(inputs, checkpoint, out_dir, fps, formats, device, plot, chunk_seconds, frames_per_window, gain):
+@click.option("--channel-order", type=click.Choice(["model", *CHANNEL_ORDERS]), default="model",
+              help="Column order of the npy and json outputs, by channel name: the model's own, the Live Link "
+                   "Face CSV's (livelink), Unreal's EARFaceBlendShape (unreal), alphabetical (MediaPipe, "
+                   "EmoTalk), or their 61-value layouts with head and eye rotations as zeros.")
+def predict(inputs, checkpoint, out_dir, fps, formats, device, plot, chunk_seconds, frames_per_window, gain,
+            channel_order):
     """Animate INPUTS (audio files, directories of audio, or manifests) with a checkpoint.
 
     Features come from the checkpoint's own feature config through the same per-file
@@ -208,7 +214,8 @@ def predict(inputs, checkpoint, out_dir, fps, formats, device, plot, chunk_secon
     try:
         rep = run_predict(list(inputs), checkpoint, out_dir, fps=float(fps), formats=tuple(formats),
                           device=device, plot=plot, chunk_seconds=chunk_seconds,
-                          frames_per_window=frames_per_window, gain=gain)
+                          frames_per_window=frames_per_window, gain=gain,
+                          channel_order=None if channel_order == "model" else channel_order)
     except (CheckpointError, ValueError) as e:
         raise UsageFailure(str(e)) from None
     except OSError as e:

@@ -21,6 +21,7 @@ import torch
 from scipy.signal import lfilter
 
 from blendsync.shared.audio import decode_audio
+from blendsync.shared.channels import CHANNEL_ORDERS, reorder
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.featurize_file import featurize_file
 from blendsync.train.checkpoint import Checkpoint
@@ -227,11 +228,13 @@ def _without_collisions(files: list[tuple[Path, Path]]) -> list[tuple[Path, Path
 def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Path, *, fps: float = 60.0,
             formats: tuple[str, ...] = ("livelink",), device: str = "cpu", plot: bool = True,
             chunk_seconds: float | None = None, frames_per_window: int | None = None,
-            gain: float | str = 1.0) -> PredictReport:
+            gain: float | str = 1.0, channel_order: str | None = None) -> PredictReport:
     """chunk_seconds: process each file as a stream of chunks (train.chunked); the curves
     match whole-file processing. frames_per_window: see Predictor.load. gain: movement
     around the training mean scaled by this (output_gain.apply_gain; 1 = as trained), or
-    "calibrated": the gain with the lowest validation error, stored with the checkpoint."""
+    "calibrated": the gain with the lowest validation error, stored with the checkpoint.
+    channel_order: a name of shared.channels.CHANNEL_ORDERS for the npy and json outputs
+    (mapped by name; None: the model's own order). The Live Link Face CSV has its own."""
     pred = Predictor.load(checkpoint, device, frames_per_window)
     gain = resolve_gain(gain, pred.calibrated_gain, checkpoint)
     unknown = [f for f in formats if f not in FORMATS]
@@ -240,6 +243,10 @@ def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Pat
     if "livelink" in formats and len(pred.channels) != 52:
         raise ValueError(f"this model predicts {len(pred.channels)} custom channels: Live Link Face CSV "
                          "needs the 52 ARKit ones; use --format npy or json")
+    order_names = list(pred.channels)
+    if channel_order is not None:
+        reorder(np.zeros((0, len(pred.channels)), np.float32), pred.channels, channel_order)  # refuse early
+        order_names = list(CHANNEL_ORDERS[channel_order])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rep = PredictReport()
@@ -267,11 +274,12 @@ def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Pat
         if "livelink" in formats:
             write_livelink_csv(path(".csv"), curves, fps, pred.channels)
             rep.written.append(path(".csv"))
+        ordered = curves if channel_order is None else reorder(curves, pred.channels, channel_order)
         if "npy" in formats:
-            np.save(path(".npy"), curves.astype(np.float32))
+            np.save(path(".npy"), ordered.astype(np.float32))
             rep.written.append(path(".npy"))
         if "json" in formats:
-            write_json(path(".json"), curves, fps, pred.channels, str(audio))
+            write_json(path(".json"), ordered, fps, order_names, str(audio))
             rep.written.append(path(".json"))
         if plot:
             dec = decode_audio(audio, pred.feature_config.sample_rate)

@@ -293,3 +293,29 @@ def test_collect_inputs_names_a_dotted_stem_in_full(tmp_path):
 
     (tmp_path / "take.v2.wav").write_bytes(b"")
     assert collect_inputs([tmp_path / "take.v2.wav"]) == [(tmp_path / "take.v2.wav", __import__("pathlib").Path("take.v2"))]
+
+
+def test_channel_order_by_name_for_npy_and_json(shared_data, checkpoint, tmp_path):
+    from blendsync.shared.channels import ARKIT_52, CHANNEL_ORDERS
+
+    audio = shared_data / "speech" / "cmu_arctic_a0007_16k.wav"
+    runs = {}
+    for order in ("model", "unreal", "alphabetical", "livelink61"):
+        out = tmp_path / order
+        with pytest.raises(SystemExit) as e:
+            main(["-q", "predict", str(audio), "--checkpoint", str(checkpoint), "--out", str(out), "--no-plot",
+                  "--format", "npy", "--format", "json", "--channel-order", order])
+        assert e.value.code == 0
+        runs[order] = (np.load(out / "cmu_arctic_a0007_16k.npy"),
+                       json.loads((out / "cmu_arctic_a0007_16k.json").read_text()))
+    base = runs["model"][0]
+    for order in ("unreal", "alphabetical", "livelink61"):
+        values, doc = runs[order]
+        assert doc["channels"] == list(CHANNEL_ORDERS[order]) and values.shape[1] == len(CHANNEL_ORDERS[order])
+        for j, name in enumerate(doc["channels"]):
+            want = base[:, ARKIT_52.index(name)] if name in ARKIT_52 else 0.0
+            np.testing.assert_array_equal(values[:, j], want)
+    with pytest.raises(SystemExit) as e:
+        main(["-q", "predict", str(audio), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "x"),
+              "--channel-order", "sideways"])
+    assert e.value.code == 1

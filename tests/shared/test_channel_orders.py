@@ -1,0 +1,44 @@
+"""Named orders of the 52 ARKit curves, checked against independent sources: the header of a
+real Live Link Face capture and pylivelinkface's packet order (Unreal's EARFaceBlendShape)."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from blendsync.shared.channels import ARKIT_52, CHANNEL_ORDERS, LIVELINK_ROTATIONS, pascal_case, reorder
+
+
+def test_the_livelink_order_is_the_apps_csv_header(shared_data):
+    with open(shared_data / "livelinkface" / "Happy.csv", newline="") as f:
+        header = next(csv.reader(f))
+    assert [pascal_case(c) for c in CHANNEL_ORDERS["livelink61"]] == header[2:63]
+
+
+def test_the_unreal_order_is_the_live_link_packet_order():
+    pylivelinkface = pytest.importorskip("pylivelinkface")
+    names = [m.name for m in pylivelinkface.FaceBlendShape]
+    assert [pascal_case(c) for c in CHANNEL_ORDERS["unreal61"]] == names
+    assert CHANNEL_ORDERS["unreal"] != CHANNEL_ORDERS["livelink"]  # jaw and mouth Left/Right differ
+
+
+def test_every_order_holds_each_curve_once():
+    for name, order in CHANNEL_ORDERS.items():
+        assert len(set(order)) == len(order), name
+        assert set(order) - set(LIVELINK_ROTATIONS) == set(ARKIT_52), name
+    assert list(CHANNEL_ORDERS["alphabetical"]) == sorted(ARKIT_52)
+
+
+def test_reorder_maps_by_name_and_fills_rotations_with_zeros():
+    values = np.arange(52, dtype=np.float32)[None, :] + 1  # column i holds i + 1
+    out = reorder(values, ARKIT_52, "unreal61")
+    assert out.shape == (1, 61)
+    for j, name in enumerate(CHANNEL_ORDERS["unreal61"]):
+        want = ARKIT_52.index(name) + 1 if name in ARKIT_52 else 0
+        assert out[0, j] == want, name
+    with pytest.raises(ValueError, match="unknown channel order"):
+        reorder(values, ARKIT_52, "sideways")
+    with pytest.raises(ValueError, match="does not predict"):
+        reorder(values[:, :5], [f"c{i}" for i in range(5)], "unreal")
