@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import click
+import numpy as np
 
 from blendsync.shared.config import read_config_file
 from blendsync.shared.cli import (UsageFailure, is_write_failure, run_cli, setup_logging, write_failure,
@@ -233,6 +234,58 @@ def predict(inputs, checkpoint, out_dir, fps, formats, device, plot, chunk_secon
         for line in rep.failed:
             click.echo(f"  failed: {line}", err=True)
         sys.exit(2)
+
+
+@cli.command()
+@click.argument("audio", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--to", "target", default=f"127.0.0.1:11111", show_default=True,
+              help="HOST:PORT of the Live Link Face receiver (Unreal's Live Link Face source listens on 11111).")
+@click.option("--subject", default="blendsync", show_default=True, help="Live Link subject name.")
+@click.option("--fps", type=click.IntRange(1, 240), default=60, show_default=True, help="Frames per second sent.")
+@click.option("--start-timecode", default="00:00:00:00", show_default=True,
+              help="HH:MM:SS:FF of the first frame (FF counted at --fps); frame numbers count on from it.")
+@click.option("--realtime/--no-realtime", default=True, show_default=True,
+              help="Pace the audio and the frames in real time, or send as fast as possible.")
+@click.option("--stdin-pcm", is_flag=True, help="Read raw little-endian int16 PCM from stdin instead of AUDIO.")
+@click.option("--sample-rate", type=click.IntRange(min=1000), default=16000, show_default=True,
+              help="Rate of --stdin-pcm audio.")
+@click.option("--channels", "n_channels", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Channels of --stdin-pcm audio.")
+@click.option("--chunk-seconds", type=click.FloatRange(min=0.01), default=0.1, show_default=True,
+              help="Audio taken per step.")
+@click.option("--frames-per-window", "-K", "frames_per_window", type=click.IntRange(min=1), default=None,
+              help="Blocks of K frames, at most the trained K (fewer: lower latency, more compute per frame).")
+@click.option("--device", default="cpu")
+def stream(audio, checkpoint, target, subject, fps, start_timecode, realtime, stdin_pcm, sample_rate, n_channels,
+           chunk_seconds, frames_per_window, device):
+    """Animate AUDIO (or raw PCM on stdin) and send each frame to a Live Link Face receiver over
+    UDP (packet version 6, the 52 curves in Unreal's order, then 9 rotations as zeros)."""
+    from blendsync.train.checkpoint import CheckpointError
+    from blendsync.train.livelink import file_chunks, stdin_chunks, stream_audio
+    from blendsync.train.predict import Predictor
+
+    if (audio is None) == (not stdin_pcm):
+        raise UsageFailure("give AUDIO or --stdin-pcm (one of them)")
+    host, _, port = target.rpartition(":")
+    try:
+        port_n = int(port)
+        h, m, sec, ff = (int(x) for x in start_timecode.split(":"))
+    except ValueError:
+        raise UsageFailure(f"--to {target!r} must be HOST:PORT and --start-timecode HH:MM:SS:FF") from None
+    try:
+        pred = Predictor.load(checkpoint, device, frames_per_window)
+        chunks, rate = (stdin_chunks(sample_rate, n_channels, chunk_seconds), sample_rate) if stdin_pcm \
+            else file_chunks(audio, chunk_seconds)
+        rep = stream_audio(pred, chunks, rate, host=host or "127.0.0.1", port=port_n, subject=subject, fps=fps,
+                           start_frame=((h * 60 + m) * 60 + sec) * fps + ff, realtime=realtime,
+                           chunk_seconds=chunk_seconds)
+    except (CheckpointError, ValueError) as e:
+        raise UsageFailure(str(e)) from None
+    lat = np.asarray(rep.latencies) * 1000 if rep.latencies else np.zeros(1)
+    click.echo(f"sent {rep.frames} frames at {fps} fps for {rep.audio_s:.1f} s of audio to {host}:{port_n} "
+               f"(subject {subject!r}); frame latency after its audio instant: median {np.median(lat):.0f} ms, "
+               f"max {lat.max():.0f} ms")
 
 
 @cli.command()
