@@ -10,7 +10,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # Modules a trained model is used through: they load checkpoints and run the model only.
-INFERENCE = ("predict", "export", "chunked", "livelink")
+INFERENCE = ("predict", "export", "chunked", "livelink", "preview")
 TRAINING_ONLY = ("trainer", "evaluation", "streaming", "step", "losses", "diagnostics", "distributed")
 
 

@@ -289,6 +289,34 @@ def stream(audio, checkpoint, target, subject, fps, start_timecode, realtime, st
 
 
 @cli.command()
+@click.argument("audio", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--targets", default=None,
+              help="The take's own curves, drawn beside the prediction: a Live Link Face CSV, or an .npz[:NAME] "
+                   "or .h5:/DATASET that holds its fps.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="MP4 to write [default: AUDIO's name + .mp4 in the current folder].")
+@click.option("--fps", type=click.Choice(["30", "60"]), default="30", show_default=True)
+@click.option("--device", default="cpu")
+def preview(audio, checkpoint, targets, out, fps, device):
+    """Write an MP4 of AUDIO with a face drawn from the predicted curves (left) and, with
+    --targets, from the take's own curves (right)."""
+    from blendsync.train.checkpoint import CheckpointError
+    from blendsync.train.preview import preview as run_preview
+
+    out = out or Path(audio.stem + ".mp4")
+    try:
+        path = run_preview(audio, checkpoint, out, targets=targets, fps=int(fps), device=device)
+    except (CheckpointError, ValueError) as e:
+        raise UsageFailure(str(e)) from None
+    except OSError as e:
+        if is_write_failure(e):
+            raise write_failure(e) from None
+        raise
+    click.echo(f"wrote {path}")
+
+
+@cli.command()
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--store", "store_path", required=True, metavar="PATH|URL",
               help="Feature store (a directory or an fsspec URL).")
