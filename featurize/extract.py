@@ -114,6 +114,7 @@ def plan_rows(manifest: Manifest, cfg: FeatureConfig, stat: StatCache) -> tuple[
             targets_sha256=tsha,
             targets_key=r.targets.key if r.targets else None,
             targets_fps=r.targets.fps if r.targets else None,
+            targets_order=r.targets.order if r.targets else None,
             feature_config_hash=fhash,
             versions=versions,
         )

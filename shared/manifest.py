@@ -1,6 +1,6 @@
 """The data manifest: one CSV row per take, validated whole before any work starts.
 
-Columns: audio (required), targets, targets_fps, split (train/val/test), speaker, id.
+Columns: audio (required), targets, targets_fps, targets_order, split (train/val/test), speaker, id.
 Relative paths are relative to the manifest. Every problem is reported with its row, and
 the rows without problems still go through.
 """
@@ -13,11 +13,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from blendsync.shared.channels import CHANNEL_ORDERS
 from blendsync.shared.targets import TargetSpec, fps_problem
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("audio", "targets", "targets_fps", "split", "speaker", "id")
+COLUMNS = ("audio", "targets", "targets_fps", "targets_order", "split", "speaker", "id")
 SPLITS = ("train", "val", "test")
 # Share of speakers (or takes) a blank split sends to validation.
 VAL_FRACTION = 0.2
@@ -181,8 +182,13 @@ def _check_row(r: dict, base: Path) -> tuple[dict, list[str]]:
             fps = float(fps_txt)
     spec = None
     tgt_txt = r.get("targets", "")
+    order = r.get("targets_order", "") or None
+    if order is not None and order not in CHANNEL_ORDERS:
+        errs.append(f"targets_order {order!r} is not one of {', '.join(CHANNEL_ORDERS)}")
     if tgt_txt:
-        spec = TargetSpec.parse(tgt_txt, base, fps)
+        spec = TargetSpec.parse(tgt_txt, base, fps, order)
+        if order is not None and spec.kind == "livelink":
+            errs.append("targets_order is for arrays; a Live Link Face CSV is read by its column names")
         if spec.kind == "unknown":
             errs.append(f"targets {tgt_txt!r}: unknown format (use .csv, .npy, .npz, .h5:/dataset)")
         elif not spec.path.is_file():

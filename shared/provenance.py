@@ -46,11 +46,13 @@ def cache_key(
     targets_fps: float | None,
     feature_config_hash: str,
     versions: dict[str, str],
+    targets_order: str | None = None,
 ) -> str:
     """The item key: hex sha256 (first 32 chars) of everything that determines its arrays.
 
-    targets_key (an array or dataset name inside the file) and targets_fps (from the
-    manifest) change the targets read from the same bytes, so they are part of it.
+    targets_key (an array or dataset name inside the file), targets_fps and targets_order
+    (from the manifest) change the targets read from the same bytes, so they are part of it;
+    targets_order only when given, so keys made before it existed stay the same.
     """
     doc = {
         "audio": audio_sha256,
@@ -60,4 +62,6 @@ def cache_key(
         "feature_config": feature_config_hash,
         "versions": versions,
     }
+    if targets_order is not None:
+        doc["targets_order"] = targets_order
     return hashlib.sha256(canonical_json(doc).encode()).hexdigest()[:32]

@@ -38,6 +38,9 @@ class TargetSpec:
     path: Path
     key: str | None = None
     fps: float | None = None
+    # The array's column order by name (shared.channels.CHANNEL_ORDERS); None: the channel
+    # set's own order, column for column.
+    order: str | None = None
 
     @property
     def kind(self) -> str:
@@ -56,7 +59,7 @@ class TargetSpec:
         return f"{self.path}:{self.key}" if self.key else str(self.path)
 
     @classmethod
-    def parse(cls, text: str, base_dir: Path, fps: float | None = None) -> "TargetSpec":
+    def parse(cls, text: str, base_dir: Path, fps: float | None = None, order: str | None = None) -> "TargetSpec":
         m = _CONTAINER.match(text.strip())
         key = None
         raw = text.strip()
@@ -67,7 +70,7 @@ class TargetSpec:
         p = Path(raw).expanduser()
         if not p.is_absolute():
             p = base_dir / p
-        return cls(path=p, key=key, fps=fps)
+        return cls(path=p, key=key, fps=fps, order=order)
 
 
 @dataclass(frozen=True)
@@ -286,6 +289,8 @@ def read_array_targets(spec: TargetSpec, channels: ChannelSet) -> TargetCurves:
         raise TargetError(f"{src}: expected a 2-D (frames, channels) array, got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.number):
         raise TargetError(f"{src}: expected numbers, got dtype {arr.dtype}")
+    if spec.order is not None:
+        arr = _columns_by_name(arr, spec.order, channels, src)
     if arr.shape[1] != len(channels.channels):
         raise TargetError(
             f"{src}: {arr.shape[1]} channels, but channel set {channels.name!r} has "
@@ -294,6 +299,23 @@ def read_array_targets(spec: TargetSpec, channels: ChannelSet) -> TargetCurves:
     if arr.shape[0] < 2:
         raise TargetError(f"{src}: {arr.shape[0]} frame(s); need at least 2")
     return TargetCurves(arr.astype(np.float64), np.arange(arr.shape[0]) / fps, float(fps), spec.kind)
+
+
+def _columns_by_name(arr: np.ndarray, order: str, channels: ChannelSet, src: str) -> np.ndarray:
+    """An array whose columns follow a named order -> the channel set's columns, by name
+    (columns the set lacks, such as head rotations, are dropped)."""
+    from blendsync.shared.channels import CHANNEL_ORDERS
+
+    names = CHANNEL_ORDERS.get(order)
+    if names is None:
+        raise TargetError(f"{src}: unknown targets_order {order!r} (choose from {', '.join(CHANNEL_ORDERS)})")
+    if arr.shape[1] != len(names):
+        raise TargetError(f"{src}: {arr.shape[1]} columns, but order {order!r} has {len(names)}")
+    where = {n: i for i, n in enumerate(names)}
+    missing = [c for c in channels.channels if c not in where]
+    if missing:
+        raise TargetError(f"{src}: order {order!r} has no column for {missing[:5]} of channel set {channels.name!r}")
+    return arr[:, [where[c] for c in channels.channels]]
 
 
 def _read_npy(spec: TargetSpec, src: str) -> tuple[np.ndarray, float | None]:

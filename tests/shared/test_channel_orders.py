@@ -42,3 +42,30 @@ def test_reorder_maps_by_name_and_fills_rotations_with_zeros():
         reorder(values, ARKIT_52, "sideways")
     with pytest.raises(ValueError, match="does not predict"):
         reorder(values[:, :5], [f"c{i}" for i in range(5)], "unreal")
+
+
+@pytest.mark.parametrize("order", ["alphabetical", "unreal", "unreal61", "livelink61"])
+def test_arrays_in_a_named_order_are_read_by_name(shared_data, tmp_path, order):
+    from blendsync.shared.channels import ARKIT
+    from blendsync.shared.targets import TargetSpec, read_targets
+
+    csv_curves = read_targets(TargetSpec(shared_data / "livelinkface" / "MySlate_164_iPhone_cal.csv"), ARKIT)
+    arr = reorder(csv_curves.values, ARKIT_52, order)  # as another tool would write it
+    np.save(tmp_path / "t.npy", arr)
+    got = read_targets(TargetSpec(tmp_path / "t.npy", fps=60.0, order=order), ARKIT)
+    np.testing.assert_array_equal(got.values, csv_curves.values)
+
+
+def test_a_manifest_names_the_order_and_a_wrong_one_is_a_row_error(tmp_path, make_audio):
+    from blendsync.shared.manifest import read_manifest
+    from tests.helpers import write_manifest
+
+    make_audio("a.wav", 1.0)
+    np.save(tmp_path / "t.npy", np.zeros((30, 52), np.float32))
+    man = write_manifest(tmp_path / "m.csv", [{"audio": "a.wav", "targets": "t.npy", "targets_fps": 30, "id": "one"},
+                                              {"audio": "a.wav", "targets": "t.npy", "targets_fps": 30, "id": "two"}])
+    text = man.read_text().splitlines()
+    man.write_text("\n".join([text[0] + ",targets_order", text[1] + ",alphabetical", text[2] + ",sideways"]) + "\n")
+    m = read_manifest(man)
+    assert [r.targets.order for r in m.rows] == ["alphabetical"]
+    assert len(m.problems) == 1 and "targets_order 'sideways'" in m.problems[0].message
