@@ -32,6 +32,10 @@ LIVELINK_ROTATIONS: tuple[str, ...] = (
 )
 
 
+# The emotion columns a 68-column layout appends (not curves: dropped on import, 0 on output).
+EMOTION_COLUMNS: tuple[str, ...] = ("Angry", "Disgusted", "Fearful", "Happy", "Neutral", "Sad", "Surprised")
+
+
 def _unreal_order(app: tuple[str, ...]) -> tuple[str, ...]:
     """Unreal's EARFaceBlendShape order (also the order of a Live Link Face packet's values):
     the app's CSV order with jawLeft/jawRight and mouthLeft/mouthRight the other way round."""
@@ -47,6 +51,8 @@ CHANNEL_ORDERS: dict[str, tuple[str, ...]] = {
     "alphabetical": tuple(sorted(ARKIT_52)),                # MediaPipe (without _neutral), EmoTalk
     "livelink61": ARKIT_52 + LIVELINK_ROTATIONS,            # the app's 61 CSV columns
     "unreal61": _unreal_order(ARKIT_52) + LIVELINK_ROTATIONS,  # the 61 values of a packet
+    # 61 CSV columns plus 7 emotion scores, as some speech-to-face tools write them
+    "livelink68": ARKIT_52 + LIVELINK_ROTATIONS + EMOTION_COLUMNS,
 }
 
 
@@ -60,7 +66,7 @@ def reorder(values, channels: list[str] | tuple[str, ...], order: str):
         raise ValueError(f"unknown channel order {order!r}; choose from {', '.join(CHANNEL_ORDERS)}")
     names = CHANNEL_ORDERS[order]
     where = {c: i for i, c in enumerate(channels)}
-    missing = [n for n in names if n not in where and n not in LIVELINK_ROTATIONS]
+    missing = [n for n in names if n not in where and n not in LIVELINK_ROTATIONS + EMOTION_COLUMNS]
     if missing:
         raise ValueError(f"channel order {order!r} needs {len(missing)} curves this model does not predict: "
                          f"{missing[:5]}")

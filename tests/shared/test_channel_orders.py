@@ -8,13 +8,19 @@ import csv
 import numpy as np
 import pytest
 
-from blendsync.shared.channels import ARKIT_52, CHANNEL_ORDERS, LIVELINK_ROTATIONS, pascal_case, reorder
+from blendsync.shared.channels import ARKIT_52, CHANNEL_ORDERS, EMOTION_COLUMNS, LIVELINK_ROTATIONS, pascal_case, reorder
 
 
 def test_the_livelink_order_is_the_apps_csv_header(shared_data):
     with open(shared_data / "livelinkface" / "Happy.csv", newline="") as f:
         header = next(csv.reader(f))
     assert [pascal_case(c) for c in CHANNEL_ORDERS["livelink61"]] == header[2:63]
+
+
+def test_the_68_column_layout_is_the_generated_files_header(shared_data):
+    with open(shared_data / "generated" / "model_output_shapes_68col.csv", newline="") as f:
+        header = next(csv.reader(f))
+    assert [pascal_case(c) for c in CHANNEL_ORDERS["livelink68"]] == header[2:70]
 
 
 def test_the_unreal_order_is_the_live_link_packet_order():
@@ -27,7 +33,7 @@ def test_the_unreal_order_is_the_live_link_packet_order():
 def test_every_order_holds_each_curve_once():
     for name, order in CHANNEL_ORDERS.items():
         assert len(set(order)) == len(order), name
-        assert set(order) - set(LIVELINK_ROTATIONS) == set(ARKIT_52), name
+        assert set(order) - set(LIVELINK_ROTATIONS) - set(EMOTION_COLUMNS) == set(ARKIT_52), name
     assert list(CHANNEL_ORDERS["alphabetical"]) == sorted(ARKIT_52)
 
 
@@ -44,7 +50,7 @@ def test_reorder_maps_by_name_and_fills_rotations_with_zeros():
         reorder(values[:, :5], [f"c{i}" for i in range(5)], "unreal")
 
 
-@pytest.mark.parametrize("order", ["alphabetical", "unreal", "unreal61", "livelink61"])
+@pytest.mark.parametrize("order", ["alphabetical", "unreal", "unreal61", "livelink61", "livelink68"])
 def test_arrays_in_a_named_order_are_read_by_name(shared_data, tmp_path, order):
     from blendsync.shared.channels import ARKIT
     from blendsync.shared.targets import TargetSpec, read_targets
