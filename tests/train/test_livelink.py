@@ -95,3 +95,20 @@ def test_raw_pcm_chunks_keep_every_sample_across_odd_reads():
     x = (np.arange(-3000, 3001, dtype=np.int16)).reshape(-1, 1).repeat(2, axis=1)
     got = np.concatenate(list(pcm_chunks(io.BytesIO(x.tobytes()), 1000, 2, 0.037)))
     np.testing.assert_array_equal(got, x.astype(np.float32) / 32768.0)
+
+
+def test_realtime_pacing_sends_no_frame_before_its_instant(shared_data, checkpoint):
+    import time
+
+    from blendsync.train.livelink import file_chunks, stream_audio
+    from blendsync.train.predict import Predictor
+
+    audio = shared_data / "speech" / "sr_chinese.flac"  # 0.96 s
+    rx = Receiver()
+    chunks, rate = file_chunks(audio, 0.1)
+    t0 = time.perf_counter()
+    rep = stream_audio(Predictor.load(checkpoint), chunks, rate, port=rx.port, realtime=True)
+    wall = time.perf_counter() - t0
+    got = rx.stop()
+    assert len(got) == rep.frames == 58  # 0.96 s at 60 fps
+    assert wall >= rep.audio_s and min(rep.latencies) >= 0.0
