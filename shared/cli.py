@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import logging
 import sys
+from contextlib import contextmanager
 
 import click
 
@@ -29,6 +30,20 @@ def is_write_failure(e: OSError) -> bool:
 def write_failure(e: OSError) -> "UsageFailure":
     where = e.filename or "the output"
     return UsageFailure(f"cannot write {where}: {e.strerror or e}")
+
+
+@contextmanager
+def reported_errors():
+    """A command's failures as one line and exit 1: bad input (ValueError and its kinds:
+    config, checkpoint, data, audio errors) and outputs that cannot be written."""
+    try:
+        yield
+    except ValueError as e:
+        raise UsageFailure(str(e)) from None
+    except OSError as e:
+        if is_write_failure(e):
+            raise write_failure(e) from None
+        raise
 
 
 def setup_logging(verbose: int, quiet: bool, noisy: tuple[str, ...] = ()) -> None:

@@ -14,7 +14,7 @@ import click
 import numpy as np
 
 from blendsync.shared.config import read_config_file
-from blendsync.shared.cli import (UsageFailure, is_write_failure, run_cli, setup_logging, write_failure,
+from blendsync.shared.cli import (UsageFailure, is_write_failure, reported_errors, run_cli, setup_logging, write_failure,
                                   write_text_or_stdout)
 from blendsync.shared.channels import CHANNEL_ORDERS
 from blendsync.train.config import ConfigOverrides, TrainConfig
@@ -301,18 +301,11 @@ def stream(audio, checkpoint, target, subject, fps, start_timecode, realtime, st
 def preview(audio, checkpoint, targets, out, fps, device):
     """Write an MP4 of AUDIO with a face drawn from the predicted curves (left) and, with
     --targets, from the take's own curves (right)."""
-    from blendsync.train.checkpoint import CheckpointError
     from blendsync.train.preview import preview as run_preview
 
-    out = out or Path(audio.stem + ".mp4")
-    try:
-        path = run_preview(audio, checkpoint, out, targets=targets, fps=int(fps), device=device)
-    except (CheckpointError, ValueError) as e:
-        raise UsageFailure(str(e)) from None
-    except OSError as e:
-        if is_write_failure(e):
-            raise write_failure(e) from None
-        raise
+    with reported_errors():
+        path = run_preview(audio, checkpoint, out or Path(audio.stem + ".mp4"), targets=targets, fps=int(fps),
+                           device=device)
     click.echo(f"wrote {path}")
 
 
@@ -387,17 +380,10 @@ def export(checkpoint, fmt, out, frames_per_window):
     (dynamic batch); outputs current and smoothed (B, K, C), the K frames of each window's
     block. Standardisation is inside the graph. A JSON sidecar (OUT.json) lists channels, fps,
     window, lookahead, frames_per_window, feature config and statistics."""
-    from blendsync.train.checkpoint import CheckpointError
     from blendsync.train.export import export as run_export
 
-    try:
+    with reported_errors():
         side = run_export(checkpoint, out, fmt, frames_per_window)
-    except (CheckpointError, ValueError) as e:
-        raise UsageFailure(str(e)) from None
-    except OSError as e:
-        if is_write_failure(e):
-            raise write_failure(e) from None
-        raise
     click.echo(f"wrote {out} and {side}")
 
 
