@@ -139,10 +139,23 @@ class _Progress:
 @cli.command()
 @click.argument("store_path", metavar="STORE")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def info(store_path, as_json):
+@click.option("--channels", "per_channel", is_flag=True,
+              help="Channel activity instead: per channel, the fraction of frames above --threshold, mean, max "
+                   "and how many takes move it.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+              help="A curve above this on a frame moves there (with --channels).")
+@click.option("--manifest", default=None, help="Only this manifest's rows (with --channels) [default: every item].")
+def info(store_path, as_json, per_channel, threshold, manifest):
     """Items, audio hours, feature configs, manifests and bytes on disk of STORE."""
-    from blendsync.featurize.inspect_store import store_info
+    from blendsync.featurize.inspect_store import channel_activity, store_info
 
+    if per_channel:
+        try:
+            doc = channel_activity(FeatureStore(store_path), manifest, threshold)
+        except StoreError as e:
+            raise UsageFailure(str(e)) from None
+        _echo_activity(doc, as_json)
+        return
     try:
         doc = store_info(FeatureStore(store_path))
     except StoreError as e:
@@ -173,6 +186,18 @@ def info(store_path, as_json):
             f"config {m['feature_config_hash']}"
             + (f", failed rows {m['failed_rows']}" if m["failed_rows"] else "")
         )
+
+
+def _echo_activity(doc: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    for name, a in doc.items():
+        click.echo(f"channel set {name}: {a['takes']} takes, {a['frames']} frames; moving = above {a['threshold']}")
+        click.echo(f"  {'channel':24s} {'active':>7s} {'mean':>7s} {'max':>6s} {'takes':>6s}")
+        for c, v in a["channels"].items():
+            click.echo(f"  {c:24s} {v['active_fraction']:7.3f} {v['mean']:7.3f} {v['max']:6.3f} {v['takes_moving']:6d}"
+                       + ("  (never moves)" if v["takes_moving"] == 0 else ""))
 
 
 @cli.command()

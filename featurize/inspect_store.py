@@ -122,3 +122,44 @@ def _check_item(store: FeatureStore, key: str) -> list[str]:
         elif array_sha256(arr) != expected_sum:
             out.append(f"{name}: checksum mismatch")
     return out
+
+
+# A curve above this value on a frame counts as moving there (ARKit curves rest near 0).
+ACTIVE_VALUE = 0.05
+
+
+def channel_activity(store: FeatureStore, manifest: str | None = None, threshold: float = ACTIVE_VALUE) -> dict:
+    """Per channel set (by name), per channel: the fraction of frames above threshold, mean,
+    max and how many takes move it (any frame above threshold), over the items with targets
+    (a manifest's stored rows, or every item). Items are read checked."""
+    store.check()
+    if manifest is not None:
+        keys = list(dict.fromkeys(e.key for e in store.manifest_index(manifest).stored_entries))
+    else:
+        keys = store.item_keys()
+    sets: dict[str, dict] = {}
+    for key in keys:
+        item = store.read_item(key)
+        if item.targets is None:
+            continue
+        names = item.attrs.channels
+        name = item.attrs.channel_set.get("name", "?")
+        acc = sets.setdefault(name, {"channels": names, "frames": 0, "takes": 0, "above": np.zeros(len(names)),
+                                     "sum": np.zeros(len(names)), "max": np.zeros(len(names)),
+                                     "moving_takes": np.zeros(len(names), int)})
+        t = item.targets.astype(np.float64)
+        above = t > threshold
+        acc["frames"] += t.shape[0]
+        acc["takes"] += 1
+        acc["above"] += above.sum(axis=0)
+        acc["sum"] += t.sum(axis=0)
+        acc["max"] = np.maximum(acc["max"], t.max(axis=0))
+        acc["moving_takes"] += above.any(axis=0)
+    out = {}
+    for name, a in sets.items():
+        n = max(a["frames"], 1)
+        out[name] = {"takes": a["takes"], "frames": a["frames"], "threshold": threshold, "channels": {
+            c: {"active_fraction": float(a["above"][i] / n), "mean": float(a["sum"][i] / n),
+                "max": float(a["max"][i]), "takes_moving": int(a["moving_takes"][i])}
+            for i, c in enumerate(a["channels"])}}
+    return out
