@@ -122,7 +122,8 @@ def plan_rows(manifest: Manifest, cfg: FeatureConfig, stat: StatCache) -> tuple[
             cfg.to_dict(), fhash, versions, cfg.channels.to_dict(),
             ItemSource(audio=str(r.audio), audio_sha256=audio_sha, targets=r.targets.describe() if r.targets else None,
                        targets_sha256=tsha, targets_fps=r.targets.fps if r.targets else None,
-                       manifest=str(manifest.path.resolve()), row=r.row, id=r.id),
+                       manifest=str(manifest.path.resolve()), row=r.row, id=r.id,
+                       targets_order=r.targets.order if r.targets else None),
         )
         task = FileTask(key, r.row, str(r.audio), r.targets, r.audio.stat().st_size, provenance)
         planned.append(PlannedRow(r, key, task))

@@ -56,20 +56,28 @@ CHANNEL_ORDERS: dict[str, tuple[str, ...]] = {
 }
 
 
+def check_order(channels: list[str] | tuple[str, ...], order: str) -> tuple[str, ...]:
+    """The order's names, or ValueError for an unknown order or one with curves the channels
+    lack (rotations and emotion scores excepted: written as 0)."""
+    if order not in CHANNEL_ORDERS:
+        raise ValueError(f"unknown channel order {order!r}; choose from {', '.join(CHANNEL_ORDERS)}")
+    names = CHANNEL_ORDERS[order]
+    have = set(channels)
+    missing = [n for n in names if n not in have and n not in LIVELINK_ROTATIONS + EMOTION_COLUMNS]
+    if missing:
+        raise ValueError(f"channel order {order!r} needs {len(missing)} curves this model does not predict: "
+                         f"{missing[:5]}")
+    return names
+
+
 def reorder(values, channels: list[str] | tuple[str, ...], order: str):
     """values (T, C) in `channels` order -> (T, len(order)) in the named order: by name;
     channels the model does not predict (the rotations) are 0. Raises ValueError for an
     unknown order or a model without one of the order's curves."""
     import numpy as np
 
-    if order not in CHANNEL_ORDERS:
-        raise ValueError(f"unknown channel order {order!r}; choose from {', '.join(CHANNEL_ORDERS)}")
-    names = CHANNEL_ORDERS[order]
+    names = check_order(channels, order)
     where = {c: i for i, c in enumerate(channels)}
-    missing = [n for n in names if n not in where and n not in LIVELINK_ROTATIONS + EMOTION_COLUMNS]
-    if missing:
-        raise ValueError(f"channel order {order!r} needs {len(missing)} curves this model does not predict: "
-                         f"{missing[:5]}")
     values = np.asarray(values)
     out = np.zeros((values.shape[0], len(names)), values.dtype)
     for j, n in enumerate(names):

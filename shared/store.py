@@ -111,6 +111,7 @@ class ItemSource:
     manifest: str
     row: int
     id: str
+    targets_order: str | None = None
 
 
 @dataclass(frozen=True)

@@ -278,8 +278,7 @@ def stream(audio, checkpoint, target, subject, fps, start_timecode, realtime, st
         chunks, rate = (stdin_chunks(sample_rate, n_channels, chunk_seconds), sample_rate) if stdin_pcm \
             else file_chunks(audio, chunk_seconds)
         rep = stream_audio(pred, chunks, rate, host=host or "127.0.0.1", port=port_n, subject=subject, fps=fps,
-                           start_frame=((h * 60 + m) * 60 + sec) * fps + ff, realtime=realtime,
-                           chunk_seconds=chunk_seconds)
+                           start_frame=((h * 60 + m) * 60 + sec) * fps + ff, realtime=realtime)
     except (CheckpointError, ValueError) as e:
         raise UsageFailure(str(e)) from None
     lat = np.asarray(rep.latencies) * 1000 if rep.latencies else np.zeros(1)

@@ -37,18 +37,22 @@ def read_checked(store: FeatureStore, ref: FileRef) -> StoredItem:
     """The item, verified against its checksums and finite; a damaged one raises ItemError
     naming the key and the manifest row it came from."""
     try:
-        return check_finite(store.read_item(ref.key), ref)
+        return check_finite(store.read_item(ref.key))
     except ItemError as e:
-        raise ItemError(e.key, f"({ref.id}) {e.problem}" if ref.id else e.problem) from None
+        raise with_row(e, ref) from None
 
 
-def check_finite(item: StoredItem, ref: FileRef) -> StoredItem:
+def with_row(e: ItemError, ref: FileRef) -> ItemError:
+    """The error, naming the manifest row the item was read for."""
+    return ItemError(e.key, f"({ref.id}) {e.problem}") if ref.id else e
+
+
+def check_finite(item: StoredItem) -> StoredItem:
     """The item, or ItemError when an array holds NaN or infinity (featurize never stores
     them; such an item was written by something else and would poison training)."""
     for name, a in (("mel", item.mel), ("emotion", item.emotion), ("targets", item.targets)):
         if a is not None and not np.isfinite(a).all():
-            raise ItemError(item.key, f"{f'({ref.id}) ' if ref.id else ''}has "
-                                      f"{int(np.count_nonzero(~np.isfinite(a)))} non-finite values in {name}")
+            raise ItemError(item.key, f"has {int(np.count_nonzero(~np.isfinite(a)))} non-finite values in {name}")
     return item
 
 

@@ -57,9 +57,11 @@ class FrameResampler:
 
     def push(self, rows: np.ndarray) -> np.ndarray:
         self._rows = np.concatenate([self._rows, rows])
+        if not len(self._rows):
+            return self._emit(0)
+        # Output frames up to the last model frame's instant have both neighbours.
         last_t = (len(self._rows) - 1) / self.fps_in
-        upto = max(self.emitted, int(np.floor(last_t * self.fps_out + 1e-9)) + 1 if len(self._rows) else 0)
-        return self._emit(upto)
+        return self._emit(int(np.floor(last_t * self.fps_out + 1e-9)) + 1)
 
     def finish(self, duration_s: float) -> np.ndarray:
         return self._emit(n_frames(duration_s, self.fps_out))
@@ -83,7 +85,7 @@ class StreamReport:
 
 def stream_audio(pred, chunks: Iterator[np.ndarray], source_rate: int, *, host: str = "127.0.0.1",
                  port: int = DEFAULT_PORT, subject: str = "blendsync", fps: int = 60, start_frame: int = 0,
-                 realtime: bool = True, chunk_seconds: float = 0.1, device_id: str | None = None,
+                 realtime: bool = True, device_id: str | None = None,
                  on_frame: Callable[[int, np.ndarray], None] | None = None) -> StreamReport:
     """Push audio chunks ((N,) or (N, channels) float at source_rate) through the chunked
     animator and send every output frame as a packet to host:port. realtime: chunks are taken

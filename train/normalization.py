@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from blendsync.shared.store import FeatureStore, ItemError
-from blendsync.train.data import FileRef, check_finite
+from blendsync.train.data import FileRef, check_finite, with_row
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +52,12 @@ def compute_normalizer(store: FeatureStore, files: list[FileRef]) -> Normalizer:
     sq: dict[str, np.ndarray] = {}
     n = 0
     # read_items checks every item; a damaged one is named with its manifest row.
-    ids = {f.key: f.id for f in files if f.id}
     items = store.read_items([f.key for f in files])
     for f in files:
         try:
-            item = next(items)
-        except ItemError as e:
-            raise ItemError(e.key, f"({ids[e.key]}) {e.problem}" if e.key in ids else e.problem) from None
-        check_finite(item, f)
+            item = check_finite(next(items))
+        except ItemError as e:  # read_items yields in order: this is f's item
+            raise with_row(e, f) from None
         arrays = {"mel": item.mel, "emotion": item.emotion, "target": item.targets}
         for name, a in arrays.items():
             a = a[f.start : f.start + f.frames].astype(np.float64)

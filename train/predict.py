@@ -21,7 +21,7 @@ import torch
 from scipy.signal import lfilter
 
 from blendsync.shared.audio import decode_audio
-from blendsync.shared.channels import CHANNEL_ORDERS, reorder
+from blendsync.shared.channels import check_order, reorder
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.featurize_file import featurize_file
 from blendsync.train.checkpoint import Checkpoint
@@ -243,10 +243,7 @@ def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Pat
     if "livelink" in formats and len(pred.channels) != 52:
         raise ValueError(f"this model predicts {len(pred.channels)} custom channels: Live Link Face CSV "
                          "needs the 52 ARKit ones; use --format npy or json")
-    order_names = list(pred.channels)
-    if channel_order is not None:
-        reorder(np.zeros((0, len(pred.channels)), np.float32), pred.channels, channel_order)  # refuse early
-        order_names = list(CHANNEL_ORDERS[channel_order])
+    order_names = list(pred.channels if channel_order is None else check_order(pred.channels, channel_order))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rep = PredictReport()
