@@ -53,7 +53,14 @@ def _load_config(path: str | None) -> FeatureConfig:
 @click.option("--serial", is_flag=True, help="Run in this process, without Dask (debugging).")
 @click.option("--name", "index_name", default=None, help="Manifest index name [default: manifest file stem].")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
-def extract(manifest, store_path, workers, scheduler, config_path, force, serial, index_name, progress):
+@click.option("--auto-sync", is_flag=True,
+              help="Shift the curves of takes confidently out of sync with their audio (|lag| > 2 frames) by "
+                   "their estimated lag. Shifted items have their own cache keys: both versions stay stored.")
+@click.option("--sync-channels", default=None, metavar="NAME,...",
+              help="Mouth-opening channels the sync check reads [default: jawOpen/mouthOpen/mouthLowerDown* "
+                   "channels by name]; needed for custom rigs named otherwise.")
+def extract(manifest, store_path, workers, scheduler, config_path, force, serial, index_name, progress,
+            auto_sync, sync_channels):
     """Featurize every row of MANIFEST into the store.
 
     Only rows whose cache key (audio bytes, target bytes, feature config, library versions)
@@ -68,6 +75,7 @@ def extract(manifest, store_path, workers, scheduler, config_path, force, serial
     if workers and scheduler:
         raise UsageFailure("--workers sizes a local cluster; it cannot be used with --scheduler")
     cfg = _load_config(config_path)
+    sync = _sync_config(sync_channels)
     show = sys.stderr.isatty() if progress is None else progress
     if scheduler and not scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://")):
         raise UsageFailure(f"--scheduler needs an address like tcp://HOST:8786, got {scheduler!r}")
@@ -76,9 +84,9 @@ def extract(manifest, store_path, workers, scheduler, config_path, force, serial
         report = run_extract(
             manifest, store_path, cfg, workers=workers, scheduler=scheduler,
             executor="serial" if serial else "auto", force=force, index_name=index_name,
-            on_plan=bar.start, on_result=bar.update,
+            on_plan=bar.start, on_result=bar.update, sync=sync, auto_sync=auto_sync,
         )
-    except (ManifestError, StoreError) as e:
+    except (ManifestError, StoreError, ValueError) as e:
         raise UsageFailure(str(e)) from None
     except OSError as e:
         if scheduler:
@@ -92,6 +100,11 @@ def extract(manifest, store_path, workers, scheduler, config_path, force, serial
         f"{report.audio_s / 3600:.3f} audio hours; manifest index {report.index_name!r}; "
         f"{report.seconds:.1f} s)"
     )
+    if report.out_of_sync:
+        click.echo(f"{len(report.out_of_sync)} take(s) out of sync with their audio "
+                   f"({report.shifted} shifted):", err=True)
+        for line in report.out_of_sync:
+            click.echo(f"  {line}", err=True)
     if report.failed:
         click.echo(f"{len(report.failed)} problem(s):", err=True)
         for line in report.failed:
@@ -100,6 +113,17 @@ def extract(manifest, store_path, workers, scheduler, config_path, force, serial
         raise UsageFailure(report.index_error)
     if report.failed:
         sys.exit(EXIT_ROWS_FAILED)
+
+
+def _sync_config(channels: str | None):
+    from blendsync.shared.sync import SyncConfig
+
+    if channels is None:
+        return SyncConfig()
+    names = tuple(c.strip() for c in channels.split(",") if c.strip())
+    if not names:
+        raise UsageFailure("--sync-channels needs at least one channel name")
+    return SyncConfig(channels=names)
 
 
 class _Progress:
@@ -144,11 +168,30 @@ class _Progress:
                    "and how many takes move it.")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.05, show_default=True,
               help="A curve above this on a frame moves there (with --channels).")
-@click.option("--manifest", default=None, help="Only this manifest's rows (with --channels) [default: every item].")
-def info(store_path, as_json, per_channel, threshold, manifest):
-    """Items, audio hours, feature configs, manifests and bytes on disk of STORE."""
-    from blendsync.featurize.inspect_store import channel_activity, store_info
+@click.option("--manifest", default=None,
+              help="Only this manifest's rows (with --channels or --sync) [default: every item].")
+@click.option("--sync", "per_take_sync", is_flag=True,
+              help="Audio/curve sync instead: every take's lag, correlation and confidence.")
+@click.option("--sync-channels", default=None, metavar="NAME,...",
+              help="With --sync: estimate now from these mouth-opening channels (nothing is written).")
+def info(store_path, as_json, per_channel, threshold, manifest, per_take_sync, sync_channels):
+    """Items, audio hours, feature configs, manifests, bytes on disk and the takes out of sync
+    of STORE.
 
+    Sync: a lag of +L frames means the curves lead the audio by L frames (mouths open a little
+    before the sound: 0 to +2 is usual). Takes whose confident lag exceeds 2 frames are listed.
+    """
+    from blendsync.featurize.inspect_store import channel_activity, store_info, sync_check
+
+    if sync_channels is not None and not per_take_sync:
+        raise UsageFailure("--sync-channels goes with --sync")
+    if per_take_sync:
+        try:
+            doc = sync_check(FeatureStore(store_path), manifest, _sync_config(sync_channels) if sync_channels else None)
+        except (StoreError, ValueError) as e:
+            raise UsageFailure(str(e)) from None
+        _echo_sync(doc, as_json)
+        return
     if per_channel:
         try:
             doc = channel_activity(FeatureStore(store_path), manifest, threshold)
@@ -186,6 +229,35 @@ def info(store_path, as_json, per_channel, threshold, manifest):
             f"config {m['feature_config_hash']}"
             + (f", failed rows {m['failed_rows']}" if m["failed_rows"] else "")
         )
+    _echo_sync_summary(doc["sync"])
+
+
+def _echo_sync_summary(s: dict) -> None:
+    click.echo(f"sync:           {s['estimated']} takes estimated, {len(s['out_of_sync'])} out of sync "
+               f"(|lag| > {s['tolerance_frames']} frames), {len(s['no_estimate'])} without an estimate"
+               + (f", {s['not_checked']} not checked yet (bsfeat info --sync)" if s["not_checked"] else ""))
+    for t in s["out_of_sync"]:
+        click.echo(f"  out of sync: {_take_name(t)}: {t['description']}"
+                   + (f"; shifted by {t['shift_frames']:+d} (--auto-sync)" if t["shift_frames"] else ""))
+    for t in s["no_estimate"]:
+        click.echo(f"  {_take_name(t)}: {t['description']}")
+
+
+def _take_name(t: dict) -> str:
+    return f"row {t['row']} ({t['id']}, {t['audio']})" if t.get("row") else t["key"]
+
+
+def _echo_sync(doc: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    c = doc["config"]
+    click.echo(f"sync over ±{c['max_lag_s']} s; + = curves lead the audio; listed as out of sync: "
+               f"|lag| > {c['tolerance_frames']} frames at confidence >= {c['min_confidence']}")
+    for t in doc["takes"]:
+        flag = "OUT OF SYNC  " if t["out_of_sync"] else ""
+        shifted = f"; stored shifted by {t['shift_frames']:+d} (--auto-sync)" if t.get("shift_frames") else ""
+        click.echo(f"  {flag}{_take_name(t)}: {t['description']}{shifted}")
 
 
 def _echo_activity(doc: dict, as_json: bool) -> None:

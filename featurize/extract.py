@@ -22,6 +22,7 @@ from blendsync.featurize.task import FileTask, TaskResult
 from blendsync.featurize.writer import sweep_staging
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.provenance import cache_key, library_versions
+from blendsync.shared.sync import SyncConfig, SyncEstimate
 from blendsync.shared.store import (FeatureStore, IndexEntry, ItemProvenance, ItemSource, ManifestIndex, StoreError,
                                     check_index_name, index_name_from)
 
@@ -48,6 +49,10 @@ class ExtractReport:
     shared_audio: list[str] = field(default_factory=list)
     # Why the manifest index could not be written (a read-only or full store), else None.
     index_error: str | None = None
+    # One line per stored take whose curves are confidently out of sync with its audio
+    # (|lag| > the tolerance), saying whether --auto-sync shifted them.
+    out_of_sync: list[str] = field(default_factory=list)
+    shifted: int = 0
 
     @property
     def ok(self) -> bool:
@@ -97,7 +102,8 @@ def shared_audio_across_splits(planned: list[PlannedRow]) -> list[str]:
     return out
 
 
-def plan_rows(manifest: Manifest, cfg: FeatureConfig, stat: StatCache) -> tuple[list[PlannedRow], list[RowProblem]]:
+def plan_rows(manifest: Manifest, cfg: FeatureConfig, stat: StatCache, sync: SyncConfig = SyncConfig(),
+              auto_sync: bool = False) -> tuple[list[PlannedRow], list[RowProblem]]:
     """Content-hash every valid row and give it its cache key and the task that builds it."""
     versions = library_versions()
     fhash = cfg.hash
@@ -117,6 +123,7 @@ def plan_rows(manifest: Manifest, cfg: FeatureConfig, stat: StatCache) -> tuple[
             targets_order=r.targets.order if r.targets else None,
             feature_config_hash=fhash,
             versions=versions,
+            auto_sync=sync.key_doc() if auto_sync and r.targets else None,
         )
         provenance = ItemProvenance(
             cfg.to_dict(), fhash, versions, cfg.channels.to_dict(),
@@ -125,7 +132,8 @@ def plan_rows(manifest: Manifest, cfg: FeatureConfig, stat: StatCache) -> tuple[
                        manifest=str(manifest.path.resolve()), row=r.row, id=r.id,
                        targets_order=r.targets.order if r.targets else None),
         )
-        task = FileTask(key, r.row, str(r.audio), r.targets, r.audio.stat().st_size, provenance)
+        task = FileTask(key, r.row, str(r.audio), r.targets, r.audio.stat().st_size, provenance, sync,
+                        auto_sync and r.targets is not None)
         planned.append(PlannedRow(r, key, task))
     return planned, problems
 
@@ -154,6 +162,8 @@ def extract(
     index_name: str | None = None,
     on_plan: Callable[[int, int, float], None] | None = None,
     on_result: Callable[[TaskResult], None] | None = None,
+    sync: SyncConfig = SyncConfig(),
+    auto_sync: bool = False,
 ) -> ExtractReport:
     """Featurize every row of a manifest into the store: plan, execute, index. See
     ExtractReport for the outcome.
@@ -163,10 +173,14 @@ def extract(
     workers or scheduler asked for, runs in this process (a cluster takes longer to start
     than such a run takes).
     on_plan(n_tasks, n_cached, cached_audio_s) and on_result(result) drive a progress display.
+    sync: how each take's audio/curve lag is estimated; auto_sync: shift the curves of takes
+    confidently out of sync (other cache keys than the unshifted items). ValueError for sync
+    channels the channel set lacks, or auto_sync without any mouth-opening channel.
     """
     t0 = time.perf_counter()
     if index_name is not None:
         check_index_name(index_name)  # before anything is written
+    check_sync(cfg, sync, auto_sync)
     manifest = read_manifest(manifest_path)
     if manifest.n_rows == 0:
         raise ManifestError(f"{manifest.path}: no rows")
@@ -176,7 +190,7 @@ def extract(
     if swept:
         log.info("removed %d staging item(s) left by stopped runs", swept)
     report = ExtractReport(manifest.path, index_name or index_name_from(manifest.name), rows=manifest.n_rows)
-    plan = make_plan(manifest, cfg, store, force, report)
+    plan = make_plan(manifest, cfg, store, force, report, sync, auto_sync)
     report.tasks = len(plan.tasks)
     if on_plan:
         on_plan(len(plan.tasks), len(plan.status), plan.cached_audio_s)
@@ -187,16 +201,17 @@ def extract(
         execute(runner, store, cfg, plan, force, on_result)
         report.started_cluster = runner.started_cluster
     write_report_index(store, manifest, cfg, plan, report)
+    report_sync(store, plan, sync, report)
     report.seconds = time.perf_counter() - t0
     return report
 
 
 def make_plan(manifest: Manifest, cfg: FeatureConfig, store: FeatureStore, force: bool,
-              report: ExtractReport) -> ExtractPlan:
+              report: ExtractReport, sync: SyncConfig = SyncConfig(), auto_sync: bool = False) -> ExtractPlan:
     """Hash the rows (the stat cache saves re-reading unchanged files), key them, and split
     the keys into stored and to compute; warns about audio shared across splits."""
     stat = StatCache(store)
-    planned, hash_problems = plan_rows(manifest, cfg, stat)
+    planned, hash_problems = plan_rows(manifest, cfg, stat, sync, auto_sync)
     report.hashed_files = stat.misses
     report.shared_audio = shared_audio_across_splits(planned)
     for msg in report.shared_audio:
@@ -215,6 +230,28 @@ def make_plan(manifest: Manifest, cfg: FeatureConfig, store: FeatureStore, force
         else:
             todo[p.key] = p.task
     return ExtractPlan(planned, list(todo.values()), status, cached_s, list(manifest.problems) + hash_problems)
+
+
+def check_sync(cfg: FeatureConfig, sync: SyncConfig, auto_sync: bool) -> None:
+    chans = sync.opening_channels(cfg.channels.channels)
+    if auto_sync and not chans:
+        raise ValueError(f"--auto-sync needs the mouth-opening channels of channel set {cfg.channels.name!r}: "
+                         "none is named like jawOpen/mouthOpen/mouthLowerDown; give them with --sync-channels")
+
+
+def report_sync(store: FeatureStore, plan: ExtractPlan, sync: SyncConfig, report: ExtractReport) -> None:
+    """The stored takes confidently out of sync (from their items' estimates), one line each."""
+    for p in plan.planned:
+        if plan.status[p.key].status == "failed" or p.row.targets is None:
+            continue
+        attrs = store.complete_attrs(p.key)
+        stored = attrs.sync if attrs is not None else None
+        if stored is None or not stored.estimate.out_of_sync(sync):
+            continue
+        what = (f"curves shifted by {stored.shift_frames:+d} frames (--auto-sync)" if stored.shift_frames else
+                "not shifted: run extract with --auto-sync to shift them, or fix the take")
+        report.shifted += bool(stored.shift_frames)
+        report.out_of_sync.append(f"{p.row.audio} (row {p.row.row}, {p.row.id}): {stored.estimate.describe()}; {what}")
 
 
 def choose_executor(kind: str, workers: int | None, scheduler: str | None, tasks: list[FileTask]):

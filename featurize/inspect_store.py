@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from blendsync.shared.config import FeatureConfig
-from blendsync.shared.store import STREAMS, FeatureStore, ManifestIndex, StoreError, array_sha256
+from blendsync.shared.store import STREAMS, FeatureStore, ItemAttrs, ManifestIndex, StoreError, array_sha256
+from blendsync.shared.sync import StoredSync, SyncConfig, estimate_lag
 
 
 def store_info(store: FeatureStore) -> dict:
@@ -47,7 +48,74 @@ def store_info(store: FeatureStore) -> dict:
         "feature_configs": configs,
         "manifests": manifests,
         "bytes_on_disk": store.bytes_on_disk(),
+        "sync": sync_summary(items),
     }
+
+
+def _take(a: ItemAttrs, stored: StoredSync | None) -> dict:
+    src = a.doc.get("source") or {}
+    out = {"key": a.key, "row": src.get("row"), "id": src.get("id"), "audio": src.get("audio")}
+    if stored is not None:
+        out.update(stored.estimate.to_doc(), shift_frames=stored.shift_frames, auto_sync=stored.auto_sync,
+                   description=stored.estimate.describe())
+    return out
+
+
+def sync_summary(items: dict[str, ItemAttrs], sync: SyncConfig = SyncConfig()) -> dict:
+    """From the items' stored estimates (attrs only, nothing read): the takes confidently out of
+    sync (|lag| > tolerance), those without an estimate, and how many items predate the check."""
+    out: dict = {"tolerance_frames": sync.tolerance_frames, "min_confidence": sync.min_confidence,
+                 "estimated": 0, "out_of_sync": [], "no_estimate": [], "not_checked": 0}
+    for a in items.values():
+        if not a.has_targets:
+            continue
+        stored = a.sync
+        if stored is None:
+            out["not_checked"] += 1
+        elif stored.estimate.lag_frames is None:
+            out["no_estimate"].append(_take(a, stored))
+        else:
+            out["estimated"] += 1
+            if stored.estimate.out_of_sync(sync):
+                out["out_of_sync"].append(_take(a, stored))
+    for name in ("out_of_sync", "no_estimate"):
+        out[name].sort(key=_take_order)
+    return out
+
+
+def _take_order(t: dict) -> tuple:
+    return (t["row"] is None, t["row"] or 0, t["key"])
+
+
+def sync_check(store: FeatureStore, manifest: str | None = None, sync: SyncConfig | None = None) -> dict:
+    """Every take with targets (a manifest's stored rows, or every item) with its lag: the
+    stored estimate, or, for items written before the check or when sync is given (other
+    channels, another search range), estimated now from the stored arrays (read checked;
+    nothing is written). ValueError for sync channels an item's channel set lacks."""
+    store.check()
+    items, _ = store.items_by_state()
+    if manifest is not None:
+        keys = list(dict.fromkeys(e.key for e in store.manifest_index(manifest).stored_entries))
+    else:
+        keys = list(items)
+    cfg = sync or SyncConfig()
+    takes = []
+    for key in keys:
+        a = items.get(key) or store.complete_attrs(key)
+        if a is None or not a.has_targets:
+            continue
+        stored = a.sync
+        if stored is None or sync is not None:
+            item = store.read_item(key)
+            fps = float(a.feature_config.get("fps", 30.0))
+            est = estimate_lag(item.mel, item.targets, a.channels, fps, cfg)
+            # an --auto-sync item's targets are already shifted: its estimate is of what is stored
+            stored = StoredSync(est, stored.shift_frames if stored else 0, stored.auto_sync if stored else False)
+        take = _take(a, stored)
+        take["out_of_sync"] = stored.estimate.out_of_sync(cfg)
+        takes.append(take)
+    takes.sort(key=_take_order)
+    return {"config": cfg.to_dict(), "takes": takes}
 
 
 @dataclass(frozen=True)

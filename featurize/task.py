@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.featurize_file import featurize_file
 from blendsync.shared.store import FeatureStore, ItemProvenance
+from blendsync.shared.sync import SyncConfig
 from blendsync.shared.targets import TargetSpec
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ class FileTask:
     targets: TargetSpec | None
     audio_bytes: int
     provenance: ItemProvenance
+    sync: SyncConfig = SyncConfig()
+    auto_sync: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ def _run_task(store_root: str, cfg_json: str, task: FileTask, force: bool) -> Ta
 
     stage = "read"
     try:
-        ff = featurize_file(task.audio, task.targets, cfg)
+        ff = featurize_file(task.audio, task.targets, cfg, sync=task.sync, auto_sync=task.auto_sync)
         stage = "write"
         wrote = write_item(store, task.key, ff, task.provenance, replace=force)
     except ValueError as e:  # AudioError, TargetError: the input's fault, said plainly

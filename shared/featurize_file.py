@@ -16,6 +16,7 @@ from blendsync.shared.audio import decode_audio
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.features import compute_features
 from blendsync.shared.frame_grid import n_frames
+from blendsync.shared.sync import SyncConfig, estimate_lag, shift_targets
 from blendsync.shared.targets import TargetError, TargetSpec, read_targets, targets_on_grid
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,13 @@ class FeaturizedFile:
         return out
 
 
-def featurize_file(audio: str | Path, targets: TargetSpec | None, cfg: FeatureConfig) -> FeaturizedFile:
-    """Raises AudioError / TargetError (both ValueError) naming the file for unusable input."""
+def featurize_file(audio: str | Path, targets: TargetSpec | None, cfg: FeatureConfig, *,
+                   sync: SyncConfig = SyncConfig(), auto_sync: bool = False) -> FeaturizedFile:
+    """Raises AudioError / TargetError (both ValueError) naming the file for unusable input.
+
+    A take with targets also gets its audio/curve lag estimated (info["sync"]: the estimate of
+    the curves as read, and shift_frames, the shift applied: the lag itself when auto_sync and
+    the take is confidently out of sync, else 0)."""
     dec = decode_audio(audio, cfg.sample_rate)
     audio_s = dec.duration_s
     info: dict = {
@@ -87,6 +93,15 @@ def featurize_file(audio: str | Path, targets: TargetSpec | None, cfg: FeatureCo
                 "%s: %d target values outside [0, 1] were clipped",
                 targets.describe(), tg.counts["targets_clipped_values"],
             )
+        info["sync"] = _sync(feats["mel"].values, tgt, cfg, sync, auto_sync)
+        if info["sync"]["shift_frames"]:
+            tgt = shift_targets(tgt, info["sync"]["shift_frames"])
     info["frames"] = T
     info["counts"] = counts
     return FeaturizedFile(feats["mel"].values, feats["emotion"].values, tgt, info)
+
+
+def _sync(mel: np.ndarray, targets: np.ndarray, cfg: FeatureConfig, sync: SyncConfig, auto_sync: bool) -> dict:
+    est = estimate_lag(mel, targets, cfg.channels.channels, cfg.fps, sync)
+    shift = est.lag_frames if auto_sync and est.out_of_sync(sync) else 0
+    return {**est.to_doc(), "shift_frames": shift, "auto_sync": auto_sync, "config": sync.to_dict()}

@@ -45,6 +45,8 @@ from typing import Iterator
 import numpy as np
 import zarr
 
+from blendsync.shared.sync import StoredSync
+
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
@@ -191,6 +193,13 @@ class ItemAttrs:
     @property
     def channels(self) -> list[str]:
         return list(self.channel_set.get("channels", self.doc.get("channels", [])))
+
+    @property
+    def sync(self) -> StoredSync | None:
+        """The item's audio/curve sync, or None: no targets, or an item written before the sync
+        check (bsfeat info estimates those from the arrays)."""
+        d = self.doc.get("sync")
+        return None if not isinstance(d, dict) else StoredSync.from_doc(d, float(self.feature_config.get("fps", 30.0)))
 
     @property
     def arrays(self) -> list[str]:

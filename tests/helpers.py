@@ -183,3 +183,22 @@ def assert_close_nested(got, want, path: str = "") -> None:
         assert math.isclose(got, want, rel_tol=1e-5, abs_tol=1e-7), (path, got, want)
     else:
         assert got == want, (path, got, want)
+
+
+def mouth_from_speech(y: np.ndarray, sr: int, T: int, fps: float) -> np.ndarray:
+    """A jaw curve a speaker could have made: the 300-3000 Hz band's loudness (not the
+    features' own log-mel energy), 50 dB range, smoothed over about 100 ms, compressed."""
+    import librosa
+
+    S = np.abs(librosa.stft(y, n_fft=1024, hop_length=sr // 100)) ** 2
+    f = librosa.fft_frequencies(sr=sr, n_fft=1024)
+    db = 10 * np.log10(S[(f > 300) & (f < 3000)].sum(axis=0) + 1e-10)
+    loud = np.clip((db - (db.max() - 50)) / 50, 0, 1)
+    k = np.hanning(11) / np.hanning(11).sum()
+    loud = np.convolve(np.pad(loud, 5, mode="edge"), k, mode="valid")
+    return 0.7 * np.interp(np.arange(T) / fps, np.arange(len(loud)) / 100, loud) ** 0.8
+
+
+def lead(targets: np.ndarray, lag: int) -> np.ndarray:
+    """Curves that lead the audio by lag frames: frame t shows what the audio does at t + lag."""
+    return targets[np.clip(np.arange(len(targets)) + lag, 0, len(targets) - 1)]

@@ -1,0 +1,139 @@
+"""bsfeat's sync check end to end: estimates stored with items, listed by info, --auto-sync."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from blendsync.featurize.cli import main as bsfeat
+from blendsync.featurize.extract import extract
+from blendsync.shared.audio import decode_audio
+from blendsync.shared.channels import ARKIT_52
+from blendsync.shared.config import FeatureConfig
+from blendsync.shared.frame_grid import n_frames
+from blendsync.shared.store import FeatureStore
+from blendsync.shared.sync import shift_targets
+from helpers import lead, mouth_from_speech, write_manifest
+
+CFG = FeatureConfig()
+JAW = ARKIT_52.index("jawOpen")
+# The example data's curves lead its audio by 60 ms by design (scripts/generate_example_data.py).
+EXAMPLE_LEAD_FRAMES = 0.060 * CFG.fps
+
+
+def run(args: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as e:
+        bsfeat(args)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+@pytest.fixture
+def takes(shared_data, tmp_path):
+    """A manifest of real speech with derived curves: in step, leading by 7, lagging by 5
+    frames, and one take whose curves never move."""
+    src = shared_data / "speech" / "ljspeech_LJ050-0131_22k.wav"
+    dec = decode_audio(src, CFG.sample_rate)
+    T = n_frames(dec.duration_s, CFG.fps)
+    base = np.zeros((T, 52), np.float32)
+    base[:, JAW] = mouth_from_speech(dec.samples, dec.sample_rate, T, CFG.fps)
+    rows, truth = [], {}
+    for i, (name, lag) in enumerate((("step", 0), ("lead7", 7), ("late5", -5), ("silent", None))):
+        wav = tmp_path / f"{name}.wav"  # its own bytes per take: the same audio twice would be one file
+        sf.write(wav, np.asarray(dec.samples) * (1 - 0.01 * i), CFG.sample_rate, subtype="FLOAT")
+        curves = np.zeros_like(base) if lag is None else lead(base, lag)
+        np.save(tmp_path / f"{name}.npy", curves)
+        rows.append({"audio": wav, "targets": tmp_path / f"{name}.npy", "targets_fps": 30, "split": "train",
+                     "id": name})
+        truth[name] = (lag, curves)
+    return write_manifest(tmp_path / "takes.csv", rows), truth
+
+
+def test_extract_stores_each_takes_lag_and_info_lists_the_ones_out_of_sync(takes, tmp_path, capsys):
+    manifest, truth = takes
+    store = tmp_path / "f.zarr"
+    code, out, err = run(["extract", str(manifest), "--store", str(store), "--serial", "--no-progress"], capsys)
+    assert code == 0
+    assert "2 take(s) out of sync with their audio (0 shifted)" in err
+    assert "lead7.wav (row 2, lead7): lag +7 frames" in err and "late5.wav (row 3, late5): lag -5 frames" in err
+    assert "--auto-sync" in err and "row 1," not in err
+    fs = FeatureStore(store)
+    by_id = {fs.complete_attrs(k).doc["source"]["id"]: fs.complete_attrs(k) for k in fs.item_keys()}
+    for name, (lag, _) in truth.items():
+        s = by_id[name].sync
+        assert s.shift_frames == 0 and not s.auto_sync
+        if lag is None:
+            assert s.estimate.lag_frames is None and "do not move" in s.estimate.reason
+        else:
+            assert abs(s.estimate.lag_frames - lag) <= 1, (name, s.estimate)
+            assert s.estimate.confidence > 0.5
+    code, out, _ = run(["info", str(store)], capsys)
+    assert code == 0
+    assert "3 takes estimated, 2 out of sync (|lag| > 2 frames), 1 without an estimate" in out
+    listed = [ln for ln in out.splitlines() if "out of sync:" in ln]
+    assert len(listed) == 2 and "lead7" in listed[0] and "late5" in listed[1]
+    assert "row 4 (silent" in out and "no estimate (the curves (jawOpen" in out
+    code, out, _ = run(["info", str(store), "--sync", "--json"], capsys)
+    doc = json.loads(out)
+    assert [t["id"] for t in doc["takes"]] == ["step", "lead7", "late5", "silent"]
+    assert [t["out_of_sync"] for t in doc["takes"]] == [False, True, True, False]
+    assert doc["takes"][3]["lag_frames"] is None
+
+
+def test_auto_sync_shifts_the_curves_under_other_keys(takes, tmp_path, capsys):
+    manifest, truth = takes
+    store = tmp_path / "f.zarr"
+    plain = extract(manifest, store, CFG, executor="serial")
+    code, out, err = run(["extract", str(manifest), "--store", str(store), "--serial", "--no-progress",
+                          "--auto-sync"], capsys)
+    assert code == 0 and "4 computed" in out
+    assert "2 take(s) out of sync with their audio (2 shifted)" in err
+    assert "lead7.wav (row 2, lead7): lag +7 frames" in err and "curves shifted by +7 frames (--auto-sync)" in err
+    fs = FeatureStore(store)
+    synced = fs.manifest_index("takes").stored_entries
+    assert not {e.key for e in synced} & set(plain.keys)  # both versions stored side by side
+    assert len(fs.item_keys()) == 8 and all(fs.is_complete(k) for k in plain.keys)
+    for e in synced:
+        item = fs.read_item(e.key)
+        lag, curves = truth[e.id]
+        shift = item.attrs.sync.shift_frames
+        assert shift == (item.attrs.sync.estimate.lag_frames if e.id in ("lead7", "late5") else 0)
+        np.testing.assert_array_equal(item.targets, shift_targets(curves[: item.attrs.frames], shift))
+    # the shifted takes now estimate in step
+    code, out, _ = run(["info", str(store), "--sync", "--json", "--manifest", "takes",
+                        "--sync-channels", "jawOpen"], capsys)
+    lags = {t["id"]: t["lag_frames"] for t in json.loads(out)["takes"]}
+    assert abs(lags["lead7"]) <= 1 and abs(lags["late5"]) <= 1 and lags["silent"] is None
+    code, out, _ = run(["extract", str(manifest), "--store", str(store), "--serial", "--no-progress",
+                        "--auto-sync"], capsys)
+    assert code == 0 and "0 computed, 4 cached" in out
+
+
+def test_example_data_is_in_step_after_its_designed_lead(example_store, capsys):
+    fs = FeatureStore(example_store)
+    lags = [fs.complete_attrs(k).sync.estimate.lag_frames for k in fs.item_keys()]
+    assert len(lags) == 9 and all(abs(lag - EXAMPLE_LEAD_FRAMES) <= 1 for lag in lags), lags
+    code, out, _ = run(["info", str(example_store)], capsys)
+    assert "9 takes estimated, 0 out of sync" in out
+
+
+def test_bad_sync_channels_are_refused_before_anything_is_written(takes, tmp_path, capsys):
+    manifest, _ = takes
+    store = tmp_path / "f.zarr"
+    code, _, err = run(["extract", str(manifest), "--store", str(store), "--sync-channels", "jawOpn"], capsys)
+    assert code == 1 and "sync channels ['jawOpn'] are not in the channel set" in err
+    assert not store.exists()
+    code, _, err = run(["info", str(tmp_path), "--sync-channels", "jawOpen"], capsys)
+    assert code == 1 and "--sync-channels goes with --sync" in err
+
+
+def test_auto_sync_needs_mouth_channels_on_a_custom_rig(tmp_path, capsys):
+    cfg = tmp_path / "rig.yaml"
+    cfg.write_text("targets:\n  channels: [ctrl_a, ctrl_b]\n")
+    manifest = write_manifest(tmp_path / "m.csv", [{"audio": tmp_path / "none.wav"}])
+    code, _, err = run(["extract", str(manifest), "--store", str(tmp_path / "f.zarr"), "--config", str(cfg),
+                        "--auto-sync"], capsys)
+    assert code == 1 and "--auto-sync needs the mouth-opening channels" in err and "--sync-channels" in err
