@@ -10,6 +10,7 @@ malformed file is one message naming it instead of a KeyError or size mismatch l
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -37,6 +38,7 @@ NORMALIZER, CHANNELS, MOUTH, EXPRESSION = "normalizer", "channels", "mouth", "ex
 LIBRARY_VERSIONS, BEST_VAL, SINCE_BEST = "library_versions_json", "best_val", "validations_since_best"
 OPTIMIZER, SCHEDULER, RNG_CPU, RNG_CUDA = "optimizer", "scheduler", "rng_cpu_all", "rng_cuda_all"
 PREV, WORLD, STEP, EPOCH, STEP_IN_EPOCH = "prev_all", "world_size", "step", "epoch", "step_in_epoch"
+STILL = "still_channels"
 
 # What every use of a checkpoint reads (predict, evaluate, export, resume), with its type.
 REQUIRED = {MODEL: dict, CONFIG: str, FEATURE_CONFIG: str, FEATURE_CONFIG_HASH: str, CHANNELS: list,
@@ -96,6 +98,8 @@ class Checkpoint:
     best_val: dict | None = None
     validations_since_best: int = 0
     training: TrainingState | None = None
+    # Channels still in the training split (loss.still_max): out of the loss, predicted 0.
+    still: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def window(self) -> int:
@@ -125,16 +129,21 @@ class Checkpoint:
         """The model its config describes with its weights, in eval mode on device."""
         model = build_model(self.config, self.feature_config, len(self.channels))
         model.load_state_dict(self.model_state)
+        model.set_still(self.still_mask)
         return model.to(device).eval()
+
+    @property
+    def still_mask(self) -> torch.Tensor:
+        """(C,) bool: True for the still channels."""
+        still = set(self.still)
+        return torch.tensor([c in still for c in self.channels], dtype=torch.bool)
 
     def check_compatible(self, ds: "TrainingData") -> None:
         """Refuse features or channels the model was not trained on; warn on library-version
         drift (the same config computed by other library versions)."""
         from blendsync.train.data import DataError
 
-        if self.feature_config_hash != ds.feature_config_hash:
-            raise DataError(f"the store's feature config {ds.feature_config_hash} differs from the checkpoint's "
-                            f"{self.feature_config_hash}: featurize with the checkpoint's config")
+        self.check_features(ds)
         if self.channels != list(ds.channels):
             only_store = [c for c in ds.channels if c not in set(self.channels)]
             only_ckpt = [c for c in self.channels if c not in set(ds.channels)]
@@ -142,6 +151,15 @@ class Checkpoint:
                       else "same names in another order")
             raise DataError(f"the store's channel set ({len(ds.channels)} channels) differs from the checkpoint's "
                             f"({len(self.channels)} channels): {detail}")
+
+    def check_features(self, ds: "TrainingData") -> None:
+        """Refuse features the model was not trained on (channels apart: fine-tuning maps them
+        by name); warn on library-version drift."""
+        from blendsync.train.data import DataError
+
+        if self.feature_config_hash != ds.feature_config_hash:
+            raise DataError(f"the store's feature config {ds.feature_config_hash} differs from the checkpoint's "
+                            f"{self.feature_config_hash}: featurize with the checkpoint's config")
         if self.library_versions and self.library_versions != ds.library_versions:
             log.warning("library versions differ from the checkpoint's: store %s, checkpoint %s",
                         ds.library_versions, self.library_versions)
@@ -153,7 +171,7 @@ class Checkpoint:
             FEATURE_CONFIG_HASH: self.feature_config_hash, NORMALIZER: self.normalizer.to_dict(),
             CHANNELS: list(self.channels), MOUTH: list(self.mouth), EXPRESSION: list(self.expression),
             LIBRARY_VERSIONS: json.dumps(self.library_versions, sort_keys=True),
-            BEST_VAL: self.best_val, SINCE_BEST: self.validations_since_best,
+            BEST_VAL: self.best_val, SINCE_BEST: self.validations_since_best, STILL: list(self.still),
         }
         if self.training is not None:
             state.update(self.training.to_state())
@@ -168,6 +186,7 @@ class Checkpoint:
             list(d.get(MOUTH, [])), list(d.get(EXPRESSION, [])), json.loads(d.get(LIBRARY_VERSIONS, "{}")),
             d.get(BEST_VAL), int(d.get(SINCE_BEST, 0)),
             TrainingState.from_state(d) if resume_problem(d) is None else None,
+            list(d.get(STILL, [])),
         )
 
     @classmethod
@@ -223,18 +242,24 @@ def checkpoint_problem(ckpt: dict) -> str | None:
     channels = ckpt[CHANNELS]
     if not channels or not all(isinstance(c, str) for c in channels):
         return "channels must be a non-empty list of names"
+    still = ckpt.get(STILL, [])
+    if not isinstance(still, list):
+        return f"{STILL} is {type(still).__name__}, not a list of channel names"
+    unknown = [c for c in still if c not in set(channels)]
+    if unknown:
+        return f"{STILL} names {len(unknown)} channels it does not have ({', '.join(map(str, unknown[:3]))})"
     problem = _normalizer_problem(ckpt[NORMALIZER], fc, len(channels))
     return problem or _weights_problem(ckpt[MODEL], build_model(cfg, fc, len(channels)))
 
 
 def _normalizer_problem(norm: dict, fc: FeatureConfig, channels: int) -> str | None:
     want = {"mel_mean": fc.n_mels, "mel_std": fc.n_mels, "emotion_mean": fc.n_emotion, "emotion_std": fc.n_emotion,
-            "target_mean": channels, "target_std": channels}
+            "target_mean": channels, "target_std": channels, "target_max": channels}
     for k, n_want in want.items():
         if k not in norm:
             if k in NORMALIZER_KEYS:
                 return f"normalizer has no {k}"
-            continue  # target_std: only for loss.scale
+            continue  # target_std, target_max: not in older checkpoints
         try:
             n = len(norm[k])
         except TypeError:

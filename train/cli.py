@@ -65,10 +65,17 @@ def cli(verbose: int, quiet: bool) -> None:
 @click.option("--allow-shared-audio", is_flag=True,
               help="Train even when the same audio (content hash) is in the training split and a validation "
                    "or test split (refused by default: its scores would measure memory).")
+@click.option("--init-from", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Fine-tune: start from this checkpoint's weights (its model; a fresh optimiser and schedule). "
+                   "Channels are matched by name: new ones start at their training mean, missing ones are dropped. "
+                   "The store's feature config must be the checkpoint's.")
+@click.option("--keep-normalization", is_flag=True,
+              help="With --init-from: standardise features with the checkpoint's statistics instead of this "
+                   "training split's (target statistics are always this data's).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
 def fit(store_path, manifest, config_path, preset, out, epochs, max_steps, batch_streams, stride,
         frames_per_window, loss_preset, validate_every, patience, compile_, device, seed, resume, nproc, stop_after_steps,
-        allow_shared_audio, progress):
+        allow_shared_audio, init_from, keep_normalization, progress):
     """Stream 256-frame windows from the store in file order and train the dual-stream model;
     each window predicts a block of K frames.
 
@@ -92,6 +99,18 @@ def fit(store_path, manifest, config_path, preset, out, epochs, max_steps, batch
                                f"so {', '.join(given)} would be ignored: drop them, or start a new run with --out")
         if out is None:
             raise UsageFailure("--resume needs --out: the run folder to continue")
+        if init_from:
+            raise UsageFailure("--resume continues a run from its own last.pt; --init-from starts a new one")
+    if keep_normalization and not init_from:
+        raise UsageFailure("--keep-normalization keeps the statistics of the --init-from checkpoint: give --init-from")
+    start = None
+    if init_from:
+        from blendsync.train.finetune import InitFrom
+
+        try:
+            start = InitFrom.load(init_from, keep_normalization)
+        except CheckpointError as e:
+            raise UsageFailure(str(e)) from None
     if nproc > 1:
         _relaunch_with_torchrun(nproc, out)
     if out is None:
@@ -103,7 +122,7 @@ def fit(store_path, manifest, config_path, preset, out, epochs, max_steps, batch
     try:
         res = run_fit(store_path, cfg=cfg, out=out, manifest=manifest, overrides=overrides, device=device,
                       resume=resume, on_step=bar.update, stop_after_steps=stop_after_steps,
-                      allow_shared_audio=allow_shared_audio)
+                      allow_shared_audio=allow_shared_audio, init_from=start)
     except (DataError, CheckpointError, ValueError) as e:
         raise UsageFailure(str(e)) from None
     except OSError as e:
@@ -349,6 +368,11 @@ def evaluate(checkpoint, store_path, manifest, split, as_json, plot_dir, device,
     click.echo(f"  loss {ev['terms']['loss']:.5f}  " + "  ".join(f"{k} {ev['terms'][k]:.5f}" for k in LOSS_TERMS))
     click.echo(f"  MSE {m['mse']:.5f}  MAE {m['mae']:.5f}  mean-predictor MSE {m['mse_mean_predictor']:.5f}  "
                f"skill {_num(m['skill'])}")
+    t = m["trained"]
+    if m["still"]:
+        click.echo(f"  trained channels ({t['channels']} of {len(ev['channels'])}; {len(m['still'])} still in training, "
+                   f"predicted 0): MSE {t['mse']:.5f}  skill {_num(t['skill'])}  mean r {_num(t['mean_r'])}  "
+                   f"amplitude ratio {_num(t['amplitude_ratio'])}")
     click.echo(f"  motion over {m['active_channels']} active channels (target std >= {ACTIVE_STD}): mean r "
                f"{_num(m['mean_r'])}  amplitude ratio {_num(m['amplitude_ratio'])} (median; 1 = the target's movement)")
     click.echo("  output gain (predict --gain): " + "; ".join(

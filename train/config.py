@@ -85,6 +85,11 @@ class LossConfig:
     # 0.3; "none": errors in target units, as in the method notes.
     scale: str = "none"
     scale_floor: float = 0.01
+    # Channels whose training targets never exceed this (no frame above it in the training
+    # split: a custom rig's unused controls, a capture's dead curves) are left out of every
+    # loss term and predicted as constant 0; their names are logged and kept with the
+    # checkpoint. 0 trains every channel.
+    still_max: float = 0.05
 
 
 LOSS_TERMS = ("mse", "l1", "mouth", "expression", "consistency", "temporal", "amplitude")
@@ -151,6 +156,35 @@ class ValidationConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Feature-level augmentation of training windows, drawn afresh for every window of every
+    step (on the device, from torch's seeded RNG); validation, evaluate and predict never see
+    it. Values act on the standardised features, so a mask sets frames or bins to the
+    training mean."""
+
+    # A level offset per window, uniform in [-gain_db, +gain_db] dB, added to every log-mel
+    # value of its real frames (a louder or quieter microphone). 0: off.
+    gain_db: float = 0.0
+    # SpecAugment-style masks per window on the mel stream: this many time masks of up to
+    # time_mask_frames frames each, and freq_masks masks of up to freq_mask_bins mel bins.
+    time_masks: int = 0
+    time_mask_frames: int = 8
+    freq_masks: int = 0
+    freq_mask_bins: int = 8
+    # Chance that a window's whole emotion stream is replaced by the training mean, so the
+    # model does not lean on it alone.
+    emotion_dropout: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.gain_db or self.time_masks or self.freq_masks or self.emotion_dropout)
+
+
+# Augmentation off: the section of checkpoints written before it existed.
+AUGMENT_OFF = {"gain_db": 0.0, "time_masks": 0, "freq_masks": 0, "emotion_dropout": 0.0}
+
+
+@dataclass(frozen=True)
 class CheckpointConfig:
     every_steps: int = 0  # 0 = only last + best
 
@@ -164,12 +198,15 @@ FIELD_RULES: dict[str, dict[str, tuple]] = {
     "stream": {"window": ("int", 1), "stride": ("int", 1), "lookahead": ("int", 0), "frames_per_window": ("int", 1),
                "batch_streams": ("int", 1), "pad_value": ("real",), "prefetch_files": ("int", 1),
                "split_files": ("bool",), "phase_jitter": ("bool",)},
-    "loss": {**{k: ("nonneg",) for k in LOSS_TERMS}, "preset": ("str",), "scale": ("str",), "scale_floor": ("pos",)},
+    "loss": {**{k: ("nonneg",) for k in LOSS_TERMS}, "preset": ("str",), "scale": ("str",), "scale_floor": ("pos",),
+             "still_max": ("unit",)},
     "optim": {"lr": ("pos",), "weight_decay": ("nonneg",), "betas": ("betas",), "warmup_steps": ("int", 0),
               "min_lr_ratio": ("unit",), "grad_clip": ("pos",), "epochs": ("int", 1), "max_steps": ("int", 0)},
     "diagnostics": {"every_steps": ("int", 0), "normalize_stream_grads": ("bool",)},
     "validation": {"every_steps": ("int", 0), "metric": ("str",), "patience": ("int", 0), "holdout_tail": ("real",)},
     "checkpoint": {"every_steps": ("int", 0)},
+    "augment": {"gain_db": ("nonneg",), "time_masks": ("int", 0), "time_mask_frames": ("int", 1),
+                "freq_masks": ("int", 0), "freq_mask_bins": ("int", 1), "emotion_dropout": ("prob",)},
 }
 
 
@@ -227,6 +264,7 @@ class TrainConfig:
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     # auto: full on a GPU, small on a CPU; custom: the model section as written.
     preset: str = "auto"
     seed: int = 0
@@ -282,7 +320,7 @@ class TrainConfig:
         sections = {
             "model": ModelConfig, "stream": StreamConfig, "loss": LossConfig,
             "optim": OptimConfig, "diagnostics": DiagnosticsConfig, "validation": ValidationConfig,
-            "checkpoint": CheckpointConfig,
+            "checkpoint": CheckpointConfig, "augment": AugmentConfig,
         }
         unknown = sorted(set(d) - set(sections) - {"preset", "seed", "compile"})
         if unknown:
@@ -317,6 +355,8 @@ class TrainConfig:
         loss = d.setdefault("loss", {})
         if "preset" not in loss:  # written before loss presets: the notes' loss
             d["loss"] = {**dataclasses.asdict(LOSS_PRESETS["notes"]), **loss, "preset": "notes"}
+        d["loss"].setdefault("still_max", 0.0)  # written before still channels: all trained
+        d.setdefault("augment", dict(AUGMENT_OFF))  # written before augmentation: none
         return cls.from_dict(d)
 
     @classmethod

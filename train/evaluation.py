@@ -24,24 +24,28 @@ from blendsync.train.streaming import WindowStream
 @dataclass(frozen=True)
 class LossChannels:
     """The per-channel inputs of loss_terms after its per-frame arguments: mouth (C,) bool,
-    expression (C,) bool, scale (C,) float or None."""
+    expression (C,) bool, scale (C,) float or None, active (C,) bool (False: a still channel,
+    out of the loss) or None when every channel is trained."""
 
     mouth: torch.Tensor
     expression: torch.Tensor
     scale: torch.Tensor | None
+    active: torch.Tensor | None = None
 
     def __iter__(self):
-        return iter((self.mouth, self.expression, self.scale))
+        return iter((self.mouth, self.expression, self.scale, self.active))
 
 
-def loss_channels(ds: TrainingData, norm: Normalizer, cfg: TrainConfig, device) -> LossChannels:
+def loss_channels(ds: TrainingData, norm: Normalizer, cfg: TrainConfig, device,
+                  still: list[str] | tuple = ()) -> LossChannels:
     mouth = torch.tensor([c in set(ds.mouth) for c in ds.channels], device=device)
     expr = torch.tensor([c in set(ds.expression) for c in ds.channels], device=device)
     if cfg.loss.scale != "none" and norm.target_std is None:
         raise DataError("this checkpoint's statistics have no target spread: score or resume it with "
                         "loss.scale: none")
     scale = channel_scale(cfg.loss, norm.target_std) if cfg.loss.scale != "none" else None
-    return LossChannels(mouth, expr, None if scale is None else torch.from_numpy(scale).to(device))
+    active = torch.tensor([c not in set(still) for c in ds.channels], device=device) if still else None
+    return LossChannels(mouth, expr, None if scale is None else torch.from_numpy(scale).to(device), active)
 
 
 @torch.no_grad()
@@ -77,14 +81,15 @@ def validation_pass(model, stream: WindowStream, files: list[FileRef], cfg: Trai
 
 
 def split_metrics(preds: dict[int, np.ndarray], targs: dict[int, np.ndarray], norm: Normalizer,
-                  ds: TrainingData) -> dict:
-    """regression_metrics over every frame of a split, with the channel set's groups."""
+                  ds: TrainingData, still: list[str] | tuple = ()) -> dict:
+    """regression_metrics over every frame of a split, with the channel set's groups, over all
+    channels and over the trained ones (still: the others)."""
     grouped = set(ds.mouth) | set(ds.expression)
     groups = {"mouth": ds.mouth, "expression": ds.expression,
               "other": [c for c in ds.channels if c not in grouped]}
     P = np.concatenate([preds[i] for i in sorted(preds)])
     T = np.concatenate([targs[i] for i in sorted(targs)])
-    return regression_metrics(P, T, norm.target_mean, ds.channels, groups)
+    return regression_metrics(P, T, norm.target_mean, ds.channels, groups, still)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, store_path: str | Path, *, manifest: str | None = None,
@@ -105,14 +110,14 @@ def evaluate_checkpoint(checkpoint: str | Path, store_path: str | Path, *, manif
     stream = WindowStream(store, files, norm, window=s.window, lookahead=s.lookahead, stride=1,
                           streams=s.batch_streams, block=s.frames_per_window, pad_value=s.pad_value,
                           prefetch=s.prefetch_files, shuffle=False, split=False)
-    terms, preds, targs = validation_pass(model, stream, files, cfg, loss_channels(ds, norm, cfg, dev), dev, False,
-                                          ds.channels)
+    terms, preds, targs = validation_pass(model, stream, files, cfg, loss_channels(ds, norm, cfg, dev, ck.still), dev,
+                                          False, ds.channels)
     raw = np.concatenate([preds[i] for i in sorted(preds)])
     preds = {i: apply_gain(p, norm.target_mean, gain) for i, p in preds.items()}
     return {
         "gain": gain,
         "terms": terms,
-        "metrics": split_metrics(preds, targs, norm, ds),
+        "metrics": split_metrics(preds, targs, norm, ds, ck.still),
         "gains": gain_table(raw, np.concatenate([targs[i] for i in sorted(targs)]), norm.target_mean, ds.channels,
                             gains=(1.0, 1.5, 2.0, 3.0, gain)),
         "pred": {files[i].id: preds[i] for i in preds},

@@ -42,8 +42,10 @@ def _summary(r: np.ndarray, amp: np.ndarray, active: np.ndarray) -> dict:
 
 
 def regression_metrics(pred: np.ndarray, target: np.ndarray, train_mean: np.ndarray,
-                       channels: list[str], groups: dict[str, list[str]]) -> dict:
-    """pred, target (N, C) over all validation frames; train_mean (C,) the mean predictor."""
+                       channels: list[str], groups: dict[str, list[str]], still: list[str] | tuple = ()) -> dict:
+    """pred, target (N, C) over all validation frames; train_mean (C,) the mean predictor.
+    still: the channels left out of training (predicted 0); "trained" holds the metrics over
+    the others beside the top level's over all channels."""
     err = pred.astype(np.float64) - target
     se = err**2
     base_se = (train_mean[None, :].astype(np.float64) - target) ** 2
@@ -54,20 +56,21 @@ def regression_metrics(pred: np.ndarray, target: np.ndarray, train_mean: np.ndar
     mm = motion_metrics(pred, target)
     out.update(_summary(mm["r"], mm["amplitude"], mm["active"]))
     idx = {c: i for i, c in enumerate(channels)}
-    out["groups"] = {}
-    for name, members in groups.items():
+
+    def over(members) -> dict:
         cols = [idx[c] for c in members if c in idx]
         if not cols:
-            out["groups"][name] = {"mse": None, "mae": None, "skill": None, "channels": 0,
-                                   "active_channels": 0, "mean_r": None, "amplitude_ratio": None}
-            continue
+            return {"mse": None, "mae": None, "skill": None, "channels": 0,
+                    "active_channels": 0, "mean_r": None, "amplitude_ratio": None}
         g_base = float(base_se[:, cols].mean())
         g_mse = float(se[:, cols].mean())
-        out["groups"][name] = {
-            "mse": g_mse, "mae": float(np.abs(err[:, cols]).mean()),
-            "skill": float(1 - g_mse / g_base) if g_base > 0 else None, "channels": len(cols),
-            **_summary(mm["r"][cols], mm["amplitude"][cols], mm["active"][cols]),
-        }
+        return {"mse": g_mse, "mae": float(np.abs(err[:, cols]).mean()),
+                "skill": float(1 - g_mse / g_base) if g_base > 0 else None, "channels": len(cols),
+                **_summary(mm["r"][cols], mm["amplitude"][cols], mm["active"][cols])}
+
+    out["groups"] = {name: over(members) for name, members in groups.items()}
+    out["still"] = list(still)
+    out["trained"] = over([c for c in channels if c not in set(still)])
     mae = np.abs(err).mean(axis=0)
     nz = lambda x: None if np.isnan(x) else float(x)  # noqa: E731
     out["per_channel"] = {

@@ -227,6 +227,14 @@ class BlendshapeModel(nn.Module):
         self.dual_stream_attention = DualStreamAttention(channels, cfg)
         self.decoder = Decoder(channels, cfg)
         self.smoothing_alpha = nn.Parameter(torch.tensor(float(cfg.smoothing_alpha_init)))
+        # 1 per trained channel, 0 per still one (set_still): not a weight, so not in the
+        # state dict; checkpoints keep the still channels by name.
+        self.register_buffer("output_mask", torch.ones(channels), persistent=False)
+
+    def set_still(self, still: torch.Tensor) -> None:
+        """still (C,) bool: channels predicted as constant 0 (never moving in the training
+        split, loss.still_max)."""
+        self.output_mask.copy_((~still.to(torch.bool)).to(self.output_mask.dtype))
 
     def use_frames_per_window(self, K: int) -> None:
         """Predict blocks of K <= the trained K frames: the last K of the trained block
@@ -251,9 +259,15 @@ class BlendshapeModel(nn.Module):
         emo_enc = self.emotion_stream(emotion, pad)
         q = self.blendshape_queries.unsqueeze(0).expand(mel.shape[0], -1, -1)
         fused = self.dual_stream_attention(q, mel_enc, emo_enc, pad, self.positions)
-        current = self.decoder(fused).float()
+        current = self.decoder(fused).float() * self.output_mask
         smoothed = smooth_block(current, prev, has_prev, torch.sigmoid(self.smoothing_alpha))
         return {"current": current, "smoothed": smoothed}
+
+
+# The parameters with one row per output channel (their first dimension is C): fine-tuning
+# maps their rows by channel name; every other parameter is shared by all channels.
+PER_CHANNEL = ("blendshape_queries", "dual_stream_attention.mel_weights", "dual_stream_attention.emotion_weights",
+               "decoder.head_weight", "decoder.head_bias")
 
 
 def build_model(cfg: TrainConfig, features: FeatureConfig, channels: int) -> BlendshapeModel:

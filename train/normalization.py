@@ -21,8 +21,9 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Normalizer:
     """Per-channel standardisation from training-split statistics: (x - mean) / std; the
-    targets' mean (the output head's starting point) and spread (the loss's per-channel
-    scale, loss.scale; None in checkpoints written before it)."""
+    targets' mean (the output head's starting point), spread (the loss's per-channel scale,
+    loss.scale) and largest value (which channels never move, loss.still_max); the last two
+    are None in checkpoints written before them."""
 
     mel_mean: np.ndarray
     mel_std: np.ndarray
@@ -30,6 +31,7 @@ class Normalizer:
     emotion_std: np.ndarray
     target_mean: np.ndarray
     target_std: np.ndarray | None = None
+    target_max: np.ndarray | None = None
 
     def to_dict(self) -> dict:
         return {k: np.asarray(v, dtype=np.float64).tolist() for k, v in self.__dict__.items() if v is not None}
@@ -37,11 +39,19 @@ class Normalizer:
     @classmethod
     def from_dict(cls, d: dict) -> "Normalizer":
         return cls(**{k: np.asarray(d[k], dtype=np.float32) for k in
-                      ("mel_mean", "mel_std", "emotion_mean", "emotion_std", "target_mean", "target_std")
+                      ("mel_mean", "mel_std", "emotion_mean", "emotion_std", "target_mean", "target_std", "target_max")
                       if k in d})
 
     def is_finite(self) -> bool:
         return all(np.isfinite(v).all() for v in self.__dict__.values() if v is not None)
+
+def still_channels(norm: Normalizer, channels: list[str], still_max: float) -> list[str]:
+    """The channels no training frame lifts above still_max (none when still_max is 0 or the
+    statistics predate target_max)."""
+    if not still_max or norm.target_max is None:
+        return []
+    return [c for c, top in zip(channels, norm.target_max) if top <= still_max]
+
 
 # Channels with a smaller spread (constant in the training data) are left unscaled.
 MIN_STD = 1e-6
@@ -50,6 +60,7 @@ MIN_STD = 1e-6
 def compute_normalizer(store: FeatureStore, files: list[FileRef]) -> Normalizer:
     sums: dict[str, np.ndarray] = {}
     sq: dict[str, np.ndarray] = {}
+    top = None
     n = 0
     # read_items checks every item; a damaged one is named with its manifest row.
     items = store.read_items([f.key for f in files])
@@ -64,6 +75,9 @@ def compute_normalizer(store: FeatureStore, files: list[FileRef]) -> Normalizer:
             sums[name] = sums.get(name, 0) + a.sum(axis=0)
             sq[name] = sq.get(name, 0) + (a * a).sum(axis=0)
         n += item.mel[f.start : f.start + f.frames].shape[0]
+        part = item.targets[f.start : f.start + f.frames]
+        if part.shape[0]:
+            top = part.max(axis=0) if top is None else np.maximum(top, part.max(axis=0))
 
     def mean_std(name):
         mean = sums[name] / n
@@ -74,11 +88,11 @@ def compute_normalizer(store: FeatureStore, files: list[FileRef]) -> Normalizer:
     em, es = mean_std("emotion")
     tm = (sums["target"] / n).astype(np.float32)
     ts = np.sqrt(np.maximum(sq["target"] / n - (sums["target"] / n) ** 2, 0.0)).astype(np.float32)
-    return Normalizer(mm, ms, em, es, tm, ts)
+    return Normalizer(mm, ms, em, es, tm, ts, np.asarray(top, np.float32))
 
 
 def stats_cache_key(store: FeatureStore, manifest: str, split: str, files: list[FileRef]) -> str:
-    doc = {"version": 2, "store": store.location, "manifest": manifest, "split": split,
+    doc = {"version": 3, "store": store.location, "manifest": manifest, "split": split,
            "keys": [f.key for f in files], "ranges": [[f.start, f.frames] for f in files]}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -11,7 +11,7 @@ Shapes as streaming.py documents: B streams, L window frames, K block frames, C 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -86,9 +86,12 @@ def carry(prev: torch.Tensor, pred: torch.Tensor, t: dict[str, torch.Tensor]) ->
     return torch.where(t["active"][:, None], last_frames(pred, t["valid"]), prev)
 
 
-def train_step(model, db: DeviceBatch, prev, cfg: TrainConfig, masks, amp: bool):
-    """One forward/backward. Returns (loss, terms, smoothed (B, K, C) detached), all on the
-    device."""
+def train_step(model, db: DeviceBatch, prev, cfg: TrainConfig, masks, amp: bool, augment=None):
+    """One forward/backward, on features augmented by augment (augment.FeatureAugmenter, or
+    None). Returns (loss, terms, smoothed (B, K, C) detached), all on the device."""
+    if augment is not None:
+        mel, emotion = augment(db.t["mel"], db.t["emotion"], db.t["frame_mask"])
+        db = replace(db, t={**db.t, "mel": mel, "emotion": emotion})
     t = db.t
     pred = forward_rows(model, db, prev, amp)
     terms = loss_terms(pred, t["target"], prev, t["prev_target"], t["valid"], t["has_prev"], *masks)

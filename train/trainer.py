@@ -33,8 +33,10 @@ from blendsync.train.distributed import Dist
 from blendsync.train.distributed import setup as setup_dist
 from blendsync.train.distributed import teardown as teardown_dist
 from blendsync.train.evaluation import loss_channels, split_metrics, validation_pass
+from blendsync.train.augment import FeatureAugmenter
+from blendsync.train.finetune import InitFrom, fine_tune_config, starting_statistics, transfer_weights
 from blendsync.train.model import build_model
-from blendsync.train.normalization import load_or_compute
+from blendsync.train.normalization import load_or_compute, still_channels
 from blendsync.train.output_gain import calibrate_gain
 from blendsync.train.step import LossMeter, NonFiniteGuard, carry, to_device, train_step
 from blendsync.train.streaming import StreamCursor, WindowStream
@@ -100,7 +102,7 @@ def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], floa
 def fit(store_path: str | Path, *, cfg: TrainConfig, out: str | Path, manifest: str | None = None,
         overrides: ConfigOverrides | None = None, device: str = "auto", resume: bool = False,
         stop_after_steps: int | None = None, on_step: Callable[[dict], bool | None] | None = None,
-        allow_shared_audio: bool = False) -> FitResult:
+        allow_shared_audio: bool = False, init_from: InitFrom | None = None) -> FitResult:
     """Train on a store.
 
     overrides: choices over cfg (preset, epochs, B, ...), resolved once with the device into
@@ -110,6 +112,7 @@ def fit(store_path: str | Path, *, cfg: TrainConfig, out: str | Path, manifest: 
     even when the same audio is in the training and a validation/test split (refused by
     default). on_step(record) is called after every step (rank 0); in a single-process run it
     may return True to end the run there the same way (e.g. on a time or CPU budget).
+    init_from: start from another run's weights (finetune.py; not with resume).
     """
     run_dir = Path(out)
     store = FeatureStore(store_path)
@@ -117,7 +120,7 @@ def fit(store_path: str | Path, *, cfg: TrainConfig, out: str | Path, manifest: 
     try:
         trainer = Trainer.create(run_dir, store, dist, dev, cfg=cfg, manifest=manifest,
                                  overrides=overrides or ConfigOverrides(), resume=resume,
-                                 allow_shared_audio=allow_shared_audio)
+                                 allow_shared_audio=allow_shared_audio, init_from=init_from)
         result = trainer.fit(stop_after_steps=stop_after_steps, on_step=on_step)
     except BaseException:
         teardown_dist(dist, together=False)
@@ -132,9 +135,10 @@ class Trainer:
     @classmethod
     def create(cls, run_dir: Path, store: FeatureStore, dist: Dist, dev: torch.device, *, cfg: TrainConfig,
                manifest: str | None, overrides: ConfigOverrides, resume: bool,
-               allow_shared_audio: bool) -> "Trainer":
+               allow_shared_audio: bool, init_from: InitFrom | None = None) -> "Trainer":
         """The final config (the checkpoint's on --resume, else cfg with the overrides
-        resolved), the dataset, and the checkpoint to continue from."""
+        resolved, with init_from's model when fine-tuning), the dataset, and the checkpoint
+        to continue from."""
         if not dist.main:
             logging.getLogger("blendsync").setLevel(logging.WARNING)
         ckpt = None
@@ -145,6 +149,8 @@ class Trainer:
             if (run_dir / "checkpoints" / "last.pt").exists():
                 raise RunExistsError(f"{run_dir} already holds a run: continue it with --resume, or pick another --out")
             cfg, why = overrides.resolve(cfg, dev.type)
+            if init_from is not None:
+                cfg, why = fine_tune_config(cfg, init_from, overrides), f"from {init_from.path}"
         log.info("preset %s (%s) on %s: d_model %d, heads %d, layers %d+%d, %d streams, %d frames per window%s",
                  cfg.preset, why, dev, cfg.model.d_model, cfg.model.heads, cfg.model.mel_layers,
                  cfg.model.emotion_layers, cfg.stream.batch_streams, cfg.stream.frames_per_window,
@@ -156,11 +162,14 @@ class Trainer:
         check_shared_audio(ds, allow_shared_audio)
         if ckpt is not None:
             ckpt.check_compatible(ds)
-        return cls(run_dir, store, dist, dev, cfg, ds, ckpt)
+        if init_from is not None:
+            init_from.checkpoint.check_features(ds)
+        return cls(run_dir, store, dist, dev, cfg, ds, ckpt, init_from)
 
     def __init__(self, run_dir: Path, store: FeatureStore, dist: Dist, dev: torch.device, cfg: TrainConfig,
-                 ds: TrainingData, ckpt: Checkpoint | None):
+                 ds: TrainingData, ckpt: Checkpoint | None, init_from: InitFrom | None = None):
         self.run_dir, self.store, self.dist, self.dev, self.ds = run_dir, store, dist, dev, ds
+        self.init_from = init_from
         self.main = dist.main
         self.amp = dev.type == "cuda"
         self.cfg = self._setup_data(cfg, fresh=ckpt is None)
@@ -206,13 +215,20 @@ class Trainer:
         """The training split's statistics: the checkpoint's, or computed once (rank 0) and
         cached in the run folder for the other ranks."""
         if ckpt is not None:
-            self.norm = ckpt.normalizer
+            self.norm, self.still = ckpt.normalizer, list(ckpt.still)
             return
         if self.main:
             self.norm = load_or_compute(self.run_dir, self.store, self.ds.manifest, "train", self.train_files)
         self.dist.barrier()
         if not self.main:
             self.norm = load_or_compute(self.run_dir, self.store, self.ds.manifest, "train", self.train_files)
+        if self.init_from is not None:
+            self.norm = starting_statistics(self.norm, self.init_from)
+        self.still = still_channels(self.norm, list(self.ds.channels), self.cfg.loss.still_max)
+        if self.still:
+            log.info("%d of %d channels never exceed %g in the training split: left out of the loss and predicted "
+                     "as 0 (loss.still_max): %s", len(self.still), len(self.ds.channels), self.cfg.loss.still_max,
+                     ", ".join(self.still))
 
     def _setup_streams(self) -> None:
         s, dist = self.cfg.stream, self.dist
@@ -230,6 +246,15 @@ class Trainer:
         self.model.decoder.init_bias(torch.from_numpy(self.norm.target_mean).to(dev))
         if ckpt is not None:
             self.model.load_state_dict(ckpt.model_state)
+        elif self.init_from is not None:
+            self.channel_match = transfer_weights(self.model, self.init_from, list(ds.channels))
+            m = self.channel_match
+            log.info("starting from %s: %d channels matched by name, %d new (starting at their training means)%s, "
+                     "%d dropped%s", self.init_from.path, len(m.matched), len(m.new),
+                     f": {', '.join(m.new)}" if m.new else "", len(m.dropped),
+                     f": {', '.join(m.dropped)}" if m.dropped else "")
+        still = set(self.still)
+        self.model.set_still(torch.tensor([c in still for c in ds.channels], dtype=torch.bool, device=dev))
         self.net = self.model
         if self.dist.active:
             from torch.nn.parallel import DistributedDataParallel
@@ -238,7 +263,9 @@ class Trainer:
             self.net = DistributedDataParallel(self.model, device_ids=[dev.index] if dev.type == "cuda" else None)
         if self.cfg.compile:
             self.net = torch.compile(self.net)
-        self.masks = loss_channels(ds, self.norm, self.cfg, dev)
+        self.masks = loss_channels(ds, self.norm, self.cfg, dev, self.still)
+        self.augment = (FeatureAugmenter(self.cfg.augment, self.norm.mel_std, dev) if self.cfg.augment.active
+                        else None)
 
     def _setup_optimizer(self, ckpt: Checkpoint | None) -> None:
         o = self.cfg.optim
@@ -304,7 +331,10 @@ class Trainer:
             "feature_config": ds.feature_config.to_dict(), "feature_config_hash": ds.feature_config_hash,
             "store": self.store.location, "manifest": ds.manifest, "device": str(self.dev),
             "channels": ds.channels, "train_files": len(self.train_files), "val_files": len(self.val_files),
-            "processes": self.dist.world,
+            "processes": self.dist.world, "still_channels": self.still,
+            "init_from": None if self.init_from is None else {
+                "checkpoint": str(self.init_from.path), "keep_normalization": self.init_from.keep_normalization,
+                "channels": self.channel_match.to_dict()},
             "validation": {"files": [{"id": f.id, "start": f.start, "frames": f.frames} for f in self.val_files],
                            "held_out_tail": not ds.splits.get("val") and self.has_val},
         }, indent=2))
@@ -348,7 +378,7 @@ class Trainer:
         for batch in self.cursor.batches():
             db = to_device(batch, self.dev)
             self.opt.zero_grad(set_to_none=True)
-            loss, terms, pred = train_step(self.net, db, self.cursor.prev, cfg, self.masks, self.amp)
+            loss, terms, pred = train_step(self.net, db, self.cursor.prev, cfg, self.masks, self.amp, self.augment)
             self.guard.add(self.step + 1, loss, self._batch_files(batch))
             if cfg.diagnostics.normalize_stream_grads:
                 normalize_stream_grads(self.model)
@@ -470,7 +500,7 @@ class Trainer:
         ds, step = self.ds, self.step
         terms, preds, targs = validation_pass(self.model, self.val_stream, self.val_files, self.cfg, self.masks,
                                               self.dev, self.amp, ds.channels)
-        m = split_metrics(preds, targs, self.norm, ds)
+        m = split_metrics(preds, targs, self.norm, ds, self.still)
         gain = calibrate_gain(np.concatenate([preds[i] for i in sorted(preds)]),
                               np.concatenate([targs[i] for i in sorted(targs)]), self.norm.target_mean)
         rec = {"kind": "val", "step": step, "epoch": epoch, **terms, "metrics": m, "calibrated_gain": gain}
@@ -503,7 +533,7 @@ class Trainer:
                                  position["step_in_epoch"])
         return Checkpoint(self.model.state_dict(), self.cfg, ds.feature_config, ds.feature_config_hash, self.norm,
                           list(ds.channels), list(ds.mouth), list(ds.expression), library_versions(), self.best,
-                          self.since_best, training)
+                          self.since_best, training, list(self.still))
 
     def _save(self, name: str, ck: Checkpoint) -> None:
         if self.main:

@@ -222,7 +222,8 @@ def test_evaluate_refuses_another_channel_set(example_store, checkpoint, tmp_pat
 
     ck = load_checkpoint(checkpoint)
     # Another rig with as many channels (a consistent checkpoint, so the channel guard speaks).
-    save_checkpoint(tmp_path / "other_channels.pt", dict(ck, channels=[f"c{i}" for i in range(len(ck["channels"]))]))
+    save_checkpoint(tmp_path / "other_channels.pt", dict(ck, channels=[f"c{i}" for i in range(len(ck["channels"]))],
+                                                         still_channels=[]))
     with pytest.raises(SystemExit) as e:
         main(["evaluate", "--checkpoint", str(tmp_path / "other_channels.pt"), "--store", str(example_store),
               "--split", "val"])
