@@ -149,6 +149,14 @@ class FeatureConfig:
         """The feature-config hash: identity of what the stored arrays mean."""
         return short_hash(self.hashed_dict())
 
+    @property
+    def input_hash(self) -> str:
+        """The hash of what the model reads (rates, mel, emotion), the target channels apart:
+        a model fine-tuned onto another rig needs the same inputs, not the same outputs."""
+        d = self.hashed_dict()
+        d.pop("targets")
+        return short_hash(d)
+
     def to_json(self) -> str:
         return canonical_json(self.to_dict())
 

@@ -114,9 +114,10 @@ S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
 
 
 def make_random_store(root: Path, lengths: list[int], channels: int = 5, seed: int = 0,
-                      learnable: bool = False) -> tuple[FeatureStore, list[str]]:
+                      learnable: bool = False, scale: dict[int, float] | None = None) -> tuple[FeatureStore, list[str]]:
     """A real Zarr store whose items hold random arrays of the given frame counts (T, 80/88/C).
-    learnable: targets are a function of the mean over mel bins at the same frame."""
+    learnable: targets are a function of the mean over mel bins at the same frame. scale:
+    {channel index: factor} multiplies those channels' targets (0: never moves)."""
     rng = np.random.default_rng(seed)
     fs = FeatureStore(root)
     fs.init()
@@ -133,6 +134,8 @@ def make_random_store(root: Path, lengths: list[int], channels: int = 5, seed: i
         gains = np.linspace(1.0, 3.0, channels)
         targets = (1 / (1 + np.exp(-gains[None, :] * z[:, None])) if learnable
                    else rng.uniform(size=(T, channels))).astype(np.float32)
+        for c, factor in (scale or {}).items():
+            targets[:, c] *= factor
         ff = FeaturizedFile(
             mel,
             rng.normal(size=(T, 88)).astype(np.float32),

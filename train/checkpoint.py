@@ -152,14 +152,20 @@ class Checkpoint:
             raise DataError(f"the store's channel set ({len(ds.channels)} channels) differs from the checkpoint's "
                             f"({len(self.channels)} channels): {detail}")
 
-    def check_features(self, ds: "TrainingData") -> None:
-        """Refuse features the model was not trained on (channels apart: fine-tuning maps them
-        by name); warn on library-version drift."""
+    def check_features(self, ds: "TrainingData", *, channels_apart: bool = False) -> None:
+        """Refuse features the model was not trained on; warn on library-version drift.
+        channels_apart (fine-tuning, which maps channels by name): compare what the model
+        reads only (FeatureConfig.input_hash), so another rig's store passes."""
         from blendsync.train.data import DataError
 
-        if self.feature_config_hash != ds.feature_config_hash:
-            raise DataError(f"the store's feature config {ds.feature_config_hash} differs from the checkpoint's "
-                            f"{self.feature_config_hash}: featurize with the checkpoint's config")
+        if channels_apart:
+            mine, theirs = self.feature_config.input_hash, ds.feature_config.input_hash
+        else:
+            mine, theirs = self.feature_config_hash, ds.feature_config_hash
+        if mine != theirs:
+            raise DataError(f"the store's feature config {theirs} differs from the checkpoint's "
+                            f"{mine}: featurize with the checkpoint's config"
+                            + (" (its target channels may differ)" if channels_apart else ""))
         if self.library_versions and self.library_versions != ds.library_versions:
             log.warning("library versions differ from the checkpoint's: store %s, checkpoint %s",
                         ds.library_versions, self.library_versions)

@@ -163,7 +163,7 @@ class Trainer:
         if ckpt is not None:
             ckpt.check_compatible(ds)
         if init_from is not None:
-            init_from.checkpoint.check_features(ds)
+            init_from.checkpoint.check_features(ds, channels_apart=True)
         return cls(run_dir, store, dist, dev, cfg, ds, ckpt, init_from)
 
     def __init__(self, run_dir: Path, store: FeatureStore, dist: Dist, dev: torch.device, cfg: TrainConfig,
