@@ -13,6 +13,7 @@ training step on the example store (built in a temporary folder).
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -33,7 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--audio", type=Path, default=REPO.parent / "shared" / "data" / "speech" / "ljspeech_LJ050-0131_22k.wav")
+    data = Path(os.environ.get("BLENDSYNC_SHARED_DATA", REPO.parent / "shared" / "data"))
+    ap.add_argument("--audio", type=Path, default=data / "speech" / "ljspeech_LJ050-0131_22k.wav")
     ap.add_argument("--ks", default=f"1,{TrainConfig().stream.frames_per_window}")
     ap.add_argument("--presets", default="small,full")
     ap.add_argument("--repeats", type=int, default=3)

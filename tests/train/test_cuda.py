@@ -27,7 +27,10 @@ TINY = {
 
 def test_step_never_synchronises_with_the_host():
     """Forward, loss terms, backward, clipping, AdamW and the carried state, with pinned
-    non_blocking copies: torch.cuda.set_sync_debug_mode('error') raises on any sync."""
+    non_blocking copies, feature augmentation and a still channel masked out:
+    torch.cuda.set_sync_debug_mode('error') raises on any sync."""
+    from blendsync.train.augment import FeatureAugmenter
+    from blendsync.train.config import AugmentConfig
     from blendsync.train.model import build_model
     from blendsync.train.step import LossMeter, carry, to_device, train_step
 
@@ -54,7 +57,11 @@ def test_step_never_synchronises_with_the_host():
             b["valid"][3] = False
         return b
 
-    masks = (torch.zeros(6, dtype=torch.bool, device=dev), torch.ones(6, dtype=torch.bool, device=dev))
+    still = torch.tensor([False, False, False, False, True, False], device=dev)
+    model.set_still(still)
+    masks = (torch.zeros(6, dtype=torch.bool, device=dev), torch.ones(6, dtype=torch.bool, device=dev), None, ~still)
+    augment = FeatureAugmenter(AugmentConfig(gain_db=6.0, time_masks=2, freq_masks=2, emotion_dropout=0.2),
+                               np.ones(80, np.float32), dev)
     prev = torch.zeros(B, 6, device=dev)
     meter = LossMeter()
 
@@ -62,7 +69,7 @@ def test_step_never_synchronises_with_the_host():
         nonlocal prev
         db = to_device(b, dev)
         opt.zero_grad(set_to_none=True)
-        loss, terms, pred = train_step(model, db, prev, cfg, masks, amp=True)
+        loss, terms, pred = train_step(model, db, prev, cfg, masks, amp=True, augment=augment)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         prev = carry(prev, pred, db.t)
