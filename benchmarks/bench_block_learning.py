@@ -26,11 +26,11 @@ import json
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
+from cpu_budget import CpuBudget
 from blendsync.featurize.extract import extract
 from blendsync.shared.config import FeatureConfig
 from blendsync.train.config import TrainConfig
@@ -64,21 +64,12 @@ def run(store: Path, out: Path, K: int, seed: int, marks: list[float]) -> list[d
         validation={"holdout_tail": 0.0}, seed=seed,
     )
     cfg = TrainConfig.from_dict({**cfg.to_dict(), "loss": {"preset": "notes"}})
-    used = 0.0
+    budget = CpuBudget()
     curve = []
     for mark in marks:
-        last = [time.process_time()]
-
-        def budget(rec: dict) -> bool:
-            nonlocal used
-            now = time.process_time()
-            used += now - last[0]
-            last[0] = now
-            return used >= mark
-
-        last[0] = time.process_time()
         r = fit(store, cfg=cfg, out=out, manifest="rig_train", resume=(out / "checkpoints" / "last.pt").exists(),
-                on_step=budget)
+                on_step=budget.until(mark))
+        used = budget.used
         ev = evaluate_checkpoint(out / "checkpoints" / "last.pt", store, manifest="rig_eval", split="val")
         m = ev["metrics"]
         curve.append({"cpu_s": round(used, 1), "step": r.step, "frames": r.step * 8 * K, "skill": m["skill"],
