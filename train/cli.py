@@ -68,7 +68,7 @@ def cli(verbose: int, quiet: bool) -> None:
 @click.option("--init-from", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Fine-tune: start from this checkpoint's weights (its model; a fresh optimiser and schedule). "
                    "Channels are matched by name: new ones start at their training mean, missing ones are dropped. "
-                   "The store's feature config must be the checkpoint's.")
+                   "The store's features must be those it was trained on (its target channels may differ).")
 @click.option("--keep-normalization", is_flag=True,
               help="With --init-from: standardise features with the checkpoint's statistics instead of this "
                    "training split's (target statistics are always this data's).")

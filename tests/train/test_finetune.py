@@ -124,3 +124,28 @@ def test_fine_tune_config_takes_the_checkpoints_model_and_keeps_the_rest(checkpo
     own = init.checkpoint.config
     assert cfg.model == own.model and cfg.stream.window == own.stream.window
     assert cfg.stream.frames_per_window == own.stream.frames_per_window and cfg.optim.lr == 3e-4
+
+
+def test_onto_a_real_custom_rig_every_channel_starts_at_its_mean(shared_data, checkpoint, tmp_path):
+    """The FACEGOOD rig (116 channels, none an ARKit name): all new, all 52 dropped; one step
+    at a vanishing learning rate leaves the start as it was built."""
+    from blendsync.train.trainer import fit
+
+    rig = shared_data / "custom_rig"
+    man = tmp_path / "rig.csv"
+    man.write_text("audio,targets,targets_fps,split,id\n"
+                   f"{rig / '1114_3_16.wav'},{rig / 'bs_value_1114_3_16.npy'},30,train,take16\n")
+    cfg = FeatureConfig.from_dict({"targets": {"channels_file": str(rig / "channel_names.txt")}})
+    assert extract(man, tmp_path / "rig.zarr", cfg, executor="serial").ok
+    init = InitFrom.load(checkpoint)
+    r = fit(tmp_path / "rig.zarr", cfg=tiny(optim={"lr": 1e-12, "warmup_steps": 0, "weight_decay": 0.0}),
+            out=tmp_path / "ft", overrides=ConfigOverrides(max_steps=1), init_from=init)
+    doc = json.loads((r.run_dir / "config.json").read_text())["init_from"]["channels"]
+    assert doc["matched"] == [] and len(doc["new"]) == 116 and len(doc["dropped"]) == 52
+    ft = Checkpoint.load(r.run_dir / "checkpoints" / "last.pt")
+    bias = ft.model_state["decoder.head_bias"].numpy()
+    np.testing.assert_allclose(bias, np.clip(ft.normalizer.target_mean, 0, 1), atol=1e-6)
+    for name, value in init.checkpoint.model_state.items():
+        if name not in PER_CHANNEL:
+            torch.testing.assert_close(ft.model_state[name], value, rtol=0, atol=1e-6)
+    assert len(ft.still) > 90  # most of this rig never moves in the take: trained as constant 0
