@@ -22,7 +22,7 @@ from blendsync.featurize.task import FileTask, TaskResult
 from blendsync.featurize.writer import sweep_staging
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.provenance import cache_key, library_versions
-from blendsync.shared.sync import SyncConfig, SyncEstimate
+from blendsync.shared.sync import SyncConfig
 from blendsync.shared.store import (FeatureStore, IndexEntry, ItemProvenance, ItemSource, ManifestIndex, StoreError,
                                     check_index_name, index_name_from)
 
