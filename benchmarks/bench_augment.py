@@ -14,8 +14,9 @@ epochs enough for the budget; only the augment section differs:
   spec       gain ±6 dB, 2 time masks of up to 8 frames, 2 frequency masks of up to 8 bins
   emotion    emotion-stream dropout 0.2
   all        spec + emotion
+  emotion50  emotion-stream dropout 0.5
 
-    python benchmarks/bench_augment.py [--variants off,spec,emotion,all] [--seeds 0,1,2] [--marks 30,60,120,240]
+    python benchmarks/bench_augment.py [--variants off,spec,emotion,all,emotion50] [--seeds 0,1,2] [--marks 30,60,120,240]
 
 Reads ../shared/data/custom_rig (or BLENDSYNC_SHARED_DATA/custom_rig).
 """
@@ -38,7 +39,8 @@ from blendsync.train.trainer import fit
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = {"gain_db": 6.0, "time_masks": 2, "time_mask_frames": 8, "freq_masks": 2, "freq_mask_bins": 8}
-VARIANTS = {"off": {}, "spec": SPEC, "emotion": {"emotion_dropout": 0.2}, "all": {**SPEC, "emotion_dropout": 0.2}}
+VARIANTS = {"off": {}, "spec": SPEC, "emotion": {"emotion_dropout": 0.2}, "all": {**SPEC, "emotion_dropout": 0.2},
+            "emotion50": {"emotion_dropout": 0.5}}
 
 
 def run(store: Path, out: Path, augment: dict, seed: int, marks: list[float]) -> list[float]:

@@ -28,7 +28,7 @@ def batch(seed: int = 0):
 def test_gain_shifts_every_real_frame_by_one_level_in_db():
     mel, emo, mask = batch()
     std = np.linspace(0.5, 2.0, M).astype(np.float32)
-    aug = FeatureAugmenter(AugmentConfig(gain_db=6.0), std, torch.device("cpu"))
+    aug = FeatureAugmenter(AugmentConfig(gain_db=6.0, emotion_dropout=0.0), std, torch.device("cpu"))
     out, out_emo = aug(mel, emo, mask)
     ln_shift = (out - mel) * torch.from_numpy(std)  # back to log-mel units
     assert torch.equal(out[:, :5], mel[:, :5]) and torch.equal(out_emo, emo)
@@ -40,13 +40,13 @@ def test_gain_shifts_every_real_frame_by_one_level_in_db():
 
 def test_masks_cover_bounded_spans_with_the_training_mean():
     mel, emo, mask = batch()
-    out, _ = FeatureAugmenter(AugmentConfig(time_masks=2, time_mask_frames=7), np.ones(M), torch.device("cpu"))(
+    out, _ = FeatureAugmenter(AugmentConfig(time_masks=2, time_mask_frames=7, emotion_dropout=0.0), np.ones(M), torch.device("cpu"))(
         mel, emo, mask)
     masked_frames = (out == 0).all(dim=2)  # (B, L)
     assert masked_frames.any()
     assert int(masked_frames.sum(dim=1).max()) <= 14  # two spans of at most 7 frames
     assert torch.equal(out[~masked_frames], mel[~masked_frames])
-    out, _ = FeatureAugmenter(AugmentConfig(freq_masks=1, freq_mask_bins=10), np.ones(M), torch.device("cpu"))(
+    out, _ = FeatureAugmenter(AugmentConfig(freq_masks=1, freq_mask_bins=10, emotion_dropout=0.0), np.ones(M), torch.device("cpu"))(
         mel, emo, mask)
     masked_bins = (out == 0).all(dim=1)  # (B, M)
     assert masked_bins.any() and int(masked_bins.sum(dim=1).max()) <= 10
@@ -67,8 +67,9 @@ def test_emotion_dropout_drops_whole_windows_at_its_rate():
     assert 0.25 < drops / (20 * B) < 0.35
 
 
-def test_off_by_default_and_in_old_checkpoints():
-    assert not TrainConfig().augment.active
+def test_defaults_and_old_checkpoints():
+    a = TrainConfig().augment  # the benchmark's choice: emotion dropout only
+    assert a.emotion_dropout == 0.5 and not (a.gain_db or a.time_masks or a.freq_masks)
     old = TrainConfig.from_checkpoint_json('{"stream": {}, "loss": {"preset": "default"}}')
     assert not old.augment.active and old.loss.still_max == 0.0
 
@@ -89,7 +90,7 @@ def test_augmented_training_resumes_bit_identically(example_store, tmp_path):
     fit(example_store, cfg=TrainConfig(), out=tmp_path / "part", resume=True)
     a = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")["model"]
-    plain = fit(example_store, cfg=tiny(optim={"epochs": 1}), out=tmp_path / "plain")
+    plain = fit(example_store, cfg=tiny(optim={"epochs": 1}, augment={"emotion_dropout": 0.0}), out=tmp_path / "plain")
     c = load_checkpoint(plain.run_dir / "checkpoints" / "last.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)  # the augmentation did act

@@ -74,6 +74,8 @@ def training_run() -> dict:
         # The loss and validation of the model before frame blocks (today's names for them).
         **({"loss": {"preset": "notes"}, "validation": {"holdout_tail": 0.0, "metric": "loss"}}
            if "validation" in TrainConfig.__dataclass_fields__ else {}),
+        # ... and no augmentation, which it did not have.
+        **({"augment": {"emotion_dropout": 0.0}} if "augment" in TrainConfig.__dataclass_fields__ else {}),
     })
     with tempfile.TemporaryDirectory() as tmp:
         fs, _ = make_random_store(Path(tmp) / "s.zarr", [30, 47, 12, 64, 25, 40, 33], channels=C, seed=5,
