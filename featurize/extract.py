@@ -22,7 +22,7 @@ from blendsync.featurize.task import FileTask, TaskResult
 from blendsync.featurize.writer import sweep_staging
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.provenance import cache_key, library_versions
-from blendsync.shared.sync import SyncConfig
+from blendsync.shared.sync import StoredSync, SyncConfig
 from blendsync.shared.store import (FeatureStore, IndexEntry, ItemProvenance, ItemSource, ManifestIndex, StoreError,
                                     check_index_name, index_name_from)
 
@@ -201,7 +201,7 @@ def extract(
         execute(runner, store, cfg, plan, force, on_result)
         report.started_cluster = runner.started_cluster
     write_report_index(store, manifest, cfg, plan, report)
-    report_sync(store, plan, sync, report)
+    report_sync(plan, cfg, sync, report)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -225,7 +225,7 @@ def make_plan(manifest: Manifest, cfg: FeatureConfig, store: FeatureStore, force
             continue
         stored = None if force else store.complete_attrs(p.key)
         if stored is not None:
-            status[p.key] = TaskResult(p.key, p.row.row, "exists")
+            status[p.key] = TaskResult(p.key, p.row.row, "exists", sync=stored.doc.get("sync"))
             cached_s += stored.audio_duration_s
         else:
             todo[p.key] = p.task
@@ -239,14 +239,15 @@ def check_sync(cfg: FeatureConfig, sync: SyncConfig, auto_sync: bool) -> None:
                          "none is named like jawOpen/mouthOpen/mouthLowerDown; give them with --sync-channels")
 
 
-def report_sync(store: FeatureStore, plan: ExtractPlan, sync: SyncConfig, report: ExtractReport) -> None:
-    """The stored takes confidently out of sync (from their items' estimates), one line each."""
+def report_sync(plan: ExtractPlan, cfg: FeatureConfig, sync: SyncConfig, report: ExtractReport) -> None:
+    """The stored takes confidently out of sync, one line each, from the sync documents their
+    results carry (nothing is read again)."""
     for p in plan.planned:
-        if plan.status[p.key].status == "failed" or p.row.targets is None:
+        doc = plan.status[p.key].sync
+        if doc is None:
             continue
-        attrs = store.complete_attrs(p.key)
-        stored = attrs.sync if attrs is not None else None
-        if stored is None or not stored.estimate.out_of_sync(sync):
+        stored = StoredSync.from_doc(doc, cfg.fps)
+        if not stored.estimate.out_of_sync(sync):
             continue
         what = (f"curves shifted by {stored.shift_frames:+d} frames (--auto-sync)" if stored.shift_frames else
                 "not shifted: run extract with --auto-sync to shift them, or fix the take")

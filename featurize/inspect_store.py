@@ -99,16 +99,16 @@ def sync_check(store: FeatureStore, manifest: str | None = None, sync: SyncConfi
     else:
         keys = list(items)
     cfg = sync or SyncConfig()
+    with_targets = [items[k] for k in keys if k in items and items[k].has_targets]
+    # Estimated now: items written before the check, or every item when sync is given.
+    again = [a.key for a in with_targets if a.sync is None or sync is not None]
+    read, reread = store.read_items(again), set(again)
     takes = []
-    for key in keys:
-        a = items.get(key) or store.complete_attrs(key)
-        if a is None or not a.has_targets:
-            continue
+    for a in with_targets:
         stored = a.sync
-        if stored is None or sync is not None:
-            item = store.read_item(key)
-            fps = float(a.feature_config.get("fps", 30.0))
-            est = estimate_lag(item.mel, item.targets, a.channels, fps, cfg)
+        if a.key in reread:
+            item = next(read)  # read_items yields in order
+            est = estimate_lag(item.mel, item.targets, a.channels, float(a.feature_config.get("fps", 30.0)), cfg)
             # an --auto-sync item's targets are already shifted: its estimate is of what is stored
             stored = StoredSync(est, stored.shift_frames if stored else 0, stored.auto_sync if stored else False)
         take = _take(a, stored)
@@ -206,8 +206,7 @@ def channel_activity(store: FeatureStore, manifest: str | None = None, threshold
     else:
         keys = store.item_keys()
     sets: dict[str, dict] = {}
-    for key in keys:
-        item = store.read_item(key)
+    for item in store.read_items(keys):
         if item.targets is None:
             continue
         names = item.attrs.channels

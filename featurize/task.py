@@ -53,6 +53,9 @@ class TaskResult:
     audio_s: float = 0.0
     seconds: float = 0.0
     frames: int = 0
+    # The item's stored sync document (shared.sync.StoredSync.from_doc), None when it has
+    # none (no targets, or written before the sync check).
+    sync: dict | None = None
 
 
 def _in_dask_worker() -> bool:
@@ -85,8 +88,9 @@ def run_task(store_root: str, cfg_json: str, task: FileTask, force: bool = False
 def _run_task(store_root: str, cfg_json: str, task: FileTask, force: bool) -> TaskResult:
     t0 = time.perf_counter()
     store = FeatureStore(store_root)
-    if store.is_complete(task.key) and not force:
-        return TaskResult(task.key, task.row, "exists", seconds=time.perf_counter() - t0)
+    stored = None if force else store.complete_attrs(task.key)
+    if stored is not None:
+        return TaskResult(task.key, task.row, "exists", seconds=time.perf_counter() - t0, sync=stored.doc.get("sync"))
     from blendsync.featurize.writer import write_item
 
     cfg = FeatureConfig.from_json(cfg_json)
@@ -112,4 +116,5 @@ def _run_task(store_root: str, cfg_json: str, task: FileTask, force: bool) -> Ta
     return TaskResult(
         task.key, task.row, "computed" if wrote else "exists",
         audio_s=ff.info["audio_duration_s"], seconds=time.perf_counter() - t0, frames=ff.frames,
+        sync=ff.info.get("sync"),  # the same key holds the same arrays: also when another writer was first
     )

@@ -23,7 +23,7 @@ import torch
 from blendsync.shared.config import FeatureConfig
 from blendsync.train.config import TrainConfig
 from blendsync.train.model import BlendshapeModel, build_model
-from blendsync.train.normalization import Normalizer
+from blendsync.train.normalization import Normalizer, still_mask
 
 if TYPE_CHECKING:
     from blendsync.train.data import TrainingData
@@ -135,8 +135,7 @@ class Checkpoint:
     @property
     def still_mask(self) -> torch.Tensor:
         """(C,) bool: True for the still channels."""
-        still = set(self.still)
-        return torch.tensor([c in still for c in self.channels], dtype=torch.bool)
+        return still_mask(self.channels, self.still)
 
     def check_compatible(self, ds: "TrainingData") -> None:
         """Refuse features or channels the model was not trained on; warn on library-version

@@ -15,7 +15,7 @@ from blendsync.train.config import LOSS_TERMS, TrainConfig
 from blendsync.train.data import TrainingData, DataError, FileRef, load_training_data
 from blendsync.train.losses import channel_scale, loss_terms, total_loss
 from blendsync.train.metrics import regression_metrics
-from blendsync.train.normalization import Normalizer
+from blendsync.train.normalization import Normalizer, still_mask
 from blendsync.train.output_gain import apply_gain, gain_table, resolve_gain
 from blendsync.train.step import carry, forward_rows, to_device
 from blendsync.train.streaming import WindowStream
@@ -44,7 +44,7 @@ def loss_channels(ds: TrainingData, norm: Normalizer, cfg: TrainConfig, device,
         raise DataError("this checkpoint's statistics have no target spread: score or resume it with "
                         "loss.scale: none")
     scale = channel_scale(cfg.loss, norm.target_std) if cfg.loss.scale != "none" else None
-    active = torch.tensor([c not in set(still) for c in ds.channels], device=device) if still else None
+    active = (~still_mask(ds.channels, still)).to(device) if still else None
     return LossChannels(mouth, expr, None if scale is None else torch.from_numpy(scale).to(device), active)
 
 

@@ -92,6 +92,5 @@ def transfer_weights(model: BlendshapeModel, init: InitFrom, channels: list[str]
                 if len(rows_to):
                     value.index_copy_(0, rows_to, src[name].to(value.dtype).index_select(0, rows_from))
             else:
-                value.copy_(src[name])
-    model.load_state_dict(state)
+                value.copy_(src[name])  # state_dict() tensors share the parameters' storage
     return match

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from blendsync.shared.store import FeatureStore, ItemError
 from blendsync.train.data import FileRef, check_finite, with_row
@@ -45,12 +46,19 @@ class Normalizer:
     def is_finite(self) -> bool:
         return all(np.isfinite(v).all() for v in self.__dict__.values() if v is not None)
 
+
 def still_channels(norm: Normalizer, channels: list[str], still_max: float) -> list[str]:
     """The channels no training frame lifts above still_max (none when still_max is 0 or the
     statistics predate target_max)."""
     if not still_max or norm.target_max is None:
         return []
     return [c for c, top in zip(channels, norm.target_max) if top <= still_max]
+
+
+def still_mask(channels: list[str], still: list[str] | tuple) -> torch.Tensor:
+    """(C,) bool, True for the still channels among channels."""
+    names = set(still)
+    return torch.tensor([c in names for c in channels], dtype=torch.bool)
 
 
 # Channels with a smaller spread (constant in the training data) are left unscaled.
@@ -74,10 +82,9 @@ def compute_normalizer(store: FeatureStore, files: list[FileRef]) -> Normalizer:
             a = a[f.start : f.start + f.frames].astype(np.float64)
             sums[name] = sums.get(name, 0) + a.sum(axis=0)
             sq[name] = sq.get(name, 0) + (a * a).sum(axis=0)
+            if name == "target" and len(a):
+                top = a.max(axis=0) if top is None else np.maximum(top, a.max(axis=0))
         n += item.mel[f.start : f.start + f.frames].shape[0]
-        part = item.targets[f.start : f.start + f.frames]
-        if part.shape[0]:
-            top = part.max(axis=0) if top is None else np.maximum(top, part.max(axis=0))
 
     def mean_std(name):
         mean = sums[name] / n

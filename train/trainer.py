@@ -25,6 +25,7 @@ import torch
 from blendsync.shared.provenance import library_versions
 from blendsync.shared.store import FeatureStore
 from blendsync.train import plots
+from blendsync.train.augment import FeatureAugmenter
 from blendsync.train.checkpoint import Checkpoint, CheckpointError, TrainingState, load_checkpoint, resume_problem
 from blendsync.train.config import LOSS_TERMS, VALIDATION_METRICS, ConfigOverrides, TrainConfig
 from blendsync.train.data import TrainingData, DataError, check_shared_audio, hold_out_tails, load_training_data
@@ -33,10 +34,9 @@ from blendsync.train.distributed import Dist
 from blendsync.train.distributed import setup as setup_dist
 from blendsync.train.distributed import teardown as teardown_dist
 from blendsync.train.evaluation import loss_channels, split_metrics, validation_pass
-from blendsync.train.augment import FeatureAugmenter
 from blendsync.train.finetune import InitFrom, fine_tune_config, starting_statistics, transfer_weights
 from blendsync.train.model import build_model
-from blendsync.train.normalization import load_or_compute, still_channels
+from blendsync.train.normalization import load_or_compute, still_channels, still_mask
 from blendsync.train.output_gain import calibrate_gain
 from blendsync.train.step import LossMeter, NonFiniteGuard, carry, to_device, train_step
 from blendsync.train.streaming import StreamCursor, WindowStream
@@ -253,8 +253,7 @@ class Trainer:
                      "%d dropped%s", self.init_from.path, len(m.matched), len(m.new),
                      f": {', '.join(m.new)}" if m.new else "", len(m.dropped),
                      f": {', '.join(m.dropped)}" if m.dropped else "")
-        still = set(self.still)
-        self.model.set_still(torch.tensor([c in still for c in ds.channels], dtype=torch.bool, device=dev))
+        self.model.set_still(still_mask(ds.channels, self.still).to(dev))
         self.net = self.model
         if self.dist.active:
             from torch.nn.parallel import DistributedDataParallel
