@@ -33,9 +33,9 @@ import torch
 
 from bench_block_learning import make_store
 from cpu_budget import CpuBudget
-from blendsync.train.config import TrainConfig
-from blendsync.train.evaluation import evaluate_checkpoint
-from blendsync.train.trainer import fit
+from blendsync.train.core.config import TrainConfig
+from blendsync.train.loop.evaluation import evaluate_checkpoint
+from blendsync.train.loop.trainer import fit
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = {"gain_db": 6.0, "time_masks": 2, "time_mask_frames": 8, "freq_masks": 2, "freq_mask_bins": 8}

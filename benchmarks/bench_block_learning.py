@@ -33,9 +33,9 @@ import torch
 from cpu_budget import CpuBudget
 from blendsync.featurize.extract import extract
 from blendsync.shared.config import FeatureConfig
-from blendsync.train.config import TrainConfig
-from blendsync.train.evaluation import evaluate_checkpoint
-from blendsync.train.trainer import fit
+from blendsync.train.core.config import TrainConfig
+from blendsync.train.loop.evaluation import evaluate_checkpoint
+from blendsync.train.loop.trainer import fit
 
 REPO = Path(__file__).resolve().parents[1]
 TAKE_S = 49.07  # 1114_3_15

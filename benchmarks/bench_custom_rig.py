@@ -26,9 +26,9 @@ import torch
 
 from blendsync.featurize.extract import extract
 from blendsync.shared.config import FeatureConfig
-from blendsync.train.config import ConfigOverrides, TrainConfig
-from blendsync.train.evaluation import evaluate_checkpoint
-from blendsync.train.trainer import fit
+from blendsync.train.core.config import ConfigOverrides, TrainConfig
+from blendsync.train.loop.evaluation import evaluate_checkpoint
+from blendsync.train.loop.trainer import fit
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -37,10 +37,10 @@ import torch
 from cpu_budget import CpuBudget
 from blendsync.featurize.extract import extract
 from blendsync.shared.config import FeatureConfig
-from blendsync.train.config import TrainConfig
-from blendsync.train.evaluation import evaluate_checkpoint
-from blendsync.train.finetune import InitFrom
-from blendsync.train.trainer import fit
+from blendsync.train.core.config import TrainConfig
+from blendsync.train.loop.evaluation import evaluate_checkpoint
+from blendsync.train.loop.finetune import InitFrom
+from blendsync.train.loop.trainer import fit
 
 REPO = Path(__file__).resolve().parents[1]
 

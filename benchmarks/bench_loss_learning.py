@@ -45,17 +45,17 @@ import torch
 from blendsync.featurize.extract import extract
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.store import FeatureStore
-from blendsync.train.config import LOSS_PRESETS, TrainConfig
-from blendsync.train.data import hold_out_tails, load_training_data
-from blendsync.train.evaluation import evaluate_checkpoint
-from blendsync.train.evaluation import loss_channels, split_metrics, validation_pass as evaluate
-from blendsync.train.trainer import fit, lr_lambda
-from blendsync.train.model import build_model
-from blendsync.train.normalization import compute_normalizer
-from blendsync.train.output_gain import apply_gain, calibrate_gain
-from blendsync.train.step import to_device, train_step
-from blendsync.train.streaming import WindowStream
-from blendsync.train.windows import cut
+from blendsync.train.core.config import LOSS_PRESETS, TrainConfig
+from blendsync.train.core.data import hold_out_tails, load_training_data
+from blendsync.train.loop.evaluation import evaluate_checkpoint
+from blendsync.train.loop.evaluation import loss_channels, split_metrics, validation_pass as evaluate
+from blendsync.train.loop.trainer import fit, lr_lambda
+from blendsync.train.core.model import build_model
+from blendsync.train.core.normalization import compute_normalizer
+from blendsync.train.core.output_gain import apply_gain, calibrate_gain
+from blendsync.train.loop.step import to_device, train_step
+from blendsync.train.loop.streaming import WindowStream
+from blendsync.train.core.windows import cut
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -55,9 +55,9 @@ def main() -> None:
         from blendsync.featurize.extract import extract
         from blendsync.shared.config import FeatureConfig
         from blendsync.shared.store import FeatureStore
-        from blendsync.train.data import load_training_data
-        from blendsync.train.normalization import compute_normalizer
-        from blendsync.train.streaming import WindowStream
+        from blendsync.train.core.data import load_training_data
+        from blendsync.train.core.normalization import compute_normalizer
+        from blendsync.train.loop.streaming import WindowStream
 
         tmp = Path(tempfile.mkdtemp(prefix="bench_os_"))
         # Warm-up: library start-up costs land outside both timings.

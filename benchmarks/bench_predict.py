@@ -24,10 +24,10 @@ import torch
 from blendsync.featurize.extract import extract
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.featurize_file import featurize_file
-from blendsync.train.chunked import animate_chunked
-from blendsync.train.config import ConfigOverrides, TrainConfig
-from blendsync.train.trainer import fit
-from blendsync.train.predict import Predictor
+from blendsync.train.inference.chunked import animate_chunked
+from blendsync.train.core.config import ConfigOverrides, TrainConfig
+from blendsync.train.loop.trainer import fit
+from blendsync.train.inference.predict import Predictor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,8 +78,8 @@ def main() -> None:
 def bench_ort(p: Predictor, run: Path, audio: Path) -> None:
     import onnxruntime as ort
 
-    from blendsync.train.export import INPUTS, ExportedModel, export
-    from blendsync.train.windows import cut, frame_mask, pad_frames
+    from blendsync.train.inference.export import INPUTS, ExportedModel, export
+    from blendsync.train.core.windows import cut, frame_mask, pad_frames
 
     export(run / "checkpoints" / "last.pt", run / "m.onnx", "onnx")
     ff = featurize_file(audio, None, p.feature_config)

@@ -51,7 +51,7 @@ def training_scaling(tmp: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.helpers import make_random_store
 
-    from blendsync.train.config import TrainConfig
+    from blendsync.train.core.config import TrainConfig
 
     fs, _ = make_random_store(tmp / "train.zarr", [600] * 8, channels=52, seed=0, learnable=True)
     cfg = TrainConfig.from_dict({"preset": "small", "stream": {"stride": 8},

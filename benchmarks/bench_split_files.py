@@ -21,8 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from blendsync.train.config import ConfigOverrides, TrainConfig  # noqa: E402
-from blendsync.train.trainer import fit  # noqa: E402
+from blendsync.train.core.config import ConfigOverrides, TrainConfig  # noqa: E402
+from blendsync.train.loop.trainer import fit  # noqa: E402
 from tests.helpers import make_random_store  # noqa: E402
 
 

@@ -24,13 +24,13 @@ import zarr
 
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.store import FeatureStore, ItemProvenance
-from blendsync.train.config import PRESET_BATCH_STREAMS, PRESETS
-from blendsync.train.losses import loss_terms, total_loss
-from blendsync.train.config import LossConfig
-from blendsync.train.model import BlendshapeModel
-from blendsync.train.normalization import compute_normalizer
-from blendsync.train.streaming import WindowStream
-from blendsync.train.windows import window_span
+from blendsync.train.core.config import PRESET_BATCH_STREAMS, PRESETS
+from blendsync.train.loop.losses import loss_terms, total_loss
+from blendsync.train.core.config import LossConfig
+from blendsync.train.core.model import BlendshapeModel
+from blendsync.train.core.normalization import compute_normalizer
+from blendsync.train.loop.streaming import WindowStream
+from blendsync.train.core.windows import window_span
 
 L, LA = 256, 6
 
@@ -38,7 +38,7 @@ L, LA = 256, 6
 def loader_store(root: Path, n_files: int = 16, frames: int = 1800) -> tuple[FeatureStore, list]:
     from blendsync.featurize.writer import write_item
     from blendsync.shared.featurize_file import FeaturizedFile
-    from blendsync.train.data import FileRef
+    from blendsync.train.core.data import FileRef
 
     rng = np.random.default_rng(0)
     fs = FeatureStore(root)

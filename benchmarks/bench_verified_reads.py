@@ -31,11 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_frame_blocks import train_rate  # noqa: E402
 from bench_train import loader_store  # noqa: E402
 
-import blendsync.train.data as data  # noqa: E402
-import blendsync.train.streaming as streaming  # noqa: E402
+import blendsync.train.core.data as data  # noqa: E402
+import blendsync.train.loop.streaming as streaming  # noqa: E402
 from blendsync.shared.store import FeatureStore  # noqa: E402
-from blendsync.train.config import PRESET_BATCH_STREAMS, TrainConfig  # noqa: E402
-from blendsync.train.normalization import compute_normalizer  # noqa: E402
+from blendsync.train.core.config import PRESET_BATCH_STREAMS, TrainConfig  # noqa: E402
+from blendsync.train.core.normalization import compute_normalizer  # noqa: E402
 
 L, LA = 256, 6
 

@@ -27,7 +27,7 @@ if ! "$PY" -c "import blendsync.train" 2>/dev/null; then
   trap 'rm -f blendsync/shared blendsync/featurize blendsync/train' EXIT
   export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 fi
-K=$("$PY" -c "from blendsync.train.config import TrainConfig; print(TrainConfig().stream.frames_per_window)")
+K=$("$PY" -c "from blendsync.train.core.config import TrainConfig; print(TrainConfig().stream.frames_per_window)")
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   "$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"

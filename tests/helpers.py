@@ -13,7 +13,7 @@ import soundfile as sf
 from blendsync.featurize.writer import write_item
 from blendsync.shared.featurize_file import FeaturizedFile
 from blendsync.shared.store import FeatureStore, ItemProvenance, ItemSource
-from blendsync.train.config import TrainConfig
+from blendsync.train.core.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("BLENDSYNC_SHARED_DATA", REPO.parent / "shared" / "data"))

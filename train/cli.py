@@ -17,7 +17,7 @@ from blendsync.shared.config import read_config_file
 from blendsync.shared.cli import (UsageFailure, is_write_failure, reported_errors, run_cli, setup_logging, write_failure,
                                   write_text_or_stdout)
 from blendsync.shared.channels import CHANNEL_ORDERS
-from blendsync.train.config import ConfigOverrides, TrainConfig
+from blendsync.train.core.config import ConfigOverrides, TrainConfig
 
 
 @click.group(context_settings=dict(show_default=True, help_option_names=["-h", "--help"]))
@@ -85,9 +85,9 @@ def fit(store_path, manifest, config_path, preset, out, epochs, max_steps, batch
     checkpoints/ (last.pt, best.pt, step_N.pt), loss_curves.png, val_curves.png,
     stream_weights.png.
     """
-    from blendsync.train.checkpoint import CheckpointError
-    from blendsync.train.data import DataError
-    from blendsync.train.trainer import fit as run_fit
+    from blendsync.train.core.checkpoint import CheckpointError
+    from blendsync.train.core.data import DataError
+    from blendsync.train.loop.trainer import fit as run_fit
 
     cfg, written_loss = _config_file(config_path)
     overrides = ConfigOverrides(preset, epochs, max_steps, batch_streams, stride, frames_per_window, loss_preset,
@@ -105,7 +105,7 @@ def fit(store_path, manifest, config_path, preset, out, epochs, max_steps, batch
         raise UsageFailure("--keep-normalization keeps the statistics of the --init-from checkpoint: give --init-from")
     start = None
     if init_from:
-        from blendsync.train.finetune import InitFrom
+        from blendsync.train.loop.finetune import InitFrom
 
         try:
             start = InitFrom.load(init_from, keep_normalization)
@@ -228,8 +228,8 @@ def predict(inputs, checkpoint, out_dir, fps, formats, device, plot, chunk_secon
     BlendshapeCount 61, the 52 ARKit curves, head/eye rotations as zeros) and/or .npy (T, C)
     and .json, plus a PNG. Bad files are reported and skipped (exit 2).
     """
-    from blendsync.train.checkpoint import CheckpointError
-    from blendsync.train.predict import predict as run_predict
+    from blendsync.train.core.checkpoint import CheckpointError
+    from blendsync.train.inference.predict import predict as run_predict
 
     try:
         rep = run_predict(list(inputs), checkpoint, out_dir, fps=float(fps), formats=tuple(formats),
@@ -280,9 +280,9 @@ def stream(audio, checkpoint, target, subject, fps, start_timecode, realtime, st
            chunk_seconds, frames_per_window, device):
     """Animate AUDIO (or raw PCM on stdin) and send each frame to a Live Link Face receiver over
     UDP (packet version 6, the 52 curves in Unreal's order, then 9 rotations as zeros)."""
-    from blendsync.train.checkpoint import CheckpointError
-    from blendsync.train.livelink import file_chunks, stdin_chunks, stream_audio
-    from blendsync.train.predict import Predictor
+    from blendsync.train.core.checkpoint import CheckpointError
+    from blendsync.train.inference.livelink import file_chunks, stdin_chunks, stream_audio
+    from blendsync.train.inference.predict import Predictor
 
     if (audio is None) == (not stdin_pcm):
         raise UsageFailure("give AUDIO or --stdin-pcm (one of them)")
@@ -319,7 +319,7 @@ def stream(audio, checkpoint, target, subject, fps, start_timecode, realtime, st
 def preview(audio, checkpoint, targets, out, fps, device):
     """Write an MP4 of AUDIO with a face drawn from the predicted curves (left) and, with
     --targets, from the take's own curves (right)."""
-    from blendsync.train.preview import preview as run_preview
+    from blendsync.train.inference.preview import preview as run_preview
 
     with reported_errors():
         path = run_preview(audio, checkpoint, out or Path(audio.stem + ".mp4"), targets=targets, fps=int(fps),
@@ -342,11 +342,11 @@ def evaluate(checkpoint, store_path, manifest, split, as_json, plot_dir, device,
     """Score a checkpoint on a split of a store: the trainer's validation metrics."""
     import json as _json
 
-    from blendsync.train.checkpoint import CheckpointError
-    from blendsync.train.data import DataError
-    from blendsync.train.config import LOSS_TERMS
-    from blendsync.train.evaluation import evaluate_checkpoint
-    from blendsync.train.metrics import ACTIVE_STD
+    from blendsync.train.core.checkpoint import CheckpointError
+    from blendsync.train.core.data import DataError
+    from blendsync.train.core.config import LOSS_TERMS
+    from blendsync.train.loop.evaluation import evaluate_checkpoint
+    from blendsync.train.core.metrics import ACTIVE_STD
 
     try:
         ev = evaluate_checkpoint(checkpoint, store_path, manifest=manifest, split=split, device=device, gain=gain)
@@ -354,7 +354,7 @@ def evaluate(checkpoint, store_path, manifest, split, as_json, plot_dir, device,
         raise UsageFailure(str(e)) from None
     m = ev["metrics"]
     if plot_dir is not None:
-        from blendsync.train.plots import plot_curves
+        from blendsync.train.core.plots import plot_curves
 
         plot_dir.mkdir(parents=True, exist_ok=True)
         for fid, pred in ev["pred"].items():
@@ -403,7 +403,7 @@ def export(checkpoint, fmt, out, frames_per_window):
     (dynamic batch); outputs current and smoothed (B, K, C), the K frames of each window's
     block. Standardisation is inside the graph. A JSON sidecar (OUT.json) lists channels, fps,
     window, lookahead, frames_per_window, feature config and statistics."""
-    from blendsync.train.export import export as run_export
+    from blendsync.train.inference.export import export as run_export
 
     with reported_errors():
         side = run_export(checkpoint, out, fmt, frames_per_window)

@@ -19,7 +19,7 @@ from blendsync.featurize.extract import extract
 from blendsync.featurize.inspect_store import store_info, verify_store
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.store import FeatureStore
-from blendsync.train.data import DataError, load_training_data
+from blendsync.train.core.data import DataError, load_training_data
 from tests.helpers import assert_same_items, write_livelink, write_manifest
 
 BSFEAT = [sys.executable, "-m", "blendsync.featurize.cli"]

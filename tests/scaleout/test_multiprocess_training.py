@@ -11,10 +11,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blendsync.train.checkpoint import load_checkpoint
-from blendsync.train.config import TrainConfig
-from blendsync.train.streaming import StreamSchedule, WindowStream, plan_epoch
-from blendsync.train.windows import target_frames
+from blendsync.train.core.checkpoint import load_checkpoint
+from blendsync.train.core.config import TrainConfig
+from blendsync.train.loop.streaming import StreamSchedule, WindowStream, plan_epoch
+from blendsync.train.core.windows import target_frames
 from tests.helpers import make_random_store
 
 
@@ -37,8 +37,8 @@ def test_every_target_frame_once_across_ranks_and_equal_step_counts(frames, stre
 
 
 def test_window_stream_rank_rows(tmp_path):
-    from blendsync.train.data import FileRef
-    from blendsync.train.normalization import Normalizer
+    from blendsync.train.core.data import FileRef
+    from blendsync.train.core.normalization import Normalizer
 
     lengths = [30, 12, 45, 7, 22]
     fs, keys = make_random_store(tmp_path / "s.zarr", lengths)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from blendsync.train.config import TrainConfig
-from blendsync.train.trainer import fit
+from blendsync.train.core.config import TrainConfig
+from blendsync.train.loop.trainer import fit
 
 KD = TrainConfig().stream.frames_per_window
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from blendsync.shared.config import FeatureConfig
-from blendsync.train.config import TrainConfig
-from blendsync.train.trainer import fit
+from blendsync.train.core.config import TrainConfig
+from blendsync.train.loop.trainer import fit
 from tests.helpers import make_random_store
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -29,10 +29,10 @@ def test_step_never_synchronises_with_the_host():
     """Forward, loss terms, backward, clipping, AdamW and the carried state, with pinned
     non_blocking copies, feature augmentation and a still channel masked out:
     torch.cuda.set_sync_debug_mode('error') raises on any sync."""
-    from blendsync.train.augment import FeatureAugmenter
-    from blendsync.train.config import AugmentConfig
-    from blendsync.train.model import build_model
-    from blendsync.train.step import LossMeter, carry, to_device, train_step
+    from blendsync.train.loop.augment import FeatureAugmenter
+    from blendsync.train.core.config import AugmentConfig
+    from blendsync.train.core.model import build_model
+    from blendsync.train.loop.step import LossMeter, carry, to_device, train_step
 
     dev = torch.device("cuda")
     cfg = TrainConfig.from_dict(TINY)
@@ -103,7 +103,7 @@ def test_bf16_training_and_compile_on_the_gpu(tmp_path):
 
 
 def test_predict_on_the_gpu_matches_the_cpu(example_store, tmp_path, shared_data):
-    from blendsync.train.predict import Predictor
+    from blendsync.train.inference.predict import Predictor
 
     cfg = TrainConfig.from_dict({**TINY, "stream": {**TINY["stream"], "window": 64}})
     fit(example_store, cfg=cfg, out=tmp_path / "run", device="cuda", stop_after_steps=5)

@@ -17,9 +17,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blendsync.train.config import LossConfig, ModelConfig, TrainConfig
-from blendsync.train.losses import loss_terms, total_loss
-from blendsync.train.model import BlendshapeModel, smooth_block
+from blendsync.train.core.config import LossConfig, ModelConfig, TrainConfig
+from blendsync.train.loop.losses import loss_terms, total_loss
+from blendsync.train.core.model import BlendshapeModel, smooth_block
 from tests.helpers import assert_close_nested
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -206,7 +206,7 @@ def test_the_step_has_no_python_branch_on_tensor_values():
     synchronisation every step)."""
     import torch._dynamo
 
-    from blendsync.train.step import last_frames
+    from blendsync.train.loop.step import last_frames
 
     m = _model(4).train()
     mel, emo, mask, prev, has_prev = _inputs()

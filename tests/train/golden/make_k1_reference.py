@@ -24,9 +24,9 @@ import torch
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO))
 
-from blendsync.train.config import ModelConfig, StreamConfig, TrainConfig  # noqa: E402
-from blendsync.train.trainer import fit  # noqa: E402
-from blendsync.train.model import BlendshapeModel  # noqa: E402
+from blendsync.train.core.config import ModelConfig, StreamConfig, TrainConfig  # noqa: E402
+from blendsync.train.loop.trainer import fit  # noqa: E402
+from blendsync.train.core.model import BlendshapeModel  # noqa: E402
 from tests.helpers import make_random_store  # noqa: E402
 
 OUT = Path(__file__).with_name("k1_reference.json")

@@ -1,0 +1,1 @@
+"""What training and inference share: config, model, checkpoints, statistics, windows, data."""

@@ -1,0 +1,296 @@
+"""Checkpoints: one typed record of what a run saves (Checkpoint, with TrainingState for what
+only --resume needs), and its file format.
+
+On disk a checkpoint is a plain dict of tensors, numbers and strings (Checkpoint.to_state /
+from_state; the key constants below), loaded with weights_only=True so loading never runs
+pickled code, written to a temporary file and renamed into place. Every reader goes through
+load_checkpoint, which checks the dict before anything uses it (checkpoint_problem), so a
+malformed file is one message naming it instead of a KeyError or size mismatch later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from blendsync.shared.config import FeatureConfig
+from blendsync.train.core.config import TrainConfig
+from blendsync.train.core.model import BlendshapeModel, build_model
+from blendsync.train.core.normalization import Normalizer, still_mask
+
+if TYPE_CHECKING:
+    from blendsync.train.core.data import TrainingData
+
+log = logging.getLogger(__name__)
+
+FORMAT = "blendsync-checkpoint-1"
+
+# Keys of the on-disk dict.
+MODEL, CONFIG, FEATURE_CONFIG, FEATURE_CONFIG_HASH = "model", "config_json", "feature_config_json", "feature_config_hash"
+NORMALIZER, CHANNELS, MOUTH, EXPRESSION = "normalizer", "channels", "mouth", "expression"
+LIBRARY_VERSIONS, BEST_VAL, SINCE_BEST = "library_versions_json", "best_val", "validations_since_best"
+OPTIMIZER, SCHEDULER, RNG_CPU, RNG_CUDA = "optimizer", "scheduler", "rng_cpu_all", "rng_cuda_all"
+PREV, WORLD, STEP, EPOCH, STEP_IN_EPOCH = "prev_all", "world_size", "step", "epoch", "step_in_epoch"
+STILL = "still_channels"
+
+# What every use of a checkpoint reads (predict, evaluate, export, resume), with its type.
+REQUIRED = {MODEL: dict, CONFIG: str, FEATURE_CONFIG: str, FEATURE_CONFIG_HASH: str, CHANNELS: list,
+            NORMALIZER: dict}
+# What --resume reads on top.
+RESUME_STATE = {OPTIMIZER: dict, SCHEDULER: dict, RNG_CPU: torch.Tensor, PREV: torch.Tensor, STEP: int,
+                EPOCH: int, STEP_IN_EPOCH: int}
+NORMALIZER_KEYS = ("mel_mean", "mel_std", "emotion_mean", "emotion_std", "target_mean")
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+@dataclass
+class TrainingState:
+    """Where a run stands and what continues it exactly: optimiser and schedule state, every
+    rank's RNG state and carried previous predictions (rng_cpu_all (world, n) uint8,
+    prev_all (world, B, C) float32), and the stream position (epoch, batch in the epoch)."""
+
+    optimizer: dict
+    scheduler: dict
+    rng_cpu_all: torch.Tensor
+    rng_cuda_all: torch.Tensor | None
+    prev_all: torch.Tensor
+    world_size: int
+    step: int
+    epoch: int
+    step_in_epoch: int
+
+    def to_state(self) -> dict:
+        return {OPTIMIZER: self.optimizer, SCHEDULER: self.scheduler, RNG_CPU: self.rng_cpu_all,
+                RNG_CUDA: self.rng_cuda_all, PREV: self.prev_all, WORLD: self.world_size, STEP: self.step,
+                EPOCH: self.epoch, STEP_IN_EPOCH: self.step_in_epoch}
+
+    @classmethod
+    def from_state(cls, d: dict) -> "TrainingState":
+        return cls(d[OPTIMIZER], d[SCHEDULER], d[RNG_CPU], d.get(RNG_CUDA), d[PREV], int(d.get(WORLD, 1)),
+                   int(d[STEP]), int(d[EPOCH]), int(d[STEP_IN_EPOCH]))
+
+
+@dataclass
+class Checkpoint:
+    """A trained model and everything needed to use it on new audio (configs, statistics,
+    channels), plus the validation it was kept by and, for --resume, its TrainingState."""
+
+    model_state: dict[str, torch.Tensor]
+    config: TrainConfig
+    feature_config: FeatureConfig
+    feature_config_hash: str
+    normalizer: Normalizer
+    channels: list[str]
+    mouth: list[str]
+    expression: list[str]
+    library_versions: dict
+    # {"metric", "value", "step", "calibrated_gain"} of the best validation so far (None: none ran)
+    best_val: dict | None = None
+    validations_since_best: int = 0
+    training: TrainingState | None = None
+    # Channels still in the training split (loss.still_max): out of the loss, predicted 0.
+    still: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def window(self) -> int:
+        return self.config.stream.window
+
+    @property
+    def lookahead(self) -> int:
+        return self.config.stream.lookahead
+
+    @property
+    def frames_per_window(self) -> int:
+        return self.config.stream.frames_per_window
+
+    @property
+    def fps(self) -> float:
+        return self.feature_config.fps
+
+    @property
+    def n_mels(self) -> int:
+        return self.feature_config.n_mels
+
+    @property
+    def calibrated_gain(self) -> float | None:
+        return (self.best_val or {}).get("calibrated_gain")
+
+    def build_model(self, device: str | torch.device = "cpu") -> BlendshapeModel:
+        """The model its config describes with its weights, in eval mode on device."""
+        model = build_model(self.config, self.feature_config, len(self.channels))
+        model.load_state_dict(self.model_state)
+        model.set_still(self.still_mask)
+        return model.to(device).eval()
+
+    @property
+    def still_mask(self) -> torch.Tensor:
+        """(C,) bool: True for the still channels."""
+        return still_mask(self.channels, self.still)
+
+    def check_compatible(self, ds: "TrainingData") -> None:
+        """Refuse features or channels the model was not trained on; warn on library-version
+        drift (the same config computed by other library versions)."""
+        from blendsync.train.core.data import DataError
+
+        self.check_features(ds)
+        if self.channels != list(ds.channels):
+            only_store = [c for c in ds.channels if c not in set(self.channels)]
+            only_ckpt = [c for c in self.channels if c not in set(ds.channels)]
+            detail = (f"store only: {only_store[:4]}, checkpoint only: {only_ckpt[:4]}" if only_store or only_ckpt
+                      else "same names in another order")
+            raise DataError(f"the store's channel set ({len(ds.channels)} channels) differs from the checkpoint's "
+                            f"({len(self.channels)} channels): {detail}")
+
+    def check_features(self, ds: "TrainingData", *, channels_apart: bool = False) -> None:
+        """Refuse features the model was not trained on; warn on library-version drift.
+        channels_apart (fine-tuning, which maps channels by name): compare what the model
+        reads only (FeatureConfig.input_hash), so another rig's store passes."""
+        from blendsync.train.core.data import DataError
+
+        if channels_apart:
+            mine, theirs = self.feature_config.input_hash, ds.feature_config.input_hash
+        else:
+            mine, theirs = self.feature_config_hash, ds.feature_config_hash
+        if mine != theirs:
+            raise DataError(f"the store's feature config {theirs} differs from the checkpoint's "
+                            f"{mine}: featurize with the checkpoint's config"
+                            + (" (its target channels may differ)" if channels_apart else ""))
+        if self.library_versions and self.library_versions != ds.library_versions:
+            log.warning("library versions differ from the checkpoint's: store %s, checkpoint %s",
+                        ds.library_versions, self.library_versions)
+
+    def to_state(self) -> dict:
+        state = {
+            "format": FORMAT, MODEL: self.model_state, CONFIG: self.config.to_json(),
+            FEATURE_CONFIG: json.dumps(self.feature_config.to_dict(), sort_keys=True),
+            FEATURE_CONFIG_HASH: self.feature_config_hash, NORMALIZER: self.normalizer.to_dict(),
+            CHANNELS: list(self.channels), MOUTH: list(self.mouth), EXPRESSION: list(self.expression),
+            LIBRARY_VERSIONS: json.dumps(self.library_versions, sort_keys=True),
+            BEST_VAL: self.best_val, SINCE_BEST: self.validations_since_best, STILL: list(self.still),
+        }
+        if self.training is not None:
+            state.update(self.training.to_state())
+        return state
+
+    @classmethod
+    def from_state(cls, d: dict) -> "Checkpoint":
+        """From a dict checkpoint_problem has passed."""
+        return cls(
+            d[MODEL], TrainConfig.from_checkpoint_json(d[CONFIG]), FeatureConfig.from_dict(json.loads(d[FEATURE_CONFIG])),
+            d[FEATURE_CONFIG_HASH], Normalizer.from_dict(d[NORMALIZER]), list(d[CHANNELS]),
+            list(d.get(MOUTH, [])), list(d.get(EXPRESSION, [])), json.loads(d.get(LIBRARY_VERSIONS, "{}")),
+            d.get(BEST_VAL), int(d.get(SINCE_BEST, 0)),
+            TrainingState.from_state(d) if resume_problem(d) is None else None,
+            list(d.get(STILL, [])),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, map_location="cpu") -> "Checkpoint":
+        return cls.from_state(load_checkpoint(path, map_location))
+
+    def save(self, path: Path) -> None:
+        save_checkpoint(path, self.to_state())
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save({"format": FORMAT, **state}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """The checked on-disk dict (Checkpoint.load gives the record)."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: checkpoint not found")
+    try:
+        ckpt = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, wrong file, pickled code refused
+        raise CheckpointError(f"{p}: not a readable blendsync checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{p}: not a blendsync checkpoint (format {ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt).__name__})")
+    problem = checkpoint_problem(ckpt)
+    if problem:
+        raise CheckpointError(f"{p}: malformed checkpoint: {problem}")
+    return ckpt
+
+
+def checkpoint_problem(ckpt: dict) -> str | None:
+    """What is wrong with a loaded checkpoint dict, or None: missing or mistyped keys, an
+    embedded config that does not parse or validate, statistics of the wrong length, model
+    weights whose names or shapes are not those of the model its config describes."""
+    missing = [k for k in REQUIRED if k not in ckpt]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    wrong = [f"{k} is {type(ckpt[k]).__name__}" for k, t in REQUIRED.items() if not isinstance(ckpt[k], t)]
+    if wrong:
+        return "; ".join(wrong)
+    try:
+        cfg = TrainConfig.from_checkpoint_json(ckpt[CONFIG])
+    except (ValueError, TypeError, KeyError) as e:
+        return f"its train config ({CONFIG}) is invalid: {e}"
+    try:
+        fc = FeatureConfig.from_dict(json.loads(ckpt[FEATURE_CONFIG]))
+    except (ValueError, TypeError, KeyError) as e:
+        return f"its feature config ({FEATURE_CONFIG}) is invalid: {e}"
+    channels = ckpt[CHANNELS]
+    if not channels or not all(isinstance(c, str) for c in channels):
+        return "channels must be a non-empty list of names"
+    still = ckpt.get(STILL, [])
+    if not isinstance(still, list):
+        return f"{STILL} is {type(still).__name__}, not a list of channel names"
+    unknown = [c for c in still if c not in set(channels)]
+    if unknown:
+        return f"{STILL} names {len(unknown)} channels it does not have ({', '.join(map(str, unknown[:3]))})"
+    problem = _normalizer_problem(ckpt[NORMALIZER], fc, len(channels))
+    return problem or _weights_problem(ckpt[MODEL], build_model(cfg, fc, len(channels)))
+
+
+def _normalizer_problem(norm: dict, fc: FeatureConfig, channels: int) -> str | None:
+    want = {"mel_mean": fc.n_mels, "mel_std": fc.n_mels, "emotion_mean": fc.n_emotion, "emotion_std": fc.n_emotion,
+            "target_mean": channels, "target_std": channels, "target_max": channels}
+    for k, n_want in want.items():
+        if k not in norm:
+            if k in NORMALIZER_KEYS:
+                return f"normalizer has no {k}"
+            continue  # target_std, target_max: not in older checkpoints
+        try:
+            n = len(norm[k])
+        except TypeError:
+            return f"normalizer {k} is not a list"
+        if n != n_want:
+            return f"normalizer {k} has {n} values, expected {n_want}"
+    return None
+
+
+def _weights_problem(got: dict, model: torch.nn.Module) -> str | None:
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    lost = sorted(set(expected) - set(got))
+    extra = sorted(set(got) - set(expected))
+    if lost or extra:
+        return (f"model weights do not match its config: {len(lost)} missing ({', '.join(lost[:3])}), "
+                f"{len(extra)} unexpected ({', '.join(extra[:3])})")
+    shapes = [f"{k} {tuple(got[k].shape) if isinstance(got[k], torch.Tensor) else type(got[k]).__name__} "
+              f"(expected {expected[k]})" for k in expected
+              if not isinstance(got[k], torch.Tensor) or tuple(got[k].shape) != expected[k]]
+    return f"model weights of the wrong shape: {'; '.join(shapes[:3])}" if shapes else None
+
+
+def resume_problem(ckpt: dict) -> str | None:
+    """What a checkpoint lacks to continue training."""
+    missing = [k for k in RESUME_STATE if k not in ckpt]
+    if missing:
+        return f"cannot resume from it: missing {', '.join(missing)}"
+    wrong = [f"{k} is {type(ckpt[k]).__name__}" for k, t in RESUME_STATE.items() if not isinstance(ckpt[k], t)]
+    return f"cannot resume from it: {'; '.join(wrong)}" if wrong else None

@@ -1,0 +1,1 @@
+"""A trained model on new audio: predict, chunked streaming, outputs, export, preview, Live Link."""

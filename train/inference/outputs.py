@@ -1,0 +1,83 @@
+"""What predict writes for a file: Live Link Face CSV, .npy, JSON and a PNG of the curves."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from blendsync.shared.channels import ARKIT_52, LIVELINK_ROTATIONS, pascal_case
+from blendsync.shared.targets import LIVELINK_FPS
+
+
+def livelink_timecode(seconds: float) -> str:
+    """Seconds from 0 -> 'HH:MM:SS:FF.fff' with FF frames at 60 fps and .fff a fraction of a
+    frame, as the Live Link Face app writes them."""
+    frames = round(seconds * LIVELINK_FPS * 1000) / 1000  # whole 1/1000ths of a frame
+    whole_s = int(frames // LIVELINK_FPS)
+    ff = frames - whole_s * LIVELINK_FPS
+    h, m, s = whole_s // 3600, whole_s % 3600 // 60, whole_s % 60
+    return f"{h:02d}:{m:02d}:{s:02d}:{ff:06.3f}"
+
+
+def write_livelink_csv(path: Path, curves: np.ndarray, fps: float, channels: list[str]) -> None:
+    """curves (T, 52) in [0, 1] at fps -> a Live Link Face CSV: Timecode from
+    00:00:00:00.000, BlendshapeCount 61, the 52 curves in the app's column order, then head
+    and eye rotations written as zeros (the model predicts no rotations)."""
+    if list(channels) != list(ARKIT_52):
+        raise ValueError(
+            f"Live Link Face CSV needs the 52 ARKit channels; this model predicts {len(channels)} "
+            "other channels: use --format npy or json"
+        )
+    zeros = ",".join(["0.000000"] * len(LIVELINK_ROTATIONS))
+    lines = [",".join(["Timecode", "BlendshapeCount", *map(pascal_case, ARKIT_52), *LIVELINK_ROTATIONS])]
+    for i, row in enumerate(np.clip(curves, 0.0, 1.0)):
+        lines.append(f"{livelink_timecode(i / fps)},61," + ",".join(f"{v:.6f}" for v in row) + "," + zeros)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_json(path: Path, curves: np.ndarray, fps: float, channels: list[str], source: str) -> None:
+    path.write_text(json.dumps({
+        "source": source, "fps": fps, "frames": int(curves.shape[0]), "channels": list(channels),
+        "values": np.round(curves.astype(np.float64), 6).tolist(),
+    }))
+
+
+def plot_prediction(path: Path, samples: np.ndarray, sr: int, curves: np.ndarray, fps: float,
+                    channels: list[str], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from blendsync.train.core.plots import curve_channels
+
+    names = curve_channels(channels, curves)
+    fig, axes = plt.subplots(len(names) + 1, 1, figsize=(10, 1.6 * (len(names) + 1)), sharex=True)
+    step = max(1, len(samples) // 20000)
+    axes[0].plot(np.arange(0, len(samples), step) / sr, samples[::step], lw=0.5, color="gray")
+    axes[0].set_ylabel("audio")
+    axes[0].set_title(title)
+    t = np.arange(curves.shape[0]) / fps
+    for ax, name in zip(axes[1:], names):
+        ax.plot(t, curves[:, channels.index(name)], lw=1.2)
+        ax.set_ylabel(name)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("seconds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def resample_curves(curves: np.ndarray, fps_in: float, fps_out: float, duration_s: float) -> np.ndarray:
+    """(T, C) at fps_in -> (T', C) at fps_out by linear interpolation in time, T' frames
+    covering [0, duration)."""
+    from blendsync.shared.frame_grid import frame_times, n_frames, rows_to_grid
+
+    if math.isclose(fps_in, fps_out):
+        return curves
+    T = n_frames(duration_s, fps_out)
+    return np.clip(rows_to_grid(curves, frame_times(curves.shape[0], fps_in), frame_times(T, fps_out)).values, 0, 1)

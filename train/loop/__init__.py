@@ -1,0 +1,1 @@
+"""The training loop: bstrain fit and evaluate (trainer, step, streams, losses, validation)."""
