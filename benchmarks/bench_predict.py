@@ -78,7 +78,7 @@ def main() -> None:
 def bench_ort(p: Predictor, run: Path, audio: Path) -> None:
     import onnxruntime as ort
 
-    from blendsync.train.inference.export import INPUTS, ExportedModel, export
+    from blendsync.train.inference.export import INPUTS, export, exported_model
     from blendsync.train.core.windows import cut, frame_mask, pad_frames
 
     export(run / "checkpoints" / "last.pt", run / "m.onnx", "onnx")
@@ -94,7 +94,7 @@ def bench_ort(p: Predictor, run: Path, audio: Path) -> None:
         "prev": np.zeros((len(ks), len(p.channels)), np.float32), "has_prev": np.zeros(len(ks), bool),
     }
     sess = ort.InferenceSession(str(run / "m.onnx"), providers=["CPUExecutionProvider"])
-    wrapped = ExportedModel(p.model, p.norm).eval()
+    wrapped = exported_model(p.model, p.norm)
     targs = [torch.from_numpy(feeds[k]) for k in INPUTS]
 
     def t_ort():

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import click
 
-from blendsync.shared.cli import UsageFailure, run_cli, setup_logging, write_text_or_stdout
+from blendsync.shared.cli import (GROUP_SETTINGS, UsageFailure, config_file_option, json_option, progress_enabled,
+                                  progress_option, run_cli, setup_logging, verbosity_options, write_text_or_stdout)
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.store import FeatureStore, StoreError
 
@@ -21,10 +22,19 @@ log = logging.getLogger("blendsync.featurize")
 
 EXIT_ROWS_FAILED = 2
 
+sync_channels_option = click.option(
+    "--sync-channels", default=None, metavar="NAME,...",
+    help="Mouth-opening channels the sync check reads [default: jawOpen/mouthOpen/mouthLowerDown* channels by "
+         "name]; needed for a custom rig named otherwise. extract: for the items it computes (stored items keep "
+         "their estimate); info --sync: estimate now from these (nothing is written).")
 
-@click.group(context_settings=dict(show_default=True, help_option_names=["-h", "--help"]))
-@click.option("-v", "--verbose", count=True, help="More log output.")
-@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
+DEFAULT_CONFIG_HEADER = """bsfeat feature config: every key with its default and what it does. Every key is optional
+in a config of your own. The feature-config hash covers every key but targets.max_mismatch_s:
+a changed setting makes new items beside the old ones."""
+
+
+@click.group(context_settings=GROUP_SETTINGS)
+@verbosity_options()
 def cli(verbose: int, quiet: bool) -> None:
     """Featurize speech + Live Link Face takes into a content-addressed Zarr store."""
     setup_logging(verbose, quiet)
@@ -47,18 +57,15 @@ def _load_config(path: str | None) -> FeatureConfig:
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="LocalCluster worker processes [default: one per core].")
 @click.option("--scheduler", default=None, help="Use an existing Dask cluster, e.g. tcp://HOST:8786.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="Feature config (YAML/JSON); see write-default-config.")
+@config_file_option("Feature config", "bsfeat write-default-config")
 @click.option("--force", is_flag=True, help="Recompute rows even when their item is stored.")
 @click.option("--serial", is_flag=True, help="Run in this process, without Dask (debugging).")
 @click.option("--name", "index_name", default=None, help="Manifest index name [default: manifest file stem].")
-@click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
+@progress_option
 @click.option("--auto-sync", is_flag=True,
               help="Shift the curves of takes confidently out of sync with their audio (|lag| > 2 frames) by "
                    "their estimated lag. Shifted items have their own cache keys: both versions stay stored.")
-@click.option("--sync-channels", default=None, metavar="NAME,...",
-              help="Mouth-opening channels the sync check reads [default: jawOpen/mouthOpen/mouthLowerDown* "
-                   "channels by name]; needed for custom rigs named otherwise.")
+@sync_channels_option
 def extract(manifest, store_path, workers, scheduler, config_path, force, serial, index_name, progress,
             auto_sync, sync_channels):
     """Featurize every row of MANIFEST into the store.
@@ -76,7 +83,7 @@ def extract(manifest, store_path, workers, scheduler, config_path, force, serial
         raise UsageFailure("--workers sizes a local cluster; it cannot be used with --scheduler")
     cfg = _load_config(config_path)
     sync = _sync_config(sync_channels)
-    show = sys.stderr.isatty() if progress is None else progress
+    show = progress_enabled(progress)
     if scheduler and not scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://")):
         raise UsageFailure(f"--scheduler needs an address like tcp://HOST:8786, got {scheduler!r}")
     bar = _Progress(show)
@@ -162,7 +169,7 @@ class _Progress:
 
 @cli.command()
 @click.argument("store_path", metavar="STORE")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @click.option("--channels", "per_channel", is_flag=True,
               help="Channel activity instead: per channel, the fraction of frames above --threshold, mean, max "
                    "and how many takes move it.")
@@ -172,8 +179,7 @@ class _Progress:
               help="Only this manifest's rows (with --channels or --sync) [default: every item].")
 @click.option("--sync", "per_take_sync", is_flag=True,
               help="Audio/curve sync instead: every take's lag, correlation and confidence.")
-@click.option("--sync-channels", default=None, metavar="NAME,...",
-              help="With --sync: estimate now from these mouth-opening channels (nothing is written).")
+@sync_channels_option
 def info(store_path, as_json, per_channel, threshold, manifest, per_take_sync, sync_channels):
     """Items, audio hours, feature configs, manifests, bytes on disk and the takes out of sync
     of STORE.
@@ -298,8 +304,8 @@ def verify(store_path):
 @cli.command("write-default-config")
 @click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
 def write_default_config(path):
-    """Write the default feature config as YAML to PATH (or stdout)."""
-    write_text_or_stdout(FeatureConfig().to_yaml(), path)
+    """Write the default feature config, every key described, as YAML to PATH (or stdout)."""
+    write_text_or_stdout(FeatureConfig().to_commented_yaml(DEFAULT_CONFIG_HEADER), path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -157,6 +157,6 @@ def run_dask(
         try:
             yield f.result()
         except Exception as e:  # KilledWorker and friends: the file, not the run, fails
-            yield TaskResult(t.key, t.row, "failed", f"{t.audio}: task lost ({type(e).__name__}: {e})")
+            yield TaskResult(key=t.key, row=t.row, status="failed", error=f"{t.audio}: task lost ({type(e).__name__}: {e})")
         finally:
             f.release()

@@ -29,7 +29,7 @@ from blendsync.shared.store import (FeatureStore, IndexEntry, ItemProvenance, It
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ExtractReport:
     manifest: Path
     index_name: str
@@ -113,7 +113,7 @@ def plan_rows(manifest: Manifest, cfg: FeatureConfig, stat: StatCache, sync: Syn
             audio_sha = stat.sha256(r.audio)
             tsha = stat.sha256(r.targets.path) if r.targets else None
         except OSError as e:
-            problems.append(RowProblem(manifest.path, r.row, r.line, str(r.audio), f"cannot read: {e}"))
+            problems.append(RowProblem(manifest=manifest.path, row=r.row, line=r.line, file=str(r.audio), message=f"cannot read: {e}"))
             continue
         key = cache_key(
             audio_sha256=audio_sha,
@@ -125,20 +125,16 @@ def plan_rows(manifest: Manifest, cfg: FeatureConfig, stat: StatCache, sync: Syn
             versions=versions,
             auto_sync=sync.key_doc() if auto_sync and r.targets else None,
         )
-        provenance = ItemProvenance(
-            cfg.to_dict(), fhash, versions, cfg.channels.to_dict(),
-            ItemSource(audio=str(r.audio), audio_sha256=audio_sha, targets=r.targets.describe() if r.targets else None,
+        provenance = ItemProvenance(feature_config=cfg.to_dict(), feature_config_hash=fhash, library_versions=versions, channel_set=cfg.channels.to_dict(), source=ItemSource(audio=str(r.audio), audio_sha256=audio_sha, targets=r.targets.describe() if r.targets else None,
                        targets_sha256=tsha, targets_fps=r.targets.fps if r.targets else None,
                        manifest=str(manifest.path.resolve()), row=r.row, id=r.id,
-                       targets_order=r.targets.order if r.targets else None),
-        )
-        task = FileTask(key, r.row, str(r.audio), r.targets, r.audio.stat().st_size, provenance, sync,
-                        auto_sync and r.targets is not None)
+                       targets_order=r.targets.order if r.targets else None))
+        task = FileTask(key=key, row=r.row, audio=str(r.audio), targets=r.targets, audio_bytes=r.audio.stat().st_size, provenance=provenance, sync=sync, auto_sync=auto_sync and r.targets is not None)
         planned.append(PlannedRow(r, key, task))
     return planned, problems
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ExtractPlan:
     """What a run will do: every valid row with its key (planned), the tasks to compute (one
     per missing key), the keys already stored (status "exists") and the rows' problems."""
@@ -189,7 +185,7 @@ def extract(
     swept = sweep_staging(store)
     if swept:
         log.info("removed %d staging item(s) left by stopped runs", swept)
-    report = ExtractReport(manifest.path, index_name or index_name_from(manifest.name), rows=manifest.n_rows)
+    report = ExtractReport(manifest=manifest.path, index_name=index_name or index_name_from(manifest.name), rows=manifest.n_rows)
     plan = make_plan(manifest, cfg, store, force, report, sync, auto_sync)
     report.tasks = len(plan.tasks)
     if on_plan:
@@ -225,11 +221,11 @@ def make_plan(manifest: Manifest, cfg: FeatureConfig, store: FeatureStore, force
             continue
         stored = None if force else store.complete_attrs(p.key)
         if stored is not None:
-            status[p.key] = TaskResult(p.key, p.row.row, "exists", sync=stored.doc.get("sync"))
+            status[p.key] = TaskResult(key=p.key, row=p.row.row, status="exists", sync=stored.doc.get("sync"))
             cached_s += stored.audio_duration_s
         else:
             todo[p.key] = p.task
-    return ExtractPlan(planned, list(todo.values()), status, cached_s, list(manifest.problems) + hash_problems)
+    return ExtractPlan(planned=planned, tasks=list(todo.values()), status=status, cached_audio_s=cached_s, problems=list(manifest.problems) + hash_problems)
 
 
 def check_sync(cfg: FeatureConfig, sync: SyncConfig, auto_sync: bool) -> None:
@@ -291,7 +287,7 @@ def write_report_index(store: FeatureStore, manifest: Manifest, cfg: FeatureConf
         res = plan.status[p.key]
         row = p.row.to_entry()
         if res.status == "failed":
-            problems.append(RowProblem(manifest.path, p.row.row, p.row.line, str(p.row.audio), res.error or "failed"))
+            problems.append(RowProblem(manifest=manifest.path, row=p.row.row, line=p.row.line, file=str(p.row.audio), message=res.error or "failed"))
             entries.append(IndexEntry(key=None, status="failed", error=res.error, **row))
             continue
         entries.append(IndexEntry(key=p.key, status="stored", **row))
@@ -308,8 +304,7 @@ def write_report_index(store: FeatureStore, manifest: Manifest, cfg: FeatureConf
         if pr.row not in listed:  # first problem of a row that never got a key
             listed.add(pr.row)
             entries.append(IndexEntry(row=pr.row, key=None, status="failed", error=pr.message, audio=pr.file))
-    index = ManifestIndex(tuple(sorted(entries, key=lambda e: e.row)), str(manifest.path.resolve()), cfg.hash,
-                          cfg.to_dict(), manifest.n_rows, report.stored, tuple(sorted({pr.row for pr in problems})))
+    index = ManifestIndex(entries=tuple(sorted(entries, key=lambda e: e.row)), source=str(manifest.path.resolve()), feature_config_hash=cfg.hash, feature_config=cfg.to_dict(), rows=manifest.n_rows, stored=report.stored, failed_rows=tuple(sorted({pr.row for pr in problems})))
     report.index_error = _write_index(store, report.index_name, index)
     report.failed = [str(pr) for pr in sorted(problems, key=lambda x: (x.row, x.message))]
 

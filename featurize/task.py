@@ -30,7 +30,7 @@ THREAD_ENV = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FileTask:
     """What one worker needs to build one item."""
 
@@ -44,7 +44,7 @@ class FileTask:
     auto_sync: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TaskResult:
     key: str
     row: int
@@ -90,13 +90,13 @@ def _run_task(store_root: str, cfg_json: str, task: FileTask, force: bool) -> Ta
     store = FeatureStore(store_root)
     stored = None if force else store.complete_attrs(task.key)
     if stored is not None:
-        return TaskResult(task.key, task.row, "exists", seconds=time.perf_counter() - t0, sync=stored.doc.get("sync"))
+        return TaskResult(key=task.key, row=task.row, status="exists", seconds=time.perf_counter() - t0, sync=stored.doc.get("sync"))
     from blendsync.featurize.writer import write_item
 
     cfg = FeatureConfig.from_json(cfg_json)
 
     def failed(message: str) -> TaskResult:
-        return TaskResult(task.key, task.row, "failed", message, seconds=time.perf_counter() - t0)
+        return TaskResult(key=task.key, row=task.row, status="failed", error=message, seconds=time.perf_counter() - t0)
 
     stage = "read"
     try:
@@ -114,7 +114,7 @@ def _run_task(store_root: str, cfg_json: str, task: FileTask, force: bool) -> Ta
         log.debug("%s: unexpected error\n%s", task.audio, traceback.format_exc())
         return failed(f"{task.audio}: unexpected {type(e).__name__}: {e}")
     return TaskResult(
-        task.key, task.row, "computed" if wrote else "exists",
+        key=task.key, row=task.row, status="computed" if wrote else "exists",
         audio_s=ff.info["audio_duration_s"], seconds=time.perf_counter() - t0, frames=ff.frames,
         sync=ff.info.get("sync"),  # the same key holds the same arrays: also when another writer was first
     )

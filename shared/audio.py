@@ -31,7 +31,7 @@ class AudioError(ValueError):
     """A file that cannot be used as speech input."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DecodedAudio:
     """samples: (N,) float32 mono in [-1, 1] at sample_rate. clipped_samples: source samples
     (over all channels) at or beyond full scale, plus resampled ones clipped back to [-1, 1]."""

@@ -79,3 +79,33 @@ def write_text_or_stdout(text: str, path) -> None:
     else:
         path.write_text(text)
         click.echo(f"wrote {path}", err=True)
+
+
+# Options both CLIs use, declared once.
+def verbosity_options(verbose_help: str = "More log output."):
+    """-v / -q on a command group: the log level of every command under it."""
+
+    def add(f):
+        f = click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")(f)
+        return click.option("-v", "--verbose", count=True, help=verbose_help)(f)
+
+    return add
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output (JSON).")
+progress_option = click.option("--progress/--no-progress", default=None,
+                               help="Progress bar [default: on when stderr is a terminal].")
+
+
+def config_file_option(what: str, see: str):
+    """--config FILE: a YAML/JSON config of the command's kind."""
+    return click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+                        help=f"{what} (YAML/JSON): every key is optional; {see} writes them all with their "
+                             "descriptions.")
+
+
+def progress_enabled(progress: bool | None) -> bool:
+    return sys.stderr.isatty() if progress is None else progress
+
+
+GROUP_SETTINGS = dict(show_default=True, help_option_names=["-h", "--help"])

@@ -11,14 +11,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from blendsync.shared import settings
 from blendsync.shared.channels import ARKIT, ChannelSet, read_channel_file
+from blendsync.shared.settings import documented, integer, nonnegative, one_of, positive, real, section
 
 HASH_LEN = 16
 
@@ -32,92 +33,85 @@ def short_hash(obj: Any) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:HASH_LEN]
 
 
-@dataclass(frozen=True)
+SUPPORTED_FEATURE_SETS = ("eGeMAPSv02",)
+
+
+@dataclass(frozen=True, kw_only=True)
 class MelConfig:
     """Log-mel spectrogram (librosa), rows every hop_s with centred frames."""
 
-    n_mels: int = 80
-    n_fft: int = 512
-    win_s: float = 0.025
-    hop_s: float = 0.010
-    fmin: float = 0.0
-    fmax: float = 8000.0
-    # log(mel_power + log_floor): keeps digital silence finite.
-    log_floor: float = 1e-6
+    n_mels: int = integer(80, minimum=1, doc="Mel bins.")
+    n_fft: int = integer(512, minimum=1, doc="FFT size, in samples.")
+    win_s: float = positive(0.025, doc="Analysis window (Hann), in seconds; at most n_fft samples.")
+    hop_s: float = positive(0.010, doc="Hop between rows, in seconds: a whole number of samples. The rows are put "
+                                       "on the frame grid by time.")
+    fmin: float = nonnegative(0.0, doc="Lowest frequency of the mel bank, Hz.")
+    fmax: float = positive(8000.0, doc="Highest frequency of the mel bank, Hz (at most sample_rate / 2).")
+    log_floor: float = positive(1e-6, doc="log(mel_power + log_floor): keeps digital silence finite.")
 
 
 @dataclass(frozen=True)
 class EmotionConfig:
     """openSMILE functionals over a context window that ends at each frame."""
 
-    feature_set: str = "eGeMAPSv02"
-    context_s: float = 1.0
-    # Row step of the one-pass extraction; a multiple of openSMILE's 10 ms LLD hop.
-    hop_s: float = 0.010
-    # Replaces non-finite functionals (e.g. F0 statistics over an unvoiced context).
-    nonfinite_fill: float = 0.0
+    feature_set: str = one_of("eGeMAPSv02", lambda: SUPPORTED_FEATURE_SETS,
+                              doc="openSMILE feature set (its 88 functionals).")
+    context_s: float = positive(1.0, doc="Seconds of audio each frame's functionals describe, ending at the frame.")
+    hop_s: float = positive(0.010, doc="Row step of the one-pass extraction: a multiple of openSMILE's 10 ms LLD "
+                                       "hop.")
+    nonfinite_fill: float = real(0.0, doc="Replaces non-finite functionals (e.g. F0 statistics over an unvoiced "
+                                          "context); counted in each item's attrs.")
 
 
 @dataclass(frozen=True)
 class TargetConfig:
-    channels: ChannelSet = ARKIT
-    # Live Link Face rows whose intervals jitter by more than this fraction of the median
-    # interval are re-spaced uniformly at the median rate.
-    jitter_tolerance: float = 0.25
-    # Largest audio/target duration difference that is trimmed; beyond it a row is rejected.
-    # Runtime only: it decides acceptance, not the values of an accepted item.
-    max_mismatch_s: float = 0.25
+    channels: ChannelSet = documented(ARKIT, rule="arkit52, a list of names, or channels_file", doc=(
+        "The target channels: arkit52 (the 52 ARKit curves in the Live Link Face app's order) or a list of names. "
+        "For a custom rig leave it out and give channels_file: a text file with one name per line (an optional "
+        "count first), relative to this config; then mouth: [names] and expression: [names] (beside channels_file, "
+        "under targets) name the loss groups, and channel_set_name names the set (default: the file's stem)."))
+    jitter_tolerance: float = nonnegative(0.25, doc=(
+        "Live Link Face rows whose intervals jitter by more than this fraction of the median interval are "
+        "re-spaced uniformly at the median rate."))
+    max_mismatch_s: float = nonnegative(0.25, doc=(
+        "Largest audio/target duration difference that is trimmed; beyond it a row is rejected. Runtime only: it "
+        "decides acceptance, not the values of an accepted item, so it is not part of the feature-config hash."))
 
 
 _UNHASHED = {("targets", "max_mismatch_s")}
 
-SUPPORTED_FEATURE_SETS = ("eGeMAPSv02",)
 
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FeatureConfig:
-    sample_rate: int = 16000
-    fps: float = 30.0
-    mel: MelConfig = field(default_factory=MelConfig)
-    emotion: EmotionConfig = field(default_factory=EmotionConfig)
-    targets: TargetConfig = field(default_factory=TargetConfig)
+    sample_rate: int = integer(16000, minimum=1, doc="Audio is decoded, mixed to mono and resampled to this rate "
+                                                     "(soxr VHQ).")
+    fps: float = positive(30.0, doc="Frame rate of the frame grid: frame k is the instant k / fps.")
+    mel: MelConfig = section(MelConfig, doc="The log-mel stream (80 bins by default).")
+    emotion: EmotionConfig = section(EmotionConfig, doc="The eGeMAPS stream (88 openSMILE functionals).")
+    targets: TargetConfig = section(TargetConfig, doc="The target curves.")
 
     def __post_init__(self) -> None:
         # fps=30 and fps=30.0 are one config and must hash alike.
         object.__setattr__(self, "fps", float(self.fps))
         object.__setattr__(self, "sample_rate", int(self.sample_rate))
-        problems = []
-        if self.sample_rate <= 0:
-            problems.append(f"sample_rate must be > 0, got {self.sample_rate}")
-        if not (self.fps > 0 and math.isfinite(self.fps)):
-            problems.append(f"fps must be > 0, got {self.fps}")
+        problems = settings.problems(self)
+        if problems:  # relations between values only make sense once each value is sound
+            raise ValueError("invalid feature config: " + "; ".join(problems))
         hop = self.mel.hop_s * self.sample_rate
         if abs(hop - round(hop)) > 1e-6 or round(hop) <= 0:
             problems.append(f"mel.hop_s * sample_rate must be a whole number of samples, got {hop}")
         win = self.mel.win_s * self.sample_rate
         if round(win) > self.mel.n_fft or round(win) <= 0:
             problems.append(f"mel.win_s ({round(win)} samples) must be in 1..n_fft ({self.mel.n_fft})")
-        if self.mel.n_mels <= 0:
-            problems.append(f"mel.n_mels must be > 0, got {self.mel.n_mels}")
         if not 0 <= self.mel.fmin < self.mel.fmax <= self.sample_rate / 2:
             problems.append(
                 f"mel needs 0 <= fmin < fmax <= sample_rate/2, got {self.mel.fmin}, {self.mel.fmax}"
-            )
-        if self.emotion.feature_set not in SUPPORTED_FEATURE_SETS:
-            problems.append(
-                f"emotion.feature_set must be one of {SUPPORTED_FEATURE_SETS}, got {self.emotion.feature_set!r}"
             )
         steps = self.emotion.hop_s / 0.01
         if abs(steps - round(steps)) > 1e-6 or round(steps) < 1:
             problems.append(
                 f"emotion.hop_s must be a multiple of openSMILE's 10 ms LLD hop, got {self.emotion.hop_s}"
             )
-        if self.emotion.context_s <= 0:
-            problems.append(f"emotion.context_s must be > 0, got {self.emotion.context_s}")
-        if not math.isfinite(self.emotion.nonfinite_fill):
-            problems.append("emotion.nonfinite_fill must be finite")
-        if self.targets.max_mismatch_s < 0:
-            problems.append(f"targets.max_mismatch_s must be >= 0, got {self.targets.max_mismatch_s}")
         if problems:
             raise ValueError("invalid feature config: " + "; ".join(problems))
 
@@ -162,6 +156,14 @@ class FeatureConfig:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def to_commented_yaml(self, header: str = "") -> str:
+        """Every setting with its description (bsfeat write-default-config); the 52 ARKit
+        channels by their set's name."""
+        d = self.to_dict()
+        if self.targets.channels == ARKIT:
+            d["targets"]["channels"] = ARKIT.name
+        return settings.commented_yaml(self, d, header)
 
     @classmethod
     def from_dict(cls, d: dict, *, base_dir: Path | None = None) -> "FeatureConfig":

@@ -28,7 +28,7 @@ class ManifestError(ValueError):
     """The manifest as a whole cannot be used (missing, unreadable, no audio column)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ManifestRow:
     """row: 1-based data row; line: the line in the file (the header is line 1)."""
 
@@ -51,7 +51,7 @@ class ManifestRow:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RowProblem:
     manifest: Path
     row: int
@@ -134,7 +134,7 @@ def read_manifest(path: str | Path) -> Manifest:
         elif rid:
             seen_ids[rid] = n
         if errs:
-            problems += [RowProblem(p, n, line, r.get("audio", "") or "<no audio>", e) for e in errs]
+            problems += [RowProblem(manifest=p, row=n, line=line, file=r.get("audio", "") or "<no audio>", message=e) for e in errs]
             continue
         rows.append(dict(row=n, line=line, **row))
     blank = [i for i, r in enumerate(rows) if not r["split"]]

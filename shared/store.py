@@ -100,7 +100,7 @@ def array_sha256(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a, dtype="<f4").tobytes()).hexdigest()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ItemSource:
     """Where an item came from: the manifest row that first asked for it (the key is the
     content, so other rows may share the item)."""
@@ -116,7 +116,7 @@ class ItemSource:
     targets_order: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ItemProvenance:
     """What the planner knows of an item before it is computed: its feature config and
     channel set (as dicts, as stored), the library versions in its key, and its source."""
@@ -133,8 +133,7 @@ class ItemProvenance:
         cfg is the FeatureConfig they were computed with."""
         from blendsync.shared.provenance import library_versions
 
-        return cls(cfg.to_dict(), cfg.hash, library_versions(), cfg.channels.to_dict(),
-                   ItemSource(audio="", audio_sha256="", targets=None, targets_sha256=None, targets_fps=None,
+        return cls(feature_config=cfg.to_dict(), feature_config_hash=cfg.hash, library_versions=library_versions(), channel_set=cfg.channels.to_dict(), source=ItemSource(audio="", audio_sha256="", targets=None, targets_sha256=None, targets_fps=None,
                               manifest="", row=0, id=source_id))
 
     def to_doc(self) -> dict:
@@ -160,7 +159,7 @@ def item_document(key: str, provenance: ItemProvenance, info: dict, arrays: dict
     }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ItemAttrs:
     """A complete item's metadata, typed for readers: what it holds (frames, each array's
     shape and checksum), under which feature config and channel set, from which audio. doc
@@ -180,11 +179,7 @@ class ItemAttrs:
 
     @classmethod
     def from_doc(cls, key: str, doc: dict) -> "ItemAttrs":
-        return cls(key, int(doc.get("frames", 0)), {k: tuple(v) for k, v in (doc.get("shapes") or {}).items()},
-                   dict(doc.get("checksums") or {}), doc.get("feature_config") or {},
-                   doc.get("feature_config_hash", ""), doc.get("channel_set") or {},
-                   doc.get("library_versions") or {}, float(doc.get("audio_duration_s", 0.0)),
-                   (doc.get("source") or {}).get("audio_sha256"), doc)
+        return cls(key=key, frames=int(doc.get("frames", 0)), shapes={k: tuple(v) for k, v in (doc.get("shapes") or {}).items()}, checksums=dict(doc.get("checksums") or {}), feature_config=doc.get("feature_config") or {}, feature_config_hash=doc.get("feature_config_hash", ""), channel_set=doc.get("channel_set") or {}, library_versions=doc.get("library_versions") or {}, audio_duration_s=float(doc.get("audio_duration_s", 0.0)), audio_sha256=(doc.get("source") or {}).get("audio_sha256"), doc=doc)
 
     @property
     def has_targets(self) -> bool:
@@ -207,7 +202,7 @@ class ItemAttrs:
         return [n for n in STREAMS if n in self.shapes]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class IndexEntry:
     """One manifest row as its index records it: stored (key: its item) or failed (key None,
     error: why), with the row's id, files, split and speaker."""
@@ -224,14 +219,13 @@ class IndexEntry:
 
     @classmethod
     def from_doc(cls, d: dict) -> "IndexEntry":
-        return cls(int(d.get("row", 0)), d.get("key"), d.get("status", "stored" if d.get("key") else "failed"),
-                   d.get("id") or "", d.get("audio"), d.get("targets"), d.get("split"), d.get("speaker"), d.get("error"))
+        return cls(row=int(d.get("row", 0)), key=d.get("key"), status=d.get("status", "stored" if d.get("key") else "failed"), id=d.get("id") or "", audio=d.get("audio"), targets=d.get("targets"), split=d.get("split"), speaker=d.get("speaker"), error=d.get("error"))
 
     def to_doc(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "error" or v is not None}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ManifestIndex:
     """What a manifest resolved to in a store (manifests/<name>/zarr.json): its rows in
     order, the feature config they were computed with, and counts."""
@@ -246,9 +240,7 @@ class ManifestIndex:
 
     @classmethod
     def from_doc(cls, d: dict) -> "ManifestIndex":
-        return cls(tuple(IndexEntry.from_doc(e) for e in d.get("entries", [])), d.get("source", ""),
-                   d.get("feature_config_hash", ""), d.get("feature_config") or {}, int(d.get("rows", 0)),
-                   int(d.get("stored", 0)), tuple(d.get("failed_rows", [])))
+        return cls(entries=tuple(IndexEntry.from_doc(e) for e in d.get("entries", [])), source=d.get("source", ""), feature_config_hash=d.get("feature_config_hash", ""), feature_config=d.get("feature_config") or {}, rows=int(d.get("rows", 0)), stored=int(d.get("stored", 0)), failed_rows=tuple(d.get("failed_rows", [])))
 
     def to_doc(self) -> dict:
         return {"entries": [e.to_doc() for e in self.entries], "source": self.source,
@@ -260,7 +252,7 @@ class ManifestIndex:
         return [e for e in self.entries if e.key]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StoredItem:
     """mel (T, n_mels), emotion (T, 88), targets (T, C) or None, all float32; attrs."""
 
@@ -529,7 +521,7 @@ class FeatureStore:
             raise ItemError(key, f"does not match its checksums ({', '.join(bad)}): a chunk is missing or "
                                  "damaged, or it was being rewritten while read; run bsfeat verify, and "
                                  "bsfeat extract to rewrite it")
-        return StoredItem(key, arrays["mel"], arrays["emotion"], arrays.get("targets"), attrs)
+        return StoredItem(key=key, mel=arrays["mel"], emotion=arrays["emotion"], targets=arrays.get("targets"), attrs=attrs)
 
     def iter_items(self) -> Iterator[StoredItem]:
         yield from self.read_items(self.item_keys())

@@ -73,7 +73,7 @@ class SyncConfig:
         return tuple(n for n in names if _OPENING.match(re.sub(r"[^a-z0-9]", "", n.lower())))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SyncEstimate:
     """lag_frames is None when there is nothing to estimate from (reason says why).
     correlation: Pearson r at the lag; confidence in [0, 1]: the share of the headroom above
@@ -105,8 +105,7 @@ class SyncEstimate:
     @classmethod
     def from_doc(cls, d: dict, fps: float) -> "SyncEstimate":
         lag = d.get("lag_frames")
-        return cls(None if lag is None else int(lag), fps, d.get("correlation"), d.get("confidence"),
-                   tuple(d.get("channels") or ()), d.get("reason") or "")
+        return cls(lag_frames=None if lag is None else int(lag), fps=fps, correlation=d.get("correlation"), confidence=d.get("confidence"), channels=tuple(d.get("channels") or ()), reason=d.get("reason") or "")
 
     def describe(self) -> str:
         if self.lag_frames is None:
@@ -143,22 +142,21 @@ def estimate_lag(mel: np.ndarray, targets: np.ndarray, channel_names: list[str] 
     ValueError only for sync channels missing from channel_names."""
     chans = cfg.opening_channels(channel_names)
     if not chans:
-        return SyncEstimate(None, fps, reason="no mouth-opening channel in this channel set: name them "
+        return SyncEstimate(lag_frames=None, fps=fps, reason="no mouth-opening channel in this channel set: name them "
                                               "(--sync-channels)")
     cols = [list(channel_names).index(c) for c in chans]
     signal = targets[:, cols].astype(np.float64).mean(axis=1)
     energy = log_energy(mel)
     max_lag = max(1, int(round(cfg.max_lag_s * fps)))
     if signal.max(initial=0.0) < SILENT_BELOW or signal.std() < 1e-6:
-        return SyncEstimate(None, fps, channels=chans, reason=f"the curves ({', '.join(chans)}) do not move")
+        return SyncEstimate(lag_frames=None, fps=fps, channels=chans, reason=f"the curves ({', '.join(chans)}) do not move")
     if energy.std() < 1e-6:
-        return SyncEstimate(None, fps, channels=chans, reason="the audio is silent")
+        return SyncEstimate(lag_frames=None, fps=fps, channels=chans, reason="the audio is silent")
     if len(signal) < 4 * max_lag:
-        return SyncEstimate(None, fps, channels=chans,
-                            reason=f"too short ({len(signal)} frames; needs {4 * max_lag} for ±{cfg.max_lag_s} s)")
+        return SyncEstimate(lag_frames=None, fps=fps, channels=chans, reason=f"too short ({len(signal)} frames; needs {4 * max_lag} for ±{cfg.max_lag_s} s)")
     r = lag_correlations(signal, energy, max_lag)
     if not np.isfinite(r).any():
-        return SyncEstimate(None, fps, channels=chans, reason="no lag has a defined correlation")
+        return SyncEstimate(lag_frames=None, fps=fps, channels=chans, reason="no lag has a defined correlation")
     best = int(np.nanargmax(r))
     peak = float(r[best])
     shoulder = max(1, int(round(SHOULDER_S * fps)))
@@ -169,7 +167,7 @@ def estimate_lag(mel: np.ndarray, targets: np.ndarray, channel_names: list[str] 
     confidence = float(np.clip((peak - floor) / (1.0 - floor), 0.0, 1.0)) if floor < 1.0 else 0.0
     if best in (0, len(r) - 1):  # the peak is at the edge: the real lag may lie beyond the search
         confidence = 0.0
-    return SyncEstimate(best - max_lag, fps, round(peak, 4), round(confidence, 4), chans)
+    return SyncEstimate(lag_frames=best - max_lag, fps=fps, correlation=round(peak, 4), confidence=round(confidence, 4), channels=chans)
 
 
 def shift_targets(targets: np.ndarray, lag_frames: int) -> np.ndarray:

@@ -73,7 +73,7 @@ class TargetSpec:
         return cls(path=p, key=key, fps=fps, order=order)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TargetCurves:
     """values: (N, C) float64 in channel-set order; times: (N,) seconds from the first row."""
 
@@ -241,7 +241,7 @@ def read_livelink_csv(path: Path, channels: ChannelSet, jitter_tolerance: float 
         except ValueError as e:
             raise TargetError(f"{src}: line {line}: non-numeric curve value ({e})") from None
     rt = times_from_timecodes(stamps, src, jitter_tolerance)
-    return TargetCurves(values[rt.rows], rt.times, rt.fps, "livelink_csv", rt.notes)
+    return TargetCurves(values=values[rt.rows], times=rt.times, fps=rt.fps, source_format="livelink_csv", notes=rt.notes)
 
 
 # Frame rates a capture can have: anything outside is a typo or a corrupt file.
@@ -298,7 +298,7 @@ def read_array_targets(spec: TargetSpec, channels: ChannelSet) -> TargetCurves:
         )
     if arr.shape[0] < 2:
         raise TargetError(f"{src}: {arr.shape[0]} frame(s); need at least 2")
-    return TargetCurves(arr.astype(np.float64), np.arange(arr.shape[0]) / fps, float(fps), spec.kind)
+    return TargetCurves(values=arr.astype(np.float64), times=np.arange(arr.shape[0]) / fps, fps=float(fps), source_format=spec.kind)
 
 
 def _columns_by_name(arr: np.ndarray, order: str, channels: ChannelSet, src: str) -> np.ndarray:

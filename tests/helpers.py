@@ -22,8 +22,7 @@ SHARED_DATA = Path(os.environ.get("BLENDSYNC_SHARED_DATA", REPO.parent / "shared
 def item_provenance(feature_config: dict, channel_set: dict, feature_config_hash: str = "test",
                     source_id: str = "") -> ItemProvenance:
     """Provenance for an item written by a test rather than by extract."""
-    return ItemProvenance(feature_config, feature_config_hash, {}, channel_set,
-                          ItemSource(audio="", audio_sha256="", targets=None, targets_sha256=None, targets_fps=None,
+    return ItemProvenance(feature_config=feature_config, feature_config_hash=feature_config_hash, library_versions={}, channel_set=channel_set, source=ItemSource(audio="", audio_sha256="", targets=None, targets_sha256=None, targets_fps=None,
                                      manifest="", row=0, id=source_id))
 
 

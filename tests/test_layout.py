@@ -111,3 +111,23 @@ def test_the_rules_see_every_room():
         assert package in names
     assert {"blendsync.train.core.checkpoint", "blendsync.train.loop.trainer",
             "blendsync.train.inference.predict"} <= names
+
+
+def test_records_of_more_than_four_fields_are_built_by_keyword():
+    """A record of many fields built by position breaks silently when a field is added or two
+    are swapped: every dataclass of the package with more than 4 fields is keyword-only."""
+    import dataclasses
+    import importlib
+    import inspect
+
+    positional = {}
+    for name in modules():
+        if name.endswith("__main__"):
+            continue
+        for obj in vars(importlib.import_module(name)).values():
+            if (inspect.isclass(obj) and dataclasses.is_dataclass(obj) and obj.__module__ == name
+                    and len(dataclasses.fields(obj)) > 4):
+                free = [f.name for f in dataclasses.fields(obj) if not f.kw_only]
+                if free:
+                    positional[f"{name}.{obj.__name__}"] = free
+    assert positional == {}

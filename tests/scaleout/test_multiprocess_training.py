@@ -44,7 +44,7 @@ def test_window_stream_rank_rows(tmp_path):
     fs, keys = make_random_store(tmp_path / "s.zarr", lengths)
     files = [FileRef(k, T, k) for k, T in zip(keys, lengths)]
     z, o = np.zeros, np.ones
-    norm = Normalizer(z(80, np.float32), o(80, np.float32), z(88, np.float32), o(88, np.float32), z(5, np.float32))
+    norm = Normalizer(mel_mean=z(80, np.float32), mel_std=o(80, np.float32), emotion_mean=z(88, np.float32), emotion_std=o(88, np.float32), target_mean=z(5, np.float32))
     seen = []
     steps = set()
     for rank in range(2):

@@ -121,7 +121,7 @@ def test_resampling_by_time_and_clipping():
 
     t = np.arange(120) / 60.0
     vals = np.stack([t / 2, 1.5 * np.ones_like(t)], axis=1)  # a ramp and an out-of-range line
-    g = targets_on_grid(TargetCurves(vals, t, 60.0, "npy"), 30.0, 60)
+    g = targets_on_grid(TargetCurves(values=vals, times=t, fps=60.0, source_format="npy"), 30.0, 60)
     np.testing.assert_allclose(g.values[:, 0], np.arange(60) / 30.0 / 2, atol=1e-6)
     assert (g.values[:, 1] == 1.0).all() and g.counts["targets_clipped_values"] == 60
 

@@ -53,7 +53,7 @@ class CheckpointError(ValueError):
     pass
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainingState:
     """Where a run stands and what continues it exactly: optimiser and schedule state, every
     rank's RNG state and carried previous predictions (rng_cpu_all (world, n) uint8,
@@ -76,11 +76,10 @@ class TrainingState:
 
     @classmethod
     def from_state(cls, d: dict) -> "TrainingState":
-        return cls(d[OPTIMIZER], d[SCHEDULER], d[RNG_CPU], d.get(RNG_CUDA), d[PREV], int(d.get(WORLD, 1)),
-                   int(d[STEP]), int(d[EPOCH]), int(d[STEP_IN_EPOCH]))
+        return cls(optimizer=d[OPTIMIZER], scheduler=d[SCHEDULER], rng_cpu_all=d[RNG_CPU], rng_cuda_all=d.get(RNG_CUDA), prev_all=d[PREV], world_size=int(d.get(WORLD, 1)), step=int(d[STEP]), epoch=int(d[EPOCH]), step_in_epoch=int(d[STEP_IN_EPOCH]))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Checkpoint:
     """A trained model and everything needed to use it on new audio (configs, statistics,
     channels), plus the validation it was kept by and, for --resume, its TrainingState."""
@@ -185,14 +184,7 @@ class Checkpoint:
     @classmethod
     def from_state(cls, d: dict) -> "Checkpoint":
         """From a dict checkpoint_problem has passed."""
-        return cls(
-            d[MODEL], TrainConfig.from_checkpoint_json(d[CONFIG]), FeatureConfig.from_dict(json.loads(d[FEATURE_CONFIG])),
-            d[FEATURE_CONFIG_HASH], Normalizer.from_dict(d[NORMALIZER]), list(d[CHANNELS]),
-            list(d.get(MOUTH, [])), list(d.get(EXPRESSION, [])), json.loads(d.get(LIBRARY_VERSIONS, "{}")),
-            d.get(BEST_VAL), int(d.get(SINCE_BEST, 0)),
-            TrainingState.from_state(d) if resume_problem(d) is None else None,
-            list(d.get(STILL, [])),
-        )
+        return cls(model_state=d[MODEL], config=TrainConfig.from_checkpoint_json(d[CONFIG]), feature_config=FeatureConfig.from_dict(json.loads(d[FEATURE_CONFIG])), feature_config_hash=d[FEATURE_CONFIG_HASH], normalizer=Normalizer.from_dict(d[NORMALIZER]), channels=list(d[CHANNELS]), mouth=list(d.get(MOUTH, [])), expression=list(d.get(EXPRESSION, [])), library_versions=json.loads(d.get(LIBRARY_VERSIONS, "{}")), best_val=d.get(BEST_VAL), validations_since_best=int(d.get(SINCE_BEST, 0)), training=TrainingState.from_state(d) if resume_problem(d) is None else None, still=list(d.get(STILL, [])))
 
     @classmethod
     def load(cls, path: str | Path, map_location="cpu") -> "Checkpoint":

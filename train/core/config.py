@@ -7,94 +7,113 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from blendsync.shared import settings
 from blendsync.shared.config import canonical_json, plain, read_config_file, short_hash
+from blendsync.shared.settings import flag, fraction, integer, nonnegative, one_of, positive, real, section, unit, unit_pair
 
 
-@dataclass(frozen=True)
+PRESETS: dict[str, "ModelConfig"] = {}  # filled below the class: full and small
+PRESET_BATCH_STREAMS = {"full": 4, "small": 8}
+
+
+def preset_names() -> tuple[str, ...]:
+    """What preset may say: a preset's name, auto (full on a GPU, small on a CPU) or custom."""
+    return (*PRESETS, "auto", "custom")
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    d_model: int = 32
-    heads: int = 2
-    mel_layers: int = 1
-    emotion_layers: int = 1
-    ff_mult: int = 4
-    dropout: float = 0.1
-    # Fusion temperature: fused = (w_mel * mel + w_emo * emo) / temperature.
-    temperature: float = 1.0
-    # sigmoid(smoothing_alpha) weighs the current output against the previous one.
-    smoothing_alpha_init: float = 1.0
-    # Add each stream's encoding at the target frame to its attention output (see model.py).
-    target_frame_residual: bool = True
+    d_model: int = integer(32, minimum=1, doc="Width d of every encoding, query and attention context.")
+    heads: int = integer(2, minimum=1, doc="Attention heads (d_model must be divisible by them).")
+    mel_layers: int = integer(1, minimum=1, doc="Self-attention layers of the mel stream.")
+    emotion_layers: int = integer(1, minimum=1, doc="Self-attention layers of the emotion (eGeMAPS) stream.")
+    ff_mult: int = integer(4, minimum=1, doc="Feed-forward width of each layer, in multiples of d_model.")
+    dropout: float = fraction(0.1, doc="Dropout in the encoders and the decoder during training.")
+    temperature: float = positive(1.0, doc="Fusion temperature: fused = (w_mel * mel + w_emo * emo) / temperature.")
+    smoothing_alpha_init: float = real(1.0, doc="Initial smoothing_alpha; alpha = sigmoid(smoothing_alpha) weighs "
+                                                 "the current output against the previous smoothed one.")
+    target_frame_residual: bool = flag(True, doc="Add each stream's encoding at a block frame's own window position "
+                                                 "to the block's shared attention context (needed for "
+                                                 "stream.frames_per_window > 1).")
 
 
-@dataclass(frozen=True)
+PRESETS.update({
+    "full": ModelConfig(d_model=256, heads=4, mel_layers=2, emotion_layers=2),
+    "small": ModelConfig(d_model=32, heads=2, mel_layers=1, emotion_layers=1),
+})
+
+
+@dataclass(frozen=True, kw_only=True)
 class StreamConfig:
-    window: int = 256
-    # Training: blocks start every frames_per_window * stride frames (stride 1: every frame).
-    stride: int = 1
-    lookahead: int = 6
-    # K: frames one window predicts (the block ending lookahead frames before the window's
-    # end). 1 = the method notes' one output per window; larger K cuts the cost per frame
-    # about K-fold and adds up to K - 1 frames of latency to chunked predict (predict can use
-    # fewer). 128: the measurements behind it are in README (Frames per window).
-    frames_per_window: int = 128
-    batch_streams: int = 8
-    # Value of padded frames, in standardised units (0 = the training mean).
-    pad_value: float = 0.0
-    # Files read ahead of the model by the background reader.
-    prefetch_files: int = 4
-    # Training: lay the files end to end and cut them into batch_streams equal runs, so every
-    # stream is busy to the end of the epoch, also with fewer files than streams (at most
-    # batch_streams - 1 files are cut, each part starting with a state reset). False: whole
-    # files only, which leaves streams idle when files are few or unequal.
-    split_files: bool = True
-    # Training: shift every file's block grid by a random phase in [0, K·stride) each epoch
-    # (seeded), so a take is cut into different windows every epoch instead of the same few;
-    # every frame is still a target once per epoch at stride 1. Validation and predict: no shift.
-    phase_jitter: bool = True
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    """Weights of the loss terms (losses.py) and the unit the errors are measured in.
-
-    preset names the starting weights (LOSS_PRESETS); keys written beside it override them.
-    "notes" is the method notes' loss exactly; "default" departs from it (README, Loss) because
-    on sparse real targets the notes' L1 and temporal terms flatten the predicted motion.
-    """
-
-    preset: str = "default"
-    mse: float = 1.0
-    # The notes' 0.1 L1 and 0.1 temporal terms are off by default: on sparse real targets they
-    # halve the predicted movement (README, Loss).
-    l1: float = 0.0
-    mouth: float = 0.5
-    expression: float = 0.5
-    consistency: float = 0.2
-    temporal: float = 0.0
-    # (std of the prediction - std of the target)^2 per channel over the batch's real frames:
-    # pulls the predicted movement towards the target's size (0 = off).
-    amplitude: float = 0.0
-    # "target_std": every error is divided by its channel's training-target spread (floored
-    # at scale_floor), so a channel that moves by 0.03 weighs as much as one that moves by
-    # 0.3; "none": errors in target units, as in the method notes.
-    scale: str = "none"
-    scale_floor: float = 0.01
-    # Channels whose training targets never exceed this (no frame above it in the training
-    # split: a custom rig's unused controls, a capture's dead curves) are left out of every
-    # loss term and predicted as constant 0; their names are logged and kept with the
-    # checkpoint. 0 trains every channel.
-    still_max: float = 0.05
+    window: int = integer(256, minimum=1, doc="Frames L of one model window.")
+    stride: int = integer(1, minimum=1, doc="Training blocks start every frames_per_window x stride frames "
+                                            "(1: every frame is a target once per epoch).")
+    lookahead: int = integer(6, minimum=0, doc="Frames of audio after a block's last frame that its window sees "
+                                               "(6 = 200 ms at 30 fps: mouths move before the sound).")
+    frames_per_window: int = integer(128, minimum=1, doc=(
+        "K: frames one window predicts, the block ending lookahead frames before the window's end. 1 = the method "
+        "notes' one output per window; larger K cuts the cost per frame about K-fold and adds up to K - 1 frames "
+        "of latency to chunked predict (which can use fewer). 128 by the frame-block benchmarks (docs: Design)."))
+    batch_streams: int = integer(8, minimum=1, doc="B: parallel streams, each walking its own files in time order "
+                                                   "(a preset sets it: small 8, full 4).")
+    pad_value: float = real(0.0, doc="Value of padded frames, in standardised units (0 = the training mean).")
+    prefetch_files: int = integer(4, minimum=1, doc="Files the background reader reads ahead of the model.")
+    split_files: bool = flag(True, doc=(
+        "Training: lay the files end to end and cut them into batch_streams equal runs, so every stream is busy "
+        "to the end of the epoch (at most batch_streams - 1 files are cut, each part starting with a state "
+        "reset). false: whole files only, which leaves streams idle when files are few or unequal."))
+    phase_jitter: bool = flag(True, doc=(
+        "Training: shift every file's block grid by a seeded random phase in [0, K x stride) each epoch, so a "
+        "take is cut into different windows every epoch; every frame is still a target once per epoch at "
+        "stride 1. Validation and predict never shift."))
 
 
 LOSS_TERMS = ("mse", "l1", "mouth", "expression", "consistency", "temporal", "amplitude")
 LOSS_SCALES = ("none", "target_std")
-LOSS_PRESETS: dict[str, LossConfig] = {
+LOSS_PRESETS: dict[str, "LossConfig"] = {}  # filled below the class
+
+
+@dataclass(frozen=True, kw_only=True)
+class LossConfig:
+    """Weights of the loss terms (losses.py) and the unit the errors are measured in.
+
+    preset names the starting weights (LOSS_PRESETS); keys written beside it override them.
+    "notes" is the method notes' loss exactly; "default" departs from it (docs: Design, Loss)
+    because on sparse real targets the notes' L1 and temporal terms flatten the predicted motion.
+    """
+
+    preset: str = one_of("default", lambda: LOSS_PRESETS, doc=(
+        "Starting weights: default, notes (the method notes' loss) or mse; keys written beside it override them."))
+    mse: float = nonnegative(1.0, doc="Mean squared error over every trained channel.")
+    l1: float = nonnegative(0.0, doc=(
+        "Mean absolute error. Off by default (the notes' 0.1): on sparse real targets it pulls every curve to its "
+        "median and halves the predicted movement."))
+    mouth: float = nonnegative(0.5, doc="MSE over the mouth channel group.")
+    expression: float = nonnegative(0.5, doc="MSE over the expression channel group.")
+    consistency: float = nonnegative(0.2, doc="Velocity matching: (pred - prev_pred) against (target - prev_target).")
+    temporal: float = nonnegative(0.0, doc="Smoothness, (pred - prev_pred)^2. Off by default (the notes' 0.1), "
+                                           "for the same reason as l1.")
+    amplitude: float = nonnegative(0.0, doc=(
+        "(std of the prediction - std of the target)^2 per channel over the batch's real frames: pulls the "
+        "predicted movement towards the target's size (0 = off)."))
+    scale: str = one_of("none", lambda: LOSS_SCALES, doc=(
+        "target_std: every error is divided by its channel's training-target spread (floored at scale_floor), so "
+        "a channel that moves by 0.03 weighs as much as one that moves by 0.3; none: errors in target units, as "
+        "in the method notes."))
+    scale_floor: float = positive(0.01, doc="Smallest spread an error is divided by under target_std.")
+    still_max: float = unit(0.05, doc=(
+        "Channels no training frame lifts above this (a custom rig's unused controls, a capture's dead curves) "
+        "are left out of every loss term and predicted as constant 0; named in the log and the checkpoint. "
+        "0 trains every channel."))
+
+
+LOSS_PRESETS.update({
     "default": LossConfig(),
     # The method notes' weights, errors in target units.
     "notes": LossConfig(preset="notes", mse=1.0, l1=0.1, mouth=0.5, expression=0.5, consistency=0.2,
@@ -102,37 +121,39 @@ LOSS_PRESETS: dict[str, LossConfig] = {
     # Plain mean squared error in target units.
     "mse": LossConfig(preset="mse", mse=1.0, l1=0.0, mouth=0.0, expression=0.0, consistency=0.0,
                       temporal=0.0, amplitude=0.0, scale="none"),
-}
+})
 
 
 def loss_config_from_dict(sec: dict) -> LossConfig:
     sec = dict(sec)
     name = sec.pop("preset", "default")
     if name not in LOSS_PRESETS:
-        raise ValueError(f"loss.preset must be one of {sorted(LOSS_PRESETS)}, got {name!r}")
+        raise ValueError(f"loss.preset must be one of {list(LOSS_PRESETS)}, got {name!r}")
     return dataclasses.replace(LOSS_PRESETS[name], **sec)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class OptimConfig:
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.999)
-    # Linear warmup, then cosine decay to min_lr_ratio · lr. 20 steps: on the learning
-    # benchmark (README, Loss) the same held-out skill as 100, reached in about half the steps.
-    warmup_steps: int = 20
-    min_lr_ratio: float = 0.05
-    grad_clip: float = 1.0
-    epochs: int = 10
-    # Stop after this many optimiser steps (0 = no limit): also sets the cosine length.
-    max_steps: int = 0
+    lr: float = positive(1e-3, doc="Peak learning rate of AdamW.")
+    weight_decay: float = nonnegative(0.01, doc="AdamW weight decay.")
+    betas: tuple[float, float] = unit_pair((0.9, 0.999), doc="AdamW betas.")
+    warmup_steps: int = integer(20, minimum=0, doc=(
+        "Linear warmup steps before the cosine decay; 20 reached the held-out skill of 100 in about half the steps "
+        "on the learning benchmark."))
+    min_lr_ratio: float = unit(0.05, doc="The cosine decays to this fraction of lr by the run's last step.")
+    grad_clip: float = positive(1.0, doc="Largest gradient norm (clipped above it).")
+    epochs: int = integer(10, minimum=1, doc="Epochs over the training split.")
+    max_steps: int = integer(0, minimum=0, doc="Stop after this many optimiser steps (0 = no limit); also sets the "
+                                               "cosine's length.")
 
 
 @dataclass(frozen=True)
 class DiagnosticsConfig:
-    every_steps: int = 50
-    # L2-normalise the gradients of mel_weights and emotion_weights (stream balance).
-    normalize_stream_grads: bool = False
+    every_steps: int = integer(50, minimum=0, doc=(
+        "Log the gradient norms, the smoothing_alpha gradient and the mel/emotion balance every this many steps "
+        "(0: never)."))
+    normalize_stream_grads: bool = flag(False, doc="L2-normalise the gradients of mel_weights and emotion_weights "
+                                                   "(the stream balance).")
 
 
 VALIDATION_METRICS = {"skill": "max", "mean_r": "max", "loss": "min"}
@@ -140,42 +161,37 @@ VALIDATION_METRICS = {"skill": "max", "mean_r": "max", "loss": "min"}
 
 @dataclass(frozen=True)
 class ValidationConfig:
-    # Validate every this many optimiser steps, and at the end of the run (0: at the end of
-    # every epoch only).
-    every_steps: int = 0
-    # best.pt is the checkpoint with the best value of this on the validation frames:
-    # "skill" (1 - MSE / MSE of the training mean, in target units: comparable across loss
-    # settings), "mean_r" (mean Pearson r over the active channels) or "loss" (the training
-    # loss, lower is better; it changes meaning with the loss section).
-    metric: str = "skill"
-    # End training after this many validations in a row without a better metric (0: never).
-    patience: int = 0
-    # With no validation split in the manifest: validate on the last fraction of every
-    # training take's frames, which are then not trained on (0: no validation, best = last).
-    holdout_tail: float = 0.1
+    every_steps: int = integer(0, minimum=0, doc="Validate every this many optimiser steps and at the end of the "
+                                                 "run (0: at the end of every epoch).")
+    metric: str = one_of("skill", lambda: VALIDATION_METRICS, doc=(
+        "What best.pt keeps the best of on the validation frames: skill (1 - MSE / MSE of the training mean, in "
+        "target units, comparable across loss settings), mean_r (mean Pearson r over the active channels) or "
+        "loss (the training loss, lower is better; it changes meaning with the loss section)."))
+    patience: int = integer(0, minimum=0, doc="End training after this many validations in a row without a better "
+                                              "metric (0: never).")
+    holdout_tail: float = fraction(0.1, doc=(
+        "With no validation split in the manifest: validate on this last fraction of every training take's frames, "
+        "which are then not trained on (0: no validation, best = last)."))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AugmentConfig:
     """Feature-level augmentation of training windows, drawn afresh for every window of every
     step (on the device, from torch's seeded RNG); validation, evaluate and predict never see
     it. Values act on the standardised features, so a mask sets frames or bins to the
     training mean."""
 
-    # A level offset per window, uniform in [-gain_db, +gain_db] dB, added to every log-mel
-    # value of its real frames (a louder or quieter microphone). 0: off.
-    gain_db: float = 0.0
-    # SpecAugment-style masks per window on the mel stream: this many time masks of up to
-    # time_mask_frames frames each, and freq_masks masks of up to freq_mask_bins mel bins.
-    time_masks: int = 0
-    time_mask_frames: int = 8
-    freq_masks: int = 0
-    freq_mask_bins: int = 8
-    # Chance that a window's whole emotion stream is replaced by the training mean, so the
-    # model does not lean on it alone. 0.5 by the augmentation benchmark (README,
-    # Augmentation): on the custom rig it kept held-out skill up twice as long before
-    # overfitting set in; the gain and the masks did not help there and are off.
-    emotion_dropout: float = 0.5
+    gain_db: float = nonnegative(0.0, doc=(
+        "A level offset per window, uniform in [-gain_db, +gain_db] dB, added to every log-mel value of its real "
+        "frames (a louder or quieter microphone). 0: off."))
+    time_masks: int = integer(0, minimum=0, doc="SpecAugment time masks per window on the mel stream.")
+    time_mask_frames: int = integer(8, minimum=1, doc="Longest time mask, in frames.")
+    freq_masks: int = integer(0, minimum=0, doc="SpecAugment frequency masks per window on the mel stream.")
+    freq_mask_bins: int = integer(8, minimum=1, doc="Widest frequency mask, in mel bins.")
+    emotion_dropout: float = fraction(0.5, doc=(
+        "Chance that a window's whole emotion stream is replaced by the training mean, so the model does not lean "
+        "on it alone. 0.5 by the augmentation benchmark: on the custom rig it kept held-out skill up twice as long "
+        "before overfitting set in; the level offset and the masks did not help there and are off."))
 
     @property
     def active(self) -> bool:
@@ -188,90 +204,33 @@ AUGMENT_OFF = {"gain_db": 0.0, "time_masks": 0, "freq_masks": 0, "emotion_dropou
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-    every_steps: int = 0  # 0 = only last + best
-
-
-# What each value must be: ("int", minimum), "real" (finite), "pos" (> 0), "nonneg" (>= 0),
-# "prob" ([0, 1)), "unit" ([0, 1]), "bool", "str", "betas" (two values in [0, 1)).
-FIELD_RULES: dict[str, dict[str, tuple]] = {
-    "model": {"d_model": ("int", 1), "heads": ("int", 1), "mel_layers": ("int", 1), "emotion_layers": ("int", 1),
-              "ff_mult": ("int", 1), "dropout": ("prob",), "temperature": ("pos",),
-              "smoothing_alpha_init": ("real",), "target_frame_residual": ("bool",)},
-    "stream": {"window": ("int", 1), "stride": ("int", 1), "lookahead": ("int", 0), "frames_per_window": ("int", 1),
-               "batch_streams": ("int", 1), "pad_value": ("real",), "prefetch_files": ("int", 1),
-               "split_files": ("bool",), "phase_jitter": ("bool",)},
-    "loss": {**{k: ("nonneg",) for k in LOSS_TERMS}, "preset": ("str",), "scale": ("str",), "scale_floor": ("pos",),
-             "still_max": ("unit",)},
-    "optim": {"lr": ("pos",), "weight_decay": ("nonneg",), "betas": ("betas",), "warmup_steps": ("int", 0),
-              "min_lr_ratio": ("unit",), "grad_clip": ("pos",), "epochs": ("int", 1), "max_steps": ("int", 0)},
-    "diagnostics": {"every_steps": ("int", 0), "normalize_stream_grads": ("bool",)},
-    "validation": {"every_steps": ("int", 0), "metric": ("str",), "patience": ("int", 0), "holdout_tail": ("real",)},
-    "checkpoint": {"every_steps": ("int", 0)},
-    "augment": {"gain_db": ("nonneg",), "time_masks": ("int", 0), "time_mask_frames": ("int", 1),
-                "freq_masks": ("int", 0), "freq_mask_bins": ("int", 1), "emotion_dropout": ("prob",)},
-}
-
-
-def _value_problem(name: str, v: Any, rule: tuple) -> str | None:
-    kind = rule[0]
-    is_real = isinstance(v, (int, float)) and not isinstance(v, bool)
-    if kind == "int":
-        if not isinstance(v, int) or isinstance(v, bool):
-            return f"{name} must be an integer, got {v!r}"
-        return None if v >= rule[1] else f"{name} must be >= {rule[1]}, got {v}"
-    if kind == "bool":
-        return None if isinstance(v, bool) else f"{name} must be true or false, got {v!r}"
-    if kind == "str":
-        return None if isinstance(v, str) else f"{name} must be a name, got {v!r}"
-    if kind == "betas":
-        ok = (isinstance(v, (tuple, list)) and len(v) == 2
-              and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in v))
-        return None if ok else f"{name} must be two numbers in [0, 1), got {v!r}"
-    if not is_real or not math.isfinite(v):
-        return f"{name} must be a finite number, got {v!r}"
-    bad = {"pos": v <= 0, "nonneg": v < 0, "prob": not 0 <= v < 1, "unit": not 0 <= v <= 1}.get(kind, False)
-    words = {"pos": "> 0", "nonneg": ">= 0", "prob": "in [0, 1)", "unit": "in [0, 1]"}
-    return f"{name} must be {words[kind]}, got {v}" if bad else None
+    every_steps: int = integer(0, minimum=0, doc="Also save step_N.pt every this many steps (0: only last.pt and "
+                                                 "best.pt).")
 
 
 def field_problems(cfg: "TrainConfig") -> list[str]:
     """Every value of the config checked on its own, named by its key (section.key)."""
-    out = []
-    for section, rules in FIELD_RULES.items():
-        sec = getattr(cfg, section)
-        for key, rule in rules.items():
-            p = _value_problem(f"{section}.{key}", getattr(sec, key), rule)
-            if p:
-                out.append(p)
-    for key, rule in (("seed", ("int", -(2**63))), ("compile", ("bool",)), ("preset", ("str",))):
-        p = _value_problem(key, getattr(cfg, key), rule)
-        if p:
-            out.append(p)
-    return out
+    return settings.problems(cfg)
 
 
-PRESETS: dict[str, ModelConfig] = {
-    "full": ModelConfig(d_model=256, heads=4, mel_layers=2, emotion_layers=2),
-    "small": ModelConfig(d_model=32, heads=2, mel_layers=1, emotion_layers=1),
-}
-PRESET_BATCH_STREAMS = {"full": 4, "small": 8}
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    stream: StreamConfig = field(default_factory=StreamConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
-    validation: ValidationConfig = field(default_factory=ValidationConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    # auto: full on a GPU, small on a CPU; custom: the model section as written.
-    preset: str = "auto"
-    seed: int = 0
-    # torch.compile the model for training (worth it on a GPU; the first steps compile).
-    compile: bool = False
+    model: ModelConfig = section(ModelConfig, doc="Model sizes (a preset replaces d_model, heads, the layers and "
+                                                  "ff_mult; preset: custom keeps them as written).")
+    stream: StreamConfig = section(StreamConfig, doc="Windows, blocks and the parallel streams.")
+    loss: LossConfig = section(LossConfig, doc="Loss terms and their weights.")
+    optim: OptimConfig = section(OptimConfig, doc="Optimiser and schedule.")
+    diagnostics: DiagnosticsConfig = section(DiagnosticsConfig, doc="Gradient diagnostics in the log.")
+    validation: ValidationConfig = section(ValidationConfig, doc="Validation, best.pt and early stopping.")
+    checkpoint: CheckpointConfig = section(CheckpointConfig, doc="Checkpoints besides last.pt and best.pt.")
+    augment: AugmentConfig = section(AugmentConfig, doc="Feature augmentation of training windows (never of "
+                                                        "validation, evaluate or predict).")
+    preset: str = one_of("auto", lambda: preset_names(), doc=(
+        "Model sizes: auto (full on a GPU, small on a CPU), small, full, or custom (the model section as written)."))
+    seed: int = integer(0, minimum=-(2**63), doc="Seed of every random choice (initial weights, file order, "
+                                                 "phase shifts, augmentation, dropout).")
+    compile: bool = flag(False, doc="torch.compile the model for training (worth it on a GPU; the first steps "
+                                    "compile).")
 
     def __post_init__(self) -> None:
         problems = field_problems(self)
@@ -288,18 +247,6 @@ class TrainConfig:
                             "(each block frame adds its own encoding to the shared context)")
         if m.d_model % m.heads:
             problems.append(f"model.d_model ({m.d_model}) must be divisible by heads ({m.heads})")
-        if self.preset not in (*PRESETS, "auto", "custom"):
-            problems.append(f"preset must be one of {sorted(PRESETS)}, auto or custom, got {self.preset!r}")
-        v = self.validation
-        if v.metric not in VALIDATION_METRICS:
-            problems.append(f"validation.metric must be one of {list(VALIDATION_METRICS)}, got {v.metric!r}")
-        if not 0 <= v.holdout_tail < 1:
-            problems.append(f"validation.holdout_tail must be in [0, 1), got {v.holdout_tail}")
-        lc = self.loss
-        if lc.preset not in LOSS_PRESETS:
-            problems.append(f"loss.preset must be one of {sorted(LOSS_PRESETS)}, got {lc.preset!r}")
-        if lc.scale not in LOSS_SCALES:
-            problems.append(f"loss.scale must be one of {list(LOSS_SCALES)}, got {lc.scale!r}")
         if problems:
             raise ValueError("invalid train config: " + "; ".join(problems))
 
@@ -393,41 +340,97 @@ class TrainConfig:
 
 
 
-@dataclass(frozen=True)
-class ConfigOverrides:
-    """Choices given beside a config file (bstrain fit's options; None: the config's own),
-    applied once, by resolve(), to give a run's final config.
+# Model sizes a preset sets (ModelConfig fields); the rest of the model section is kept.
+PRESET_SIZES = ("d_model", "heads", "mel_layers", "emotion_layers", "ff_mult")
 
+
+def setting_keys() -> dict[str, dataclasses.Field]:
+    """Every train config key ("optim.lr", "seed", ...) and its field."""
+    return settings.keys(TrainConfig)
+
+
+def parse_setting(text: str) -> tuple[str, Any]:
+    """"section.key=value" (bstrain fit --set) -> (key, value). The value is read as YAML
+    (numbers, true/false, [lists]), with 3e-4-style floats that YAML 1.1 reads as text taken as
+    numbers; the key must be a setting of the train config."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ValueError(f"--set {text!r}: expected KEY=VALUE, e.g. optim.lr=3e-4")
+    known = setting_keys()
+    if key not in known:
+        near = [k for k in known if k.split(".")[-1] == key.split(".")[-1]]
+        raise ValueError(f"--set {text!r}: unknown config key {key!r}"
+                         + (f"; did you mean {' or '.join(near)}?" if near else "; see bstrain write-default-config"))
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str):
+        for number in (int, float):
+            try:
+                value = number(value)
+                break
+            except ValueError:
+                pass
+    return key, value
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConfigOverrides:
+    """Choices given beside a config file, applied once by resolve() to give a run's final
+    config: the model preset, the loss preset, and config keys set by bstrain fit's flags
+    (--epochs, -K, ...) and --set KEY=VALUE.
+
+    values: {dotted key: value}; sources: {dotted key: the flag that set it}, for messages.
     written_loss: the loss section as written in the config file, so that a loss preset given
     here keeps the file's own departures from its preset (a full dump of the default config
     departs from nothing)."""
 
     preset: str | None = None
-    epochs: int | None = None
-    max_steps: int | None = None
-    batch_streams: int | None = None
-    stride: int | None = None
-    frames_per_window: int | None = None
     loss_preset: str | None = None
-    validate_every: int | None = None
-    patience: int | None = None
-    seed: int | None = None
-    compile: bool | None = None
-    written_loss: dict = field(default_factory=dict)
+    values: dict[str, Any] = dataclasses.field(default_factory=dict)
+    sources: dict[str, str] = dataclasses.field(default_factory=dict)
+    written_loss: dict = dataclasses.field(default_factory=dict)
 
-    # Each choice's command-line flag.
-    FLAGS = {"preset": "--preset", "epochs": "--epochs", "max_steps": "--max-steps",
-             "batch_streams": "--batch-streams", "stride": "--stride", "frames_per_window": "--frames-per-window",
-             "loss_preset": "--loss", "validate_every": "--validate-every", "patience": "--patience",
-             "seed": "--seed", "compile": "--compile"}
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.values) - set(setting_keys()))
+        if unknown:
+            raise ValueError(f"unknown config key(s): {unknown}")
+
+    @classmethod
+    def from_settings(cls, pairs: list[tuple[str, Any, str]], written_loss: dict | None = None) -> "ConfigOverrides":
+        """From (key, value, the flag that set it) in the order given; preset and loss.preset
+        are the presets. A key given twice is refused (which one was meant?)."""
+        preset = loss_preset = None
+        values, sources = {}, {}
+        for key, value, flag in pairs:
+            if key in sources:
+                raise ValueError(f"{key} given twice ({sources[key]} and {flag}): give it once")
+            sources[key] = flag
+            if key == "preset":
+                preset = value
+            elif key == "loss.preset":
+                loss_preset = value
+            else:
+                values[key] = value
+        return cls(preset=preset, loss_preset=loss_preset, values=values, sources=sources,
+                   written_loss=dict(written_loss or {}))
 
     def given(self) -> list[str]:
-        """The flags of the choices made."""
-        return [flag for name, flag in self.FLAGS.items() if getattr(self, name) is not None]
+        """How the choices made were given (flags, --set KEY), for messages."""
+        made = [*(["preset"] if self.preset is not None else []), *(["loss.preset"] if self.loss_preset else []),
+                *self.values]
+        return list(dict.fromkeys(self.sources.get(k, k) for k in made))
+
+    def asks(self, key: str) -> Any:
+        """The value given for key (preset and loss.preset included), or None."""
+        return {"preset": self.preset, "loss.preset": self.loss_preset}.get(key, self.values.get(key))
 
     def resolve(self, cfg: TrainConfig, device_type: str) -> tuple[TrainConfig, str]:
         """(the final config, why its preset): the preset first (auto = full on CUDA, small
-        elsewhere; custom = the config's own sizes), then every other choice over it."""
+        elsewhere; custom = the config's own sizes), then every key over it. Model sizes set
+        over a preset make the config's preset custom (they are no longer the preset's)."""
         chosen = self.preset or cfg.preset
         why = "from --preset" if self.preset else "from the config"
         if chosen == "auto":
@@ -436,14 +439,19 @@ class ConfigOverrides:
             why = "model sizes from the config"
         else:
             cfg = cfg.with_preset(chosen)
-        pick = lambda **kv: {k: v for k, v in kv.items() if v is not None}  # noqa: E731
-        cfg = cfg.replace(optim=pick(epochs=self.epochs, max_steps=self.max_steps),
-                          stream=pick(batch_streams=self.batch_streams, stride=self.stride,
-                                      frames_per_window=self.frames_per_window),
-                          validation=pick(every_steps=self.validate_every, patience=self.patience),
-                          **pick(seed=self.seed, compile=self.compile))
+        d = cfg.to_dict()
+        for key, value in self.values.items():
+            *path, name = key.split(".")
+            sec = d
+            for part in path:
+                sec = sec[part]
+            sec[name] = value
+        sized = [k for k in self.values if k.startswith("model.") and k.split(".")[1] in PRESET_SIZES]
+        if sized and chosen != "custom":
+            d["preset"], why = "custom", f"{chosen}'s sizes with {', '.join(self.sources.get(k, k) for k in sized)}"
         if self.loss_preset is not None:
             own = LOSS_PRESETS.get(self.written_loss.get("preset", "default"), LOSS_PRESETS["default"])
             kept = {k: v for k, v in self.written_loss.items() if k != "preset" and getattr(own, k, None) != v}
-            cfg = TrainConfig.from_dict({**cfg.to_dict(), "loss": {**kept, "preset": self.loss_preset}})
-        return TrainConfig.from_dict(cfg.to_dict()), why
+            given = {k.split(".", 1)[1]: v for k, v in self.values.items() if k.startswith("loss.")}
+            d["loss"] = {**kept, **given, "preset": self.loss_preset}
+        return TrainConfig.from_dict(d), why

@@ -56,7 +56,7 @@ def check_finite(item: StoredItem) -> StoredItem:
     return item
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainingData:
     """The items a run reads, per split, and what they share: their feature config (and its
     hash as stored), channel set and library versions; streaming.py turns its files into
@@ -146,8 +146,7 @@ def load_training_data(store: FeatureStore, manifest: str | None) -> TrainingDat
         f"audio {sha[:12]} is in splits {', '.join(sorted({sp for _, sp in uses}))}: "
         + ", ".join(f"{rid} ({sp})" for rid, sp in uses[:6]) + (", ..." if len(uses) > 6 else "")
         for sha, uses in audio_splits.items() if len({sp for _, sp in uses}) > 1)
-    return TrainingData(manifest, splits, FeatureConfig.from_dict(first.feature_config), first.feature_config_hash,
-                   ChannelSet.from_dict(first.channel_set), first.library_versions, shared)
+    return TrainingData(manifest=manifest, splits=splits, feature_config=FeatureConfig.from_dict(first.feature_config), feature_config_hash=first.feature_config_hash, channel_set=ChannelSet.from_dict(first.channel_set), library_versions=first.library_versions, shared_audio=shared)
 
 
 def check_shared_audio(ds: TrainingData, allow: bool) -> None:

@@ -19,7 +19,7 @@ from blendsync.train.core.data import FileRef, check_finite, with_row
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Normalizer:
     """Per-channel standardisation from training-split statistics: (x - mean) / std; the
     targets' mean (the output head's starting point), spread (the loss's per-channel scale,
@@ -95,7 +95,7 @@ def compute_normalizer(store: FeatureStore, files: list[FileRef]) -> Normalizer:
     em, es = mean_std("emotion")
     tm = (sums["target"] / n).astype(np.float32)
     ts = np.sqrt(np.maximum(sq["target"] / n - (sums["target"] / n) ** 2, 0.0)).astype(np.float32)
-    return Normalizer(mm, ms, em, es, tm, ts, np.asarray(top, np.float32))
+    return Normalizer(mel_mean=mm, mel_std=ms, emotion_mean=em, emotion_std=es, target_mean=tm, target_std=ts, target_max=np.asarray(top, np.float32))
 
 
 def stats_cache_key(store: FeatureStore, manifest: str, split: str, files: list[FileRef]) -> str:

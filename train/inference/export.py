@@ -21,34 +21,45 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+# torch (and the checkpoint code that needs it) is imported by the functions that export, so
+# that the CLI can offer FORMATS as its choices without loading torch for --help.
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
-from blendsync.train.core.checkpoint import Checkpoint
-from blendsync.train.core.windows import block_positions
+    from blendsync.train.core.checkpoint import Checkpoint
 
 ONNX_OPSET = 18
 INPUTS = ("mel", "emotion", "frame_mask", "prev", "has_prev")
 OUTPUTS = ("current", "smoothed")
 
 
-class ExportedModel(nn.Module):
-    def __init__(self, model: nn.Module, norm):
-        super().__init__()
-        self.model = model.eval()
-        self.register_buffer("mel_mean", torch.as_tensor(norm.mel_mean, dtype=torch.float32))
-        self.register_buffer("mel_std", torch.as_tensor(norm.mel_std, dtype=torch.float32))
-        self.register_buffer("emotion_mean", torch.as_tensor(norm.emotion_mean, dtype=torch.float32))
-        self.register_buffer("emotion_std", torch.as_tensor(norm.emotion_std, dtype=torch.float32))
+def exported_model(model: "nn.Module", norm) -> "nn.Module":
+    """model with the training statistics applied to its raw feature inputs, returning
+    (current, smoothed)."""
+    import torch
+    from torch import nn
 
-    def forward(self, mel, emotion, frame_mask, prev, has_prev):
-        out = self.model((mel - self.mel_mean) / self.mel_std, (emotion - self.emotion_mean) / self.emotion_std,
-                         frame_mask, prev, has_prev)
-        return out["current"], out["smoothed"]
+    class ExportedModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model.eval()
+            for name in ("mel_mean", "mel_std", "emotion_mean", "emotion_std"):
+                self.register_buffer(name, torch.as_tensor(getattr(norm, name), dtype=torch.float32))
+
+        def forward(self, mel, emotion, frame_mask, prev, has_prev):
+            out = self.model((mel - self.mel_mean) / self.mel_std, (emotion - self.emotion_mean) / self.emotion_std,
+                             frame_mask, prev, has_prev)
+            return out["current"], out["smoothed"]
+
+    return ExportedModel().eval()
 
 
-def example_inputs(ck: Checkpoint, batch: int = 2) -> tuple[torch.Tensor, ...]:
+def example_inputs(ck: "Checkpoint", batch: int = 2) -> tuple["torch.Tensor", ...]:
+    import torch
+
     L, C = ck.window, len(ck.channels)
     g = torch.Generator().manual_seed(0)
     # The mask is always an input of the graph (also where every frame is real).
@@ -58,8 +69,10 @@ def example_inputs(ck: Checkpoint, batch: int = 2) -> tuple[torch.Tensor, ...]:
             mask, torch.rand(batch, C, generator=g), torch.tensor([False] + [True] * (batch - 1)))
 
 
-def sidecar(ck: Checkpoint, fmt: str, K: int | None = None) -> dict:
+def sidecar(ck: "Checkpoint", fmt: str, K: int | None = None) -> dict:
     """K: the graph's frames per window (the checkpoint's when None)."""
+    import torch
+
     K = ck.frames_per_window if K is None else K
     return {
         "format": fmt,
@@ -81,28 +94,42 @@ def sidecar(ck: Checkpoint, fmt: str, K: int | None = None) -> dict:
     }
 
 
+def _write_onnx(wrapped: "nn.Module", args: tuple, out: Path) -> None:
+    import torch
+
+    dyn = {name: {0: "batch"} for name in (*INPUTS, *OUTPUTS)}
+    torch.onnx.export(wrapped, args, str(out), input_names=list(INPUTS), output_names=list(OUTPUTS),
+                      dynamic_axes=dyn, opset_version=ONNX_OPSET, dynamo=False)
+
+
+def _write_torchscript(wrapped: "nn.Module", args: tuple, out: Path) -> None:
+    import torch
+
+    with torch.no_grad():
+        traced = torch.jit.trace(wrapped, args, check_trace=False)
+    traced.save(str(out))
+
+
+# bstrain export --format: the one list of graph formats (the CLI's choices are its keys).
+FORMATS = {"onnx": _write_onnx, "torchscript": _write_torchscript}
+
+
 def export(checkpoint: str | Path, out: str | Path, fmt: str, frames_per_window: int | None = None) -> Path:
     """Write the model to out and its sidecar to out + '.json'; returns the sidecar path.
     frames_per_window: a graph predicting fewer frames per window than the model was trained
     with (see BlendshapeModel.use_frames_per_window); None: the checkpoint's."""
+    from blendsync.train.core.checkpoint import Checkpoint
+
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {list(FORMATS)}, got {fmt!r}")
     ck = Checkpoint.load(checkpoint)
     model = ck.build_model("cpu")
     if frames_per_window is not None:
         model.use_frames_per_window(frames_per_window)
-    wrapped = ExportedModel(model, ck.normalizer).eval()
-    args = example_inputs(ck)
+    wrapped = exported_model(model, ck.normalizer)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "onnx":
-        dyn = {name: {0: "batch"} for name in (*INPUTS, *OUTPUTS)}
-        torch.onnx.export(wrapped, args, str(out), input_names=list(INPUTS), output_names=list(OUTPUTS),
-                          dynamic_axes=dyn, opset_version=ONNX_OPSET, dynamo=False)
-    elif fmt == "torchscript":
-        with torch.no_grad():
-            traced = torch.jit.trace(wrapped, args, check_trace=False)
-        traced.save(str(out))
-    else:
-        raise ValueError(f"format must be onnx or torchscript, got {fmt!r}")
+    FORMATS[fmt](wrapped, example_inputs(ck), out)
     side = out.with_name(out.name + ".json")
     side.write_text(json.dumps(sidecar(ck, fmt, model.frames_per_window), indent=2))
     return side

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -81,3 +83,31 @@ def resample_curves(curves: np.ndarray, fps_in: float, fps_out: float, duration_
         return curves
     T = n_frames(duration_s, fps_out)
     return np.clip(rows_to_grid(curves, frame_times(curves.shape[0], fps_in), frame_times(T, fps_out)).values, 0, 1)
+
+
+def _write_livelink(path: Path, curves: np.ndarray, fps: float, channels: list[str], source: str) -> None:
+    write_livelink_csv(path, curves, fps, channels)
+
+
+def _write_npy(path: Path, curves: np.ndarray, fps: float, channels: list[str], source: str) -> None:
+    np.save(path, curves.astype(np.float32))
+
+
+@dataclass(frozen=True)
+class CurveFormat:
+    """A file predict can write for an audio file. write(path, curves (T, C), fps, channel
+    names, source audio); reorderable: its columns follow --channel-order (the Live Link Face
+    CSV has the app's own)."""
+
+    suffix: str
+    write: Callable[[Path, np.ndarray, float, list[str], str], None]
+    reorderable: bool
+    doc: str
+
+
+# predict --format: the one list of curve files (the CLI's choices are its keys).
+CURVE_FORMATS: dict[str, CurveFormat] = {
+    "livelink": CurveFormat(".csv", _write_livelink, False, "Live Link Face CSV (the 52 ARKit curves)"),
+    "npy": CurveFormat(".npy", _write_npy, True, "(T, C) float32"),
+    "json": CurveFormat(".json", write_json, True, "channels, fps and values"),
+}

@@ -26,17 +26,16 @@ from blendsync.shared.config import FeatureConfig
 from blendsync.shared.featurize_file import featurize_file
 from blendsync.train.core.checkpoint import Checkpoint
 from blendsync.train.core.output_gain import apply_gain, resolve_gain
-from blendsync.train.inference.outputs import plot_prediction, resample_curves, write_json, write_livelink_csv
+from blendsync.train.inference.outputs import CURVE_FORMATS, plot_prediction, resample_curves
 from blendsync.train.core.normalization import Normalizer
 from blendsync.train.core.windows import cut, frame_mask, pad_frames
 
 log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".aiff", ".aif", ".ogg", ".mp3")
-FORMATS = ("livelink", "npy", "json")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Predictor:
     """A loaded checkpoint ready to animate audio."""
 
@@ -60,8 +59,7 @@ class Predictor:
         model = ck.build_model(dev)
         if frames_per_window is not None:
             model.use_frames_per_window(frames_per_window)
-        return cls(model, ck.normalizer, ck.feature_config, ck.channels, ck.window,
-                   ck.lookahead, dev, model.frames_per_window, ck.calibrated_gain)
+        return cls(model=model, norm=ck.normalizer, feature_config=ck.feature_config, channels=ck.channels, window=ck.window, lookahead=ck.lookahead, device=dev, frames_per_window=model.frames_per_window, calibrated_gain=ck.calibrated_gain)
 
     @property
     def fps(self) -> float:
@@ -144,7 +142,7 @@ class Predictor:
                 "featurize_s": t1 - t0, "model_s": t2 - t1}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PredictReport:
     # Audio files animated, and every file written for them (curves in each format, plots).
     animated: list[Path] = field(default_factory=list)
@@ -237,9 +235,9 @@ def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Pat
     (mapped by name; None: the model's own order). The Live Link Face CSV has its own."""
     pred = Predictor.load(checkpoint, device, frames_per_window)
     gain = resolve_gain(gain, pred.calibrated_gain, checkpoint)
-    unknown = [f for f in formats if f not in FORMATS]
+    unknown = [f for f in formats if f not in CURVE_FORMATS]
     if unknown:
-        raise ValueError(f"unknown format(s) {unknown}; choose from {FORMATS}")
+        raise ValueError(f"unknown format(s) {unknown}; choose from {list(CURVE_FORMATS)}")
     if "livelink" in formats and len(pred.channels) != 52:
         raise ValueError(f"this model predicts {len(pred.channels)} custom channels: Live Link Face CSV "
                          "needs the 52 ARKit ones; use --format npy or json")
@@ -268,16 +266,12 @@ def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Pat
         def path(ext: str) -> Path:  # name + ext: a name may hold dots of its own (take.v2)
             return base.parent / (base.name + ext)
 
-        if "livelink" in formats:
-            write_livelink_csv(path(".csv"), curves, fps, pred.channels)
-            rep.written.append(path(".csv"))
         ordered = curves if channel_order is None else reorder(curves, pred.channels, channel_order)
-        if "npy" in formats:
-            np.save(path(".npy"), ordered.astype(np.float32))
-            rep.written.append(path(".npy"))
-        if "json" in formats:
-            write_json(path(".json"), ordered, fps, order_names, str(audio))
-            rep.written.append(path(".json"))
+        for key, fmt in CURVE_FORMATS.items():
+            if key in formats:
+                values, names = (ordered, order_names) if fmt.reorderable else (curves, list(pred.channels))
+                fmt.write(path(fmt.suffix), values, fps, names, str(audio))
+                rep.written.append(path(fmt.suffix))
         if plot:
             dec = decode_audio(audio, pred.feature_config.sample_rate)
             plot_prediction(path(".png"), dec.samples, dec.sample_rate, curves, fps, pred.channels, Path(audio).name)

@@ -22,6 +22,9 @@ from blendsync.train.core.normalization import Normalizer
 
 log = logging.getLogger(__name__)
 
+# The stream settings that are part of a trained model.
+MODEL_STREAM_KEYS = ("window", "lookahead", "frames_per_window")
+
 
 @dataclass(frozen=True)
 class InitFrom:
@@ -49,12 +52,12 @@ class ChannelMatch:
 
 def fine_tune_config(cfg: TrainConfig, init: InitFrom, overrides: ConfigOverrides) -> TrainConfig:
     """cfg with the checkpoint's model: its model section and preset, window, lookahead and
-    frames per window. ValueError when --preset or --frames-per-window asks for another."""
+    frames per window. ValueError when a choice (--preset, -K, --set model.*) asks for another."""
     own = init.checkpoint.config
-    asked = [flag for flag, value, have in (("--preset", overrides.preset, own.preset),
-                                            ("--frames-per-window", overrides.frames_per_window,
-                                             own.stream.frames_per_window))
-             if value is not None and value != have]
+    have = {"preset": own.preset, **{f"model.{k}": v for k, v in own.to_dict()["model"].items()},
+            **{f"stream.{k}": getattr(own.stream, k) for k in MODEL_STREAM_KEYS}}
+    asked = [overrides.sources.get(key, key) for key, value in have.items()
+             if overrides.asks(key) is not None and overrides.asks(key) != value]
     if asked:
         raise ValueError(f"--init-from {init.path}: fine-tuning keeps that checkpoint's model; "
                          f"{' and '.join(asked)} would change it (its preset is {own.preset}, "

@@ -20,7 +20,7 @@ from blendsync.train.core.config import TrainConfig
 from blendsync.train.loop.losses import loss_terms, total_loss
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DeviceBatch:
     """A batch on the device plus what the host decided about it.
 
@@ -50,12 +50,7 @@ def to_device(batch: dict[str, np.ndarray], device: torch.device) -> DeviceBatch
 
     t = {k: put(v) for k, v in batch.items()}
     rows = put(run.astype(np.int64)) if some else None
-    return DeviceBatch(
-        t, rows,
-        padded=not bool(batch["frame_mask"][run].all()),
-        frames=int(batch["valid"].sum()),
-        alpha_in_use=batch["target"].shape[1] > 1 or bool(batch["has_prev"][run].any()),
-    )
+    return DeviceBatch(t=t, rows=rows, padded=not bool(batch["frame_mask"][run].all()), frames=int(batch["valid"].sum()), alpha_in_use=batch["target"].shape[1] > 1 or bool(batch["has_prev"][run].any()))
 
 
 def forward_rows(model, db: DeviceBatch, prev: torch.Tensor, amp: bool) -> torch.Tensor:

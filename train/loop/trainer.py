@@ -53,7 +53,7 @@ class RunExistsError(ValueError):
     """--out already holds a run, and this is not --resume."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FitResult:
     run_dir: Path
     step: int
@@ -345,8 +345,7 @@ class Trainer:
             while not self._run_over():
                 if self.train_epoch(stop_after_steps, on_step) == "interrupted":
                     self._save("last.pt", self.checkpoint())
-                    return FitResult(self.run_dir, self.step, self.cursor.epoch, self.best, self.history,
-                                     interrupted=True)
+                    return FitResult(run_dir=self.run_dir, step=self.step, epoch=self.cursor.epoch, best=self.best, history=self.history, interrupted=True)
                 if self.stopped:
                     break
                 self._end_epoch()
@@ -360,8 +359,7 @@ class Trainer:
             raise
         finally:
             self.tb.close()
-        return FitResult(self.run_dir, self.step, self.cursor.epoch, self.best, self.history,
-                         stopped_early=self.stopped)
+        return FitResult(run_dir=self.run_dir, step=self.step, epoch=self.cursor.epoch, best=self.best, history=self.history, stopped_early=self.stopped)
 
     def _max_steps_reached(self) -> bool:
         return bool(self.cfg.optim.max_steps and self.step >= self.cfg.optim.max_steps)
@@ -527,12 +525,8 @@ class Trainer:
         dist, ds = self.dist, self.ds
         rng_cuda = dist.gather(torch.cuda.get_rng_state()) if self.dev.type == "cuda" else None
         position = self.cursor.state_dict()
-        training = TrainingState(self.opt.state_dict(), self.sched.state_dict(), dist.gather(torch.get_rng_state()),
-                                 rng_cuda, dist.gather(position["prev"]), dist.world, self.step, position["epoch"],
-                                 position["step_in_epoch"])
-        return Checkpoint(self.model.state_dict(), self.cfg, ds.feature_config, ds.feature_config_hash, self.norm,
-                          list(ds.channels), list(ds.mouth), list(ds.expression), library_versions(), self.best,
-                          self.since_best, training, list(self.still))
+        training = TrainingState(optimizer=self.opt.state_dict(), scheduler=self.sched.state_dict(), rng_cpu_all=dist.gather(torch.get_rng_state()), rng_cuda_all=rng_cuda, prev_all=dist.gather(position["prev"]), world_size=dist.world, step=self.step, epoch=position["epoch"], step_in_epoch=position["step_in_epoch"])
+        return Checkpoint(model_state=self.model.state_dict(), config=self.cfg, feature_config=ds.feature_config, feature_config_hash=ds.feature_config_hash, normalizer=self.norm, channels=list(ds.channels), mouth=list(ds.mouth), expression=list(ds.expression), library_versions=library_versions(), best_val=self.best, validations_since_best=self.since_best, training=training, still=list(self.still))
 
     def _save(self, name: str, ck: Checkpoint) -> None:
         if self.main:

@@ -11,7 +11,7 @@ import torch
 from blendsync.shared.store import FeatureStore
 from blendsync.train.cli import main
 from blendsync.train.core.checkpoint import Checkpoint
-from blendsync.train.inference.export import INPUTS, ExportedModel
+from blendsync.train.inference.export import INPUTS, exported_model
 from blendsync.train.core.windows import cut, frame_mask, pad_frames
 
 
@@ -41,7 +41,7 @@ def test_export_matches_pytorch_on_real_features(example_store, checkpoint, tmp_
     assert e.value.code == 0
     ck = Checkpoint.load(checkpoint)
     model, norm = ck.build_model(), ck.normalizer
-    ref_model = ExportedModel(model, norm).eval()
+    ref_model = exported_model(model, norm)
     args = real_windows(example_store, ck)  # batch 7: not the export's example batch of 2
     with torch.no_grad():
         ref = [t.numpy() for t in ref_model(*args)]
@@ -109,7 +109,7 @@ def test_export_with_fewer_frames_per_window(example_store, checkpoint, tmp_path
     model.use_frames_per_window(2)
     args = real_windows(example_store, ck, K=2)
     with torch.no_grad():
-        ref = [t.numpy() for t in ExportedModel(model, norm).eval()(*args)]
+        ref = [t.numpy() for t in exported_model(model, norm)(*args)]
     got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(
         None, {k: v.numpy() for k, v in zip(INPUTS, args)})
     assert got[0].shape == (7, 2, 52)

@@ -139,7 +139,7 @@ def test_onto_a_real_custom_rig_every_channel_starts_at_its_mean(shared_data, ch
     assert extract(man, tmp_path / "rig.zarr", cfg, executor="serial").ok
     init = InitFrom.load(checkpoint)
     r = fit(tmp_path / "rig.zarr", cfg=tiny(optim={"lr": 1e-12, "warmup_steps": 0, "weight_decay": 0.0}),
-            out=tmp_path / "ft", overrides=ConfigOverrides(max_steps=1), init_from=init)
+            out=tmp_path / "ft", overrides=ConfigOverrides(values={"optim.max_steps": 1}), init_from=init)
     doc = json.loads((r.run_dir / "config.json").read_text())["init_from"]["channels"]
     assert doc["matched"] == [] and len(doc["new"]) == 116 and len(doc["dropped"]) == 52
     ft = Checkpoint.load(r.run_dir / "checkpoints" / "last.pt")

@@ -27,7 +27,7 @@ def test_small_preset_overfits_a_tiny_store(tmp_path):
         "optim": {"epochs": 60, "warmup_steps": 20, "lr": 1e-3, "min_lr_ratio": 0.1},
         "diagnostics": {"every_steps": 0},
     })
-    r = fit(fs.root, cfg=cfg, out=tmp_path / "run", overrides=ConfigOverrides(preset="small", batch_streams=2))
+    r = fit(fs.root, cfg=cfg, out=tmp_path / "run", overrides=ConfigOverrides(preset="small", values={"stream.batch_streams": 2}))
     losses = [h["loss"] for h in r.history if h["kind"] == "train"]
     first, last = np.mean(losses[:2]), np.mean(losses[-3:])
     assert last <= 0.1 * first, (first, last)

@@ -107,7 +107,7 @@ def test_window_is_the_brute_force_slice(T, L, la_frac, k_frac, block_frac):
 def _norm():
     z = np.zeros
     o = np.ones
-    return Normalizer(z(80, np.float32), o(80, np.float32), z(88, np.float32), o(88, np.float32), z(5, np.float32))
+    return Normalizer(mel_mean=z(80, np.float32), mel_std=o(80, np.float32), emotion_mean=z(88, np.float32), emotion_std=o(88, np.float32), target_mean=z(5, np.float32))
 
 
 @pytest.mark.parametrize("stride, block", [(1, 1), (3, 1), (1, 5), (2, 4), (1, 13)])
@@ -203,8 +203,7 @@ def test_shifted_grids_keep_every_target_once_in_time_order_with_prefix_masks(fr
 def test_jitter_cuts_a_take_into_other_windows_each_epoch_and_is_reproducible(tmp_path):
     fs, keys = make_random_store(tmp_path / "s.zarr", [300, 200], channels=3, seed=2)
     files = [FileRef(k, T, k) for k, T in zip(keys, [300, 200])]
-    norm = Normalizer(np.zeros(80, np.float32), np.ones(80, np.float32), np.zeros(88, np.float32),
-                      np.ones(88, np.float32), np.zeros(3, np.float32))
+    norm = Normalizer(mel_mean=np.zeros(80, np.float32), mel_std=np.ones(80, np.float32), emotion_mean=np.zeros(88, np.float32), emotion_std=np.ones(88, np.float32), target_mean=np.zeros(3, np.float32))
     kw = dict(window=48, lookahead=4, stride=1, streams=2, block=32, seed=5)
     ws = WindowStream(fs, files, norm, jitter=True, **kw)
     firsts = {e: sorted({(int(b["file"][i]), int(b["frame"][i])) for b in ws.epoch(e)
@@ -246,8 +245,9 @@ def test_the_stream_cursor_owns_the_position_and_round_trips(tmp_path):
 
     fs, keys = make_random_store(tmp_path / "s.zarr", [300, 280, 200])
     files = [FileRef(k, n, k) for k, n in zip(keys, (300, 280, 200))]
-    norm = Normalizer(*(np.zeros(n, np.float32) if i % 2 == 0 else np.ones(n, np.float32)
-                        for i, n in enumerate((80, 80, 88, 88))), np.zeros(5, np.float32))
+    norm = Normalizer(mel_mean=np.zeros(80, np.float32), mel_std=np.ones(80, np.float32),
+                      emotion_mean=np.zeros(88, np.float32), emotion_std=np.ones(88, np.float32),
+                      target_mean=np.zeros(5, np.float32))
     ws = WindowStream(fs, files, norm, window=160, lookahead=6, stride=1, streams=2, block=32)
     cur = StreamCursor(ws, torch.zeros(2, 5))
     first = [b["frame"].copy() for b in cur.batches()][:3]
