@@ -16,7 +16,8 @@ epochs enough for the budget; only the augment section differs:
   all        spec + emotion
   emotion50  emotion-stream dropout 0.5
 
-    python benchmarks/bench_augment.py [--variants off,spec,emotion,all,emotion50] [--seeds 0,1,2] [--marks 30,60,120,240]
+    python benchmarks/bench_augment.py [--variants off,spec,emotion,all,emotion50] [--seeds 0,1,2]
+                                       [--marks 30,60,120,240]
 
 Reads ../shared/data/custom_rig (or BLENDSYNC_SHARED_DATA/custom_rig).
 """
@@ -30,26 +31,42 @@ import tempfile
 from pathlib import Path
 
 import torch
-
 from bench_block_learning import make_store
 from cpu_budget import CpuBudget
+
 from blendsync.train.core.config import TrainConfig
 from blendsync.train.loop.evaluation import evaluate_checkpoint
 from blendsync.train.loop.trainer import fit
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = {"gain_db": 6.0, "time_masks": 2, "time_mask_frames": 8, "freq_masks": 2, "freq_mask_bins": 8}
-VARIANTS = {"off": {}, "spec": SPEC, "emotion": {"emotion_dropout": 0.2}, "all": {**SPEC, "emotion_dropout": 0.2},
-            "emotion50": {"emotion_dropout": 0.5}}
+VARIANTS = {
+    "off": {},
+    "spec": SPEC,
+    "emotion": {"emotion_dropout": 0.2},
+    "all": {**SPEC, "emotion_dropout": 0.2},
+    "emotion50": {"emotion_dropout": 0.5},
+}
 
 
 def run(store: Path, out: Path, augment: dict, seed: int, marks: list[float]) -> list[float]:
-    cfg = TrainConfig().with_preset("small").replace(
-        optim={"epochs": 400, "min_lr_ratio": 1.0}, validation={"holdout_tail": 0.0}, augment=augment, seed=seed)
+    cfg = (
+        TrainConfig()
+        .with_preset("small")
+        .replace(
+            optim={"epochs": 400, "min_lr_ratio": 1.0}, validation={"holdout_tail": 0.0}, augment=augment, seed=seed
+        )
+    )
     budget, skills = CpuBudget(), []
     for mark in marks:
-        r = fit(store, cfg=cfg, out=out, manifest="rig_train", resume=(out / "checkpoints" / "last.pt").exists(),
-                on_step=budget.until(mark))
+        r = fit(
+            store,
+            cfg=cfg,
+            out=out,
+            manifest="rig_train",
+            resume=(out / "checkpoints" / "last.pt").exists(),
+            on_step=budget.until(mark),
+        )
         ev = evaluate_checkpoint(out / "checkpoints" / "last.pt", store, manifest="rig_eval", split="val")
         skills.append(ev["metrics"]["skill"])
         print(f"  {out.name}: {budget.used:6.1f} CPU-s, step {r.step:5d}, skill {skills[-1]:+.4f}", flush=True)
@@ -74,15 +91,22 @@ def main() -> None:
         for seed in seeds:  # seeds outermost: a drift in machine load hits every variant alike
             for n in names:
                 skills[n].append(run(store, tmp / f"{n}-{seed}", VARIANTS[n], seed, marks))
-    print(f"\nheld-out skill (take 16) at each CPU-seconds mark: median (min..max) over {len(seeds)} seeds; "
-          "best: the best mark of each seed")
+    print(
+        f"\nheld-out skill (take 16) at each CPU-seconds mark: median (min..max) over {len(seeds)} seeds; "
+        "best: the best mark of each seed"
+    )
     for n in names:
         v = skills[n]
-        cells = [f"{m:.0f} s: {statistics.median(c[i] for c in v):+.3f} ({min(c[i] for c in v):+.3f}.."
-                 f"{max(c[i] for c in v):+.3f})" for i, m in enumerate(marks)]
+        cells = [
+            f"{m:.0f} s: {statistics.median(c[i] for c in v):+.3f} ({min(c[i] for c in v):+.3f}.."
+            f"{max(c[i] for c in v):+.3f})"
+            for i, m in enumerate(marks)
+        ]
         best = [max(c) for c in v]
-        print(f"  {n:8s} " + "; ".join(cells) + f"; best {statistics.median(best):+.3f} "
-              f"({min(best):+.3f}..{max(best):+.3f})")
+        print(
+            f"  {n:8s} " + "; ".join(cells) + f"; best {statistics.median(best):+.3f} "
+            f"({min(best):+.3f}..{max(best):+.3f})"
+        )
 
 
 if __name__ == "__main__":

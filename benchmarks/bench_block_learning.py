@@ -29,8 +29,8 @@ import tempfile
 from pathlib import Path
 
 import torch
-
 from cpu_budget import CpuBudget
+
 from blendsync.featurize.extract import extract
 from blendsync.shared.config import FeatureConfig
 from blendsync.train.core.config import TrainConfig
@@ -48,8 +48,10 @@ def make_store(tmp: Path, d: Path) -> Path:
     store = tmp / "rig.zarr"
     for name, take, split in (("rig_train", "15", "train"), ("rig_eval", "16", "val")):
         man = tmp / f"{name}.csv"
-        man.write_text("audio,targets,targets_fps,split,id\n"
-                       f"{d / f'1114_3_{take}.wav'},{d / f'bs_value_1114_3_{take}.npy'},30,{split},take{take}\n")
+        man.write_text(
+            "audio,targets,targets_fps,split,id\n"
+            f"{d / f'1114_3_{take}.wav'},{d / f'bs_value_1114_3_{take}.npy'},30,{split},take{take}\n"
+        )
         assert extract(man, store, cfg, executor="serial").ok
     return store
 
@@ -58,22 +60,34 @@ def run(store: Path, out: Path, K: int, seed: int, marks: list[float]) -> list[d
     """Skill of the held-out take at each CPU-seconds mark."""
     frames_per_cpu_s = 1000.0 * K  # generous: only sizes the epoch count
     epochs = max(2, int(marks[-1] * frames_per_cpu_s / (TAKE_S * 30)) + 1)
-    cfg = TrainConfig().with_preset("small").replace(
-        stream={"frames_per_window": K, "phase_jitter": False},
-        optim={"epochs": epochs, "min_lr_ratio": 1.0, "warmup_steps": 100},
-        validation={"holdout_tail": 0.0}, seed=seed,
+    cfg = (
+        TrainConfig()
+        .with_preset("small")
+        .replace(
+            stream={"frames_per_window": K, "phase_jitter": False},
+            optim={"epochs": epochs, "min_lr_ratio": 1.0, "warmup_steps": 100},
+            validation={"holdout_tail": 0.0},
+            seed=seed,
+        )
     )
     cfg = TrainConfig.from_dict({**cfg.to_dict(), "loss": {"preset": "notes"}})
     budget = CpuBudget()
     curve = []
     for mark in marks:
-        r = fit(store, cfg=cfg, out=out, manifest="rig_train", resume=(out / "checkpoints" / "last.pt").exists(),
-                on_step=budget.until(mark))
+        r = fit(
+            store,
+            cfg=cfg,
+            out=out,
+            manifest="rig_train",
+            resume=(out / "checkpoints" / "last.pt").exists(),
+            on_step=budget.until(mark),
+        )
         used = budget.used
         ev = evaluate_checkpoint(out / "checkpoints" / "last.pt", store, manifest="rig_eval", split="val")
         m = ev["metrics"]
-        curve.append({"cpu_s": round(used, 1), "step": r.step, "frames": r.step * 8 * K, "skill": m["skill"],
-                      "mse": m["mse"]})
+        curve.append(
+            {"cpu_s": round(used, 1), "step": r.step, "frames": r.step * 8 * K, "skill": m["skill"], "mse": m["mse"]}
+        )
         print(f"  K = {K:3d} seed {seed}: {used:6.0f} CPU-s, step {r.step:5d}, skill {m['skill']:+.4f}", flush=True)
         if not r.interrupted:
             break

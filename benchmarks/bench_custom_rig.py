@@ -53,20 +53,30 @@ def main() -> None:
         )
         assert extract(man, tmp / "rig.zarr", cfg, executor="serial").ok
         # The settings of the recorded rows: the notes' loss, 100 warm-up steps, no phase shift.
-        tc = TrainConfig().replace(optim={"epochs": args.epochs, "warmup_steps": 100}, stream={
-            "stride": args.stride, "split_files": not args.whole_files, "frames_per_window": args.frames_per_window,
-            "phase_jitter": False})
+        tc = TrainConfig().replace(
+            optim={"epochs": args.epochs, "warmup_steps": 100},
+            stream={
+                "stride": args.stride,
+                "split_files": not args.whole_files,
+                "frames_per_window": args.frames_per_window,
+                "phase_jitter": False,
+            },
+        )
         tc = TrainConfig.from_dict({**tc.to_dict(), "loss": {"preset": "notes"}, "validation": {"metric": "loss"}})
         t0 = time.perf_counter()
         r = fit(tmp / "rig.zarr", cfg=tc, out=tmp / "run", overrides=ConfigOverrides(preset=args.preset))
         train_s = time.perf_counter() - t0
         ev = evaluate_checkpoint(r.run_dir / "checkpoints" / "best.pt", tmp / "rig.zarr", split="val")
     m = ev["metrics"]
-    print(f"torch threads {torch.get_num_threads()}; preset {args.preset}, {args.epochs} epochs at stride "
-          f"{args.stride}, K = {args.frames_per_window}, split_files {not args.whole_files}: {r.step} steps "
-          f"in {train_s:.0f} s")
-    print(f"held-out take16: MSE {m['mse']:.6f} vs mean predictor {m['mse_mean_predictor']:.6f} "
-          f"-> skill {m['skill']:.4f} (target > 0); MAE {m['mae']:.5f}")
+    print(
+        f"torch threads {torch.get_num_threads()}; preset {args.preset}, {args.epochs} epochs at stride "
+        f"{args.stride}, K = {args.frames_per_window}, split_files {not args.whole_files}: {r.step} steps "
+        f"in {train_s:.0f} s"
+    )
+    print(
+        f"held-out take16: MSE {m['mse']:.6f} vs mean predictor {m['mse_mean_predictor']:.6f} "
+        f"-> skill {m['skill']:.4f} (target > 0); MAE {m['mae']:.5f}"
+    )
 
 
 if __name__ == "__main__":

@@ -23,13 +23,13 @@ for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_N
 
 import numpy as np  # noqa: E402
 
-from blendsync.shared.manifest import read_manifest  # noqa: E402
 from blendsync.featurize.writer import write_item  # noqa: E402
 from blendsync.shared.audio import decode_audio  # noqa: E402
 from blendsync.shared.config import FeatureConfig  # noqa: E402
 from blendsync.shared.features import _smile, mel_on_grid  # noqa: E402
 from blendsync.shared.featurize_file import FeaturizedFile, featurize_file  # noqa: E402
 from blendsync.shared.frame_grid import frame_times, n_frames  # noqa: E402
+from blendsync.shared.manifest import read_manifest  # noqa: E402
 from blendsync.shared.store import FeatureStore, ItemProvenance  # noqa: E402
 from blendsync.shared.targets import read_targets, targets_on_grid  # noqa: E402
 
@@ -84,11 +84,15 @@ def main() -> None:
         ours_s, ours_t = run(featurize_file, rows, cfg, store)
         base_s, base_t = run(baseline_featurize_file, rows, cfg, store)
     ours, base = ours_s / ours_t, base_s / base_t
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"python {sys.version.split()[0]}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"python {sys.version.split()[0]}"
+    )
     print(f"audio: {len(rows)} takes, {ours_s:.1f} s")
-    print(f"ours (one openSMILE pass per file):   {ours:8.1f} audio-s/s per worker "
-          f"({ours_t:.2f} s wall)  -> {ours:.1f}x real time")
+    print(
+        f"ours (one openSMILE pass per file):   {ours:8.1f} audio-s/s per worker "
+        f"({ours_t:.2f} s wall)  -> {ours:.1f}x real time"
+    )
     print(f"baseline (openSMILE call per frame):  {base:8.1f} audio-s/s per worker ({base_t:.2f} s wall)")
     print(f"ratio ours/baseline: {ours / base:.1f}x (target >= 25x); real time: {ours:.1f}x (target >= 20x)")
 

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from cpu_budget import CpuBudget
+
 from blendsync.featurize.extract import extract
 from blendsync.shared.config import FeatureConfig
 from blendsync.train.core.config import TrainConfig
@@ -57,15 +57,18 @@ def make_stores(tmp: Path, d: Path) -> tuple[Path, Path]:
     curves = np.load(d / "bs_value_1114_3_16.npy")
     half_s = round(len(y) / sr / 2)
     for part, (a, b) in (("first", (0, half_s)), ("second", (half_s, None))):
-        sf.write(tmp / f"16_{part}.wav", y[a * sr: None if b is None else b * sr], sr, subtype="PCM_16")
-        np.save(tmp / f"16_{part}.npy", curves[a * 30: None if b is None else b * 30])
+        sf.write(tmp / f"16_{part}.wav", y[a * sr : None if b is None else b * sr], sr, subtype="PCM_16")
+        np.save(tmp / f"16_{part}.npy", curves[a * 30 : None if b is None else b * 30])
     store = tmp / "rig.zarr"
-    (tmp / "source.csv").write_text("audio,targets,targets_fps,split,id\n"
-                                    f"{d / '1114_3_15.wav'},{d / 'bs_value_1114_3_15.npy'},30,train,take15\n")
-    (tmp / "actor.csv").write_text("audio,targets,targets_fps,split,id\n"
-                                   f"{tmp / '16_first.wav'},{tmp / '16_first.npy'},30,train,take16a\n")
-    (tmp / "actor_eval.csv").write_text("audio,targets,targets_fps,split,id\n"
-                                        f"{tmp / '16_second.wav'},{tmp / '16_second.npy'},30,val,take16b\n")
+    (tmp / "source.csv").write_text(
+        f"audio,targets,targets_fps,split,id\n{d / '1114_3_15.wav'},{d / 'bs_value_1114_3_15.npy'},30,train,take15\n"
+    )
+    (tmp / "actor.csv").write_text(
+        f"audio,targets,targets_fps,split,id\n{tmp / '16_first.wav'},{tmp / '16_first.npy'},30,train,take16a\n"
+    )
+    (tmp / "actor_eval.csv").write_text(
+        f"audio,targets,targets_fps,split,id\n{tmp / '16_second.wav'},{tmp / '16_second.npy'},30,val,take16b\n"
+    )
     for name in ("source", "actor", "actor_eval"):
         assert extract(tmp / f"{name}.csv", store, cfg, executor="serial").ok
     example = tmp / "example.zarr"
@@ -77,24 +80,42 @@ def pretrain(store: Path, out: Path, manifest: str, steps: int) -> Path:
     """The base a user would start from: trainer defaults with validation every 10 steps (the
     example's val split; take 15's held-out last 10%) and its best.pt by validation skill.
     Not charged to any budget."""
-    cfg = TrainConfig().with_preset("small").replace(
-        optim={"epochs": 10_000, "max_steps": steps, "min_lr_ratio": 1.0}, validation={"every_steps": 10}, seed=0)
+    cfg = (
+        TrainConfig()
+        .with_preset("small")
+        .replace(
+            optim={"epochs": 10_000, "max_steps": steps, "min_lr_ratio": 1.0}, validation={"every_steps": 10}, seed=0
+        )
+    )
     r = fit(store, cfg=cfg, out=out, manifest=manifest)
-    print(f"pre-trained on {manifest}: {r.step} steps, best validation skill {r.best['value']:+.4f} at step "
-          f"{r.best['step']}")
+    print(
+        f"pre-trained on {manifest}: {r.step} steps, best validation skill {r.best['value']:+.4f} at step "
+        f"{r.best['step']}"
+    )
     return out / "checkpoints" / "best.pt"
 
 
 def settings(seed: int, epochs: int) -> TrainConfig:
-    return TrainConfig().with_preset("small").replace(
-        optim={"epochs": epochs, "min_lr_ratio": 1.0}, validation={"holdout_tail": 0.0}, seed=seed)
+    return (
+        TrainConfig()
+        .with_preset("small")
+        .replace(optim={"epochs": epochs, "min_lr_ratio": 1.0}, validation={"holdout_tail": 0.0}, seed=seed)
+    )
 
 
-def budget_fit(store: Path, out: Path, cfg: TrainConfig, manifest: str, mark: float, budget: CpuBudget,
-               init: InitFrom | None):
+def budget_fit(
+    store: Path, out: Path, cfg: TrainConfig, manifest: str, mark: float, budget: CpuBudget, init: InitFrom | None
+):
     resume = (out / "checkpoints" / "last.pt").exists()
-    return fit(store, cfg=cfg, out=out, manifest=manifest, resume=resume, on_step=budget.until(mark),
-               init_from=None if resume else init)
+    return fit(
+        store,
+        cfg=cfg,
+        out=out,
+        manifest=manifest,
+        resume=resume,
+        on_step=budget.until(mark),
+        init_from=None if resume else init,
+    )
 
 
 def curve(store: Path, out: Path, seed: int, marks: list[float], init: InitFrom | None) -> list[float]:
@@ -142,15 +163,23 @@ def main() -> None:
                 skills[name].append(curve(store, tmp / f"{name.replace(' ', '_')}-{seed}", seed, marks, init))
     med = {k: [statistics.median(c[i] for c in v) for i in range(len(marks))] for k, v in skills.items()}
     target = args.target if args.target is not None else 0.9 * max(med["scratch"])
-    print(f"\nheld-out skill (second half of take 16) at each CPU-seconds mark: median (min..max) over {len(seeds)} "
-          f"seeds; CPU-s to reach skill {target:.3f} (median curve)")
+    print(
+        f"\nheld-out skill (second half of take 16) at each CPU-seconds mark: median (min..max) over {len(seeds)} "
+        f"seeds; CPU-s to reach skill {target:.3f} (median curve)"
+    )
     reach = {}
     for name, v in skills.items():
-        cells = [f"{m:.0f} s: {med[name][i]:+.3f} ({min(c[i] for c in v):+.3f}..{max(c[i] for c in v):+.3f})"
-                 for i, m in enumerate(marks)]
+        cells = [
+            f"{m:.0f} s: {med[name][i]:+.3f} ({min(c[i] for c in v):+.3f}..{max(c[i] for c in v):+.3f})"
+            for i, m in enumerate(marks)
+        ]
         reach[name] = first_reach(marks, med[name], target)
-        print(f"  {name:18s} " + "; ".join(cells) + f"; reaches {target:.3f} at "
-              + (f"{reach[name]:.0f} CPU-s" if reach[name] is not None else f"> {marks[-1]:.0f} CPU-s"))
+        print(
+            f"  {name:18s} "
+            + "; ".join(cells)
+            + f"; reaches {target:.3f} at "
+            + (f"{reach[name]:.0f} CPU-s" if reach[name] is not None else f"> {marks[-1]:.0f} CPU-s")
+        )
     for name in starts:
         if name != "scratch" and reach[name] and reach["scratch"]:
             print(f"  scratch / {name}: {reach['scratch'] / reach[name]:.1f}x fewer CPU seconds to skill {target:.3f}")

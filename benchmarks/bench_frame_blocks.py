@@ -97,8 +97,10 @@ def main() -> None:
     device = torch.device(args.device)
     ks = [int(k) for k in args.ks.split(",")]
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} torch threads"
-    print(f"device: {device} ({name}), torch {torch.__version__}, L = {L}, C = {C}, "
-          f"bf16 autocast {'on' if device.type == 'cuda' else 'off'}")
+    print(
+        f"device: {device} ({name}), torch {torch.__version__}, L = {L}, C = {C}, "
+        f"bf16 autocast {'on' if device.type == 'cuda' else 'off'}"
+    )
     print("training target frames/s: median (min-max) of repeats; ratio = median vs K = 1 in this run")
     for preset in args.presets.split(","):
         steps = args.small_steps if preset == "small" else args.full_steps
@@ -107,9 +109,11 @@ def main() -> None:
             r = train_rate(preset, K, device, steps, args.repeats)
             wall = statistics.median(r["wall"])
             base = base if base is not None else (wall, statistics.median(r["cpu"]))
-            print(f"  {preset:5s} K = {K:3d}: wall {fmt(r['wall'])} frames/s, per CPU-s {fmt(r['cpu'])} "
-                  f"-> {wall / base[0]:6.1f}x wall, {statistics.median(r['cpu']) / base[1]:6.1f}x CPU vs K = {ks[0]}",
-                  flush=True)
+            print(
+                f"  {preset:5s} K = {K:3d}: wall {fmt(r['wall'])} frames/s, per CPU-s {fmt(r['cpu'])} "
+                f"-> {wall / base[0]:6.1f}x wall, {statistics.median(r['cpu']) / base[1]:6.1f}x CPU vs K = {ks[0]}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -47,15 +47,15 @@ from blendsync.shared.config import FeatureConfig
 from blendsync.shared.store import FeatureStore
 from blendsync.train.core.config import LOSS_PRESETS, TrainConfig
 from blendsync.train.core.data import hold_out_tails, load_training_data
-from blendsync.train.loop.evaluation import evaluate_checkpoint
-from blendsync.train.loop.evaluation import loss_channels, split_metrics, validation_pass as evaluate
-from blendsync.train.loop.trainer import fit, lr_lambda
 from blendsync.train.core.model import build_model
 from blendsync.train.core.normalization import compute_normalizer
 from blendsync.train.core.output_gain import apply_gain, calibrate_gain
+from blendsync.train.core.windows import cut
+from blendsync.train.loop.evaluation import evaluate_checkpoint, loss_channels, split_metrics
+from blendsync.train.loop.evaluation import validation_pass as evaluate
 from blendsync.train.loop.step import to_device, train_step
 from blendsync.train.loop.streaming import WindowStream
-from blendsync.train.core.windows import cut
+from blendsync.train.loop.trainer import fit, lr_lambda
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,8 +96,10 @@ def make_store(tmp: Path, d: Path) -> Path:
     for take in ("15", "16"):
         for name, split in ((f"train{take}", "train"), (f"score{take}", "val")):
             man = tmp / f"{name}.csv"
-            man.write_text("audio,targets,targets_fps,split,id\n"
-                           f"{d / f'1114_3_{take}.wav'},{d / f'bs_value_1114_3_{take}.npy'},30,{split},take{take}\n")
+            man.write_text(
+                "audio,targets,targets_fps,split,id\n"
+                f"{d / f'1114_3_{take}.wav'},{d / f'bs_value_1114_3_{take}.npy'},30,{split},take{take}\n"
+            )
             assert extract(man, store, cfg, executor="serial").ok
     return store
 
@@ -111,8 +113,14 @@ def run_fit(store: Path, out: Path, cfg: TrainConfig, train: str, score: str, ma
     curve = []
     for mark in marks:
         t0 = time.process_time()
-        r = fit(store, cfg=cfg, out=out, manifest=train, resume=(out / "checkpoints" / "last.pt").exists(),
-                stop_after_steps=mark if mark < marks[-1] else None)
+        r = fit(
+            store,
+            cfg=cfg,
+            out=out,
+            manifest=train,
+            resume=(out / "checkpoints" / "last.pt").exists(),
+            stop_after_steps=mark if mark < marks[-1] else None,
+        )
         cpu += time.process_time() - t0
         ev = evaluate_checkpoint(out / "checkpoints" / "last.pt", store, manifest=score, split="val")
         curve.append({"step": r.step, "cpu_s": round(cpu, 1), **summary(ev["metrics"])})
@@ -120,8 +128,11 @@ def run_fit(store: Path, out: Path, cfg: TrainConfig, train: str, score: str, ma
     best = torch.load(out / "checkpoints" / "best.pt", map_location="cpu", weights_only=False).get("best_val")
     g = (best or {}).get("calibrated_gain") or 1.0
     evg = evaluate_checkpoint(out / "checkpoints" / "best.pt", store, manifest=score, split="val", gain=g)
-    return {"curve": curve, "final": {**summary(ev["metrics"]), "step": (best or {}).get("step")},
-            "final_gain": {**summary(evg["metrics"]), "gain": g}}
+    return {
+        "curve": curve,
+        "final": {**summary(ev["metrics"]), "step": (best or {}).get("step")},
+        "final_gain": {**summary(evg["metrics"]), "gain": g},
+    }
 
 
 def run_random_windows(store_path: Path, cfg: TrainConfig, train: str, score: str, marks: list[int]) -> dict:
@@ -134,8 +145,9 @@ def run_random_windows(store_path: Path, cfg: TrainConfig, train: str, score: st
     norm = compute_normalizer(store, files)
     s, o = cfg.stream, cfg.optim
     B, L, K = s.batch_streams, s.window, s.frames_per_window
-    common = dict(window=L, lookahead=s.lookahead, streams=B, block=K, pad_value=s.pad_value, shuffle=False,
-                  split=False)
+    common = dict(
+        window=L, lookahead=s.lookahead, streams=B, block=K, pad_value=s.pad_value, shuffle=False, split=False
+    )
     reader = WindowStream(store, files, norm, stride=1, **common)
     loaded = [reader.load(i) for i in range(len(files))]
     model = build_model(cfg, ds.feature_config, len(ds.channels))
@@ -153,12 +165,18 @@ def run_random_windows(store_path: Path, cfg: TrainConfig, train: str, score: st
     for mark in marks:
         t0 = time.process_time()
         while step < mark:
-            batch = {"mel": np.empty((B, L, reader.dims["mel"]), np.float32),
-                     "emotion": np.empty((B, L, reader.dims["emotion"]), np.float32),
-                     "frame_mask": np.ones((B, L), bool), "target": np.zeros((B, K, C), np.float32),
-                     "valid": np.zeros((B, K), bool), "active": np.ones(B, bool),
-                     "prev_target": np.zeros((B, C), np.float32), "has_prev": np.zeros(B, bool),
-                     "file": np.zeros(B, np.int64), "frame": np.zeros(B, np.int64)}
+            batch = {
+                "mel": np.empty((B, L, reader.dims["mel"]), np.float32),
+                "emotion": np.empty((B, L, reader.dims["emotion"]), np.float32),
+                "frame_mask": np.ones((B, L), bool),
+                "target": np.zeros((B, K, C), np.float32),
+                "valid": np.zeros((B, K), bool),
+                "active": np.ones(B, bool),
+                "prev_target": np.zeros((B, C), np.float32),
+                "has_prev": np.zeros(B, bool),
+                "file": np.zeros(B, np.int64),
+                "frame": np.zeros(B, np.int64),
+            }
             for i in range(B):
                 f = int(rng.integers(len(files)))
                 k = int(rng.integers(files[f].frames))
@@ -177,28 +195,47 @@ def run_random_windows(store_path: Path, cfg: TrainConfig, train: str, score: st
             sched.step()
             step += 1
         cpu += time.process_time() - t0
-        point = {"step": step, "cpu_s": round(cpu, 1),
-                 **summary(_score(model, store, score_files, score_ds, norm, mse_cfg)[0])}
+        point = {
+            "step": step,
+            "cpu_s": round(cpu, 1),
+            **summary(_score(model, store, score_files, score_ds, norm, mse_cfg)[0]),
+        }
         if tails:
             tail_m, g = _score(model, store, tails, ds, norm, mse_cfg)
             point["tail_skill"], point["gain"] = tail_m["skill"], g or 1.0
             point["with_gain"] = summary(_score(model, store, score_files, score_ds, norm, mse_cfg, point["gain"])[0])
         curve.append(point)
     pick = max(curve, key=lambda p: p.get("tail_skill") if p.get("tail_skill") is not None else -math.inf)
-    return {"curve": curve, "final": {k: pick[k] for k in ("skill", "mean_r", "amplitude", "step")},
-            "final_gain": {**pick.get("with_gain", {}), "gain": pick.get("gain")}}
+    return {
+        "curve": curve,
+        "final": {k: pick[k] for k in ("skill", "mean_r", "amplitude", "step")},
+        "final_gain": {**pick.get("with_gain", {}), "gain": pick.get("gain")},
+    }
 
 
 def _score(model, store, files, ds, norm, cfg, gain: float = 1.0) -> tuple[dict, float | None]:
     """(metrics of the files at this output gain, the calibrated gain on them)."""
     s = cfg.stream
-    stream = WindowStream(store, files, norm, window=s.window, lookahead=s.lookahead, stride=1,
-                          streams=s.batch_streams, block=s.frames_per_window, pad_value=s.pad_value,
-                          shuffle=False, split=False)
+    stream = WindowStream(
+        store,
+        files,
+        norm,
+        window=s.window,
+        lookahead=s.lookahead,
+        stride=1,
+        streams=s.batch_streams,
+        block=s.frames_per_window,
+        pad_value=s.pad_value,
+        shuffle=False,
+        split=False,
+    )
     masks = loss_channels(ds, norm, cfg, torch.device("cpu"))
     _, preds, targs = evaluate(model, stream, files, cfg, masks, torch.device("cpu"), False, ds.channels)
-    g = calibrate_gain(np.concatenate([preds[i] for i in sorted(preds)]),
-                       np.concatenate([targs[i] for i in sorted(targs)]), norm.target_mean)
+    g = calibrate_gain(
+        np.concatenate([preds[i] for i in sorted(preds)]),
+        np.concatenate([targs[i] for i in sorted(targs)]),
+        norm.target_mean,
+    )
     preds = {i: apply_gain(p, norm.target_mean, gain) for i, p in preds.items()}
     return split_metrics(preds, targs, norm, ds), g
 
@@ -212,9 +249,11 @@ def fmt(vals: list[float | None]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variants", default="default,notes,mse,random-mse",
-                    help=f"from {sorted(VARIANTS)} and random-mse; name:schedule picks a schedule "
-                         f"from {sorted(SCHEDULES)}")
+    ap.add_argument(
+        "--variants",
+        default="default,notes,mse,random-mse",
+        help=f"from {sorted(VARIANTS)} and random-mse; name:schedule picks a schedule from {sorted(SCHEDULES)}",
+    )
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--directions", default="15-16,16-15", help="train-score take pairs")
     ap.add_argument("--steps", type=int, default=200, help="optimiser steps per run (the cosine's length)")
@@ -222,13 +261,18 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="Write every run's curve here.")
     args = ap.parse_args()
     d = Path(os.environ.get("BLENDSYNC_SHARED_DATA", REPO.parent / "shared" / "data")) / "custom_rig"
-    marks = ([int(x) for x in args.marks.split(",")] if args.marks
-             else sorted({args.steps // 4, args.steps // 2, args.steps}))
+    marks = (
+        [int(x) for x in args.marks.split(",")]
+        if args.marks
+        else sorted({args.steps // 4, args.steps // 2, args.steps})
+    )
     seeds = [int(x) for x in args.seeds.split(",")]
     dirs = [tuple(x.split("-")) for x in args.directions.split(",")]
     names = args.variants.split(",")
-    print(f"torch threads {torch.get_num_threads()}; {args.steps} steps, marks {marks}; seeds {seeds}; "
-          f"directions {dirs}; default loss {TrainConfig().loss}")
+    print(
+        f"torch threads {torch.get_num_threads()}; {args.steps} steps, marks {marks}; seeds {seeds}; "
+        f"directions {dirs}; default loss {TrainConfig().loss}"
+    )
     results: dict[str, list[dict]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -237,9 +281,14 @@ def main() -> None:
             for a, b in dirs:
                 for name in names:
                     variant, _, schedule = name.partition(":")
-                    cfg = TrainConfig().with_preset("small").replace(
-                        optim={"max_steps": args.steps, "epochs": 10_000, **SCHEDULES[schedule or "default"]},
-                        seed=seed)
+                    cfg = (
+                        TrainConfig()
+                        .with_preset("small")
+                        .replace(
+                            optim={"max_steps": args.steps, "epochs": 10_000, **SCHEDULES[schedule or "default"]},
+                            seed=seed,
+                        )
+                    )
                     if variant == "random-mse":
                         res = run_random_windows(store, cfg, f"train{a}", f"score{b}", marks)
                     else:
@@ -248,26 +297,34 @@ def main() -> None:
                     res.update(seed=seed, direction=f"{a}->{b}")
                     results[name].append(res)
                     last, fin, fg = res["curve"][-1], res["final"], res["final_gain"]
-                    print(f"  {name:28s} seed {seed} {a}->{b}: {last['cpu_s']:6.0f} CPU-s; last skill "
-                          f"{last['skill']:+.3f} r {last['mean_r']:.3f} amp {last['amplitude']:.3f}; final (step "
-                          f"{fin['step']}) skill {fin['skill']:+.3f} r {fin['mean_r']:.3f} amp {fin['amplitude']:.3f}; "
-                          f"calibrated gain {fg['gain']:.2f}: skill {fg['skill']:+.3f} amp {fg['amplitude']:.3f}",
-                          flush=True)
+                    print(
+                        f"  {name:28s} seed {seed} {a}->{b}: {last['cpu_s']:6.0f} CPU-s; last skill "
+                        f"{last['skill']:+.3f} r {last['mean_r']:.3f} amp {last['amplitude']:.3f}; final (step "
+                        f"{fin['step']}) skill {fin['skill']:+.3f} r {fin['mean_r']:.3f} amp {fin['amplitude']:.3f}; "
+                        f"calibrated gain {fg['gain']:.2f}: skill {fg['skill']:+.3f} amp {fg['amplitude']:.3f}",
+                        flush=True,
+                    )
     print("\nmean (min..max) over seeds and directions")
     for name in names:
         rs = results[name]
         for i, mark in enumerate(marks):
             pts = [r["curve"][i] for r in rs]
-            print(f"  {name:28s} step {mark:4d} ({statistics.mean(p['cpu_s'] for p in pts):5.0f} CPU-s): skill "
-                  f"{fmt([p['skill'] for p in pts])}  r {fmt([p['mean_r'] for p in pts])}  amp "
-                  f"{fmt([p['amplitude'] for p in pts])}")
+            print(
+                f"  {name:28s} step {mark:4d} ({statistics.mean(p['cpu_s'] for p in pts):5.0f} CPU-s): skill "
+                f"{fmt([p['skill'] for p in pts])}  r {fmt([p['mean_r'] for p in pts])}  amp "
+                f"{fmt([p['amplitude'] for p in pts])}"
+            )
         fins = [r["final"] for r in rs]
-        print(f"  {name:28s} final (early-stopped): skill {fmt([f['skill'] for f in fins])}  r "
-              f"{fmt([f['mean_r'] for f in fins])}  amp {fmt([f['amplitude'] for f in fins])}")
+        print(
+            f"  {name:28s} final (early-stopped): skill {fmt([f['skill'] for f in fins])}  r "
+            f"{fmt([f['mean_r'] for f in fins])}  amp {fmt([f['amplitude'] for f in fins])}"
+        )
         fgs = [r["final_gain"] for r in rs]
-        print(f"  {name:28s} final, calibrated gain {fmt([f['gain'] for f in fgs])}: skill "
-              f"{fmt([f['skill'] for f in fgs])}  r {fmt([f['mean_r'] for f in fgs])}  amp "
-              f"{fmt([f['amplitude'] for f in fgs])}")
+        print(
+            f"  {name:28s} final, calibrated gain {fmt([f['gain'] for f in fgs])}: skill "
+            f"{fmt([f['skill'] for f in fgs])}  r {fmt([f['mean_r'] for f in fgs])}  amp "
+            f"{fmt([f['amplitude'] for f in fgs])}"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

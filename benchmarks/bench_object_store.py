@@ -30,8 +30,11 @@ def start_s3() -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -44,8 +47,14 @@ def start_s3() -> tuple[subprocess.Popen, str]:
 
 def main() -> None:
     proc, endpoint = start_s3()
-    os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-                       "AWS_DEFAULT_REGION": "us-east-1", "FSSPEC_S3_ENDPOINT_URL": endpoint})
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "FSSPEC_S3_ENDPOINT_URL": endpoint,
+        }
+    )
     try:
         import fsspec
         import fsspec.config
@@ -83,11 +92,15 @@ def main() -> None:
                 n += int(b["valid"].sum())
             rows[name] = (first, rerun, n / (time.perf_counter() - t0), r.audio_s)
         for name, (first, rerun, wps, audio_s) in rows.items():
-            print(f"{name:>6}: extract {first:5.2f} s ({audio_s / first:5.1f} audio-s/s), re-run {rerun:5.2f} s, "
-                  f"loader {wps:9,.0f} windows/s")
+            print(
+                f"{name:>6}: extract {first:5.2f} s ({audio_s / first:5.1f} audio-s/s), re-run {rerun:5.2f} s, "
+                f"loader {wps:9,.0f} windows/s"
+            )
         lo, s3 = rows["local"], rows["s3"]
-        print(f"s3 / local time: extract {s3[0] / lo[0]:.2f}x, re-run {s3[1] / lo[1]:.2f}x; "
-              f"loader s3 / local windows/s {s3[2] / lo[2]:.2f}x")
+        print(
+            f"s3 / local time: extract {s3[0] / lo[0]:.2f}x, re-run {s3[1] / lo[1]:.2f}x; "
+            f"loader s3 / local windows/s {s3[2] / lo[2]:.2f}x"
+        )
     finally:
         proc.kill()
         proc.wait()

@@ -24,10 +24,10 @@ import torch
 from blendsync.featurize.extract import extract
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.featurize_file import featurize_file
-from blendsync.train.inference.chunked import animate_chunked
 from blendsync.train.core.config import ConfigOverrides, TrainConfig
-from blendsync.train.loop.trainer import fit
+from blendsync.train.inference.chunked import animate_chunked
 from blendsync.train.inference.predict import Predictor
+from blendsync.train.loop.trainer import fit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,8 +48,10 @@ def main() -> None:
         store = tmp / "f.zarr"
         extract(REPO / "data_manifest.csv", store, FeatureConfig(), executor="serial")
         dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
-        print(f"audio: {args.audio.name}; model on {args.device} ({dev}), torch threads {torch.get_num_threads()}; "
-              f"median (min-max) of {args.repeats} runs")
+        print(
+            f"audio: {args.audio.name}; model on {args.device} ({dev}), torch threads {torch.get_num_threads()}; "
+            f"median (min-max) of {args.repeats} runs"
+        )
         for preset in args.presets.split(","):
             base = None
             for K in [int(k) for k in args.ks.split(",")]:
@@ -64,13 +66,16 @@ def main() -> None:
                 med = rtf[len(rtf) // 2]
                 base = base or med
                 chunked = animate_chunked(p, args.audio, args.chunk_seconds)
-                print(f"{preset:5s} K = {K:3d}: {med:7.2f}x real time ({rtf[0]:.2f}-{rtf[-1]:.2f}; "
-                      f"{med / base:5.1f}x K = {args.ks.split(',')[0]}) "
-                      f"(featurize {res['featurize_s']:.2f} s = {res['duration_s'] / res['featurize_s']:.1f}x, "
-                      f"model {res['model_s']:.2f} s = {res['duration_s'] / res['model_s']:.2f}x) for "
-                      f"{res['duration_s']:.2f} s; chunked at {args.chunk_seconds} s: latency "
-                      f"{1000 * chunked['latency_s']:.0f} ms + compute "
-                      f"{1000 * chunked['model_s'] / chunked['duration_s']:.0f} ms per audio second", flush=True)
+                print(
+                    f"{preset:5s} K = {K:3d}: {med:7.2f}x real time ({rtf[0]:.2f}-{rtf[-1]:.2f}; "
+                    f"{med / base:5.1f}x K = {args.ks.split(',')[0]}) "
+                    f"(featurize {res['featurize_s']:.2f} s = {res['duration_s'] / res['featurize_s']:.1f}x, "
+                    f"model {res['model_s']:.2f} s = {res['duration_s'] / res['model_s']:.2f}x) for "
+                    f"{res['duration_s']:.2f} s; chunked at {args.chunk_seconds} s: latency "
+                    f"{1000 * chunked['latency_s']:.0f} ms + compute "
+                    f"{1000 * chunked['model_s'] / chunked['duration_s']:.0f} ms per audio second",
+                    flush=True,
+                )
                 if preset == "small" and not args.no_ort:
                     bench_ort(p, run, args.audio)
 
@@ -78,8 +83,8 @@ def main() -> None:
 def bench_ort(p: Predictor, run: Path, audio: Path) -> None:
     import onnxruntime as ort
 
-    from blendsync.train.inference.export import INPUTS, export, exported_model
     from blendsync.train.core.windows import cut, frame_mask, pad_frames
+    from blendsync.train.inference.export import INPUTS, export, exported_model
 
     export(run / "checkpoints" / "last.pt", run / "m.onnx", "onnx")
     ff = featurize_file(audio, None, p.feature_config)
@@ -89,9 +94,11 @@ def bench_ort(p: Predictor, run: Path, audio: Path) -> None:
     B = 64
     ks = range(0, min(B * K, ff.frames), K)
     feeds = {
-        "mel": np.stack([cut(pm, k, L) for k in ks]), "emotion": np.stack([cut(pe, k, L) for k in ks]),
+        "mel": np.stack([cut(pm, k, L) for k in ks]),
+        "emotion": np.stack([cut(pe, k, L) for k in ks]),
         "frame_mask": np.stack([cut(pk, k, L) for k in ks]),
-        "prev": np.zeros((len(ks), len(p.channels)), np.float32), "has_prev": np.zeros(len(ks), bool),
+        "prev": np.zeros((len(ks), len(p.channels)), np.float32),
+        "has_prev": np.zeros(len(ks), bool),
     }
     sess = ort.InferenceSession(str(run / "m.onnx"), providers=["CPUExecutionProvider"])
     wrapped = exported_model(p.model, p.norm)
@@ -111,8 +118,10 @@ def bench_ort(p: Predictor, run: Path, audio: Path) -> None:
         for _ in range(3):
             fn()
         res[name] = 3 * len(ks) * K / (time.perf_counter() - t0)
-    print(f"  small K = {K}, {len(ks)} windows a batch: onnxruntime {res['onnxruntime']:.1f} frames/s vs PyTorch "
-          f"{res['pytorch']:.1f} frames/s = {res['onnxruntime'] / res['pytorch']:.2f}x")
+    print(
+        f"  small K = {K}, {len(ks)} windows a batch: onnxruntime {res['onnxruntime']:.1f} frames/s vs PyTorch "
+        f"{res['pytorch']:.1f} frames/s = {res['onnxruntime'] / res['pytorch']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -40,37 +40,62 @@ def featurize_scaling(tmp: Path, minutes: float) -> None:
         r = extract(man, tmp / f"w{w}.zarr", FeatureConfig(), executor="dask", workers=w)
         assert r.ok
         rates[w] = r.audio_s / r.seconds
-        print(f"featurize, {w} worker(s): {rates[w]:.1f} audio-s/s ({rates[w] / w:.1f} per worker, "
-              f"{r.seconds:.1f} s for {r.audio_s / 60:.1f} min)")
-    print(f"  2 vs 1 worker: {rates[2] / rates[1]:.2f}x; 4 vs 1: {rates[4] / rates[1]:.2f}x on "
-          f"{os.cpu_count()} cores (4 workers oversubscribe them)")
+        print(
+            f"featurize, {w} worker(s): {rates[w]:.1f} audio-s/s ({rates[w] / w:.1f} per worker, "
+            f"{r.seconds:.1f} s for {r.audio_s / 60:.1f} min)"
+        )
+    print(
+        f"  2 vs 1 worker: {rates[2] / rates[1]:.2f}x; 4 vs 1: {rates[4] / rates[1]:.2f}x on "
+        f"{os.cpu_count()} cores (4 workers oversubscribe them)"
+    )
     print(f"  projected: +{rates[1]:.0f} audio-s/s per extra worker on its own core")
 
 
 def training_scaling(tmp: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from blendsync.train.core.config import TrainConfig
     from tests.helpers import make_random_store
 
-    from blendsync.train.core.config import TrainConfig
-
     fs, _ = make_random_store(tmp / "train.zarr", [600] * 8, channels=52, seed=0, learnable=True)
-    cfg = TrainConfig.from_dict({"preset": "small", "stream": {"stride": 8},
-                                 "optim": {"epochs": 1}, "diagnostics": {"every_steps": 0}})
+    cfg = TrainConfig.from_dict(
+        {"preset": "small", "stream": {"stride": 8}, "optim": {"epochs": 1}, "diagnostics": {"every_steps": 0}}
+    )
     (tmp / "c.yaml").write_text(cfg.to_yaml())
     rates = {}
     for n in (1, 2):
         out = tmp / f"run{n}"
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "blendsync.train.cli", "-q", "fit", "--store", str(fs.root),
-                        "--config", str(tmp / "c.yaml"), "--out", str(out), "--nproc", str(n),
-                        "--no-progress", "--stop-after-steps", "40"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "blendsync.train.cli",
+                "-q",
+                "fit",
+                "--store",
+                str(fs.root),
+                "--config",
+                str(tmp / "c.yaml"),
+                "--out",
+                str(out),
+                "--nproc",
+                str(n),
+                "--no-progress",
+                "--stop-after-steps",
+                "40",
+            ],
+            check=True,
+            capture_output=True,
+        )
         wall = time.perf_counter() - t0
         recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
         rate = recs[-1]["windows_per_s"] * n  # rank 0's rate; every rank runs the same steps
         rates[n] = rate
         print(f"training, {n} process(es): {rate:.1f} windows/s in all ({wall:.0f} s wall for 40 steps)")
-    print(f"  2 vs 1 process: {rates[2] / rates[1]:.2f}x on {os.cpu_count()} cores (one process uses "
-          f"{os.cpu_count()} torch threads; torchrun gives each process 1)")
+    print(
+        f"  2 vs 1 process: {rates[2] / rates[1]:.2f}x on {os.cpu_count()} cores (one process uses "
+        f"{os.cpu_count()} torch threads; torchrun gives each process 1)"
+    )
 
 
 def long_file_memory(tmp: Path) -> None:

@@ -20,8 +20,8 @@ import numpy as np
 import soundfile as sf
 
 from blendsync.featurize.extract import extract
-from blendsync.shared.manifest import read_manifest
 from blendsync.shared.config import FeatureConfig
+from blendsync.shared.manifest import read_manifest
 from blendsync.shared.store import FeatureStore
 from blendsync.shared.targets import read_targets
 
@@ -69,8 +69,10 @@ def main() -> None:
             r = extract(man, tmp / f"w{w}.zarr", cfg, executor="dask", workers=w)
             assert r.ok, r.failed
             results[w] = r
-            print(f"{w} worker(s): {r.audio_s / 60:.1f} min audio in {r.seconds:.1f} s "
-                  f"= {r.audio_s / r.seconds:.1f} audio-s/s ({r.audio_s / r.seconds / w:.1f} per worker)")
+            print(
+                f"{w} worker(s): {r.audio_s / 60:.1f} min audio in {r.seconds:.1f} s "
+                f"= {r.audio_s / r.seconds:.1f} audio-s/s ({r.audio_s / r.seconds / w:.1f} per worker)"
+            )
         w = args.max_workers
         if w > 1:
             print(f"scaling 1 -> {w} workers: {results[1].seconds / results[w].seconds:.2f}x (target >= 1.7x)")
@@ -78,13 +80,17 @@ def main() -> None:
         again = extract(man, tmp / f"w{w}.zarr", cfg, executor="dask", workers=w)
         rerun = time.perf_counter() - t0
         assert again.computed == 0 and not again.started_cluster
-        print(f"re-run, unchanged manifest: {rerun:.3f} s = {100 * rerun / results[w].seconds:.2f}% "
-              f"of the first run (target < 2%)")
+        print(
+            f"re-run, unchanged manifest: {rerun:.3f} s = {100 * rerun / results[w].seconds:.2f}% "
+            f"of the first run (target < 2%)"
+        )
         fs = FeatureStore(tmp / f"w{w}.zarr")
         b = fs.bytes_on_disk()
-        print(f"store: {b / 1e6:.1f} MB for {results[w].audio_s / 3600:.3f} h "
-              f"= {b / 1e6 / (results[w].audio_s / 3600):.1f} MB per audio hour "
-              f"(mel 80 + emotion 88 + targets 52 float32 at 30 fps, Blosc-zstd)")
+        print(
+            f"store: {b / 1e6:.1f} MB for {results[w].audio_s / 3600:.3f} h "
+            f"= {b / 1e6 / (results[w].audio_s / 3600):.1f} MB per audio hour "
+            f"(mel 80 + emotion 88 + targets 52 float32 at 30 fps, Blosc-zstd)"
+        )
         print(f"cores: {os.cpu_count()}")
 
 

@@ -56,13 +56,17 @@ def row(name: str, errs: list[int], seconds: float) -> None:
     e = np.abs(np.array(errs))
     base = np.mean([abs(lag) for lag in LAGS])
     ratio = f"{base / e.mean():8.1f}x" if e.mean() else "    exact"
-    print(f"{name:34s} {len(errs):5d} {e.mean():9.2f} {e.max():5d} {np.mean(e <= 1):8.0%} {base:9.2f} "
-          f"{ratio} {1000 * seconds / len(errs):7.1f}")
+    print(
+        f"{name:34s} {len(errs):5d} {e.mean():9.2f} {e.max():5d} {np.mean(e <= 1):8.0%} {base:9.2f} "
+        f"{ratio} {1000 * seconds / len(errs):7.1f}"
+    )
 
 
 def main() -> None:
-    print(f"{'source':34s} {'takes':>5s} {'mean|err|':>9s} {'max':>5s} {'<=1 fr':>8s} {'baseline':>9s} "
-          f"{'ratio':>9s} {'ms/est':>7s}")
+    print(
+        f"{'source':34s} {'takes':>5s} {'mean|err|':>9s} {'max':>5s} {'<=1 fr':>8s} {'baseline':>9s} "
+        f"{'ratio':>9s} {'ms/est':>7s}"
+    )
     allerr = []
     for wav in sorted((DATA / "speech").iterdir()):
         mel, y, T = mel_of(wav)

@@ -24,13 +24,12 @@ import zarr
 
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.store import FeatureStore, ItemProvenance
-from blendsync.train.core.config import PRESET_BATCH_STREAMS, PRESETS
-from blendsync.train.loop.losses import loss_terms, total_loss
-from blendsync.train.core.config import LossConfig
+from blendsync.train.core.config import PRESET_BATCH_STREAMS, PRESETS, LossConfig
 from blendsync.train.core.model import BlendshapeModel
 from blendsync.train.core.normalization import compute_normalizer
-from blendsync.train.loop.streaming import WindowStream
 from blendsync.train.core.windows import window_span
+from blendsync.train.loop.losses import loss_terms, total_loss
+from blendsync.train.loop.streaming import WindowStream
 
 L, LA = 256, 6
 
@@ -45,9 +44,12 @@ def loader_store(root: Path, n_files: int = 16, frames: int = 1800) -> tuple[Fea
     fs.init()
     files = []
     for i in range(n_files):
-        ff = FeaturizedFile(rng.normal(size=(frames, 80)).astype(np.float32),
-                            rng.normal(size=(frames, 88)).astype(np.float32),
-                            rng.uniform(size=(frames, 52)).astype(np.float32), {"frames": frames})
+        ff = FeaturizedFile(
+            rng.normal(size=(frames, 80)).astype(np.float32),
+            rng.normal(size=(frames, 88)).astype(np.float32),
+            rng.uniform(size=(frames, 52)).astype(np.float32),
+            {"frames": frames},
+        )
         write_item(fs, f"item{i:02d}", ff, ItemProvenance.of_config(FeatureConfig()))
         files.append(FileRef(f"item{i:02d}", frames, f"item{i:02d}"))
     return fs, files
@@ -151,16 +153,22 @@ def main() -> None:
         store, files = loader_store(Path(tmp) / "loader.zarr")
         norm = compute_normalizer(store, files)
         ours, base = bench_loader(store, files, norm)
-    print(f"device: {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}), "
-          f"torch threads {torch.get_num_threads()}")
-    print(f"loader: {ours:,.0f} windows/s (whole-file reads, views) vs {base:,.0f} windows/s "
-          f"(one Zarr indexing call per window) = {ours / base:.0f}x (target >= 30x)")
+    print(
+        f"device: {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}), "
+        f"torch threads {torch.get_num_threads()}"
+    )
+    print(
+        f"loader: {ours:,.0f} windows/s (whole-file reads, views) vs {base:,.0f} windows/s "
+        f"(one Zarr indexing call per window) = {ours / base:.0f}x (target >= 30x)"
+    )
     mm = matmul_flops_per_s(device)
     print(f"large matmul: {mm / 1e9:.1f} GFLOP/s")
     for preset, steps in (("small", 10), ("full", args.full_steps)):
         wps, fps_ = bench_step(preset, 52, device, steps)
-        print(f"train step {preset:5s}: {wps:8.2f} windows/s, {fps_ / 1e9:7.2f} GFLOP/s = "
-              f"{100 * fps_ / mm:.1f}% of the matmul; loader/model = {ours / wps:,.0f}x (target >= 10x)")
+        print(
+            f"train step {preset:5s}: {wps:8.2f} windows/s, {fps_ / 1e9:7.2f} GFLOP/s = "
+            f"{100 * fps_ / mm:.1f}% of the matmul; loader/model = {ours / wps:,.0f}x (target >= 10x)"
+        )
 
 
 if __name__ == "__main__":

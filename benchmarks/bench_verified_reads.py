@@ -56,8 +56,7 @@ def read_rate(store: FeatureStore, keys: list[str], verify: bool) -> float:
 
 
 def loader_rate(store: FeatureStore, files, norm, K: int, streams: int) -> float:
-    ws = streaming.WindowStream(store, files, norm, window=L, lookahead=LA, stride=1, streams=streams,
-                                block=K, seed=0)
+    ws = streaming.WindowStream(store, files, norm, window=L, lookahead=LA, stride=1, streams=streams, block=K, seed=0)
     t0, n = time.perf_counter(), 0
     for b in ws.epoch(0):
         n += int(b["valid"].sum())
@@ -75,8 +74,10 @@ def main() -> None:
     args = ap.parse_args()
     K = TrainConfig().stream.frames_per_window
     B = PRESET_BATCH_STREAMS["small"]
-    print(f"CPU, {torch.get_num_threads()} torch threads; 16 items x 1800 frames (80 mel, 88 emotion, 52 targets); "
-          f"K = {K}, B = {B}, L = {L}")
+    print(
+        f"CPU, {torch.get_num_threads()} torch threads; 16 items x 1800 frames (80 mel, 88 emotion, 52 targets); "
+        f"K = {K}, B = {B}, L = {L}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         fs, files = loader_store(Path(tmp) / "s.zarr")
         norm = compute_normalizer(fs, files)
@@ -84,8 +85,10 @@ def main() -> None:
         unchecked = UncheckedStore(fs.root)
         read_on = [read_rate(fs, keys, True) for _ in range(args.repeats)]
         read_off = [read_rate(fs, keys, False) for _ in range(args.repeats)]
-        print(f"item reads MB/s:      checked {fmt(read_on)}   unchecked {fmt(read_off)}   "
-              f"-> checked at {statistics.median(read_on) / statistics.median(read_off):.2f}x the unchecked rate")
+        print(
+            f"item reads MB/s:      checked {fmt(read_on)}   unchecked {fmt(read_off)}   "
+            f"-> checked at {statistics.median(read_on) / statistics.median(read_off):.2f}x the unchecked rate"
+        )
         load_on = [loader_rate(fs, files, norm, K, B) for _ in range(args.repeats)]
         finite = data.check_finite
         data.check_finite = lambda item: item
@@ -93,8 +96,10 @@ def main() -> None:
             load_off = [loader_rate(unchecked, files, norm, K, B) for _ in range(args.repeats)]
         finally:
             data.check_finite = finite
-        print(f"loader target frames/s: checked {fmt(load_on)}   unchecked {fmt(load_off)}   "
-              f"-> {statistics.median(load_on) / statistics.median(load_off):.2f}x")
+        print(
+            f"loader target frames/s: checked {fmt(load_on)}   unchecked {fmt(load_off)}   "
+            f"-> {statistics.median(load_on) / statistics.median(load_off):.2f}x"
+        )
     train = train_rate("small", K, torch.device("cpu"), args.train_steps, args.repeats)["wall"]
     print(f"small-preset training target frames/s: {fmt(train)}")
     print(f"checked loader / training: {statistics.median(load_on) / statistics.median(train):.1f}x (target >= 10x)")

@@ -5,7 +5,7 @@ other load on a shared machine the way wall time is."""
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 class CpuBudget:

@@ -13,8 +13,18 @@ from pathlib import Path
 
 import click
 
-from blendsync.shared.cli import (GROUP_SETTINGS, UsageFailure, config_file_option, json_option, progress_enabled,
-                                  progress_option, run_cli, setup_logging, verbosity_options, write_text_or_stdout)
+from blendsync.shared.cli import (
+    GROUP_SETTINGS,
+    UsageFailure,
+    config_file_option,
+    json_option,
+    progress_enabled,
+    progress_option,
+    run_cli,
+    setup_logging,
+    verbosity_options,
+    write_text_or_stdout,
+)
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.store import FeatureStore, StoreError
 
@@ -23,10 +33,13 @@ log = logging.getLogger("blendsync.featurize")
 EXIT_ROWS_FAILED = 2
 
 sync_channels_option = click.option(
-    "--sync-channels", default=None, metavar="NAME,...",
+    "--sync-channels",
+    default=None,
+    metavar="NAME,...",
     help="Mouth-opening channels the sync check reads [default: jawOpen/mouthOpen/mouthLowerDown* channels by "
-         "name]; needed for a custom rig named otherwise. extract: for the items it computes (stored items keep "
-         "their estimate); info --sync: estimate now from these (nothing is written).")
+    "name]; needed for a custom rig named otherwise. extract: for the items it computes (stored items keep "
+    "their estimate); info --sync: estimate now from these (nothing is written).",
+)
 
 DEFAULT_CONFIG_HEADER = """bsfeat feature config: every key with its default and what it does. Every key is optional
 in a config of your own. The feature-config hash covers every key but targets.max_mismatch_s:
@@ -51,23 +64,32 @@ def _load_config(path: str | None) -> FeatureConfig:
 
 @cli.command()
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--store", "store_path", default="features.zarr", metavar="PATH|URL",
-              help="Feature store: a directory, or an fsspec URL such as s3://bucket/features.zarr "
-                   "(created if missing).")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="LocalCluster worker processes [default: one per core].")
+@click.option(
+    "--store",
+    "store_path",
+    default="features.zarr",
+    metavar="PATH|URL",
+    help="Feature store: a directory, or an fsspec URL such as s3://bucket/features.zarr (created if missing).",
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None, help="LocalCluster worker processes [default: one per core]."
+)
 @click.option("--scheduler", default=None, help="Use an existing Dask cluster, e.g. tcp://HOST:8786.")
 @config_file_option("Feature config", "bsfeat write-default-config")
 @click.option("--force", is_flag=True, help="Recompute rows even when their item is stored.")
 @click.option("--serial", is_flag=True, help="Run in this process, without Dask (debugging).")
 @click.option("--name", "index_name", default=None, help="Manifest index name [default: manifest file stem].")
 @progress_option
-@click.option("--auto-sync", is_flag=True,
-              help="Shift the curves of takes confidently out of sync with their audio (|lag| > 2 frames) by "
-                   "their estimated lag. Shifted items have their own cache keys: both versions stay stored.")
+@click.option(
+    "--auto-sync",
+    is_flag=True,
+    help="Shift the curves of takes confidently out of sync with their audio (|lag| > 2 frames) by "
+    "their estimated lag. Shifted items have their own cache keys: both versions stay stored.",
+)
 @sync_channels_option
-def extract(manifest, store_path, workers, scheduler, config_path, force, serial, index_name, progress,
-            auto_sync, sync_channels):
+def extract(
+    manifest, store_path, workers, scheduler, config_path, force, serial, index_name, progress, auto_sync, sync_channels
+):
     """Featurize every row of MANIFEST into the store.
 
     Only rows whose cache key (audio bytes, target bytes, feature config, library versions)
@@ -89,9 +111,18 @@ def extract(manifest, store_path, workers, scheduler, config_path, force, serial
     bar = _Progress(show)
     try:
         report = run_extract(
-            manifest, store_path, cfg, workers=workers, scheduler=scheduler,
-            executor="serial" if serial else "auto", force=force, index_name=index_name,
-            on_plan=bar.start, on_result=bar.update, sync=sync, auto_sync=auto_sync,
+            manifest,
+            store_path,
+            cfg,
+            workers=workers,
+            scheduler=scheduler,
+            executor="serial" if serial else "auto",
+            force=force,
+            index_name=index_name,
+            on_plan=bar.start,
+            on_result=bar.update,
+            sync=sync,
+            auto_sync=auto_sync,
         )
     except (ManifestError, StoreError, ValueError) as e:
         raise UsageFailure(str(e)) from None
@@ -108,8 +139,9 @@ def extract(manifest, store_path, workers, scheduler, config_path, force, serial
         f"{report.seconds:.1f} s)"
     )
     if report.out_of_sync:
-        click.echo(f"{len(report.out_of_sync)} take(s) out of sync with their audio "
-                   f"({report.shifted} shifted):", err=True)
+        click.echo(
+            f"{len(report.out_of_sync)} take(s) out of sync with their audio ({report.shifted} shifted):", err=True
+        )
         for line in report.out_of_sync:
             click.echo(f"  {line}", err=True)
     if report.failed:
@@ -170,15 +202,29 @@ class _Progress:
 @cli.command()
 @click.argument("store_path", metavar="STORE")
 @json_option
-@click.option("--channels", "per_channel", is_flag=True,
-              help="Channel activity instead: per channel, the fraction of frames above --threshold, mean, max "
-                   "and how many takes move it.")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=0.05, show_default=True,
-              help="A curve above this on a frame moves there (with --channels).")
-@click.option("--manifest", default=None,
-              help="Only this manifest's rows (with --channels or --sync) [default: every item].")
-@click.option("--sync", "per_take_sync", is_flag=True,
-              help="Audio/curve sync instead: every take's lag, correlation and confidence.")
+@click.option(
+    "--channels",
+    "per_channel",
+    is_flag=True,
+    help="Channel activity instead: per channel, the fraction of frames above --threshold, mean, max "
+    "and how many takes move it.",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1),
+    default=0.05,
+    show_default=True,
+    help="A curve above this on a frame moves there (with --channels).",
+)
+@click.option(
+    "--manifest", default=None, help="Only this manifest's rows (with --channels or --sync) [default: every item]."
+)
+@click.option(
+    "--sync",
+    "per_take_sync",
+    is_flag=True,
+    help="Audio/curve sync instead: every take's lag, correlation and confidence.",
+)
 @sync_channels_option
 def info(store_path, as_json, per_channel, threshold, manifest, per_take_sync, sync_channels):
     """Items, audio hours, feature configs, manifests, bytes on disk and the takes out of sync
@@ -213,8 +259,9 @@ def info(store_path, as_json, per_channel, threshold, manifest, per_take_sync, s
         click.echo(json.dumps(doc, indent=2))
         return
     click.echo(f"store:          {doc['store']}")
-    click.echo(f"items:          {doc['items']} ({doc['incomplete_items']} incomplete, "
-               f"{doc['staging_entries']} in staging)")
+    click.echo(
+        f"items:          {doc['items']} ({doc['incomplete_items']} incomplete, {doc['staging_entries']} in staging)"
+    )
     click.echo(f"audio hours:    {doc['audio_hours']:.4f}")
     click.echo(f"bytes on disk:  {doc['bytes_on_disk']:,}")
     click.echo("feature configs:")
@@ -232,19 +279,22 @@ def info(store_path, as_json, per_channel, threshold, manifest, per_take_sync, s
             continue
         click.echo(
             f"  {name}: {m['stored']}/{m['rows']} rows stored, splits {m['splits']}, "
-            f"config {m['feature_config_hash']}"
-            + (f", failed rows {m['failed_rows']}" if m["failed_rows"] else "")
+            f"config {m['feature_config_hash']}" + (f", failed rows {m['failed_rows']}" if m["failed_rows"] else "")
         )
     _echo_sync_summary(doc["sync"])
 
 
 def _echo_sync_summary(s: dict) -> None:
-    click.echo(f"sync:           {s['estimated']} takes estimated, {len(s['out_of_sync'])} out of sync "
-               f"(|lag| > {s['tolerance_frames']} frames), {len(s['no_estimate'])} without an estimate"
-               + (f", {s['not_checked']} not checked yet (bsfeat info --sync)" if s["not_checked"] else ""))
+    click.echo(
+        f"sync:           {s['estimated']} takes estimated, {len(s['out_of_sync'])} out of sync "
+        f"(|lag| > {s['tolerance_frames']} frames), {len(s['no_estimate'])} without an estimate"
+        + (f", {s['not_checked']} not checked yet (bsfeat info --sync)" if s["not_checked"] else "")
+    )
     for t in s["out_of_sync"]:
-        click.echo(f"  out of sync: {_take_name(t)}: {t['description']}"
-                   + (f"; shifted by {t['shift_frames']:+d} (--auto-sync)" if t["shift_frames"] else ""))
+        click.echo(
+            f"  out of sync: {_take_name(t)}: {t['description']}"
+            + (f"; shifted by {t['shift_frames']:+d} (--auto-sync)" if t["shift_frames"] else "")
+        )
     for t in s["no_estimate"]:
         click.echo(f"  {_take_name(t)}: {t['description']}")
 
@@ -258,8 +308,10 @@ def _echo_sync(doc: dict, as_json: bool) -> None:
         click.echo(json.dumps(doc, indent=2))
         return
     c = doc["config"]
-    click.echo(f"sync over ±{c['max_lag_s']} s; + = curves lead the audio; listed as out of sync: "
-               f"|lag| > {c['tolerance_frames']} frames at confidence >= {c['min_confidence']}")
+    click.echo(
+        f"sync over ±{c['max_lag_s']} s; + = curves lead the audio; listed as out of sync: "
+        f"|lag| > {c['tolerance_frames']} frames at confidence >= {c['min_confidence']}"
+    )
     for t in doc["takes"]:
         flag = "OUT OF SYNC  " if t["out_of_sync"] else ""
         shifted = f"; stored shifted by {t['shift_frames']:+d} (--auto-sync)" if t.get("shift_frames") else ""
@@ -274,8 +326,10 @@ def _echo_activity(doc: dict, as_json: bool) -> None:
         click.echo(f"channel set {name}: {a['takes']} takes, {a['frames']} frames; moving = above {a['threshold']}")
         click.echo(f"  {'channel':24s} {'active':>7s} {'mean':>7s} {'max':>6s} {'takes':>6s}")
         for c, v in a["channels"].items():
-            click.echo(f"  {c:24s} {v['active_fraction']:7.3f} {v['mean']:7.3f} {v['max']:6.3f} {v['takes_moving']:6d}"
-                       + ("  (never moves)" if v["takes_moving"] == 0 else ""))
+            click.echo(
+                f"  {c:24s} {v['active_fraction']:7.3f} {v['mean']:7.3f} {v['max']:6.3f} {v['takes_moving']:6d}"
+                + ("  (never moves)" if v["takes_moving"] == 0 else "")
+            )
 
 
 @cli.command()
@@ -291,8 +345,11 @@ def verify(store_path):
         raise UsageFailure(str(e)) from None
     n, problems = report.items, report.problems
     if report.incomplete:
-        click.echo(f"note: {len(report.incomplete)} incomplete item(s), invisible to readers (being written, or "
-                   "left by a stopped writer: the next extract rewrites them)", err=True)
+        click.echo(
+            f"note: {len(report.incomplete)} incomplete item(s), invisible to readers (being written, or "
+            "left by a stopped writer: the next extract rewrites them)",
+            err=True,
+        )
     if problems:
         click.echo(f"{len(problems)} problem(s) in {n} item(s):", err=True)
         for p in problems:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Iterable, Iterator
 
 from blendsync.featurize.task import THREAD_ENV, FileTask, TaskResult, run_task
 
@@ -19,9 +19,7 @@ log = logging.getLogger(__name__)
 TASK_RETRIES = 2
 
 
-def run_serial(
-    store_root: str, cfg_json: str, tasks: Iterable[FileTask], force: bool = False
-) -> Iterator[TaskResult]:
+def run_serial(store_root: str, cfg_json: str, tasks: Iterable[FileTask], force: bool = False) -> Iterator[TaskResult]:
     """Run the tasks in this process. Ctrl-C stops after the current file (KeyboardInterrupt
     once it is stored): openSMILE calls back into Python while it runs and swallows an
     exception raised there, so the signal only sets a flag; a second Ctrl-C raises at once."""
@@ -97,14 +95,24 @@ def dask_client(workers: int | None = None, scheduler: str | None = None):
     from distributed import Client, LocalCluster
 
     # distributed configures its own loggers at import; keep its INFO chatter out of ours.
-    for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.worker",
-                 "distributed.core", "distributed.http.proxy"):
+    for name in (
+        "distributed",
+        "distributed.scheduler",
+        "distributed.nanny",
+        "distributed.worker",
+        "distributed.core",
+        "distributed.http.proxy",
+    ):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
     if scheduler:
         client = Client(scheduler, timeout="30s")
-        log.info("Dask cluster at %s: %d workers; dashboard %s", scheduler,
-                 len(client.scheduler_info().get("workers", {})), client.dashboard_link or "off")
+        log.info(
+            "Dask cluster at %s: %d workers; dashboard %s",
+            scheduler,
+            len(client.scheduler_info().get("workers", {})),
+            client.dashboard_link or "off",
+        )
         try:
             yield client
         finally:
@@ -148,7 +156,13 @@ def run_dask(
     futures = {}
     for t in order:
         f = client.submit(
-            run_task, store_root, cfg_json, t, force, key=f"bsfeat-{t.key}-{t.row}", pure=False,
+            run_task,
+            store_root,
+            cfg_json,
+            t,
+            force,
+            key=f"bsfeat-{t.key}-{t.row}",
+            pure=False,
             retries=TASK_RETRIES,
         )
         futures[f] = t
@@ -157,6 +171,8 @@ def run_dask(
         try:
             yield f.result()
         except Exception as e:  # KilledWorker and friends: the file, not the run, fails
-            yield TaskResult(key=t.key, row=t.row, status="failed", error=f"{t.audio}: task lost ({type(e).__name__}: {e})")
+            yield TaskResult(
+                key=t.key, row=t.row, status="failed", error=f"{t.audio}: task lost ({type(e).__name__}: {e})"
+            )
         finally:
             f.release()

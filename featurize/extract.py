@@ -10,21 +10,29 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 from blendsync.featurize.executors import DaskExecutor, SerialExecutor
-from blendsync.shared.manifest import Manifest, ManifestError, ManifestRow, RowProblem, read_manifest
 from blendsync.featurize.stat_cache import StatCache
 from blendsync.featurize.task import FileTask, TaskResult
 from blendsync.featurize.writer import sweep_staging
 from blendsync.shared.config import FeatureConfig
+from blendsync.shared.manifest import Manifest, ManifestError, ManifestRow, RowProblem, read_manifest
 from blendsync.shared.provenance import cache_key, library_versions
+from blendsync.shared.store import (
+    FeatureStore,
+    IndexEntry,
+    ItemProvenance,
+    ItemSource,
+    ManifestIndex,
+    StoreError,
+    check_index_name,
+    index_name_from,
+)
 from blendsync.shared.sync import StoredSync, SyncConfig
-from blendsync.shared.store import (FeatureStore, IndexEntry, ItemProvenance, ItemSource, ManifestIndex, StoreError,
-                                    check_index_name, index_name_from)
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +105,16 @@ def shared_audio_across_splits(planned: list[PlannedRow]) -> list[str]:
     for sha, rows in by_audio.items():
         if len({r.split for r in rows}) > 1:
             listed = ", ".join(f"row {r.row} ({r.id}, {r.split})" for r in rows[:6])
-            out.append(f"the same audio (sha256 {sha[:12]}) is in more than one split: {listed}"
-                       f"{', ...' if len(rows) > 6 else ''}; bstrain fit refuses this unless --allow-shared-audio")
+            out.append(
+                f"the same audio (sha256 {sha[:12]}) is in more than one split: {listed}"
+                f"{', ...' if len(rows) > 6 else ''}; bstrain fit refuses this unless --allow-shared-audio"
+            )
     return out
 
 
-def plan_rows(manifest: Manifest, cfg: FeatureConfig, stat: StatCache, sync: SyncConfig = SyncConfig(),
-              auto_sync: bool = False) -> tuple[list[PlannedRow], list[RowProblem]]:
+def plan_rows(
+    manifest: Manifest, cfg: FeatureConfig, stat: StatCache, sync: SyncConfig = SyncConfig(), auto_sync: bool = False
+) -> tuple[list[PlannedRow], list[RowProblem]]:
     """Content-hash every valid row and give it its cache key and the task that builds it."""
     versions = library_versions()
     fhash = cfg.hash
@@ -113,7 +124,11 @@ def plan_rows(manifest: Manifest, cfg: FeatureConfig, stat: StatCache, sync: Syn
             audio_sha = stat.sha256(r.audio)
             tsha = stat.sha256(r.targets.path) if r.targets else None
         except OSError as e:
-            problems.append(RowProblem(manifest=manifest.path, row=r.row, line=r.line, file=str(r.audio), message=f"cannot read: {e}"))
+            problems.append(
+                RowProblem(
+                    manifest=manifest.path, row=r.row, line=r.line, file=str(r.audio), message=f"cannot read: {e}"
+                )
+            )
             continue
         key = cache_key(
             audio_sha256=audio_sha,
@@ -125,11 +140,33 @@ def plan_rows(manifest: Manifest, cfg: FeatureConfig, stat: StatCache, sync: Syn
             versions=versions,
             auto_sync=sync.key_doc() if auto_sync and r.targets else None,
         )
-        provenance = ItemProvenance(feature_config=cfg.to_dict(), feature_config_hash=fhash, library_versions=versions, channel_set=cfg.channels.to_dict(), source=ItemSource(audio=str(r.audio), audio_sha256=audio_sha, targets=r.targets.describe() if r.targets else None,
-                       targets_sha256=tsha, targets_fps=r.targets.fps if r.targets else None,
-                       manifest=str(manifest.path.resolve()), row=r.row, id=r.id,
-                       targets_order=r.targets.order if r.targets else None))
-        task = FileTask(key=key, row=r.row, audio=str(r.audio), targets=r.targets, audio_bytes=r.audio.stat().st_size, provenance=provenance, sync=sync, auto_sync=auto_sync and r.targets is not None)
+        provenance = ItemProvenance(
+            feature_config=cfg.to_dict(),
+            feature_config_hash=fhash,
+            library_versions=versions,
+            channel_set=cfg.channels.to_dict(),
+            source=ItemSource(
+                audio=str(r.audio),
+                audio_sha256=audio_sha,
+                targets=r.targets.describe() if r.targets else None,
+                targets_sha256=tsha,
+                targets_fps=r.targets.fps if r.targets else None,
+                manifest=str(manifest.path.resolve()),
+                row=r.row,
+                id=r.id,
+                targets_order=r.targets.order if r.targets else None,
+            ),
+        )
+        task = FileTask(
+            key=key,
+            row=r.row,
+            audio=str(r.audio),
+            targets=r.targets,
+            audio_bytes=r.audio.stat().st_size,
+            provenance=provenance,
+            sync=sync,
+            auto_sync=auto_sync and r.targets is not None,
+        )
         planned.append(PlannedRow(r, key, task))
     return planned, problems
 
@@ -185,13 +222,21 @@ def extract(
     swept = sweep_staging(store)
     if swept:
         log.info("removed %d staging item(s) left by stopped runs", swept)
-    report = ExtractReport(manifest=manifest.path, index_name=index_name or index_name_from(manifest.name), rows=manifest.n_rows)
+    report = ExtractReport(
+        manifest=manifest.path, index_name=index_name or index_name_from(manifest.name), rows=manifest.n_rows
+    )
     plan = make_plan(manifest, cfg, store, force, report, sync, auto_sync)
     report.tasks = len(plan.tasks)
     if on_plan:
         on_plan(len(plan.tasks), len(plan.status), plan.cached_audio_s)
-    log.info("%s: %d rows, %d to compute, %d already stored, %d invalid", manifest.path, manifest.n_rows,
-             len(plan.tasks), len(plan.status), len(plan.problems))
+    log.info(
+        "%s: %d rows, %d to compute, %d already stored, %d invalid",
+        manifest.path,
+        manifest.n_rows,
+        len(plan.tasks),
+        len(plan.status),
+        len(plan.problems),
+    )
     if plan.tasks:
         runner = choose_executor(executor, workers, scheduler, plan.tasks)
         execute(runner, store, cfg, plan, force, on_result)
@@ -202,8 +247,15 @@ def extract(
     return report
 
 
-def make_plan(manifest: Manifest, cfg: FeatureConfig, store: FeatureStore, force: bool,
-              report: ExtractReport, sync: SyncConfig = SyncConfig(), auto_sync: bool = False) -> ExtractPlan:
+def make_plan(
+    manifest: Manifest,
+    cfg: FeatureConfig,
+    store: FeatureStore,
+    force: bool,
+    report: ExtractReport,
+    sync: SyncConfig = SyncConfig(),
+    auto_sync: bool = False,
+) -> ExtractPlan:
     """Hash the rows (the stat cache saves re-reading unchanged files), key them, and split
     the keys into stored and to compute; warns about audio shared across splits."""
     stat = StatCache(store)
@@ -225,14 +277,22 @@ def make_plan(manifest: Manifest, cfg: FeatureConfig, store: FeatureStore, force
             cached_s += stored.audio_duration_s
         else:
             todo[p.key] = p.task
-    return ExtractPlan(planned=planned, tasks=list(todo.values()), status=status, cached_audio_s=cached_s, problems=list(manifest.problems) + hash_problems)
+    return ExtractPlan(
+        planned=planned,
+        tasks=list(todo.values()),
+        status=status,
+        cached_audio_s=cached_s,
+        problems=list(manifest.problems) + hash_problems,
+    )
 
 
 def check_sync(cfg: FeatureConfig, sync: SyncConfig, auto_sync: bool) -> None:
     chans = sync.opening_channels(cfg.channels.channels)
     if auto_sync and not chans:
-        raise ValueError(f"--auto-sync needs the mouth-opening channels of channel set {cfg.channels.name!r}: "
-                         "none is named like jawOpen/mouthOpen/mouthLowerDown; give them with --sync-channels")
+        raise ValueError(
+            f"--auto-sync needs the mouth-opening channels of channel set {cfg.channels.name!r}: "
+            "none is named like jawOpen/mouthOpen/mouthLowerDown; give them with --sync-channels"
+        )
 
 
 def report_sync(plan: ExtractPlan, cfg: FeatureConfig, sync: SyncConfig, report: ExtractReport) -> None:
@@ -245,8 +305,11 @@ def report_sync(plan: ExtractPlan, cfg: FeatureConfig, sync: SyncConfig, report:
         stored = StoredSync.from_doc(doc, cfg.fps)
         if not stored.estimate.out_of_sync(sync):
             continue
-        what = (f"curves shifted by {stored.shift_frames:+d} frames (--auto-sync)" if stored.shift_frames else
-                "not shifted: run extract with --auto-sync to shift them, or fix the take")
+        what = (
+            f"curves shifted by {stored.shift_frames:+d} frames (--auto-sync)"
+            if stored.shift_frames
+            else "not shifted: run extract with --auto-sync to shift them, or fix the take"
+        )
         report.shifted += bool(stored.shift_frames)
         report.out_of_sync.append(f"{p.row.audio} (row {p.row.row}, {p.row.id}): {stored.estimate.describe()}; {what}")
 
@@ -272,13 +335,17 @@ def execute(runner, store: FeatureStore, cfg: FeatureConfig, plan: ExtractPlan, 
                 on_result(res)
     except KeyboardInterrupt:
         done = sum(1 for r in plan.status.values() if r.status == "computed")
-        log.warning("interrupted after %d of %d file(s); the items stored are kept: run extract again to compute "
-                    "the rest", done, len(plan.tasks))
+        log.warning(
+            "interrupted after %d of %d file(s); the items stored are kept: run extract again to compute the rest",
+            done,
+            len(plan.tasks),
+        )
         raise
 
 
-def write_report_index(store: FeatureStore, manifest: Manifest, cfg: FeatureConfig, plan: ExtractPlan,
-                       report: ExtractReport) -> None:
+def write_report_index(
+    store: FeatureStore, manifest: Manifest, cfg: FeatureConfig, plan: ExtractPlan, report: ExtractReport
+) -> None:
     """Count the rows into the report and write the manifest index: every row in manifest
     order, stored (with its key) or failed (with its first problem)."""
     problems = list(plan.problems)
@@ -287,7 +354,15 @@ def write_report_index(store: FeatureStore, manifest: Manifest, cfg: FeatureConf
         res = plan.status[p.key]
         row = p.row.to_entry()
         if res.status == "failed":
-            problems.append(RowProblem(manifest=manifest.path, row=p.row.row, line=p.row.line, file=str(p.row.audio), message=res.error or "failed"))
+            problems.append(
+                RowProblem(
+                    manifest=manifest.path,
+                    row=p.row.row,
+                    line=p.row.line,
+                    file=str(p.row.audio),
+                    message=res.error or "failed",
+                )
+            )
             entries.append(IndexEntry(key=None, status="failed", error=res.error, **row))
             continue
         entries.append(IndexEntry(key=p.key, status="stored", **row))
@@ -304,7 +379,15 @@ def write_report_index(store: FeatureStore, manifest: Manifest, cfg: FeatureConf
         if pr.row not in listed:  # first problem of a row that never got a key
             listed.add(pr.row)
             entries.append(IndexEntry(row=pr.row, key=None, status="failed", error=pr.message, audio=pr.file))
-    index = ManifestIndex(entries=tuple(sorted(entries, key=lambda e: e.row)), source=str(manifest.path.resolve()), feature_config_hash=cfg.hash, feature_config=cfg.to_dict(), rows=manifest.n_rows, stored=report.stored, failed_rows=tuple(sorted({pr.row for pr in problems})))
+    index = ManifestIndex(
+        entries=tuple(sorted(entries, key=lambda e: e.row)),
+        source=str(manifest.path.resolve()),
+        feature_config_hash=cfg.hash,
+        feature_config=cfg.to_dict(),
+        rows=manifest.n_rows,
+        stored=report.stored,
+        failed_rows=tuple(sorted({pr.row for pr in problems})),
+    )
     report.index_error = _write_index(store, report.index_name, index)
     report.failed = [str(pr) for pr in sorted(problems, key=lambda x: (x.row, x.message))]
 
@@ -321,8 +404,10 @@ def _write_index(store: FeatureStore, name: str, index: ManifestIndex) -> str | 
     if old is not None and {k: v for k, v in old.items() if k != "updated"} == json.loads(json.dumps(doc)):
         return None
     try:
-        store.write_index(name, {**doc, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        store.write_index(name, {**doc, "updated": datetime.now(UTC).isoformat(timespec="seconds")})
     except OSError as e:
-        return (f"{store.root}: cannot write manifest index {name!r} ({e.strerror or e}): run extract again "
-                "where the store is writable")
+        return (
+            f"{store.root}: cannot write manifest index {name!r} ({e.strerror or e}): run extract again "
+            "where the store is writable"
+        )
     return None

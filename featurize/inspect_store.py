@@ -56,16 +56,26 @@ def _take(a: ItemAttrs, stored: StoredSync | None) -> dict:
     src = a.doc.get("source") or {}
     out = {"key": a.key, "row": src.get("row"), "id": src.get("id"), "audio": src.get("audio")}
     if stored is not None:
-        out.update(stored.estimate.to_doc(), shift_frames=stored.shift_frames, auto_sync=stored.auto_sync,
-                   description=stored.estimate.describe())
+        out.update(
+            stored.estimate.to_doc(),
+            shift_frames=stored.shift_frames,
+            auto_sync=stored.auto_sync,
+            description=stored.estimate.describe(),
+        )
     return out
 
 
 def sync_summary(items: dict[str, ItemAttrs], sync: SyncConfig = SyncConfig()) -> dict:
     """From the items' stored estimates (attrs only, nothing read): the takes confidently out of
     sync (|lag| > tolerance), those without an estimate, and how many items predate the check."""
-    out: dict = {"tolerance_frames": sync.tolerance_frames, "min_confidence": sync.min_confidence,
-                 "estimated": 0, "out_of_sync": [], "no_estimate": [], "not_checked": 0}
+    out: dict = {
+        "tolerance_frames": sync.tolerance_frames,
+        "min_confidence": sync.min_confidence,
+        "estimated": 0,
+        "out_of_sync": [],
+        "no_estimate": [],
+        "not_checked": 0,
+    }
     for a in items.values():
         if not a.has_targets:
             continue
@@ -211,9 +221,18 @@ def channel_activity(store: FeatureStore, manifest: str | None = None, threshold
             continue
         names = item.attrs.channels
         name = item.attrs.channel_set.get("name", "?")
-        acc = sets.setdefault(name, {"channels": names, "frames": 0, "takes": 0, "above": np.zeros(len(names)),
-                                     "sum": np.zeros(len(names)), "max": np.zeros(len(names)),
-                                     "moving_takes": np.zeros(len(names), int)})
+        acc = sets.setdefault(
+            name,
+            {
+                "channels": names,
+                "frames": 0,
+                "takes": 0,
+                "above": np.zeros(len(names)),
+                "sum": np.zeros(len(names)),
+                "max": np.zeros(len(names)),
+                "moving_takes": np.zeros(len(names), int),
+            },
+        )
         t = item.targets.astype(np.float64)
         above = t > threshold
         acc["frames"] += t.shape[0]
@@ -225,8 +244,18 @@ def channel_activity(store: FeatureStore, manifest: str | None = None, threshold
     out = {}
     for name, a in sets.items():
         n = max(a["frames"], 1)
-        out[name] = {"takes": a["takes"], "frames": a["frames"], "threshold": threshold, "channels": {
-            c: {"active_fraction": float(a["above"][i] / n), "mean": float(a["sum"][i] / n),
-                "max": float(a["max"][i]), "takes_moving": int(a["moving_takes"][i])}
-            for i, c in enumerate(a["channels"])}}
+        out[name] = {
+            "takes": a["takes"],
+            "frames": a["frames"],
+            "threshold": threshold,
+            "channels": {
+                c: {
+                    "active_fraction": float(a["above"][i] / n),
+                    "mean": float(a["sum"][i] / n),
+                    "max": float(a["max"][i]),
+                    "takes_moving": int(a["moving_takes"][i]),
+                }
+                for i, c in enumerate(a["channels"])
+            },
+        }
     return out

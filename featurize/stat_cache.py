@@ -56,5 +56,9 @@ class StatCache:
         try:
             self.store.write_bytes(CACHE_NAME, json.dumps(merged).encode())
         except OSError as e:
-            log.warning("%s: could not save the file-hash cache (%s); the next run hashes %d file(s) again",
-                        self.store.root, e.strerror or e, self.misses)
+            log.warning(
+                "%s: could not save the file-hash cache (%s); the next run hashes %d file(s) again",
+                self.store.root,
+                e.strerror or e,
+                self.misses,
+            )

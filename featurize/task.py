@@ -90,7 +90,9 @@ def _run_task(store_root: str, cfg_json: str, task: FileTask, force: bool) -> Ta
     store = FeatureStore(store_root)
     stored = None if force else store.complete_attrs(task.key)
     if stored is not None:
-        return TaskResult(key=task.key, row=task.row, status="exists", seconds=time.perf_counter() - t0, sync=stored.doc.get("sync"))
+        return TaskResult(
+            key=task.key, row=task.row, status="exists", seconds=time.perf_counter() - t0, sync=stored.doc.get("sync")
+        )
     from blendsync.featurize.writer import write_item
 
     cfg = FeatureConfig.from_json(cfg_json)
@@ -107,14 +109,20 @@ def _run_task(store_root: str, cfg_json: str, task: FileTask, force: bool) -> Ta
         return failed(str(e))
     except OSError as e:
         if stage == "write":  # the store's side: a full disk, a read-only mount, no permission
-            return failed(f"{task.audio}: cannot write its item to {store.root} ({e.strerror or e}); "
-                          "nothing half-written was left")
+            return failed(
+                f"{task.audio}: cannot write its item to {store.root} ({e.strerror or e}); "
+                "nothing half-written was left"
+            )
         return failed(f"{task.audio}: cannot read ({e.strerror or e})")
     except Exception as e:  # anything else must not stop the other files
         log.debug("%s: unexpected error\n%s", task.audio, traceback.format_exc())
         return failed(f"{task.audio}: unexpected {type(e).__name__}: {e}")
     return TaskResult(
-        key=task.key, row=task.row, status="computed" if wrote else "exists",
-        audio_s=ff.info["audio_duration_s"], seconds=time.perf_counter() - t0, frames=ff.frames,
+        key=task.key,
+        row=task.row,
+        status="computed" if wrote else "exists",
+        audio_s=ff.info["audio_duration_s"],
+        seconds=time.perf_counter() - t0,
+        frames=ff.frames,
         sync=ff.info.get("sync"),  # the same key holds the same arrays: also when another writer was first
     )

@@ -68,7 +68,7 @@ def write_item(
 def _remove(stage) -> None:
     """Remove a staging directory. After a failed write (a full disk) Zarr's other chunk
     writes may still be landing in it for a moment, so retry until it stays gone."""
-    for attempt in range(20):
+    for _ in range(20):
         if not stage.exists():
             return
         shutil.rmtree(stage, ignore_errors=True)
@@ -76,8 +76,9 @@ def _remove(stage) -> None:
     log.warning("%s: could not remove this staging directory; the next run removes it", stage)
 
 
-def _write_in_place(store: FeatureStore, key: str, ff: FeaturizedFile, provenance: ItemProvenance,
-                    replace: bool) -> bool:
+def _write_in_place(
+    store: FeatureStore, key: str, ff: FeaturizedFile, provenance: ItemProvenance, replace: bool
+) -> bool:
     """Object stores have no rename: write the item where it lives, marker last.
 
     mode="w" first removes whatever a killed writer left under the key. A complete item is

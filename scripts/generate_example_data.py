@@ -13,7 +13,8 @@ Mouth curves lead the audio by 60 ms, as real mouths move before the sound.
 Curves are written at 60 fps with wall-clock timecodes (HH:MM:SS:FF.fff) and 6 decimals.
 
 Usage: python scripts/generate_example_data.py [--out data/example] [--manifest data_manifest.csv]
-Run with the project's .venv; needs espeak-ng on PATH (apt-get install espeak-ng). Deterministic for one espeak-ng version.
+Run with the project's .venv; needs espeak-ng on PATH (apt-get install espeak-ng). Deterministic for one
+espeak-ng version.
 """
 
 from __future__ import annotations
@@ -39,12 +40,10 @@ VOICES = {
 }
 
 TEXTS = [
-    "The quick brown fox jumps over the lazy dog. Whose shoes are those, Sue? "
-    "We wove a woollen rope.",
+    "The quick brown fox jumps over the lazy dog. Whose shoes are those, Sue? We wove a woollen rope.",
     "She sells sea shells by the sea shore. Open wide, and say ah. "
     "Moving mountains takes a lot of patience, doesn't it?",
-    "Good morning! Would you like some hot soup, or a cool glass of water? "
-    "I think the blue one looks better.",
+    "Good morning! Would you like some hot soup, or a cool glass of water? I think the blue one looks better.",
     "Peter Piper picked a peck of pickled peppers. Oh, look at the moon tonight. "
     "How many cookies could a good cook cook?",
 ]
@@ -178,10 +177,11 @@ def main() -> None:
             t, values = curves_for(y, sr, smile, rng)
             write_livelink_csv(args.out / f"{name}.csv", clock, t, values)
             clock += len(y) / sr + 37.0
-            rel = lambda p: p.relative_to(args.manifest.parent.resolve()) if p.is_absolute() else p
-            rows.append(
-                f"{rel(audio_path)},{rel(args.out / (name + '.csv'))},{split},{spk},{name}"
-            )
+
+            def rel(p):
+                return p.relative_to(args.manifest.parent.resolve()) if p.is_absolute() else p
+
+            rows.append(f"{rel(audio_path)},{rel(args.out / (name + '.csv'))},{split},{spk},{name}")
             print(f"{name}: {len(y) / sr:.2f} s, {voice}, {split}")
     args.manifest.write_text("\n".join(rows) + "\n")
     print(f"wrote {args.manifest} ({len(rows) - 1} takes)")

@@ -83,13 +83,16 @@ def prepare_samples(
         raise AudioError(f"{source}: audio holds {bad} NaN/inf samples")
     dur = n / sr
     if dur < MIN_DURATION_S:
-        raise AudioError(
-            f"{source}: audio is {dur:.3f} s long, shorter than the {MIN_DURATION_S} s minimum"
-        )
+        raise AudioError(f"{source}: audio is {dur:.3f} s long, shorter than the {MIN_DURATION_S} s minimum")
     at_limit = int(np.count_nonzero(np.abs(data) >= FULL_SCALE))
     if at_limit > CLIPPED_WARN_FRACTION * data.size:
-        log.warning("%s: %d samples (%.2f%%) at full scale: the recording clipped, and features of its loudest "
-                    "passages are distorted", source, at_limit, 100 * at_limit / data.size)
+        log.warning(
+            "%s: %d samples (%.2f%%) at full scale: the recording clipped, and features of its loudest "
+            "passages are distorted",
+            source,
+            at_limit,
+            100 * at_limit / data.size,
+        )
     mono = data.mean(axis=1) if ch > 1 else data[:, 0]
     peak = float(np.max(np.abs(mono)))
     if peak < SILENCE_PEAK:

@@ -12,23 +12,71 @@ from pathlib import Path
 # The 52 ARKit blendshapes in camelCase, in the column order the Live Link Face app writes
 # (which is not Unreal's enum order). Everything that needs "the ARKit channels" uses this.
 ARKIT_52: tuple[str, ...] = (
-    "eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft",
-    "eyeSquintLeft", "eyeWideLeft", "eyeBlinkRight", "eyeLookDownRight", "eyeLookInRight",
-    "eyeLookOutRight", "eyeLookUpRight", "eyeSquintRight", "eyeWideRight", "jawForward",
-    "jawRight", "jawLeft", "jawOpen", "mouthClose", "mouthFunnel", "mouthPucker", "mouthRight",
-    "mouthLeft", "mouthSmileLeft", "mouthSmileRight", "mouthFrownLeft", "mouthFrownRight",
-    "mouthDimpleLeft", "mouthDimpleRight", "mouthStretchLeft", "mouthStretchRight",
-    "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "mouthPressLeft",
-    "mouthPressRight", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft",
-    "mouthUpperUpRight", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft",
-    "browOuterUpRight", "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "noseSneerLeft",
-    "noseSneerRight", "tongueOut",
+    "eyeBlinkLeft",
+    "eyeLookDownLeft",
+    "eyeLookInLeft",
+    "eyeLookOutLeft",
+    "eyeLookUpLeft",
+    "eyeSquintLeft",
+    "eyeWideLeft",
+    "eyeBlinkRight",
+    "eyeLookDownRight",
+    "eyeLookInRight",
+    "eyeLookOutRight",
+    "eyeLookUpRight",
+    "eyeSquintRight",
+    "eyeWideRight",
+    "jawForward",
+    "jawRight",
+    "jawLeft",
+    "jawOpen",
+    "mouthClose",
+    "mouthFunnel",
+    "mouthPucker",
+    "mouthRight",
+    "mouthLeft",
+    "mouthSmileLeft",
+    "mouthSmileRight",
+    "mouthFrownLeft",
+    "mouthFrownRight",
+    "mouthDimpleLeft",
+    "mouthDimpleRight",
+    "mouthStretchLeft",
+    "mouthStretchRight",
+    "mouthRollLower",
+    "mouthRollUpper",
+    "mouthShrugLower",
+    "mouthShrugUpper",
+    "mouthPressLeft",
+    "mouthPressRight",
+    "mouthLowerDownLeft",
+    "mouthLowerDownRight",
+    "mouthUpperUpLeft",
+    "mouthUpperUpRight",
+    "browDownLeft",
+    "browDownRight",
+    "browInnerUp",
+    "browOuterUpLeft",
+    "browOuterUpRight",
+    "cheekPuff",
+    "cheekSquintLeft",
+    "cheekSquintRight",
+    "noseSneerLeft",
+    "noseSneerRight",
+    "tongueOut",
 )
 
 # Live Link Face head and eye rotation columns that follow the 52 curves.
 LIVELINK_ROTATIONS: tuple[str, ...] = (
-    "HeadYaw", "HeadPitch", "HeadRoll", "LeftEyeYaw", "LeftEyePitch", "LeftEyeRoll",
-    "RightEyeYaw", "RightEyePitch", "RightEyeRoll",
+    "HeadYaw",
+    "HeadPitch",
+    "HeadRoll",
+    "LeftEyeYaw",
+    "LeftEyePitch",
+    "LeftEyeRoll",
+    "RightEyeYaw",
+    "RightEyePitch",
+    "RightEyeRoll",
 )
 
 
@@ -46,10 +94,10 @@ def _unreal_order(app: tuple[str, ...]) -> tuple[str, ...]:
 # Named orders of the ARKit curves, each given by name (outputs are mapped by name, never by
 # position). Rotations are the head and eye columns a 61-value layout carries after the 52.
 CHANNEL_ORDERS: dict[str, tuple[str, ...]] = {
-    "livelink": ARKIT_52,                                   # Live Link Face CSV columns
-    "unreal": _unreal_order(ARKIT_52),                      # EARFaceBlendShape, Live Link packets
-    "alphabetical": tuple(sorted(ARKIT_52)),                # MediaPipe (without _neutral), EmoTalk
-    "livelink61": ARKIT_52 + LIVELINK_ROTATIONS,            # the app's 61 CSV columns
+    "livelink": ARKIT_52,  # Live Link Face CSV columns
+    "unreal": _unreal_order(ARKIT_52),  # EARFaceBlendShape, Live Link packets
+    "alphabetical": tuple(sorted(ARKIT_52)),  # MediaPipe (without _neutral), EmoTalk
+    "livelink61": ARKIT_52 + LIVELINK_ROTATIONS,  # the app's 61 CSV columns
     "unreal61": _unreal_order(ARKIT_52) + LIVELINK_ROTATIONS,  # the 61 values of a packet
     # 61 CSV columns plus 7 emotion scores, as some speech-to-face tools write them
     "livelink68": ARKIT_52 + LIVELINK_ROTATIONS + EMOTION_COLUMNS,
@@ -65,8 +113,9 @@ def check_order(channels: list[str] | tuple[str, ...], order: str) -> tuple[str,
     have = set(channels)
     missing = [n for n in names if n not in have and n not in LIVELINK_ROTATIONS + EMOTION_COLUMNS]
     if missing:
-        raise ValueError(f"channel order {order!r} needs {len(missing)} curves this model does not predict: "
-                         f"{missing[:5]}")
+        raise ValueError(
+            f"channel order {order!r} needs {len(missing)} curves this model does not predict: {missing[:5]}"
+        )
     return names
 
 
@@ -96,9 +145,7 @@ def arkit_mouth_group(names: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def arkit_expression_group(names: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(
-        n for n in names if n.startswith(("brow", "eye", "cheekSquint", "noseSneer"))
-    )
+    return tuple(n for n in names if n.startswith(("brow", "eye", "cheekSquint", "noseSneer")))
 
 
 @dataclass(frozen=True)
@@ -134,7 +181,7 @@ class ChannelSet:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ChannelSet":
+    def from_dict(cls, d: dict) -> ChannelSet:
         return cls(
             name=str(d["name"]),
             channels=tuple(d["channels"]),

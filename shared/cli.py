@@ -27,7 +27,7 @@ def is_write_failure(e: OSError) -> bool:
     return e.errno in WRITE_ERRNOS
 
 
-def write_failure(e: OSError) -> "UsageFailure":
+def write_failure(e: OSError) -> UsageFailure:
     where = e.filename or "the output"
     return UsageFailure(f"cannot write {where}: {e.strerror or e}")
 
@@ -49,8 +49,21 @@ def reported_errors():
 def setup_logging(verbose: int, quiet: bool, noisy: tuple[str, ...] = ()) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
-    for name in ("distributed", "bokeh", "tornado", "numba", "asyncio", "matplotlib", "PIL",
-                 "botocore", "aiobotocore", "s3fs", "fsspec", "urllib3", *noisy):
+    for name in (
+        "distributed",
+        "bokeh",
+        "tornado",
+        "numba",
+        "asyncio",
+        "matplotlib",
+        "PIL",
+        "botocore",
+        "aiobotocore",
+        "s3fs",
+        "fsspec",
+        "urllib3",
+        *noisy,
+    ):
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 
@@ -93,15 +106,20 @@ def verbosity_options(verbose_help: str = "More log output."):
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output (JSON).")
-progress_option = click.option("--progress/--no-progress", default=None,
-                               help="Progress bar [default: on when stderr is a terminal].")
+progress_option = click.option(
+    "--progress/--no-progress", default=None, help="Progress bar [default: on when stderr is a terminal]."
+)
 
 
 def config_file_option(what: str, see: str):
     """--config FILE: a YAML/JSON config of the command's kind."""
-    return click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-                        help=f"{what} (YAML/JSON): every key is optional; {see} writes them all with their "
-                             "descriptions.")
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help=f"{what} (YAML/JSON): every key is optional; {see} writes them all with their descriptions.",
+    )
 
 
 def progress_enabled(progress: bool | None) -> bool:

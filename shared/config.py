@@ -43,8 +43,10 @@ class MelConfig:
     n_mels: int = integer(80, minimum=1, doc="Mel bins.")
     n_fft: int = integer(512, minimum=1, doc="FFT size, in samples.")
     win_s: float = positive(0.025, doc="Analysis window (Hann), in seconds; at most n_fft samples.")
-    hop_s: float = positive(0.010, doc="Hop between rows, in seconds: a whole number of samples. The rows are put "
-                                       "on the frame grid by time.")
+    hop_s: float = positive(
+        0.010,
+        doc="Hop between rows, in seconds: a whole number of samples. The rows are put on the frame grid by time.",
+    )
     fmin: float = nonnegative(0.0, doc="Lowest frequency of the mel bank, Hz.")
     fmax: float = positive(8000.0, doc="Highest frequency of the mel bank, Hz (at most sample_rate / 2).")
     log_floor: float = positive(1e-6, doc="log(mel_power + log_floor): keeps digital silence finite.")
@@ -54,28 +56,44 @@ class MelConfig:
 class EmotionConfig:
     """openSMILE functionals over a context window that ends at each frame."""
 
-    feature_set: str = one_of("eGeMAPSv02", lambda: SUPPORTED_FEATURE_SETS,
-                              doc="openSMILE feature set (its 88 functionals).")
+    feature_set: str = one_of(
+        "eGeMAPSv02", lambda: SUPPORTED_FEATURE_SETS, doc="openSMILE feature set (its 88 functionals)."
+    )
     context_s: float = positive(1.0, doc="Seconds of audio each frame's functionals describe, ending at the frame.")
-    hop_s: float = positive(0.010, doc="Row step of the one-pass extraction: a multiple of openSMILE's 10 ms LLD "
-                                       "hop.")
-    nonfinite_fill: float = real(0.0, doc="Replaces non-finite functionals (e.g. F0 statistics over an unvoiced "
-                                          "context); counted in each item's attrs.")
+    hop_s: float = positive(0.010, doc="Row step of the one-pass extraction: a multiple of openSMILE's 10 ms LLD hop.")
+    nonfinite_fill: float = real(
+        0.0,
+        doc="Replaces non-finite functionals (e.g. F0 statistics over an unvoiced "
+        "context); counted in each item's attrs.",
+    )
 
 
 @dataclass(frozen=True)
 class TargetConfig:
-    channels: ChannelSet = documented(ARKIT, rule="arkit52, a list of names, or channels_file", doc=(
-        "The target channels: arkit52 (the 52 ARKit curves in the Live Link Face app's order) or a list of names. "
-        "For a custom rig leave it out and give channels_file: a text file with one name per line (an optional "
-        "count first), relative to this config; then mouth: [names] and expression: [names] (beside channels_file, "
-        "under targets) name the loss groups, and channel_set_name names the set (default: the file's stem)."))
-    jitter_tolerance: float = nonnegative(0.25, doc=(
-        "Live Link Face rows whose intervals jitter by more than this fraction of the median interval are "
-        "re-spaced uniformly at the median rate."))
-    max_mismatch_s: float = nonnegative(0.25, doc=(
-        "Largest audio/target duration difference that is trimmed; beyond it a row is rejected. Runtime only: it "
-        "decides acceptance, not the values of an accepted item, so it is not part of the feature-config hash."))
+    channels: ChannelSet = documented(
+        ARKIT,
+        rule="arkit52, a list of names, or channels_file",
+        doc=(
+            "The target channels: arkit52 (the 52 ARKit curves in the Live Link Face app's order) or a list of names. "
+            "For a custom rig leave it out and give channels_file: a text file with one name per line (an optional "
+            "count first), relative to this config; then mouth: [names] and expression: [names] (beside channels_file, "
+            "under targets) name the loss groups, and channel_set_name names the set (default: the file's stem)."
+        ),
+    )
+    jitter_tolerance: float = nonnegative(
+        0.25,
+        doc=(
+            "Live Link Face rows whose intervals jitter by more than this fraction of the median interval are "
+            "re-spaced uniformly at the median rate."
+        ),
+    )
+    max_mismatch_s: float = nonnegative(
+        0.25,
+        doc=(
+            "Largest audio/target duration difference that is trimmed; beyond it a row is rejected. Runtime only: it "
+            "decides acceptance, not the values of an accepted item, so it is not part of the feature-config hash."
+        ),
+    )
 
 
 _UNHASHED = {("targets", "max_mismatch_s")}
@@ -83,8 +101,9 @@ _UNHASHED = {("targets", "max_mismatch_s")}
 
 @dataclass(frozen=True, kw_only=True)
 class FeatureConfig:
-    sample_rate: int = integer(16000, minimum=1, doc="Audio is decoded, mixed to mono and resampled to this rate "
-                                                     "(soxr VHQ).")
+    sample_rate: int = integer(
+        16000, minimum=1, doc="Audio is decoded, mixed to mono and resampled to this rate (soxr VHQ)."
+    )
     fps: float = positive(30.0, doc="Frame rate of the frame grid: frame k is the instant k / fps.")
     mel: MelConfig = section(MelConfig, doc="The log-mel stream (80 bins by default).")
     emotion: EmotionConfig = section(EmotionConfig, doc="The eGeMAPS stream (88 openSMILE functionals).")
@@ -104,14 +123,10 @@ class FeatureConfig:
         if round(win) > self.mel.n_fft or round(win) <= 0:
             problems.append(f"mel.win_s ({round(win)} samples) must be in 1..n_fft ({self.mel.n_fft})")
         if not 0 <= self.mel.fmin < self.mel.fmax <= self.sample_rate / 2:
-            problems.append(
-                f"mel needs 0 <= fmin < fmax <= sample_rate/2, got {self.mel.fmin}, {self.mel.fmax}"
-            )
+            problems.append(f"mel needs 0 <= fmin < fmax <= sample_rate/2, got {self.mel.fmin}, {self.mel.fmax}")
         steps = self.emotion.hop_s / 0.01
         if abs(steps - round(steps)) > 1e-6 or round(steps) < 1:
-            problems.append(
-                f"emotion.hop_s must be a multiple of openSMILE's 10 ms LLD hop, got {self.emotion.hop_s}"
-            )
+            problems.append(f"emotion.hop_s must be a multiple of openSMILE's 10 ms LLD hop, got {self.emotion.hop_s}")
         if problems:
             raise ValueError("invalid feature config: " + "; ".join(problems))
 
@@ -134,8 +149,8 @@ class FeatureConfig:
 
     def hashed_dict(self) -> dict:
         d = self.to_dict()
-        for section, key in _UNHASHED:
-            d[section].pop(key, None)
+        for part, key in _UNHASHED:
+            d[part].pop(key, None)
         return d
 
     @property
@@ -166,7 +181,7 @@ class FeatureConfig:
         return settings.commented_yaml(self, d, header)
 
     @classmethod
-    def from_dict(cls, d: dict, *, base_dir: Path | None = None) -> "FeatureConfig":
+    def from_dict(cls, d: dict, *, base_dir: Path | None = None) -> FeatureConfig:
         d = dict(d or {})
         _check_keys(d, {"sample_rate", "fps", "mel", "emotion", "targets"}, "config")
         mel = dict(d.pop("mel", None) or {})
@@ -176,8 +191,15 @@ class FeatureConfig:
         _check_keys(emo, {f.name for f in dataclasses.fields(EmotionConfig)}, "emotion")
         _check_keys(
             tgt,
-            {"channels", "channels_file", "channel_set_name", "mouth", "expression",
-             "jitter_tolerance", "max_mismatch_s"},
+            {
+                "channels",
+                "channels_file",
+                "channel_set_name",
+                "mouth",
+                "expression",
+                "jitter_tolerance",
+                "max_mismatch_s",
+            },
             "targets",
         )
         channels = _channel_set_from(tgt, base_dir)
@@ -194,11 +216,11 @@ class FeatureConfig:
         )
 
     @classmethod
-    def from_json(cls, text: str) -> "FeatureConfig":
+    def from_json(cls, text: str) -> FeatureConfig:
         return cls.from_dict(json.loads(text))
 
     @classmethod
-    def load(cls, path: str | Path) -> "FeatureConfig":
+    def load(cls, path: str | Path) -> FeatureConfig:
         """Read a YAML or JSON config file; paths inside it are relative to the file."""
         p = Path(path)
         data = read_config_file(p)

@@ -63,12 +63,7 @@ def _frame_mode_conf(context_s: float, hop_s: float) -> str:
     """A frameModeFunctionalsConf file for one openSMILE pass with a row every hop_s."""
     fd, path = tempfile.mkstemp(prefix="bsfeat_functionals_", suffix=".conf.inc")
     with os.fdopen(fd, "w") as f:
-        f.write(
-            "frameMode = fixed\n"
-            f"frameSize = {context_s:.6f}\n"
-            f"frameStep = {hop_s:.6f}\n"
-            "frameCenterSpecial = left\n"
-        )
+        f.write(f"frameMode = fixed\nframeSize = {context_s:.6f}\nframeStep = {hop_s:.6f}\nframeCenterSpecial = left\n")
     return path
 
 
@@ -123,15 +118,17 @@ def emotion_on_grid(y: np.ndarray, sr: int, times: np.ndarray, cfg: EmotionConfi
     if got is None:
         row, filled = fill_nonfinite(whole_file_functionals(y, sr, cfg), cfg)
         values = np.repeat(row, T, axis=0)
-        counts = {"emotion_partial_context_frames": 0, "emotion_whole_file_frames": T,
-                  "emotion_clamped_end_frames": 0}
+        counts = {"emotion_partial_context_frames": 0, "emotion_whole_file_frames": T, "emotion_clamped_end_frames": 0}
     else:
         rows, ends = got
         rows, filled = fill_nonfinite(rows, cfg)
         g = rows_to_grid(rows, ends, times)
         values = g.values
-        counts = {"emotion_partial_context_frames": g.clamped_start, "emotion_whole_file_frames": 0,
-                  "emotion_clamped_end_frames": g.clamped_end}
+        counts = {
+            "emotion_partial_context_frames": g.clamped_start,
+            "emotion_whole_file_frames": 0,
+            "emotion_clamped_end_frames": g.clamped_end,
+        }
     # Counted in openSMILE's rows (before gridding): how many values the fill replaced.
     counts["emotion_nonfinite_filled"] = filled
     return StreamOnGrid(values.astype(np.float32, copy=False), counts)

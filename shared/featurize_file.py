@@ -43,8 +43,14 @@ class FeaturizedFile:
         return out
 
 
-def featurize_file(audio: str | Path, targets: TargetSpec | None, cfg: FeatureConfig, *,
-                   sync: SyncConfig = SyncConfig(), auto_sync: bool = False) -> FeaturizedFile:
+def featurize_file(
+    audio: str | Path,
+    targets: TargetSpec | None,
+    cfg: FeatureConfig,
+    *,
+    sync: SyncConfig = SyncConfig(),
+    auto_sync: bool = False,
+) -> FeaturizedFile:
     """Raises AudioError / TargetError (both ValueError) naming the file for unusable input.
 
     A take with targets also gets its audio/curve lag estimated (info["sync"]: the estimate of
@@ -91,7 +97,8 @@ def featurize_file(audio: str | Path, targets: TargetSpec | None, cfg: FeatureCo
         if tg.counts["targets_clipped_values"]:
             log.warning(
                 "%s: %d target values outside [0, 1] were clipped",
-                targets.describe(), tg.counts["targets_clipped_values"],
+                targets.describe(),
+                tg.counts["targets_clipped_values"],
             )
         info["sync"] = _sync(feats["mel"].values, tgt, cfg, sync, auto_sync)
         if info["sync"]["shift_frames"]:

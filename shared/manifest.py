@@ -86,8 +86,13 @@ def not_a_file(path: Path) -> str:
         return f"file not found: {path}"
     except OSError as e:  # e.g. a symlink loop (ELOOP)
         return f"{path}: cannot be read ({e.strerror or e})"
-    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
-             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
     what = next((name for test, name in kinds if test(mode)), "not a regular file")
     return f"{path} is {what}, not a file"
 
@@ -134,15 +139,16 @@ def read_manifest(path: str | Path) -> Manifest:
         elif rid:
             seen_ids[rid] = n
         if errs:
-            problems += [RowProblem(manifest=p, row=n, line=line, file=r.get("audio", "") or "<no audio>", message=e) for e in errs]
+            problems += [
+                RowProblem(manifest=p, row=n, line=line, file=r.get("audio", "") or "<no audio>", message=e)
+                for e in errs
+            ]
             continue
         rows.append(dict(row=n, line=line, **row))
     blank = [i for i, r in enumerate(rows) if not r["split"]]
     if blank:
         use_speaker = len({rows[i]["speaker"] for i in blank if rows[i]["speaker"]}) >= 2
-        groups = [
-            (rows[i]["speaker"] if use_speaker and rows[i]["speaker"] else rows[i]["id"]) for i in blank
-        ]
+        groups = [(rows[i]["speaker"] if use_speaker and rows[i]["speaker"] else rows[i]["id"]) for i in blank]
         for i, s in zip(blank, assign_splits(groups)):
             rows[i]["split"] = s
     return Manifest(p, tuple(ManifestRow(**r) for r in rows), tuple(problems), len(raw))

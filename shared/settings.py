@@ -74,8 +74,9 @@ def one_of(default: str, choices: Callable[[], Iterable[str]], *, doc: str) -> A
         names = list(choices())
         return None if isinstance(v, str) and v in names else f"{name} must be one of {names}, got {v!r}"
 
-    return dataclasses.field(default=default, metadata={CHECK: check, RULE: lambda: "one of " + ", ".join(choices()),
-                                                        DOC: doc})
+    return dataclasses.field(
+        default=default, metadata={CHECK: check, RULE: lambda: "one of " + ", ".join(choices()), DOC: doc}
+    )
 
 
 def unit_pair(default: tuple[float, float], *, doc: str) -> Any:

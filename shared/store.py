@@ -37,10 +37,10 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import zarr
@@ -79,8 +79,10 @@ def check_index_name(name: str) -> str:
     """The name, or StoreError: letters, digits, '.', '_', '-', starting with a letter or
     digit, at most 128 characters (no '/', '\\', '..' or leading dot)."""
     if not isinstance(name, str) or not INDEX_NAME.match(name) or ".." in name:
-        raise StoreError(f"manifest index name {name!r} is not allowed: use letters, digits, '.', '_' and '-', "
-                         "starting with a letter or digit (it names a folder inside the store)")
+        raise StoreError(
+            f"manifest index name {name!r} is not allowed: use letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit (it names a folder inside the store)"
+        )
     return name
 
 
@@ -128,20 +130,40 @@ class ItemProvenance:
     source: ItemSource
 
     @classmethod
-    def of_config(cls, cfg, source_id: str = "") -> "ItemProvenance":
+    def of_config(cls, cfg, source_id: str = "") -> ItemProvenance:
         """For items written from arrays rather than from a manifest row (benchmarks, tools):
         cfg is the FeatureConfig they were computed with."""
         from blendsync.shared.provenance import library_versions
 
-        return cls(feature_config=cfg.to_dict(), feature_config_hash=cfg.hash, library_versions=library_versions(), channel_set=cfg.channels.to_dict(), source=ItemSource(audio="", audio_sha256="", targets=None, targets_sha256=None, targets_fps=None,
-                              manifest="", row=0, id=source_id))
+        return cls(
+            feature_config=cfg.to_dict(),
+            feature_config_hash=cfg.hash,
+            library_versions=library_versions(),
+            channel_set=cfg.channels.to_dict(),
+            source=ItemSource(
+                audio="",
+                audio_sha256="",
+                targets=None,
+                targets_sha256=None,
+                targets_fps=None,
+                manifest="",
+                row=0,
+                id=source_id,
+            ),
+        )
 
     def to_doc(self) -> dict:
         fc = self.feature_config
-        return {"feature_config": fc, "feature_config_hash": self.feature_config_hash,
-                "library_versions": self.library_versions, "fps": fc.get("fps"), "sample_rate": fc.get("sample_rate"),
-                "channels": list(self.channel_set.get("channels", [])), "channel_set": self.channel_set,
-                "source": dataclasses.asdict(self.source)}
+        return {
+            "feature_config": fc,
+            "feature_config_hash": self.feature_config_hash,
+            "library_versions": self.library_versions,
+            "fps": fc.get("fps"),
+            "sample_rate": fc.get("sample_rate"),
+            "channels": list(self.channel_set.get("channels", [])),
+            "channel_set": self.channel_set,
+            "source": dataclasses.asdict(self.source),
+        }
 
 
 def item_document(key: str, provenance: ItemProvenance, info: dict, arrays: dict[str, np.ndarray]) -> dict:
@@ -155,7 +177,7 @@ def item_document(key: str, provenance: ItemProvenance, info: dict, arrays: dict
         "schema_version": SCHEMA_VERSION,
         "checksums": {name: array_sha256(a) for name, a in arrays.items()},
         "shapes": {name: list(a.shape) for name, a in arrays.items()},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -178,8 +200,20 @@ class ItemAttrs:
     doc: dict
 
     @classmethod
-    def from_doc(cls, key: str, doc: dict) -> "ItemAttrs":
-        return cls(key=key, frames=int(doc.get("frames", 0)), shapes={k: tuple(v) for k, v in (doc.get("shapes") or {}).items()}, checksums=dict(doc.get("checksums") or {}), feature_config=doc.get("feature_config") or {}, feature_config_hash=doc.get("feature_config_hash", ""), channel_set=doc.get("channel_set") or {}, library_versions=doc.get("library_versions") or {}, audio_duration_s=float(doc.get("audio_duration_s", 0.0)), audio_sha256=(doc.get("source") or {}).get("audio_sha256"), doc=doc)
+    def from_doc(cls, key: str, doc: dict) -> ItemAttrs:
+        return cls(
+            key=key,
+            frames=int(doc.get("frames", 0)),
+            shapes={k: tuple(v) for k, v in (doc.get("shapes") or {}).items()},
+            checksums=dict(doc.get("checksums") or {}),
+            feature_config=doc.get("feature_config") or {},
+            feature_config_hash=doc.get("feature_config_hash", ""),
+            channel_set=doc.get("channel_set") or {},
+            library_versions=doc.get("library_versions") or {},
+            audio_duration_s=float(doc.get("audio_duration_s", 0.0)),
+            audio_sha256=(doc.get("source") or {}).get("audio_sha256"),
+            doc=doc,
+        )
 
     @property
     def has_targets(self) -> bool:
@@ -218,8 +252,18 @@ class IndexEntry:
     error: str | None = None
 
     @classmethod
-    def from_doc(cls, d: dict) -> "IndexEntry":
-        return cls(row=int(d.get("row", 0)), key=d.get("key"), status=d.get("status", "stored" if d.get("key") else "failed"), id=d.get("id") or "", audio=d.get("audio"), targets=d.get("targets"), split=d.get("split"), speaker=d.get("speaker"), error=d.get("error"))
+    def from_doc(cls, d: dict) -> IndexEntry:
+        return cls(
+            row=int(d.get("row", 0)),
+            key=d.get("key"),
+            status=d.get("status", "stored" if d.get("key") else "failed"),
+            id=d.get("id") or "",
+            audio=d.get("audio"),
+            targets=d.get("targets"),
+            split=d.get("split"),
+            speaker=d.get("speaker"),
+            error=d.get("error"),
+        )
 
     def to_doc(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "error" or v is not None}
@@ -239,13 +283,27 @@ class ManifestIndex:
     failed_rows: tuple[int, ...]
 
     @classmethod
-    def from_doc(cls, d: dict) -> "ManifestIndex":
-        return cls(entries=tuple(IndexEntry.from_doc(e) for e in d.get("entries", [])), source=d.get("source", ""), feature_config_hash=d.get("feature_config_hash", ""), feature_config=d.get("feature_config") or {}, rows=int(d.get("rows", 0)), stored=int(d.get("stored", 0)), failed_rows=tuple(d.get("failed_rows", [])))
+    def from_doc(cls, d: dict) -> ManifestIndex:
+        return cls(
+            entries=tuple(IndexEntry.from_doc(e) for e in d.get("entries", [])),
+            source=d.get("source", ""),
+            feature_config_hash=d.get("feature_config_hash", ""),
+            feature_config=d.get("feature_config") or {},
+            rows=int(d.get("rows", 0)),
+            stored=int(d.get("stored", 0)),
+            failed_rows=tuple(d.get("failed_rows", [])),
+        )
 
     def to_doc(self) -> dict:
-        return {"entries": [e.to_doc() for e in self.entries], "source": self.source,
-                "feature_config_hash": self.feature_config_hash, "feature_config": self.feature_config,
-                "rows": self.rows, "stored": self.stored, "failed_rows": list(self.failed_rows)}
+        return {
+            "entries": [e.to_doc() for e in self.entries],
+            "source": self.source,
+            "feature_config_hash": self.feature_config_hash,
+            "feature_config": self.feature_config,
+            "rows": self.rows,
+            "stored": self.stored,
+            "failed_rows": list(self.failed_rows),
+        }
 
     @property
     def stored_entries(self) -> list[IndexEntry]:
@@ -273,7 +331,7 @@ class FeatureStore:
     def __init__(self, root: str | os.PathLike):
         text = os.fspath(root)
         if text.startswith("file://"):
-            text = text[len("file://"):]
+            text = text[len("file://") :]
         self.is_local = not is_url(text)
         if self.is_local:
             self.fs = None
@@ -396,9 +454,7 @@ class FeatureStore:
         if version is None:
             raise StoreError(f"{self.root}: a Zarr group, but not a blendsync feature store")
         if version != SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.root}: store schema version {version}, this blendsync reads {SCHEMA_VERSION}"
-            )
+            raise StoreError(f"{self.root}: store schema version {version}, this blendsync reads {SCHEMA_VERSION}")
 
     def init(self) -> None:
         """Create the root, items and manifests groups (idempotent; safe to race: each
@@ -416,9 +472,7 @@ class FeatureStore:
         if not self.exists():
             foreign = [n for n in self.list_names("") if n not in _OWN_NAMES]
             if foreign:
-                raise StoreError(
-                    f"{self.root}: not empty and not a feature store ({foreign[:3]})"
-                )
+                raise StoreError(f"{self.root}: not empty and not a feature store ({foreign[:3]})")
             self._create_group("", {"blendsync_store": SCHEMA_VERSION})
         self.check()
         for rel in ("items", "manifests"):
@@ -505,8 +559,11 @@ class FeatureStore:
         attrs = self.item_attrs(key)
         names = attrs.arrays
         if not names:
-            raise ItemError(key, "records no array shapes (written by an older blendsync): run bsfeat extract "
-                                 "--force with its manifest to rewrite it")
+            raise ItemError(
+                key,
+                "records no array shapes (written by an older blendsync): run bsfeat extract "
+                "--force with its manifest to rewrite it",
+            )
         arrays = {}
         for n in names:
             try:
@@ -518,10 +575,15 @@ class FeatureStore:
         sums = attrs.checksums
         bad = [n for n in names if verify and (n not in sums or array_sha256(arrays[n]) != sums[n])]
         if bad:
-            raise ItemError(key, f"does not match its checksums ({', '.join(bad)}): a chunk is missing or "
-                                 "damaged, or it was being rewritten while read; run bsfeat verify, and "
-                                 "bsfeat extract to rewrite it")
-        return StoredItem(key=key, mel=arrays["mel"], emotion=arrays["emotion"], targets=arrays.get("targets"), attrs=attrs)
+            raise ItemError(
+                key,
+                f"does not match its checksums ({', '.join(bad)}): a chunk is missing or "
+                "damaged, or it was being rewritten while read; run bsfeat verify, and "
+                "bsfeat extract to rewrite it",
+            )
+        return StoredItem(
+            key=key, mel=arrays["mel"], emotion=arrays["emotion"], targets=arrays.get("targets"), attrs=attrs
+        )
 
     def iter_items(self) -> Iterator[StoredItem]:
         yield from self.read_items(self.item_keys())
@@ -556,7 +618,8 @@ class FeatureStore:
     # -- manifests -----------------------------------------------------------------------
     def index_names(self) -> list[str]:
         return [
-            n for n in self.list_names("manifests")
+            n
+            for n in self.list_names("manifests")
             if n != "zarr.json" and self.read_bytes(f"manifests/{n}/zarr.json") is not None
         ]
 
@@ -570,12 +633,12 @@ class FeatureStore:
         rel = f"manifests/{name}/zarr.json"
         doc = self._read_json(rel)
         if doc is None and self.read_bytes(rel) is not None:
-            raise StoreError(f"{self.root}: manifest index {name!r} is unreadable ({rel} is not valid JSON); "
-                             "bsfeat extract with that manifest rewrites it")
-        if doc is None:
             raise StoreError(
-                f"{self.root}: no manifest {name!r} (has {self.index_names() or 'none'})"
+                f"{self.root}: manifest index {name!r} is unreadable ({rel} is not valid JSON); "
+                "bsfeat extract with that manifest rewrites it"
             )
+        if doc is None:
+            raise StoreError(f"{self.root}: no manifest {name!r} (has {self.index_names() or 'none'})")
         return doc["attributes"]
 
     def write_index(self, name: str, attrs: dict) -> None:

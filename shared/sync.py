@@ -54,8 +54,12 @@ class SyncConfig:
             raise ValueError(f"sync min_confidence must be in [0, 1], got {self.min_confidence}")
 
     def to_dict(self) -> dict:
-        return {"channels": list(self.channels), "max_lag_s": self.max_lag_s,
-                "tolerance_frames": self.tolerance_frames, "min_confidence": self.min_confidence}
+        return {
+            "channels": list(self.channels),
+            "max_lag_s": self.max_lag_s,
+            "tolerance_frames": self.tolerance_frames,
+            "min_confidence": self.min_confidence,
+        }
 
     def key_doc(self) -> dict:
         """What an --auto-sync item's cache key holds of the sync: everything that decides its shift."""
@@ -67,8 +71,10 @@ class SyncConfig:
         if self.channels:
             missing = [c for c in self.channels if c not in names]
             if missing:
-                raise ValueError(f"sync channels {missing} are not in the channel set "
-                                 f"({len(names)} channels, e.g. {list(names[:4])})")
+                raise ValueError(
+                    f"sync channels {missing} are not in the channel set "
+                    f"({len(names)} channels, e.g. {list(names[:4])})"
+                )
             return tuple(self.channels)
         return tuple(n for n in names if _OPENING.match(re.sub(r"[^a-z0-9]", "", n.lower())))
 
@@ -99,20 +105,35 @@ class SyncEstimate:
         return self.trusted(cfg) and abs(self.lag_frames) > cfg.tolerance_frames
 
     def to_doc(self) -> dict:
-        return {"lag_frames": self.lag_frames, "lag_s": self.lag_s, "correlation": self.correlation,
-                "confidence": self.confidence, "channels": list(self.channels), "reason": self.reason}
+        return {
+            "lag_frames": self.lag_frames,
+            "lag_s": self.lag_s,
+            "correlation": self.correlation,
+            "confidence": self.confidence,
+            "channels": list(self.channels),
+            "reason": self.reason,
+        }
 
     @classmethod
-    def from_doc(cls, d: dict, fps: float) -> "SyncEstimate":
+    def from_doc(cls, d: dict, fps: float) -> SyncEstimate:
         lag = d.get("lag_frames")
-        return cls(lag_frames=None if lag is None else int(lag), fps=fps, correlation=d.get("correlation"), confidence=d.get("confidence"), channels=tuple(d.get("channels") or ()), reason=d.get("reason") or "")
+        return cls(
+            lag_frames=None if lag is None else int(lag),
+            fps=fps,
+            correlation=d.get("correlation"),
+            confidence=d.get("confidence"),
+            channels=tuple(d.get("channels") or ()),
+            reason=d.get("reason") or "",
+        )
 
     def describe(self) -> str:
         if self.lag_frames is None:
             return f"no estimate ({self.reason})"
         lead = "curves lead" if self.lag_frames > 0 else "curves lag" if self.lag_frames < 0 else "in step"
-        return (f"lag {self.lag_frames:+d} frames ({1000 * self.lag_s:+.0f} ms, {lead}), r {self.correlation:.2f}, "
-                f"confidence {self.confidence:.2f}")
+        return (
+            f"lag {self.lag_frames:+d} frames ({1000 * self.lag_s:+.0f} ms, {lead}), r {self.correlation:.2f}, "
+            f"confidence {self.confidence:.2f}"
+        )
 
 
 def log_energy(mel: np.ndarray) -> np.ndarray:
@@ -128,46 +149,61 @@ def lag_correlations(signal: np.ndarray, energy: np.ndarray, max_lag: int) -> np
     T = len(signal)
     out = np.full(2 * max_lag + 1, np.nan)
     for i, L in enumerate(range(-max_lag, max_lag + 1)):
-        a = signal[max(0, -L): T - max(0, L)]
-        b = energy[max(0, L): T - max(0, -L)]
+        a = signal[max(0, -L) : T - max(0, L)]
+        b = energy[max(0, L) : T - max(0, -L)]
         if len(a) < 3 or a.std() < 1e-9 or b.std() < 1e-9:
             continue
         out[i] = float(np.corrcoef(a, b)[0, 1])
     return out
 
 
-def estimate_lag(mel: np.ndarray, targets: np.ndarray, channel_names: list[str] | tuple[str, ...], fps: float,
-                 cfg: SyncConfig = SyncConfig()) -> SyncEstimate:
+def estimate_lag(
+    mel: np.ndarray,
+    targets: np.ndarray,
+    channel_names: list[str] | tuple[str, ...],
+    fps: float,
+    cfg: SyncConfig = SyncConfig(),
+) -> SyncEstimate:
     """mel (T, n_mels), targets (T, C) on one frame grid at fps -> the lag of the curves.
     ValueError only for sync channels missing from channel_names."""
     chans = cfg.opening_channels(channel_names)
     if not chans:
-        return SyncEstimate(lag_frames=None, fps=fps, reason="no mouth-opening channel in this channel set: name them "
-                                              "(--sync-channels)")
+        return SyncEstimate(
+            lag_frames=None, fps=fps, reason="no mouth-opening channel in this channel set: name them (--sync-channels)"
+        )
     cols = [list(channel_names).index(c) for c in chans]
     signal = targets[:, cols].astype(np.float64).mean(axis=1)
     energy = log_energy(mel)
     max_lag = max(1, int(round(cfg.max_lag_s * fps)))
     if signal.max(initial=0.0) < SILENT_BELOW or signal.std() < 1e-6:
-        return SyncEstimate(lag_frames=None, fps=fps, channels=chans, reason=f"the curves ({', '.join(chans)}) do not move")
+        return SyncEstimate(
+            lag_frames=None, fps=fps, channels=chans, reason=f"the curves ({', '.join(chans)}) do not move"
+        )
     if energy.std() < 1e-6:
         return SyncEstimate(lag_frames=None, fps=fps, channels=chans, reason="the audio is silent")
     if len(signal) < 4 * max_lag:
-        return SyncEstimate(lag_frames=None, fps=fps, channels=chans, reason=f"too short ({len(signal)} frames; needs {4 * max_lag} for ±{cfg.max_lag_s} s)")
+        return SyncEstimate(
+            lag_frames=None,
+            fps=fps,
+            channels=chans,
+            reason=f"too short ({len(signal)} frames; needs {4 * max_lag} for ±{cfg.max_lag_s} s)",
+        )
     r = lag_correlations(signal, energy, max_lag)
     if not np.isfinite(r).any():
         return SyncEstimate(lag_frames=None, fps=fps, channels=chans, reason="no lag has a defined correlation")
     best = int(np.nanargmax(r))
     peak = float(r[best])
     shoulder = max(1, int(round(SHOULDER_S * fps)))
-    far = np.concatenate([r[: max(0, best - shoulder)], r[best + shoulder + 1:]])
+    far = np.concatenate([r[: max(0, best - shoulder)], r[best + shoulder + 1 :]])
     far = far[np.isfinite(far)]
     rival = float(far.max()) if far.size else -1.0
     floor = max(rival, 0.0)
     confidence = float(np.clip((peak - floor) / (1.0 - floor), 0.0, 1.0)) if floor < 1.0 else 0.0
     if best in (0, len(r) - 1):  # the peak is at the edge: the real lag may lie beyond the search
         confidence = 0.0
-    return SyncEstimate(lag_frames=best - max_lag, fps=fps, correlation=round(peak, 4), confidence=round(confidence, 4), channels=chans)
+    return SyncEstimate(
+        lag_frames=best - max_lag, fps=fps, correlation=round(peak, 4), confidence=round(confidence, 4), channels=chans
+    )
 
 
 def shift_targets(targets: np.ndarray, lag_frames: int) -> np.ndarray:
@@ -188,5 +224,5 @@ class StoredSync:
     auto_sync: bool
 
     @classmethod
-    def from_doc(cls, d: dict, fps: float) -> "StoredSync":
+    def from_doc(cls, d: dict, fps: float) -> StoredSync:
         return cls(SyncEstimate.from_doc(d, fps), int(d.get("shift_frames") or 0), bool(d.get("auto_sync")))

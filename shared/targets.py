@@ -59,7 +59,7 @@ class TargetSpec:
         return f"{self.path}:{self.key}" if self.key else str(self.path)
 
     @classmethod
-    def parse(cls, text: str, base_dir: Path, fps: float | None = None, order: str | None = None) -> "TargetSpec":
+    def parse(cls, text: str, base_dir: Path, fps: float | None = None, order: str | None = None) -> TargetSpec:
         m = _CONTAINER.match(text.strip())
         key = None
         raw = text.strip()
@@ -171,8 +171,10 @@ def times_from_timecodes(stamps: np.ndarray, source: str, jitter_tolerance: floa
         rows, t = rows[keep], t[keep]
     if gap.any():
         missing = int((whole[gap] - 1).sum())
-        notes.append(f"{source}: {missing} capture frame(s) missing in {int(gap.sum())} gap(s) (intervals of whole "
-                     f"frames); interpolated across, timecodes kept")
+        notes.append(
+            f"{source}: {missing} capture frame(s) missing in {int(gap.sum())} gap(s) (intervals of whole "
+            f"frames); interpolated across, timecodes kept"
+        )
     for n in notes:
         log.warning(n)
     return RowTimes(rows, t, 1.0 / med, tuple(notes))
@@ -187,8 +189,14 @@ def _in_time_order(t: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray, 
         return rows, t, []
     rows = np.argsort(t, kind="stable")
     moved = int(np.count_nonzero(rows != np.arange(len(t))))
-    return rows, t[rows], [f"{source}: timecodes go backwards at {len(back)} place(s) (first at line {back[0] + 3}); "
-                           f"{moved} rows sorted into time order"]
+    return (
+        rows,
+        t[rows],
+        [
+            f"{source}: timecodes go backwards at {len(back)} place(s) (first at line {back[0] + 3}); "
+            f"{moved} rows sorted into time order"
+        ],
+    )
 
 
 def read_livelink_csv(path: Path, channels: ChannelSet, jitter_tolerance: float = 0.25) -> TargetCurves:
@@ -241,7 +249,9 @@ def read_livelink_csv(path: Path, channels: ChannelSet, jitter_tolerance: float 
         except ValueError as e:
             raise TargetError(f"{src}: line {line}: non-numeric curve value ({e})") from None
     rt = times_from_timecodes(stamps, src, jitter_tolerance)
-    return TargetCurves(values=values[rt.rows], times=rt.times, fps=rt.fps, source_format="livelink_csv", notes=rt.notes)
+    return TargetCurves(
+        values=values[rt.rows], times=rt.times, fps=rt.fps, source_format="livelink_csv", notes=rt.notes
+    )
 
 
 # Frame rates a capture can have: anything outside is a typo or a corrupt file.
@@ -293,12 +303,13 @@ def read_array_targets(spec: TargetSpec, channels: ChannelSet) -> TargetCurves:
         arr = _columns_by_name(arr, spec.order, channels, src)
     if arr.shape[1] != len(channels.channels):
         raise TargetError(
-            f"{src}: {arr.shape[1]} channels, but channel set {channels.name!r} has "
-            f"{len(channels.channels)}"
+            f"{src}: {arr.shape[1]} channels, but channel set {channels.name!r} has {len(channels.channels)}"
         )
     if arr.shape[0] < 2:
         raise TargetError(f"{src}: {arr.shape[0]} frame(s); need at least 2")
-    return TargetCurves(values=arr.astype(np.float64), times=np.arange(arr.shape[0]) / fps, fps=float(fps), source_format=spec.kind)
+    return TargetCurves(
+        values=arr.astype(np.float64), times=np.arange(arr.shape[0]) / fps, fps=float(fps), source_format=spec.kind
+    )
 
 
 def _columns_by_name(arr: np.ndarray, order: str, channels: ChannelSet, src: str) -> np.ndarray:
@@ -363,8 +374,7 @@ def read_targets(spec: TargetSpec, channels: ChannelSet, jitter_tolerance: float
     if bad.any():
         r, c = np.argwhere(bad)[0]
         raise TargetError(
-            f"{spec.describe()}: {int(bad.sum())} NaN/inf values (first at frame {r}, "
-            f"channel {channels.channels[c]!r})"
+            f"{spec.describe()}: {int(bad.sum())} NaN/inf values (first at frame {r}, channel {channels.channels[c]!r})"
         )
     return curves
 

@@ -50,8 +50,9 @@ def shared_data() -> Path:
 def make_audio(tmp_path):
     """make_audio(name, duration_s, sr=16000, channels=1, fmt=None) -> path of a speech-like file."""
 
-    def _make(name: str, duration_s: float, sr: int = 16000, channels: int = 1, seed: int = 0,
-              subtype: str | None = None) -> Path:
+    def _make(
+        name: str, duration_s: float, sr: int = 16000, channels: int = 1, seed: int = 0, subtype: str | None = None
+    ) -> Path:
         y = speechlike(duration_s, sr, seed)
         data = np.stack([y * (0.8 + 0.2 * c) for c in range(channels)], axis=1) if channels > 1 else y
         p = tmp_path / name
@@ -76,8 +77,12 @@ def s3_endpoint(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=log, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while True:

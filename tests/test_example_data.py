@@ -9,9 +9,9 @@ import pytest
 import soundfile as sf
 
 from blendsync.featurize.extract import extract
-from blendsync.shared.manifest import read_manifest
 from blendsync.shared.channels import ARKIT_52
 from blendsync.shared.config import FeatureConfig
+from blendsync.shared.manifest import read_manifest
 from blendsync.shared.store import FeatureStore
 from blendsync.shared.targets import parse_timecode
 
@@ -61,8 +61,11 @@ def test_the_main_job_prints_no_warning_and_starts_no_cluster(tmp_path, capsys):
     # The README's first command on the example data: nothing a user should have to read past.
     from blendsync.featurize.cli import main as bsfeat
 
-    for args in (["extract", str(MANIFEST), "--store", str(tmp_path / "f.zarr"), "--no-progress"],
-                 ["verify", str(tmp_path / "f.zarr")], ["info", str(tmp_path / "f.zarr")]):
+    for args in (
+        ["extract", str(MANIFEST), "--store", str(tmp_path / "f.zarr"), "--no-progress"],
+        ["verify", str(tmp_path / "f.zarr")],
+        ["info", str(tmp_path / "f.zarr")],
+    ):
         with pytest.raises(SystemExit) as e:
             bsfeat(args)
         assert e.value.code == 0
@@ -71,8 +74,18 @@ def test_the_main_job_prints_no_warning_and_starts_no_cluster(tmp_path, capsys):
     from blendsync.train.cli import main as bstrain
 
     with pytest.raises(SystemExit) as e:
-        bstrain(["fit", "--store", str(tmp_path / "f.zarr"), "--out", str(tmp_path / "run"), "--max-steps", "3",
-                 "--no-progress"])
+        bstrain(
+            [
+                "fit",
+                "--store",
+                str(tmp_path / "f.zarr"),
+                "--out",
+                str(tmp_path / "run"),
+                "--max-steps",
+                "3",
+                "--no-progress",
+            ]
+        )
     assert e.value.code == 0
     err += capsys.readouterr().err
     assert "WARNING" not in err and "Warning" not in err

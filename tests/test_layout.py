@@ -67,8 +67,13 @@ def _top_level(body):
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
 def test_imports_go_one_way(package):
-    bad = {f"{name}: {m}" for name, path in modules().items() if name == package or name.startswith(package + ".")
-           for m in imported(path) if m.startswith(FORBIDDEN[package])}
+    bad = {
+        f"{name}: {m}"
+        for name, path in modules().items()
+        if name == package or name.startswith(package + ".")
+        for m in imported(path)
+        if m.startswith(FORBIDDEN[package])
+    }
     assert bad == set()
 
 
@@ -84,8 +89,9 @@ def test_no_folder_holds_more_than_15_modules():
 
 def test_no_import_cycles():
     mods = modules()
-    graph = {name: {m for m in imported(path, top_level_only=True) if m in mods and m != name}
-             for name, path in mods.items()}
+    graph = {
+        name: {m for m in imported(path, top_level_only=True) if m in mods and m != name} for name, path in mods.items()
+    }
     state: dict[str, int] = {}
     cycles = []
 
@@ -93,7 +99,7 @@ def test_no_import_cycles():
         state[node] = 1
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycles.append(" -> ".join(trail[trail.index(nxt):] + [nxt]))
+                cycles.append(" -> ".join(trail[trail.index(nxt) :] + [nxt]))
             elif nxt not in state:
                 visit(nxt, trail + [nxt])
         state[node] = 2
@@ -109,8 +115,11 @@ def test_the_rules_see_every_room():
     names = set(modules())
     for package in FORBIDDEN:
         assert package in names
-    assert {"blendsync.train.core.checkpoint", "blendsync.train.loop.trainer",
-            "blendsync.train.inference.predict"} <= names
+    assert {
+        "blendsync.train.core.checkpoint",
+        "blendsync.train.loop.trainer",
+        "blendsync.train.inference.predict",
+    } <= names
 
 
 def test_records_of_more_than_four_fields_are_built_by_keyword():
@@ -125,8 +134,12 @@ def test_records_of_more_than_four_fields_are_built_by_keyword():
         if name.endswith("__main__"):
             continue
         for obj in vars(importlib.import_module(name)).values():
-            if (inspect.isclass(obj) and dataclasses.is_dataclass(obj) and obj.__module__ == name
-                    and len(dataclasses.fields(obj)) > 4):
+            if (
+                inspect.isclass(obj)
+                and dataclasses.is_dataclass(obj)
+                and obj.__module__ == name
+                and len(dataclasses.fields(obj)) > 4
+            ):
                 free = [f.name for f in dataclasses.fields(obj) if not f.kw_only]
                 if free:
                     positional[f"{name}.{obj.__name__}"] = free

@@ -38,7 +38,9 @@ def test_sigkill_part_way_then_rerun_completes(manifest, tmp_path):
     fs = FeatureStore(store)
     proc = subprocess.Popen(
         BSFEAT + ["-q", "extract", str(manifest), "--store", str(store), "--workers", "2", "--no-progress"],
-        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -67,8 +69,9 @@ def test_sigkill_part_way_then_rerun_completes(manifest, tmp_path):
 def test_two_runs_on_one_store_at_once_end_consistent(manifest, tmp_path):
     store = tmp_path / "f.zarr"
     args = ["-q", "extract", str(manifest), "--store", str(store), "--serial", "--no-progress"]
-    procs = [subprocess.Popen(BSFEAT + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(BSFEAT + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     fs = FeatureStore(store)
@@ -83,8 +86,12 @@ def test_ctrl_c_in_a_serial_run_stops_after_the_current_file(manifest, tmp_path)
     # flag, Ctrl-C was ignored and the run went on to the last file.
     store = tmp_path / "f.zarr"
     fs = FeatureStore(store)
-    proc = subprocess.Popen(BSFEAT + ["extract", str(manifest), "--store", str(store), "--serial", "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        BSFEAT + ["extract", str(manifest), "--store", str(store), "--serial", "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if fs.items_dir.is_dir() and len(fs.item_keys()) >= 2:

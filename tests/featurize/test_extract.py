@@ -31,7 +31,8 @@ def takes(make_audio, tmp_path):
 def _tree_digest(path) -> dict[str, str]:
     return {
         str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(path.rglob("*")) if p.is_file()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -175,10 +176,12 @@ def test_cli_info_verify_and_exit_codes(takes, tmp_path, capsys):
         main(["verify", str(store)])
     assert e.value.code == 1 and key in capsys.readouterr().err
 
-    for args in (["extract", str(tmp_path / "none.csv")],
-                 ["extract", str(man), "--config", str(tmp_path / "none.yaml")],
-                 ["extract", str(man), "--workers", "0"],
-                 ["info", str(tmp_path)]):
+    for args in (
+        ["extract", str(tmp_path / "none.csv")],
+        ["extract", str(man), "--config", str(tmp_path / "none.yaml")],
+        ["extract", str(man), "--workers", "0"],
+        ["info", str(tmp_path)],
+    ):
         with pytest.raises(SystemExit) as e:
             main(args)
         assert e.value.code == 1, args
@@ -219,9 +222,11 @@ def test_local_cluster_workers_run_single_threaded():
     def env():
         from threadpoolctl import threadpool_info
 
-        return os.environ.get("OMP_NUM_THREADS"), os.environ.get("OPENBLAS_NUM_THREADS"), [
-            p["num_threads"] for p in threadpool_info()
-        ]
+        return (
+            os.environ.get("OMP_NUM_THREADS"),
+            os.environ.get("OPENBLAS_NUM_THREADS"),
+            [p["num_threads"] for p in threadpool_info()],
+        )
 
     with dask_client(workers=2) as client:
         client.wait_for_workers(2, timeout=60)

@@ -91,9 +91,13 @@ def test_sigkill_mid_run_then_rerun_completes(make_audio, s3_bucket, s3_env, tmp
     man = write_manifest(tmp_path / "k.csv", rows)
     url = f"{s3_bucket}/features.zarr"
     fs = FeatureStore(url)
-    proc = subprocess.Popen(BSFEAT + ["-q", "extract", str(man), "--store", url, "--serial", "--no-progress"],
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, **s3_env})
+    proc = subprocess.Popen(
+        BSFEAT + ["-q", "extract", str(man), "--store", url, "--serial", "--no-progress"],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **s3_env},
+    )
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if fs.exists() and len(fs.item_keys()) >= 1:
@@ -104,11 +108,16 @@ def test_sigkill_mid_run_then_rerun_completes(make_audio, s3_bucket, s3_env, tmp
     proc.wait()
     assert 1 <= len(fs.item_keys()) < 6
     report = verify_store(fs)
-    n, problems = report.items, report.problems
+    problems = report.problems
     assert not problems  # every visible item is whole and matches its checksums
 
-    r = subprocess.run(BSFEAT + ["extract", str(man), "--store", url, "--serial", "--no-progress"],
-                       capture_output=True, text=True, timeout=300, env={**os.environ, **s3_env})
+    r = subprocess.run(
+        BSFEAT + ["extract", str(man), "--store", url, "--serial", "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **s3_env},
+    )
     assert r.returncode == 0, r.stderr
     report = verify_store(fs)
     assert (report.items, report.problems) == (6, []) and fs.incomplete_keys() == []

@@ -34,10 +34,41 @@ def test_reading_work_succeeds_on_a_read_only_store(example_store, tmp_path, rea
     assert _run(bsfeat, ["-q", "extract", str(REPO / "data_manifest.csv"), "--store", str(store), "--serial"]) == 0
     assert "(0 computed, 9 cached" in capsys.readouterr().out
     run = tmp_path / "run"
-    assert _run(bstrain, ["-q", "fit", "--store", str(store), "--config", str(cfgp), "--out", str(run),
-                          "--max-steps", "2", "--no-progress"]) == 0
-    assert _run(bstrain, ["-q", "evaluate", "--checkpoint", str(run / "checkpoints" / "last.pt"),
-                          "--store", str(store), "--split", "val"]) == 0
+    assert (
+        _run(
+            bstrain,
+            [
+                "-q",
+                "fit",
+                "--store",
+                str(store),
+                "--config",
+                str(cfgp),
+                "--out",
+                str(run),
+                "--max-steps",
+                "2",
+                "--no-progress",
+            ],
+        )
+        == 0
+    )
+    assert (
+        _run(
+            bstrain,
+            [
+                "-q",
+                "evaluate",
+                "--checkpoint",
+                str(run / "checkpoints" / "last.pt"),
+                "--store",
+                str(store),
+                "--split",
+                "val",
+            ],
+        )
+        == 0
+    )
     capsys.readouterr()
     # Work that must write says so, once per row, without a traceback.
     make_audio("new.wav", 2.0)
@@ -61,7 +92,9 @@ def test_a_full_disk_fails_rows_cleanly_and_a_bigger_disk_completes(small_disk, 
     assert "Traceback" not in out.err
     # Each failed row is listed once (not also as a log line).
     assert len(failed) == len({ln.strip() for ln in failed})
-    leftovers = [p for p in store.rglob("*") if p.name.endswith(".tmp")] + list((store / ".bsfeat" / "staging").iterdir())
+    leftovers = [p for p in store.rglob("*") if p.name.endswith(".tmp")] + list(
+        (store / ".bsfeat" / "staging").iterdir()
+    )
     assert leftovers == []
     assert _run(bsfeat, ["-q", "verify", str(store)]) == 0  # what was stored is whole
     capsys.readouterr()

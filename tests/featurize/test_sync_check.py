@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers import lead, mouth_from_speech, write_manifest
 
 from blendsync.featurize.cli import main as bsfeat
 from blendsync.featurize.extract import extract
@@ -16,7 +17,6 @@ from blendsync.shared.config import FeatureConfig
 from blendsync.shared.frame_grid import n_frames
 from blendsync.shared.store import FeatureStore
 from blendsync.shared.sync import shift_targets
-from helpers import lead, mouth_from_speech, write_manifest
 
 CFG = FeatureConfig()
 JAW = ARKIT_52.index("jawOpen")
@@ -46,8 +46,9 @@ def takes(shared_data, tmp_path):
         sf.write(wav, np.asarray(dec.samples) * (1 - 0.01 * i), CFG.sample_rate, subtype="FLOAT")
         curves = np.zeros_like(base) if lag is None else lead(base, lag)
         np.save(tmp_path / f"{name}.npy", curves)
-        rows.append({"audio": wav, "targets": tmp_path / f"{name}.npy", "targets_fps": 30, "split": "train",
-                     "id": name})
+        rows.append(
+            {"audio": wav, "targets": tmp_path / f"{name}.npy", "targets_fps": 30, "split": "train", "id": name}
+        )
         truth[name] = (lag, curves)
     return write_manifest(tmp_path / "takes.csv", rows), truth
 
@@ -87,8 +88,9 @@ def test_auto_sync_shifts_the_curves_under_other_keys(takes, tmp_path, capsys):
     manifest, truth = takes
     store = tmp_path / "f.zarr"
     plain = extract(manifest, store, CFG, executor="serial")
-    code, out, err = run(["extract", str(manifest), "--store", str(store), "--serial", "--no-progress",
-                          "--auto-sync"], capsys)
+    code, out, err = run(
+        ["extract", str(manifest), "--store", str(store), "--serial", "--no-progress", "--auto-sync"], capsys
+    )
     assert code == 0 and "4 computed" in out
     assert "2 take(s) out of sync with their audio (2 shifted)" in err
     assert "lead7.wav (row 2, lead7): lag +7 frames" in err and "curves shifted by +7 frames (--auto-sync)" in err
@@ -103,12 +105,14 @@ def test_auto_sync_shifts_the_curves_under_other_keys(takes, tmp_path, capsys):
         assert shift == (item.attrs.sync.estimate.lag_frames if e.id in ("lead7", "late5") else 0)
         np.testing.assert_array_equal(item.targets, shift_targets(curves[: item.attrs.frames], shift))
     # the shifted takes now estimate in step
-    code, out, _ = run(["info", str(store), "--sync", "--json", "--manifest", "takes",
-                        "--sync-channels", "jawOpen"], capsys)
+    code, out, _ = run(
+        ["info", str(store), "--sync", "--json", "--manifest", "takes", "--sync-channels", "jawOpen"], capsys
+    )
     lags = {t["id"]: t["lag_frames"] for t in json.loads(out)["takes"]}
     assert abs(lags["lead7"]) <= 1 and abs(lags["late5"]) <= 1 and lags["silent"] is None
-    code, out, _ = run(["extract", str(manifest), "--store", str(store), "--serial", "--no-progress",
-                        "--auto-sync"], capsys)
+    code, out, _ = run(
+        ["extract", str(manifest), "--store", str(store), "--serial", "--no-progress", "--auto-sync"], capsys
+    )
     assert code == 0 and "0 computed, 4 cached" in out
 
 
@@ -134,6 +138,7 @@ def test_auto_sync_needs_mouth_channels_on_a_custom_rig(tmp_path, capsys):
     cfg = tmp_path / "rig.yaml"
     cfg.write_text("targets:\n  channels: [ctrl_a, ctrl_b]\n")
     manifest = write_manifest(tmp_path / "m.csv", [{"audio": tmp_path / "none.wav"}])
-    code, _, err = run(["extract", str(manifest), "--store", str(tmp_path / "f.zarr"), "--config", str(cfg),
-                        "--auto-sync"], capsys)
+    code, _, err = run(
+        ["extract", str(manifest), "--store", str(tmp_path / "f.zarr"), "--config", str(cfg), "--auto-sync"], capsys
+    )
     assert code == 1 and "--auto-sync needs the mouth-opening channels" in err and "--sync-channels" in err

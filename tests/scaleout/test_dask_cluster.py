@@ -39,11 +39,21 @@ def cluster(tmp_path):
     addr = f"tcp://127.0.0.1:{port}"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     log = open(tmp_path / "cluster.log", "w")
-    sched = subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-                             stdout=log, stderr=log, env=env, start_new_session=True)
+    sched = subprocess.Popen(
+        [DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        stdout=log,
+        stderr=log,
+        env=env,
+        start_new_session=True,
+    )
     workers = [
-        subprocess.Popen([DASK, "worker", addr, "--nthreads", "1", "--nworkers", "1", "--no-dashboard",
-                          "--name", f"w{i}"], stdout=log, stderr=log, env=env, start_new_session=True)
+        subprocess.Popen(
+            [DASK, "worker", addr, "--nthreads", "1", "--nworkers", "1", "--no-dashboard", "--name", f"w{i}"],
+            stdout=log,
+            stderr=log,
+            env=env,
+            start_new_session=True,
+        )
         for i in range(2)
     ]
     from distributed import Client
@@ -103,9 +113,22 @@ def test_worker_killed_mid_run_the_run_completes_on_the_survivor(cluster, tmp_pa
     man = write_manifest(tmp_path / "m.csv", rows)
     store = tmp_path / "f.zarr"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "blendsync.featurize.cli", "-q", "extract", str(man), "--store", str(store),
-         "--scheduler", addr, "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "blendsync.featurize.cli",
+            "-q",
+            "extract",
+            str(man),
+            "--store",
+            str(store),
+            "--scheduler",
+            addr,
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     fs = FeatureStore(store)
     deadline = time.time() + 120

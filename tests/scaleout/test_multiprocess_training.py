@@ -13,15 +13,20 @@ from hypothesis import strategies as st
 
 from blendsync.train.core.checkpoint import load_checkpoint
 from blendsync.train.core.config import TrainConfig
-from blendsync.train.loop.streaming import StreamSchedule, WindowStream, plan_epoch
 from blendsync.train.core.windows import target_frames
+from blendsync.train.loop.streaming import StreamSchedule, WindowStream, plan_epoch
 from tests.helpers import make_random_store
 
 
 @settings(max_examples=80, deadline=None)
-@given(frames=st.lists(st.integers(1, 50), min_size=1, max_size=10), streams=st.integers(1, 4),
-       world=st.integers(1, 4), stride=st.integers(1, 3), block=st.sampled_from([1, 2, 5, 32]),
-       epoch=st.integers(0, 3))
+@given(
+    frames=st.lists(st.integers(1, 50), min_size=1, max_size=10),
+    streams=st.integers(1, 4),
+    world=st.integers(1, 4),
+    stride=st.integers(1, 3),
+    block=st.sampled_from([1, 2, 5, 32]),
+    epoch=st.integers(0, 3),
+)
 def test_every_target_frame_once_across_ranks_and_equal_step_counts(frames, streams, world, stride, block, epoch):
     per = plan_epoch(frames, streams * world, stride, 0, epoch, block=block)
     full = StreamSchedule.build(per, frames, block, stride)
@@ -44,7 +49,13 @@ def test_window_stream_rank_rows(tmp_path):
     fs, keys = make_random_store(tmp_path / "s.zarr", lengths)
     files = [FileRef(k, T, k) for k, T in zip(keys, lengths)]
     z, o = np.zeros, np.ones
-    norm = Normalizer(mel_mean=z(80, np.float32), mel_std=o(80, np.float32), emotion_mean=z(88, np.float32), emotion_std=o(88, np.float32), target_mean=z(5, np.float32))
+    norm = Normalizer(
+        mel_mean=z(80, np.float32),
+        mel_std=o(80, np.float32),
+        emotion_mean=z(88, np.float32),
+        emotion_std=o(88, np.float32),
+        target_mean=z(5, np.float32),
+    )
     seen = []
     steps = set()
     for rank in range(2):
@@ -52,8 +63,9 @@ def test_window_stream_rank_rows(tmp_path):
         batches = list(ws.epoch(0))
         steps.add(len(batches))
         for b in batches:
-            seen += [(int(f), int(k) + j) for f, k, v in zip(b["file"], b["frame"], b["valid"])
-                     for j in np.flatnonzero(v)]
+            seen += [
+                (int(f), int(k) + j) for f, k, v in zip(b["file"], b["frame"], b["valid"]) for j in np.flatnonzero(v)
+            ]
     assert len(steps) == 1 and sorted(seen) == sorted((i, k) for i, T in enumerate(lengths) for k in range(T))
 
 
@@ -66,12 +78,16 @@ def _torchrun(args, tmp_path):
 
 def test_two_processes_train_and_resume(tmp_path):
     fs, _ = make_random_store(tmp_path / "s.zarr", [12] * 8, channels=5, seed=3, learnable=True)
-    cfg = TrainConfig.from_dict({
-        "preset": "custom", "model": {"d_model": 16, "heads": 2, "dropout": 0.0},
-        # No phase shift: a fixed number of blocks per epoch (counted below).
-        "stream": {"window": 32, "lookahead": 4, "batch_streams": 2, "frames_per_window": 3, "phase_jitter": False},
-        "optim": {"epochs": 12, "warmup_steps": 5, "lr": 3e-3}, "diagnostics": {"every_steps": 0},
-    })
+    cfg = TrainConfig.from_dict(
+        {
+            "preset": "custom",
+            "model": {"d_model": 16, "heads": 2, "dropout": 0.0},
+            # No phase shift: a fixed number of blocks per epoch (counted below).
+            "stream": {"window": 32, "lookahead": 4, "batch_streams": 2, "frames_per_window": 3, "phase_jitter": False},
+            "optim": {"epochs": 12, "warmup_steps": 5, "lr": 3e-3},
+            "diagnostics": {"every_steps": 0},
+        }
+    )
     (tmp_path / "c.yaml").write_text(cfg.to_yaml())
     common = ["--store", str(fs.root), "--config", str(tmp_path / "c.yaml")]
     _torchrun([*common, "--out", str(tmp_path / "whole")], tmp_path)

@@ -8,7 +8,14 @@ import csv
 import numpy as np
 import pytest
 
-from blendsync.shared.channels import ARKIT_52, CHANNEL_ORDERS, EMOTION_COLUMNS, LIVELINK_ROTATIONS, pascal_case, reorder
+from blendsync.shared.channels import (
+    ARKIT_52,
+    CHANNEL_ORDERS,
+    EMOTION_COLUMNS,
+    LIVELINK_ROTATIONS,
+    pascal_case,
+    reorder,
+)
 
 
 def test_the_livelink_order_is_the_apps_csv_header(shared_data):
@@ -68,8 +75,13 @@ def test_a_manifest_names_the_order_and_a_wrong_one_is_a_row_error(tmp_path, mak
 
     make_audio("a.wav", 1.0)
     np.save(tmp_path / "t.npy", np.zeros((30, 52), np.float32))
-    man = write_manifest(tmp_path / "m.csv", [{"audio": "a.wav", "targets": "t.npy", "targets_fps": 30, "id": "one"},
-                                              {"audio": "a.wav", "targets": "t.npy", "targets_fps": 30, "id": "two"}])
+    man = write_manifest(
+        tmp_path / "m.csv",
+        [
+            {"audio": "a.wav", "targets": "t.npy", "targets_fps": 30, "id": "one"},
+            {"audio": "a.wav", "targets": "t.npy", "targets_fps": 30, "id": "two"},
+        ],
+    )
     text = man.read_text().splitlines()
     man.write_text("\n".join([text[0] + ",targets_order", text[1] + ",alphabetical", text[2] + ",sideways"]) + "\n")
     m = read_manifest(man)

@@ -48,11 +48,17 @@ def test_channels_file_is_relative_to_the_config(tmp_path):
 
 def test_cache_key_changes_with_every_input():
     v = library_versions()
-    base = dict(audio_sha256="a", targets_sha256="t", targets_key=None, targets_fps=None,
-                feature_config_hash="f", versions=v)
+    base = dict(
+        audio_sha256="a", targets_sha256="t", targets_key=None, targets_fps=None, feature_config_hash="f", versions=v
+    )
     k = cache_key(**base)
     assert k == cache_key(**base)
-    for field, other in [("audio_sha256", "b"), ("targets_sha256", None), ("targets_key", "x"),
-                         ("targets_fps", 25.0), ("feature_config_hash", "g"),
-                         ("versions", {**v, "opensmile": "0"})]:
+    for field, other in [
+        ("audio_sha256", "b"),
+        ("targets_sha256", None),
+        ("targets_key", "x"),
+        ("targets_fps", 25.0),
+        ("feature_config_hash", "g"),
+        ("versions", {**v, "opensmile": "0"}),
+    ]:
         assert cache_key(**{**base, field: other}) != k

@@ -43,9 +43,21 @@ def test_log_mel_matches_librosa(shared_data):
     cfg = FeatureConfig().mel
     rows, times = mel_rows(y, 16000, cfg)
     ref = librosa.power_to_db(
-        librosa.feature.melspectrogram(y=y, sr=16000, n_fft=512, hop_length=160, win_length=400,
-                                       n_mels=80, fmin=0, fmax=8000, center=True, pad_mode="constant"),
-        ref=1.0, amin=1e-10, top_db=None,
+        librosa.feature.melspectrogram(
+            y=y,
+            sr=16000,
+            n_fft=512,
+            hop_length=160,
+            win_length=400,
+            n_mels=80,
+            fmin=0,
+            fmax=8000,
+            center=True,
+            pad_mode="constant",
+        ),
+        ref=1.0,
+        amin=1e-10,
+        top_db=None,
     )
     # Same spectrogram; ours is natural log with a 1e-6 floor.
     ours_db = 10 * np.log10(np.exp(rows.T.astype(np.float64)) - cfg.log_floor + 1e-10)

@@ -40,8 +40,7 @@ def ten_minutes(tmp_path_factory):
         v[JAW] = float(any(o <= t + 1e-9 < o + BURST for o in ONSETS))
         return v
 
-    csv = write_livelink(d / "ten_minutes.csv", DURATION, fps=60.0, start="17:42:03:12.500",
-                         curve=curve, extra=True)
+    csv = write_livelink(d / "ten_minutes.csv", DURATION, fps=60.0, start="17:42:03:12.500", curve=curve, extra=True)
     cfg = FeatureConfig()
     ff = featurize_file(wav, TargetSpec(csv), cfg)
     return y, cfg, ff

@@ -11,9 +11,14 @@ from tests.helpers import write_manifest
 def test_paths_relative_to_manifest_and_explicit_columns(make_audio, tmp_path):
     make_audio("a.wav", 1.0)
     (tmp_path / "sub").mkdir()
-    m = read_manifest(write_manifest(tmp_path / "sub" / "m.csv", [
-        {"audio": "../a.wav", "split": "TEST", "speaker": "s1", "id": "take-a"},
-    ]))
+    m = read_manifest(
+        write_manifest(
+            tmp_path / "sub" / "m.csv",
+            [
+                {"audio": "../a.wav", "split": "TEST", "speaker": "s1", "id": "take-a"},
+            ],
+        )
+    )
     assert not m.problems and m.rows[0].audio.resolve() == (tmp_path / "a.wav").resolve()
     assert m.rows[0].split == "test" and m.rows[0].id == "take-a" and m.rows[0].speaker == "s1"
 
@@ -21,16 +26,21 @@ def test_paths_relative_to_manifest_and_explicit_columns(make_audio, tmp_path):
 def test_every_problem_reported_with_its_row(make_audio, tmp_path):
     make_audio("a.wav", 1.0)
     (tmp_path / "t.npy").write_bytes(b"")
-    m = read_manifest(write_manifest(tmp_path / "m.csv", [
-        {"audio": "a.wav"},                                 # row 1 fine
-        {"audio": "nope.wav"},                              # row 2 missing audio
-        {"audio": "a.wav", "split": "dev", "id": "x"},      # row 3 bad split
-        {"audio": "a.wav", "targets": "t.npy", "id": "y"},  # row 4 npy without fps
-        {"audio": "a.wav", "targets": "t.txt", "id": "z"},  # row 5 unknown format
-        {"audio": "a.wav", "targets_fps": "-3", "id": "w"},  # row 6 bad fps
-        {"audio": "", "id": "v"},                           # row 7 no audio
-        {"audio": "a.wav"},                                 # row 8 repeats row 1's id
-    ]))
+    m = read_manifest(
+        write_manifest(
+            tmp_path / "m.csv",
+            [
+                {"audio": "a.wav"},  # row 1 fine
+                {"audio": "nope.wav"},  # row 2 missing audio
+                {"audio": "a.wav", "split": "dev", "id": "x"},  # row 3 bad split
+                {"audio": "a.wav", "targets": "t.npy", "id": "y"},  # row 4 npy without fps
+                {"audio": "a.wav", "targets": "t.txt", "id": "z"},  # row 5 unknown format
+                {"audio": "a.wav", "targets_fps": "-3", "id": "w"},  # row 6 bad fps
+                {"audio": "", "id": "v"},  # row 7 no audio
+                {"audio": "a.wav"},  # row 8 repeats row 1's id
+            ],
+        )
+    )
     assert [r.row for r in m.rows] == [1]
     by_row: dict[int, str] = {}
     for p in m.problems:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import lead, mouth_from_speech
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,12 +14,17 @@ from blendsync.shared.config import FeatureConfig
 from blendsync.shared.features import compute_features
 from blendsync.shared.frame_grid import n_frames
 from blendsync.shared.sync import SyncConfig, estimate_lag, shift_targets
-from helpers import lead, mouth_from_speech
 
 CFG = FeatureConfig()
 JAW = ARKIT_52.index("jawOpen")
-SPEECH = ["cmu_arctic_a0007_16k.wav", "ljspeech_LJ050-0131_22k.wav", "speechbrain_example1_16k.wav",
-          "sr_english_44k.wav", "sr_french.aiff", "neurosync_input_88k.wav"]
+SPEECH = [
+    "cmu_arctic_a0007_16k.wav",
+    "ljspeech_LJ050-0131_22k.wav",
+    "speechbrain_example1_16k.wav",
+    "sr_english_44k.wav",
+    "sr_french.aiff",
+    "neurosync_input_88k.wav",
+]
 
 
 def take(shared_data, name: str, seed: int = 0):

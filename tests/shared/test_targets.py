@@ -10,7 +10,11 @@ from blendsync.shared.channels import ARKIT, ARKIT_52, ChannelSet, read_channel_
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.featurize_file import featurize_file
 from blendsync.shared.targets import (
-    TargetError, TargetSpec, parse_timecode, read_targets, targets_on_grid,
+    TargetError,
+    TargetSpec,
+    parse_timecode,
+    read_targets,
+    targets_on_grid,
 )
 from tests.helpers import write_livelink
 
@@ -170,11 +174,18 @@ def test_custom_rig_pair_through_extract(shared_data, tmp_path):
     d = shared_data / "custom_rig"
     (tmp_path / "rig.yaml").write_text(f"targets:\n  channels_file: {d / 'channel_names.txt'}\n")
     cfg = FeatureConfig.load(tmp_path / "rig.yaml")
-    man = write_manifest(tmp_path / "rig.csv", [
-        {"audio": str(d / f"1114_3_{n}.wav"), "targets": str(d / f"bs_value_1114_3_{n}.npy"),
-         "targets_fps": 30, "id": f"take{n}"}
-        for n in (15, 16)
-    ])
+    man = write_manifest(
+        tmp_path / "rig.csv",
+        [
+            {
+                "audio": str(d / f"1114_3_{n}.wav"),
+                "targets": str(d / f"bs_value_1114_3_{n}.npy"),
+                "targets_fps": 30,
+                "id": f"take{n}",
+            }
+            for n in (15, 16)
+        ],
+    )
     r = extract(man, tmp_path / "f.zarr", cfg, executor="serial")
     assert r.ok and r.computed == 2
     fs = FeatureStore(tmp_path / "f.zarr")
@@ -183,8 +194,10 @@ def test_custom_rig_pair_through_extract(shared_data, tmp_path):
         assert item.targets.shape[1] == 116 and item.attrs.channel_set["name"] == "channel_names"
 
 
-@pytest.mark.parametrize("fps, words", [(1e-300, "got 1e-300"), (float("inf"), "got inf"), (0, "got 0"),
-                                        (-5, "got -5"), ("x", "must be a number")])
+@pytest.mark.parametrize(
+    "fps, words",
+    [(1e-300, "got 1e-300"), (float("inf"), "got inf"), (0, "got 0"), (-5, "got -5"), ("x", "must be a number")],
+)
 def test_frame_rates_outside_the_range_get_one_message(tmp_path, fps, words):
     from blendsync.shared.targets import TargetError, fps_problem, read_array_targets
 
@@ -264,7 +277,7 @@ def test_dropped_capture_frames_keep_their_timecodes_and_are_interpolated(shared
     near = np.zeros(1500, bool)
     for i in gone:
         k = int(a.times[i] * 30)
-        near[max(0, k - 1): k + 2] = True
+        near[max(0, k - 1) : k + 2] = True
     np.testing.assert_allclose(ga[~near], gb[~near], atol=1e-6)
 
 

@@ -19,9 +19,11 @@ from tests.helpers import make_random_store
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 TINY = {
-    "preset": "custom", "model": {"d_model": 32, "heads": 2, "dropout": 0.0},
+    "preset": "custom",
+    "model": {"d_model": 32, "heads": 2, "dropout": 0.0},
     "stream": {"window": 48, "lookahead": 4, "batch_streams": 4, "frames_per_window": 16},
-    "optim": {"epochs": 2, "warmup_steps": 2, "lr": 2e-3}, "diagnostics": {"every_steps": 0},
+    "optim": {"epochs": 2, "warmup_steps": 2, "lr": 2e-3},
+    "diagnostics": {"every_steps": 0},
 }
 
 
@@ -29,9 +31,9 @@ def test_step_never_synchronises_with_the_host():
     """Forward, loss terms, backward, clipping, AdamW and the carried state, with pinned
     non_blocking copies, feature augmentation and a still channel masked out:
     torch.cuda.set_sync_debug_mode('error') raises on any sync."""
-    from blendsync.train.loop.augment import FeatureAugmenter
     from blendsync.train.core.config import AugmentConfig
     from blendsync.train.core.model import build_model
+    from blendsync.train.loop.augment import FeatureAugmenter
     from blendsync.train.loop.step import LossMeter, carry, to_device, train_step
 
     dev = torch.device("cuda")
@@ -45,10 +47,14 @@ def test_step_never_synchronises_with_the_host():
         b = {
             "mel": rng.normal(size=(B, L, 80)).astype(np.float32),
             "emotion": rng.normal(size=(B, L, 88)).astype(np.float32),
-            "frame_mask": np.ones((B, L), bool), "target": rng.uniform(size=(B, K, 6)).astype(np.float32),
-            "valid": np.ones((B, K), bool), "active": np.ones(B, bool),
-            "prev_target": rng.uniform(size=(B, 6)).astype(np.float32), "has_prev": np.ones(B, bool),
-            "file": np.zeros(B, np.int64), "frame": np.zeros(B, np.int64),
+            "frame_mask": np.ones((B, L), bool),
+            "target": rng.uniform(size=(B, K, 6)).astype(np.float32),
+            "valid": np.ones((B, K), bool),
+            "active": np.ones(B, bool),
+            "prev_target": rng.uniform(size=(B, 6)).astype(np.float32),
+            "has_prev": np.ones(B, bool),
+            "file": np.zeros(B, np.int64),
+            "frame": np.zeros(B, np.int64),
         }
         if pad:
             b["frame_mask"][0, :10] = False
@@ -60,8 +66,9 @@ def test_step_never_synchronises_with_the_host():
     still = torch.tensor([False, False, False, False, True, False], device=dev)
     model.set_still(still)
     masks = (torch.zeros(6, dtype=torch.bool, device=dev), torch.ones(6, dtype=torch.bool, device=dev), None, ~still)
-    augment = FeatureAugmenter(AugmentConfig(gain_db=6.0, time_masks=2, freq_masks=2, emotion_dropout=0.2),
-                               np.ones(80, np.float32), dev)
+    augment = FeatureAugmenter(
+        AugmentConfig(gain_db=6.0, time_masks=2, freq_masks=2, emotion_dropout=0.2), np.ones(80, np.float32), dev
+    )
     prev = torch.zeros(B, 6, device=dev)
     meter = LossMeter()
 

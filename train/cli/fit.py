@@ -8,12 +8,25 @@ from pathlib import Path
 
 import click
 
-from blendsync.shared.cli import (UsageFailure, config_file_option, is_write_failure, progress_enabled,
-                                  progress_option, write_failure, write_text_or_stdout)
+from blendsync.shared.cli import (
+    UsageFailure,
+    config_file_option,
+    is_write_failure,
+    progress_enabled,
+    progress_option,
+    write_failure,
+    write_text_or_stdout,
+)
 from blendsync.shared.config import read_config_file
 from blendsync.shared.settings import commented_yaml
-from blendsync.train.cli.options import (config_key_option, config_values, device_option, manifest_option,
-                                         set_option, store_option)
+from blendsync.train.cli.options import (
+    config_key_option,
+    config_values,
+    device_option,
+    manifest_option,
+    set_option,
+    store_option,
+)
 from blendsync.train.core.config import LOSS_PRESETS, ConfigOverrides, TrainConfig, preset_names
 
 
@@ -36,26 +49,56 @@ from blendsync.train.core.config import LOSS_PRESETS, ConfigOverrides, TrainConf
 @device_option("auto")
 @config_key_option("--seed", key="seed", type=int)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (its own config).")
-@click.option("--nproc", type=click.IntRange(min=1), default=1,
-              help="Training processes on this machine (DistributedDataParallel via torchrun; gloo on CPU, NCCL on "
-                   "GPUs).")
-@click.option("--stop-after-steps", type=click.IntRange(min=1), default=None,
-              help="End this invocation after that many optimiser steps in all, saving last.pt, without changing the "
-                   "schedule (for time-boxed or preemptible jobs; continue with --resume).")
-@click.option("--allow-shared-audio", is_flag=True,
-              help="Train even when the same audio (content hash) is in the training split and a validation or test "
-                   "split (refused by default: its scores would measure memory).")
-@click.option("--init-from", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Fine-tune: start from this checkpoint's weights (its model; a fresh optimiser and schedule). "
-                   "Channels are matched by name: new ones start at their training mean, missing ones are dropped. "
-                   "The store's features must be those it was trained on (its target channels may differ).")
-@click.option("--keep-normalization", is_flag=True,
-              help="With --init-from: standardise features with the checkpoint's statistics instead of this training "
-                   "split's (target statistics are always this data's).")
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=1,
+    help="Training processes on this machine (DistributedDataParallel via torchrun; gloo on CPU, NCCL on GPUs).",
+)
+@click.option(
+    "--stop-after-steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="End this invocation after that many optimiser steps in all, saving last.pt, without changing the "
+    "schedule (for time-boxed or preemptible jobs; continue with --resume).",
+)
+@click.option(
+    "--allow-shared-audio",
+    is_flag=True,
+    help="Train even when the same audio (content hash) is in the training split and a validation or test "
+    "split (refused by default: its scores would measure memory).",
+)
+@click.option(
+    "--init-from",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Fine-tune: start from this checkpoint's weights (its model; a fresh optimiser and schedule). "
+    "Channels are matched by name: new ones start at their training mean, missing ones are dropped. "
+    "The store's features must be those it was trained on (its target channels may differ).",
+)
+@click.option(
+    "--keep-normalization",
+    is_flag=True,
+    help="With --init-from: standardise features with the checkpoint's statistics instead of this training "
+    "split's (target statistics are always this data's).",
+)
 @progress_option
 @click.pass_context
-def fit(ctx, store_path, manifest, config_path, out, device, resume, nproc, stop_after_steps, allow_shared_audio,
-        init_from, keep_normalization, progress):
+def fit(
+    ctx,
+    store_path,
+    manifest,
+    config_path,
+    out,
+    device,
+    resume,
+    nproc,
+    stop_after_steps,
+    allow_shared_audio,
+    init_from,
+    keep_normalization,
+    progress,
+):
     """Stream 256-frame windows from the store in file order and train the dual-stream model;
     each window predicts a block of K frames.
 
@@ -78,8 +121,10 @@ def fit(ctx, store_path, manifest, config_path, out, device, resume, nproc, stop
     if resume:
         given = (["--config"] if config_path else []) + overrides.given()
         if given:
-            raise UsageFailure(f"--resume continues the run with the config it was started with ({out}/config.json), "
-                               f"so {', '.join(given)} would be ignored: drop them, or start a new run with --out")
+            raise UsageFailure(
+                f"--resume continues the run with the config it was started with ({out}/config.json), "
+                f"so {', '.join(given)} would be ignored: drop them, or start a new run with --out"
+            )
         if out is None:
             raise UsageFailure("--resume needs --out: the run folder to continue")
         if init_from:
@@ -102,9 +147,19 @@ def fit(ctx, store_path, manifest, config_path, out, device, resume, nproc, stop
         out = Path("runs") / f"{Path(store_path).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     bar = _Bar(progress_enabled(progress))
     try:
-        res = run_fit(store_path, cfg=cfg, out=out, manifest=manifest, overrides=overrides, device=device,
-                      resume=resume, on_step=bar.update, stop_after_steps=stop_after_steps,
-                      allow_shared_audio=allow_shared_audio, init_from=start)
+        res = run_fit(
+            store_path,
+            cfg=cfg,
+            out=out,
+            manifest=manifest,
+            overrides=overrides,
+            device=device,
+            resume=resume,
+            on_step=bar.update,
+            stop_after_steps=stop_after_steps,
+            allow_shared_audio=allow_shared_audio,
+            init_from=start,
+        )
     except (DataError, CheckpointError, ValueError) as e:
         raise UsageFailure(str(e)) from None
     except OSError as e:
@@ -115,10 +170,12 @@ def fit(ctx, store_path, manifest, config_path, out, device, resume, nproc, stop
         bar.close()
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary: rank 0's
         b = res.best
-        best = ("no validation" if b is None else
-                f"best validation {b['metric']} {'n/a' if b['value'] is None else round(b['value'], 4)} at step {b['step']}")
-        click.echo(f"trained {res.step} steps ({res.epoch} epochs) -> {res.run_dir} ({best}"
-                   f"{'; stopped early: no better validation within validation.patience' if res.stopped_early else ''})")
+        value = "n/a" if b is None or b["value"] is None else round(b["value"], 4)
+        best = "no validation" if b is None else f"best validation {b['metric']} {value} at step {b['step']}"
+        click.echo(
+            f"trained {res.step} steps ({res.epoch} epochs) -> {res.run_dir} ({best}"
+            f"{'; stopped early: no better validation within validation.patience' if res.stopped_early else ''})"
+        )
 
 
 def _config_file(path) -> tuple[TrainConfig, dict]:
@@ -151,8 +208,16 @@ def _relaunch_with_torchrun(nproc: int, out) -> None:
         if a.startswith("--nproc="):
             continue
         args.append(a)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "blendsync.train.cli", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "blendsync.train.cli",
+        *args,
+    ]
     sys.exit(subprocess.call(cmd))
 
 
@@ -168,8 +233,9 @@ class _Bar:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=rec["total_steps"], initial=rec["step"] - 1, unit="step",
-                            desc="train", dynamic_ncols=True)
+            self.bar = tqdm(
+                total=rec["total_steps"], initial=rec["step"] - 1, unit="step", desc="train", dynamic_ncols=True
+            )
         self.bar.update(1)
         loss = "-" if rec.get("loss") is None else f"{rec['loss']:.4f}"
         self.bar.set_postfix(loss=loss, frames_s=f"{rec['frames_per_s']:.0f}", epoch=rec["epoch"])

@@ -10,8 +10,13 @@ import numpy as np
 
 from blendsync.shared.channels import CHANNEL_ORDERS
 from blendsync.shared.cli import UsageFailure, is_write_failure, reported_errors, write_failure
-from blendsync.train.cli.options import (checkpoint_option, curve_fps_option, device_option, frames_per_window_option,
-                                         gain_option)
+from blendsync.train.cli.options import (
+    checkpoint_option,
+    curve_fps_option,
+    device_option,
+    frames_per_window_option,
+    gain_option,
+)
 from blendsync.train.inference.export import FORMATS as EXPORT_FORMATS
 from blendsync.train.inference.outputs import CURVE_FORMATS
 
@@ -21,21 +26,37 @@ from blendsync.train.inference.outputs import CURVE_FORMATS
 @checkpoint_option
 @click.option("--out", "out_dir", default="predictions", type=click.Path(file_okay=False, path_type=Path))
 @curve_fps_option("60")
-@click.option("--format", "formats", multiple=True, type=click.Choice(list(CURVE_FORMATS)), default=("livelink",),
-              help="Curve files to write per audio file (repeat for several): "
-                   + "; ".join(f"{k}: {f.doc}" for k, f in CURVE_FORMATS.items()) + ".")
+@click.option(
+    "--format",
+    "formats",
+    multiple=True,
+    type=click.Choice(list(CURVE_FORMATS)),
+    default=("livelink",),
+    help="Curve files to write per audio file (repeat for several): "
+    + "; ".join(f"{k}: {f.doc}" for k, f in CURVE_FORMATS.items())
+    + ".",
+)
 @device_option("cpu")
 @click.option("--plot/--no-plot", default=True, help="PNG of the main curves over the waveform.")
-@click.option("--chunk-seconds", type=click.FloatRange(min=0.05), default=None,
-              help="Process audio as a stream of chunks of this length (same curves as whole-file).")
+@click.option(
+    "--chunk-seconds",
+    type=click.FloatRange(min=0.05),
+    default=None,
+    help="Process audio as a stream of chunks of this length (same curves as whole-file).",
+)
 @frames_per_window_option
 @gain_option
-@click.option("--channel-order", type=click.Choice(["model", *CHANNEL_ORDERS]), default="model",
-              help="Column order of the npy and json outputs, by channel name: the model's own, the Live Link "
-                   "Face CSV's (livelink), Unreal's EARFaceBlendShape (unreal), alphabetical (MediaPipe, "
-                   "EmoTalk), or their 61-value layouts with head and eye rotations as zeros.")
-def predict(inputs, checkpoint, out_dir, fps, formats, device, plot, chunk_seconds, frames_per_window, gain,
-            channel_order):
+@click.option(
+    "--channel-order",
+    type=click.Choice(["model", *CHANNEL_ORDERS]),
+    default="model",
+    help="Column order of the npy and json outputs, by channel name: the model's own, the Live Link "
+    "Face CSV's (livelink), Unreal's EARFaceBlendShape (unreal), alphabetical (MediaPipe, "
+    "EmoTalk), or their 61-value layouts with head and eye rotations as zeros.",
+)
+def predict(
+    inputs, checkpoint, out_dir, fps, formats, device, plot, chunk_seconds, frames_per_window, gain, channel_order
+):
     """Animate INPUTS (audio files, directories of audio, or manifests) with a checkpoint.
 
     Features come from the checkpoint's own feature config through the same per-file
@@ -47,23 +68,37 @@ def predict(inputs, checkpoint, out_dir, fps, formats, device, plot, chunk_secon
     from blendsync.train.inference.predict import predict as run_predict
 
     try:
-        rep = run_predict(list(inputs), checkpoint, out_dir, fps=float(fps), formats=tuple(formats),
-                          device=device, plot=plot, chunk_seconds=chunk_seconds,
-                          frames_per_window=frames_per_window, gain=gain,
-                          channel_order=None if channel_order == "model" else channel_order)
+        rep = run_predict(
+            list(inputs),
+            checkpoint,
+            out_dir,
+            fps=float(fps),
+            formats=tuple(formats),
+            device=device,
+            plot=plot,
+            chunk_seconds=chunk_seconds,
+            frames_per_window=frames_per_window,
+            gain=gain,
+            channel_order=None if channel_order == "model" else channel_order,
+        )
     except (CheckpointError, ValueError) as e:
         raise UsageFailure(str(e)) from None
     except OSError as e:
         if is_write_failure(e):
             raise write_failure(e) from None
         raise
-    click.echo(f"{len(rep.animated)} audio file(s) animated, {len(rep.written)} file(s) written to {out_dir}; "
-               f"{rep.audio_s:.1f} s of audio at "
-               f"{rep.real_time_factor:.1f}x real time (featurize {rep.featurize_s:.2f} s, "
-               f"model {rep.model_s:.2f} s)")
+    click.echo(
+        f"{len(rep.animated)} audio file(s) animated, {len(rep.written)} file(s) written to {out_dir}; "
+        f"{rep.audio_s:.1f} s of audio at "
+        f"{rep.real_time_factor:.1f}x real time (featurize {rep.featurize_s:.2f} s, "
+        f"model {rep.model_s:.2f} s)"
+    )
     if rep.latency_s is not None:
-        click.echo(f"streaming latency: up to {1000 * rep.latency_s:.0f} ms (chunk + extractor margin + "
-                   f"lookahead + K - 1 frames) + compute {1000 * rep.model_s / max(rep.audio_s, 1e-9):.0f} ms per second of audio")
+        click.echo(
+            f"streaming latency: up to {1000 * rep.latency_s:.0f} ms (chunk + extractor margin + "
+            f"lookahead + K - 1 frames) + compute {1000 * rep.model_s / max(rep.audio_s, 1e-9):.0f} ms per second of "
+            "audio"
+        )
     if rep.failed:
         for line in rep.failed:
             click.echo(f"  failed: {line}", err=True)
@@ -73,25 +108,59 @@ def predict(inputs, checkpoint, out_dir, fps, formats, device, plot, chunk_secon
 @click.command()
 @click.argument("audio", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @checkpoint_option
-@click.option("--to", "target", default="127.0.0.1:11111", show_default=True,
-              help="HOST:PORT of the Live Link Face receiver (Unreal's Live Link Face source listens on 11111).")
+@click.option(
+    "--to",
+    "target",
+    default="127.0.0.1:11111",
+    show_default=True,
+    help="HOST:PORT of the Live Link Face receiver (Unreal's Live Link Face source listens on 11111).",
+)
 @click.option("--subject", default="blendsync", show_default=True, help="Live Link subject name.")
 @click.option("--fps", type=click.IntRange(1, 240), default=60, show_default=True, help="Frames per second sent.")
-@click.option("--start-timecode", default="00:00:00:00", show_default=True,
-              help="HH:MM:SS:FF of the first frame (FF counted at --fps); frame numbers count on from it.")
-@click.option("--realtime/--no-realtime", default=True, show_default=True,
-              help="Pace the audio and the frames in real time, or send as fast as possible.")
+@click.option(
+    "--start-timecode",
+    default="00:00:00:00",
+    show_default=True,
+    help="HH:MM:SS:FF of the first frame (FF counted at --fps); frame numbers count on from it.",
+)
+@click.option(
+    "--realtime/--no-realtime",
+    default=True,
+    show_default=True,
+    help="Pace the audio and the frames in real time, or send as fast as possible.",
+)
 @click.option("--stdin-pcm", is_flag=True, help="Read raw little-endian int16 PCM from stdin instead of AUDIO.")
-@click.option("--sample-rate", type=click.IntRange(min=1000), default=16000, show_default=True,
-              help="Rate of --stdin-pcm audio.")
-@click.option("--channels", "n_channels", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Channels of --stdin-pcm audio.")
-@click.option("--chunk-seconds", type=click.FloatRange(min=0.01), default=0.1, show_default=True,
-              help="Audio taken per step.")
+@click.option(
+    "--sample-rate", type=click.IntRange(min=1000), default=16000, show_default=True, help="Rate of --stdin-pcm audio."
+)
+@click.option(
+    "--channels",
+    "n_channels",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Channels of --stdin-pcm audio.",
+)
+@click.option(
+    "--chunk-seconds", type=click.FloatRange(min=0.01), default=0.1, show_default=True, help="Audio taken per step."
+)
 @frames_per_window_option
 @device_option("cpu")
-def stream(audio, checkpoint, target, subject, fps, start_timecode, realtime, stdin_pcm, sample_rate, n_channels,
-           chunk_seconds, frames_per_window, device):
+def stream(
+    audio,
+    checkpoint,
+    target,
+    subject,
+    fps,
+    start_timecode,
+    realtime,
+    stdin_pcm,
+    sample_rate,
+    n_channels,
+    chunk_seconds,
+    frames_per_window,
+    device,
+):
     """Animate AUDIO (or raw PCM on stdin) and send each frame to a Live Link Face receiver over
     UDP (packet version 6, the 52 curves in Unreal's order, then 9 rotations as zeros)."""
     from blendsync.train.core.checkpoint import CheckpointError
@@ -108,26 +177,47 @@ def stream(audio, checkpoint, target, subject, fps, start_timecode, realtime, st
         raise UsageFailure(f"--to {target!r} must be HOST:PORT and --start-timecode HH:MM:SS:FF") from None
     try:
         pred = Predictor.load(checkpoint, device, frames_per_window)
-        chunks, rate = (stdin_chunks(sample_rate, n_channels, chunk_seconds), sample_rate) if stdin_pcm \
+        chunks, rate = (
+            (stdin_chunks(sample_rate, n_channels, chunk_seconds), sample_rate)
+            if stdin_pcm
             else file_chunks(audio, chunk_seconds)
-        rep = stream_audio(pred, chunks, rate, host=host or "127.0.0.1", port=port_n, subject=subject, fps=fps,
-                           start_frame=((h * 60 + m) * 60 + sec) * fps + ff, realtime=realtime)
+        )
+        rep = stream_audio(
+            pred,
+            chunks,
+            rate,
+            host=host or "127.0.0.1",
+            port=port_n,
+            subject=subject,
+            fps=fps,
+            start_frame=((h * 60 + m) * 60 + sec) * fps + ff,
+            realtime=realtime,
+        )
     except (CheckpointError, ValueError) as e:
         raise UsageFailure(str(e)) from None
     lat = np.asarray(rep.latencies) * 1000 if rep.latencies else np.zeros(1)
-    click.echo(f"sent {rep.frames} frames at {fps} fps for {rep.audio_s:.1f} s of audio to {host}:{port_n} "
-               f"(subject {subject!r}); frame latency after its audio instant: median {np.median(lat):.0f} ms, "
-               f"max {lat.max():.0f} ms")
+    click.echo(
+        f"sent {rep.frames} frames at {fps} fps for {rep.audio_s:.1f} s of audio to {host}:{port_n} "
+        f"(subject {subject!r}); frame latency after its audio instant: median {np.median(lat):.0f} ms, "
+        f"max {lat.max():.0f} ms"
+    )
 
 
 @click.command()
 @click.argument("audio", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @checkpoint_option
-@click.option("--targets", default=None,
-              help="The take's own curves, drawn beside the prediction: a Live Link Face CSV, or an .npz[:NAME] "
-                   "or .h5:/DATASET that holds its fps.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="MP4 to write [default: AUDIO's name + .mp4 in the current folder].")
+@click.option(
+    "--targets",
+    default=None,
+    help="The take's own curves, drawn beside the prediction: a Live Link Face CSV, or an .npz[:NAME] "
+    "or .h5:/DATASET that holds its fps.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="MP4 to write [default: AUDIO's name + .mp4 in the current folder].",
+)
 @curve_fps_option("30")
 @device_option("cpu")
 def preview(audio, checkpoint, targets, out, fps, device):
@@ -136,16 +226,21 @@ def preview(audio, checkpoint, targets, out, fps, device):
     from blendsync.train.inference.preview import preview as run_preview
 
     with reported_errors():
-        path = run_preview(audio, checkpoint, out or Path(audio.stem + ".mp4"), targets=targets, fps=int(fps),
-                           device=device)
+        path = run_preview(
+            audio, checkpoint, out or Path(audio.stem + ".mp4"), targets=targets, fps=int(fps), device=device
+        )
     click.echo(f"wrote {path}")
 
 
 @click.command()
 @checkpoint_option
 @click.option("--format", "fmt", required=True, type=click.Choice(list(EXPORT_FORMATS)))
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The graph file to write; its sidecar is OUT.json.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The graph file to write; its sidecar is OUT.json.",
+)
 @frames_per_window_option
 def export(checkpoint, fmt, out, frames_per_window):
     """Export the model for a runtime: inputs mel, emotion, frame_mask, prev, has_prev

@@ -10,21 +10,38 @@ import click
 from blendsync.shared import settings
 from blendsync.train.core.config import parse_setting, setting_keys
 
-store_option = click.option("--store", "store_path", required=True, metavar="PATH|URL",
-                            help="Feature store made by bsfeat extract (a directory or an fsspec URL).")
-manifest_option = click.option("--manifest", default=None,
-                               help="Manifest index in the store [default: the only one, else all items].")
-checkpoint_option = click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path),
-                                 help="A checkpoint of bstrain fit (RUN/checkpoints/best.pt, last.pt or step_N.pt).")
+store_option = click.option(
+    "--store",
+    "store_path",
+    required=True,
+    metavar="PATH|URL",
+    help="Feature store made by bsfeat extract (a directory or an fsspec URL).",
+)
+manifest_option = click.option(
+    "--manifest", default=None, help="Manifest index in the store [default: the only one, else all items]."
+)
+checkpoint_option = click.option(
+    "--checkpoint",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A checkpoint of bstrain fit (RUN/checkpoints/best.pt, last.pt or step_N.pt).",
+)
 frames_per_window_option = click.option(
-    "--frames-per-window", "-K", "frames_per_window", type=click.IntRange(min=1), default=None,
+    "--frames-per-window",
+    "-K",
+    "frames_per_window",
+    type=click.IntRange(min=1),
+    default=None,
     help="Blocks of K' frames per window, at most the trained K: lower streaming latency for K/K' times the model "
-         "compute per frame [default: the checkpoint's].")
+    "compute per frame [default: the checkpoint's].",
+)
 gain_option = click.option(
-    "--gain", default="1",
+    "--gain",
+    default="1",
     help="Scale the predicted movement around the training mean (> 1: livelier, at some error; bstrain evaluate "
-         "shows the trade on held-out data), or 'calibrated': the gain with the lowest validation error, fitted "
-         "when the checkpoint was kept.")
+    "shows the trade on held-out data), or 'calibrated': the gain with the lowest validation error, fitted "
+    "when the checkpoint was kept.",
+)
 
 
 def device_option(default: str):
@@ -35,8 +52,12 @@ def device_option(default: str):
 
 def curve_fps_option(default: str):
     """--fps of written curves or video: the Live Link Face app's 60 or the model's usual 30."""
-    return click.option("--fps", type=click.Choice(["30", "60"]), default=default,
-                        help="Frame rate of what is written (curves are resampled by time).")
+    return click.option(
+        "--fps",
+        type=click.Choice(["30", "60"]),
+        default=default,
+        help="Frame rate of what is written (curves are resampled by time).",
+    )
 
 
 # ctx.meta key: (config key, value, how it was given) of every config option used, in order.
@@ -53,9 +74,14 @@ def config_key_option(*decls: str, key: str, **kw):
             ctx.meta.setdefault(CONFIG_VALUES, []).append((key, value, param.opts[0]))
         return value
 
-    return click.option(*decls, default=None, expose_value=False, callback=remember,
-                        help=f"{settings.doc_text(field)} Sets {key} [default: from the config, "
-                             f"{settings.default_of(field)}].", **kw)
+    return click.option(
+        *decls,
+        default=None,
+        expose_value=False,
+        callback=remember,
+        help=f"{settings.doc_text(field)} Sets {key} [default: from the config, {settings.default_of(field)}].",
+        **kw,
+    )
 
 
 def _remember_sets(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]):
@@ -69,9 +95,15 @@ def _remember_sets(ctx: click.Context, param: click.Parameter, value: tuple[str,
 
 
 set_option = click.option(
-    "--set", "settings_", multiple=True, metavar="KEY=VALUE", expose_value=False, callback=_remember_sets,
+    "--set",
+    "settings_",
+    multiple=True,
+    metavar="KEY=VALUE",
+    expose_value=False,
+    callback=_remember_sets,
     help="Set any train config key over the config file, e.g. --set optim.lr=3e-4 --set loss.temporal=0.1 "
-         "(repeatable; the keys and their meaning: bstrain write-default-config).")
+    "(repeatable; the keys and their meaning: bstrain write-default-config).",
+)
 
 
 def config_values(ctx: click.Context) -> list[tuple[str, object, str]]:

@@ -33,7 +33,12 @@ log = logging.getLogger(__name__)
 FORMAT = "blendsync-checkpoint-1"
 
 # Keys of the on-disk dict.
-MODEL, CONFIG, FEATURE_CONFIG, FEATURE_CONFIG_HASH = "model", "config_json", "feature_config_json", "feature_config_hash"
+MODEL, CONFIG, FEATURE_CONFIG, FEATURE_CONFIG_HASH = (
+    "model",
+    "config_json",
+    "feature_config_json",
+    "feature_config_hash",
+)
 NORMALIZER, CHANNELS, MOUTH, EXPRESSION = "normalizer", "channels", "mouth", "expression"
 LIBRARY_VERSIONS, BEST_VAL, SINCE_BEST = "library_versions_json", "best_val", "validations_since_best"
 OPTIMIZER, SCHEDULER, RNG_CPU, RNG_CUDA = "optimizer", "scheduler", "rng_cpu_all", "rng_cuda_all"
@@ -41,11 +46,17 @@ PREV, WORLD, STEP, EPOCH, STEP_IN_EPOCH = "prev_all", "world_size", "step", "epo
 STILL = "still_channels"
 
 # What every use of a checkpoint reads (predict, evaluate, export, resume), with its type.
-REQUIRED = {MODEL: dict, CONFIG: str, FEATURE_CONFIG: str, FEATURE_CONFIG_HASH: str, CHANNELS: list,
-            NORMALIZER: dict}
+REQUIRED = {MODEL: dict, CONFIG: str, FEATURE_CONFIG: str, FEATURE_CONFIG_HASH: str, CHANNELS: list, NORMALIZER: dict}
 # What --resume reads on top.
-RESUME_STATE = {OPTIMIZER: dict, SCHEDULER: dict, RNG_CPU: torch.Tensor, PREV: torch.Tensor, STEP: int,
-                EPOCH: int, STEP_IN_EPOCH: int}
+RESUME_STATE = {
+    OPTIMIZER: dict,
+    SCHEDULER: dict,
+    RNG_CPU: torch.Tensor,
+    PREV: torch.Tensor,
+    STEP: int,
+    EPOCH: int,
+    STEP_IN_EPOCH: int,
+}
 NORMALIZER_KEYS = ("mel_mean", "mel_std", "emotion_mean", "emotion_std", "target_mean")
 
 
@@ -70,13 +81,31 @@ class TrainingState:
     step_in_epoch: int
 
     def to_state(self) -> dict:
-        return {OPTIMIZER: self.optimizer, SCHEDULER: self.scheduler, RNG_CPU: self.rng_cpu_all,
-                RNG_CUDA: self.rng_cuda_all, PREV: self.prev_all, WORLD: self.world_size, STEP: self.step,
-                EPOCH: self.epoch, STEP_IN_EPOCH: self.step_in_epoch}
+        return {
+            OPTIMIZER: self.optimizer,
+            SCHEDULER: self.scheduler,
+            RNG_CPU: self.rng_cpu_all,
+            RNG_CUDA: self.rng_cuda_all,
+            PREV: self.prev_all,
+            WORLD: self.world_size,
+            STEP: self.step,
+            EPOCH: self.epoch,
+            STEP_IN_EPOCH: self.step_in_epoch,
+        }
 
     @classmethod
-    def from_state(cls, d: dict) -> "TrainingState":
-        return cls(optimizer=d[OPTIMIZER], scheduler=d[SCHEDULER], rng_cpu_all=d[RNG_CPU], rng_cuda_all=d.get(RNG_CUDA), prev_all=d[PREV], world_size=int(d.get(WORLD, 1)), step=int(d[STEP]), epoch=int(d[EPOCH]), step_in_epoch=int(d[STEP_IN_EPOCH]))
+    def from_state(cls, d: dict) -> TrainingState:
+        return cls(
+            optimizer=d[OPTIMIZER],
+            scheduler=d[SCHEDULER],
+            rng_cpu_all=d[RNG_CPU],
+            rng_cuda_all=d.get(RNG_CUDA),
+            prev_all=d[PREV],
+            world_size=int(d.get(WORLD, 1)),
+            step=int(d[STEP]),
+            epoch=int(d[EPOCH]),
+            step_in_epoch=int(d[STEP_IN_EPOCH]),
+        )
 
 
 @dataclass(kw_only=True)
@@ -136,7 +165,7 @@ class Checkpoint:
         """(C,) bool: True for the still channels."""
         return still_mask(self.channels, self.still)
 
-    def check_compatible(self, ds: "TrainingData") -> None:
+    def check_compatible(self, ds: TrainingData) -> None:
         """Refuse features or channels the model was not trained on; warn on library-version
         drift (the same config computed by other library versions)."""
         from blendsync.train.core.data import DataError
@@ -145,12 +174,17 @@ class Checkpoint:
         if self.channels != list(ds.channels):
             only_store = [c for c in ds.channels if c not in set(self.channels)]
             only_ckpt = [c for c in self.channels if c not in set(ds.channels)]
-            detail = (f"store only: {only_store[:4]}, checkpoint only: {only_ckpt[:4]}" if only_store or only_ckpt
-                      else "same names in another order")
-            raise DataError(f"the store's channel set ({len(ds.channels)} channels) differs from the checkpoint's "
-                            f"({len(self.channels)} channels): {detail}")
+            detail = (
+                f"store only: {only_store[:4]}, checkpoint only: {only_ckpt[:4]}"
+                if only_store or only_ckpt
+                else "same names in another order"
+            )
+            raise DataError(
+                f"the store's channel set ({len(ds.channels)} channels) differs from the checkpoint's "
+                f"({len(self.channels)} channels): {detail}"
+            )
 
-    def check_features(self, ds: "TrainingData", *, channels_apart: bool = False) -> None:
+    def check_features(self, ds: TrainingData, *, channels_apart: bool = False) -> None:
         """Refuse features the model was not trained on; warn on library-version drift.
         channels_apart (fine-tuning, which maps channels by name): compare what the model
         reads only (FeatureConfig.input_hash), so another rig's store passes."""
@@ -161,33 +195,59 @@ class Checkpoint:
         else:
             mine, theirs = self.feature_config_hash, ds.feature_config_hash
         if mine != theirs:
-            raise DataError(f"the store's feature config {theirs} differs from the checkpoint's "
-                            f"{mine}: featurize with the checkpoint's config"
-                            + (" (its target channels may differ)" if channels_apart else ""))
+            raise DataError(
+                f"the store's feature config {theirs} differs from the checkpoint's "
+                f"{mine}: featurize with the checkpoint's config"
+                + (" (its target channels may differ)" if channels_apart else "")
+            )
         if self.library_versions and self.library_versions != ds.library_versions:
-            log.warning("library versions differ from the checkpoint's: store %s, checkpoint %s",
-                        ds.library_versions, self.library_versions)
+            log.warning(
+                "library versions differ from the checkpoint's: store %s, checkpoint %s",
+                ds.library_versions,
+                self.library_versions,
+            )
 
     def to_state(self) -> dict:
         state = {
-            "format": FORMAT, MODEL: self.model_state, CONFIG: self.config.to_json(),
+            "format": FORMAT,
+            MODEL: self.model_state,
+            CONFIG: self.config.to_json(),
             FEATURE_CONFIG: json.dumps(self.feature_config.to_dict(), sort_keys=True),
-            FEATURE_CONFIG_HASH: self.feature_config_hash, NORMALIZER: self.normalizer.to_dict(),
-            CHANNELS: list(self.channels), MOUTH: list(self.mouth), EXPRESSION: list(self.expression),
+            FEATURE_CONFIG_HASH: self.feature_config_hash,
+            NORMALIZER: self.normalizer.to_dict(),
+            CHANNELS: list(self.channels),
+            MOUTH: list(self.mouth),
+            EXPRESSION: list(self.expression),
             LIBRARY_VERSIONS: json.dumps(self.library_versions, sort_keys=True),
-            BEST_VAL: self.best_val, SINCE_BEST: self.validations_since_best, STILL: list(self.still),
+            BEST_VAL: self.best_val,
+            SINCE_BEST: self.validations_since_best,
+            STILL: list(self.still),
         }
         if self.training is not None:
             state.update(self.training.to_state())
         return state
 
     @classmethod
-    def from_state(cls, d: dict) -> "Checkpoint":
+    def from_state(cls, d: dict) -> Checkpoint:
         """From a dict checkpoint_problem has passed."""
-        return cls(model_state=d[MODEL], config=TrainConfig.from_checkpoint_json(d[CONFIG]), feature_config=FeatureConfig.from_dict(json.loads(d[FEATURE_CONFIG])), feature_config_hash=d[FEATURE_CONFIG_HASH], normalizer=Normalizer.from_dict(d[NORMALIZER]), channels=list(d[CHANNELS]), mouth=list(d.get(MOUTH, [])), expression=list(d.get(EXPRESSION, [])), library_versions=json.loads(d.get(LIBRARY_VERSIONS, "{}")), best_val=d.get(BEST_VAL), validations_since_best=int(d.get(SINCE_BEST, 0)), training=TrainingState.from_state(d) if resume_problem(d) is None else None, still=list(d.get(STILL, [])))
+        return cls(
+            model_state=d[MODEL],
+            config=TrainConfig.from_checkpoint_json(d[CONFIG]),
+            feature_config=FeatureConfig.from_dict(json.loads(d[FEATURE_CONFIG])),
+            feature_config_hash=d[FEATURE_CONFIG_HASH],
+            normalizer=Normalizer.from_dict(d[NORMALIZER]),
+            channels=list(d[CHANNELS]),
+            mouth=list(d.get(MOUTH, [])),
+            expression=list(d.get(EXPRESSION, [])),
+            library_versions=json.loads(d.get(LIBRARY_VERSIONS, "{}")),
+            best_val=d.get(BEST_VAL),
+            validations_since_best=int(d.get(SINCE_BEST, 0)),
+            training=TrainingState.from_state(d) if resume_problem(d) is None else None,
+            still=list(d.get(STILL, [])),
+        )
 
     @classmethod
-    def load(cls, path: str | Path, map_location="cpu") -> "Checkpoint":
+    def load(cls, path: str | Path, map_location="cpu") -> Checkpoint:
         return cls.from_state(load_checkpoint(path, map_location))
 
     def save(self, path: Path) -> None:
@@ -211,7 +271,8 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     except Exception as e:  # truncated zip, wrong file, pickled code refused
         raise CheckpointError(f"{p}: not a readable blendsync checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{p}: not a blendsync checkpoint (format {ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt).__name__})")
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(f"{p}: not a blendsync checkpoint (format {found})")
     problem = checkpoint_problem(ckpt)
     if problem:
         raise CheckpointError(f"{p}: malformed checkpoint: {problem}")
@@ -250,8 +311,15 @@ def checkpoint_problem(ckpt: dict) -> str | None:
 
 
 def _normalizer_problem(norm: dict, fc: FeatureConfig, channels: int) -> str | None:
-    want = {"mel_mean": fc.n_mels, "mel_std": fc.n_mels, "emotion_mean": fc.n_emotion, "emotion_std": fc.n_emotion,
-            "target_mean": channels, "target_std": channels, "target_max": channels}
+    want = {
+        "mel_mean": fc.n_mels,
+        "mel_std": fc.n_mels,
+        "emotion_mean": fc.n_emotion,
+        "emotion_std": fc.n_emotion,
+        "target_mean": channels,
+        "target_std": channels,
+        "target_max": channels,
+    }
     for k, n_want in want.items():
         if k not in norm:
             if k in NORMALIZER_KEYS:
@@ -271,11 +339,16 @@ def _weights_problem(got: dict, model: torch.nn.Module) -> str | None:
     lost = sorted(set(expected) - set(got))
     extra = sorted(set(got) - set(expected))
     if lost or extra:
-        return (f"model weights do not match its config: {len(lost)} missing ({', '.join(lost[:3])}), "
-                f"{len(extra)} unexpected ({', '.join(extra[:3])})")
-    shapes = [f"{k} {tuple(got[k].shape) if isinstance(got[k], torch.Tensor) else type(got[k]).__name__} "
-              f"(expected {expected[k]})" for k in expected
-              if not isinstance(got[k], torch.Tensor) or tuple(got[k].shape) != expected[k]]
+        return (
+            f"model weights do not match its config: {len(lost)} missing ({', '.join(lost[:3])}), "
+            f"{len(extra)} unexpected ({', '.join(extra[:3])})"
+        )
+    shapes = [
+        f"{k} {tuple(got[k].shape) if isinstance(got[k], torch.Tensor) else type(got[k]).__name__} "
+        f"(expected {expected[k]})"
+        for k in expected
+        if not isinstance(got[k], torch.Tensor) or tuple(got[k].shape) != expected[k]
+    ]
     return f"model weights of the wrong shape: {'; '.join(shapes[:3])}" if shapes else None
 
 

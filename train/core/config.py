@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,10 +14,20 @@ import yaml
 
 from blendsync.shared import settings
 from blendsync.shared.config import canonical_json, plain, read_config_file, short_hash
-from blendsync.shared.settings import flag, fraction, integer, nonnegative, one_of, positive, real, section, unit, unit_pair
+from blendsync.shared.settings import (
+    flag,
+    fraction,
+    integer,
+    nonnegative,
+    one_of,
+    positive,
+    real,
+    section,
+    unit,
+    unit_pair,
+)
 
-
-PRESETS: dict[str, "ModelConfig"] = {}  # filled below the class: full and small
+PRESETS: dict[str, ModelConfig] = {}  # filled below the class: full and small
 PRESET_BATCH_STREAMS = {"full": 4, "small": 8}
 
 
@@ -36,47 +45,79 @@ class ModelConfig:
     ff_mult: int = integer(4, minimum=1, doc="Feed-forward width of each layer, in multiples of d_model.")
     dropout: float = fraction(0.1, doc="Dropout in the encoders and the decoder during training.")
     temperature: float = positive(1.0, doc="Fusion temperature: fused = (w_mel * mel + w_emo * emo) / temperature.")
-    smoothing_alpha_init: float = real(1.0, doc="Initial smoothing_alpha; alpha = sigmoid(smoothing_alpha) weighs "
-                                                 "the current output against the previous smoothed one.")
-    target_frame_residual: bool = flag(True, doc="Add each stream's encoding at a block frame's own window position "
-                                                 "to the block's shared attention context (needed for "
-                                                 "stream.frames_per_window > 1).")
+    smoothing_alpha_init: float = real(
+        1.0,
+        doc="Initial smoothing_alpha; alpha = sigmoid(smoothing_alpha) weighs "
+        "the current output against the previous smoothed one.",
+    )
+    target_frame_residual: bool = flag(
+        True,
+        doc="Add each stream's encoding at a block frame's own window position "
+        "to the block's shared attention context (needed for "
+        "stream.frames_per_window > 1).",
+    )
 
 
-PRESETS.update({
-    "full": ModelConfig(d_model=256, heads=4, mel_layers=2, emotion_layers=2),
-    "small": ModelConfig(d_model=32, heads=2, mel_layers=1, emotion_layers=1),
-})
+PRESETS.update(
+    {
+        "full": ModelConfig(d_model=256, heads=4, mel_layers=2, emotion_layers=2),
+        "small": ModelConfig(d_model=32, heads=2, mel_layers=1, emotion_layers=1),
+    }
+)
 
 
 @dataclass(frozen=True, kw_only=True)
 class StreamConfig:
     window: int = integer(256, minimum=1, doc="Frames L of one model window.")
-    stride: int = integer(1, minimum=1, doc="Training blocks start every frames_per_window x stride frames "
-                                            "(1: every frame is a target once per epoch).")
-    lookahead: int = integer(6, minimum=0, doc="Frames of audio after a block's last frame that its window sees "
-                                               "(6 = 200 ms at 30 fps: mouths move before the sound).")
-    frames_per_window: int = integer(128, minimum=1, doc=(
-        "K: frames one window predicts, the block ending lookahead frames before the window's end. 1 = the method "
-        "notes' one output per window; larger K cuts the cost per frame about K-fold and adds up to K - 1 frames "
-        "of latency to chunked predict (which can use fewer). 128 by the frame-block benchmarks (docs: Design)."))
-    batch_streams: int = integer(8, minimum=1, doc="B: parallel streams, each walking its own files in time order "
-                                                   "(a preset sets it: small 8, full 4).")
+    stride: int = integer(
+        1,
+        minimum=1,
+        doc="Training blocks start every frames_per_window x stride frames "
+        "(1: every frame is a target once per epoch).",
+    )
+    lookahead: int = integer(
+        6,
+        minimum=0,
+        doc="Frames of audio after a block's last frame that its window sees "
+        "(6 = 200 ms at 30 fps: mouths move before the sound).",
+    )
+    frames_per_window: int = integer(
+        128,
+        minimum=1,
+        doc=(
+            "K: frames one window predicts, the block ending lookahead frames before the window's end. 1 = the method "
+            "notes' one output per window; larger K cuts the cost per frame about K-fold and adds up to K - 1 frames "
+            "of latency to chunked predict (which can use fewer). 128 by the frame-block benchmarks (docs: Design)."
+        ),
+    )
+    batch_streams: int = integer(
+        8,
+        minimum=1,
+        doc="B: parallel streams, each walking its own files in time order (a preset sets it: small 8, full 4).",
+    )
     pad_value: float = real(0.0, doc="Value of padded frames, in standardised units (0 = the training mean).")
     prefetch_files: int = integer(4, minimum=1, doc="Files the background reader reads ahead of the model.")
-    split_files: bool = flag(True, doc=(
-        "Training: lay the files end to end and cut them into batch_streams equal runs, so every stream is busy "
-        "to the end of the epoch (at most batch_streams - 1 files are cut, each part starting with a state "
-        "reset). false: whole files only, which leaves streams idle when files are few or unequal."))
-    phase_jitter: bool = flag(True, doc=(
-        "Training: shift every file's block grid by a seeded random phase in [0, K x stride) each epoch, so a "
-        "take is cut into different windows every epoch; every frame is still a target once per epoch at "
-        "stride 1. Validation and predict never shift."))
+    split_files: bool = flag(
+        True,
+        doc=(
+            "Training: lay the files end to end and cut them into batch_streams equal runs, so every stream is busy "
+            "to the end of the epoch (at most batch_streams - 1 files are cut, each part starting with a state "
+            "reset). false: whole files only, which leaves streams idle when files are few or unequal."
+        ),
+    )
+    phase_jitter: bool = flag(
+        True,
+        doc=(
+            "Training: shift every file's block grid by a seeded random phase in [0, K x stride) each epoch, so a "
+            "take is cut into different windows every epoch; every frame is still a target once per epoch at "
+            "stride 1. Validation and predict never shift."
+        ),
+    )
 
 
 LOSS_TERMS = ("mse", "l1", "mouth", "expression", "consistency", "temporal", "amplitude")
 LOSS_SCALES = ("none", "target_std")
-LOSS_PRESETS: dict[str, "LossConfig"] = {}  # filled below the class
+LOSS_PRESETS: dict[str, LossConfig] = {}  # filled below the class
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,40 +129,81 @@ class LossConfig:
     because on sparse real targets the notes' L1 and temporal terms flatten the predicted motion.
     """
 
-    preset: str = one_of("default", lambda: LOSS_PRESETS, doc=(
-        "Starting weights: default, notes (the method notes' loss) or mse; keys written beside it override them."))
+    preset: str = one_of(
+        "default",
+        lambda: LOSS_PRESETS,
+        doc=("Starting weights: default, notes (the method notes' loss) or mse; keys written beside it override them."),
+    )
     mse: float = nonnegative(1.0, doc="Mean squared error over every trained channel.")
-    l1: float = nonnegative(0.0, doc=(
-        "Mean absolute error. Off by default (the notes' 0.1): on sparse real targets it pulls every curve to its "
-        "median and halves the predicted movement."))
+    l1: float = nonnegative(
+        0.0,
+        doc=(
+            "Mean absolute error. Off by default (the notes' 0.1): on sparse real targets it pulls every curve to its "
+            "median and halves the predicted movement."
+        ),
+    )
     mouth: float = nonnegative(0.5, doc="MSE over the mouth channel group.")
     expression: float = nonnegative(0.5, doc="MSE over the expression channel group.")
     consistency: float = nonnegative(0.2, doc="Velocity matching: (pred - prev_pred) against (target - prev_target).")
-    temporal: float = nonnegative(0.0, doc="Smoothness, (pred - prev_pred)^2. Off by default (the notes' 0.1), "
-                                           "for the same reason as l1.")
-    amplitude: float = nonnegative(0.0, doc=(
-        "(std of the prediction - std of the target)^2 per channel over the batch's real frames: pulls the "
-        "predicted movement towards the target's size (0 = off)."))
-    scale: str = one_of("none", lambda: LOSS_SCALES, doc=(
-        "target_std: every error is divided by its channel's training-target spread (floored at scale_floor), so "
-        "a channel that moves by 0.03 weighs as much as one that moves by 0.3; none: errors in target units, as "
-        "in the method notes."))
+    temporal: float = nonnegative(
+        0.0, doc="Smoothness, (pred - prev_pred)^2. Off by default (the notes' 0.1), for the same reason as l1."
+    )
+    amplitude: float = nonnegative(
+        0.0,
+        doc=(
+            "(std of the prediction - std of the target)^2 per channel over the batch's real frames: pulls the "
+            "predicted movement towards the target's size (0 = off)."
+        ),
+    )
+    scale: str = one_of(
+        "none",
+        lambda: LOSS_SCALES,
+        doc=(
+            "target_std: every error is divided by its channel's training-target spread (floored at scale_floor), so "
+            "a channel that moves by 0.03 weighs as much as one that moves by 0.3; none: errors in target units, as "
+            "in the method notes."
+        ),
+    )
     scale_floor: float = positive(0.01, doc="Smallest spread an error is divided by under target_std.")
-    still_max: float = unit(0.05, doc=(
-        "Channels no training frame lifts above this (a custom rig's unused controls, a capture's dead curves) "
-        "are left out of every loss term and predicted as constant 0; named in the log and the checkpoint. "
-        "0 trains every channel."))
+    still_max: float = unit(
+        0.05,
+        doc=(
+            "Channels no training frame lifts above this (a custom rig's unused controls, a capture's dead curves) "
+            "are left out of every loss term and predicted as constant 0; named in the log and the checkpoint. "
+            "0 trains every channel."
+        ),
+    )
 
 
-LOSS_PRESETS.update({
-    "default": LossConfig(),
-    # The method notes' weights, errors in target units.
-    "notes": LossConfig(preset="notes", mse=1.0, l1=0.1, mouth=0.5, expression=0.5, consistency=0.2,
-                        temporal=0.1, amplitude=0.0, scale="none"),
-    # Plain mean squared error in target units.
-    "mse": LossConfig(preset="mse", mse=1.0, l1=0.0, mouth=0.0, expression=0.0, consistency=0.0,
-                      temporal=0.0, amplitude=0.0, scale="none"),
-})
+LOSS_PRESETS.update(
+    {
+        "default": LossConfig(),
+        # The method notes' weights, errors in target units.
+        "notes": LossConfig(
+            preset="notes",
+            mse=1.0,
+            l1=0.1,
+            mouth=0.5,
+            expression=0.5,
+            consistency=0.2,
+            temporal=0.1,
+            amplitude=0.0,
+            scale="none",
+        ),
+        # Plain mean squared error in target units.
+        "mse": LossConfig(
+            preset="mse",
+            mse=1.0,
+            l1=0.0,
+            mouth=0.0,
+            expression=0.0,
+            consistency=0.0,
+            temporal=0.0,
+            amplitude=0.0,
+            scale="none",
+        ),
+    }
+)
 
 
 def loss_config_from_dict(sec: dict) -> LossConfig:
@@ -137,23 +219,35 @@ class OptimConfig:
     lr: float = positive(1e-3, doc="Peak learning rate of AdamW.")
     weight_decay: float = nonnegative(0.01, doc="AdamW weight decay.")
     betas: tuple[float, float] = unit_pair((0.9, 0.999), doc="AdamW betas.")
-    warmup_steps: int = integer(20, minimum=0, doc=(
-        "Linear warmup steps before the cosine decay; 20 reached the held-out skill of 100 in about half the steps "
-        "on the learning benchmark."))
+    warmup_steps: int = integer(
+        20,
+        minimum=0,
+        doc=(
+            "Linear warmup steps before the cosine decay; 20 reached the held-out skill of 100 in about half the steps "
+            "on the learning benchmark."
+        ),
+    )
     min_lr_ratio: float = unit(0.05, doc="The cosine decays to this fraction of lr by the run's last step.")
     grad_clip: float = positive(1.0, doc="Largest gradient norm (clipped above it).")
     epochs: int = integer(10, minimum=1, doc="Epochs over the training split.")
-    max_steps: int = integer(0, minimum=0, doc="Stop after this many optimiser steps (0 = no limit); also sets the "
-                                               "cosine's length.")
+    max_steps: int = integer(
+        0, minimum=0, doc="Stop after this many optimiser steps (0 = no limit); also sets the cosine's length."
+    )
 
 
 @dataclass(frozen=True)
 class DiagnosticsConfig:
-    every_steps: int = integer(50, minimum=0, doc=(
-        "Log the gradient norms, the smoothing_alpha gradient and the mel/emotion balance every this many steps "
-        "(0: never)."))
-    normalize_stream_grads: bool = flag(False, doc="L2-normalise the gradients of mel_weights and emotion_weights "
-                                                   "(the stream balance).")
+    every_steps: int = integer(
+        50,
+        minimum=0,
+        doc=(
+            "Log the gradient norms, the smoothing_alpha gradient and the mel/emotion balance every this many steps "
+            "(0: never)."
+        ),
+    )
+    normalize_stream_grads: bool = flag(
+        False, doc="L2-normalise the gradients of mel_weights and emotion_weights (the stream balance)."
+    )
 
 
 VALIDATION_METRICS = {"skill": "max", "mean_r": "max", "loss": "min"}
@@ -161,17 +255,30 @@ VALIDATION_METRICS = {"skill": "max", "mean_r": "max", "loss": "min"}
 
 @dataclass(frozen=True)
 class ValidationConfig:
-    every_steps: int = integer(0, minimum=0, doc="Validate every this many optimiser steps and at the end of the "
-                                                 "run (0: at the end of every epoch).")
-    metric: str = one_of("skill", lambda: VALIDATION_METRICS, doc=(
-        "What best.pt keeps the best of on the validation frames: skill (1 - MSE / MSE of the training mean, in "
-        "target units, comparable across loss settings), mean_r (mean Pearson r over the active channels) or "
-        "loss (the training loss, lower is better; it changes meaning with the loss section)."))
-    patience: int = integer(0, minimum=0, doc="End training after this many validations in a row without a better "
-                                              "metric (0: never).")
-    holdout_tail: float = fraction(0.1, doc=(
-        "With no validation split in the manifest: validate on this last fraction of every training take's frames, "
-        "which are then not trained on (0: no validation, best = last)."))
+    every_steps: int = integer(
+        0,
+        minimum=0,
+        doc="Validate every this many optimiser steps and at the end of the run (0: at the end of every epoch).",
+    )
+    metric: str = one_of(
+        "skill",
+        lambda: VALIDATION_METRICS,
+        doc=(
+            "What best.pt keeps the best of on the validation frames: skill (1 - MSE / MSE of the training mean, in "
+            "target units, comparable across loss settings), mean_r (mean Pearson r over the active channels) or "
+            "loss (the training loss, lower is better; it changes meaning with the loss section)."
+        ),
+    )
+    patience: int = integer(
+        0, minimum=0, doc="End training after this many validations in a row without a better metric (0: never)."
+    )
+    holdout_tail: float = fraction(
+        0.1,
+        doc=(
+            "With no validation split in the manifest: validate on this last fraction of every training take's frames, "
+            "which are then not trained on (0: no validation, best = last)."
+        ),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,17 +288,25 @@ class AugmentConfig:
     it. Values act on the standardised features, so a mask sets frames or bins to the
     training mean."""
 
-    gain_db: float = nonnegative(0.0, doc=(
-        "A level offset per window, uniform in [-gain_db, +gain_db] dB, added to every log-mel value of its real "
-        "frames (a louder or quieter microphone). 0: off."))
+    gain_db: float = nonnegative(
+        0.0,
+        doc=(
+            "A level offset per window, uniform in [-gain_db, +gain_db] dB, added to every log-mel value of its real "
+            "frames (a louder or quieter microphone). 0: off."
+        ),
+    )
     time_masks: int = integer(0, minimum=0, doc="SpecAugment time masks per window on the mel stream.")
     time_mask_frames: int = integer(8, minimum=1, doc="Longest time mask, in frames.")
     freq_masks: int = integer(0, minimum=0, doc="SpecAugment frequency masks per window on the mel stream.")
     freq_mask_bins: int = integer(8, minimum=1, doc="Widest frequency mask, in mel bins.")
-    emotion_dropout: float = fraction(0.5, doc=(
-        "Chance that a window's whole emotion stream is replaced by the training mean, so the model does not lean "
-        "on it alone. 0.5 by the augmentation benchmark: on the custom rig it kept held-out skill up twice as long "
-        "before overfitting set in; the level offset and the masks did not help there and are off."))
+    emotion_dropout: float = fraction(
+        0.5,
+        doc=(
+            "Chance that a window's whole emotion stream is replaced by the training mean, so the model does not lean "
+            "on it alone. 0.5 by the augmentation benchmark: on the custom rig it kept held-out skill up twice as long "
+            "before overfitting set in; the level offset and the masks did not help there and are off."
+        ),
+    )
 
     @property
     def active(self) -> bool:
@@ -204,33 +319,47 @@ AUGMENT_OFF = {"gain_db": 0.0, "time_masks": 0, "freq_masks": 0, "emotion_dropou
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-    every_steps: int = integer(0, minimum=0, doc="Also save step_N.pt every this many steps (0: only last.pt and "
-                                                 "best.pt).")
+    every_steps: int = integer(
+        0, minimum=0, doc="Also save step_N.pt every this many steps (0: only last.pt and best.pt)."
+    )
 
 
-def field_problems(cfg: "TrainConfig") -> list[str]:
+def field_problems(cfg: TrainConfig) -> list[str]:
     """Every value of the config checked on its own, named by its key (section.key)."""
     return settings.problems(cfg)
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    model: ModelConfig = section(ModelConfig, doc="Model sizes (a preset replaces d_model, heads, the layers and "
-                                                  "ff_mult; preset: custom keeps them as written).")
+    model: ModelConfig = section(
+        ModelConfig,
+        doc="Model sizes (a preset replaces d_model, heads, the layers and "
+        "ff_mult; preset: custom keeps them as written).",
+    )
     stream: StreamConfig = section(StreamConfig, doc="Windows, blocks and the parallel streams.")
     loss: LossConfig = section(LossConfig, doc="Loss terms and their weights.")
     optim: OptimConfig = section(OptimConfig, doc="Optimiser and schedule.")
     diagnostics: DiagnosticsConfig = section(DiagnosticsConfig, doc="Gradient diagnostics in the log.")
     validation: ValidationConfig = section(ValidationConfig, doc="Validation, best.pt and early stopping.")
     checkpoint: CheckpointConfig = section(CheckpointConfig, doc="Checkpoints besides last.pt and best.pt.")
-    augment: AugmentConfig = section(AugmentConfig, doc="Feature augmentation of training windows (never of "
-                                                        "validation, evaluate or predict).")
-    preset: str = one_of("auto", lambda: preset_names(), doc=(
-        "Model sizes: auto (full on a GPU, small on a CPU), small, full, or custom (the model section as written)."))
-    seed: int = integer(0, minimum=-(2**63), doc="Seed of every random choice (initial weights, file order, "
-                                                 "phase shifts, augmentation, dropout).")
-    compile: bool = flag(False, doc="torch.compile the model for training (worth it on a GPU; the first steps "
-                                    "compile).")
+    augment: AugmentConfig = section(
+        AugmentConfig, doc="Feature augmentation of training windows (never of validation, evaluate or predict)."
+    )
+    preset: str = one_of(
+        "auto",
+        lambda: preset_names(),
+        doc=(
+            "Model sizes: auto (full on a GPU, small on a CPU), small, full, or custom (the model section as written)."
+        ),
+    )
+    seed: int = integer(
+        0,
+        minimum=-(2**63),
+        doc="Seed of every random choice (initial weights, file order, phase shifts, augmentation, dropout).",
+    )
+    compile: bool = flag(
+        False, doc="torch.compile the model for training (worth it on a GPU; the first steps compile)."
+    )
 
     def __post_init__(self) -> None:
         problems = field_problems(self)
@@ -240,11 +369,15 @@ class TrainConfig:
         if not s.lookahead < s.window:
             problems.append(f"stream.lookahead must be in [0, window), got {s.lookahead}")
         if not 1 <= s.frames_per_window <= s.window - s.lookahead:
-            problems.append(f"stream.frames_per_window must be in [1, window - lookahead] = "
-                            f"[1, {s.window - s.lookahead}], got {s.frames_per_window}")
+            problems.append(
+                f"stream.frames_per_window must be in [1, window - lookahead] = "
+                f"[1, {s.window - s.lookahead}], got {s.frames_per_window}"
+            )
         elif s.frames_per_window > 1 and not m.target_frame_residual:
-            problems.append("stream.frames_per_window > 1 needs model.target_frame_residual: true "
-                            "(each block frame adds its own encoding to the shared context)")
+            problems.append(
+                "stream.frames_per_window > 1 needs model.target_frame_residual: true "
+                "(each block frame adds its own encoding to the shared context)"
+            )
         if m.d_model % m.heads:
             problems.append(f"model.d_model ({m.d_model}) must be divisible by heads ({m.heads})")
         if problems:
@@ -264,12 +397,17 @@ class TrainConfig:
         return short_hash(self.to_dict())
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "TrainConfig":
+    def from_dict(cls, d: dict | None) -> TrainConfig:
         d = dict(d or {})
         sections = {
-            "model": ModelConfig, "stream": StreamConfig, "loss": LossConfig,
-            "optim": OptimConfig, "diagnostics": DiagnosticsConfig, "validation": ValidationConfig,
-            "checkpoint": CheckpointConfig, "augment": AugmentConfig,
+            "model": ModelConfig,
+            "stream": StreamConfig,
+            "loss": LossConfig,
+            "optim": OptimConfig,
+            "diagnostics": DiagnosticsConfig,
+            "validation": ValidationConfig,
+            "checkpoint": CheckpointConfig,
+            "augment": AugmentConfig,
         }
         unknown = sorted(set(d) - set(sections) - {"preset", "seed", "compile"})
         if unknown:
@@ -287,11 +425,11 @@ class TrainConfig:
         return cls(**kw, preset=d.get("preset", "auto"), seed=d.get("seed", 0), compile=d.get("compile", False))
 
     @classmethod
-    def from_json(cls, text: str) -> "TrainConfig":
+    def from_json(cls, text: str) -> TrainConfig:
         return cls.from_dict(json.loads(text))
 
     @classmethod
-    def from_checkpoint_json(cls, text: str) -> "TrainConfig":
+    def from_checkpoint_json(cls, text: str) -> TrainConfig:
         """A checkpoint's config; checkpoints written before frame blocks predict one frame
         per window, those written before loss presets used the notes' loss, those written
         before validation settings validated per epoch on the validation split only, keeping
@@ -309,7 +447,7 @@ class TrainConfig:
         return cls.from_dict(d)
 
     @classmethod
-    def load(cls, path: str | Path) -> "TrainConfig":
+    def load(cls, path: str | Path) -> TrainConfig:
         p = Path(path)
         data = read_config_file(p)
         try:
@@ -317,27 +455,28 @@ class TrainConfig:
         except (TypeError, ValueError) as e:
             raise ValueError(f"{p}: {e}") from None
 
-    def with_preset(self, preset: str) -> "TrainConfig":
+    def with_preset(self, preset: str) -> TrainConfig:
         """Model sizes and batch streams of a preset; everything else kept."""
         return dataclasses.replace(
             self,
             preset=preset,
             model=dataclasses.replace(
-                PRESETS[preset], dropout=self.model.dropout, temperature=self.model.temperature,
+                PRESETS[preset],
+                dropout=self.model.dropout,
+                temperature=self.model.temperature,
                 smoothing_alpha_init=self.model.smoothing_alpha_init,
                 target_frame_residual=self.model.target_frame_residual,
             ),
             stream=dataclasses.replace(self.stream, batch_streams=PRESET_BATCH_STREAMS[preset]),
         )
 
-    def replace(self, **sections: Any) -> "TrainConfig":
+    def replace(self, **sections: Any) -> TrainConfig:
         """replace(optim={"epochs": 2}, stream={"stride": 4}) -> a new config."""
         kw = {}
         for name, changes in sections.items():
             cur = getattr(self, name)
             kw[name] = dataclasses.replace(cur, **changes) if dataclasses.is_dataclass(cur) else changes
         return dataclasses.replace(self, **kw)
-
 
 
 # Model sizes a preset sets (ModelConfig fields); the rest of the model section is kept.
@@ -350,7 +489,7 @@ def setting_keys() -> dict[str, dataclasses.Field]:
 
 
 def parse_setting(text: str) -> tuple[str, Any]:
-    """"section.key=value" (bstrain fit --set) -> (key, value). The value is read as YAML
+    """ "section.key=value" (bstrain fit --set) -> (key, value). The value is read as YAML
     (numbers, true/false, [lists]), with 3e-4-style floats that YAML 1.1 reads as text taken as
     numbers; the key must be a setting of the train config."""
     key, sep, raw = text.partition("=")
@@ -360,8 +499,10 @@ def parse_setting(text: str) -> tuple[str, Any]:
     known = setting_keys()
     if key not in known:
         near = [k for k in known if k.split(".")[-1] == key.split(".")[-1]]
-        raise ValueError(f"--set {text!r}: unknown config key {key!r}"
-                         + (f"; did you mean {' or '.join(near)}?" if near else "; see bstrain write-default-config"))
+        raise ValueError(
+            f"--set {text!r}: unknown config key {key!r}"
+            + (f"; did you mean {' or '.join(near)}?" if near else "; see bstrain write-default-config")
+        )
     try:
         value = yaml.safe_load(raw) if raw.strip() else raw
     except yaml.YAMLError:
@@ -399,28 +540,36 @@ class ConfigOverrides:
             raise ValueError(f"unknown config key(s): {unknown}")
 
     @classmethod
-    def from_settings(cls, pairs: list[tuple[str, Any, str]], written_loss: dict | None = None) -> "ConfigOverrides":
+    def from_settings(cls, pairs: list[tuple[str, Any, str]], written_loss: dict | None = None) -> ConfigOverrides:
         """From (key, value, the flag that set it) in the order given; preset and loss.preset
         are the presets. A key given twice is refused (which one was meant?)."""
         preset = loss_preset = None
         values, sources = {}, {}
-        for key, value, flag in pairs:
+        for key, value, how in pairs:
             if key in sources:
-                raise ValueError(f"{key} given twice ({sources[key]} and {flag}): give it once")
-            sources[key] = flag
+                raise ValueError(f"{key} given twice ({sources[key]} and {how}): give it once")
+            sources[key] = how
             if key == "preset":
                 preset = value
             elif key == "loss.preset":
                 loss_preset = value
             else:
                 values[key] = value
-        return cls(preset=preset, loss_preset=loss_preset, values=values, sources=sources,
-                   written_loss=dict(written_loss or {}))
+        return cls(
+            preset=preset,
+            loss_preset=loss_preset,
+            values=values,
+            sources=sources,
+            written_loss=dict(written_loss or {}),
+        )
 
     def given(self) -> list[str]:
         """How the choices made were given (flags, --set KEY), for messages."""
-        made = [*(["preset"] if self.preset is not None else []), *(["loss.preset"] if self.loss_preset else []),
-                *self.values]
+        made = [
+            *(["preset"] if self.preset is not None else []),
+            *(["loss.preset"] if self.loss_preset else []),
+            *self.values,
+        ]
         return list(dict.fromkeys(self.sources.get(k, k) for k in made))
 
     def asks(self, key: str) -> Any:

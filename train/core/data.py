@@ -137,16 +137,34 @@ def load_training_data(store: FeatureStore, manifest: str | None) -> TrainingDat
         if a.audio_sha256:
             audio_splits.setdefault(a.audio_sha256, []).append((rid or key[:12], split))
     if first is None:
-        raise DataError(f"no item of manifest {manifest!r} has targets ({len(no_targets)} audio-only): the store "
-                        "was made without targets")
+        raise DataError(
+            f"no item of manifest {manifest!r} has targets ({len(no_targets)} audio-only): the store "
+            "was made without targets"
+        )
     if no_targets:
-        log.warning("manifest %r: skipping %d item(s) without targets (%s%s)", manifest, len(no_targets),
-                    ", ".join(no_targets[:5]), ", ..." if len(no_targets) > 5 else "")
+        log.warning(
+            "manifest %r: skipping %d item(s) without targets (%s%s)",
+            manifest,
+            len(no_targets),
+            ", ".join(no_targets[:5]),
+            ", ..." if len(no_targets) > 5 else "",
+        )
     shared = tuple(
         f"audio {sha[:12]} is in splits {', '.join(sorted({sp for _, sp in uses}))}: "
-        + ", ".join(f"{rid} ({sp})" for rid, sp in uses[:6]) + (", ..." if len(uses) > 6 else "")
-        for sha, uses in audio_splits.items() if len({sp for _, sp in uses}) > 1)
-    return TrainingData(manifest=manifest, splits=splits, feature_config=FeatureConfig.from_dict(first.feature_config), feature_config_hash=first.feature_config_hash, channel_set=ChannelSet.from_dict(first.channel_set), library_versions=first.library_versions, shared_audio=shared)
+        + ", ".join(f"{rid} ({sp})" for rid, sp in uses[:6])
+        + (", ..." if len(uses) > 6 else "")
+        for sha, uses in audio_splits.items()
+        if len({sp for _, sp in uses}) > 1
+    )
+    return TrainingData(
+        manifest=manifest,
+        splits=splits,
+        feature_config=FeatureConfig.from_dict(first.feature_config),
+        feature_config_hash=first.feature_config_hash,
+        channel_set=ChannelSet.from_dict(first.channel_set),
+        library_versions=first.library_versions,
+        shared_audio=shared,
+    )
 
 
 def check_shared_audio(ds: TrainingData, allow: bool) -> None:
@@ -154,12 +172,19 @@ def check_shared_audio(ds: TrainingData, allow: bool) -> None:
     on: its validation scores would measure memory, not skill."""
     if not ds.shared_audio:
         return
-    listed = "; ".join(ds.shared_audio[:3]) + (f"; ... ({len(ds.shared_audio)} in all)" if len(ds.shared_audio) > 3 else "")
+    listed = "; ".join(ds.shared_audio[:3]) + (
+        f"; ... ({len(ds.shared_audio)} in all)" if len(ds.shared_audio) > 3 else ""
+    )
     if not allow:
-        raise DataError(f"manifest {ds.manifest!r}: the same audio is in more than one split ({listed}); give "
-                        "each recording one split, or pass --allow-shared-audio")
-    log.warning("manifest %r: the same audio is in more than one split (%s); allowed by --allow-shared-audio",
-                ds.manifest, listed)
+        raise DataError(
+            f"manifest {ds.manifest!r}: the same audio is in more than one split ({listed}); give "
+            "each recording one split, or pass --allow-shared-audio"
+        )
+    log.warning(
+        "manifest %r: the same audio is in more than one split (%s); allowed by --allow-shared-audio",
+        ds.manifest,
+        listed,
+    )
 
 
 def hold_out_tails(files: list[FileRef], fraction: float) -> tuple[list[FileRef], list[FileRef]]:

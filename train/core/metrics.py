@@ -41,8 +41,14 @@ def _summary(r: np.ndarray, amp: np.ndarray, active: np.ndarray) -> dict:
     return {"active_channels": n, "mean_r": float(rr.mean()), "amplitude_ratio": float(np.median(amp[active]))}
 
 
-def regression_metrics(pred: np.ndarray, target: np.ndarray, train_mean: np.ndarray,
-                       channels: list[str], groups: dict[str, list[str]], still: list[str] | tuple = ()) -> dict:
+def regression_metrics(
+    pred: np.ndarray,
+    target: np.ndarray,
+    train_mean: np.ndarray,
+    channels: list[str],
+    groups: dict[str, list[str]],
+    still: list[str] | tuple = (),
+) -> dict:
     """pred, target (N, C) over all validation frames; train_mean (C,) the mean predictor.
     still: the channels left out of training (predicted 0); "trained" holds the metrics over
     the others beside the top level's over all channels."""
@@ -60,13 +66,24 @@ def regression_metrics(pred: np.ndarray, target: np.ndarray, train_mean: np.ndar
     def over(members) -> dict:
         cols = [idx[c] for c in members if c in idx]
         if not cols:
-            return {"mse": None, "mae": None, "skill": None, "channels": 0,
-                    "active_channels": 0, "mean_r": None, "amplitude_ratio": None}
+            return {
+                "mse": None,
+                "mae": None,
+                "skill": None,
+                "channels": 0,
+                "active_channels": 0,
+                "mean_r": None,
+                "amplitude_ratio": None,
+            }
         g_base = float(base_se[:, cols].mean())
         g_mse = float(se[:, cols].mean())
-        return {"mse": g_mse, "mae": float(np.abs(err[:, cols]).mean()),
-                "skill": float(1 - g_mse / g_base) if g_base > 0 else None, "channels": len(cols),
-                **_summary(mm["r"][cols], mm["amplitude"][cols], mm["active"][cols])}
+        return {
+            "mse": g_mse,
+            "mae": float(np.abs(err[:, cols]).mean()),
+            "skill": float(1 - g_mse / g_base) if g_base > 0 else None,
+            "channels": len(cols),
+            **_summary(mm["r"][cols], mm["amplitude"][cols], mm["active"][cols]),
+        }
 
     out["groups"] = {name: over(members) for name, members in groups.items()}
     out["still"] = list(still)
@@ -74,8 +91,12 @@ def regression_metrics(pred: np.ndarray, target: np.ndarray, train_mean: np.ndar
     mae = np.abs(err).mean(axis=0)
     nz = lambda x: None if np.isnan(x) else float(x)  # noqa: E731
     out["per_channel"] = {
-        c: {"mae": float(mae[i]), "pearson_r": nz(mm["r"][i]), "amplitude_ratio": nz(mm["amplitude"][i]),
-            "active": bool(mm["active"][i])}
+        c: {
+            "mae": float(mae[i]),
+            "pearson_r": nz(mm["r"][i]),
+            "amplitude_ratio": nz(mm["amplitude"][i]),
+            "active": bool(mm["active"][i]),
+        }
         for i, c in enumerate(channels)
     }
     return out

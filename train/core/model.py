@@ -174,8 +174,9 @@ class Decoder(nn.Module):
         return out if self.training else out.clamp(0.0, 1.0)
 
 
-def smooth_block(current: torch.Tensor, prev: torch.Tensor | None, has_prev: torch.Tensor | None,
-                 alpha: torch.Tensor) -> torch.Tensor:
+def smooth_block(
+    current: torch.Tensor, prev: torch.Tensor | None, has_prev: torch.Tensor | None, alpha: torch.Tensor
+) -> torch.Tensor:
     """The recursive filter through a block, in float32.
 
     current (B, K, C); prev (B, C) the stream's last smoothed frame before the block;
@@ -202,25 +203,41 @@ def smooth_block(current: torch.Tensor, prev: torch.Tensor | None, has_prev: tor
         # s_j = sum_{i<=j} a (1-a)^(j-i) c_i + (1-a)^(j+1) p, with p = c_0 where there is no prev
         # (then s_0 = c_0).
         p = torch.where(has_prev[:, None], prev, current[:, 0])
-        values = torch.einsum("ji,bic->bjc", weights, current) + torch.pow(1 - a, (j + 1).float())[None, :, None] * p[:, None]
+        values = (
+            torch.einsum("ji,bic->bjc", weights, current)
+            + torch.pow(1 - a, (j + 1).float())[None, :, None] * p[:, None]
+        )
     rest = alpha * current[:, 1:] + (1 - alpha) * values[:, :-1]
     return torch.cat([first[:, None], rest], dim=1)
 
 
 class BlendshapeModel(nn.Module):
-    def __init__(self, *, n_mels: int, n_emotion: int, channels: int, window: int, cfg: ModelConfig,
-                 lookahead: int | None = None, frames_per_window: int = 1):
+    def __init__(
+        self,
+        *,
+        n_mels: int,
+        n_emotion: int,
+        channels: int,
+        window: int,
+        cfg: ModelConfig,
+        lookahead: int | None = None,
+        frames_per_window: int = 1,
+    ):
         super().__init__()
         K = frames_per_window
         if K > 1 and (lookahead is None or not cfg.target_frame_residual):
-            raise ValueError("frames_per_window > 1 needs model.target_frame_residual (each block frame's own "
-                             "encoding) and a lookahead")
+            raise ValueError(
+                "frames_per_window > 1 needs model.target_frame_residual (each block frame's own "
+                "encoding) and a lookahead"
+            )
         if lookahead is not None and not 1 <= K <= window - lookahead:
-            raise ValueError(f"frames_per_window must be in [1, window - lookahead] = [1, {window - lookahead}], "
-                             f"got {K}")
+            raise ValueError(
+                f"frames_per_window must be in [1, window - lookahead] = [1, {window - lookahead}], got {K}"
+            )
         self.frames_per_window = self.trained_frames_per_window = K
-        self.positions = (None if lookahead is None or not cfg.target_frame_residual
-                          else (window - K - lookahead, window - lookahead))
+        self.positions = (
+            None if lookahead is None or not cfg.target_frame_residual else (window - K - lookahead, window - lookahead)
+        )
         self.mel_stream = MelStream(n_mels, window, cfg)
         self.emotion_stream = EmotionStream(n_emotion, window, cfg)
         self.blendshape_queries = nn.Parameter(torch.randn(channels, cfg.d_model) * 0.02)
@@ -266,14 +283,25 @@ class BlendshapeModel(nn.Module):
 
 # The parameters with one row per output channel (their first dimension is C): fine-tuning
 # maps their rows by channel name; every other parameter is shared by all channels.
-PER_CHANNEL = ("blendshape_queries", "dual_stream_attention.mel_weights", "dual_stream_attention.emotion_weights",
-               "decoder.head_weight", "decoder.head_bias")
+PER_CHANNEL = (
+    "blendshape_queries",
+    "dual_stream_attention.mel_weights",
+    "dual_stream_attention.emotion_weights",
+    "decoder.head_weight",
+    "decoder.head_bias",
+)
 
 
 def build_model(cfg: TrainConfig, features: FeatureConfig, channels: int) -> BlendshapeModel:
     """The model a train config describes (sizes, window, lookahead, frames per window) for
     the features' widths (mel bins, eGeMAPS functionals) and C channels."""
     s = cfg.stream
-    return BlendshapeModel(n_mels=features.n_mels, n_emotion=features.n_emotion, channels=channels,
-                           window=s.window, cfg=cfg.model,
-                           lookahead=s.lookahead, frames_per_window=s.frames_per_window)
+    return BlendshapeModel(
+        n_mels=features.n_mels,
+        n_emotion=features.n_emotion,
+        channels=channels,
+        window=s.window,
+        cfg=cfg.model,
+        lookahead=s.lookahead,
+        frames_per_window=s.frames_per_window,
+    )

@@ -38,10 +38,22 @@ class Normalizer:
         return {k: np.asarray(v, dtype=np.float64).tolist() for k, v in self.__dict__.items() if v is not None}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Normalizer":
-        return cls(**{k: np.asarray(d[k], dtype=np.float32) for k in
-                      ("mel_mean", "mel_std", "emotion_mean", "emotion_std", "target_mean", "target_std", "target_max")
-                      if k in d})
+    def from_dict(cls, d: dict) -> Normalizer:
+        return cls(
+            **{
+                k: np.asarray(d[k], dtype=np.float32)
+                for k in (
+                    "mel_mean",
+                    "mel_std",
+                    "emotion_mean",
+                    "emotion_std",
+                    "target_mean",
+                    "target_std",
+                    "target_max",
+                )
+                if k in d
+            }
+        )
 
     def is_finite(self) -> bool:
         return all(np.isfinite(v).all() for v in self.__dict__.values() if v is not None)
@@ -95,17 +107,30 @@ def compute_normalizer(store: FeatureStore, files: list[FileRef]) -> Normalizer:
     em, es = mean_std("emotion")
     tm = (sums["target"] / n).astype(np.float32)
     ts = np.sqrt(np.maximum(sq["target"] / n - (sums["target"] / n) ** 2, 0.0)).astype(np.float32)
-    return Normalizer(mel_mean=mm, mel_std=ms, emotion_mean=em, emotion_std=es, target_mean=tm, target_std=ts, target_max=np.asarray(top, np.float32))
+    return Normalizer(
+        mel_mean=mm,
+        mel_std=ms,
+        emotion_mean=em,
+        emotion_std=es,
+        target_mean=tm,
+        target_std=ts,
+        target_max=np.asarray(top, np.float32),
+    )
 
 
 def stats_cache_key(store: FeatureStore, manifest: str, split: str, files: list[FileRef]) -> str:
-    doc = {"version": 3, "store": store.location, "manifest": manifest, "split": split,
-           "keys": [f.key for f in files], "ranges": [[f.start, f.frames] for f in files]}
+    doc = {
+        "version": 3,
+        "store": store.location,
+        "manifest": manifest,
+        "split": split,
+        "keys": [f.key for f in files],
+        "ranges": [[f.start, f.frames] for f in files],
+    }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def load_or_compute(run_dir: Path, store: FeatureStore, manifest: str, split: str,
-                    files: list[FileRef]) -> Normalizer:
+def load_or_compute(run_dir: Path, store: FeatureStore, manifest: str, split: str, files: list[FileRef]) -> Normalizer:
     """Statistics from run_dir/norm_stats-<key>.json, else one pass and write them there."""
     key = stats_cache_key(store, manifest, split, files)
     path = run_dir / f"norm_stats-{key}.json"

@@ -39,8 +39,13 @@ def calibrate_gain(pred: np.ndarray, target: np.ndarray, mean: np.ndarray) -> fl
     return float(max((p * t).sum() / denom, 0.0))
 
 
-def gain_table(pred: np.ndarray, target: np.ndarray, mean: np.ndarray, channels: list[str],
-               gains: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0)) -> list[dict]:
+def gain_table(
+    pred: np.ndarray,
+    target: np.ndarray,
+    mean: np.ndarray,
+    channels: list[str],
+    gains: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0),
+) -> list[dict]:
     """Skill, mean r and amplitude ratio of the split at each gain, plus the gain whose
     amplitude ratio is 1 (1 / the ratio at gain 1, before clipping) where the model moves at
     all: pred, target (N, C) over the split's frames."""
@@ -58,8 +63,9 @@ def gain_table(pred: np.ndarray, target: np.ndarray, mean: np.ndarray, channels:
 def resolve_gain(gain: float | str, calibrated: float | None, checkpoint) -> float:
     if gain == "calibrated":
         if calibrated is None:
-            raise ValueError(f"{checkpoint} has no calibrated gain (it was kept without validation data): "
-                             "give --gain a number")
+            raise ValueError(
+                f"{checkpoint} has no calibrated gain (it was kept without validation data): give --gain a number"
+            )
         log.info("output gain %.3f (calibrated on validation data)", calibrated)
         return float(calibrated)
     try:

@@ -47,8 +47,7 @@ def curve_channels(channels: list[str], target: np.ndarray) -> list[str]:
     return [channels[i] for i in order]
 
 
-def plot_curves(pred: np.ndarray, target: np.ndarray, channels: list[str], fps: float,
-                title: str, path: Path) -> None:
+def plot_curves(pred: np.ndarray, target: np.ndarray, channels: list[str], fps: float, title: str, path: Path) -> None:
     """pred, target (T, C) of one validation file. Each panel gives the channel's Pearson r and
     amplitude ratio (std of the prediction over std of the target) on this file, so a
     prediction that follows the target but hardly moves is plain to see."""
@@ -66,9 +65,15 @@ def plot_curves(pred: np.ndarray, target: np.ndarray, channels: list[str], fps: 
         ax.set_ylabel(name)
         ax.set_ylim(-0.02, 1.02)
         r, a = mm["r"][i], mm["amplitude"][i]
-        ax.text(0.01, 0.95, f"r {r:.2f}, amplitude ratio {a:.2f}" if np.isfinite(r) and np.isfinite(a)
-                else "flat target or prediction", transform=ax.transAxes, va="top", fontsize=8,
-                bbox=dict(facecolor="white", alpha=0.7, lw=0))
+        ax.text(
+            0.01,
+            0.95,
+            f"r {r:.2f}, amplitude ratio {a:.2f}" if np.isfinite(r) and np.isfinite(a) else "flat target or prediction",
+            transform=ax.transAxes,
+            va="top",
+            fontsize=8,
+            bbox=dict(facecolor="white", alpha=0.7, lw=0),
+        )
         ax.grid(alpha=0.3)
     axes[0, 0].legend(loc="upper right")
     axes[0, 0].set_title(title)

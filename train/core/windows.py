@@ -28,8 +28,9 @@ import numpy as np
 
 def check_block(window: int, lookahead: int, block: int) -> None:
     if block < 1 or block + lookahead > window:
-        raise ValueError(f"frames per window must be in [1, window - lookahead] = [1, {window - lookahead}], "
-                         f"got {block}")
+        raise ValueError(
+            f"frames per window must be in [1, window - lookahead] = [1, {window - lookahead}], got {block}"
+        )
 
 
 def pad_lengths(window: int, lookahead: int, block: int = 1) -> tuple[int, int]:

@@ -68,8 +68,13 @@ class ChunkedAnimator:
         if last <= self.done:
             return np.zeros((0, len(p.channels)), np.float32)
         t0 = time.perf_counter()
-        cur = p.current_blocks(self._mel, self._emo, range(self.done // K, ready), first=self._first,
-                               final_frames=featurized if final else None)
+        cur = p.current_blocks(
+            self._mel,
+            self._emo,
+            range(self.done // K, ready),
+            first=self._first,
+            final_frames=featurized if final else None,
+        )
         smoothed = p.smooth(cur, self._prev)
         self._prev = smoothed[-1]
         self.done = last
@@ -94,5 +99,10 @@ def animate_chunked(pred, audio: str | Path, chunk_seconds: float) -> dict:
     curves = np.concatenate(out)
     if not len(curves):
         raise AudioError(f"{audio}: no frames")
-    return {"curves": curves, "duration_s": anim.features.duration_s, "featurize_s": anim.featurize_s,
-            "model_s": anim.model_s, "latency_s": anim.latency_s(chunk_seconds)}
+    return {
+        "curves": curves,
+        "duration_s": anim.features.duration_s,
+        "featurize_s": anim.featurize_s,
+        "model_s": anim.model_s,
+        "latency_s": anim.latency_s(chunk_seconds),
+    }

@@ -36,7 +36,7 @@ INPUTS = ("mel", "emotion", "frame_mask", "prev", "has_prev")
 OUTPUTS = ("current", "smoothed")
 
 
-def exported_model(model: "nn.Module", norm) -> "nn.Module":
+def exported_model(model: nn.Module, norm) -> nn.Module:
     """model with the training statistics applied to its raw feature inputs, returning
     (current, smoothed)."""
     import torch
@@ -50,14 +50,19 @@ def exported_model(model: "nn.Module", norm) -> "nn.Module":
                 self.register_buffer(name, torch.as_tensor(getattr(norm, name), dtype=torch.float32))
 
         def forward(self, mel, emotion, frame_mask, prev, has_prev):
-            out = self.model((mel - self.mel_mean) / self.mel_std, (emotion - self.emotion_mean) / self.emotion_std,
-                             frame_mask, prev, has_prev)
+            out = self.model(
+                (mel - self.mel_mean) / self.mel_std,
+                (emotion - self.emotion_mean) / self.emotion_std,
+                frame_mask,
+                prev,
+                has_prev,
+            )
             return out["current"], out["smoothed"]
 
     return ExportedModel().eval()
 
 
-def example_inputs(ck: "Checkpoint", batch: int = 2) -> tuple["torch.Tensor", ...]:
+def example_inputs(ck: Checkpoint, batch: int = 2) -> tuple[torch.Tensor, ...]:
     import torch
 
     L, C = ck.window, len(ck.channels)
@@ -65,13 +70,20 @@ def example_inputs(ck: "Checkpoint", batch: int = 2) -> tuple["torch.Tensor", ..
     # The mask is always an input of the graph (also where every frame is real).
     mask = torch.ones(batch, L, dtype=torch.bool)
     mask[0, :10] = False
-    return (torch.randn(batch, L, ck.n_mels, generator=g), torch.randn(batch, L, ck.feature_config.n_emotion, generator=g),
-            mask, torch.rand(batch, C, generator=g), torch.tensor([False] + [True] * (batch - 1)))
+    return (
+        torch.randn(batch, L, ck.n_mels, generator=g),
+        torch.randn(batch, L, ck.feature_config.n_emotion, generator=g),
+        mask,
+        torch.rand(batch, C, generator=g),
+        torch.tensor([False] + [True] * (batch - 1)),
+    )
 
 
-def sidecar(ck: "Checkpoint", fmt: str, K: int | None = None) -> dict:
+def sidecar(ck: Checkpoint, fmt: str, K: int | None = None) -> dict:
     """K: the graph's frames per window (the checkpoint's when None)."""
     import torch
+
+    from blendsync.train.core.windows import block_positions
 
     K = ck.frames_per_window if K is None else K
     return {
@@ -94,15 +106,23 @@ def sidecar(ck: "Checkpoint", fmt: str, K: int | None = None) -> dict:
     }
 
 
-def _write_onnx(wrapped: "nn.Module", args: tuple, out: Path) -> None:
+def _write_onnx(wrapped: nn.Module, args: tuple, out: Path) -> None:
     import torch
 
     dyn = {name: {0: "batch"} for name in (*INPUTS, *OUTPUTS)}
-    torch.onnx.export(wrapped, args, str(out), input_names=list(INPUTS), output_names=list(OUTPUTS),
-                      dynamic_axes=dyn, opset_version=ONNX_OPSET, dynamo=False)
+    torch.onnx.export(
+        wrapped,
+        args,
+        str(out),
+        input_names=list(INPUTS),
+        output_names=list(OUTPUTS),
+        dynamic_axes=dyn,
+        opset_version=ONNX_OPSET,
+        dynamo=False,
+    )
 
 
-def _write_torchscript(wrapped: "nn.Module", args: tuple, out: Path) -> None:
+def _write_torchscript(wrapped: nn.Module, args: tuple, out: Path) -> None:
     import torch
 
     with torch.no_grad():

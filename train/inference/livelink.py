@@ -19,9 +19,10 @@ import struct
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 import numpy as np
 
@@ -33,16 +34,22 @@ PACKET_VERSION = 6
 DEFAULT_PORT = 11111
 
 
-def encode_packet(device_id: str, subject: str, frame: int, fps: int, values: np.ndarray,
-                  sub_frame: float = 0.0) -> bytes:
+def encode_packet(
+    device_id: str, subject: str, frame: int, fps: int, values: np.ndarray, sub_frame: float = 0.0
+) -> bytes:
     """One Live Link Face packet; values (61,) in the unreal61 order."""
     if len(values) != 61:
         raise ValueError(f"a Live Link Face packet carries 61 values, got {len(values)}")
     dev = device_id if device_id.startswith("$") else "$" + device_id
     name = subject.encode("utf-8")
-    return (struct.pack("<I", PACKET_VERSION) + dev.encode("ascii") + struct.pack("!i", len(name)) + name
-            + struct.pack("!ifii", int(frame), float(sub_frame), int(fps), 1)
-            + struct.pack("!B61f", 61, *np.asarray(values, dtype=np.float64).tolist()))
+    return (
+        struct.pack("<I", PACKET_VERSION)
+        + dev.encode("ascii")
+        + struct.pack("!i", len(name))
+        + name
+        + struct.pack("!ifii", int(frame), float(sub_frame), int(fps), 1)
+        + struct.pack("!B61f", 61, *np.asarray(values, dtype=np.float64).tolist())
+    )
 
 
 class FrameResampler:
@@ -69,7 +76,7 @@ class FrameResampler:
     def _emit(self, upto: int) -> np.ndarray:
         if upto <= self.emitted or not len(self._rows):
             return np.zeros((0, self._rows.shape[1]), np.float32)
-        t = frame_times(upto, self.fps_out)[self.emitted:]
+        t = frame_times(upto, self.fps_out)[self.emitted :]
         out = np.clip(rows_to_grid(self._rows, frame_times(len(self._rows), self.fps_in), t).values, 0, 1)
         self.emitted = upto
         return out
@@ -83,16 +90,27 @@ class StreamReport:
     latencies: list[float] = field(default_factory=list)
 
 
-def stream_audio(pred, chunks: Iterator[np.ndarray], source_rate: int, *, host: str = "127.0.0.1",
-                 port: int = DEFAULT_PORT, subject: str = "blendsync", fps: int = 60, start_frame: int = 0,
-                 realtime: bool = True, device_id: str | None = None,
-                 on_frame: Callable[[int, np.ndarray], None] | None = None) -> StreamReport:
+def stream_audio(
+    pred,
+    chunks: Iterator[np.ndarray],
+    source_rate: int,
+    *,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    subject: str = "blendsync",
+    fps: int = 60,
+    start_frame: int = 0,
+    realtime: bool = True,
+    device_id: str | None = None,
+    on_frame: Callable[[int, np.ndarray], None] | None = None,
+) -> StreamReport:
     """Push audio chunks ((N,) or (N, channels) float at source_rate) through the chunked
     animator and send every output frame as a packet to host:port. realtime: chunks are taken
     at the pace of the audio and each frame leaves no earlier than its instant."""
     if set(pred.channels) != set(CHANNEL_ORDERS["livelink"]):
-        raise ValueError(f"Live Link Face carries the 52 ARKit curves; this model predicts {len(pred.channels)} "
-                         "other channels")
+        raise ValueError(
+            f"Live Link Face carries the 52 ARKit curves; this model predicts {len(pred.channels)} other channels"
+        )
     dev = device_id or "$" + str(uuid.uuid4())
     anim = ChunkedAnimator(pred, source_rate, "<stream>")
     resampler = FrameResampler(pred.fps, fps, len(pred.channels))

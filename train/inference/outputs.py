@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -41,14 +41,22 @@ def write_livelink_csv(path: Path, curves: np.ndarray, fps: float, channels: lis
 
 
 def write_json(path: Path, curves: np.ndarray, fps: float, channels: list[str], source: str) -> None:
-    path.write_text(json.dumps({
-        "source": source, "fps": fps, "frames": int(curves.shape[0]), "channels": list(channels),
-        "values": np.round(curves.astype(np.float64), 6).tolist(),
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "source": source,
+                "fps": fps,
+                "frames": int(curves.shape[0]),
+                "channels": list(channels),
+                "values": np.round(curves.astype(np.float64), 6).tolist(),
+            }
+        )
+    )
 
 
-def plot_prediction(path: Path, samples: np.ndarray, sr: int, curves: np.ndarray, fps: float,
-                    channels: list[str], title: str) -> None:
+def plot_prediction(
+    path: Path, samples: np.ndarray, sr: int, curves: np.ndarray, fps: float, channels: list[str], title: str
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

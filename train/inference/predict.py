@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +26,10 @@ from blendsync.shared.channels import check_order, reorder
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.featurize_file import featurize_file
 from blendsync.train.core.checkpoint import Checkpoint
-from blendsync.train.core.output_gain import apply_gain, resolve_gain
-from blendsync.train.inference.outputs import CURVE_FORMATS, plot_prediction, resample_curves
 from blendsync.train.core.normalization import Normalizer
+from blendsync.train.core.output_gain import apply_gain, resolve_gain
 from blendsync.train.core.windows import cut, frame_mask, pad_frames
+from blendsync.train.inference.outputs import CURVE_FORMATS, plot_prediction, resample_curves
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class Predictor:
     calibrated_gain: float | None = None
 
     @classmethod
-    def load(cls, checkpoint: str | Path, device: str = "cpu", frames_per_window: int | None = None) -> "Predictor":
+    def load(cls, checkpoint: str | Path, device: str = "cpu", frames_per_window: int | None = None) -> Predictor:
         """frames_per_window: blocks of fewer frames than the model was trained with (lower
         streaming latency, more compute per frame); None: the checkpoint's."""
         ck = Checkpoint.load(checkpoint)
@@ -59,7 +60,17 @@ class Predictor:
         model = ck.build_model(dev)
         if frames_per_window is not None:
             model.use_frames_per_window(frames_per_window)
-        return cls(model=model, norm=ck.normalizer, feature_config=ck.feature_config, channels=ck.channels, window=ck.window, lookahead=ck.lookahead, device=dev, frames_per_window=model.frames_per_window, calibrated_gain=ck.calibrated_gain)
+        return cls(
+            model=model,
+            norm=ck.normalizer,
+            feature_config=ck.feature_config,
+            channels=ck.channels,
+            window=ck.window,
+            lookahead=ck.lookahead,
+            device=dev,
+            frames_per_window=model.frames_per_window,
+            calibrated_gain=ck.calibrated_gain,
+        )
 
     @property
     def fps(self) -> float:
@@ -83,8 +94,9 @@ class Predictor:
         return self.current_blocks(mel, emotion, range(-(-T // self.frames_per_window)), final_frames=T)
 
     @torch.no_grad()
-    def current_blocks(self, mel: np.ndarray, emotion: np.ndarray, blocks: range, *,
-                       final_frames: int | None, first: int = 0) -> np.ndarray:
+    def current_blocks(
+        self, mel: np.ndarray, emotion: np.ndarray, blocks: range, *, final_frames: int | None, first: int = 0
+    ) -> np.ndarray:
         """Unsmoothed outputs (frames, C) for the frames of `blocks` (block b: frames bK …
         bK + K - 1, cut at final_frames) from the features at hand: mel (N, M), emotion (N, E)
         of frames first … first + N - 1 (first > 0 only when every window starts at or after
@@ -97,8 +109,9 @@ class Predictor:
         if not starts:
             return np.zeros((0, len(self.channels)), np.float32)
         if final_frames is None and starts[-1] + K + la > first + N:
-            raise ValueError(f"block at frame {starts[-1]} needs features up to {starts[-1] + K - 1 + la}, "
-                             f"have {first + N}")
+            raise ValueError(
+                f"block at frame {starts[-1]} needs features up to {starts[-1] + K - 1 + la}, have {first + N}"
+            )
         if final_frames is not None and starts[-1] >= final_frames:
             raise ValueError(f"block at frame {starts[-1]} starts past the file's {final_frames} frames")
         if first and starts[0] - self.reach < first:
@@ -138,8 +151,7 @@ class Predictor:
         t1 = time.perf_counter()
         curves = self.smooth(self.current(ff.mel, ff.emotion))
         t2 = time.perf_counter()
-        return {"curves": curves, "duration_s": ff.info["audio_duration_s"],
-                "featurize_s": t1 - t0, "model_s": t2 - t1}
+        return {"curves": curves, "duration_s": ff.info["audio_duration_s"], "featurize_s": t1 - t0, "model_s": t2 - t1}
 
 
 @dataclass(kw_only=True)
@@ -173,8 +185,11 @@ def collect_inputs(inputs: list[str | Path]) -> list[tuple[Path, Path]]:
     found: list[tuple[Path, Path]] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found += [(p, p.relative_to(item).with_suffix(""))
-                      for p in sorted(item.rglob("*")) if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()]
+            found += [
+                (p, p.relative_to(item).with_suffix(""))
+                for p in sorted(item.rglob("*"))
+                if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()
+            ]
         elif item.suffix.lower() == ".csv":
             m = read_manifest(item)
             for prob in m.problems:
@@ -223,10 +238,25 @@ def _without_collisions(files: list[tuple[Path, Path]]) -> list[tuple[Path, Path
     return out
 
 
-def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Path, *, fps: float = 60.0,
-            formats: tuple[str, ...] = ("livelink",), device: str = "cpu", plot: bool = True,
-            chunk_seconds: float | None = None, frames_per_window: int | None = None,
-            gain: float | str = 1.0, channel_order: str | None = None) -> PredictReport:
+def _with_suffix(base: Path, ext: str) -> Path:
+    """base + ext: a name may hold dots of its own (take.v2), so never Path.with_suffix."""
+    return base.parent / (base.name + ext)
+
+
+def predict(
+    inputs: list[str | Path],
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    *,
+    fps: float = 60.0,
+    formats: tuple[str, ...] = ("livelink",),
+    device: str = "cpu",
+    plot: bool = True,
+    chunk_seconds: float | None = None,
+    frames_per_window: int | None = None,
+    gain: float | str = 1.0,
+    channel_order: str | None = None,
+) -> PredictReport:
     """chunk_seconds: process each file as a stream of chunks (train.chunked); the curves
     match whole-file processing. frames_per_window: see Predictor.load. gain: movement
     around the training mean scaled by this (output_gain.apply_gain; 1 = as trained), or
@@ -239,8 +269,10 @@ def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Pat
     if unknown:
         raise ValueError(f"unknown format(s) {unknown}; choose from {list(CURVE_FORMATS)}")
     if "livelink" in formats and len(pred.channels) != 52:
-        raise ValueError(f"this model predicts {len(pred.channels)} custom channels: Live Link Face CSV "
-                         "needs the 52 ARKit ones; use --format npy or json")
+        raise ValueError(
+            f"this model predicts {len(pred.channels)} custom channels: Live Link Face CSV "
+            "needs the 52 ARKit ones; use --format npy or json"
+        )
     order_names = list(pred.channels if channel_order is None else check_order(pred.channels, channel_order))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -262,9 +294,7 @@ def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Pat
         curves = resample_curves(curves, pred.fps, fps, res["duration_s"])
         base = out / name
         base.parent.mkdir(parents=True, exist_ok=True)
-
-        def path(ext: str) -> Path:  # name + ext: a name may hold dots of its own (take.v2)
-            return base.parent / (base.name + ext)
+        path = partial(_with_suffix, base)
 
         ordered = curves if channel_order is None else reorder(curves, pred.channels, channel_order)
         for key, fmt in CURVE_FORMATS.items():

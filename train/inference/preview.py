@@ -17,12 +17,18 @@ from blendsync.shared.channels import ARKIT_52
 
 PANEL = 256
 SKIN, BACKGROUND = (236, 200, 170), (225, 225, 230)
-LIPS, MOUTH, EYE_WHITE, PUPIL, BROW, CHEEK = (185, 70, 80), (70, 15, 25), (250, 250, 250), (35, 35, 45), \
-    (90, 60, 40), (230, 150, 150)
+LIPS, MOUTH, EYE_WHITE, PUPIL, BROW, CHEEK = (
+    (185, 70, 80),
+    (70, 15, 25),
+    (250, 250, 250),
+    (35, 35, 45),
+    (90, 60, 40),
+    (230, 150, 150),
+)
 # The mouth's centre and its opening at jawOpen = 1, in panel units (-1 … 1).
 MOUTH_Y, MOUTH_OPEN = 0.45, 0.28
 
-_Y, _X = np.mgrid[-1:1:PANEL * 1j, -1:1:PANEL * 1j]
+_Y, _X = np.mgrid[-1 : 1 : PANEL * 1j, -1 : 1 : PANEL * 1j]
 
 
 def _ellipse(cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
@@ -50,8 +56,13 @@ def draw_face(v: dict[str, float]) -> np.ndarray:
         img[(np.abs(_X - 0.3 * sx) < 0.13) & (np.abs(_Y - by) < 0.025)] = BROW
     jaw = g("jawOpen") * (1.0 - 0.7 * g("mouthClose"))
     smile = 0.5 * (g("mouthSmileLeft") + g("mouthSmileRight"))
-    width = 0.22 * (1.0 + 0.5 * smile + 0.3 * 0.5 * (g("mouthStretchLeft") + g("mouthStretchRight"))
-                    - 0.4 * g("mouthPucker") - 0.3 * g("mouthFunnel"))
+    width = 0.22 * (
+        1.0
+        + 0.5 * smile
+        + 0.3 * 0.5 * (g("mouthStretchLeft") + g("mouthStretchRight"))
+        - 0.4 * g("mouthPucker")
+        - 0.3 * g("mouthFunnel")
+    )
     shift = 0.08 * (g("mouthRight") - g("mouthLeft"))
     cy = MOUTH_Y + 0.5 * MOUTH_OPEN * jaw - 0.03 * smile
     img[_ellipse(shift, cy, width + 0.03, 0.5 * MOUTH_OPEN * jaw + 0.04)] = LIPS
@@ -95,8 +106,9 @@ def write_preview(path: Path, audio: str | Path, panels: list[np.ndarray], fps: 
             out.mux(packet)
         step = 1024
         for a in range(0, len(dec.samples), step):
-            frame = av.AudioFrame.from_ndarray(dec.samples[None, a : a + step].astype(np.float32), format="fltp",
-                                               layout="mono")
+            frame = av.AudioFrame.from_ndarray(
+                dec.samples[None, a : a + step].astype(np.float32), format="fltp", layout="mono"
+            )
             frame.sample_rate = dec.sample_rate
             frame.pts = a
             for packet in sound.encode(frame):
@@ -106,8 +118,15 @@ def write_preview(path: Path, audio: str | Path, panels: list[np.ndarray], fps: 
     return path
 
 
-def preview(audio: str | Path, checkpoint: str | Path, out: str | Path, *, targets: str | None = None,
-            fps: int = 30, device: str = "cpu") -> Path:
+def preview(
+    audio: str | Path,
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    targets: str | None = None,
+    fps: int = 30,
+    device: str = "cpu",
+) -> Path:
     """The prediction for audio (and the targets beside it when given) as an MP4 at fps."""
     from blendsync.shared.frame_grid import n_frames
     from blendsync.shared.targets import TargetSpec, read_targets, targets_on_grid

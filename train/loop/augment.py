@@ -25,8 +25,9 @@ class FeatureAugmenter:
         # A level offset of g dB is g·ln(10)/10 in log-mel, g·ln(10)/10 / std per standardised bin.
         self.per_db = torch.as_tensor(_LN_PER_DB / np.asarray(mel_std, np.float32), device=device)
 
-    def __call__(self, mel: torch.Tensor, emotion: torch.Tensor,
-                 frame_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, mel: torch.Tensor, emotion: torch.Tensor, frame_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.cfg
         B, L, M = mel.shape
         dev = mel.device

@@ -35,8 +35,9 @@ def grad_report(model: torch.nn.Module) -> dict:
     }
 
 
-def warn_on(report: dict, step: int, alpha_in_use: bool = True,
-            history: dict[str, list[float]] | None = None) -> list[str]:
+def warn_on(
+    report: dict, step: int, alpha_in_use: bool = True, history: dict[str, list[float]] | None = None
+) -> list[str]:
     """alpha_in_use: some row of the batch had a previous window (else smoothing_alpha had
     nothing to act on and a zero gradient is expected, e.g. on the first step).
 
@@ -64,13 +65,17 @@ def warn_on(report: dict, step: int, alpha_in_use: bool = True,
             if len(seen) >= 2:
                 typical = sorted(seen)[len(seen) // 2]
                 if n > EXPLODING_RATIO * typical:
-                    msgs.append(f"step {step}: exploding gradient for {name} (norm {n:.3g}, "
-                                f"{n / typical:.0f}x its median {typical:.3g} so far)")
+                    msgs.append(
+                        f"step {step}: exploding gradient for {name} (norm {n:.3g}, "
+                        f"{n / typical:.0f}x its median {typical:.3g} so far)"
+                    )
             seen.append(n)
     r = report["stream_balance"]
     if r is not None and not BALANCE_WARN[0] <= r <= BALANCE_WARN[1]:
-        msgs.append(f"step {step}: stream imbalance |grad mel_weights| / |grad emotion_weights| = {r:.3g} "
-                    f"(healthy 0.5-2, warned outside {BALANCE_WARN[0]}-{BALANCE_WARN[1]})")
+        msgs.append(
+            f"step {step}: stream imbalance |grad mel_weights| / |grad emotion_weights| = {r:.3g} "
+            f"(healthy 0.5-2, warned outside {BALANCE_WARN[0]}-{BALANCE_WARN[1]})"
+        )
     for m in msgs:
         log.warning(m)
     return msgs

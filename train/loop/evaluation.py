@@ -12,11 +12,11 @@ import torch
 from blendsync.shared.store import FeatureStore
 from blendsync.train.core.checkpoint import Checkpoint
 from blendsync.train.core.config import LOSS_TERMS, TrainConfig
-from blendsync.train.core.data import TrainingData, DataError, FileRef, load_training_data
-from blendsync.train.loop.losses import channel_scale, loss_terms, total_loss
+from blendsync.train.core.data import DataError, FileRef, TrainingData, load_training_data
 from blendsync.train.core.metrics import regression_metrics
 from blendsync.train.core.normalization import Normalizer, still_mask
 from blendsync.train.core.output_gain import apply_gain, gain_table, resolve_gain
+from blendsync.train.loop.losses import channel_scale, loss_terms, total_loss
 from blendsync.train.loop.step import carry, forward_rows, to_device
 from blendsync.train.loop.streaming import WindowStream
 
@@ -36,21 +36,29 @@ class LossChannels:
         return iter((self.mouth, self.expression, self.scale, self.active))
 
 
-def loss_channels(ds: TrainingData, norm: Normalizer, cfg: TrainConfig, device,
-                  still: list[str] | tuple = ()) -> LossChannels:
+def loss_channels(
+    ds: TrainingData, norm: Normalizer, cfg: TrainConfig, device, still: list[str] | tuple = ()
+) -> LossChannels:
     mouth = torch.tensor([c in set(ds.mouth) for c in ds.channels], device=device)
     expr = torch.tensor([c in set(ds.expression) for c in ds.channels], device=device)
     if cfg.loss.scale != "none" and norm.target_std is None:
-        raise DataError("this checkpoint's statistics have no target spread: score or resume it with "
-                        "loss.scale: none")
+        raise DataError("this checkpoint's statistics have no target spread: score or resume it with loss.scale: none")
     scale = channel_scale(cfg.loss, norm.target_std) if cfg.loss.scale != "none" else None
     active = (~still_mask(ds.channels, still)).to(device) if still else None
     return LossChannels(mouth, expr, None if scale is None else torch.from_numpy(scale).to(device), active)
 
 
 @torch.no_grad()
-def validation_pass(model, stream: WindowStream, files: list[FileRef], cfg: TrainConfig, masks: LossChannels,
-                    device, amp: bool, channels: list[str]) -> tuple[dict, dict[int, np.ndarray], dict[int, np.ndarray]]:
+def validation_pass(
+    model,
+    stream: WindowStream,
+    files: list[FileRef],
+    cfg: TrainConfig,
+    masks: LossChannels,
+    device,
+    amp: bool,
+    channels: list[str],
+) -> tuple[dict, dict[int, np.ndarray], dict[int, np.ndarray]]:
     """Every frame of every file at stride 1 with carried state. Returns (loss terms averaged
     over target frames, predictions per file (T, C), targets per file (T, C))."""
     was_training = model.training
@@ -80,20 +88,31 @@ def validation_pass(model, stream: WindowStream, files: list[FileRef], cfg: Trai
     return {k: v / max(n, 1) for k, v in sums.items()}, preds, targs
 
 
-def split_metrics(preds: dict[int, np.ndarray], targs: dict[int, np.ndarray], norm: Normalizer,
-                  ds: TrainingData, still: list[str] | tuple = ()) -> dict:
+def split_metrics(
+    preds: dict[int, np.ndarray],
+    targs: dict[int, np.ndarray],
+    norm: Normalizer,
+    ds: TrainingData,
+    still: list[str] | tuple = (),
+) -> dict:
     """regression_metrics over every frame of a split, with the channel set's groups, over all
     channels and over the trained ones (still: the others)."""
     grouped = set(ds.mouth) | set(ds.expression)
-    groups = {"mouth": ds.mouth, "expression": ds.expression,
-              "other": [c for c in ds.channels if c not in grouped]}
+    groups = {"mouth": ds.mouth, "expression": ds.expression, "other": [c for c in ds.channels if c not in grouped]}
     P = np.concatenate([preds[i] for i in sorted(preds)])
     T = np.concatenate([targs[i] for i in sorted(targs)])
     return regression_metrics(P, T, norm.target_mean, ds.channels, groups, still)
 
 
-def evaluate_checkpoint(checkpoint: str | Path, store_path: str | Path, *, manifest: str | None = None,
-                        split: str = "val", device: str = "cpu", gain: float | str = 1.0) -> dict:
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    store_path: str | Path,
+    *,
+    manifest: str | None = None,
+    split: str = "val",
+    device: str = "cpu",
+    gain: float | str = 1.0,
+) -> dict:
     """Returns {"terms", "metrics", "gains", "pred": {id: (T, C)}, "target": {id: (T, C)},
     "channels", "fps"} for the split. gain: the output gain applied before the metrics
     (output_gain; the loss terms are the model's own); "gains": the split's metrics at other
@@ -107,19 +126,36 @@ def evaluate_checkpoint(checkpoint: str | Path, store_path: str | Path, *, manif
     dev = torch.device(device)
     model, cfg, norm = ck.build_model(dev), ck.config, ck.normalizer
     s = cfg.stream
-    stream = WindowStream(store, files, norm, window=s.window, lookahead=s.lookahead, stride=1,
-                          streams=s.batch_streams, block=s.frames_per_window, pad_value=s.pad_value,
-                          prefetch=s.prefetch_files, shuffle=False, split=False)
-    terms, preds, targs = validation_pass(model, stream, files, cfg, loss_channels(ds, norm, cfg, dev, ck.still), dev,
-                                          False, ds.channels)
+    stream = WindowStream(
+        store,
+        files,
+        norm,
+        window=s.window,
+        lookahead=s.lookahead,
+        stride=1,
+        streams=s.batch_streams,
+        block=s.frames_per_window,
+        pad_value=s.pad_value,
+        prefetch=s.prefetch_files,
+        shuffle=False,
+        split=False,
+    )
+    terms, preds, targs = validation_pass(
+        model, stream, files, cfg, loss_channels(ds, norm, cfg, dev, ck.still), dev, False, ds.channels
+    )
     raw = np.concatenate([preds[i] for i in sorted(preds)])
     preds = {i: apply_gain(p, norm.target_mean, gain) for i, p in preds.items()}
     return {
         "gain": gain,
         "terms": terms,
         "metrics": split_metrics(preds, targs, norm, ds, ck.still),
-        "gains": gain_table(raw, np.concatenate([targs[i] for i in sorted(targs)]), norm.target_mean, ds.channels,
-                            gains=(1.0, 1.5, 2.0, 3.0, gain)),
+        "gains": gain_table(
+            raw,
+            np.concatenate([targs[i] for i in sorted(targs)]),
+            norm.target_mean,
+            ds.channels,
+            gains=(1.0, 1.5, 2.0, 3.0, gain),
+        ),
         "pred": {files[i].id: preds[i] for i in preds},
         "target": {files[i].id: targs[i] for i in targs},
         "channels": list(ds.channels),

@@ -36,7 +36,7 @@ class InitFrom:
     keep_normalization: bool = False
 
     @classmethod
-    def load(cls, path: str | Path, keep_normalization: bool = False) -> "InitFrom":
+    def load(cls, path: str | Path, keep_normalization: bool = False) -> InitFrom:
         return cls(Path(path), Checkpoint.load(path), keep_normalization)
 
 
@@ -54,18 +54,36 @@ def fine_tune_config(cfg: TrainConfig, init: InitFrom, overrides: ConfigOverride
     """cfg with the checkpoint's model: its model section and preset, window, lookahead and
     frames per window. ValueError when a choice (--preset, -K, --set model.*) asks for another."""
     own = init.checkpoint.config
-    have = {"preset": own.preset, **{f"model.{k}": v for k, v in own.to_dict()["model"].items()},
-            **{f"stream.{k}": getattr(own.stream, k) for k in MODEL_STREAM_KEYS}}
-    asked = [overrides.sources.get(key, key) for key, value in have.items()
-             if overrides.asks(key) is not None and overrides.asks(key) != value]
+    have = {
+        "preset": own.preset,
+        **{f"model.{k}": v for k, v in own.to_dict()["model"].items()},
+        **{f"stream.{k}": getattr(own.stream, k) for k in MODEL_STREAM_KEYS},
+    }
+    asked = [
+        overrides.sources.get(key, key)
+        for key, value in have.items()
+        if overrides.asks(key) is not None and overrides.asks(key) != value
+    ]
     if asked:
-        raise ValueError(f"--init-from {init.path}: fine-tuning keeps that checkpoint's model; "
-                         f"{' and '.join(asked)} would change it (its preset is {own.preset}, "
-                         f"{own.stream.frames_per_window} frames per window)")
+        raise ValueError(
+            f"--init-from {init.path}: fine-tuning keeps that checkpoint's model; "
+            f"{' and '.join(asked)} would change it (its preset is {own.preset}, "
+            f"{own.stream.frames_per_window} frames per window)"
+        )
     s = own.stream
-    return TrainConfig.from_dict({**cfg.to_dict(), "preset": own.preset, "model": own.to_dict()["model"],
-                                  "stream": {**cfg.to_dict()["stream"], "window": s.window,
-                                             "lookahead": s.lookahead, "frames_per_window": s.frames_per_window}})
+    return TrainConfig.from_dict(
+        {
+            **cfg.to_dict(),
+            "preset": own.preset,
+            "model": own.to_dict()["model"],
+            "stream": {
+                **cfg.to_dict()["stream"],
+                "window": s.window,
+                "lookahead": s.lookahead,
+                "frames_per_window": s.frames_per_window,
+            },
+        }
+    )
 
 
 def starting_statistics(norm: Normalizer, init: InitFrom) -> Normalizer:
@@ -74,8 +92,7 @@ def starting_statistics(norm: Normalizer, init: InitFrom) -> Normalizer:
     if not init.keep_normalization:
         return norm
     n = init.checkpoint.normalizer
-    return replace(norm, mel_mean=n.mel_mean, mel_std=n.mel_std, emotion_mean=n.emotion_mean,
-                   emotion_std=n.emotion_std)
+    return replace(norm, mel_mean=n.mel_mean, mel_std=n.mel_std, emotion_mean=n.emotion_mean, emotion_std=n.emotion_std)
 
 
 def transfer_weights(model: BlendshapeModel, init: InitFrom, channels: list[str]) -> ChannelMatch:
@@ -84,8 +101,11 @@ def transfer_weights(model: BlendshapeModel, init: InitFrom, channels: list[str]
     ck = init.checkpoint
     src = ck.model_state
     have = {c: i for i, c in enumerate(ck.channels)}
-    match = ChannelMatch([c for c in channels if c in have], [c for c in channels if c not in have],
-                         [c for c in ck.channels if c not in set(channels)])
+    match = ChannelMatch(
+        [c for c in channels if c in have],
+        [c for c in channels if c not in have],
+        [c for c in ck.channels if c not in set(channels)],
+    )
     state = model.state_dict()
     rows_to = torch.tensor([i for i, c in enumerate(channels) if c in have], dtype=torch.long)
     rows_from = torch.tensor([have[c] for c in channels if c in have], dtype=torch.long)

@@ -32,8 +32,9 @@ def channel_scale(cfg: LossConfig, target_std: np.ndarray) -> np.ndarray | None:
     return np.maximum(np.asarray(target_std, np.float32), np.float32(cfg.scale_floor))
 
 
-def _spread_gap(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
-                active: torch.Tensor | None = None) -> torch.Tensor:
+def _spread_gap(
+    pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, active: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean over (active) channels of (std of pred - std of target)^2 over the batch's real frames."""
     w = valid.reshape(-1, 1).to(pred.dtype)
     n = w.sum()
@@ -48,8 +49,18 @@ def _spread_gap(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
     return torch.where(n >= 2, gap, torch.zeros_like(gap))
 
 
-def loss_terms(pred, target, prev_pred, prev_target, valid, has_prev, mouth, expression,
-               scale: torch.Tensor | None = None, active: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def loss_terms(
+    pred,
+    target,
+    prev_pred,
+    prev_target,
+    valid,
+    has_prev,
+    mouth,
+    expression,
+    scale: torch.Tensor | None = None,
+    active: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
     if scale is not None:
         pred, target = pred / scale, target / scale
         prev_pred, prev_target = prev_pred / scale, prev_target / scale

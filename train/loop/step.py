@@ -50,7 +50,13 @@ def to_device(batch: dict[str, np.ndarray], device: torch.device) -> DeviceBatch
 
     t = {k: put(v) for k, v in batch.items()}
     rows = put(run.astype(np.int64)) if some else None
-    return DeviceBatch(t=t, rows=rows, padded=not bool(batch["frame_mask"][run].all()), frames=int(batch["valid"].sum()), alpha_in_use=batch["target"].shape[1] > 1 or bool(batch["has_prev"][run].any()))
+    return DeviceBatch(
+        t=t,
+        rows=rows,
+        padded=not bool(batch["frame_mask"][run].all()),
+        frames=int(batch["valid"].sum()),
+        alpha_in_use=batch["target"].shape[1] > 1 or bool(batch["has_prev"][run].any()),
+    )
 
 
 def forward_rows(model, db: DeviceBatch, prev: torch.Tensor, amp: bool) -> torch.Tensor:
@@ -60,8 +66,13 @@ def forward_rows(model, db: DeviceBatch, prev: torch.Tensor, amp: bool) -> torch
     rows = db.rows
     pick = (lambda x: x) if rows is None else (lambda x: x.index_select(0, rows))
     with torch.autocast(device_type=prev.device.type, dtype=torch.bfloat16, enabled=amp):
-        out = model(pick(t["mel"]), pick(t["emotion"]), pick(t["frame_mask"]) if db.padded else None,
-                    pick(prev), pick(t["has_prev"]))
+        out = model(
+            pick(t["mel"]),
+            pick(t["emotion"]),
+            pick(t["frame_mask"]) if db.padded else None,
+            pick(prev),
+            pick(t["has_prev"]),
+        )
     smoothed = out["smoothed"].float()
     if rows is None:
         return smoothed
@@ -142,6 +153,8 @@ class NonFiniteGuard:
         for (step, _, files), ok in zip(pending, flags):
             if not ok:
                 shown = ", ".join(files[:8]) + (f", ... ({len(files)} files)" if len(files) > 8 else "")
-                raise NonFiniteLoss(f"the training loss is not finite at step {step} (batch files: {shown}); "
-                                    "training stopped, the last checkpoint is the last finite one. Check those "
-                                    "items (bsfeat verify) or lower optim.lr")
+                raise NonFiniteLoss(
+                    f"the training loss is not finite at step {step} (batch files: {shown}); "
+                    "training stopped, the last checkpoint is the last finite one. Check those "
+                    "items (bsfeat verify) or lower optim.lr"
+                )

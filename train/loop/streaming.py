@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import bisect
 import logging
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -51,9 +52,17 @@ Segment = tuple[int, int, int]
 """(file, first block, stop block): a run of one file's blocks, walked in time order."""
 
 
-def plan_epoch(frames: list[int], streams: int, stride: int, seed: int, epoch: int,
-               shuffle: bool = True, split: bool = True, block: int = 1,
-               phases: list[int] | None = None) -> list[list[Segment]]:
+def plan_epoch(
+    frames: list[int],
+    streams: int,
+    stride: int,
+    seed: int,
+    epoch: int,
+    shuffle: bool = True,
+    split: bool = True,
+    block: int = 1,
+    phases: list[int] | None = None,
+) -> list[list[Segment]]:
     """The segments each stream walks, in order (in units of blocks of `block` frames).
 
     split=True (training): the files' blocks, in a seeded per-epoch file order, are laid end
@@ -106,12 +115,18 @@ class StreamSchedule:
     def steps(self) -> int:
         return int(self.file.shape[1])
 
-    def rows(self, sl: slice) -> "StreamSchedule":
+    def rows(self, sl: slice) -> StreamSchedule:
         return StreamSchedule(self.file[sl], self.frame[sl], self.start[sl], self.stop[sl])
 
     @classmethod
-    def build(cls, per_stream: list[list[Segment]], frames: list[int], block: int = 1, stride: int = 1,
-              phases: list[int] | None = None) -> "StreamSchedule":
+    def build(
+        cls,
+        per_stream: list[list[Segment]],
+        frames: list[int],
+        block: int = 1,
+        stride: int = 1,
+        phases: list[int] | None = None,
+    ) -> StreamSchedule:
         """frames: each file's frame count; phases: each file's grid phase (windows.block_starts)."""
         grid = {}
         for segs in per_stream:
@@ -124,8 +139,7 @@ class StreamSchedule:
             ks = [grid[f][0][a:b] for f, a, b in segs]
             ends = [grid[f][1][a:b] for f, a, b in segs]
             st = [np.arange(b - a) == 0 for f, a, b in segs]
-            cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt))
-            seqs.append((cat(fs, np.int64), cat(ks, np.int64), cat(st, bool), cat(ends, np.int64)))
+            seqs.append((_concat(fs, np.int64), _concat(ks, np.int64), _concat(st, bool), _concat(ends, np.int64)))
         steps = max((len(q[0]) for q in seqs), default=0)
         file = np.full((len(seqs), steps), -1, dtype=np.int64)
         frame = np.zeros((len(seqs), steps), dtype=np.int64)
@@ -153,10 +167,26 @@ class LoadedFile:
 class WindowStream:
     """Iterate batches of one epoch over `files`; restartable at any step (for --resume)."""
 
-    def __init__(self, store: FeatureStore, files: list[FileRef], norm: Normalizer, *, window: int,
-                 lookahead: int, stride: int, streams: int, block: int = 1, pad_value: float = 0.0,
-                 prefetch: int = 4, seed: int = 0, shuffle: bool = True, split: bool = True,
-                 rank: int = 0, world: int = 1, jitter: bool = False):
+    def __init__(
+        self,
+        store: FeatureStore,
+        files: list[FileRef],
+        norm: Normalizer,
+        *,
+        window: int,
+        lookahead: int,
+        stride: int,
+        streams: int,
+        block: int = 1,
+        pad_value: float = 0.0,
+        prefetch: int = 4,
+        seed: int = 0,
+        shuffle: bool = True,
+        split: bool = True,
+        rank: int = 0,
+        world: int = 1,
+        jitter: bool = False,
+    ):
         if not files:
             raise ValueError("no files to stream")
         self.store, self.files, self.norm = store, files, norm
@@ -173,8 +203,17 @@ class WindowStream:
         window is seen once per epoch across ranks and every rank runs the same number of
         steps (a rank out of windows runs idle rows instead of leaving the others waiting)."""
         phases = self.phases(epoch)
-        per = plan_epoch(self.frames, self.streams * self.world, self.stride, self.seed, epoch,
-                         self.shuffle, self.split, self.block, phases)
+        per = plan_epoch(
+            self.frames,
+            self.streams * self.world,
+            self.stride,
+            self.seed,
+            epoch,
+            self.shuffle,
+            self.split,
+            self.block,
+            phases,
+        )
         full = StreamSchedule.build(per, self.frames, self.block, self.stride, phases)
         return full.rows(slice(self.rank * self.streams, (self.rank + 1) * self.streams))
 
@@ -244,7 +283,6 @@ class WindowStream:
             # reader thread outlives it (e.g. into a process's teardown).
             pool.shutdown(wait=True, cancel_futures=True)
 
-
     def _batch(self, sched: StreamSchedule, t: int, loaded: dict[int, LoadedFile]) -> dict[str, np.ndarray]:
         """Step t's batch: each active row's window and block cut from its loaded file."""
         B, L, K = self.streams, self.window, self.block
@@ -305,7 +343,7 @@ class StreamCursor:
     is the whole of what --resume needs from the stream (state_dict / load_state_dict), so
     the trainer keeps no position of its own."""
 
-    def __init__(self, stream: WindowStream, prev: "torch.Tensor"):
+    def __init__(self, stream: WindowStream, prev: torch.Tensor):
         self.stream, self.prev = stream, prev
         self.epoch, self.step_in_epoch = 0, 0
 
@@ -313,7 +351,7 @@ class StreamCursor:
         """The rest of this epoch's batches; call advance() after training on each."""
         return self.stream.epoch(self.epoch, self.step_in_epoch)
 
-    def advance(self, prev: "torch.Tensor") -> None:
+    def advance(self, prev: torch.Tensor) -> None:
         self.step_in_epoch += 1
         self.prev = prev
 
@@ -332,3 +370,7 @@ class StreamCursor:
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
         self.prev = state["prev"].to(self.prev.device)
+
+
+def _concat(parts: list[np.ndarray], dtype) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype)

@@ -15,9 +15,9 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -25,22 +25,22 @@ import torch
 from blendsync.shared.provenance import library_versions
 from blendsync.shared.store import FeatureStore
 from blendsync.train.core import plots
-from blendsync.train.loop.augment import FeatureAugmenter
 from blendsync.train.core.checkpoint import Checkpoint, CheckpointError, TrainingState, load_checkpoint, resume_problem
 from blendsync.train.core.config import LOSS_TERMS, VALIDATION_METRICS, ConfigOverrides, TrainConfig
-from blendsync.train.core.data import TrainingData, DataError, check_shared_audio, hold_out_tails, load_training_data
+from blendsync.train.core.data import DataError, TrainingData, check_shared_audio, hold_out_tails, load_training_data
+from blendsync.train.core.model import build_model
+from blendsync.train.core.normalization import load_or_compute, still_channels, still_mask
+from blendsync.train.core.output_gain import calibrate_gain
+from blendsync.train.core.windows import n_blocks, prev_offset
+from blendsync.train.loop.augment import FeatureAugmenter
 from blendsync.train.loop.diagnostics import grad_report, normalize_stream_grads, warn_on
 from blendsync.train.loop.distributed import Dist
 from blendsync.train.loop.distributed import setup as setup_dist
 from blendsync.train.loop.distributed import teardown as teardown_dist
 from blendsync.train.loop.evaluation import loss_channels, split_metrics, validation_pass
 from blendsync.train.loop.finetune import InitFrom, fine_tune_config, starting_statistics, transfer_weights
-from blendsync.train.core.model import build_model
-from blendsync.train.core.normalization import load_or_compute, still_channels, still_mask
-from blendsync.train.core.output_gain import calibrate_gain
 from blendsync.train.loop.step import LossMeter, NonFiniteGuard, carry, to_device, train_step
 from blendsync.train.loop.streaming import StreamCursor, WindowStream
-from blendsync.train.core.windows import n_blocks, prev_offset
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +83,14 @@ def cap_streams(cfg: TrainConfig, files, world: int) -> TrainConfig:
     per_rank = max(1, -(-windows // world))
     if s.batch_streams <= per_rank:
         return cfg
-    log.warning("%d streams (stream.batch_streams) but an epoch has only %d windows%s: using %d streams, since "
-                "the other rows would idle at every step", s.batch_streams, windows,
-                f" for {world} processes" if world > 1 else "", per_rank)
+    log.warning(
+        "%d streams (stream.batch_streams) but an epoch has only %d windows%s: using %d streams, since "
+        "the other rows would idle at every step",
+        s.batch_streams,
+        windows,
+        f" for {world} processes" if world > 1 else "",
+        per_rank,
+    )
     return cfg.replace(stream={"batch_streams": per_rank})
 
 
@@ -99,10 +104,20 @@ def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], floa
     return f
 
 
-def fit(store_path: str | Path, *, cfg: TrainConfig, out: str | Path, manifest: str | None = None,
-        overrides: ConfigOverrides | None = None, device: str = "auto", resume: bool = False,
-        stop_after_steps: int | None = None, on_step: Callable[[dict], bool | None] | None = None,
-        allow_shared_audio: bool = False, init_from: InitFrom | None = None) -> FitResult:
+def fit(
+    store_path: str | Path,
+    *,
+    cfg: TrainConfig,
+    out: str | Path,
+    manifest: str | None = None,
+    overrides: ConfigOverrides | None = None,
+    device: str = "auto",
+    resume: bool = False,
+    stop_after_steps: int | None = None,
+    on_step: Callable[[dict], bool | None] | None = None,
+    allow_shared_audio: bool = False,
+    init_from: InitFrom | None = None,
+) -> FitResult:
     """Train on a store.
 
     overrides: choices over cfg (preset, epochs, B, ...), resolved once with the device into
@@ -118,9 +133,18 @@ def fit(store_path: str | Path, *, cfg: TrainConfig, out: str | Path, manifest: 
     store = FeatureStore(store_path)
     dist, dev = setup_dist(resolve_device(device))
     try:
-        trainer = Trainer.create(run_dir, store, dist, dev, cfg=cfg, manifest=manifest,
-                                 overrides=overrides or ConfigOverrides(), resume=resume,
-                                 allow_shared_audio=allow_shared_audio, init_from=init_from)
+        trainer = Trainer.create(
+            run_dir,
+            store,
+            dist,
+            dev,
+            cfg=cfg,
+            manifest=manifest,
+            overrides=overrides or ConfigOverrides(),
+            resume=resume,
+            allow_shared_audio=allow_shared_audio,
+            init_from=init_from,
+        )
         result = trainer.fit(stop_after_steps=stop_after_steps, on_step=on_step)
     except BaseException:
         teardown_dist(dist, together=False)
@@ -133,9 +157,20 @@ class Trainer:
     """One training run (one process of it under torchrun)."""
 
     @classmethod
-    def create(cls, run_dir: Path, store: FeatureStore, dist: Dist, dev: torch.device, *, cfg: TrainConfig,
-               manifest: str | None, overrides: ConfigOverrides, resume: bool,
-               allow_shared_audio: bool, init_from: InitFrom | None = None) -> "Trainer":
+    def create(
+        cls,
+        run_dir: Path,
+        store: FeatureStore,
+        dist: Dist,
+        dev: torch.device,
+        *,
+        cfg: TrainConfig,
+        manifest: str | None,
+        overrides: ConfigOverrides,
+        resume: bool,
+        allow_shared_audio: bool,
+        init_from: InitFrom | None = None,
+    ) -> Trainer:
         """The final config (the checkpoint's on --resume, else cfg with the overrides
         resolved, with init_from's model when fine-tuning), the dataset, and the checkpoint
         to continue from."""
@@ -151,13 +186,24 @@ class Trainer:
             cfg, why = overrides.resolve(cfg, dev.type)
             if init_from is not None:
                 cfg, why = fine_tune_config(cfg, init_from, overrides), f"from {init_from.path}"
-        log.info("preset %s (%s) on %s: d_model %d, heads %d, layers %d+%d, %d streams, %d frames per window%s",
-                 cfg.preset, why, dev, cfg.model.d_model, cfg.model.heads, cfg.model.mel_layers,
-                 cfg.model.emotion_layers, cfg.stream.batch_streams, cfg.stream.frames_per_window,
-                 f" per process, {dist.world} processes" if dist.active else "")
+        log.info(
+            "preset %s (%s) on %s: d_model %d, heads %d, layers %d+%d, %d streams, %d frames per window%s",
+            cfg.preset,
+            why,
+            dev,
+            cfg.model.d_model,
+            cfg.model.heads,
+            cfg.model.mel_layers,
+            cfg.model.emotion_layers,
+            cfg.stream.batch_streams,
+            cfg.stream.frames_per_window,
+            f" per process, {dist.world} processes" if dist.active else "",
+        )
         if ckpt is not None and ckpt.training.world_size != dist.world:
-            raise DataError(f"{run_dir} was trained with {ckpt.training.world_size} processes; resume it with "
-                            f"the same number (got {dist.world})")
+            raise DataError(
+                f"{run_dir} was trained with {ckpt.training.world_size} processes; resume it with "
+                f"the same number (got {dist.world})"
+            )
         ds = load_training_data(store, manifest)
         check_shared_audio(ds, allow_shared_audio)
         if ckpt is not None:
@@ -166,8 +212,17 @@ class Trainer:
             init_from.checkpoint.check_features(ds, channels_apart=True)
         return cls(run_dir, store, dist, dev, cfg, ds, ckpt, init_from)
 
-    def __init__(self, run_dir: Path, store: FeatureStore, dist: Dist, dev: torch.device, cfg: TrainConfig,
-                 ds: TrainingData, ckpt: Checkpoint | None, init_from: InitFrom | None = None):
+    def __init__(
+        self,
+        run_dir: Path,
+        store: FeatureStore,
+        dist: Dist,
+        dev: torch.device,
+        cfg: TrainConfig,
+        ds: TrainingData,
+        ckpt: Checkpoint | None,
+        init_from: InitFrom | None = None,
+    ):
         self.run_dir, self.store, self.dist, self.dev, self.ds = run_dir, store, dist, dev, ds
         self.init_from = init_from
         self.main = dist.main
@@ -194,21 +249,31 @@ class Trainer:
         self.val_files = ds.splits.get("val") or []
         if not self.val_files and v.holdout_tail > 0:
             self.train_files, self.val_files = hold_out_tails(self.train_files, v.holdout_tail)
-            log.info("manifest %r has no validation split: validating on the last %g%% of every training take "
-                     "(%d frames, not trained on)", ds.manifest, 100 * v.holdout_tail,
-                     sum(f.frames for f in self.val_files))
+            log.info(
+                "manifest %r has no validation split: validating on the last %g%% of every training take "
+                "(%d frames, not trained on)",
+                ds.manifest,
+                100 * v.holdout_tail,
+                sum(f.frames for f in self.val_files),
+            )
         if not self.val_files:
-            log.warning("manifest %r has no validation split and validation.holdout_tail is 0: no validation "
-                        "metrics, best = last", ds.manifest)
+            log.warning(
+                "manifest %r has no validation split and validation.holdout_tail is 0: no validation "
+                "metrics, best = last",
+                ds.manifest,
+            )
         self.has_val = bool(self.val_files)
         if fresh:
             cfg = cap_streams(cfg, self.train_files, self.dist.world)
         if cfg.stream.stride > 1:
             K = cfg.stream.frames_per_window
-            log.warning("training at stride %d: smoothing_alpha is learned at a lag of %d frames%s, "
-                        "but validation and predict run at stride 1", cfg.stream.stride,
-                        prev_offset(K, cfg.stream.stride),
-                        f" between blocks (1 frame inside each block of {K})" if K > 1 else "")
+            log.warning(
+                "training at stride %d: smoothing_alpha is learned at a lag of %d frames%s, "
+                "but validation and predict run at stride 1",
+                cfg.stream.stride,
+                prev_offset(K, cfg.stream.stride),
+                f" between blocks (1 frame inside each block of {K})" if K > 1 else "",
+            )
         return cfg
 
     def _setup_statistics(self, ckpt: Checkpoint | None) -> None:
@@ -226,19 +291,43 @@ class Trainer:
             self.norm = starting_statistics(self.norm, self.init_from)
         self.still = still_channels(self.norm, list(self.ds.channels), self.cfg.loss.still_max)
         if self.still:
-            log.info("%d of %d channels never exceed %g in the training split: left out of the loss and predicted "
-                     "as 0 (loss.still_max): %s", len(self.still), len(self.ds.channels), self.cfg.loss.still_max,
-                     ", ".join(self.still))
+            log.info(
+                "%d of %d channels never exceed %g in the training split: left out of the loss and predicted "
+                "as 0 (loss.still_max): %s",
+                len(self.still),
+                len(self.ds.channels),
+                self.cfg.loss.still_max,
+                ", ".join(self.still),
+            )
 
     def _setup_streams(self) -> None:
         s, dist = self.cfg.stream, self.dist
-        common = dict(window=s.window, lookahead=s.lookahead, streams=s.batch_streams, block=s.frames_per_window,
-                      pad_value=s.pad_value, prefetch=s.prefetch_files, seed=self.cfg.seed)
-        self.train_stream = WindowStream(self.store, self.train_files, self.norm, stride=s.stride, shuffle=True,
-                                         split=s.split_files, rank=dist.rank, world=dist.world,
-                                         jitter=s.phase_jitter, **common)
-        self.val_stream = (WindowStream(self.store, self.val_files, self.norm, stride=1, shuffle=False, split=False,
-                                        **common) if self.has_val and self.main else None)
+        common = dict(
+            window=s.window,
+            lookahead=s.lookahead,
+            streams=s.batch_streams,
+            block=s.frames_per_window,
+            pad_value=s.pad_value,
+            prefetch=s.prefetch_files,
+            seed=self.cfg.seed,
+        )
+        self.train_stream = WindowStream(
+            self.store,
+            self.train_files,
+            self.norm,
+            stride=s.stride,
+            shuffle=True,
+            split=s.split_files,
+            rank=dist.rank,
+            world=dist.world,
+            jitter=s.phase_jitter,
+            **common,
+        )
+        self.val_stream = (
+            WindowStream(self.store, self.val_files, self.norm, stride=1, shuffle=False, split=False, **common)
+            if self.has_val and self.main
+            else None
+        )
 
     def _setup_model(self, ckpt: Checkpoint | None) -> None:
         ds, dev = self.ds, self.dev
@@ -249,10 +338,16 @@ class Trainer:
         elif self.init_from is not None:
             self.channel_match = transfer_weights(self.model, self.init_from, list(ds.channels))
             m = self.channel_match
-            log.info("starting from %s: %d channels matched by name, %d new (starting at their training means)%s, "
-                     "%d dropped%s", self.init_from.path, len(m.matched), len(m.new),
-                     f": {', '.join(m.new)}" if m.new else "", len(m.dropped),
-                     f": {', '.join(m.dropped)}" if m.dropped else "")
+            log.info(
+                "starting from %s: %d channels matched by name, %d new (starting at their training means)%s, "
+                "%d dropped%s",
+                self.init_from.path,
+                len(m.matched),
+                len(m.new),
+                f": {', '.join(m.new)}" if m.new else "",
+                len(m.dropped),
+                f": {', '.join(m.dropped)}" if m.dropped else "",
+            )
         self.model.set_still(still_mask(ds.channels, self.still).to(dev))
         self.net = self.model
         if self.dist.active:
@@ -263,26 +358,29 @@ class Trainer:
         if self.cfg.compile:
             self.net = torch.compile(self.net)
         self.masks = loss_channels(ds, self.norm, self.cfg, dev, self.still)
-        self.augment = (FeatureAugmenter(self.cfg.augment, self.norm.mel_std, dev) if self.cfg.augment.active
-                        else None)
+        self.augment = FeatureAugmenter(self.cfg.augment, self.norm.mel_std, dev) if self.cfg.augment.active else None
 
     def _setup_optimizer(self, ckpt: Checkpoint | None) -> None:
         o = self.cfg.optim
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay,
-                                     betas=tuple(o.betas))
+        self.opt = torch.optim.AdamW(
+            self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas)
+        )
         self.total_steps = sum(self.train_stream.steps(e) for e in range(o.epochs))
         if o.max_steps:
             self.total_steps = min(self.total_steps, o.max_steps)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(o.warmup_steps, self.total_steps,
-                                                                           o.min_lr_ratio))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lr_lambda(o.warmup_steps, self.total_steps, o.min_lr_ratio)
+        )
         if ckpt is None:
             return
         try:
             self.opt.load_state_dict(ckpt.training.optimizer)
             self.sched.load_state_dict(ckpt.training.scheduler)
         except (ValueError, KeyError, TypeError, RuntimeError) as e:
-            raise CheckpointError(f"{self.run_dir / 'checkpoints' / 'last.pt'}: cannot resume from it: its optimiser "
-                                  f"or schedule state does not fit the model ({type(e).__name__}: {e})") from None
+            raise CheckpointError(
+                f"{self.run_dir / 'checkpoints' / 'last.pt'}: cannot resume from it: its optimiser "
+                f"or schedule state does not fit the model ({type(e).__name__}: {e})"
+            ) from None
 
     def _setup_position(self, ckpt: Checkpoint | None) -> None:
         """Step, stream cursor, RNG state and the best validation so far."""
@@ -311,8 +409,9 @@ class Trainer:
             if self.metrics_path.exists():  # a run that never saved a checkpoint
                 kept = self.run_dir / f"metrics.before-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
                 self.metrics_path.rename(kept)
-                log.warning("%s held the records of a run without a checkpoint: moved to %s", self.metrics_path,
-                            kept.name)
+                log.warning(
+                    "%s held the records of a run without a checkpoint: moved to %s", self.metrics_path, kept.name
+                )
         self.history = _read_history(self.metrics_path)
         self.tb = SummaryWriter(str(self.run_dir / "tb")) if self.main else _NoWriter()
         self.meter = LossMeter()
@@ -325,27 +424,53 @@ class Trainer:
 
     def _write_run_config(self) -> None:
         ds, cfg = self.ds, self.cfg
-        (self.run_dir / "config.json").write_text(json.dumps({
-            "train_config": cfg.to_dict(), "train_config_hash": cfg.hash,
-            "feature_config": ds.feature_config.to_dict(), "feature_config_hash": ds.feature_config_hash,
-            "store": self.store.location, "manifest": ds.manifest, "device": str(self.dev),
-            "channels": ds.channels, "train_files": len(self.train_files), "val_files": len(self.val_files),
-            "processes": self.dist.world, "still_channels": self.still,
-            "init_from": None if self.init_from is None else {
-                "checkpoint": str(self.init_from.path), "keep_normalization": self.init_from.keep_normalization,
-                "channels": self.channel_match.to_dict()},
-            "validation": {"files": [{"id": f.id, "start": f.start, "frames": f.frames} for f in self.val_files],
-                           "held_out_tail": not ds.splits.get("val") and self.has_val},
-        }, indent=2))
+        (self.run_dir / "config.json").write_text(
+            json.dumps(
+                {
+                    "train_config": cfg.to_dict(),
+                    "train_config_hash": cfg.hash,
+                    "feature_config": ds.feature_config.to_dict(),
+                    "feature_config_hash": ds.feature_config_hash,
+                    "store": self.store.location,
+                    "manifest": ds.manifest,
+                    "device": str(self.dev),
+                    "channels": ds.channels,
+                    "train_files": len(self.train_files),
+                    "val_files": len(self.val_files),
+                    "processes": self.dist.world,
+                    "still_channels": self.still,
+                    "init_from": None
+                    if self.init_from is None
+                    else {
+                        "checkpoint": str(self.init_from.path),
+                        "keep_normalization": self.init_from.keep_normalization,
+                        "channels": self.channel_match.to_dict(),
+                    },
+                    "validation": {
+                        "files": [{"id": f.id, "start": f.start, "frames": f.frames} for f in self.val_files],
+                        "held_out_tail": not ds.splits.get("val") and self.has_val,
+                    },
+                },
+                indent=2,
+            )
+        )
 
     # -- the loop ------------------------------------------------------------------------------
-    def fit(self, stop_after_steps: int | None = None,
-            on_step: Callable[[dict], bool | None] | None = None) -> FitResult:
+    def fit(
+        self, stop_after_steps: int | None = None, on_step: Callable[[dict], bool | None] | None = None
+    ) -> FitResult:
         try:
             while not self._run_over():
                 if self.train_epoch(stop_after_steps, on_step) == "interrupted":
                     self._save("last.pt", self.checkpoint())
-                    return FitResult(run_dir=self.run_dir, step=self.step, epoch=self.cursor.epoch, best=self.best, history=self.history, interrupted=True)
+                    return FitResult(
+                        run_dir=self.run_dir,
+                        step=self.step,
+                        epoch=self.cursor.epoch,
+                        best=self.best,
+                        history=self.history,
+                        interrupted=True,
+                    )
                 if self.stopped:
                     break
                 self._end_epoch()
@@ -354,12 +479,20 @@ class Trainer:
         except KeyboardInterrupt:
             if not self.dist.active:  # under torchrun every rank is interrupted: no collective can run
                 self._save("last.pt", self.checkpoint())
-                log.warning("interrupted after step %d: saved %s; continue with --resume", self.step,
-                            self.ck_dir / "last.pt")
+                log.warning(
+                    "interrupted after step %d: saved %s; continue with --resume", self.step, self.ck_dir / "last.pt"
+                )
             raise
         finally:
             self.tb.close()
-        return FitResult(run_dir=self.run_dir, step=self.step, epoch=self.cursor.epoch, best=self.best, history=self.history, stopped_early=self.stopped)
+        return FitResult(
+            run_dir=self.run_dir,
+            step=self.step,
+            epoch=self.cursor.epoch,
+            best=self.best,
+            history=self.history,
+            stopped_early=self.stopped,
+        )
 
     def _max_steps_reached(self) -> bool:
         return bool(self.cfg.optim.max_steps and self.step >= self.cfg.optim.max_steps)
@@ -438,9 +571,13 @@ class Trainer:
             return
         rep = grad_report(self.model)
         warn_on(rep, self.step, alpha_in_use=db.alpha_in_use, history=self.grad_history)
-        log.info("step %d grads: total %.3g, smoothing_alpha %.3g, mel/emotion balance %s",
-                 self.step, rep["total_norm"], rep["smoothing_alpha_grad"] or 0.0,
-                 f"{rep['stream_balance']:.3g}" if rep["stream_balance"] is not None else "n/a")
+        log.info(
+            "step %d grads: total %.3g, smoothing_alpha %.3g, mel/emotion balance %s",
+            self.step,
+            rep["total_norm"],
+            rep["smoothing_alpha_grad"] or 0.0,
+            f"{rep['stream_balance']:.3g}" if rep["stream_balance"] is not None else "n/a",
+        )
         log.debug("step %d grad norms: %s", self.step, rep["norms"])
         self.tb.add_scalar("grad/total_norm", rep["total_norm"], self.step)
         if rep["stream_balance"] is not None:
@@ -449,8 +586,15 @@ class Trainer:
     def _record_train(self, rates: dict) -> None:
         """A train record: the means of the losses since the last one (the only reads of
         device values on the step path, every LOG_EVERY steps)."""
-        rec = {"kind": "train", "step": self.step, "epoch": self.cursor.epoch, **self.meter.pop(),
-               "lr": self.sched.get_last_lr()[0], "alpha": torch.sigmoid(self.model.smoothing_alpha).item(), **rates}
+        rec = {
+            "kind": "train",
+            "step": self.step,
+            "epoch": self.cursor.epoch,
+            **self.meter.pop(),
+            "lr": self.sched.get_last_lr()[0],
+            "alpha": torch.sigmoid(self.model.smoothing_alpha).item(),
+            **rates,
+        }
         _append(self.metrics_path, rec)
         self.history.append(rec)
         self.last_logged = rec
@@ -461,8 +605,20 @@ class Trainer:
         """on_step's wish to end the run here (single process only: ranks cannot agree)."""
         if not (on_step and self.main):
             return False
-        return bool(on_step({"step": self.step, "epoch": self.cursor.epoch, "total_steps": self.total_steps,
-                             "loss": self.last_logged.get("loss"), **rates})) and not self.dist.active
+        return (
+            bool(
+                on_step(
+                    {
+                        "step": self.step,
+                        "epoch": self.cursor.epoch,
+                        "total_steps": self.total_steps,
+                        "loss": self.last_logged.get("loss"),
+                        **rates,
+                    }
+                )
+            )
+            and not self.dist.active
+        )
 
     # -- validation and checkpoints ------------------------------------------------------------
     def validate_and_save(self, trained_epoch: int) -> bool:
@@ -487,19 +643,28 @@ class Trainer:
         if self.dist.active:
             out_of_patience = bool(self.dist.gather(torch.tensor([int(out_of_patience)]))[0, 0])
         if out_of_patience and self.main:
-            log.info("no better validation %s in %d validations (best %s at step %d): stopping", v.metric,
-                     self.since_best, _fmt(self.best["value"]), self.best["step"])
+            log.info(
+                "no better validation %s in %d validations (best %s at step %d): stopping",
+                v.metric,
+                self.since_best,
+                _fmt(self.best["value"]),
+                self.best["step"],
+            )
         return out_of_patience
 
     def _validate(self, epoch: int) -> tuple[float | None, float | None]:
         """One validation pass, recorded; returns (the value of validation.metric, the output
         gain with the lowest error on these frames: output_gain.calibrate_gain)."""
         ds, step = self.ds, self.step
-        terms, preds, targs = validation_pass(self.model, self.val_stream, self.val_files, self.cfg, self.masks,
-                                              self.dev, self.amp, ds.channels)
+        terms, preds, targs = validation_pass(
+            self.model, self.val_stream, self.val_files, self.cfg, self.masks, self.dev, self.amp, ds.channels
+        )
         m = split_metrics(preds, targs, self.norm, ds, self.still)
-        gain = calibrate_gain(np.concatenate([preds[i] for i in sorted(preds)]),
-                              np.concatenate([targs[i] for i in sorted(targs)]), self.norm.target_mean)
+        gain = calibrate_gain(
+            np.concatenate([preds[i] for i in sorted(preds)]),
+            np.concatenate([targs[i] for i in sorted(targs)]),
+            self.norm.target_mean,
+        )
         rec = {"kind": "val", "step": step, "epoch": epoch, **terms, "metrics": m, "calibrated_gain": gain}
         _append(self.metrics_path, rec)
         self.history.append(rec)
@@ -509,13 +674,27 @@ class Trainer:
         for k in ("skill", "mean_r", "amplitude_ratio"):
             if m[k] is not None:
                 self.tb.add_scalar(f"val/{k}", m[k], step)
-        log.info("step %d (epoch %d) validation: loss %.4f, mse %.5f, skill %s, mean r %s, amplitude ratio %s "
-                 "(%d active channels), calibrated gain %s", step, epoch, terms["loss"], m["mse"], _fmt(m["skill"]),
-                 _fmt(m["mean_r"]), _fmt(m["amplitude_ratio"]), m["active_channels"], _fmt(gain))
-        self.val_plot.update(pred=preds[0], target=targs[0], metrics=m,
-                             title=f"validation {self.val_files[0].id or 'file 0'} (step {step}): skill "
-                                   f"{_fmt(m['skill'])}, mean r {_fmt(m['mean_r'])}, amplitude ratio "
-                                   f"{_fmt(m['amplitude_ratio'])}")
+        log.info(
+            "step %d (epoch %d) validation: loss %.4f, mse %.5f, skill %s, mean r %s, amplitude ratio %s "
+            "(%d active channels), calibrated gain %s",
+            step,
+            epoch,
+            terms["loss"],
+            m["mse"],
+            _fmt(m["skill"]),
+            _fmt(m["mean_r"]),
+            _fmt(m["amplitude_ratio"]),
+            m["active_channels"],
+            _fmt(gain),
+        )
+        self.val_plot.update(
+            pred=preds[0],
+            target=targs[0],
+            metrics=m,
+            title=f"validation {self.val_files[0].id or 'file 0'} (step {step}): skill "
+            f"{_fmt(m['skill'])}, mean r {_fmt(m['mean_r'])}, amplitude ratio "
+            f"{_fmt(m['amplitude_ratio'])}",
+        )
         return (terms["loss"] if self.cfg.validation.metric == "loss" else m[self.cfg.validation.metric]), gain
 
     def checkpoint(self) -> Checkpoint:
@@ -525,8 +704,32 @@ class Trainer:
         dist, ds = self.dist, self.ds
         rng_cuda = dist.gather(torch.cuda.get_rng_state()) if self.dev.type == "cuda" else None
         position = self.cursor.state_dict()
-        training = TrainingState(optimizer=self.opt.state_dict(), scheduler=self.sched.state_dict(), rng_cpu_all=dist.gather(torch.get_rng_state()), rng_cuda_all=rng_cuda, prev_all=dist.gather(position["prev"]), world_size=dist.world, step=self.step, epoch=position["epoch"], step_in_epoch=position["step_in_epoch"])
-        return Checkpoint(model_state=self.model.state_dict(), config=self.cfg, feature_config=ds.feature_config, feature_config_hash=ds.feature_config_hash, normalizer=self.norm, channels=list(ds.channels), mouth=list(ds.mouth), expression=list(ds.expression), library_versions=library_versions(), best_val=self.best, validations_since_best=self.since_best, training=training, still=list(self.still))
+        training = TrainingState(
+            optimizer=self.opt.state_dict(),
+            scheduler=self.sched.state_dict(),
+            rng_cpu_all=dist.gather(torch.get_rng_state()),
+            rng_cuda_all=rng_cuda,
+            prev_all=dist.gather(position["prev"]),
+            world_size=dist.world,
+            step=self.step,
+            epoch=position["epoch"],
+            step_in_epoch=position["step_in_epoch"],
+        )
+        return Checkpoint(
+            model_state=self.model.state_dict(),
+            config=self.cfg,
+            feature_config=ds.feature_config,
+            feature_config_hash=ds.feature_config_hash,
+            normalizer=self.norm,
+            channels=list(ds.channels),
+            mouth=list(ds.mouth),
+            expression=list(ds.expression),
+            library_versions=library_versions(),
+            best_val=self.best,
+            validations_since_best=self.since_best,
+            training=training,
+            still=list(self.still),
+        )
 
     def _save(self, name: str, ck: Checkpoint) -> None:
         if self.main:
@@ -535,12 +738,21 @@ class Trainer:
     def _plot(self) -> None:
         plots.plot_losses(self.history, self.run_dir / "loss_curves.png")
         w = self.model.dual_stream_attention
-        plots.plot_stream_weights(w.mel_weights.detach().cpu().numpy(), w.emotion_weights.detach().cpu().numpy(),
-                                  self.ds.channels, self.run_dir / "stream_weights.png")
+        plots.plot_stream_weights(
+            w.mel_weights.detach().cpu().numpy(),
+            w.emotion_weights.detach().cpu().numpy(),
+            self.ds.channels,
+            self.run_dir / "stream_weights.png",
+        )
         if self.val_plot:
-            plots.plot_curves(self.val_plot["pred"], self.val_plot["target"], self.ds.channels,
-                              self.ds.feature_config.fps, self.val_plot["title"],
-                              self.run_dir / "val_curves.png")
+            plots.plot_curves(
+                self.val_plot["pred"],
+                self.val_plot["target"],
+                self.ds.channels,
+                self.ds.feature_config.fps,
+                self.val_plot["title"],
+                self.run_dir / "val_curves.png",
+            )
 
 
 def _load_resume_checkpoint(run_dir: Path, store: FeatureStore) -> Checkpoint:

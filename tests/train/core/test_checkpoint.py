@@ -8,11 +8,10 @@ import json
 import pytest
 import torch
 
-from blendsync.train.core.checkpoint import CheckpointError, load_checkpoint
 from blendsync.train.cli import main
+from blendsync.train.core.checkpoint import CheckpointError, load_checkpoint
 from blendsync.train.loop.trainer import fit
-from tests.helpers import make_random_store
-from tests.helpers import tiny
+from tests.helpers import make_random_store, tiny
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +43,10 @@ def _wrong_shape(ck):
 CASES = {
     "missing key": (lambda ck: ck.pop("channels"), "missing channels"),
     "wrong type": (lambda ck: ck.update(feature_config_hash=123), "feature_config_hash is int"),
-    "bad train config": (_bad_config, "train config (config_json) is invalid: invalid train config: model.heads must be >= 1"),
+    "bad train config": (
+        _bad_config,
+        "train config (config_json) is invalid: invalid train config: model.heads must be >= 1",
+    ),
     "bad feature config": (lambda ck: ck.update(feature_config_json="{not json"), "feature config"),
     "wrong tensor shape": (_wrong_shape, "model weights of the wrong shape"),
     "missing weight": (lambda ck: ck["model"].pop("smoothing_alpha"), "1 missing (smoothing_alpha)"),
@@ -66,9 +68,11 @@ def test_every_command_exits_1_on_a_malformed_checkpoint(trained, tmp_path, shar
     store, last = trained
     bad = _damaged(last, tmp_path / "bad.pt", _wrong_shape)
     audio = shared_data / "speech" / "cmu_arctic_a0007_16k.wav"
-    for args in (["predict", str(audio), "--checkpoint", str(bad), "--out", str(tmp_path / "p")],
-                 ["evaluate", "--checkpoint", str(bad), "--store", str(store), "--split", "train"],
-                 ["export", "--checkpoint", str(bad), "--format", "torchscript", "--out", str(tmp_path / "m.pt")]):
+    for args in (
+        ["predict", str(audio), "--checkpoint", str(bad), "--out", str(tmp_path / "p")],
+        ["evaluate", "--checkpoint", str(bad), "--store", str(store), "--split", "train"],
+        ["export", "--checkpoint", str(bad), "--format", "torchscript", "--out", str(tmp_path / "m.pt")],
+    ):
         with pytest.raises(SystemExit) as e:
             main(["-q", *args])
         assert e.value.code == 1, args
@@ -93,7 +97,8 @@ def test_a_checkpoint_written_before_the_typed_record_still_loads(trained, tmp_p
     from blendsync.train.core.checkpoint import Checkpoint
 
     _, last = trained
-    old = _damaged(last, tmp_path / "old.pt", lambda ck: ck.update(window=144, lookahead=6, frames_per_window=128,
-                                                                   fps=30.0))
+    old = _damaged(
+        last, tmp_path / "old.pt", lambda ck: ck.update(window=144, lookahead=6, frames_per_window=128, fps=30.0)
+    )
     ck = Checkpoint.load(old)
     assert (ck.window, ck.lookahead, ck.fps) == (144, 6, 30.0) and ck.training is not None

@@ -11,10 +11,9 @@ import pytest
 
 from blendsync.shared.store import FeatureStore, ItemError
 from blendsync.train.cli import main
-from blendsync.train.loop.trainer import fit
 from blendsync.train.loop.step import NonFiniteLoss
-from tests.helpers import item_provenance, make_random_store
-from tests.helpers import tiny
+from blendsync.train.loop.trainer import fit
+from tests.helpers import item_provenance, make_random_store, tiny
 
 
 def _copy_with_a_train_row(example_store, tmp_path):
@@ -69,7 +68,18 @@ def test_evaluate_refuses_a_damaged_item_instead_of_a_codec_traceback(tmp_path, 
     for key in keys:  # garbage where every compressed chunk was
         _chunk(fs.root, key, "emotion").write_bytes(b"\x00garbage" * 40)
     with pytest.raises(SystemExit) as e:
-        main(["-q", "evaluate", "--checkpoint", str(run / "checkpoints" / "last.pt"), "--store", str(fs.root), "--split", "train"])
+        main(
+            [
+                "-q",
+                "evaluate",
+                "--checkpoint",
+                str(run / "checkpoints" / "last.pt"),
+                "--store",
+                str(fs.root),
+                "--split",
+                "train",
+            ]
+        )
     assert e.value.code == 1
     err = capsys.readouterr().err
     assert "array 'emotion' is unreadable" in err and "Traceback" not in err
@@ -96,8 +106,12 @@ def test_stored_non_finite_values_are_refused_with_their_count(tmp_path):
     mel = item.mel.copy()
     mel[10:13, 0] = np.nan
     shutil.rmtree(fs.item_path(keys[0]))
-    write_item(fs, keys[0], FeaturizedFile(mel, item.emotion, item.targets, {"frames": 300}),
-               item_provenance(attrs.feature_config, attrs.channel_set, attrs.feature_config_hash))
+    write_item(
+        fs,
+        keys[0],
+        FeaturizedFile(mel, item.emotion, item.targets, {"frames": 300}),
+        item_provenance(attrs.feature_config, attrs.channel_set, attrs.feature_config_hash),
+    )
     with pytest.raises(ItemError, match=f"item {keys[0]} .*has 3 non-finite values in mel"):
         fit(fs.root, cfg=tiny(), out=tmp_path / "run")
 
@@ -107,8 +121,19 @@ def test_a_non_finite_loss_stops_training_naming_the_step_and_files(tmp_path, ca
     cfgp = tmp_path / "c.yaml"
     cfgp.write_text(tiny(optim={"lr": 1e30, "warmup_steps": 0, "epochs": 3}).to_yaml())
     with pytest.raises(SystemExit) as e:
-        main(["-q", "fit", "--store", str(fs.root), "--config", str(cfgp), "--out", str(tmp_path / "run"),
-              "--no-progress"])
+        main(
+            [
+                "-q",
+                "fit",
+                "--store",
+                str(fs.root),
+                "--config",
+                str(cfgp),
+                "--out",
+                str(tmp_path / "run"),
+                "--no-progress",
+            ]
+        )
     assert e.value.code == 1
     err = capsys.readouterr().err
     assert "the training loss is not finite at step" in err and "Traceback" not in err
@@ -138,8 +163,8 @@ def test_the_guard_names_the_first_bad_step():
 
 
 def test_cached_statistics_that_are_not_finite_are_computed_again(tmp_path):
-    from blendsync.train.core.normalization import load_or_compute, stats_cache_key
     from blendsync.train.core.data import FileRef
+    from blendsync.train.core.normalization import load_or_compute, stats_cache_key
 
     fs, keys = make_random_store(tmp_path / "s.zarr", [100, 120])
     files = [FileRef(k, n, k) for k, n in zip(keys, (100, 120))]

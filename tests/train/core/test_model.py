@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from blendsync.train.core.config import LossConfig, ModelConfig
-from blendsync.train.loop.losses import loss_terms, total_loss
 from blendsync.train.core.model import BlendshapeModel
+from blendsync.train.loop.losses import loss_terms, total_loss
 
 CFG = ModelConfig(d_model=16, heads=2, mel_layers=1, emotion_layers=1, dropout=0.0)
 
@@ -34,9 +34,16 @@ def test_every_parameter_gets_a_gradient_features_and_prev_get_none():
     out = m(mel, emo, mask, prev, has_prev)
     assert out["smoothed"].shape == (3, 1, 7)  # one frame per window
     target = torch.rand_like(out["smoothed"])
-    terms = loss_terms(out["smoothed"], target, prev, torch.rand_like(prev), torch.ones(3, 1, dtype=torch.bool),
-                       has_prev, torch.tensor([1, 1, 0, 0, 0, 0, 0], dtype=torch.bool),
-                       torch.tensor([0, 0, 1, 1, 0, 0, 0], dtype=torch.bool))
+    terms = loss_terms(
+        out["smoothed"],
+        target,
+        prev,
+        torch.rand_like(prev),
+        torch.ones(3, 1, dtype=torch.bool),
+        has_prev,
+        torch.tensor([1, 1, 0, 0, 0, 0, 0], dtype=torch.bool),
+        torch.tensor([0, 0, 1, 1, 0, 0, 0], dtype=torch.bool),
+    )
     total_loss(terms, LossConfig()).backward()
     for name, p in m.named_parameters():
         assert p.grad is not None and torch.count_nonzero(p.grad) > 0, name
@@ -86,10 +93,19 @@ def test_loss_terms_are_zero_not_nan_when_empty():
     pred = torch.rand(2, 1, 4)
     prev = torch.rand(2, 4)
     none = torch.zeros(4, dtype=torch.bool)
-    t = loss_terms(pred, pred.clone(), prev, prev, torch.ones(2, 1, dtype=torch.bool),
-                   torch.zeros(2, dtype=torch.bool), none, none)
+    t = loss_terms(
+        pred, pred.clone(), prev, prev, torch.ones(2, 1, dtype=torch.bool), torch.zeros(2, dtype=torch.bool), none, none
+    )
     for k in ("mouth", "expression", "consistency", "temporal"):
         assert t[k].item() == 0.0
-    t = loss_terms(pred * float("nan"), pred, prev, prev, torch.zeros(2, 1, dtype=torch.bool),
-                   torch.zeros(2, dtype=torch.bool), none, none)
+    t = loss_terms(
+        pred * float("nan"),
+        pred,
+        prev,
+        prev,
+        torch.zeros(2, 1, dtype=torch.bool),
+        torch.zeros(2, dtype=torch.bool),
+        none,
+        none,
+    )
     assert all(torch.isfinite(v) for v in t.values())

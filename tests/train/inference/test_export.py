@@ -11,8 +11,8 @@ import torch
 from blendsync.shared.store import FeatureStore
 from blendsync.train.cli import main
 from blendsync.train.core.checkpoint import Checkpoint
-from blendsync.train.inference.export import INPUTS, exported_model
 from blendsync.train.core.windows import cut, frame_mask, pad_frames
+from blendsync.train.inference.export import INPUTS, exported_model
 
 
 def real_windows(store, ck, n=7, K=None):
@@ -111,7 +111,8 @@ def test_export_with_fewer_frames_per_window(example_store, checkpoint, tmp_path
     with torch.no_grad():
         ref = [t.numpy() for t in exported_model(model, norm)(*args)]
     got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(
-        None, {k: v.numpy() for k, v in zip(INPUTS, args)})
+        None, {k: v.numpy() for k, v in zip(INPUTS, args)}
+    )
     assert got[0].shape == (7, 2, 52)
     for g, r in zip(got, ref):
         np.testing.assert_allclose(g, r, atol=1e-4)

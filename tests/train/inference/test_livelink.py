@@ -34,7 +34,7 @@ class Receiver:
         while not self.done.is_set():
             try:
                 self.packets.append(self.sock.recv(4096))
-            except socket.timeout:
+            except TimeoutError:
                 continue
 
     def stop(self) -> list:
@@ -57,8 +57,24 @@ def test_stream_sends_every_frame_with_predicts_values(shared_data, checkpoint, 
     header, body = rows[0], np.array([[float(x) for x in r[2:]] for r in rows[1:]])
     rx = Receiver()
     with pytest.raises(SystemExit) as e:
-        main(["-q", "stream", str(audio), "--checkpoint", str(checkpoint), "--to", f"127.0.0.1:{rx.port}",
-              "--subject", "Actor1", "--start-timecode", "01:00:00:00", "--no-realtime", "--chunk-seconds", "0.25"])
+        main(
+            [
+                "-q",
+                "stream",
+                str(audio),
+                "--checkpoint",
+                str(checkpoint),
+                "--to",
+                f"127.0.0.1:{rx.port}",
+                "--subject",
+                "Actor1",
+                "--start-timecode",
+                "01:00:00:00",
+                "--no-realtime",
+                "--chunk-seconds",
+                "0.25",
+            ]
+        )
     assert e.value.code == 0
     decoded = rx.stop()
     assert all(ok for ok, _ in decoded)

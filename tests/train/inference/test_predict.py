@@ -12,11 +12,9 @@ from blendsync.shared.featurize_file import featurize_file
 from blendsync.shared.targets import TargetSpec, parse_timecode, read_targets
 from blendsync.train.cli import main
 from blendsync.train.core.config import TrainConfig
-from blendsync.train.loop.evaluation import evaluate_checkpoint
-from blendsync.train.loop.trainer import fit
 from blendsync.train.inference.outputs import livelink_timecode
 from blendsync.train.inference.predict import Predictor
-
+from blendsync.train.loop.evaluation import evaluate_checkpoint
 
 KD = TrainConfig().stream.frames_per_window
 
@@ -30,12 +28,31 @@ def test_timecodes_are_the_apps_format():
 
 @pytest.mark.parametrize("fps", ["60", "30"])
 def test_predict_real_speech_writes_csvs_our_parser_reads_back(shared_data, checkpoint, tmp_path, fps):
-    speech = [shared_data / "speech" / n for n in
-              ("cmu_arctic_a0007_16k.wav", "sr_english_44k.wav", "sr_french.aiff", "ljspeech_LJ050-0131_22k.wav")]
+    speech = [
+        shared_data / "speech" / n
+        for n in ("cmu_arctic_a0007_16k.wav", "sr_english_44k.wav", "sr_french.aiff", "ljspeech_LJ050-0131_22k.wav")
+    ]
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as e:
-        main(["-q", "predict", *map(str, speech), "--checkpoint", str(checkpoint), "--out", str(out),
-              "--fps", fps, "--format", "livelink", "--format", "npy", "--format", "json"])
+        main(
+            [
+                "-q",
+                "predict",
+                *map(str, speech),
+                "--checkpoint",
+                str(checkpoint),
+                "--out",
+                str(out),
+                "--fps",
+                fps,
+                "--format",
+                "livelink",
+                "--format",
+                "npy",
+                "--format",
+                "json",
+            ]
+        )
     assert e.value.code == 0
     for audio in speech:
         csv = out / f"{audio.stem}.csv"
@@ -78,16 +95,33 @@ def test_predict_gain_scales_the_movement_around_the_training_mean(shared_data, 
     audio = shared_data / "speech" / "cmu_arctic_a0007_16k.wav"
     for g in ("1", "2"):
         with pytest.raises(SystemExit) as e:
-            main(["-q", "predict", str(audio), "--checkpoint", str(checkpoint), "--out", str(tmp_path / g),
-                  "--fps", "30", "--format", "npy", "--no-plot", "--gain", g])
+            main(
+                [
+                    "-q",
+                    "predict",
+                    str(audio),
+                    "--checkpoint",
+                    str(checkpoint),
+                    "--out",
+                    str(tmp_path / g),
+                    "--fps",
+                    "30",
+                    "--format",
+                    "npy",
+                    "--no-plot",
+                    "--gain",
+                    g,
+                ]
+            )
         assert e.value.code == 0
     one, two = (np.load(tmp_path / g / "cmu_arctic_a0007_16k.npy") for g in ("1", "2"))
     mean = np.asarray(load_checkpoint(checkpoint)["normalizer"]["target_mean"], np.float32)
     want = np.clip(mean + 2 * (one - mean), 0, 1)
     np.testing.assert_allclose(two, want, atol=1e-5)
     with pytest.raises(SystemExit) as e:
-        main(["-q", "predict", str(audio), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "x"),
-              "--gain", "0"])
+        main(
+            ["-q", "predict", str(audio), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "x"), "--gain", "0"]
+        )
     assert e.value.code == 1
 
 
@@ -96,16 +130,38 @@ def test_bad_files_are_reported_and_skipped(shared_data, checkpoint, tmp_path, c
     junk.write_bytes(b"nothing here" * 10)
     good = shared_data / "speech" / "cmu_arctic_a0007_16k.wav"
     with pytest.raises(SystemExit) as e:
-        main(["-q", "predict", str(junk), str(good), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
-              "--no-plot"])
+        main(
+            [
+                "-q",
+                "predict",
+                str(junk),
+                str(good),
+                "--checkpoint",
+                str(checkpoint),
+                "--out",
+                str(tmp_path / "o"),
+                "--no-plot",
+            ]
+        )
     assert e.value.code == 2 and (tmp_path / "o" / "cmu_arctic_a0007_16k.csv").is_file()
     assert capsys.readouterr().err.count("junk.wav: cannot decode audio") == 1  # once, not also as a log line
 
 
 def test_evaluate_prints_every_metric_and_json_parses(example_store, checkpoint, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        main(["evaluate", "--checkpoint", str(checkpoint), "--store", str(example_store), "--split", "val",
-              "--plots", str(tmp_path / "plots")])
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(checkpoint),
+                "--store",
+                str(example_store),
+                "--split",
+                "val",
+                "--plots",
+                str(tmp_path / "plots"),
+            ]
+        )
     assert e.value.code == 0
     text = capsys.readouterr().out
     for word in ("MSE", "MAE", "skill", "mouth", "expression", "jawOpen", "consistency"):
@@ -121,8 +177,20 @@ def test_evaluate_prints_every_metric_and_json_parses(example_store, checkpoint,
     # --gain scales the movement the metrics see: the amplitude ratio grows with it.
     amp1 = doc["metrics"]["amplitude_ratio"]
     with pytest.raises(SystemExit):
-        main(["evaluate", "--checkpoint", str(checkpoint), "--store", str(example_store), "--split", "val", "--json",
-              "--gain", "2"])
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(checkpoint),
+                "--store",
+                str(example_store),
+                "--split",
+                "val",
+                "--json",
+                "--gain",
+                "2",
+            ]
+        )
     doc2 = json.loads(capsys.readouterr().out)
     assert doc2["gain"] == 2.0 and doc2["metrics"]["amplitude_ratio"] > 1.5 * amp1
     assert any(r["gain"] == 2.0 and r["amplitude_ratio"] == doc2["metrics"]["amplitude_ratio"] for r in doc2["gains"])
@@ -174,22 +242,59 @@ def test_fewer_frames_per_window_at_predict_time(shared_data, checkpoint, tmp_pa
     with pytest.raises(ValueError, match="past the file"):
         full.current_blocks(ff.mel, ff.emotion, range(b, b + 5), final_frames=ff.frames)
     with pytest.raises(SystemExit) as e:
-        main(["predict", str(audio), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
-              "-K", str(KD + 1), "--no-plot"])
+        main(
+            [
+                "predict",
+                str(audio),
+                "--checkpoint",
+                str(checkpoint),
+                "--out",
+                str(tmp_path / "o"),
+                "-K",
+                str(KD + 1),
+                "--no-plot",
+            ]
+        )
     assert e.value.code == 1 and f"trained with {KD}" in capsys.readouterr().err
 
 
 def test_cli_chunked_predict_reports_latency(shared_data, checkpoint, tmp_path, capsys):
     audio = shared_data / "speech" / "cmu_arctic_a0007_16k.wav"
     with pytest.raises(SystemExit) as e:
-        main(["predict", str(audio), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "c"),
-              "--chunk-seconds", "0.5", "--format", "npy", "--no-plot"])
+        main(
+            [
+                "predict",
+                str(audio),
+                "--checkpoint",
+                str(checkpoint),
+                "--out",
+                str(tmp_path / "c"),
+                "--chunk-seconds",
+                "0.5",
+                "--format",
+                "npy",
+                "--no-plot",
+            ]
+        )
     assert e.value.code == 0 and "streaming latency" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        main(["-q", "predict", str(audio), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "w"),
-              "--format", "npy", "--no-plot"])
-    np.testing.assert_allclose(np.load(tmp_path / "c" / f"{audio.stem}.npy"),
-                               np.load(tmp_path / "w" / f"{audio.stem}.npy"), atol=1e-4)
+        main(
+            [
+                "-q",
+                "predict",
+                str(audio),
+                "--checkpoint",
+                str(checkpoint),
+                "--out",
+                str(tmp_path / "w"),
+                "--format",
+                "npy",
+                "--no-plot",
+            ]
+        )
+    np.testing.assert_allclose(
+        np.load(tmp_path / "c" / f"{audio.stem}.npy"), np.load(tmp_path / "w" / f"{audio.stem}.npy"), atol=1e-4
+    )
 
 
 def test_another_library_version_only_warns(example_store, checkpoint, tmp_path, caplog):
@@ -211,8 +316,17 @@ def test_evaluate_refuses_another_feature_config(example_store, checkpoint, tmp_
     ours = ck["feature_config_hash"]
     save_checkpoint(tmp_path / "other_features.pt", dict(ck, feature_config_hash="feedfacecafebeef"))
     with pytest.raises(SystemExit) as e:
-        main(["evaluate", "--checkpoint", str(tmp_path / "other_features.pt"), "--store", str(example_store),
-              "--split", "val"])
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(tmp_path / "other_features.pt"),
+                "--store",
+                str(example_store),
+                "--split",
+                "val",
+            ]
+        )
     err = capsys.readouterr().err
     assert e.value.code == 1 and "feedfacecafebeef" in err and ours in err
 
@@ -222,16 +336,28 @@ def test_evaluate_refuses_another_channel_set(example_store, checkpoint, tmp_pat
 
     ck = load_checkpoint(checkpoint)
     # Another rig with as many channels (a consistent checkpoint, so the channel guard speaks).
-    save_checkpoint(tmp_path / "other_channels.pt", dict(ck, channels=[f"c{i}" for i in range(len(ck["channels"]))],
-                                                         still_channels=[]))
+    save_checkpoint(
+        tmp_path / "other_channels.pt",
+        dict(ck, channels=[f"c{i}" for i in range(len(ck["channels"]))], still_channels=[]),
+    )
     with pytest.raises(SystemExit) as e:
-        main(["evaluate", "--checkpoint", str(tmp_path / "other_channels.pt"), "--store", str(example_store),
-              "--split", "val"])
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(tmp_path / "other_channels.pt"),
+                "--store",
+                str(example_store),
+                "--split",
+                "val",
+            ]
+        )
     assert e.value.code == 1 and "channel set" in capsys.readouterr().err
 
 
-def test_an_output_folder_that_cannot_be_written_is_one_clear_error(shared_data, checkpoint, example_store, tmp_path,
-                                                                   capsys):
+def test_an_output_folder_that_cannot_be_written_is_one_clear_error(
+    shared_data, checkpoint, example_store, tmp_path, capsys
+):
     import errno
     import os
 
@@ -246,9 +372,11 @@ def test_an_output_folder_that_cannot_be_written_is_one_clear_error(shared_data,
         if e.errno not in WRITE_ERRNOS:
             pytest.skip(f"/sys gives errno {errno.errorcode.get(e.errno)}")
     audio = shared_data / "speech" / "cmu_arctic_a0007_16k.wav"
-    for argv in (["predict", str(audio), "--checkpoint", str(checkpoint), "--out", target, "--no-plot"],
-                 ["export", "--checkpoint", str(checkpoint), "--format", "torchscript", "--out", f"{target}/m.pt"],
-                 ["fit", "--store", str(example_store), "--out", f"{target}/run", "--max-steps", "1", "--no-progress"]):
+    for argv in (
+        ["predict", str(audio), "--checkpoint", str(checkpoint), "--out", target, "--no-plot"],
+        ["export", "--checkpoint", str(checkpoint), "--format", "torchscript", "--out", f"{target}/m.pt"],
+        ["fit", "--store", str(example_store), "--out", f"{target}/run", "--max-steps", "1", "--no-progress"],
+    ):
         with pytest.raises(SystemExit) as e:
             main(["-q", *argv])
         err = capsys.readouterr().err
@@ -266,11 +394,25 @@ def test_outputs_keep_relative_paths_and_never_collide(shared_data, checkpoint, 
         shutil.copy(f, d / sub / "take.wav")
     # A directory: the outputs keep the paths under it.
     with pytest.raises(SystemExit) as e:
-        main(["-q", "predict", str(d), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o1"), "--no-plot",
-              "--format", "npy"])
+        main(
+            [
+                "-q",
+                "predict",
+                str(d),
+                "--checkpoint",
+                str(checkpoint),
+                "--out",
+                str(tmp_path / "o1"),
+                "--no-plot",
+                "--format",
+                "npy",
+            ]
+        )
     assert e.value.code == 0
-    assert sorted(p.relative_to(tmp_path / "o1").as_posix() for p in (tmp_path / "o1").rglob("*.npy")) == \
-        ["x/take.npy", "y/take.npy"]
+    assert sorted(p.relative_to(tmp_path / "o1").as_posix() for p in (tmp_path / "o1").rglob("*.npy")) == [
+        "x/take.npy",
+        "y/take.npy",
+    ]
     a, b = np.load(tmp_path / "o1" / "x" / "take.npy"), np.load(tmp_path / "o1" / "y" / "take.npy")
     assert a.shape != b.shape  # two different takes, not one written twice
     assert "2 audio file(s) animated, 2 file(s) written" in capsys.readouterr().out
@@ -280,9 +422,21 @@ def test_outputs_keep_relative_paths_and_never_collide(shared_data, checkpoint, 
     y, sr = sf.read(src)
     sf.write(d / "x" / "take.flac", y, sr)
     with pytest.raises(SystemExit) as e:
-        main(["-q", "predict", str(d / "x" / "take.wav"), str(d / "y" / "take.wav"), str(d / "x" / "take.flac"),
-              str(d / "x" / "take.wav"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o2"),
-              "--no-plot"])
+        main(
+            [
+                "-q",
+                "predict",
+                str(d / "x" / "take.wav"),
+                str(d / "y" / "take.wav"),
+                str(d / "x" / "take.flac"),
+                str(d / "x" / "take.wav"),
+                "--checkpoint",
+                str(checkpoint),
+                "--out",
+                str(tmp_path / "o2"),
+                "--no-plot",
+            ]
+        )
     assert e.value.code == 0
     got = sorted(p.relative_to(tmp_path / "o2").as_posix() for p in (tmp_path / "o2").rglob("*.csv"))
     assert got == ["x/take.flac.csv", "x/take.wav.csv", "y/take.csv"]
@@ -293,7 +447,9 @@ def test_collect_inputs_names_a_dotted_stem_in_full(tmp_path):
     from blendsync.train.inference.predict import collect_inputs
 
     (tmp_path / "take.v2.wav").write_bytes(b"")
-    assert collect_inputs([tmp_path / "take.v2.wav"]) == [(tmp_path / "take.v2.wav", __import__("pathlib").Path("take.v2"))]
+    assert collect_inputs([tmp_path / "take.v2.wav"]) == [
+        (tmp_path / "take.v2.wav", __import__("pathlib").Path("take.v2"))
+    ]
 
 
 def test_channel_order_by_name_for_npy_and_json(shared_data, checkpoint, tmp_path):
@@ -304,11 +460,29 @@ def test_channel_order_by_name_for_npy_and_json(shared_data, checkpoint, tmp_pat
     for order in ("model", "unreal", "alphabetical", "livelink61"):
         out = tmp_path / order
         with pytest.raises(SystemExit) as e:
-            main(["-q", "predict", str(audio), "--checkpoint", str(checkpoint), "--out", str(out), "--no-plot",
-                  "--format", "npy", "--format", "json", "--channel-order", order])
+            main(
+                [
+                    "-q",
+                    "predict",
+                    str(audio),
+                    "--checkpoint",
+                    str(checkpoint),
+                    "--out",
+                    str(out),
+                    "--no-plot",
+                    "--format",
+                    "npy",
+                    "--format",
+                    "json",
+                    "--channel-order",
+                    order,
+                ]
+            )
         assert e.value.code == 0
-        runs[order] = (np.load(out / "cmu_arctic_a0007_16k.npy"),
-                       json.loads((out / "cmu_arctic_a0007_16k.json").read_text()))
+        runs[order] = (
+            np.load(out / "cmu_arctic_a0007_16k.npy"),
+            json.loads((out / "cmu_arctic_a0007_16k.json").read_text()),
+        )
     base = runs["model"][0]
     for order in ("unreal", "alphabetical", "livelink61"):
         values, doc = runs[order]
@@ -317,6 +491,17 @@ def test_channel_order_by_name_for_npy_and_json(shared_data, checkpoint, tmp_pat
             want = base[:, ARKIT_52.index(name)] if name in ARKIT_52 else 0.0
             np.testing.assert_array_equal(values[:, j], want)
     with pytest.raises(SystemExit) as e:
-        main(["-q", "predict", str(audio), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "x"),
-              "--channel-order", "sideways"])
+        main(
+            [
+                "-q",
+                "predict",
+                str(audio),
+                "--checkpoint",
+                str(checkpoint),
+                "--out",
+                str(tmp_path / "x"),
+                "--channel-order",
+                "sideways",
+            ]
+        )
     assert e.value.code == 1

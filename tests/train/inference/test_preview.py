@@ -28,8 +28,9 @@ def test_preview_mp4_has_sound_the_audios_length_and_a_mouth_that_follows_the_ta
     targets = REPO / "data" / "example" / "ava_take1.csv"
     out = tmp_path / "take.mp4"
     with pytest.raises(SystemExit) as e:
-        main(["-q", "preview", str(audio), "--checkpoint", str(checkpoint), "--targets", str(targets),
-              "--out", str(out)])
+        main(
+            ["-q", "preview", str(audio), "--checkpoint", str(checkpoint), "--targets", str(targets), "--out", str(out)]
+        )
     assert e.value.code == 0
     with av.open(str(out)) as c:
         assert len(c.streams.audio) == 1 and len(c.streams.video) == 1

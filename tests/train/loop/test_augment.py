@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import tiny
 
-from blendsync.train.loop.augment import FeatureAugmenter
 from blendsync.train.core.checkpoint import load_checkpoint
 from blendsync.train.core.config import AugmentConfig, TrainConfig
+from blendsync.train.loop.augment import FeatureAugmenter
 from blendsync.train.loop.trainer import fit
-from helpers import tiny
 
 B, L, M, E = 64, 40, 80, 88
 
@@ -40,14 +40,16 @@ def test_gain_shifts_every_real_frame_by_one_level_in_db():
 
 def test_masks_cover_bounded_spans_with_the_training_mean():
     mel, emo, mask = batch()
-    out, _ = FeatureAugmenter(AugmentConfig(time_masks=2, time_mask_frames=7, emotion_dropout=0.0), np.ones(M), torch.device("cpu"))(
-        mel, emo, mask)
+    out, _ = FeatureAugmenter(
+        AugmentConfig(time_masks=2, time_mask_frames=7, emotion_dropout=0.0), np.ones(M), torch.device("cpu")
+    )(mel, emo, mask)
     masked_frames = (out == 0).all(dim=2)  # (B, L)
     assert masked_frames.any()
     assert int(masked_frames.sum(dim=1).max()) <= 14  # two spans of at most 7 frames
     assert torch.equal(out[~masked_frames], mel[~masked_frames])
-    out, _ = FeatureAugmenter(AugmentConfig(freq_masks=1, freq_mask_bins=10, emotion_dropout=0.0), np.ones(M), torch.device("cpu"))(
-        mel, emo, mask)
+    out, _ = FeatureAugmenter(
+        AugmentConfig(freq_masks=1, freq_mask_bins=10, emotion_dropout=0.0), np.ones(M), torch.device("cpu")
+    )(mel, emo, mask)
     masked_bins = (out == 0).all(dim=1)  # (B, M)
     assert masked_bins.any() and int(masked_bins.sum(dim=1).max()) <= 10
     spans = [torch.nonzero(r).flatten() for r in masked_bins if r.any()]
@@ -74,16 +76,14 @@ def test_defaults_and_old_checkpoints():
     assert not old.augment.active and old.loss.still_max == 0.0
 
 
-@pytest.mark.parametrize("bad", [{"gain_db": -1}, {"emotion_dropout": 1.0}, {"time_masks": -1},
-                                 {"freq_mask_bins": 0}])
+@pytest.mark.parametrize("bad", [{"gain_db": -1}, {"emotion_dropout": 1.0}, {"time_masks": -1}, {"freq_mask_bins": 0}])
 def test_bad_values_are_named(bad):
     with pytest.raises(ValueError, match=f"augment.{next(iter(bad))}"):
         TrainConfig.from_dict({"augment": bad})
 
 
 def test_augmented_training_resumes_bit_identically(example_store, tmp_path):
-    cfg = tiny(optim={"epochs": 1}, augment={"gain_db": 6.0, "time_masks": 2, "freq_masks": 2,
-                                             "emotion_dropout": 0.2})
+    cfg = tiny(optim={"epochs": 1}, augment={"gain_db": 6.0, "time_masks": 2, "freq_masks": 2, "emotion_dropout": 0.2})
     whole = fit(example_store, cfg=cfg, out=tmp_path / "whole")
     part = fit(example_store, cfg=cfg, out=tmp_path / "part", stop_after_steps=whole.step // 2 + 1)
     assert part.interrupted

@@ -7,17 +7,17 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import REPO, mouth_from_speech, tiny, write_manifest
 
 from blendsync.featurize.extract import extract
 from blendsync.shared.audio import decode_audio
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.frame_grid import n_frames
-from blendsync.train.core.checkpoint import Checkpoint
 from blendsync.train.cli import main as bstrain
+from blendsync.train.core.checkpoint import Checkpoint
 from blendsync.train.core.config import ConfigOverrides
-from blendsync.train.loop.finetune import InitFrom, fine_tune_config, transfer_weights
 from blendsync.train.core.model import PER_CHANNEL, build_model
-from helpers import REPO, mouth_from_speech, tiny, write_manifest
+from blendsync.train.loop.finetune import InitFrom, fine_tune_config, transfer_weights
 
 RIG = ["mouthClose", "jawOpen", "lipsUp"]
 
@@ -61,9 +61,10 @@ def rig_store(tmp_path):
         dec = decode_audio(audio, 16000)
         T = n_frames(dec.duration_s, 30.0)
         jaw = mouth_from_speech(dec.samples, 16000, T, 30.0)
-        np.save(tmp_path / f"{take}.npy", np.stack([0.3 * (1 - jaw), jaw, 0.5 * jaw ** 2], axis=1).astype(np.float32))
-        rows.append({"audio": audio, "targets": tmp_path / f"{take}.npy", "targets_fps": 30, "split": split,
-                     "id": take})
+        np.save(tmp_path / f"{take}.npy", np.stack([0.3 * (1 - jaw), jaw, 0.5 * jaw**2], axis=1).astype(np.float32))
+        rows.append(
+            {"audio": audio, "targets": tmp_path / f"{take}.npy", "targets_fps": 30, "split": split, "id": take}
+        )
     man = write_manifest(tmp_path / "rig.csv", rows)
     assert extract(man, tmp_path / "rig.zarr", FeatureConfig.load(cfg), executor="serial").ok
     return tmp_path / "rig.zarr"
@@ -76,8 +77,21 @@ def run(args: list[str], capsys) -> tuple[int, str]:
 
 
 def test_fit_init_from_onto_another_rig(rig_store, checkpoint, tmp_path, capsys):
-    code, err = run(["fit", "--store", str(rig_store), "--out", str(tmp_path / "ft"), "--init-from", str(checkpoint),
-                     "--max-steps", "3", "--no-progress"], capsys)
+    code, err = run(
+        [
+            "fit",
+            "--store",
+            str(rig_store),
+            "--out",
+            str(tmp_path / "ft"),
+            "--init-from",
+            str(checkpoint),
+            "--max-steps",
+            "3",
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "2 channels matched by name, 1 new (starting at their training means): lipsUp, 50 dropped" in err
     run_cfg = json.loads((tmp_path / "ft" / "config.json").read_text())
@@ -87,8 +101,22 @@ def test_fit_init_from_onto_another_rig(rig_store, checkpoint, tmp_path, capsys)
     assert ft.channels == RIG and ft.config.model == src.config.model and ft.window == src.window
     assert ft.training.step == 3  # a fresh schedule: counted from 0
     assert not np.array_equal(ft.normalizer.mel_mean, src.normalizer.mel_mean)  # this data's statistics
-    code, err = run(["fit", "--store", str(rig_store), "--out", str(tmp_path / "keep"), "--init-from",
-                     str(checkpoint), "--keep-normalization", "--max-steps", "2", "--no-progress"], capsys)
+    code, err = run(
+        [
+            "fit",
+            "--store",
+            str(rig_store),
+            "--out",
+            str(tmp_path / "keep"),
+            "--init-from",
+            str(checkpoint),
+            "--keep-normalization",
+            "--max-steps",
+            "2",
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert code == 0, err
     kept = Checkpoint.load(tmp_path / "keep" / "checkpoints" / "last.pt").normalizer
     assert np.array_equal(kept.mel_mean, src.normalizer.mel_mean)
@@ -98,29 +126,56 @@ def test_fit_init_from_onto_another_rig(rig_store, checkpoint, tmp_path, capsys)
 
 def test_init_from_refuses_other_features_and_other_models(rig_store, checkpoint, tmp_path, capsys):
     other = tmp_path / "other.zarr"
-    man = write_manifest(tmp_path / "one.csv", [{"audio": REPO / "data" / "example" / "ava_take1.wav",
-                                                 "targets": REPO / "data" / "example" / "ava_take1.csv"}])
+    man = write_manifest(
+        tmp_path / "one.csv",
+        [
+            {
+                "audio": REPO / "data" / "example" / "ava_take1.wav",
+                "targets": REPO / "data" / "example" / "ava_take1.csv",
+            }
+        ],
+    )
     assert extract(man, other, FeatureConfig.from_dict({"mel": {"n_mels": 40}}), executor="serial").ok
-    code, err = run(["fit", "--store", str(other), "--out", str(tmp_path / "a"), "--init-from", str(checkpoint),
-                     "--no-progress"], capsys)
+    code, err = run(
+        ["fit", "--store", str(other), "--out", str(tmp_path / "a"), "--init-from", str(checkpoint), "--no-progress"],
+        capsys,
+    )
     assert code == 1 and "differs from the checkpoint's" in err and "featurize with the checkpoint's config" in err
-    code, err = run(["fit", "--store", str(rig_store), "--out", str(tmp_path / "b"), "--init-from", str(checkpoint),
-                     "--preset", "small", "--no-progress"], capsys)
+    code, err = run(
+        [
+            "fit",
+            "--store",
+            str(rig_store),
+            "--out",
+            str(tmp_path / "b"),
+            "--init-from",
+            str(checkpoint),
+            "--preset",
+            "small",
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert code == 1 and "fine-tuning keeps that checkpoint's model" in err and "--preset" in err
     code, err = run(["fit", "--store", str(rig_store), "--out", str(tmp_path / "c"), "--keep-normalization"], capsys)
     assert code == 1 and "give --init-from" in err
-    code, err = run(["fit", "--store", str(rig_store), "--out", str(tmp_path / "c"), "--init-from", str(checkpoint),
-                     "--resume"], capsys)
+    code, err = run(
+        ["fit", "--store", str(rig_store), "--out", str(tmp_path / "c"), "--init-from", str(checkpoint), "--resume"],
+        capsys,
+    )
     assert code == 1 and "--init-from starts a new one" in err
-    code, err = run(["fit", "--store", str(rig_store), "--out", str(tmp_path / "d"), "--init-from",
-                     str(tmp_path / "missing.pt")], capsys)
+    code, err = run(
+        ["fit", "--store", str(rig_store), "--out", str(tmp_path / "d"), "--init-from", str(tmp_path / "missing.pt")],
+        capsys,
+    )
     assert code == 1 and "missing.pt: checkpoint not found" in err
 
 
 def test_fine_tune_config_takes_the_checkpoints_model_and_keeps_the_rest(checkpoint):
     init = InitFrom.load(checkpoint)
-    cfg = fine_tune_config(tiny(model={"d_model": 64}, optim={"lr": 3e-4}, stream={"window": 300}), init,
-                           ConfigOverrides())
+    cfg = fine_tune_config(
+        tiny(model={"d_model": 64}, optim={"lr": 3e-4}, stream={"window": 300}), init, ConfigOverrides()
+    )
     own = init.checkpoint.config
     assert cfg.model == own.model and cfg.stream.window == own.stream.window
     assert cfg.stream.frames_per_window == own.stream.frames_per_window and cfg.optim.lr == 3e-4
@@ -133,13 +188,20 @@ def test_onto_a_real_custom_rig_every_channel_starts_at_its_mean(shared_data, ch
 
     rig = shared_data / "custom_rig"
     man = tmp_path / "rig.csv"
-    man.write_text("audio,targets,targets_fps,split,id\n"
-                   f"{rig / '1114_3_16.wav'},{rig / 'bs_value_1114_3_16.npy'},30,train,take16\n")
+    man.write_text(
+        "audio,targets,targets_fps,split,id\n"
+        f"{rig / '1114_3_16.wav'},{rig / 'bs_value_1114_3_16.npy'},30,train,take16\n"
+    )
     cfg = FeatureConfig.from_dict({"targets": {"channels_file": str(rig / "channel_names.txt")}})
     assert extract(man, tmp_path / "rig.zarr", cfg, executor="serial").ok
     init = InitFrom.load(checkpoint)
-    r = fit(tmp_path / "rig.zarr", cfg=tiny(optim={"lr": 1e-12, "warmup_steps": 0, "weight_decay": 0.0}),
-            out=tmp_path / "ft", overrides=ConfigOverrides(values={"optim.max_steps": 1}), init_from=init)
+    r = fit(
+        tmp_path / "rig.zarr",
+        cfg=tiny(optim={"lr": 1e-12, "warmup_steps": 0, "weight_decay": 0.0}),
+        out=tmp_path / "ft",
+        overrides=ConfigOverrides(values={"optim.max_steps": 1}),
+        init_from=init,
+    )
     doc = json.loads((r.run_dir / "config.json").read_text())["init_from"]["channels"]
     assert doc["matched"] == [] and len(doc["new"]) == 116 and len(doc["dropped"]) == 52
     ft = Checkpoint.load(r.run_dir / "checkpoints" / "last.pt")

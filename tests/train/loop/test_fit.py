@@ -8,26 +8,32 @@ import numpy as np
 import pytest
 import torch
 
-from blendsync.train.core.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from blendsync.train.cli import main
+from blendsync.train.core.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from blendsync.train.core.config import ConfigOverrides, TrainConfig
 from blendsync.train.core.data import DataError
 from blendsync.train.loop.trainer import fit
 from tests.helpers import KD, make_random_store, tiny
 
 
-
-
 def test_small_preset_overfits_a_tiny_store(tmp_path):
     """Five short files, the small preset's sizes: training loss falls by at least 90%."""
     fs, _ = make_random_store(tmp_path / "s.zarr", [12] * 5, channels=5, seed=3, learnable=True)
-    cfg = TrainConfig.from_dict({
-        "preset": "small", "model": {"dropout": 0.0},
-        "stream": {"window": 32, "lookahead": 4, "stride": 1, "frames_per_window": 4},
-        "optim": {"epochs": 60, "warmup_steps": 20, "lr": 1e-3, "min_lr_ratio": 0.1},
-        "diagnostics": {"every_steps": 0},
-    })
-    r = fit(fs.root, cfg=cfg, out=tmp_path / "run", overrides=ConfigOverrides(preset="small", values={"stream.batch_streams": 2}))
+    cfg = TrainConfig.from_dict(
+        {
+            "preset": "small",
+            "model": {"dropout": 0.0},
+            "stream": {"window": 32, "lookahead": 4, "stride": 1, "frames_per_window": 4},
+            "optim": {"epochs": 60, "warmup_steps": 20, "lr": 1e-3, "min_lr_ratio": 0.1},
+            "diagnostics": {"every_steps": 0},
+        }
+    )
+    r = fit(
+        fs.root,
+        cfg=cfg,
+        out=tmp_path / "run",
+        overrides=ConfigOverrides(preset="small", values={"stream.batch_streams": 2}),
+    )
     losses = [h["loss"] for h in r.history if h["kind"] == "train"]
     first, last = np.mean(losses[:2]), np.mean(losses[-3:])
     assert last <= 0.1 * first, (first, last)
@@ -38,11 +44,31 @@ def test_cli_trains_two_epochs_and_writes_every_output(example_store, tmp_path):
     cfgp.write_text(tiny().to_yaml())
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as e:
-        main(["-q", "fit", "--store", str(example_store), "--config", str(cfgp), "--out", str(out),
-              "--epochs", "2", "--no-progress"])
+        main(
+            [
+                "-q",
+                "fit",
+                "--store",
+                str(example_store),
+                "--config",
+                str(cfgp),
+                "--out",
+                str(out),
+                "--epochs",
+                "2",
+                "--no-progress",
+            ]
+        )
     assert e.value.code == 0
-    for name in ("config.json", "metrics.jsonl", "loss_curves.png", "val_curves.png", "stream_weights.png",
-                 "checkpoints/last.pt", "checkpoints/best.pt"):
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "loss_curves.png",
+        "val_curves.png",
+        "stream_weights.png",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+    ):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert list((out / "tb").glob("events.out.tfevents.*"))
     recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -63,8 +89,10 @@ def test_cli_trains_two_epochs_and_writes_every_output(example_store, tmp_path):
     ck = load_checkpoint(out / "checkpoints" / "last.pt")
     assert ck["epoch"] == 2 and len(ck["channels"]) == 52 and ck["feature_config_hash"]
     stream = json.loads(ck["config_json"])["stream"]
-    assert stream["window"] == KD + 16 and stream["frames_per_window"] == KD == Checkpoint.load(
-        out / "checkpoints" / "last.pt").frames_per_window
+    assert (
+        stream["window"] == KD + 16
+        and stream["frames_per_window"] == KD == Checkpoint.load(out / "checkpoints" / "last.pt").frames_per_window
+    )
 
 
 def _params(run):
@@ -129,12 +157,25 @@ def test_custom_rig_head_does_not_collapse(shared_data, tmp_path):
 
     d = shared_data / "custom_rig"
     cfg = FeatureConfig.from_dict({"targets": {"channels_file": str(d / "channel_names.txt")}})
-    man = write_manifest(tmp_path / "rig.csv", [
-        {"audio": str(d / "1114_3_15.wav"), "targets": str(d / "bs_value_1114_3_15.npy"), "targets_fps": 30,
-         "split": "train", "id": "t15"},
-        {"audio": str(d / "1114_3_16.wav"), "targets": str(d / "bs_value_1114_3_16.npy"), "targets_fps": 30,
-         "split": "val", "id": "t16"},
-    ])
+    man = write_manifest(
+        tmp_path / "rig.csv",
+        [
+            {
+                "audio": str(d / "1114_3_15.wav"),
+                "targets": str(d / "bs_value_1114_3_15.npy"),
+                "targets_fps": 30,
+                "split": "train",
+                "id": "t15",
+            },
+            {
+                "audio": str(d / "1114_3_16.wav"),
+                "targets": str(d / "bs_value_1114_3_16.npy"),
+                "targets_fps": 30,
+                "split": "val",
+                "id": "t16",
+            },
+        ],
+    )
     store = tmp_path / "rig.zarr"
     assert extract(man, store, cfg, executor="serial").ok
     # One training take on one stream (split_files off), blocks of the default K frames at

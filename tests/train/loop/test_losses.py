@@ -29,11 +29,25 @@ def _batch(B=3, K=5, C=4, seed=0):
 
 def test_the_notes_preset_is_the_method_notes_loss_exactly():
     n = LOSS_PRESETS["notes"]
-    assert (n.mse, n.l1, n.mouth, n.expression, n.consistency, n.temporal, n.amplitude, n.scale) == \
-        (1.0, 0.1, 0.5, 0.5, 0.2, 0.1, 0.0, "none")
+    assert (n.mse, n.l1, n.mouth, n.expression, n.consistency, n.temporal, n.amplitude, n.scale) == (
+        1.0,
+        0.1,
+        0.5,
+        0.5,
+        0.2,
+        0.1,
+        0.0,
+        "none",
+    )
     terms = loss_terms(*_batch())
-    want = (terms["mse"] + 0.1 * terms["l1"] + 0.5 * terms["mouth"] + 0.5 * terms["expression"]
-            + 0.2 * terms["consistency"] + 0.1 * terms["temporal"])
+    want = (
+        terms["mse"]
+        + 0.1 * terms["l1"]
+        + 0.5 * terms["mouth"]
+        + 0.5 * terms["expression"]
+        + 0.2 * terms["consistency"]
+        + 0.1 * terms["temporal"]
+    )
     assert torch.allclose(total_loss(terms, n), want)
 
 
@@ -52,14 +66,17 @@ def test_preset_by_name_with_overrides_and_old_checkpoints_read_as_notes():
     assert back.validation.holdout_tail == 0 and back.validation.metric == "loss"
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({"loss": {"preset": "fancy"}}, "loss.preset"),
-    ({"loss": {"scale": "minmax"}}, "loss.scale"),
-    ({"loss": {"l1": -0.1}}, "loss.l1 must be >= 0, got -0.1"),
-    ({"loss": {"scale_floor": 0}}, "scale_floor"),
-    ({"validation": {"metric": "accuracy"}}, "validation.metric"),
-    ({"validation": {"holdout_tail": 1.0}}, "holdout_tail"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"loss": {"preset": "fancy"}}, "loss.preset"),
+        ({"loss": {"scale": "minmax"}}, "loss.scale"),
+        ({"loss": {"l1": -0.1}}, "loss.l1 must be >= 0, got -0.1"),
+        ({"loss": {"scale_floor": 0}}, "scale_floor"),
+        ({"validation": {"metric": "accuracy"}}, "validation.metric"),
+        ({"validation": {"holdout_tail": 1.0}}, "holdout_tail"),
+    ],
+)
 def test_bad_loss_and_validation_settings_are_config_errors(bad, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig.from_dict(bad)
@@ -107,4 +124,3 @@ def test_zero_weights_leave_their_terms_out():
     terms["l1"] = torch.tensor(float("nan"))  # a term with weight 0 must not even be multiplied
     assert torch.isfinite(total_loss(terms, LOSS_PRESETS["mse"]))
     assert torch.allclose(total_loss(terms, LOSS_PRESETS["mse"]), terms["mse"])
-

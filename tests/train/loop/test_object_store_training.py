@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 
 from blendsync.train.cli import main as bstrain
-from blendsync.train.loop.evaluation import evaluate_checkpoint
 from blendsync.train.core.config import ConfigOverrides
+from blendsync.train.loop.evaluation import evaluate_checkpoint
 from blendsync.train.loop.trainer import fit
-from tests.helpers import make_random_store
-from tests.helpers import tiny
+from tests.helpers import make_random_store, tiny
 
 
 def test_fit_and_evaluate_from_a_bucket_match_a_local_store(s3_bucket, tmp_path):
@@ -21,8 +20,18 @@ def test_fit_and_evaluate_from_a_bucket_match_a_local_store(s3_bucket, tmp_path)
     assert not remote.is_local and remote.item_keys() == keys
 
     cfg = tiny(optim={"epochs": 1})
-    a = fit(remote.location, cfg=cfg, out=tmp_path / "remote_run", overrides=ConfigOverrides(values={"stream.batch_streams": 2}))
-    b = fit(local.location, cfg=cfg, out=tmp_path / "local_run", overrides=ConfigOverrides(values={"stream.batch_streams": 2}))
+    a = fit(
+        remote.location,
+        cfg=cfg,
+        out=tmp_path / "remote_run",
+        overrides=ConfigOverrides(values={"stream.batch_streams": 2}),
+    )
+    b = fit(
+        local.location,
+        cfg=cfg,
+        out=tmp_path / "local_run",
+        overrides=ConfigOverrides(values={"stream.batch_streams": 2}),
+    )
     la = [h["loss"] for h in a.history if h["kind"] == "train"]
     lb = [h["loss"] for h in b.history if h["kind"] == "train"]
     assert a.step == b.step > 0 and np.allclose(la, lb, rtol=1e-5)

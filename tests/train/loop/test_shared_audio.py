@@ -22,11 +22,14 @@ def shared_store(make_audio, tmp_path):
     make_audio("c.wav", 3.0, seed=2)
     for i, name in enumerate(("ta.csv", "tb.csv", "tc.csv")):
         write_livelink(tmp_path / name, 3.0, seed=i)
-    man = write_manifest(tmp_path / "m.csv", [
-        {"audio": "a.wav", "targets": "ta.csv", "split": "train", "id": "take_a"},
-        {"audio": "b.wav", "targets": "tb.csv", "split": "val", "id": "take_b"},
-        {"audio": "c.wav", "targets": "tc.csv", "split": "train", "id": "take_c"},
-    ])
+    man = write_manifest(
+        tmp_path / "m.csv",
+        [
+            {"audio": "a.wav", "targets": "ta.csv", "split": "train", "id": "take_a"},
+            {"audio": "b.wav", "targets": "tb.csv", "split": "val", "id": "take_b"},
+            {"audio": "c.wav", "targets": "tc.csv", "split": "train", "id": "take_c"},
+        ],
+    )
     return man, tmp_path / "f.zarr"
 
 

@@ -11,17 +11,23 @@ import pytest
 import torch
 
 from blendsync.train.core.config import TrainConfig
-from blendsync.train.loop.trainer import fit
 from blendsync.train.loop.step import LossMeter, carry, last_frames, to_device
+from blendsync.train.loop.trainer import fit
 from tests.helpers import make_random_store
 
 
 def _batch(B=4, L=10, K=3, C=2):
     return {
-        "mel": np.zeros((B, L, 80), np.float32), "emotion": np.zeros((B, L, 88), np.float32),
-        "frame_mask": np.ones((B, L), bool), "target": np.zeros((B, K, C), np.float32),
-        "valid": np.ones((B, K), bool), "active": np.ones(B, bool), "prev_target": np.zeros((B, C), np.float32),
-        "has_prev": np.zeros(B, bool), "file": np.zeros(B, np.int64), "frame": np.zeros(B, np.int64),
+        "mel": np.zeros((B, L, 80), np.float32),
+        "emotion": np.zeros((B, L, 88), np.float32),
+        "frame_mask": np.ones((B, L), bool),
+        "target": np.zeros((B, K, C), np.float32),
+        "valid": np.ones((B, K), bool),
+        "active": np.ones(B, bool),
+        "prev_target": np.zeros((B, C), np.float32),
+        "has_prev": np.zeros(B, bool),
+        "file": np.zeros(B, np.int64),
+        "frame": np.zeros(B, np.int64),
     }
 
 
@@ -62,16 +68,20 @@ def test_loss_meter_means_between_reads():
     assert m.pop() == {}
 
 
-@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
-                    reason="torch.compile (inductor) on the CPU needs a C++ compiler; .ci/run installs g++")
+@pytest.mark.skipif(
+    shutil.which("g++") is None and shutil.which("c++") is None,
+    reason="torch.compile (inductor) on the CPU needs a C++ compiler; .ci/run installs g++",
+)
 def test_compiled_training_matches_eager_on_the_cpu(tmp_path):
     """compile: true trains the same model: the same losses and parameters as eager within
     float rounding, over a few steps with padding, blocks, carried state and idle-free rows."""
     fs, _ = make_random_store(tmp_path / "s.zarr", [20] * 6, channels=4, seed=2, learnable=True)
     base = {
-        "preset": "custom", "model": {"d_model": 16, "heads": 2, "dropout": 0.0},
+        "preset": "custom",
+        "model": {"d_model": 16, "heads": 2, "dropout": 0.0},
         "stream": {"window": 24, "lookahead": 3, "batch_streams": 2, "frames_per_window": 5},
-        "optim": {"epochs": 1, "warmup_steps": 2, "lr": 2e-3}, "diagnostics": {"every_steps": 0},
+        "optim": {"epochs": 1, "warmup_steps": 2, "lr": 2e-3},
+        "diagnostics": {"every_steps": 0},
     }
     from torch._dynamo.utils import counters
 

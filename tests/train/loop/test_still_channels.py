@@ -7,12 +7,12 @@ import logging
 
 import numpy as np
 import torch
+from helpers import make_random_store, tiny
 
 from blendsync.train.core.checkpoint import Checkpoint
 from blendsync.train.loop.evaluation import evaluate_checkpoint
 from blendsync.train.loop.losses import loss_terms
 from blendsync.train.loop.trainer import fit
-from helpers import make_random_store, tiny
 
 TERMS = ("mse", "l1", "mouth", "expression", "consistency", "temporal", "amplitude")
 
@@ -31,16 +31,16 @@ def test_the_loss_of_the_trained_channels_alone():
     pred_far[..., 1] += 100.0  # a still channel's error must not count
     got = loss_terms(pred_far, target, prev_p, prev_t, valid, has_prev, mouth, expr, None, active)
     keep = active.nonzero().flatten()
-    want = loss_terms(pred[..., keep], target[..., keep], prev_p[:, keep], prev_t[:, keep], valid, has_prev,
-                      mouth[keep], expr[keep])
+    want = loss_terms(
+        pred[..., keep], target[..., keep], prev_p[:, keep], prev_t[:, keep], valid, has_prev, mouth[keep], expr[keep]
+    )
     for k in TERMS:
         assert torch.allclose(got[k], want[k]), k
 
 
 def test_still_channels_are_named_kept_and_predicted_zero(tmp_path, caplog):
     # c3 is 0 everywhere, c4 moves but never above 0.05; c0-c2 move.
-    fs, _ = make_random_store(tmp_path / "s.zarr", [400, 380, 390], channels=5, learnable=True,
-                              scale={3: 0.0, 4: 0.04})
+    fs, _ = make_random_store(tmp_path / "s.zarr", [400, 380, 390], channels=5, learnable=True, scale={3: 0.0, 4: 0.04})
     with caplog.at_level(logging.INFO, logger="blendsync"):
         r = fit(fs.root, cfg=tiny(optim={"epochs": 1}), out=tmp_path / "run")
     assert "2 of 5 channels never exceed 0.05 in the training split" in caplog.text and "c3, c4" in caplog.text

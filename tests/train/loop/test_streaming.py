@@ -12,9 +12,19 @@ from hypothesis import strategies as st
 
 from blendsync.train.core.data import FileRef
 from blendsync.train.core.normalization import Normalizer
+from blendsync.train.core.windows import (
+    block_positions,
+    block_starts,
+    block_step,
+    cut,
+    frame_mask,
+    n_blocks,
+    pad_frames,
+    prev_offset,
+    target_frames,
+    window_span,
+)
 from blendsync.train.loop.streaming import StreamSchedule, WindowStream, plan_epoch
-from blendsync.train.core.windows import (block_positions, block_starts, block_step, cut, frame_mask, n_blocks, pad_frames,
-                                     prev_offset, target_frames, window_span)
 from tests.helpers import make_random_store
 
 
@@ -29,7 +39,8 @@ from tests.helpers import make_random_store
     split=st.booleans(),
 )
 def test_schedule_visits_every_target_frame_once_in_time_order_with_resets_at_segment_starts(
-        frames, streams, stride, block, seed, epoch, split):
+    frames, streams, stride, block, seed, epoch, split
+):
     per = plan_epoch(frames, streams, stride, seed, epoch, split=split, block=block)
     segments = [seg for row in per for seg in row]
     step = block_step(block, stride)
@@ -49,7 +60,7 @@ def test_schedule_visits_every_target_frame_once_in_time_order_with_resets_at_se
         row_f, row_k, row_s = sched.file[i], sched.frame[i], sched.start[i]
         active = row_f >= 0
         # Idle steps only at the end of a stream.
-        assert not np.any(active[np.argmin(active):]) or active.all()
+        assert not np.any(active[np.argmin(active) :]) or active.all()
         last = (-1, -1)
         for t in np.flatnonzero(active):
             f, k = int(row_f[t]), int(row_k[t])
@@ -80,8 +91,13 @@ def test_few_long_files_keep_every_stream_busy():
 
 
 @settings(max_examples=100, deadline=None)
-@given(T=st.integers(1, 80), L=st.integers(1, 40), la_frac=st.floats(0, 0.99), k_frac=st.floats(0, 0.999),
-       block_frac=st.floats(0, 1))
+@given(
+    T=st.integers(1, 80),
+    L=st.integers(1, 40),
+    la_frac=st.floats(0, 0.99),
+    k_frac=st.floats(0, 0.999),
+    block_frac=st.floats(0, 1),
+)
 def test_window_is_the_brute_force_slice(T, L, la_frac, k_frac, block_frac):
     la = int(la_frac * L)
     K = 1 + int(block_frac * (L - la - 1))  # 1 <= K <= L - la
@@ -107,7 +123,13 @@ def test_window_is_the_brute_force_slice(T, L, la_frac, k_frac, block_frac):
 def _norm():
     z = np.zeros
     o = np.ones
-    return Normalizer(mel_mean=z(80, np.float32), mel_std=o(80, np.float32), emotion_mean=z(88, np.float32), emotion_std=o(88, np.float32), target_mean=z(5, np.float32))
+    return Normalizer(
+        mel_mean=z(80, np.float32),
+        mel_std=o(80, np.float32),
+        emotion_mean=z(88, np.float32),
+        emotion_std=o(88, np.float32),
+        target_mean=z(5, np.float32),
+    )
 
 
 @pytest.mark.parametrize("stride, block", [(1, 1), (3, 1), (1, 5), (2, 4), (1, 13)])
@@ -122,7 +144,7 @@ def test_batches_from_a_real_store_match_brute_force(tmp_path, stride, block):
     seen = []
     prev_row = {}
     batches = list(ws.epoch(2))
-    for t, b in enumerate(batches):
+    for b in batches:
         assert b["mel"].shape == (3, L, 80) and b["target"].shape == (3, K, 5) and b["valid"].shape == (3, K)
         for i in range(3):
             if not b["active"][i]:
@@ -171,8 +193,9 @@ def test_batches_from_a_real_store_match_brute_force(tmp_path, stride, block):
     data=st.data(),
     split=st.booleans(),
 )
-def test_shifted_grids_keep_every_target_once_in_time_order_with_prefix_masks(frames, streams, stride, block,
-                                                                              data, split):
+def test_shifted_grids_keep_every_target_once_in_time_order_with_prefix_masks(
+    frames, streams, stride, block, data, split
+):
     """With a phase per file the targets are the frames k with (k - p) mod K·s < K (every
     frame at stride 1); a head block predicts the targets before the first shifted block,
     and within a segment the frame before each block is prev_offset frames back."""
@@ -197,23 +220,36 @@ def test_shifted_grids_keep_every_target_once_in_time_order_with_prefix_masks(fr
     if stride == 1:
         assert len(want) == sum(frames)
     assert sum(n_blocks(T, block, stride, p) for T, p in zip(frames, phases)) == sum(
-        len(block_starts(T, block, stride, p)[0]) for T, p in zip(frames, phases))
+        len(block_starts(T, block, stride, p)[0]) for T, p in zip(frames, phases)
+    )
 
 
 def test_jitter_cuts_a_take_into_other_windows_each_epoch_and_is_reproducible(tmp_path):
     fs, keys = make_random_store(tmp_path / "s.zarr", [300, 200], channels=3, seed=2)
     files = [FileRef(k, T, k) for k, T in zip(keys, [300, 200])]
-    norm = Normalizer(mel_mean=np.zeros(80, np.float32), mel_std=np.ones(80, np.float32), emotion_mean=np.zeros(88, np.float32), emotion_std=np.ones(88, np.float32), target_mean=np.zeros(3, np.float32))
+    norm = Normalizer(
+        mel_mean=np.zeros(80, np.float32),
+        mel_std=np.ones(80, np.float32),
+        emotion_mean=np.zeros(88, np.float32),
+        emotion_std=np.ones(88, np.float32),
+        target_mean=np.zeros(3, np.float32),
+    )
     kw = dict(window=48, lookahead=4, stride=1, streams=2, block=32, seed=5)
     ws = WindowStream(fs, files, norm, jitter=True, **kw)
-    firsts = {e: sorted({(int(b["file"][i]), int(b["frame"][i])) for b in ws.epoch(e)
-                         for i in np.flatnonzero(b["active"])}) for e in range(4)}
+    firsts = {
+        e: sorted({(int(b["file"][i]), int(b["frame"][i])) for b in ws.epoch(e) for i in np.flatnonzero(b["active"])})
+        for e in range(4)
+    }
     assert len({tuple(v) for v in firsts.values()}) > 1  # the windows move between epochs
     assert ws.phases(2) == WindowStream(fs, files, norm, jitter=True, **kw).phases(2)  # seeded
     assert WindowStream(fs, files, norm, **kw).phases(2) == [0, 0]  # validation: no shift
     for e in range(4):  # every frame once per epoch, whatever the phase
-        seen = sorted((int(b["file"][i]), int(b["frame"][i]) + j) for b in ws.epoch(e)
-                      for i in np.flatnonzero(b["active"]) for j in np.flatnonzero(b["valid"][i]))
+        seen = sorted(
+            (int(b["file"][i]), int(b["frame"][i]) + j)
+            for b in ws.epoch(e)
+            for i in np.flatnonzero(b["active"])
+            for j in np.flatnonzero(b["valid"][i])
+        )
         assert seen == [(f, k) for f, T in enumerate([300, 200]) for k in range(T)]
 
 
@@ -226,15 +262,23 @@ def test_more_streams_than_windows_are_capped_with_a_warning(tmp_path, caplog):
     # Two items split by hash: one trains (3 windows of 128 frames), one validates.
     fs, _ = make_random_store(tmp_path / "s.zarr", [300, 280])
     with caplog.at_level(logging.WARNING):
-        r = fit(fs.root, cfg=tiny(stream={"batch_streams": 64}, validation={"holdout_tail": 0}),
-                out=tmp_path / "run", stop_after_steps=1)
+        r = fit(
+            fs.root,
+            cfg=tiny(stream={"batch_streams": 64}, validation={"holdout_tail": 0}),
+            out=tmp_path / "run",
+            stop_after_steps=1,
+        )
     assert "64 streams (stream.batch_streams) but an epoch has only 3 windows: using 3 streams" in caplog.text
     cfg = json.loads((r.run_dir / "config.json").read_text())["train_config"]
     assert cfg["stream"]["batch_streams"] == 3
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        fit(fs.root, cfg=tiny(stream={"batch_streams": 3}, validation={"holdout_tail": 0}), out=tmp_path / "r2",
-            stop_after_steps=1)
+        fit(
+            fs.root,
+            cfg=tiny(stream={"batch_streams": 3}, validation={"holdout_tail": 0}),
+            out=tmp_path / "r2",
+            stop_after_steps=1,
+        )
     assert "stream.batch_streams" not in caplog.text
 
 
@@ -245,9 +289,13 @@ def test_the_stream_cursor_owns_the_position_and_round_trips(tmp_path):
 
     fs, keys = make_random_store(tmp_path / "s.zarr", [300, 280, 200])
     files = [FileRef(k, n, k) for k, n in zip(keys, (300, 280, 200))]
-    norm = Normalizer(mel_mean=np.zeros(80, np.float32), mel_std=np.ones(80, np.float32),
-                      emotion_mean=np.zeros(88, np.float32), emotion_std=np.ones(88, np.float32),
-                      target_mean=np.zeros(5, np.float32))
+    norm = Normalizer(
+        mel_mean=np.zeros(80, np.float32),
+        mel_std=np.ones(80, np.float32),
+        emotion_mean=np.zeros(88, np.float32),
+        emotion_std=np.ones(88, np.float32),
+        target_mean=np.zeros(5, np.float32),
+    )
     ws = WindowStream(fs, files, norm, window=160, lookahead=6, stride=1, streams=2, block=32)
     cur = StreamCursor(ws, torch.zeros(2, 5))
     first = [b["frame"].copy() for b in cur.batches()][:3]

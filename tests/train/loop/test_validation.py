@@ -12,13 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blendsync.train.core.checkpoint import load_checkpoint
-from blendsync.train.core.data import hold_out_tails
-from blendsync.train.loop.trainer import fit
+from blendsync.train.core.data import FileRef, hold_out_tails
 from blendsync.train.core.normalization import compute_normalizer
-from blendsync.train.core.data import FileRef
 from blendsync.train.loop.streaming import WindowStream
-from tests.helpers import make_random_store
-from tests.helpers import tiny
+from blendsync.train.loop.trainer import fit
+from tests.helpers import make_random_store, tiny
 
 
 def _train_only_store(tmp_path, lengths, seed=0):
@@ -28,14 +26,17 @@ def _train_only_store(tmp_path, lengths, seed=0):
 
 
 @settings(max_examples=60, deadline=None)
-@given(lengths=st.lists(st.integers(1, 400), min_size=1, max_size=6), frac=st.floats(0.0, 0.5),
-       starts=st.integers(0, 50))
+@given(
+    lengths=st.lists(st.integers(1, 400), min_size=1, max_size=6), frac=st.floats(0.0, 0.5), starts=st.integers(0, 50)
+)
 def test_tails_and_training_ranges_cover_every_frame_once(lengths, frac, starts):
     files = [FileRef(f"k{i}", T, f"t{i}", starts) for i, T in enumerate(lengths)]
     train, val = hold_out_tails(files, frac)
     for f, tr in zip(files, train):
         tails = [v for v in val if v.key == f.key]
-        got = list(range(tr.start, tr.start + tr.frames)) + [x for v in tails for x in range(v.start, v.start + v.frames)]
+        got = list(range(tr.start, tr.start + tr.frames)) + [
+            x for v in tails for x in range(v.start, v.start + v.frames)
+        ]
         assert got == list(range(f.start, f.start + f.frames))  # in order, no gap, no overlap
         n_tail = sum(v.frames for v in tails)
         if frac > 0 and f.frames >= 2:
@@ -81,15 +82,26 @@ def test_without_a_validation_split_the_tail_of_every_take_validates_and_is_neve
     # The gain fitted on the tail travels with best.pt: evaluate/predict --gain calibrated use it.
     from blendsync.train.loop.evaluation import evaluate_checkpoint
 
-    ev = evaluate_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt", fs.root, manifest="takes", split="train",
-                             gain="calibrated")
+    ev = evaluate_checkpoint(
+        tmp_path / "run" / "checkpoints" / "best.pt", fs.root, manifest="takes", split="train", gain="calibrated"
+    )
     assert ev["gain"] == r.best["calibrated_gain"] > 0
     # The training stream's real target frames stop where each tail starts.
     train, _ = hold_out_tails([FileRef(k, T, str(i)) for i, (k, T) in enumerate(zip(keys, [200, 260, 180]))], 0.2)
     norm = compute_normalizer(fs, train)
     s = cfg.stream
-    stream = WindowStream(fs, train, norm, window=s.window, lookahead=s.lookahead, stride=1, streams=4,
-                          block=s.frames_per_window, shuffle=True, split=True)
+    stream = WindowStream(
+        fs,
+        train,
+        norm,
+        window=s.window,
+        lookahead=s.lookahead,
+        stride=1,
+        streams=4,
+        block=s.frames_per_window,
+        shuffle=True,
+        split=True,
+    )
     last = {}
     for b in stream.epoch(0):
         for i in np.flatnonzero(b["active"]):
@@ -112,19 +124,31 @@ def test_every_n_steps_best_by_metric_and_patience(tmp_path):
     assert r.step >= 12 and [v["step"] for v in vals] == want  # every 4 steps, and the run's end
     best = max(vals, key=lambda v: v["metrics"]["mean_r"])
     ck = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
-    assert ck["best_val"] == {"metric": "mean_r", "value": best["metrics"]["mean_r"], "step": best["step"],
-                              "calibrated_gain": best["calibrated_gain"]}
+    assert ck["best_val"] == {
+        "metric": "mean_r",
+        "value": best["metrics"]["mean_r"],
+        "step": best["step"],
+        "calibrated_gain": best["calibrated_gain"],
+    }
     assert best["calibrated_gain"] > 0
     assert ck["step"] == best["step"] and r.best == ck["best_val"]
     # The loss as the metric: lowest wins.
-    r2 = fit(fs.root, cfg=tiny(optim={"epochs": 3, "lr": 3e-3}, validation={"every_steps": 3, "metric": "loss"}),
-             out=tmp_path / "run2")
+    r2 = fit(
+        fs.root,
+        cfg=tiny(optim={"epochs": 3, "lr": 3e-3}, validation={"every_steps": 3, "metric": "loss"}),
+        out=tmp_path / "run2",
+    )
     v2 = [h for h in r2.history if h["kind"] == "val"]
     assert r2.best["value"] == min(v["loss"] for v in v2)
     # Patience: a learning rate that cannot improve anything after the first validation.
-    r3 = fit(fs.root, cfg=tiny(optim={"epochs": 50, "lr": 1e-9, "warmup_steps": 0},
-                               validation={"every_steps": 2, "patience": 2, "metric": "loss"}),
-             out=tmp_path / "run3")
+    r3 = fit(
+        fs.root,
+        cfg=tiny(
+            optim={"epochs": 50, "lr": 1e-9, "warmup_steps": 0},
+            validation={"every_steps": 2, "patience": 2, "metric": "loss"},
+        ),
+        out=tmp_path / "run3",
+    )
     v3 = [h for h in r3.history if h["kind"] == "val"]
     assert r3.stopped_early and r3.step < 150
     first_best = r3.best["step"]
@@ -143,8 +167,27 @@ def test_cli_loss_preset_validation_options_and_summary(tmp_path, capsys):
 
     cfgp.write_text(yaml.safe_dump(d))
     with pytest.raises(SystemExit) as e:
-        main(["-q", "fit", "--store", str(fs.root), "--config", str(cfgp), "--out", str(tmp_path / "run"),
-              "--loss", "notes", "--validate-every", "2", "--patience", "3", "--max-steps", "4", "--no-progress"])
+        main(
+            [
+                "-q",
+                "fit",
+                "--store",
+                str(fs.root),
+                "--config",
+                str(cfgp),
+                "--out",
+                str(tmp_path / "run"),
+                "--loss",
+                "notes",
+                "--validate-every",
+                "2",
+                "--patience",
+                "3",
+                "--max-steps",
+                "4",
+                "--no-progress",
+            ]
+        )
     assert e.value.code == 0
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())["train_config"]
     assert cfg["loss"]["preset"] == "notes" and cfg["loss"]["l1"] == 0.1 and cfg["loss"]["temporal"] == 0.3
@@ -153,8 +196,23 @@ def test_cli_loss_preset_validation_options_and_summary(tmp_path, capsys):
     # A full dump of the default config overrides nothing: --loss gives the preset's weights.
     cfgp.write_text(yaml.safe_dump(tiny().to_dict()))
     with pytest.raises(SystemExit) as e:
-        main(["-q", "fit", "--store", str(fs.root), "--config", str(cfgp), "--out", str(tmp_path / "run2"),
-              "--loss", "notes", "--max-steps", "1", "--no-progress"])
+        main(
+            [
+                "-q",
+                "fit",
+                "--store",
+                str(fs.root),
+                "--config",
+                str(cfgp),
+                "--out",
+                str(tmp_path / "run2"),
+                "--loss",
+                "notes",
+                "--max-steps",
+                "1",
+                "--no-progress",
+            ]
+        )
     assert e.value.code == 0
     cfg2 = json.loads((tmp_path / "run2" / "config.json").read_text())["train_config"]
     assert cfg2["loss"]["temporal"] == 0.1 and cfg2["loss"]["l1"] == 0.1
@@ -195,8 +253,21 @@ def test_resume_refuses_options_it_would_ignore_and_names_a_different_store(tmp_
     cfgp = tmp_path / "c.yaml"
     cfgp.write_text(tiny(optim={"epochs": 2}).to_yaml())
     with pytest.raises(SystemExit):
-        main(["-q", "fit", "--store", str(fs.root), "--config", str(cfgp), "--out", str(tmp_path / "run"),
-              "--stop-after-steps", "1", "--no-progress"])
+        main(
+            [
+                "-q",
+                "fit",
+                "--store",
+                str(fs.root),
+                "--config",
+                str(cfgp),
+                "--out",
+                str(tmp_path / "run"),
+                "--stop-after-steps",
+                "1",
+                "--no-progress",
+            ]
+        )
     with pytest.raises(SystemExit) as e:
         main(["-q", "fit", "--store", str(fs.root), "--out", str(tmp_path / "run"), "--resume", "--max-steps", "50"])
     assert e.value.code == 1
@@ -207,8 +278,9 @@ def test_resume_refuses_options_it_would_ignore_and_names_a_different_store(tmp_
 
     shutil.copytree(fs.root, tmp_path / "copy.zarr")
     with pytest.raises(SystemExit) as e:
-        main(["fit", "--store", str(tmp_path / "copy.zarr"), "--out", str(tmp_path / "run"), "--resume",
-              "--no-progress"])
+        main(
+            ["fit", "--store", str(tmp_path / "copy.zarr"), "--out", str(tmp_path / "run"), "--resume", "--no-progress"]
+        )
     assert e.value.code == 0
     err = capsys.readouterr().err
     assert "resuming on store" in err and "copy.zarr" in err
@@ -224,8 +296,10 @@ def test_audio_only_rows_are_skipped_with_a_count_and_the_rest_trains(tmp_path, 
     make_audio("a.wav", 3.0)
     make_audio("b.wav", 3.0)
     write_livelink(tmp_path / "a.csv", 3.0)
-    man = write_manifest(tmp_path / "m.csv", [{"audio": "a.wav", "targets": "a.csv", "split": "train"},
-                                              {"audio": "b.wav", "split": "train"}])
+    man = write_manifest(
+        tmp_path / "m.csv",
+        [{"audio": "a.wav", "targets": "a.csv", "split": "train"}, {"audio": "b.wav", "split": "train"}],
+    )
     store = tmp_path / "f.zarr"
     assert extract(man, store, FeatureConfig(), executor="serial").ok
     with caplog.at_level("WARNING"):
