@@ -7,8 +7,18 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-# torch first, pinned to the CPU build: the package's plain torch requirement is then met.
-.venv/bin/python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
+# torch first, so that the package's plain torch requirement is already met and pip pulls no
+# other build. Which torch is the user's choice:
+#   TORCH_VERSION    the release (default 2.13.0)
+#   TORCH_INDEX_URL  where it comes from (default: pip's own index and configuration), e.g.
+#                    https://download.pytorch.org/whl/cpu for the CPU build on a machine whose
+#                    default index serves the CUDA one, or .../whl/cu128 for CUDA 12.8
+#   TORCH_INSTALL    "skip": keep the torch .venv already has
+if [ "${TORCH_INSTALL:-}" != skip ]; then
+  torch_args=("torch==${TORCH_VERSION:-2.13.0}")
+  if [ -n "${TORCH_INDEX_URL:-}" ]; then torch_args+=(--index-url "$TORCH_INDEX_URL"); fi
+  .venv/bin/python -m pip install -q "${torch_args[@]}"
+fi
 # The package folders map onto blendsync.* (pyproject's package-dir), so setuptools installs it
 # in editable mode through an import finder and says so with a note on every install; the
 # note is information only, so it is filtered out of a quiet install.

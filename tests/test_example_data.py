@@ -42,6 +42,7 @@ def test_example_manifest_promises():
     assert total < 10 * 2**20
 
 
+@pytest.mark.slow
 def test_example_targets_follow_the_speech(tmp_path):
     r = extract(MANIFEST, tmp_path / "f.zarr", FeatureConfig(), executor="dask", workers=2)
     assert r.ok and r.computed == len(read_manifest(MANIFEST).rows)
@@ -57,6 +58,7 @@ def test_example_targets_follow_the_speech(tmp_path):
         assert blink.max() > 0.5
 
 
+@pytest.mark.slow
 def test_the_main_job_prints_no_warning_and_starts_no_cluster(tmp_path, capsys):
     # The README's first command on the example data: nothing a user should have to read past.
     from blendsync.featurize.cli import main as bsfeat

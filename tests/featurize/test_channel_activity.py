@@ -55,6 +55,7 @@ def test_cli_lists_channels_and_names_those_that_never_move(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["rig"]["channels"]["half"]["takes_moving"] == 0
 
 
+@pytest.mark.slow
 def test_on_the_example_data_jaw_moves_in_every_take(example_store):
     doc = channel_activity(FeatureStore(example_store), "data_manifest")["arkit52"]
     assert doc["takes"] == 9 and doc["channels"]["jawOpen"]["takes_moving"] == 9

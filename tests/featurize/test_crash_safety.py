@@ -15,6 +15,8 @@ from blendsync.featurize.inspect_store import verify_store
 from blendsync.shared.store import FeatureStore
 from tests.helpers import write_livelink, write_manifest
 
+pytestmark = pytest.mark.slow  # CLI runs killed with SIGKILL and Ctrl-C
+
 BSFEAT = [sys.executable, "-m", "blendsync.featurize.cli"]
 
 

@@ -66,6 +66,7 @@ def test_rerun_computes_nothing_new_row_one_item_new_setting_new_items(takes, tm
     assert idx["feature_config_hash"] == cfg60.hash and [e["key"] for e in idx["entries"]] == r4.keys
 
 
+@pytest.mark.slow
 def test_serial_and_dask_give_identical_arrays(takes, tmp_path):
     rows, _ = takes
     man = write_manifest(tmp_path / "m.csv", rows)
@@ -100,6 +101,7 @@ def test_item_layout_provenance_and_few_large_reads(takes, tmp_path):
     assert {e["split"] for e in idx["entries"]} == {"train", "val"}
 
 
+@pytest.mark.slow
 def test_bad_rows_get_their_own_messages_good_rows_stored_store_untouched(takes, tmp_path, make_audio, capsys):
     rows, _ = takes
     store = tmp_path / "f.zarr"
@@ -204,6 +206,7 @@ def test_force_recomputes_in_place(takes, tmp_path):
     assert r.computed == 1 and FeatureStore(store).item_keys() == r.keys
 
 
+@pytest.mark.slow
 def test_existing_cluster_via_scheduler_address(takes, tmp_path):
     from distributed import LocalCluster
 

@@ -22,6 +22,8 @@ from blendsync.shared.store import FeatureStore
 from blendsync.train.core.data import DataError, load_training_data
 from tests.helpers import assert_same_items, write_livelink, write_manifest
 
+pytestmark = pytest.mark.slow  # an S3 server, clusters and killed runs
+
 BSFEAT = [sys.executable, "-m", "blendsync.featurize.cli"]
 
 

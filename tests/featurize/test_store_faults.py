@@ -18,6 +18,7 @@ def _run(main, args) -> int:
     return e.value.code
 
 
+@pytest.mark.slow
 def test_reading_work_succeeds_on_a_read_only_store(example_store, tmp_path, read_only, capsys, make_audio):
     from tests.helpers import tiny
 
@@ -80,6 +81,7 @@ def test_reading_work_succeeds_on_a_read_only_store(example_store, tmp_path, rea
     assert ("Read-only file system" in err or "Permission denied" in err) and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_a_full_disk_fails_rows_cleanly_and_a_bigger_disk_completes(small_disk, tmp_path, capsys):
     disk = small_disk("640k")  # room for about three of the example's nine items
     store = disk.path / "f.zarr"

@@ -84,6 +84,7 @@ def test_extract_stores_each_takes_lag_and_info_lists_the_ones_out_of_sync(takes
     assert doc["takes"][3]["lag_frames"] is None
 
 
+@pytest.mark.slow
 def test_auto_sync_shifts_the_curves_under_other_keys(takes, tmp_path, capsys):
     manifest, truth = takes
     store = tmp_path / "f.zarr"

@@ -20,6 +20,8 @@ from blendsync.shared.config import FeatureConfig
 from blendsync.shared.store import FeatureStore
 from tests.helpers import assert_same_items, write_livelink, write_manifest
 
+pytestmark = pytest.mark.slow  # real Dask scheduler and worker processes
+
 REPO = Path(__file__).resolve().parents[2]
 DASK = shutil.which("dask", path=str(Path(sys.executable).parent)) or shutil.which("dask")
 

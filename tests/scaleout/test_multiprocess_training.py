@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -76,6 +77,7 @@ def _torchrun(args, tmp_path):
     return r
 
 
+@pytest.mark.slow  # torchrun with two training processes
 def test_two_processes_train_and_resume(tmp_path):
     fs, _ = make_random_store(tmp_path / "s.zarr", [12] * 8, channels=5, seed=3, learnable=True)
     cfg = TrainConfig.from_dict(

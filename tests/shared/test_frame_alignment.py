@@ -15,6 +15,8 @@ from blendsync.shared.featurize_file import featurize_file
 from blendsync.shared.targets import TargetSpec
 from tests.helpers import write_livelink
 
+pytestmark = pytest.mark.slow  # a 10-minute file
+
 SR = 16000
 DURATION = 600.0
 BURST = 0.2

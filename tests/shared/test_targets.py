@@ -166,6 +166,7 @@ def test_channel_set_checks():
     assert ARKIT.channels == ARKIT_52
 
 
+@pytest.mark.slow
 def test_custom_rig_pair_through_extract(shared_data, tmp_path):
     from blendsync.featurize.extract import extract
     from blendsync.shared.store import FeatureStore

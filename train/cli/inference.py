@@ -24,7 +24,13 @@ from blendsync.train.inference.outputs import CURVE_FORMATS
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @checkpoint_option
-@click.option("--out", "out_dir", default="predictions", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    default="predictions",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the written files; an input's path under a searched directory is kept under it.",
+)
 @curve_fps_option("60")
 @click.option(
     "--format",
@@ -234,7 +240,13 @@ def preview(audio, checkpoint, targets, out, fps, device):
 
 @click.command()
 @checkpoint_option
-@click.option("--format", "fmt", required=True, type=click.Choice(list(EXPORT_FORMATS)))
+@click.option(
+    "--format",
+    "fmt",
+    required=True,
+    type=click.Choice(list(EXPORT_FORMATS)),
+    help="onnx (opset 18, for onnxruntime and engines) or torchscript (for libtorch).",
+)
 @click.option(
     "--out",
     required=True,

@@ -1,4 +1,4 @@
-"""The dual-stream cross-attention model (DESIGN.md, Model).
+"""The dual-stream cross-attention model (docs/design.md, The model).
 
 Shapes: B windows, L frames, K block frames (frames_per_window), M mel bins, E = 88 eGeMAPS,
 C channels, d = d_model.

@@ -1,4 +1,4 @@
-"""Gradient diagnostics (DESIGN.md): per-parameter norms, warnings for missing, zero or
+"""Gradient diagnostics (docs/design.md, Gradient diagnostics): per-parameter norms, warnings for missing, zero or
 exploding gradients, the smoothing-alpha gradient and the mel/emotion balance ratio."""
 
 from __future__ import annotations

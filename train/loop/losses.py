@@ -1,4 +1,4 @@
-"""The loss terms (DESIGN.md, Loss, and README, Loss). Every term is a mean over its
+"""The loss terms (docs/design.md, The loss; docs/training.md, Loss). Every term is a mean over its
 elements; a term over an empty group or with no previous frame contributes 0, never NaN.
 
 pred, target: (B, K, C) a block of K frames per stream; valid: (B, K) bool (real frames of

@@ -199,6 +199,7 @@ def test_evaluate_prints_every_metric_and_json_parses(example_store, checkpoint,
     assert e.value.code == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ljspeech_LJ050-0131_22k.wav", "sr_english_44k.wav", "sr_chinese.flac"])
 def test_chunked_prediction_matches_whole_file(shared_data, checkpoint, name):
     """Audio fed in chunks (resampler, features, smoothing state carried) gives the curves of
@@ -216,6 +217,7 @@ def test_chunked_prediction_matches_whole_file(shared_data, checkpoint, name):
         assert res["latency_s"] == pytest.approx(chunk + 0.3 + (6 + KD - 1) / 30)
 
 
+@pytest.mark.slow
 def test_fewer_frames_per_window_at_predict_time(shared_data, checkpoint, tmp_path, capsys):
     """A model trained with K frames per window predicts blocks of K' < K (its last K'
     positions): chunked still equals whole-file at K', the latency falls by K - K' frames,

@@ -23,6 +23,7 @@ def test_the_drawn_mouth_opens_with_jaw_open():
     assert np.corrcoef(js, opening)[0, 1] > 0.99 and opening[-1] > 10 * max(opening[0], 1)
 
 
+@pytest.mark.slow
 def test_preview_mp4_has_sound_the_audios_length_and_a_mouth_that_follows_the_target(checkpoint, tmp_path, capsys):
     audio = REPO / "data" / "example" / "ava_take1.wav"
     targets = REPO / "data" / "example" / "ava_take1.csv"

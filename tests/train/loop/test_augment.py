@@ -82,6 +82,7 @@ def test_bad_values_are_named(bad):
         TrainConfig.from_dict({"augment": bad})
 
 
+@pytest.mark.slow
 def test_augmented_training_resumes_bit_identically(example_store, tmp_path):
     cfg = tiny(optim={"epochs": 1}, augment={"gain_db": 6.0, "time_masks": 2, "freq_masks": 2, "emotion_dropout": 0.2})
     whole = fit(example_store, cfg=cfg, out=tmp_path / "whole")

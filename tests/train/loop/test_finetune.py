@@ -181,6 +181,7 @@ def test_fine_tune_config_takes_the_checkpoints_model_and_keeps_the_rest(checkpo
     assert cfg.stream.frames_per_window == own.stream.frames_per_window and cfg.optim.lr == 3e-4
 
 
+@pytest.mark.slow
 def test_onto_a_real_custom_rig_every_channel_starts_at_its_mean(shared_data, checkpoint, tmp_path):
     """The FACEGOOD rig (116 channels, none an ARKit name): all new, all 52 dropped; one step
     at a vanishing learning rate leaves the start as it was built."""

@@ -16,6 +16,7 @@ from blendsync.train.loop.trainer import fit
 from tests.helpers import KD, make_random_store, tiny
 
 
+@pytest.mark.slow
 def test_small_preset_overfits_a_tiny_store(tmp_path):
     """Five short files, the small preset's sizes: training loss falls by at least 90%."""
     fs, _ = make_random_store(tmp_path / "s.zarr", [12] * 5, channels=5, seed=3, learnable=True)
@@ -147,6 +148,7 @@ def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path):
         load_checkpoint(bad)
 
 
+@pytest.mark.slow
 def test_custom_rig_head_does_not_collapse(shared_data, tmp_path):
     """Real sparse 116-channel targets: train on one take, predict the other. The held-out
     predictions beat a mean predictor (skill > 0), are not constant, and their per-channel

@@ -13,6 +13,7 @@ from blendsync.train.loop.trainer import fit
 from tests.helpers import make_random_store, tiny
 
 
+@pytest.mark.slow
 def test_fit_and_evaluate_from_a_bucket_match_a_local_store(s3_bucket, tmp_path):
     lengths = [70, 90, 60, 80, 75]
     remote, keys = make_random_store(f"{s3_bucket}/s.zarr", lengths, channels=5, seed=4, learnable=True)

@@ -72,6 +72,7 @@ def test_loss_meter_means_between_reads():
     shutil.which("g++") is None and shutil.which("c++") is None,
     reason="torch.compile (inductor) on the CPU needs a C++ compiler; .ci/run installs g++",
 )
+@pytest.mark.slow
 def test_compiled_training_matches_eager_on_the_cpu(tmp_path):
     """compile: true trains the same model: the same losses and parameters as eager within
     float rounding, over a few steps with padding, blocks, carried state and idle-free rows."""

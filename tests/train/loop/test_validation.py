@@ -114,6 +114,7 @@ def test_without_a_validation_split_the_tail_of_every_take_validates_and_is_neve
     assert (tmp_path / "run0" / "checkpoints" / "best.pt").is_file()
 
 
+@pytest.mark.slow
 def test_every_n_steps_best_by_metric_and_patience(tmp_path):
     fs, _ = _train_only_store(tmp_path, [400, 380, 420, 390])
     # 4 files of about 3 blocks (4 with a head block) on 4 streams: 3-4 steps an epoch.
@@ -221,6 +222,7 @@ def test_cli_loss_preset_validation_options_and_summary(tmp_path, capsys):
     assert e.value.code == 1  # a usage error
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_last_pt_and_resume_finishes_and_a_fresh_run_starts_a_fresh_history(tmp_path):
     fs, _ = _train_only_store(tmp_path, [300, 280])
     cfg = tiny(optim={"epochs": 3})
