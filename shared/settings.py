@@ -124,6 +124,11 @@ def keys(cls: type, prefix: str = "") -> dict[str, dataclasses.Field]:
     return out
 
 
+def sections(cls: type) -> dict[str, type]:
+    """A config class's nested sections by field name."""
+    return {f.name: sub for f in dataclasses.fields(cls) if (sub := _section_class(f)) is not None}
+
+
 def rule_text(f: dataclasses.Field) -> str:
     rule = f.metadata.get(RULE, "")
     return rule() if callable(rule) else rule

@@ -29,6 +29,8 @@ from blendsync.shared.settings import (
 
 PRESETS: dict[str, ModelConfig] = {}  # filled below the class: full and small
 PRESET_BATCH_STREAMS = {"full": 4, "small": 8}
+# Model sizes a preset sets (ModelConfig fields); the rest of the model section is kept.
+PRESET_SIZES = ("d_model", "heads", "mel_layers", "emotion_layers", "ff_mult")
 
 
 def preset_names() -> tuple[str, ...]:
@@ -399,20 +401,12 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict | None) -> TrainConfig:
         d = dict(d or {})
-        sections = {
-            "model": ModelConfig,
-            "stream": StreamConfig,
-            "loss": LossConfig,
-            "optim": OptimConfig,
-            "diagnostics": DiagnosticsConfig,
-            "validation": ValidationConfig,
-            "checkpoint": CheckpointConfig,
-            "augment": AugmentConfig,
-        }
-        unknown = sorted(set(d) - set(sections) - {"preset", "seed", "compile"})
+        sections = settings.sections(cls)  # {"model": ModelConfig, ...}, from the fields themselves
+        scalars = {f.name for f in dataclasses.fields(cls)} - set(sections)
+        unknown = sorted(set(d) - set(sections) - scalars)
         if unknown:
             raise ValueError(f"unknown key(s) in train config: {unknown}")
-        kw: dict[str, Any] = {}
+        kw: dict[str, Any] = {k: d[k] for k in scalars if k in d}
         for name, typ in sections.items():
             sec = dict(d.get(name) or {})
             allowed = {f.name for f in dataclasses.fields(typ)}
@@ -422,7 +416,7 @@ class TrainConfig:
             if isinstance(sec.get("betas"), list):
                 sec["betas"] = tuple(sec["betas"])
             kw[name] = loss_config_from_dict(sec) if typ is LossConfig else typ(**sec)
-        return cls(**kw, preset=d.get("preset", "auto"), seed=d.get("seed", 0), compile=d.get("compile", False))
+        return cls(**kw)
 
     @classmethod
     def from_json(cls, text: str) -> TrainConfig:
@@ -456,17 +450,12 @@ class TrainConfig:
             raise ValueError(f"{p}: {e}") from None
 
     def with_preset(self, preset: str) -> TrainConfig:
-        """Model sizes and batch streams of a preset; everything else kept."""
+        """Model sizes (PRESET_SIZES) and batch streams of a preset; everything else kept."""
+        sizes = {k: getattr(PRESETS[preset], k) for k in PRESET_SIZES}
         return dataclasses.replace(
             self,
             preset=preset,
-            model=dataclasses.replace(
-                PRESETS[preset],
-                dropout=self.model.dropout,
-                temperature=self.model.temperature,
-                smoothing_alpha_init=self.model.smoothing_alpha_init,
-                target_frame_residual=self.model.target_frame_residual,
-            ),
+            model=dataclasses.replace(self.model, **sizes),
             stream=dataclasses.replace(self.stream, batch_streams=PRESET_BATCH_STREAMS[preset]),
         )
 
@@ -477,10 +466,6 @@ class TrainConfig:
             cur = getattr(self, name)
             kw[name] = dataclasses.replace(cur, **changes) if dataclasses.is_dataclass(cur) else changes
         return dataclasses.replace(self, **kw)
-
-
-# Model sizes a preset sets (ModelConfig fields); the rest of the model section is kept.
-PRESET_SIZES = ("d_model", "heads", "mel_layers", "emotion_layers", "ff_mult")
 
 
 def setting_keys() -> dict[str, dataclasses.Field]:
