@@ -177,3 +177,15 @@ def test_the_custom_rig_recipe_runs_as_written(tmp_path, shared_data):
     assert out[1].count("lag +0 frames") == 2 and "no estimate" not in out[1]
     curves = np.load(tmp_path / "predictions/1114_3_16.npy")
     assert curves.shape[1] == 116 and curves.dtype == np.float32
+
+
+def test_the_python_on_the_pages_runs(example_store, tmp_path, monkeypatch):
+    """Code a reader copies from the pages runs as shown, next to the quickstart's store."""
+    (tmp_path / "features.zarr").symlink_to(example_store)
+    monkeypatch.chdir(tmp_path)
+    ran = 0
+    for page in PAGES:
+        for block in _fenced(page.read_text(), languages=("python",)):
+            exec(compile(block, f"{page.name}:python", "exec"), {})
+            ran += 1
+    assert ran >= 1
