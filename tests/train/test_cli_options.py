@@ -115,6 +115,7 @@ def test_choices_come_from_their_registries():
     assert choices("export", "--format") == list(EXPORT_FORMATS)
 
 
+@pytest.mark.slow
 def test_cli_set_reaches_the_runs_config_and_resume_refuses_it(tmp_path, capsys):
     fs, keys = make_random_store(tmp_path / "s.zarr", [300, 280], channels=5, seed=0)
     fs.write_index("m", {"entries": [{"key": k, "split": "train", "id": f"t{i}"} for i, k in enumerate(keys)]})

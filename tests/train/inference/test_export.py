@@ -33,6 +33,7 @@ def real_windows(store, ck, n=7, K=None):
     return mel, emo, mask, prev, has
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_export_matches_pytorch_on_real_features(example_store, checkpoint, tmp_path, fmt):  # noqa: F811
     out = tmp_path / f"model.{fmt}"

@@ -113,6 +113,7 @@ def test_raw_pcm_chunks_keep_every_sample_across_odd_reads():
     np.testing.assert_array_equal(got, x.astype(np.float32) / 32768.0)
 
 
+@pytest.mark.slow
 def test_realtime_pacing_sends_no_frame_before_its_instant(shared_data, checkpoint):
     import time
 

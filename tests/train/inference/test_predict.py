@@ -26,6 +26,7 @@ def test_timecodes_are_the_apps_format():
     assert livelink_timecode(1 / 30 * 7) == "00:00:00:14.000"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fps", ["60", "30"])
 def test_predict_real_speech_writes_csvs_our_parser_reads_back(shared_data, checkpoint, tmp_path, fps):
     speech = [

@@ -40,6 +40,7 @@ def test_small_preset_overfits_a_tiny_store(tmp_path):
     assert last <= 0.1 * first, (first, last)
 
 
+@pytest.mark.slow
 def test_cli_trains_two_epochs_and_writes_every_output(example_store, tmp_path):
     cfgp = tmp_path / "train.yaml"
     cfgp.write_text(tiny().to_yaml())
