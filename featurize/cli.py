@@ -25,7 +25,7 @@ from blendsync.shared.cli import (
     verbosity_options,
     write_text_or_stdout,
 )
-from blendsync.shared.config import FeatureConfig
+from blendsync.shared.config import FEATURE_PRESETS, FeatureConfig
 from blendsync.shared.store import FeatureStore, StoreError
 
 log = logging.getLogger("blendsync.featurize")
@@ -41,6 +41,14 @@ sync_channels_option = click.option(
     "their estimate); info --sync: estimate now from these (nothing is written).",
 )
 
+features_option = click.option(
+    "--features",
+    type=click.Choice(list(FEATURE_PRESETS)),
+    default=None,
+    help="A named feature config instead of --config: default (the offline features) or live (the emotion row "
+    "0.1 s behind its frame and the first second filled, for models that stream live) [default: default].",
+)
+
 DEFAULT_CONFIG_HEADER = """bsfeat feature config: every key with its default and what it does. Every key is optional
 in a config of your own. The feature-config hash covers every key but targets.max_mismatch_s:
 a changed setting makes new items beside the old ones."""
@@ -53,9 +61,11 @@ def cli(verbose: int, quiet: bool) -> None:
     setup_logging(verbose, quiet)
 
 
-def _load_config(path: str | None) -> FeatureConfig:
+def _load_config(path: str | None, features: str | None = None) -> FeatureConfig:
+    if path is not None and features is not None:
+        raise UsageFailure("--features names a whole feature config; --config reads one from a file: give one of them")
     if path is None:
-        return FeatureConfig()
+        return FEATURE_PRESETS[features or "default"]
     try:
         return FeatureConfig.load(path)
     except (OSError, ValueError) as e:
@@ -76,6 +86,7 @@ def _load_config(path: str | None) -> FeatureConfig:
 )
 @click.option("--scheduler", default=None, help="Use an existing Dask cluster, e.g. tcp://HOST:8786.")
 @config_file_option("Feature config", "bsfeat write-default-config")
+@features_option
 @click.option("--force", is_flag=True, help="Recompute rows even when their item is stored.")
 @click.option("--serial", is_flag=True, help="Run in this process, without Dask (debugging).")
 @click.option("--name", "index_name", default=None, help="Manifest index name [default: manifest file stem].")
@@ -88,7 +99,18 @@ def _load_config(path: str | None) -> FeatureConfig:
 )
 @sync_channels_option
 def extract(
-    manifest, store_path, workers, scheduler, config_path, force, serial, index_name, progress, auto_sync, sync_channels
+    manifest,
+    store_path,
+    workers,
+    scheduler,
+    config_path,
+    features,
+    force,
+    serial,
+    index_name,
+    progress,
+    auto_sync,
+    sync_channels,
 ):
     """Featurize every row of MANIFEST into the store.
 
@@ -103,7 +125,7 @@ def extract(
         raise UsageFailure("--serial runs in this process; it takes no --workers/--scheduler")
     if workers and scheduler:
         raise UsageFailure("--workers sizes a local cluster; it cannot be used with --scheduler")
-    cfg = _load_config(config_path)
+    cfg = _load_config(config_path, features)
     sync = _sync_config(sync_channels)
     show = progress_enabled(progress)
     if scheduler and not scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://")):
@@ -360,9 +382,11 @@ def verify(store_path):
 
 @cli.command("write-default-config")
 @click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
-def write_default_config(path):
-    """Write the default feature config, every key described, as YAML to PATH (or stdout)."""
-    write_text_or_stdout(FeatureConfig().to_commented_yaml(DEFAULT_CONFIG_HEADER), path)
+@features_option
+def write_default_config(path, features):
+    """Write a feature config (the default, or --features NAME), every key described, as YAML to
+    PATH (or stdout)."""
+    write_text_or_stdout(FEATURE_PRESETS[features or "default"].to_commented_yaml(DEFAULT_CONFIG_HEADER), path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -34,6 +34,7 @@ def short_hash(obj: Any) -> str:
 
 
 SUPPORTED_FEATURE_SETS = ("eGeMAPSv02",)
+BEFORE_FIRST_CONTEXT = ("first", "fill")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,6 +67,19 @@ class EmotionConfig:
         doc="Replaces non-finite functionals (e.g. F0 statistics over an unvoiced "
         "context); counted in each item's attrs.",
     )
+    delay_s: float = nonnegative(
+        0.0,
+        doc="Frame k takes the functionals of the context ending delay_s before its instant. A live stream then "
+        "needs no audio after a frame's instant for its emotion row (openSMILE's own right context falls inside "
+        "the delay); the live feature config sets 0.1. Part of the hash only when not 0.",
+    )
+    before_first_context: str = one_of(
+        "first",
+        lambda: BEFORE_FIRST_CONTEXT,
+        doc="Frames before the first full context: first (they take the first context's row, which exists only "
+        "once a full context of audio has arrived) or fill (they take nonfinite_fill, so that a live stream "
+        "animates its first second at once). Part of the hash only when not first.",
+    )
 
 
 @dataclass(frozen=True)
@@ -97,6 +111,9 @@ class TargetConfig:
 
 
 _UNHASHED = {("targets", "max_mismatch_s")}
+# Settings added after stores and checkpoints were written: hashed only when they differ from
+# these defaults, so every earlier feature-config hash still stands.
+_HASHED_UNLESS_DEFAULT = {("emotion", "delay_s"): 0.0, ("emotion", "before_first_context"): "first"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -151,6 +168,9 @@ class FeatureConfig:
         d = self.to_dict()
         for part, key in _UNHASHED:
             d[part].pop(key, None)
+        for (part, key), default in _HASHED_UNLESS_DEFAULT.items():
+            if d[part].get(key) == default:
+                d[part].pop(key)
         return d
 
     @property
@@ -228,6 +248,15 @@ class FeatureConfig:
             return cls.from_dict(data, base_dir=p.parent)
         except (TypeError, ValueError) as e:
             raise ValueError(f"{p}: {e}") from None
+
+
+# Named feature configs (bsfeat extract --features NAME). live: the emotion row of frame k is
+# the context ending 0.1 s before it and the first second is filled, so that a live stream's
+# features of frame k need no audio after k / fps but the mel window's (shared.live_features).
+FEATURE_PRESETS: dict[str, FeatureConfig] = {
+    "default": FeatureConfig(),
+    "live": FeatureConfig(emotion=EmotionConfig(delay_s=0.1, before_first_context="fill")),
+}
 
 
 def read_config_file(path: Path) -> dict:

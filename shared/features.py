@@ -17,6 +17,9 @@ import numpy as np
 from blendsync.shared.config import EmotionConfig, FeatureConfig, MelConfig
 from blendsync.shared.frame_grid import frame_times, rows_to_grid
 
+# eGeMAPSv02's functionals per row.
+N_EMOTION = 88
+
 
 @dataclass(frozen=True)
 class StreamOnGrid:
@@ -108,22 +111,35 @@ def whole_file_functionals(y: np.ndarray, sr: int, cfg: EmotionConfig) -> np.nda
 
 def emotion_on_grid(y: np.ndarray, sr: int, times: np.ndarray, cfg: EmotionConfig) -> StreamOnGrid:
     """The instant t (of times (T,) s, counted from y's first sample) gets the functionals
-    of the context ending at t.
+    of the context ending at t - cfg.delay_s.
 
-    Instants before the first full context take the first window; a signal shorter than the
-    context takes one whole-signal row everywhere. Non-finite values get cfg.nonfinite_fill.
+    Instants before the first full context take the first window (cfg.before_first_context
+    "first") or cfg.nonfinite_fill ("fill"); a signal shorter than the context takes one
+    whole-signal row everywhere ("first") or the fill. Non-finite values get
+    cfg.nonfinite_fill.
     """
     got = emotion_rows(y, sr, cfg)
     T = len(times)
+    fill = cfg.before_first_context == "fill"
     if got is None:
-        row, filled = fill_nonfinite(whole_file_functionals(y, sr, cfg), cfg)
+        row, filled = (
+            (np.full((1, N_EMOTION), cfg.nonfinite_fill, np.float32), 0)
+            if fill
+            else fill_nonfinite(whole_file_functionals(y, sr, cfg), cfg)
+        )
         values = np.repeat(row, T, axis=0)
-        counts = {"emotion_partial_context_frames": 0, "emotion_whole_file_frames": T, "emotion_clamped_end_frames": 0}
+        counts = {
+            "emotion_partial_context_frames": T if fill else 0,
+            "emotion_whole_file_frames": 0 if fill else T,
+            "emotion_clamped_end_frames": 0,
+        }
     else:
         rows, ends = got
         rows, filled = fill_nonfinite(rows, cfg)
-        g = rows_to_grid(rows, ends, times)
+        g = rows_to_grid(rows, ends, times - cfg.delay_s)
         values = g.values
+        if fill and g.clamped_start:
+            values[: g.clamped_start] = np.float32(cfg.nonfinite_fill)
         counts = {
             "emotion_partial_context_frames": g.clamped_start,
             "emotion_whole_file_frames": 0,
