@@ -46,7 +46,7 @@ features_option = click.option(
     type=click.Choice(list(FEATURE_PRESETS)),
     default=None,
     help="A named feature config instead of --config: default (the offline features) or live (the emotion row "
-    "0.1 s behind its frame and the first second filled, for models that stream live) [default: default].",
+    "0.15 s behind its frame and the first second filled, for models that stream live) [default: default].",
 )
 
 DEFAULT_CONFIG_HEADER = """bsfeat feature config: every key with its default and what it does. Every key is optional

@@ -71,7 +71,7 @@ class EmotionConfig:
         0.0,
         doc="Frame k takes the functionals of the context ending delay_s before its instant. A live stream then "
         "needs no audio after a frame's instant for its emotion row (openSMILE's own right context falls inside "
-        "the delay); the live feature config sets 0.1. Part of the hash only when not 0.",
+        "the delay); the live feature config sets 0.15. Part of the hash only when not 0.",
     )
     before_first_context: str = one_of(
         "first",
@@ -251,11 +251,11 @@ class FeatureConfig:
 
 
 # Named feature configs (bsfeat extract --features NAME). live: the emotion row of frame k is
-# the context ending 0.1 s before it and the first second is filled, so that a live stream's
+# the context ending 0.15 s before it and the first second is filled, so that a live stream's
 # features of frame k need no audio after k / fps but the mel window's (shared.live_features).
 FEATURE_PRESETS: dict[str, FeatureConfig] = {
     "default": FeatureConfig(),
-    "live": FeatureConfig(emotion=EmotionConfig(delay_s=0.1, before_first_context="fill")),
+    "live": FeatureConfig(emotion=EmotionConfig(delay_s=0.15, before_first_context="fill")),
 }
 
 

@@ -15,7 +15,7 @@ Right context, the audio after a frame's instant that its features need:
     mel: half the FFT window (16 ms) plus the next 10 ms row: MEL_RIGHT_CONTEXT_S
     emotion: openSMILE hands over the row of a context ending at t once it has audio up to
         about t + 70 ms, plus the next 10 ms row, less emotion.delay_s (the live feature
-        config's 0.1 s covers it all: 0)
+        config's 0.15 s covers it with room for a busy moment: 0)
 """
 
 from __future__ import annotations
