@@ -28,9 +28,11 @@ from blendsync.shared.settings import (
 )
 
 PRESETS: dict[str, ModelConfig] = {}  # filled below the class: full and small
-PRESET_BATCH_STREAMS = {"full": 4, "small": 8}
+PRESET_BATCH_STREAMS = {"full": 4, "small": 8, "live": 8}
 # Model sizes a preset sets (ModelConfig fields); the rest of the model section is kept.
-PRESET_SIZES = ("d_model", "heads", "mel_layers", "emotion_layers", "ff_mult")
+PRESET_SIZES = (
+    "d_model", "heads", "mel_layers", "emotion_layers", "ff_mult", "streaming", "attention_span", "context_frames",
+)  # fmt: skip
 
 
 def preset_names() -> tuple[str, ...]:
@@ -58,14 +60,49 @@ class ModelConfig:
         "to the block's shared attention context (needed for "
         "stream.frames_per_window > 1).",
     )
+    streaming: bool = flag(
+        False,
+        doc="The live model: causal encoders attending attention_span frames back and channel queries attending "
+        "context_frames encodings up to lookahead frames ahead, so that a stream steps frame by frame at a "
+        "fixed cost (docs: Design, The live model). false: the offline model, bidirectional over the window.",
+    )
+    attention_span: int = integer(
+        16, minimum=1, doc="Live model: frames (the current one included) each encoder layer attends to."
+    )
+    context_frames: int = integer(
+        48, minimum=1, doc="Live model: encodings of each stream the channel queries attend to for a frame."
+    )
+
+
+def receptive_frames(m: ModelConfig) -> int:
+    """Frames before a live model's newest input that its output can depend on."""
+    return max(m.mel_layers, m.emotion_layers) * (m.attention_span - 1) + m.context_frames - 1
+
+
+def live_window(frames_per_window: int, lookahead: int, m: ModelConfig) -> int:
+    """The window that gives a live model's block frames exactly their frame-by-frame outputs."""
+    return frames_per_window + lookahead + receptive_frames(m)
 
 
 PRESETS.update(
     {
         "full": ModelConfig(d_model=256, heads=4, mel_layers=2, emotion_layers=2),
         "small": ModelConfig(d_model=32, heads=2, mel_layers=1, emotion_layers=1),
+        "live": ModelConfig(
+            d_model=32,
+            heads=2,
+            mel_layers=1,
+            emotion_layers=1,
+            ff_mult=2,
+            streaming=True,
+            attention_span=16,
+            context_frames=48,
+        ),  # fmt: skip
     }
 )
+# Stream settings a preset sets besides batch_streams: the live model trains blocks of 64
+# frames (its cost per frame does not depend on them) and looks 3 frames (100 ms) ahead.
+PRESET_STREAMS: dict[str, dict] = {"live": {"frames_per_window": 64, "lookahead": 3}}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -382,6 +419,12 @@ class TrainConfig:
             )
         if m.d_model % m.heads:
             problems.append(f"model.d_model ({m.d_model}) must be divisible by heads ({m.heads})")
+        if m.streaming and s.window < live_window(s.frames_per_window, s.lookahead, m):
+            problems.append(
+                f"stream.window must be at least frames_per_window + lookahead + the live model's receptive field "
+                f"= {live_window(s.frames_per_window, s.lookahead, m)} frames, got {s.window} (leave stream.window "
+                "out and it is set so)"
+            )
         if problems:
             raise ValueError("invalid train config: " + "; ".join(problems))
 
@@ -452,12 +495,13 @@ class TrainConfig:
     def with_preset(self, preset: str) -> TrainConfig:
         """Model sizes (PRESET_SIZES) and batch streams of a preset; everything else kept."""
         sizes = {k: getattr(PRESETS[preset], k) for k in PRESET_SIZES}
-        return dataclasses.replace(
-            self,
-            preset=preset,
-            model=dataclasses.replace(self.model, **sizes),
-            stream=dataclasses.replace(self.stream, batch_streams=PRESET_BATCH_STREAMS[preset]),
+        model = dataclasses.replace(self.model, **sizes)
+        stream = dataclasses.replace(
+            self.stream, batch_streams=PRESET_BATCH_STREAMS[preset], **PRESET_STREAMS.get(preset, {})
         )
+        if model.streaming:
+            stream = dataclasses.replace(stream, window=live_window(stream.frames_per_window, stream.lookahead, model))
+        return dataclasses.replace(self, preset=preset, model=model, stream=stream)
 
     def replace(self, **sections: Any) -> TrainConfig:
         """replace(optim={"epochs": 2}, stream={"stride": 4}) -> a new config."""
@@ -580,6 +624,10 @@ class ConfigOverrides:
             for part in path:
                 sec = sec[part]
             sec[name] = value
+        m = d["model"]
+        if m["streaming"] and "stream.window" not in self.values:  # the window a live model's blocks need
+            s = d["stream"]
+            s["window"] = live_window(s["frames_per_window"], s["lookahead"], ModelConfig(**m))
         sized = [k for k in self.values if k.startswith("model.") and k.split(".")[1] in PRESET_SIZES]
         if sized and chosen != "custom":
             d["preset"], why = "custom", f"{chosen}'s sizes with {', '.join(self.sources.get(k, k) for k in sized)}"

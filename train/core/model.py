@@ -292,11 +292,12 @@ PER_CHANNEL = (
 )
 
 
-def build_model(cfg: TrainConfig, features: FeatureConfig, channels: int) -> BlendshapeModel:
+def build_model(cfg: TrainConfig, features: FeatureConfig, channels: int) -> nn.Module:
     """The model a train config describes (sizes, window, lookahead, frames per window) for
-    the features' widths (mel bins, eGeMAPS functionals) and C channels."""
+    the features' widths (mel bins, eGeMAPS functionals) and C channels: the offline
+    BlendshapeModel, or the live BlendshapeLiveModel (model.streaming; live_model.py)."""
     s = cfg.stream
-    return BlendshapeModel(
+    kw = dict(
         n_mels=features.n_mels,
         n_emotion=features.n_emotion,
         channels=channels,
@@ -305,3 +306,8 @@ def build_model(cfg: TrainConfig, features: FeatureConfig, channels: int) -> Ble
         lookahead=s.lookahead,
         frames_per_window=s.frames_per_window,
     )
+    if cfg.model.streaming:
+        from blendsync.train.core.live_model import BlendshapeLiveModel
+
+        return BlendshapeLiveModel(**kw)
+    return BlendshapeModel(**kw)

@@ -1,0 +1,362 @@
+"""The live model: the method notes' dual stream in a causal form whose cost per frame does
+not grow with the window (docs/design.md, The live model).
+
+Shapes: B windows, L frames, K block frames, M mel bins, E = 88 eGeMAPS, C channels,
+d = d_model, h heads, A = model.attention_span, X = model.context_frames, la = lookahead.
+    mel (B, L, M) -> per-bin series (B, M, L, d) -> causal self-attention over each bin's last
+        A frames, with a learnt bias per distance -> mean over bins -> (B, L, d)
+    emotion (B, L, E) -> (B, L, d) -> the same causal self-attention
+    block frame p (window positions L - K - la ... L - 1 - la): blendshape_queries (C, d)
+        attend to each stream's X encodings ending la frames after p (its lookahead), with a
+        learnt bias per distance, plus the stream's encoding at p (target-frame residual)
+        -> (B, K, C, d) twice
+    fused, decoder, still-channel mask and smoothing: as the offline model (model.py)
+
+No absolute position enters, so a frame's output depends only on the features la frames
+after it and config.receptive_frames before those, wherever it sits: a window of
+K + la + receptive_frames (config.live_window) gives every block frame the output the frame-by-frame stream gives
+(LiveState and BlendshapeLiveModel.step: one encoder step per layer with cached keys and
+values, tested equal). Training uses the windows (every block frame a target); a live host
+steps frame by frame at a fixed cost.
+
+A departure from the method notes on purpose: their encoders attend to the whole window in
+both directions; here attention looks back A frames per layer and the channel queries X
+frames, la of them ahead of the frame they predict. The offline model and its K = 1 mode stay
+as they are.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from blendsync.train.core.config import ModelConfig, live_window
+from blendsync.train.core.model import Decoder, smooth_block
+
+
+class CausalLayer(nn.Module):
+    """Pre-norm self-attention over the current and A - 1 previous frames (a learnt bias per
+    head and distance in place of positions) + feed-forward, as the offline EncoderLayer."""
+
+    def __init__(self, d: int, heads: int, ff_mult: int, dropout: float, span: int):
+        super().__init__()
+        self.heads, self.span = heads, span
+        self.norm1 = nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.out = nn.Linear(d, d)
+        self.norm2 = nn.LayerNorm(d)
+        self.ff = nn.Sequential(nn.Linear(d, ff_mult * d), nn.GELU(), nn.Linear(ff_mult * d, d))
+        self.drop = nn.Dropout(dropout)
+        self.distance_bias = nn.Parameter(torch.zeros(heads, span))
+
+    def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (..., L, d) -> q, k, v (..., h, L, d / h)."""
+        *lead, L, D = x.shape
+        qkv = self.qkv(self.norm1(x)).view(*lead, L, 3, self.heads, D // self.heads)
+        q, k, v = qkv.movedim(-3, 0).movedim(-2, -3).unbind(0)
+        return q, k, v
+
+    def _finish(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """a (..., h, L, d / h) -> the layer's output (..., L, d)."""
+        a = a.movedim(-3, -2).flatten(-2)
+        x = x + self.drop(self.out(a))
+        return x + self.drop(self.ff(self.norm2(x)))
+
+    def band(self, L: int, pad: torch.Tensor | None, device) -> torch.Tensor:
+        """(B or 1, 1, h, L, L) additive mask: the distance bias where 0 <= i - j < A and key j
+        is a real frame (a frame always sees itself, so no row is empty), -inf elsewhere."""
+        i = torch.arange(L, device=device)
+        dist = i[:, None] - i[None, :]
+        allowed = (dist >= 0) & (dist < self.span)
+        bias = self.distance_bias[:, dist.clamp(0, self.span - 1)]  # (h, L, L)
+        if pad is not None:
+            allowed = allowed & (~pad[:, None, :] | (dist == 0))  # (B, L, L)
+            allowed = allowed[:, None, None]
+        else:
+            allowed = allowed[None, None, None]
+        return torch.where(allowed, bias, torch.tensor(float("-inf"), device=device, dtype=bias.dtype))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, S, L, d) (S sequences per window: M bins, or 1); mask from band()."""
+        q, k, v = self._split(x)
+        return self._finish(x, F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype)))
+
+    def step(self, x: torch.Tensor, cache: LayerCache) -> torch.Tensor:
+        """x (B, S, 1, d), the newest frame of every sequence -> (B, S, 1, d); cache holds the
+        keys and values of the A - 1 frames before it and is advanced by one."""
+        q, k, v = self._split(x)  # (B, S, h, 1, dh)
+        keys = torch.cat([cache.k, k], dim=-2)  # (B, S, h, A, dh): oldest first, the newest last
+        values = torch.cat([cache.v, v], dim=-2)
+        real = torch.cat([cache.real, cache.real.new_ones(cache.real.shape[0], 1)], dim=1)  # (B, A)
+        bias = self.distance_bias.flip(-1)[:, None, :]  # (h, 1, A): distance A - 1 … 0
+        mask = torch.where(real[:, None, None, None, :], bias, torch.tensor(float("-inf"), device=x.device))
+        a = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask.to(q.dtype))
+        cache.k, cache.v = keys[..., 1:, :], values[..., 1:, :]
+        return self._finish(x, a)
+
+
+@dataclass
+class LayerCache:
+    """Keys and values (B, S, h, A - 1, dh) of a causal layer's last A - 1 frames; real (B, A - 1)
+    marks the ones a stream has had (False before its first frames)."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    real: torch.Tensor
+
+
+class CausalEncoder(nn.Module):
+    def __init__(self, d: int, heads: int, layers: int, ff_mult: int, dropout: float, span: int):
+        super().__init__()
+        self.layers = nn.ModuleList(CausalLayer(d, heads, ff_mult, dropout, span) for _ in range(layers))
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
+        """x (B, S, L, d), pad (B, L) True = padding, or None -> (B, S, L, d)."""
+        for layer in self.layers:  # each layer its own distance bias
+            x = layer(x, layer.band(x.shape[-2], pad, x.device))
+        return self.norm(x)
+
+    def step(self, x: torch.Tensor, caches: list[LayerCache]) -> torch.Tensor:
+        for layer, cache in zip(self.layers, caches):
+            x = layer.step(x, cache)
+        return self.norm(x)
+
+    def empty_caches(self, B: int, S: int, d: int, device) -> list[LayerCache]:
+        out = []
+        for layer in self.layers:
+            h, A = layer.heads, layer.span
+            z = torch.zeros(B, S, h, A - 1, d // h, device=device)
+            out.append(LayerCache(z, z.clone(), torch.zeros(B, A - 1, dtype=torch.bool, device=device)))
+        return out
+
+
+class CausalMelStream(nn.Module):
+    """Frequency-axis split: each mel bin its own series (a bin embedding, no time embedding)."""
+
+    def __init__(self, n_mels: int, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.value_proj = nn.Linear(1, d)
+        self.bin_embedding = nn.Parameter(torch.randn(n_mels, d) * 0.02)
+        self.encoder = CausalEncoder(d, cfg.heads, cfg.mel_layers, cfg.ff_mult, cfg.dropout, cfg.attention_span)
+
+    def embed(self, mel: torch.Tensor) -> torch.Tensor:
+        """mel (B, L, M) -> (B, M, L, d)."""
+        return self.value_proj(mel.transpose(1, 2)[..., None]) + self.bin_embedding[:, None, :]
+
+    def forward(self, mel: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
+        """mel (B, L, M) -> (B, L, d)."""
+        return self.encoder(self.embed(mel), pad).mean(dim=1)
+
+    def step(self, mel: torch.Tensor, caches: list[LayerCache]) -> torch.Tensor:
+        """mel (B, M), the newest frame -> (B, d)."""
+        return self.encoder.step(self.embed(mel[:, None]), caches).mean(dim=1)[:, 0]
+
+
+class CausalEmotionStream(nn.Module):
+    def __init__(self, n_features: int, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.proj = nn.Linear(n_features, d)
+        self.encoder = CausalEncoder(d, cfg.heads, cfg.emotion_layers, cfg.ff_mult, cfg.dropout, cfg.attention_span)
+
+    def forward(self, emotion: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
+        """emotion (B, L, E) -> (B, L, d)."""
+        return self.encoder(self.proj(emotion)[:, None], pad)[:, 0]
+
+    def step(self, emotion: torch.Tensor, caches: list[LayerCache]) -> torch.Tensor:
+        """emotion (B, E) -> (B, d)."""
+        return self.encoder.step(self.proj(emotion)[:, None, None], caches)[:, 0, 0]
+
+
+class ContextAttention(nn.Module):
+    """The channel queries attending to one stream's last X encodings (a learnt bias per head
+    and distance from the newest)."""
+
+    def __init__(self, d: int, heads: int, context: int):
+        super().__init__()
+        self.heads, self.context = heads, context
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d, d) for _ in range(4))
+        self.distance_bias = nn.Parameter(torch.zeros(heads, context))
+
+    def queries(self, queries: torch.Tensor) -> torch.Tensor:
+        """(C, d) -> (h, C, dh), scaled."""
+        C, D = queries.shape
+        q = self.q_proj(queries).view(C, self.heads, D // self.heads).transpose(0, 1)
+        return q / math.sqrt(D // self.heads)
+
+    def keys_values(self, enc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(..., d) -> keys, values (..., h, dh)."""
+        *lead, D = enc.shape
+        return (self.k_proj(enc).view(*lead, self.heads, D // self.heads),
+                self.v_proj(enc).view(*lead, self.heads, D // self.heads))  # fmt: skip
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """q (h, C, dh); k, v (B, K, X, h, dh) with the newest last; real (B, K, X) -> (B, K, C, d)."""
+        scores = torch.einsum("hcd,bkxhd->bkhcx", q, k) + self.distance_bias.flip(-1)[:, None, :]
+        real = real.clone()
+        real[..., -1] = True  # the newest encoding is always attended to (no row without a key)
+        scores = scores.masked_fill(~real[:, :, None, None, :], float("-inf"))
+        a = torch.einsum("bkhcx,bkxhd->bkchd", scores.softmax(-1), v)
+        return self.out_proj(a.flatten(-2))
+
+    def forward(self, queries: torch.Tensor, enc: torch.Tensor, pad: torch.Tensor | None, ends: torch.Tensor):
+        """enc (B, L, d), pad (B, L) or None; ends (K,) the window position of each block frame's
+        newest encoding -> (B, K, C, d)."""
+        B, L, _ = enc.shape
+        X = self.context
+        idx = ends[:, None] - torch.arange(X - 1, -1, -1, device=enc.device)  # (K, X): oldest … newest
+        real = (idx >= 0)[None].expand(B, -1, -1)
+        idx = idx.clamp(min=0)
+        if pad is not None:
+            real = real & ~pad[:, idx]
+        k, v = self.keys_values(enc)  # (B, L, h, dh)
+        return self.attend(self.queries(queries), k[:, idx], v[:, idx], real)
+
+
+class LiveDualStreamAttention(nn.Module):
+    """Per-channel queries attend to each stream's recent encodings; learnable per-channel
+    stream weights (the notes' fusion, as the offline DualStreamAttention)."""
+
+    def __init__(self, channels: int, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.temperature = cfg.temperature
+        self.mel_attention = ContextAttention(d, cfg.heads, cfg.context_frames)
+        self.emotion_attention = ContextAttention(d, cfg.heads, cfg.context_frames)
+        self.mel_weights = nn.Parameter(torch.full((channels,), 0.5 * cfg.temperature))
+        self.emotion_weights = nn.Parameter(torch.full((channels,), 0.5 * cfg.temperature))
+
+    def fuse(self, mel_att: torch.Tensor, emo_att: torch.Tensor) -> torch.Tensor:
+        return (self.mel_weights[:, None] * mel_att + self.emotion_weights[:, None] * emo_att) / self.temperature
+
+
+@dataclass
+class LiveState:
+    """What a stream carries from frame to frame: each causal layer's cache, the projected
+    keys and values of each stream's last X encodings (B, X, h, dh), which of them are real
+    (B, X), the last la + 1 encodings of each stream (B, la + 1, d) for the target-frame
+    residual, the previous smoothed output (B, C) and the frames stepped so far."""
+
+    mel_caches: list[LayerCache]
+    emotion_caches: list[LayerCache]
+    mel_kv: tuple[torch.Tensor, torch.Tensor]
+    emotion_kv: tuple[torch.Tensor, torch.Tensor]
+    real: torch.Tensor
+    mel_recent: torch.Tensor
+    emotion_recent: torch.Tensor
+    prev: torch.Tensor | None
+    frames: int = 0
+
+
+class BlendshapeLiveModel(nn.Module):
+    """The live model: forward() on windows (training, whole-file predict, export), as the
+    offline BlendshapeModel's; start() and step() frame by frame (live streams)."""
+
+    streaming = True
+
+    def __init__(
+        self, *, n_mels: int, n_emotion: int, channels: int, window: int, cfg: ModelConfig, lookahead: int,
+        frames_per_window: int,
+    ):  # fmt: skip
+        super().__init__()
+        K = frames_per_window
+        need = live_window(K, lookahead, cfg)
+        if window < need:
+            raise ValueError(f"a live model of {K} frames per window with lookahead {lookahead} needs a window of "
+                             f"at least {need} frames, got {window}")  # fmt: skip
+        self.cfg, self.lookahead = cfg, lookahead
+        self.frames_per_window = self.trained_frames_per_window = K
+        self.positions = (window - K - lookahead, window - lookahead)
+        self.mel_stream = CausalMelStream(n_mels, cfg)
+        self.emotion_stream = CausalEmotionStream(n_emotion, cfg)
+        self.blendshape_queries = nn.Parameter(torch.randn(channels, cfg.d_model) * 0.02)
+        self.dual_stream_attention = LiveDualStreamAttention(channels, cfg)
+        self.decoder = Decoder(channels, cfg)
+        self.smoothing_alpha = nn.Parameter(torch.tensor(float(cfg.smoothing_alpha_init)))
+        self.register_buffer("output_mask", torch.ones(channels), persistent=False)
+
+    def set_still(self, still: torch.Tensor) -> None:
+        self.output_mask.copy_((~still.to(torch.bool)).to(self.output_mask.dtype))
+
+    def use_frames_per_window(self, K: int) -> None:
+        top = self.trained_frames_per_window
+        if not 1 <= K <= top:
+            raise ValueError(f"frames per window must be in [1, {top}] (the model was trained with {top}), got {K}")
+        end = self.positions[1]
+        self.frames_per_window, self.positions = K, (end - K, end)
+
+    def forward(self, mel, emotion, frame_mask, prev=None, has_prev=None) -> dict[str, torch.Tensor]:
+        """As BlendshapeModel.forward: mel (B, L, M), emotion (B, L, E), frame_mask (B, L) or
+        None, prev (B, C), has_prev (B,) -> current, smoothed (B, K, C)."""
+        pad = None if frame_mask is None else ~frame_mask
+        mel_enc = self.mel_stream(mel, pad)
+        emo_enc = self.emotion_stream(emotion, pad)
+        a, b = self.positions
+        ends = torch.arange(a, b, device=mel.device) + self.lookahead
+        att = self.dual_stream_attention
+        mel_att = att.mel_attention(self.blendshape_queries, mel_enc, pad, ends) + mel_enc[:, a:b, None, :]
+        emo_att = att.emotion_attention(self.blendshape_queries, emo_enc, pad, ends) + emo_enc[:, a:b, None, :]
+        current = self.decoder(att.fuse(mel_att, emo_att)).float() * self.output_mask
+        smoothed = smooth_block(current, prev, has_prev, torch.sigmoid(self.smoothing_alpha))
+        return {"current": current, "smoothed": smoothed}
+
+    # -- frame by frame -------------------------------------------------------------------------
+    def start(self, batch: int = 1) -> LiveState:
+        """The state of batch streams before their first frame."""
+        d, dev = self.cfg.d_model, self.blendshape_queries.device
+        h, X = self.cfg.heads, self.cfg.context_frames
+        z = torch.zeros(batch, X, h, d // h, device=dev)
+        return LiveState(
+            mel_caches=self.mel_stream.encoder.empty_caches(batch, self.mel_stream.bin_embedding.shape[0], d, dev),
+            emotion_caches=self.emotion_stream.encoder.empty_caches(batch, 1, d, dev),
+            mel_kv=(z, z.clone()),
+            emotion_kv=(z.clone(), z.clone()),
+            real=torch.zeros(batch, X, dtype=torch.bool, device=dev),
+            mel_recent=torch.zeros(batch, self.lookahead + 1, d, device=dev),
+            emotion_recent=torch.zeros(batch, self.lookahead + 1, d, device=dev),
+            prev=None,
+        )
+
+    @torch.no_grad()
+    def step(self, state: LiveState, mel: torch.Tensor, emotion: torch.Tensor, real: bool = True) -> dict | None:
+        """One new frame of standardised features, mel (B, M) and emotion (B, E), into state.
+        Returns the outputs of the frame la frames back, {"current", "smoothed"} (B, C), once
+        there is one (None for the first la frames). real=False steps a padding frame (the
+        frames past a stream's end that its last la frames look ahead to): it is never attended to."""
+        mel_enc = self.mel_stream.step(mel, state.mel_caches)  # (B, d)
+        emo_enc = self.emotion_stream.step(emotion, state.emotion_caches)
+        # A frame always attends to itself; whether the frames after it may is its flag.
+        for cache in (*state.mel_caches, *state.emotion_caches):
+            cache.real = torch.cat([cache.real[:, 1:], cache.real.new_full((cache.real.shape[0], 1), real)], dim=1)
+        att = self.dual_stream_attention
+        state.mel_kv = _push_kv(state.mel_kv, att.mel_attention.keys_values(mel_enc))
+        state.emotion_kv = _push_kv(state.emotion_kv, att.emotion_attention.keys_values(emo_enc))
+        state.real = torch.cat([state.real[:, 1:], state.real.new_full((state.real.shape[0], 1), real)], dim=1)
+        state.mel_recent = torch.cat([state.mel_recent[:, 1:], mel_enc[:, None]], dim=1)
+        state.emotion_recent = torch.cat([state.emotion_recent[:, 1:], emo_enc[:, None]], dim=1)
+        state.frames += 1
+        if state.frames <= self.lookahead:
+            return None
+        real_keys = state.real[:, None]  # (B, 1, X)
+        q = self.blendshape_queries
+        mel_att = att.mel_attention.attend(att.mel_attention.queries(q), state.mel_kv[0][:, None],
+                                           state.mel_kv[1][:, None], real_keys)[:, 0]  # fmt: skip
+        emo_att = att.emotion_attention.attend(att.emotion_attention.queries(q), state.emotion_kv[0][:, None],
+                                               state.emotion_kv[1][:, None], real_keys)[:, 0]  # fmt: skip
+        fused = att.fuse(mel_att + state.mel_recent[:, 0, None], emo_att + state.emotion_recent[:, 0, None])
+        current = self.decoder(fused).float() * self.output_mask  # (B, C)
+        alpha = torch.sigmoid(self.smoothing_alpha)
+        smoothed = current if state.prev is None else alpha * current + (1 - alpha) * state.prev
+        state.prev = smoothed
+        return {"current": current, "smoothed": smoothed}
+
+
+def _push_kv(kv: tuple[torch.Tensor, torch.Tensor], new: tuple[torch.Tensor, torch.Tensor]):
+    """Drop the oldest of X cached keys and values (B, X, h, dh), append the newest (B, h, dh)."""
+    return tuple(torch.cat([old[:, 1:], n[:, None]], dim=1) for old, n in zip(kv, new))
