@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import click
-import numpy as np
 
 from blendsync.shared.channels import CHANNEL_ORDERS
 from blendsync.shared.cli import UsageFailure, is_write_failure, reported_errors, write_failure
@@ -119,10 +118,16 @@ def predict(
     "target",
     default="127.0.0.1:11111",
     show_default=True,
-    help="HOST:PORT of the Live Link Face receiver (Unreal's Live Link Face source listens on 11111).",
+    help="HOST:PORT ([IPv6]:PORT) of the Live Link Face receiver (Unreal's Live Link Face source listens on 11111).",
 )
 @click.option("--subject", default="blendsync", show_default=True, help="Live Link subject name.")
-@click.option("--fps", type=click.IntRange(1, 240), default=60, show_default=True, help="Frames per second sent.")
+@click.option(
+    "--fps",
+    type=click.IntRange(1, 240),
+    default=None,
+    help="Frames per second sent [default: the model's own for a live model (no wait for the next model frame), "
+    "60 for an offline one].",
+)
 @click.option(
     "--start-timecode",
     default="00:00:00:00",
@@ -133,7 +138,8 @@ def predict(
     "--realtime/--no-realtime",
     default=True,
     show_default=True,
-    help="Pace the audio and the frames in real time, or send as fast as possible.",
+    help="Take a file's audio at its own pace and send frames evenly a fixed delay behind it, or send every "
+    "frame as fast as it is computed.",
 )
 @click.option("--stdin-pcm", is_flag=True, help="Read raw little-endian int16 PCM from stdin instead of AUDIO.")
 @click.option(
@@ -148,7 +154,10 @@ def predict(
     help="Channels of --stdin-pcm audio.",
 )
 @click.option(
-    "--chunk-seconds", type=click.FloatRange(min=0.01), default=0.1, show_default=True, help="Audio taken per step."
+    "--chunk-seconds",
+    type=click.FloatRange(min=0.001),
+    default=None,
+    help="Audio taken per step [default: 0.01 for a live model (a sound card's buffer), 0.1 for an offline one].",
 )
 @frames_per_window_option
 @device_option("cpu")
@@ -168,45 +177,79 @@ def stream(
     device,
 ):
     """Animate AUDIO (or raw PCM on stdin) and send each frame to a Live Link Face receiver over
-    UDP (packet version 6, the 52 curves in Unreal's order, then 9 rotations as zeros)."""
+    UDP (packet version 6, the 52 curves in Unreal's order, then 9 rotations as zeros).
+
+    A live model (bstrain fit --preset live) steps frame by frame and frames leave evenly, a
+    fixed delay behind the audio (its lookahead, the features' right context, the chunk and a
+    margin for compute); late and dropped frames are counted. An offline model streams block
+    by block, seconds behind. Prints the latency after each frame's instant (p50, p99, max) and
+    the CPU share at the end (every 5 s as well with -v)."""
+    import logging
+
     from blendsync.train.core.checkpoint import CheckpointError
-    from blendsync.train.inference.livelink import file_chunks, stdin_chunks, stream_audio
+    from blendsync.train.inference.livelink import LiveLinkSender
     from blendsync.train.inference.predict import Predictor
+    from blendsync.train.inference.sources import file_chunks, stdin_chunks
+    from blendsync.train.inference.stream import stream_audio
 
     if (audio is None) == (not stdin_pcm):
         raise UsageFailure("give AUDIO or --stdin-pcm (one of them)")
-    host, _, port = target.rpartition(":")
+    host, port_n = _live_link_target(target)
     try:
-        port_n = int(port)
         h, m, sec, ff = (int(x) for x in start_timecode.split(":"))
     except ValueError:
-        raise UsageFailure(f"--to {target!r} must be HOST:PORT and --start-timecode HH:MM:SS:FF") from None
+        raise UsageFailure(f"--start-timecode {start_timecode!r} must be HH:MM:SS:FF") from None
     try:
         pred = Predictor.load(checkpoint, device, frames_per_window)
+        live = getattr(pred.model, "streaming", False)
+        fps = fps or (int(round(pred.fps)) if live else 60)
+        chunk_seconds = chunk_seconds or (0.01 if live else 0.1)
         chunks, rate = (
             (stdin_chunks(sample_rate, n_channels, chunk_seconds), sample_rate)
             if stdin_pcm
             else file_chunks(audio, chunk_seconds)
         )
-        rep = stream_audio(
-            pred,
-            chunks,
-            rate,
-            host=host or "127.0.0.1",
-            port=port_n,
-            subject=subject,
-            fps=fps,
-            start_frame=((h * 60 + m) * 60 + sec) * fps + ff,
-            realtime=realtime,
-        )
+        sender = LiveLinkSender(pred.channels, host=host, port=port_n, subject=subject, fps=fps,
+                                start_frame=((h * 60 + m) * 60 + sec) * fps + ff)  # fmt: skip
+        verbose = logging.getLogger("blendsync").getEffectiveLevel() <= logging.DEBUG
+        last = [0.0]
+
+        def progress(rep) -> None:
+            if verbose and rep.wall_s - last[0] >= 5.0:
+                last[0] = rep.wall_s
+                click.echo(f"  {rep.audio_s:.0f} s of audio, {len(rep.latencies)} frames: {rep.summary()}", err=True)
+
+        try:
+            rep = stream_audio(pred, chunks, rate, sender, fps=fps, realtime=realtime, chunk_seconds=chunk_seconds,
+                               from_file=not stdin_pcm, on_progress=progress)  # fmt: skip
+        finally:
+            sender.close()
     except (CheckpointError, ValueError) as e:
         raise UsageFailure(str(e)) from None
-    lat = np.asarray(rep.latencies) * 1000 if rep.latencies else np.zeros(1)
     click.echo(
-        f"sent {rep.frames} frames at {fps} fps for {rep.audio_s:.1f} s of audio to {host}:{port_n} "
-        f"(subject {subject!r}); frame latency after its audio instant: median {np.median(lat):.0f} ms, "
-        f"max {lat.max():.0f} ms"
+        f"sent {rep.frames} frames at {fps} fps for {rep.audio_s:.1f} s of audio to {target} (subject {subject!r}); "
+        + (f"paced {1000 * rep.delay_s:.0f} ms behind the audio; " if rep.delay_s is not None else "")
+        + rep.summary()
     )
+
+
+def _live_link_target(target: str) -> tuple[str, int]:
+    """HOST:PORT or [IPv6]:PORT -> (host, port), checked before any work is done."""
+    import socket
+
+    host, sep, port = target.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        port_n = int(port)
+    except ValueError:
+        port_n = -1
+    if not sep or not host or not 1 <= port_n <= 65535:
+        raise UsageFailure(f"--to {target!r} must be HOST:PORT with a port in 1-65535 ([::1]:11111 for IPv6)")
+    try:
+        socket.getaddrinfo(host, port_n, type=socket.SOCK_DGRAM)
+    except OSError as e:
+        raise UsageFailure(f"--to {target!r}: cannot resolve {host!r} ({e})") from None
+    return host, port_n
 
 
 @click.command()

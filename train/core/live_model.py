@@ -85,28 +85,34 @@ class CausalLayer(nn.Module):
         q, k, v = self._split(x)
         return self._finish(x, F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype)))
 
-    def step(self, x: torch.Tensor, cache: LayerCache) -> torch.Tensor:
-        """x (B, S, 1, d), the newest frame of every sequence -> (B, S, 1, d); cache holds the
-        keys and values of the A - 1 frames before it and is advanced by one."""
-        q, k, v = self._split(x)  # (B, S, h, 1, dh)
-        keys = torch.cat([cache.k, k], dim=-2)  # (B, S, h, A, dh): oldest first, the newest last
-        values = torch.cat([cache.v, v], dim=-2)
-        real = torch.cat([cache.real, cache.real.new_ones(cache.real.shape[0], 1)], dim=1)  # (B, A)
-        bias = self.distance_bias.flip(-1)[:, None, :]  # (h, 1, A): distance A - 1 … 0
-        mask = torch.where(real[:, None, None, None, :], bias, torch.tensor(float("-inf"), device=x.device))
-        a = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask.to(q.dtype))
+    def step(self, x: torch.Tensor, cache: LayerCache, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, S, d), the newest frame of every sequence -> (B, S, d). cache holds the keys and
+        values of the A - 1 frames before it and is advanced by one; mask (B, 1, 1, A) is 0
+        where a key may be attended to, -inf elsewhere. The arithmetic of forward(), with
+        functional calls (a stream's step costs its Python overhead: no module calls here)."""
+        D = x.shape[-1]
+        h, dh = self.heads, D // self.heads
+        y = F.layer_norm(x, (D,), self.norm1.weight, self.norm1.bias, self.norm1.eps)
+        q, k, v = F.linear(y, self.qkv.weight, self.qkv.bias).unflatten(-1, (3, h, dh)).unbind(-3)  # (B, S, h, dh)
+        keys = torch.cat([cache.k, k.unsqueeze(-2)], dim=-2)  # (B, S, h, A, dh): oldest first, the newest last
+        values = torch.cat([cache.v, v.unsqueeze(-2)], dim=-2)
+        scores = torch.matmul(keys, q.unsqueeze(-1)).squeeze(-1) * dh**-0.5 + (cache.bias + mask)
+        a = torch.matmul(scores.softmax(-1).unsqueeze(-2), values).squeeze(-2)  # (B, S, h, dh)
         cache.k, cache.v = keys[..., 1:, :], values[..., 1:, :]
-        return self._finish(x, a)
+        x = x + F.linear(a.flatten(-2), self.out.weight, self.out.bias)
+        y = F.layer_norm(x, (D,), self.norm2.weight, self.norm2.bias, self.norm2.eps)
+        ff_in, ff_out = self.ff[0], self.ff[2]
+        return x + F.linear(F.gelu(F.linear(y, ff_in.weight, ff_in.bias)), ff_out.weight, ff_out.bias)
 
 
 @dataclass
 class LayerCache:
-    """Keys and values (B, S, h, A - 1, dh) of a causal layer's last A - 1 frames; real (B, A - 1)
-    marks the ones a stream has had (False before its first frames)."""
+    """Keys and values (B, S, h, A - 1, dh) of a causal layer's last A - 1 frames, and its
+    distance bias by slot (h, A), oldest first."""
 
     k: torch.Tensor
     v: torch.Tensor
-    real: torch.Tensor
+    bias: torch.Tensor
 
 
 class CausalEncoder(nn.Module):
@@ -121,17 +127,18 @@ class CausalEncoder(nn.Module):
             x = layer(x, layer.band(x.shape[-2], pad, x.device))
         return self.norm(x)
 
-    def step(self, x: torch.Tensor, caches: list[LayerCache]) -> torch.Tensor:
+    def step(self, x: torch.Tensor, caches: list[LayerCache], mask: torch.Tensor) -> torch.Tensor:
+        """x (B, S, d) -> (B, S, d), one frame."""
         for layer, cache in zip(self.layers, caches):
-            x = layer.step(x, cache)
-        return self.norm(x)
+            x = layer.step(x, cache, mask)
+        return F.layer_norm(x, (x.shape[-1],), self.norm.weight, self.norm.bias, self.norm.eps)
 
     def empty_caches(self, B: int, S: int, d: int, device) -> list[LayerCache]:
         out = []
         for layer in self.layers:
             h, A = layer.heads, layer.span
             z = torch.zeros(B, S, h, A - 1, d // h, device=device)
-            out.append(LayerCache(z, z.clone(), torch.zeros(B, A - 1, dtype=torch.bool, device=device)))
+            out.append(LayerCache(z, z.clone(), layer.distance_bias.detach().flip(-1).clone()))
         return out
 
 
@@ -153,9 +160,10 @@ class CausalMelStream(nn.Module):
         """mel (B, L, M) -> (B, L, d)."""
         return self.encoder(self.embed(mel), pad).mean(dim=1)
 
-    def step(self, mel: torch.Tensor, caches: list[LayerCache]) -> torch.Tensor:
+    def step(self, mel: torch.Tensor, caches: list[LayerCache], mask: torch.Tensor) -> torch.Tensor:
         """mel (B, M), the newest frame -> (B, d)."""
-        return self.encoder.step(self.embed(mel[:, None]), caches).mean(dim=1)[:, 0]
+        x = mel[..., None] * self.value_proj.weight[:, 0] + self.value_proj.bias + self.bin_embedding  # (B, M, d)
+        return self.encoder.step(x, caches, mask).mean(dim=1)
 
 
 class CausalEmotionStream(nn.Module):
@@ -169,9 +177,10 @@ class CausalEmotionStream(nn.Module):
         """emotion (B, L, E) -> (B, L, d)."""
         return self.encoder(self.proj(emotion)[:, None], pad)[:, 0]
 
-    def step(self, emotion: torch.Tensor, caches: list[LayerCache]) -> torch.Tensor:
+    def step(self, emotion: torch.Tensor, caches: list[LayerCache], mask: torch.Tensor) -> torch.Tensor:
         """emotion (B, E) -> (B, d)."""
-        return self.encoder.step(self.proj(emotion)[:, None, None], caches)[:, 0, 0]
+        x = F.linear(emotion, self.proj.weight, self.proj.bias)[:, None]  # (B, 1, d)
+        return self.encoder.step(x, caches, mask)[:, 0]
 
 
 class ContextAttention(nn.Module):
@@ -204,6 +213,20 @@ class ContextAttention(nn.Module):
         scores = scores.masked_fill(~real[:, :, None, None, :], float("-inf"))
         a = torch.einsum("bkhcx,bkxhd->bkchd", scores.softmax(-1), v)
         return self.out_proj(a.flatten(-2))
+
+    def step_key_value(self, enc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """enc (B, d), the newest encoding -> its key and value (B, h, 1, dh)."""
+        B, D = enc.shape
+        shape = (B, self.heads, 1, D // self.heads)
+        return (F.linear(enc, self.k_proj.weight, self.k_proj.bias).view(shape),
+                F.linear(enc, self.v_proj.weight, self.v_proj.bias).view(shape))  # fmt: skip
+
+    def step_attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """q (h, C, dh) from queries(); k, v (B, h, X, dh), the newest last; mask (B, h, 1, X): the
+        distance bias where a key may be attended to, -inf elsewhere -> (B, C, d)."""
+        scores = torch.matmul(q, k.transpose(-1, -2)) + mask  # (B, h, C, X)
+        a = torch.matmul(scores.softmax(-1), v)  # (B, h, C, dh)
+        return F.linear(a.transpose(1, 2).flatten(-2), self.out_proj.weight, self.out_proj.bias)
 
     def forward(self, queries: torch.Tensor, enc: torch.Tensor, pad: torch.Tensor | None, ends: torch.Tensor):
         """enc (B, L, d), pad (B, L) or None; ends (K,) the window position of each block frame's
@@ -238,19 +261,26 @@ class LiveDualStreamAttention(nn.Module):
 
 @dataclass
 class LiveState:
-    """What a stream carries from frame to frame: each causal layer's cache, the projected
-    keys and values of each stream's last X encodings (B, X, h, dh), which of them are real
-    (B, X), the last la + 1 encodings of each stream (B, la + 1, d) for the target-frame
-    residual, the previous smoothed output (B, C) and the frames stepped so far."""
+    """What a stream carries from frame to frame: each causal layer's cache (keys, values),
+    which of the last A - 1 frames are real (B, A - 1), the keys and values of each stream's
+    last X encodings (B, h, X, dh) and which are real (B, X), the last la + 1 encodings of
+    each stream (B, la + 1, d) for the target-frame residual, the previous smoothed output
+    (B, C), the frames stepped so far, and what is constant per stream (the projected channel
+    queries (h, C, dh) and the context distance biases (h, 1, X))."""
 
     mel_caches: list[LayerCache]
     emotion_caches: list[LayerCache]
+    layer_real: torch.Tensor
     mel_kv: tuple[torch.Tensor, torch.Tensor]
     emotion_kv: tuple[torch.Tensor, torch.Tensor]
-    real: torch.Tensor
+    context_real: torch.Tensor
     mel_recent: torch.Tensor
     emotion_recent: torch.Tensor
-    prev: torch.Tensor | None
+    mel_queries: torch.Tensor
+    emotion_queries: torch.Tensor
+    mel_context_bias: torch.Tensor
+    emotion_context_bias: torch.Tensor
+    prev: torch.Tensor | None = None
     frames: int = 0
 
 
@@ -307,20 +337,29 @@ class BlendshapeLiveModel(nn.Module):
         return {"current": current, "smoothed": smoothed}
 
     # -- frame by frame -------------------------------------------------------------------------
+    @torch.no_grad()
     def start(self, batch: int = 1) -> LiveState:
-        """The state of batch streams before their first frame."""
+        """The state of batch streams before their first frame (the model in eval mode: its
+        weights are read into the state's constants)."""
+        if self.training:
+            raise ValueError("a live model steps in eval mode (model.eval())")
         d, dev = self.cfg.d_model, self.blendshape_queries.device
-        h, X = self.cfg.heads, self.cfg.context_frames
-        z = torch.zeros(batch, X, h, d // h, device=dev)
+        h, X, A = self.cfg.heads, self.cfg.context_frames, self.cfg.attention_span
+        att = self.dual_stream_attention
+        z = torch.zeros(batch, h, X, d // h, device=dev)
         return LiveState(
             mel_caches=self.mel_stream.encoder.empty_caches(batch, self.mel_stream.bin_embedding.shape[0], d, dev),
             emotion_caches=self.emotion_stream.encoder.empty_caches(batch, 1, d, dev),
+            layer_real=torch.zeros(batch, A - 1, dtype=torch.bool, device=dev),
             mel_kv=(z, z.clone()),
             emotion_kv=(z.clone(), z.clone()),
-            real=torch.zeros(batch, X, dtype=torch.bool, device=dev),
+            context_real=torch.zeros(batch, X, dtype=torch.bool, device=dev),
             mel_recent=torch.zeros(batch, self.lookahead + 1, d, device=dev),
             emotion_recent=torch.zeros(batch, self.lookahead + 1, d, device=dev),
-            prev=None,
+            mel_queries=att.mel_attention.queries(self.blendshape_queries),
+            emotion_queries=att.emotion_attention.queries(self.blendshape_queries),
+            mel_context_bias=att.mel_attention.distance_bias.flip(-1)[:, None, :].clone(),
+            emotion_context_bias=att.emotion_attention.distance_bias.flip(-1)[:, None, :].clone(),
         )
 
     @torch.no_grad()
@@ -328,27 +367,32 @@ class BlendshapeLiveModel(nn.Module):
         """One new frame of standardised features, mel (B, M) and emotion (B, E), into state.
         Returns the outputs of the frame la frames back, {"current", "smoothed"} (B, C), once
         there is one (None for the first la frames). real=False steps a padding frame (the
-        frames past a stream's end that its last la frames look ahead to): it is never attended to."""
-        mel_enc = self.mel_stream.step(mel, state.mel_caches)  # (B, d)
-        emo_enc = self.emotion_stream.step(emotion, state.emotion_caches)
-        # A frame always attends to itself; whether the frames after it may is its flag.
-        for cache in (*state.mel_caches, *state.emotion_caches):
-            cache.real = torch.cat([cache.real[:, 1:], cache.real.new_full((cache.real.shape[0], 1), real)], dim=1)
+        frames past a stream's end that its last la frames look ahead to): it is never attended
+        to but by itself."""
+        B, dev = mel.shape[0], mel.device
+        minus_inf = torch.tensor(float("-inf"), device=dev)
+        # A frame always attends to itself; its own flag decides for the frames after it.
+        layer_mask = torch.where(F.pad(state.layer_real, (0, 1), value=True), 0.0, minus_inf)[:, None, None, :]
+        mel_enc = self.mel_stream.step(mel, state.mel_caches, layer_mask)  # (B, d)
+        emo_enc = self.emotion_stream.step(emotion, state.emotion_caches, layer_mask)
+        flag = state.layer_real.new_full((B, 1), real)
+        state.layer_real = torch.cat([state.layer_real[:, 1:], flag], dim=1)
         att = self.dual_stream_attention
-        state.mel_kv = _push_kv(state.mel_kv, att.mel_attention.keys_values(mel_enc))
-        state.emotion_kv = _push_kv(state.emotion_kv, att.emotion_attention.keys_values(emo_enc))
-        state.real = torch.cat([state.real[:, 1:], state.real.new_full((state.real.shape[0], 1), real)], dim=1)
+        state.mel_kv = _push_kv(state.mel_kv, att.mel_attention.step_key_value(mel_enc))
+        state.emotion_kv = _push_kv(state.emotion_kv, att.emotion_attention.step_key_value(emo_enc))
+        state.context_real = torch.cat([state.context_real[:, 1:], flag], dim=1)
         state.mel_recent = torch.cat([state.mel_recent[:, 1:], mel_enc[:, None]], dim=1)
         state.emotion_recent = torch.cat([state.emotion_recent[:, 1:], emo_enc[:, None]], dim=1)
         state.frames += 1
         if state.frames <= self.lookahead:
             return None
-        real_keys = state.real[:, None]  # (B, 1, X)
-        q = self.blendshape_queries
-        mel_att = att.mel_attention.attend(att.mel_attention.queries(q), state.mel_kv[0][:, None],
-                                           state.mel_kv[1][:, None], real_keys)[:, 0]  # fmt: skip
-        emo_att = att.emotion_attention.attend(att.emotion_attention.queries(q), state.emotion_kv[0][:, None],
-                                               state.emotion_kv[1][:, None], real_keys)[:, 0]  # fmt: skip
+        attended = state.context_real.clone()
+        attended[:, -1] = True  # the newest encoding is always attended to (no row without a key)
+        ctx = torch.where(attended, 0.0, minus_inf)[:, None, None, :]  # (B, 1, 1, X)
+        mel_att = att.mel_attention.step_attend(state.mel_queries, *state.mel_kv, state.mel_context_bias + ctx)
+        emo_att = att.emotion_attention.step_attend(
+            state.emotion_queries, *state.emotion_kv, state.emotion_context_bias + ctx
+        )
         fused = att.fuse(mel_att + state.mel_recent[:, 0, None], emo_att + state.emotion_recent[:, 0, None])
         current = self.decoder(fused).float() * self.output_mask  # (B, C)
         alpha = torch.sigmoid(self.smoothing_alpha)
@@ -358,5 +402,5 @@ class BlendshapeLiveModel(nn.Module):
 
 
 def _push_kv(kv: tuple[torch.Tensor, torch.Tensor], new: tuple[torch.Tensor, torch.Tensor]):
-    """Drop the oldest of X cached keys and values (B, X, h, dh), append the newest (B, h, dh)."""
-    return tuple(torch.cat([old[:, 1:], n[:, None]], dim=1) for old, n in zip(kv, new))
+    """Drop the oldest of X cached keys and values (B, h, X, dh), append the newest (B, h, 1, dh)."""
+    return tuple(torch.cat([old[:, :, 1:], n], dim=2) for old, n in zip(kv, new))

@@ -106,7 +106,7 @@ def test_frames_resampled_as_they_come_equal_the_whole_files():
 def test_raw_pcm_chunks_keep_every_sample_across_odd_reads():
     import io
 
-    from blendsync.train.inference.livelink import pcm_chunks
+    from blendsync.train.inference.sources import pcm_chunks
 
     x = (np.arange(-3000, 3001, dtype=np.int16)).reshape(-1, 1).repeat(2, axis=1)
     got = np.concatenate(list(pcm_chunks(io.BytesIO(x.tobytes()), 1000, 2, 0.037)))
@@ -117,14 +117,18 @@ def test_raw_pcm_chunks_keep_every_sample_across_odd_reads():
 def test_realtime_pacing_sends_no_frame_before_its_instant(shared_data, checkpoint):
     import time
 
-    from blendsync.train.inference.livelink import file_chunks, stream_audio
+    from blendsync.train.inference.livelink import LiveLinkSender
     from blendsync.train.inference.predict import Predictor
+    from blendsync.train.inference.sources import file_chunks
+    from blendsync.train.inference.stream import stream_audio
 
     audio = shared_data / "speech" / "sr_chinese.flac"  # 0.96 s
     rx = Receiver()
     chunks, rate = file_chunks(audio, 0.1)
     t0 = time.perf_counter()
-    rep = stream_audio(Predictor.load(checkpoint), chunks, rate, port=rx.port, realtime=True)
+    pred = Predictor.load(checkpoint)
+    sender = LiveLinkSender(pred.channels, port=rx.port, fps=60)
+    rep = stream_audio(pred, chunks, rate, sender, fps=60, realtime=True, chunk_seconds=0.1)
     wall = time.perf_counter() - t0
     got = rx.stop()
     assert len(got) == rep.frames == 58  # 0.96 s at 60 fps

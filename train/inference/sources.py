@@ -1,0 +1,43 @@
+"""Audio sources of a stream: a file read in chunks, or raw PCM from a byte stream (stdin, a
+socket). Each yields (N, channels) float32 chunks in [-1, 1]."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+
+def file_chunks(path: Path, chunk_seconds: float) -> tuple[Iterator[np.ndarray], int]:
+    """(chunks of an audio file, its sample rate)."""
+    import soundfile as sf
+
+    info = sf.info(str(path))
+    block = max(1, int(round(chunk_seconds * info.samplerate)))
+    return sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True), info.samplerate
+
+
+def pcm_chunks(stream: BinaryIO, sample_rate: int, channels: int, chunk_seconds: float) -> Iterator[np.ndarray]:
+    """Raw little-endian int16 PCM (interleaved channels) from a byte stream, in chunks of at
+    most chunk_seconds: whatever one read returns is passed on at once (a live source is
+    not waited on to fill a chunk)."""
+    frame_bytes = 2 * channels
+    want = max(1, int(round(chunk_seconds * sample_rate))) * frame_bytes
+    read = getattr(stream, "read1", stream.read)
+    rest = b""
+    while True:
+        data = read(want)
+        if not data:
+            break
+        data = rest + data
+        whole = len(data) - len(data) % frame_bytes
+        rest = data[whole:]
+        if whole:
+            yield (np.frombuffer(data[:whole], "<i2").reshape(-1, channels).astype(np.float32) / 32768.0)
+
+
+def stdin_chunks(sample_rate: int, channels: int, chunk_seconds: float) -> Iterator[np.ndarray]:
+    return pcm_chunks(sys.stdin.buffer, sample_rate, channels, chunk_seconds)
