@@ -24,3 +24,27 @@ def checkpoint(example_store, tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
     fit(example_store, cfg=cfg, out=run, stop_after_steps=15)
     return run / "checkpoints" / "last.pt"
+
+
+@pytest.fixture(scope="session")
+def live_store(tmp_path_factory):
+    """The example manifest featurized with the live feature config."""
+    from blendsync.featurize.extract import extract
+    from blendsync.shared.config import FEATURE_PRESETS
+    from tests.helpers import REPO
+
+    store = tmp_path_factory.mktemp("live") / "features.zarr"
+    assert extract(REPO / "data_manifest.csv", store, FEATURE_PRESETS["live"], executor="serial").ok
+    return store
+
+
+@pytest.fixture(scope="session")
+def live_checkpoint(live_store, tmp_path_factory):
+    """A tiny live model (the live preset's shape at d 16) on the live features."""
+    from blendsync.train.core.config import ConfigOverrides
+
+    cfg = TrainConfig.from_dict({"model": {"dropout": 0.0}, "optim": {"epochs": 1, "warmup_steps": 2}})
+    over = ConfigOverrides(preset="live", values={"model.d_model": 16, "stream.batch_streams": 4})
+    run = tmp_path_factory.mktemp("live_run")
+    fit(live_store, cfg=cfg, out=run, overrides=over, stop_after_steps=6)
+    return run / "checkpoints" / "last.pt"

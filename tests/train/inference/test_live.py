@@ -1,0 +1,133 @@
+"""A live model on audio as it arrives: the curves of whole-file predict of the same
+checkpoint, whatever the chunks; frames paced evenly a fixed delay behind the audio, never
+before their time, late and dropped frames counted; Ctrl-C ends a stream cleanly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from blendsync.train.inference.live import LiveAnimator
+from blendsync.train.inference.pacing import Pacer
+from blendsync.train.inference.predict import Predictor
+
+TOLERANCE = 1e-4
+
+
+def _streamed(pred, path, bounds):
+    data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    anim = LiveAnimator(pred, sr)
+    out, start = [], 0
+    for end in [*bounds, len(data)]:
+        out.append(anim.push(data[start:end]))
+        start = end
+    out.append(anim.finish())
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("chunk_s", [0.01, 0.13, 1.0])
+def test_streamed_curves_equal_whole_file_predict(live_checkpoint, shared_data, chunk_s):
+    path = shared_data / "speech" / "ljspeech_LJ050-0131_22k.wav"
+    pred = Predictor.load(live_checkpoint)
+    assert pred.model.streaming
+    sr, n = sf.info(str(path)).samplerate, sf.info(str(path)).frames
+    step = int(chunk_s * sr)
+    got = _streamed(pred, path, list(range(step, n, step)))
+    want = pred.animate(path)["curves"]
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= TOLERANCE
+
+
+@settings(max_examples=3, deadline=None)
+@given(cuts=st.lists(st.integers(1, 64_000), min_size=1, max_size=10, unique=True))
+def test_any_chunk_boundaries_give_the_same_curves(live_checkpoint, shared_data, cuts):
+    path = shared_data / "speech" / "cmu_arctic_a0007_16k.wav"
+    pred = Predictor.load(live_checkpoint)
+    got = _streamed(pred, path, sorted(cuts))
+    assert np.abs(got - pred.animate(path)["curves"]).max() <= TOLERANCE
+
+
+def test_the_live_latency_is_the_lookahead_plus_the_right_context(live_checkpoint):
+    pred = Predictor.load(live_checkpoint)
+    anim = LiveAnimator(pred, 16000)
+    try:
+        assert anim.latency_s == pytest.approx(3 / 30 + 0.026)  # lookahead 3 frames, the mel's 26 ms
+    finally:
+        anim.close()
+
+
+def test_an_offline_model_is_refused_by_the_live_animator(checkpoint):
+    with pytest.raises(ValueError, match="offline"):
+        LiveAnimator(Predictor.load(checkpoint), 16000)
+
+
+def test_the_pacer_sends_nothing_before_its_time_and_counts_late_and_dropped():
+    import time
+
+    sent = []
+    start = time.perf_counter()
+    p = Pacer(lambda j, row: sent.append((j, time.perf_counter())), fps=100, delay_s=0.02, start=start, capacity=50)
+    for j in range(10):
+        p.put(j, np.zeros(3))
+    rep = p.close()
+    assert [j for j, _ in sent] == list(range(10)) and rep.sent == 10 and rep.dropped == 0
+    assert all(t >= start + j / 100 + 0.02 for j, t in sent)  # never before its time
+    # A sink slower than the frames: they fall behind, are counted late, and the queue never
+    # holds more than its capacity (the oldest waiting frames are dropped and counted).
+    slow = Pacer(lambda j, row: time.sleep(0.02), fps=100, delay_s=0.0, start=time.perf_counter(), capacity=3)
+    for j in range(20):
+        slow.put(j, np.zeros(3))
+    rep = slow.close()
+    assert rep.dropped >= 10 and rep.sent + rep.dropped == 20 and rep.late >= 1
+
+
+@pytest.mark.slow
+def test_cli_streams_a_live_model_in_real_time_to_a_receiver(live_checkpoint, shared_data, capsys):
+    """Every frame at the model's 30 fps, in order, numbered one apart, the values of
+    whole-file predict (within float32 packing), none before its instant."""
+    from blendsync.train.cli import main
+    from tests.train.inference.test_livelink import Receiver, pylivelinkface
+
+    path = shared_data / "speech" / "cmu_arctic_a0007_16k.wav"
+    rx = Receiver()
+    with pytest.raises(SystemExit) as e:
+        main(["-q", "stream", str(path), "--checkpoint", str(live_checkpoint), "--to", f"127.0.0.1:{rx.port}"])
+    assert e.value.code == 0
+    decoded = rx.stop()
+    assert all(ok for ok, _ in decoded)
+    faces = [f for _, f in decoded]
+    pred = Predictor.load(live_checkpoint)
+    want = pred.animate(path)["curves"]
+    assert len(faces) == len(want) and [f._frames for f in faces] == list(range(len(want)))
+    assert {f.fps for f in faces} == {30}
+    jaw = pylivelinkface.FaceBlendShape.JawOpen
+    np.testing.assert_allclose([f.get_blendshape(jaw) for f in faces], want[:, pred.channels.index("jawOpen")],
+                               atol=1e-4)  # fmt: skip
+    out = capsys.readouterr().out
+    # Paced at the lookahead (100 ms) + the mel's right context (26 ms) + a 10 ms chunk + 15 ms for compute.
+    assert "at 30 fps" in out and "0 dropped" in out and "paced 151 ms behind the audio" in out
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_a_live_stream_with_130_and_no_traceback(live_checkpoint, shared_data):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pcm = (sf.read(str(shared_data / "speech" / "cmu_arctic_a0007_16k.wav"), dtype="int16")[0]).tobytes()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "blendsync.train.cli", "-q", "stream", "--stdin-pcm", "--checkpoint",
+         str(live_checkpoint), "--to", "127.0.0.1:9"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    proc.stdin.write(pcm[: len(pcm) // 2])
+    proc.stdin.flush()
+    time.sleep(6)  # started, streaming, waiting for more audio
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err.decode()
+    assert b"Traceback" not in err and b"interrupted" in err
