@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Latency as a user feels it: `bstrain stream --stdin-pcm` fed real speech in real time in
+10 ms chunks, a loopback receiver stamping every packet.
+
+A frame's latency is its packet's arrival less the moment the audio at its instant was fed
+(the write of the 10 ms chunk that holds it). Reported per stream: p50 / p99 / max latency,
+late and dropped frames as the stream counted them, CPU seconds of the stream process per
+audio second, and (--minutes) the p99 of every minute, to show whether latency drifts. The
+baseline in the same run is the offline model (K = 128) streamed the same way. --streams N
+runs N streams at once, each pinned with the feeder to core --core, to find how many one core
+sustains.
+
+Checkpoints come from a few training steps on the example data (timing does not depend on the
+weights): the live preset on the live feature config, the small offline preset on the default
+one.
+
+    python benchmarks/bench_live_latency.py [--seconds 60] [--minutes M] [--streams N --core 0] [--no-offline]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SPEECH = Path(os.environ.get("BLENDSYNC_SHARED_DATA", REPO.parent / "shared" / "data")) / "speech"
+CHUNK_S = 0.01
+RATE = 16000
+
+
+def checkpoints(tmp: Path) -> dict[str, Path]:
+    from blendsync.featurize.extract import extract
+    from blendsync.shared.config import FEATURE_PRESETS
+    from blendsync.train.core.config import ConfigOverrides, TrainConfig
+    from blendsync.train.loop.trainer import fit
+
+    out = {}
+    for name, feats, preset in (("live", "live", "live"), ("offline", "default", "small")):
+        store = tmp / f"{feats}.zarr"
+        assert extract(REPO / "data_manifest.csv", store, FEATURE_PRESETS[feats], executor="serial").ok
+        fit(store, cfg=TrainConfig(), out=tmp / name, overrides=ConfigOverrides(preset=preset), stop_after_steps=3)
+        out[name] = tmp / name / "checkpoints" / "last.pt"
+    return out
+
+
+def speech(seconds: float) -> np.ndarray:
+    """Real speech at 16 kHz, int16, the shared recordings end to end, repeated to length."""
+    from blendsync.shared.audio import decode_audio
+
+    parts = [decode_audio(p, RATE).samples for p in sorted(SPEECH.glob("*")) if p.suffix in (".wav", ".flac")]
+    y = np.concatenate(parts)
+    y = np.tile(y, int(np.ceil(seconds * RATE / len(y))))[: int(seconds * RATE)]
+    return (np.clip(y, -1, 1) * 32767).astype(np.int16)
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a running process, all its threads (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Receiver:
+    """UDP on 127.0.0.1: (frame number, arrival) of every Live Link Face packet."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 24)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.got: list[tuple[int, float]] = []
+        self.fps = 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.done.is_set():
+            try:
+                p = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            now = time.perf_counter()
+            n = struct.unpack("!i", p[41:45])[0]  # after version (4) and device id (37): name, frame, sub-frame, fps
+            frame, _, self.fps = struct.unpack("!ifi", p[45 + n : 57 + n])
+            self.got.append((frame, now))
+
+    def stop(self) -> list[tuple[int, float]]:
+        time.sleep(0.5)
+        self.done.set()
+        self.thread.join()
+        self.sock.close()
+        return self.got
+
+
+def stream(ckpt: Path, pcm: np.ndarray, core: int | None, streams: int) -> list[dict]:
+    """Feed `streams` stream processes at once in real time; per stream its frames' latencies."""
+    rx = [Receiver() for _ in range(streams)]
+    pin = ["taskset", "-c", str(core)] if core is not None else []
+    cmd = [sys.executable, "-m", "blendsync.train.cli", "-q", "stream", "--stdin-pcm", "--sample-rate", str(RATE),
+           "--checkpoint", str(ckpt)]  # fmt: skip
+    procs = [subprocess.Popen([*pin, *cmd, "--to", f"127.0.0.1:{r.port}"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for r in rx]  # fmt: skip
+    if core is not None:
+        os.sched_setaffinity(0, {core})
+    time.sleep(8.0)  # the streams start (imports, model, openSMILE) before the audio does
+    cpu0 = [proc_cpu_s(p.pid) for p in procs]
+    step = int(CHUNK_S * RATE)
+    n = len(pcm) // step
+    fed = np.zeros(n)
+    start = time.perf_counter()
+    for i in range(n):
+        due = start + (i + 1) * CHUNK_S  # the chunk's audio has been spoken by its end
+        wait = due - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        data = pcm[i * step : (i + 1) * step].tobytes()
+        for p in procs:
+            p.stdin.write(data)
+            p.stdin.flush()
+        fed[i] = time.perf_counter()
+    time.sleep(1.0)  # the last frames leave
+    cpu = sum(proc_cpu_s(p.pid) - c for p, c in zip(procs, cpu0)) / streams
+    outs = []
+    for p in procs:
+        p.stdin.close()
+    for p in procs:
+        out, err = p.stdout.read(), p.stderr.read()
+        p.wait(timeout=120)
+        outs.append((p.returncode, out.decode(), err.decode()))
+    audio_s = n * CHUNK_S
+    results = []
+    for r, (code, out, err) in zip(rx, outs):
+        got = r.stop()
+        if code != 0:
+            raise SystemExit(f"stream failed ({code}): {err[-2000:]}")
+        frames = np.array([j for j, _ in got])
+        arrival = np.array([t for _, t in got])
+        fps = float(r.fps)
+        chunk = np.minimum((frames / fps / CHUNK_S).astype(int), n - 1)
+        lat = arrival - fed[chunk]
+        results.append({"frames": len(frames), "expected": int(audio_s * fps), "latency": lat, "times": frames / fps,
+                        "summary": out.strip().splitlines()[-1], "cpu_per_audio_s": cpu / audio_s})  # fmt: skip
+    return results
+
+
+def describe(name: str, r: dict, minutes: bool) -> None:
+    lat = r["latency"] * 1000
+    print(f"  {name}: {r['frames']}/{r['expected']} frames; latency p50 {np.median(lat):.0f} ms, p99 "
+          f"{np.percentile(lat, 99):.0f} ms, max {lat.max():.0f} ms; CPU {1000 * r['cpu_per_audio_s']:.0f} ms per "
+          f"audio second ({1 / max(r['cpu_per_audio_s'], 1e-9):.1f} streams per core by CPU)")  # fmt: skip
+    print(f"    stream's own report: {r['summary']}")
+    if minutes:
+        per = [
+            f"{int(m)}: {np.percentile(lat[(r['times'] >= 60 * m) & (r['times'] < 60 * (m + 1))], 99):.0f}"
+            for m in np.unique(r["times"] // 60)
+        ]
+        print("    p99 per minute (ms): " + ", ".join(per))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--minutes", type=float, default=None, help="one long stream of this many minutes (drift)")
+    ap.add_argument("--streams", type=int, default=1)
+    ap.add_argument("--core", type=int, default=None)
+    ap.add_argument("--no-offline", action="store_true")
+    args = ap.parse_args()
+    seconds = 60 * args.minutes if args.minutes else args.seconds
+    pcm = speech(seconds)
+    print(f"{seconds:.0f} s of real speech at 16 kHz in {1000 * CHUNK_S:.0f} ms chunks; {args.streams} stream(s)"
+          + (f" pinned to core {args.core}" if args.core is not None else ""))  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        ck = checkpoints(Path(tmp))
+        for name in ("live",) + (() if args.no_offline or args.minutes else ("offline",)):
+            for i, r in enumerate(stream(ck[name], pcm, args.core, args.streams)):
+                describe(f"{name} stream {i}", r, bool(args.minutes))
+
+
+if __name__ == "__main__":
+    main()
