@@ -17,6 +17,7 @@ from blendsync.train.cli.options import (
     gain_option,
 )
 from blendsync.train.inference.export import FORMATS as EXPORT_FORMATS
+from blendsync.train.inference.export import GRAPHS as EXPORT_GRAPHS
 from blendsync.train.inference.outputs import CURVE_FORMATS
 
 
@@ -301,7 +302,14 @@ def preview(audio, checkpoint, targets, out, fps, device):
     help="The graph file to write; its sidecar is OUT.json.",
 )
 @frames_per_window_option
-def export(checkpoint, fmt, out, frames_per_window):
+@click.option(
+    "--graph",
+    type=click.Choice(list(EXPORT_GRAPHS)),
+    default="window",
+    help="window: a block of frames per window (every model); step: a live model's one frame, its carried state "
+    "as inputs and outputs (the sidecar lists them).",
+)
+def export(checkpoint, fmt, out, frames_per_window, graph):
     """Export the model for a runtime: inputs mel, emotion, frame_mask, prev, has_prev
     (dynamic batch); outputs current and smoothed (B, K, C), the K frames of each window's
     block. Standardisation is inside the graph. A JSON sidecar (OUT.json) lists channels, fps,
@@ -309,5 +317,5 @@ def export(checkpoint, fmt, out, frames_per_window):
     from blendsync.train.inference.export import export as run_export
 
     with reported_errors():
-        side = run_export(checkpoint, out, fmt, frames_per_window)
+        side = run_export(checkpoint, out, fmt, frames_per_window, graph)
     click.echo(f"wrote {out} and {side}")

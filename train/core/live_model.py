@@ -90,7 +90,7 @@ class CausalLayer(nn.Module):
         values of the A - 1 frames before it and is advanced by one; mask (B, 1, 1, A) is 0
         where a key may be attended to, -inf elsewhere. The arithmetic of forward(), with
         functional calls (a stream's step costs its Python overhead: no module calls here)."""
-        D = x.shape[-1]
+        D = self.norm1.normalized_shape[0]  # a constant, not a traced shape (one-frame graphs)
         h, dh = self.heads, D // self.heads
         y = F.layer_norm(x, (D,), self.norm1.weight, self.norm1.bias, self.norm1.eps)
         q, k, v = F.linear(y, self.qkv.weight, self.qkv.bias).unflatten(-1, (3, h, dh)).unbind(-3)  # (B, S, h, dh)
@@ -131,7 +131,7 @@ class CausalEncoder(nn.Module):
         """x (B, S, d) -> (B, S, d), one frame."""
         for layer, cache in zip(self.layers, caches):
             x = layer.step(x, cache, mask)
-        return F.layer_norm(x, (x.shape[-1],), self.norm.weight, self.norm.bias, self.norm.eps)
+        return F.layer_norm(x, self.norm.normalized_shape, self.norm.weight, self.norm.bias, self.norm.eps)
 
     def empty_caches(self, B: int, S: int, d: int, device) -> list[LayerCache]:
         out = []
@@ -216,8 +216,8 @@ class ContextAttention(nn.Module):
 
     def step_key_value(self, enc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """enc (B, d), the newest encoding -> its key and value (B, h, 1, dh)."""
-        B, D = enc.shape
-        shape = (B, self.heads, 1, D // self.heads)
+        D = self.k_proj.out_features
+        shape = (-1, self.heads, 1, D // self.heads)
         return (F.linear(enc, self.k_proj.weight, self.k_proj.bias).view(shape),
                 F.linear(enc, self.v_proj.weight, self.v_proj.bias).view(shape))  # fmt: skip
 
@@ -265,8 +265,9 @@ class LiveState:
     which of the last A - 1 frames are real (B, A - 1), the keys and values of each stream's
     last X encodings (B, h, X, dh) and which are real (B, X), the last la + 1 encodings of
     each stream (B, la + 1, d) for the target-frame residual, the previous smoothed output
-    (B, C), the frames stepped so far, and what is constant per stream (the projected channel
-    queries (h, C, dh) and the context distance biases (h, 1, X))."""
+    (B, C) and whether there is one (B,), the frames stepped so far; and what is constant for
+    a model (the projected channel queries (h, C, dh) and the context distance biases (h, 1, X),
+    read from its weights by BlendshapeLiveModel.constants)."""
 
     mel_caches: list[LayerCache]
     emotion_caches: list[LayerCache]
@@ -276,12 +277,34 @@ class LiveState:
     context_real: torch.Tensor
     mel_recent: torch.Tensor
     emotion_recent: torch.Tensor
-    mel_queries: torch.Tensor
-    emotion_queries: torch.Tensor
-    mel_context_bias: torch.Tensor
-    emotion_context_bias: torch.Tensor
-    prev: torch.Tensor | None = None
+    prev: torch.Tensor
+    has_prev: torch.Tensor
+    constants: dict[str, torch.Tensor]
     frames: int = 0
+
+    def tensors(self) -> list[torch.Tensor]:
+        """The carried tensors in a fixed order (STATE_NAMES): what a one-frame graph takes
+        and gives back."""
+        caches = [x for c in (*self.mel_caches, *self.emotion_caches) for x in (c.k, c.v)]
+        return [*caches, self.layer_real, *self.mel_kv, *self.emotion_kv, self.context_real, self.mel_recent,
+                self.emotion_recent, self.prev]  # fmt: skip
+
+    def load(self, tensors: list[torch.Tensor]) -> None:
+        """The inverse of tensors()."""
+        it = iter(tensors)
+        for c in (*self.mel_caches, *self.emotion_caches):
+            c.k, c.v = next(it), next(it)
+        self.layer_real = next(it)
+        self.mel_kv, self.emotion_kv = (next(it), next(it)), (next(it), next(it))
+        self.context_real, self.mel_recent, self.emotion_recent, self.prev = next(it), next(it), next(it), next(it)
+
+
+def state_names(cfg: ModelConfig) -> list[str]:
+    """Names of LiveState.tensors(), in order."""
+    layers = [f"{s}{i}_{kv}" for s, n in (("mel", cfg.mel_layers), ("emotion", cfg.emotion_layers))
+              for i in range(n) for kv in ("k", "v")]  # fmt: skip
+    return [*layers, "layer_real", "mel_context_k", "mel_context_v", "emotion_context_k", "emotion_context_v",
+            "context_real", "mel_recent", "emotion_recent", "prev"]  # fmt: skip
 
 
 class BlendshapeLiveModel(nn.Module):
@@ -337,6 +360,17 @@ class BlendshapeLiveModel(nn.Module):
         return {"current": current, "smoothed": smoothed}
 
     # -- frame by frame -------------------------------------------------------------------------
+    def constants(self) -> dict[str, torch.Tensor]:
+        """What a stream reads from the weights once: the projected channel queries (h, C, dh)
+        and the context distance biases by slot (h, 1, X), oldest first."""
+        att = self.dual_stream_attention
+        return {
+            "mel_queries": att.mel_attention.queries(self.blendshape_queries),
+            "emotion_queries": att.emotion_attention.queries(self.blendshape_queries),
+            "mel_context_bias": att.mel_attention.distance_bias.flip(-1)[:, None, :],
+            "emotion_context_bias": att.emotion_attention.distance_bias.flip(-1)[:, None, :],
+        }
+
     @torch.no_grad()
     def start(self, batch: int = 1) -> LiveState:
         """The state of batch streams before their first frame (the model in eval mode: its
@@ -345,7 +379,6 @@ class BlendshapeLiveModel(nn.Module):
             raise ValueError("a live model steps in eval mode (model.eval())")
         d, dev = self.cfg.d_model, self.blendshape_queries.device
         h, X, A = self.cfg.heads, self.cfg.context_frames, self.cfg.attention_span
-        att = self.dual_stream_attention
         z = torch.zeros(batch, h, X, d // h, device=dev)
         return LiveState(
             mel_caches=self.mel_stream.encoder.empty_caches(batch, self.mel_stream.bin_embedding.shape[0], d, dev),
@@ -356,11 +389,24 @@ class BlendshapeLiveModel(nn.Module):
             context_real=torch.zeros(batch, X, dtype=torch.bool, device=dev),
             mel_recent=torch.zeros(batch, self.lookahead + 1, d, device=dev),
             emotion_recent=torch.zeros(batch, self.lookahead + 1, d, device=dev),
-            mel_queries=att.mel_attention.queries(self.blendshape_queries),
-            emotion_queries=att.emotion_attention.queries(self.blendshape_queries),
-            mel_context_bias=att.mel_attention.distance_bias.flip(-1)[:, None, :].clone(),
-            emotion_context_bias=att.emotion_attention.distance_bias.flip(-1)[:, None, :].clone(),
+            prev=torch.zeros(batch, self.output_mask.shape[0], device=dev),
+            has_prev=torch.zeros(batch, dtype=torch.bool, device=dev),
+            constants={k: v.clone() for k, v in self.constants().items()},
         )
+
+    def state_from(self, tensors: list[torch.Tensor], has_prev: torch.Tensor) -> LiveState:
+        """A LiveState holding tensors (LiveState.tensors() order) and has_prev (B,): what a
+        one-frame graph rebuilds from its inputs (its constants read from the weights)."""
+        z = torch.zeros(0)
+        layers = [*self.mel_stream.encoder.layers, *self.emotion_stream.encoder.layers]
+        caches = [LayerCache(z, z, layer.distance_bias.flip(-1)) for layer in layers]
+        n = len(self.mel_stream.encoder.layers)
+        state = LiveState(
+            mel_caches=caches[:n], emotion_caches=caches[n:], layer_real=z, mel_kv=(z, z), emotion_kv=(z, z),
+            context_real=z, mel_recent=z, emotion_recent=z, prev=z, has_prev=has_prev, constants=self.constants(),
+        )  # fmt: skip
+        state.load(tensors)
+        return state
 
     @torch.no_grad()
     def step(self, state: LiveState, mel: torch.Tensor, emotion: torch.Tensor, real: bool = True) -> dict | None:
@@ -369,36 +415,47 @@ class BlendshapeLiveModel(nn.Module):
         there is one (None for the first la frames). real=False steps a padding frame (the
         frames past a stream's end that its last la frames look ahead to): it is never attended
         to but by itself."""
+        flags = torch.full((mel.shape[0],), real, dtype=torch.bool, device=mel.device)
+        current, smoothed = self.advance(state, mel, emotion, flags)
+        state.frames += 1
+        if state.frames <= self.lookahead:
+            return None
+        state.has_prev = torch.ones_like(state.has_prev)
+        return {"current": current, "smoothed": smoothed}
+
+    def advance(self, state: LiveState, mel: torch.Tensor, emotion: torch.Tensor, real: torch.Tensor):
+        """Step every tensor of state by one frame (real (B,) bool) and return (current,
+        smoothed) (B, C) of the frame la frames back: meaningful once more than la frames have
+        been stepped (step() keeps that count; a one-frame graph's runtime does). The
+        smoothing starts where state.has_prev is False."""
         B, dev = mel.shape[0], mel.device
         minus_inf = torch.tensor(float("-inf"), device=dev)
         # A frame always attends to itself; its own flag decides for the frames after it.
-        layer_mask = torch.where(F.pad(state.layer_real, (0, 1), value=True), 0.0, minus_inf)[:, None, None, :]
+        self_too = torch.ones(B, 1, dtype=torch.bool, device=dev)
+        layer_mask = torch.where(torch.cat([state.layer_real, self_too], dim=1), 0.0, minus_inf)[:, None, None, :]
         mel_enc = self.mel_stream.step(mel, state.mel_caches, layer_mask)  # (B, d)
         emo_enc = self.emotion_stream.step(emotion, state.emotion_caches, layer_mask)
-        flag = state.layer_real.new_full((B, 1), real)
+        flag = real[:, None]
         state.layer_real = torch.cat([state.layer_real[:, 1:], flag], dim=1)
-        att = self.dual_stream_attention
+        att, c = self.dual_stream_attention, state.constants
         state.mel_kv = _push_kv(state.mel_kv, att.mel_attention.step_key_value(mel_enc))
         state.emotion_kv = _push_kv(state.emotion_kv, att.emotion_attention.step_key_value(emo_enc))
         state.context_real = torch.cat([state.context_real[:, 1:], flag], dim=1)
         state.mel_recent = torch.cat([state.mel_recent[:, 1:], mel_enc[:, None]], dim=1)
         state.emotion_recent = torch.cat([state.emotion_recent[:, 1:], emo_enc[:, None]], dim=1)
-        state.frames += 1
-        if state.frames <= self.lookahead:
-            return None
-        attended = state.context_real.clone()
-        attended[:, -1] = True  # the newest encoding is always attended to (no row without a key)
+        # The newest encoding is always attended to (no row without a key).
+        attended = torch.cat([state.context_real[:, :-1], self_too], dim=1)
         ctx = torch.where(attended, 0.0, minus_inf)[:, None, None, :]  # (B, 1, 1, X)
-        mel_att = att.mel_attention.step_attend(state.mel_queries, *state.mel_kv, state.mel_context_bias + ctx)
+        mel_att = att.mel_attention.step_attend(c["mel_queries"], *state.mel_kv, c["mel_context_bias"] + ctx)
         emo_att = att.emotion_attention.step_attend(
-            state.emotion_queries, *state.emotion_kv, state.emotion_context_bias + ctx
+            c["emotion_queries"], *state.emotion_kv, c["emotion_context_bias"] + ctx
         )
         fused = att.fuse(mel_att + state.mel_recent[:, 0, None], emo_att + state.emotion_recent[:, 0, None])
         current = self.decoder(fused).float() * self.output_mask  # (B, C)
         alpha = torch.sigmoid(self.smoothing_alpha)
-        smoothed = current if state.prev is None else alpha * current + (1 - alpha) * state.prev
+        smoothed = torch.where(state.has_prev[:, None], alpha * current + (1 - alpha) * state.prev, current)
         state.prev = smoothed
-        return {"current": current, "smoothed": smoothed}
+        return current, smoothed
 
 
 def _push_kv(kv: tuple[torch.Tensor, torch.Tensor], new: tuple[torch.Tensor, torch.Tensor]):

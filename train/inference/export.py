@@ -15,6 +15,14 @@ L - K - lookahead … L - 1 - lookahead):
                                where has_prev (else s_0 = current_0)
 A runtime feeds windows whose blocks start K frames apart and passes smoothed[:, -1] as the
 next prev.
+
+A live model (model.streaming) also exports its one-frame step (--graph step): inputs mel
+(B, M) and emotion (B, E) of the newest frame, real (B,) (False for the lookahead frames of
+padding a stream ends with), has_prev (B,) (False until the first output), then the carried
+state (core.live_model.state_names, all zeros or False at a stream's start; the sidecar lists
+their shapes); outputs current and smoothed (B, C) of the frame lookahead frames back (a
+runtime skips the first lookahead steps' outputs), then the next state in the same order.
+The steps give the window graph's outputs (tested with onnxruntime).
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ if TYPE_CHECKING:
 ONNX_OPSET = 18
 INPUTS = ("mel", "emotion", "frame_mask", "prev", "has_prev")
 OUTPUTS = ("current", "smoothed")
+# A live model's one-frame step graph (--graph step): the carried state follows these.
+STEP_INPUTS = ("mel", "emotion", "real", "has_prev")
 
 
 def exported_model(model: nn.Module, norm) -> nn.Module:
@@ -60,6 +70,47 @@ def exported_model(model: nn.Module, norm) -> nn.Module:
             return out["current"], out["smoothed"]
 
     return ExportedModel().eval()
+
+
+def live_step_graph(model: nn.Module, norm) -> nn.Module:
+    """A live model's one-frame step as a graph: inputs mel (B, M) and emotion (B, E) raw (the
+    statistics are applied inside), real (B,) bool, has_prev (B,) bool, then the carried state
+    (core.live_model.state_names); outputs current and smoothed (B, C) of the frame lookahead
+    frames back, then the next state in the same order."""
+    import torch
+    from torch import nn
+
+    class LiveStepGraph(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model.eval()
+            for name in ("mel_mean", "mel_std", "emotion_mean", "emotion_std"):
+                self.register_buffer(name, torch.as_tensor(getattr(norm, name), dtype=torch.float32))
+
+        def forward(self, mel, emotion, real, has_prev, *state):
+            s = self.model.state_from(list(state), has_prev)
+            mel = (mel - self.mel_mean) / self.mel_std
+            emotion = (emotion - self.emotion_mean) / self.emotion_std
+            current, smoothed = self.model.advance(s, mel, emotion, real)
+            return (current, smoothed, *s.tensors())
+
+    return LiveStepGraph().eval()
+
+
+def live_step_inputs(ck: Checkpoint, model: nn.Module, batch: int = 1) -> tuple[torch.Tensor, ...]:
+    """Example inputs of live_step_graph: a frame of raw features, real and has_prev, and the
+    state of streams before their first frame (what a runtime starts from)."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    state = model.start(batch)
+    return (
+        torch.randn(batch, ck.n_mels, generator=g),
+        torch.randn(batch, ck.feature_config.n_emotion, generator=g),
+        torch.ones(batch, dtype=torch.bool),
+        torch.zeros(batch, dtype=torch.bool),
+        *state.tensors(),
+    )
 
 
 def example_inputs(ck: Checkpoint, batch: int = 2) -> tuple[torch.Tensor, ...]:
@@ -106,23 +157,23 @@ def sidecar(ck: Checkpoint, fmt: str, K: int | None = None) -> dict:
     }
 
 
-def _write_onnx(wrapped: nn.Module, args: tuple, out: Path) -> None:
+def _write_onnx(wrapped: nn.Module, args: tuple, out: Path, inputs: list[str], outputs: list[str]) -> None:
     import torch
 
-    dyn = {name: {0: "batch"} for name in (*INPUTS, *OUTPUTS)}
+    dyn = {name: {0: "batch"} for name in (*inputs, *outputs)}
     torch.onnx.export(
         wrapped,
         args,
         str(out),
-        input_names=list(INPUTS),
-        output_names=list(OUTPUTS),
+        input_names=inputs,
+        output_names=outputs,
         dynamic_axes=dyn,
         opset_version=ONNX_OPSET,
         dynamo=False,
     )
 
 
-def _write_torchscript(wrapped: nn.Module, args: tuple, out: Path) -> None:
+def _write_torchscript(wrapped: nn.Module, args: tuple, out: Path, inputs: list[str], outputs: list[str]) -> None:
     import torch
 
     with torch.no_grad():
@@ -132,24 +183,44 @@ def _write_torchscript(wrapped: nn.Module, args: tuple, out: Path) -> None:
 
 # bstrain export --format: the one list of graph formats (the CLI's choices are its keys).
 FORMATS = {"onnx": _write_onnx, "torchscript": _write_torchscript}
+# bstrain export --graph: window (every model) or step (a live model's one frame with its state).
+GRAPHS = ("window", "step")
 
 
-def export(checkpoint: str | Path, out: str | Path, fmt: str, frames_per_window: int | None = None) -> Path:
+def export(
+    checkpoint: str | Path, out: str | Path, fmt: str, frames_per_window: int | None = None, graph: str = "window"
+) -> Path:
     """Write the model to out and its sidecar to out + '.json'; returns the sidecar path.
     frames_per_window: a graph predicting fewer frames per window than the model was trained
-    with (see BlendshapeModel.use_frames_per_window); None: the checkpoint's."""
+    with (see BlendshapeModel.use_frames_per_window); None: the checkpoint's. graph "step": a
+    live model's one-frame step with its carried state as inputs and outputs."""
     from blendsync.train.core.checkpoint import Checkpoint
 
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {list(FORMATS)}, got {fmt!r}")
+    if graph not in GRAPHS:
+        raise ValueError(f"graph must be one of {list(GRAPHS)}, got {graph!r}")
     ck = Checkpoint.load(checkpoint)
     model = ck.build_model("cpu")
-    if frames_per_window is not None:
-        model.use_frames_per_window(frames_per_window)
-    wrapped = exported_model(model, ck.normalizer)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    FORMATS[fmt](wrapped, example_inputs(ck), out)
+    if graph == "step":
+        if not getattr(model, "streaming", False):
+            raise ValueError(f"{checkpoint}: --graph step is the live model's; this checkpoint is an offline model")
+        from blendsync.train.core.live_model import state_names
+
+        names = state_names(ck.config.model)
+        inputs, outputs = [*STEP_INPUTS, *names], [*OUTPUTS, *(f"next_{n}" for n in names)]
+        args = live_step_inputs(ck, model)
+        FORMATS[fmt](live_step_graph(model, ck.normalizer), args, out, inputs, outputs)
+        doc = {**sidecar(ck, fmt), "graph": "step", "inputs": inputs, "outputs": outputs,
+               "state": {n: {"shape": list(a.shape[1:]), "dtype": str(a.dtype).removeprefix("torch.")}
+                         for n, a in zip(names, args[len(STEP_INPUTS):])}}  # fmt: skip
+    else:
+        if frames_per_window is not None:
+            model.use_frames_per_window(frames_per_window)
+        FORMATS[fmt](exported_model(model, ck.normalizer), example_inputs(ck), out, list(INPUTS), list(OUTPUTS))
+        doc = {**sidecar(ck, fmt, model.frames_per_window), "graph": "window"}
     side = out.with_name(out.name + ".json")
-    side.write_text(json.dumps(sidecar(ck, fmt, model.frames_per_window), indent=2))
+    side.write_text(json.dumps(doc, indent=2))
     return side

@@ -119,3 +119,49 @@ def test_export_with_fewer_frames_per_window(example_store, checkpoint, tmp_path
         np.testing.assert_allclose(g, r, atol=1e-4)
     side = json.loads(out.with_name(out.name + ".json").read_text())
     assert side["frames_per_window"] == 2 and side["trained_frames_per_window"] == ck.frames_per_window
+
+
+def test_a_live_models_one_frame_step_graph_gives_whole_file_predicts_curves(live_checkpoint, shared_data, tmp_path):
+    """onnxruntime stepping the exported one-frame graph from the zero state, frame by frame (the
+    lookahead's padding frames at the end), gives the curves of whole-file predict."""
+    import json
+
+    import onnxruntime as ort
+
+    from blendsync.shared.featurize_file import featurize_file
+    from blendsync.train.inference.export import export
+    from blendsync.train.inference.predict import Predictor
+
+    side = json.loads(export(live_checkpoint, tmp_path / "step.onnx", "onnx", graph="step").read_text())
+    assert side["graph"] == "step" and side["inputs"][:4] == ["mel", "emotion", "real", "has_prev"]
+    pred = Predictor.load(live_checkpoint)
+    audio = shared_data / "speech" / "cmu_arctic_a0007_16k.wav"
+    ff = featurize_file(audio, None, pred.feature_config)
+    want = pred.animate(audio)["curves"]
+    names = side["inputs"][4:]
+    state = [np.zeros([1, *side["state"][n]["shape"]], np.bool_ if side["state"][n]["dtype"] == "bool" else np.float32)
+             for n in names]  # fmt: skip
+    sess = ort.InferenceSession(str(tmp_path / "step.onnx"))
+    la, T = pred.lookahead, ff.mel.shape[0]
+    got = []
+    for t in range(T + la):
+        real = t < T
+        feeds = {
+            "mel": ff.mel[min(t, T - 1)][None] if real else pred.norm.mel_mean[None].astype(np.float32),
+            "emotion": ff.emotion[min(t, T - 1)][None] if real else pred.norm.emotion_mean[None].astype(np.float32),
+            "real": np.array([real]),
+            "has_prev": np.array([t > la]),
+            **dict(zip(names, state)),
+        }
+        out = sess.run(None, feeds)
+        state = out[2:]
+        if t >= la:
+            got.append(out[1][0])
+    assert np.abs(np.array(got) - want).max() <= 1e-4
+
+
+def test_the_step_graph_is_a_live_models_only(checkpoint, tmp_path):
+    from blendsync.train.inference.export import export
+
+    with pytest.raises(ValueError, match="offline model"):
+        export(checkpoint, tmp_path / "s.onnx", "onnx", graph="step")
