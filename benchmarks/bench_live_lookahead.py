@@ -12,7 +12,7 @@ and training resumes where it stopped. The live models train on the live feature
 learning rate after warmup.
 
     python benchmarks/bench_live_lookahead.py [--lookaheads 0,2,4,6,8] [--seeds 0,1,2]
-                                               [--directions 15-16,16-15] [--marks 30,60,120]
+                                               [--directions 15-16,16-15] [--marks 15,30,60]
 
 Reads ../shared/data/custom_rig (or BLENDSYNC_SHARED_DATA/custom_rig).
 """
@@ -85,7 +85,7 @@ def main() -> None:
     ap.add_argument("--lookaheads", default="0,2,4,6,8")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--directions", default="15-16,16-15", help="TRAIN-TEST take pairs")
-    ap.add_argument("--marks", default="30,60,120", help="CPU seconds at which to score")
+    ap.add_argument("--marks", default="15,30,60", help="CPU seconds at which to score")
     args = ap.parse_args()
     d = Path(os.environ.get("BLENDSYNC_SHARED_DATA", REPO.parent / "shared" / "data")) / "custom_rig"
     marks = [float(x) for x in args.marks.split(",")]

@@ -20,6 +20,7 @@ Right context, the audio after a frame's instant that its features need:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
@@ -139,6 +140,7 @@ class LiveMel:
         return rows, times
 
 
+@functools.lru_cache(maxsize=4)
 def _ring_buffer_confs(sample_rate: int) -> tuple[str, str]:
     """(an external audio source config, a buffer-mode config): ring buffers in place of
     openSMILE's growing ones, so that a stream of hours holds a few seconds. The source keeps
@@ -169,7 +171,9 @@ class LiveEmotion:
     """eGeMAPS functional rows from openSMILE running as a stream in a thread of its own:
     push writes 16-bit audio into its external source (scaled as opensmile's process_signal
     scales it), its sink's callback collects the rows; finish signals the end of input and
-    collects the last rows. close() stops it early."""
+    collects the last rows. close() stops it early. The openSMILE instance is configured by
+    the opensmile package's own Smile (its config file and options, the one-pass functionals'
+    frame mode of features._smile) with ring-buffer levels in place of growing ones."""
 
     def __init__(self, cfg: EmotionConfig, sample_rate: int):
         from opensmile.core.config import config as smile_config

@@ -53,12 +53,14 @@ class StreamReport:
     wall_s: float = 0.0
 
     def summary(self) -> str:
-        lat = np.asarray(self.latencies or [0.0]) * 1000
         share = self.cpu_s / max(self.wall_s, 1e-9)
+        cpu = f"CPU {share:.0%} of one core ({self.cpu_s / max(self.audio_s, 1e-9) * 1000:.0f} ms per audio second)"
+        if self.delay_s is None:  # sent as fast as computed: no latency to speak of
+            return f"{self.audio_s / max(self.wall_s, 1e-9):.1f}x real time; {cpu}"
+        lat = np.asarray(self.latencies or [0.0]) * 1000
         return (
             f"latency after the audio instant: p50 {np.median(lat):.0f} ms, p99 {np.percentile(lat, 99):.0f} ms, "
-            f"max {lat.max():.0f} ms; {self.late} late, {self.dropped} dropped; CPU {share:.0%} of one core "
-            f"({self.cpu_s / max(self.audio_s, 1e-9) * 1000:.0f} ms per audio second)"
+            f"max {lat.max():.0f} ms; {self.late} late, {self.dropped} dropped; {cpu}"
         )
 
 

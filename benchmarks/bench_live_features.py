@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Live features against the chunked re-extraction they replace, in the same run.
+
+For real speech pushed in 10 ms chunks (a sound card's buffer):
+1. CPU per 33 ms frame (process CPU: every thread, openSMILE's own included) of
+   shared.live_features.LiveFeatures against shared.feature_stream.FeatureStream (which
+   re-runs openSMILE over about 2.4 s of audio per push) at 10 ms and at its usual 0.1 s.
+2. Equality with whole-file features: the largest difference of each stream.
+3. openSMILE's hand-over delay: audio received past a context's end when its row comes out.
+4. Memory over a long stream (--minutes): the process's peak RSS growth with the live ring
+   buffers (a fresh process per variant) against openSMILE's default growing buffers.
+
+    python benchmarks/bench_live_features.py [--minutes 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SPEECH = Path(os.environ.get("BLENDSYNC_SHARED_DATA", REPO.parent / "shared" / "data")) / "speech"
+FILES = ("ljspeech_LJ050-0131_22k.wav", "neurosync_input_88k.wav", "cmu_arctic_a0007_16k.wav")
+
+
+def cpu_per_frame(make, data: np.ndarray, sr: int, chunk_s: float) -> tuple[float, np.ndarray, np.ndarray]:
+    stream = make(sr)
+    step = max(1, int(chunk_s * sr))
+    c0 = time.process_time()
+    out = [stream.push(data[i : i + step]) for i in range(0, len(data), step)]
+    out.append(stream.finish())
+    cpu = time.process_time() - c0
+    mel, emo = np.concatenate([m for m, _ in out]), np.concatenate([e for _, e in out])
+    return cpu / len(mel), mel, emo
+
+
+def emission_delays(y: np.ndarray) -> np.ndarray:
+    """Seconds of audio past each row's context end when the row came out (10 ms writes, a
+    short pause after each so that openSMILE keeps up, as in real time)."""
+    from blendsync.shared.config import FEATURE_PRESETS
+    from blendsync.shared.live_features import LiveEmotion
+
+    emo = LiveEmotion(FEATURE_PRESETS["default"].emotion, 16000)
+    out = []
+    for i in range(0, len(y), 160):
+        _, ends = emo.push(y[i : i + 160])
+        time.sleep(0.003)
+        _, more = emo.push(np.zeros(0, np.float32))
+        out += [(i + 160) / 16000 - e for e in (*ends, *more)]
+    emo.finish()
+    emo.close()
+    return np.asarray(out)
+
+
+def memory_child(minutes: float, ring: bool) -> None:
+    """Run in a fresh process: stream `minutes` of speech through openSMILE, print peak RSS growth."""
+    from opensmile.core.config import config as smile_config
+
+    from blendsync.shared.audio import decode_audio
+    from blendsync.shared.config import FEATURE_PRESETS
+    from blendsync.shared.live_features import LiveEmotion
+
+    y = np.concatenate([decode_audio(SPEECH / f, 16000).samples for f in FILES])
+    cfg = FEATURE_PRESETS["default"].emotion
+    emo = LiveEmotion(cfg, 16000)
+    if not ring:  # the same stream with openSMILE's own growing buffers
+        emo.close()
+        from blendsync.shared.features import _smile
+
+        s = _smile(cfg.feature_set, cfg.context_s, cfg.hop_s)
+        options = {**s._options(), "source": os.path.join(s.default_config_root, smile_config.EXTERNAL_INPUT_CONFIG),
+                   "sampleRate": 16000, "nBits": 16}  # fmt: skip
+        emo._smile = s._smile(options=options)
+        emo._smile.external_sink_set_callback_ex(smile_config.EXTERNAL_OUTPUT_COMPONENT, emo._collect)
+        import threading
+
+        emo._thread = threading.Thread(target=emo._run, daemon=True)
+        emo._thread.start()
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    total = int(minutes * 60 * 16000)
+    done = 0
+    while done < total:
+        for i in range(0, len(y), 1600):
+            emo.push(y[i : i + 1600])
+            emo._take()
+            done += 1600
+            if done >= total:
+                break
+    emo.finish()
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--memory-child", choices=["ring", "growing"], default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.memory_child:
+        memory_child(args.minutes, args.memory_child == "ring")
+        return
+    import soundfile as sf
+
+    from blendsync.shared.audio import decode_audio
+    from blendsync.shared.config import FEATURE_PRESETS
+    from blendsync.shared.feature_stream import FeatureStream
+    from blendsync.shared.features import compute_features
+    from blendsync.shared.frame_grid import n_frames
+    from blendsync.shared.live_features import LiveFeatures
+
+    cfg = FEATURE_PRESETS["live"]
+    print(f"{cfg.hash}: the live feature config; process CPU per 33 ms frame, 10 ms chunks unless said")
+    for name in FILES:
+        data, sr = sf.read(str(SPEECH / name), dtype="float32", always_2d=True)
+        dec = decode_audio(SPEECH / name, 16000)
+        whole = compute_features(dec.samples, 16000, n_frames(len(dec.samples) / 16000, cfg.fps), cfg)
+        live, mel, emo = cpu_per_frame(lambda r: LiveFeatures(cfg, r), data, sr, 0.01)
+        old10, *_ = cpu_per_frame(lambda r: FeatureStream(cfg, r), data, sr, 0.01)
+        old100, *_ = cpu_per_frame(lambda r: FeatureStream(cfg, r), data, sr, 0.1)
+        print(
+            f"  {name} ({len(data) / sr:.1f} s, {sr} Hz): live {1000 * live:.2f} ms; chunked re-extraction "
+            f"{1000 * old10:.1f} ms ({old10 / live:.0f}x), at 0.1 s chunks {1000 * old100:.1f} ms ({old100 / live:.1f}x); "
+            f"largest difference to the whole file: mel {np.abs(mel - whole['mel'].values).max():.1e}, "
+            f"emotion {np.abs(emo - whole['emotion'].values).max():.1e}"
+        )
+    y = np.concatenate([decode_audio(SPEECH / f, 16000).samples for f in FILES])
+    d = emission_delays(y) * 1000
+    print(f"openSMILE hands a row over {np.median(d):.0f} ms (p50), {np.percentile(d, 99):.0f} ms (p99), "
+          f"{d.max():.0f} ms (max) after its context's end ({len(d)} rows)")  # fmt: skip
+    grown = {}
+    for kind in ("ring", "growing"):
+        r = subprocess.run([sys.executable, __file__, "--minutes", str(args.minutes), "--memory-child", kind],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+        grown[kind] = float(r.stdout.strip().splitlines()[-1])
+    print(f"{args.minutes:g} minutes streamed through openSMILE: peak RSS grew {grown['ring']:.0f} MB with the live "
+          f"ring buffers, {grown['growing']:.0f} MB with openSMILE's growing ones")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
