@@ -125,7 +125,8 @@ def main() -> None:
         old100, *_ = cpu_per_frame(lambda r: FeatureStream(cfg, r), data, sr, 0.1)
         print(
             f"  {name} ({len(data) / sr:.1f} s, {sr} Hz): live {1000 * live:.2f} ms; chunked re-extraction "
-            f"{1000 * old10:.1f} ms ({old10 / live:.0f}x), at 0.1 s chunks {1000 * old100:.1f} ms ({old100 / live:.1f}x); "
+            f"{1000 * old10:.1f} ms ({old10 / live:.0f}x), at 0.1 s chunks {1000 * old100:.1f} ms "
+            f"({old100 / live:.1f}x); "
             f"largest difference to the whole file: mel {np.abs(mel - whole['mel'].values).max():.1e}, "
             f"emotion {np.abs(emo - whole['emotion'].values).max():.1e}"
         )
