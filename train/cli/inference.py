@@ -144,7 +144,17 @@ def predict(
 )
 @click.option("--stdin-pcm", is_flag=True, help="Read raw little-endian int16 PCM from stdin instead of AUDIO.")
 @click.option(
-    "--sample-rate", type=click.IntRange(min=1000), default=16000, show_default=True, help="Rate of --stdin-pcm audio."
+    "--mic",
+    is_flag=True,
+    help="Read the default input device (a microphone) instead of AUDIO, until Ctrl-C; needs pip install -e "
+    "'.[mic]' and PortAudio (apt-get install libportaudio2). --sample-rate and --channels set its format.",
+)
+@click.option(
+    "--sample-rate",
+    type=click.IntRange(min=1000),
+    default=16000,
+    show_default=True,
+    help="Rate of --stdin-pcm or --mic audio.",
 )
 @click.option(
     "--channels",
@@ -152,7 +162,7 @@ def predict(
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="Channels of --stdin-pcm audio.",
+    help="Channels of --stdin-pcm or --mic audio.",
 )
 @click.option(
     "--chunk-seconds",
@@ -171,6 +181,7 @@ def stream(
     start_timecode,
     realtime,
     stdin_pcm,
+    mic,
     sample_rate,
     n_channels,
     chunk_seconds,
@@ -190,11 +201,11 @@ def stream(
     from blendsync.train.core.checkpoint import CheckpointError
     from blendsync.train.inference.livelink import LiveLinkSender
     from blendsync.train.inference.predict import Predictor
-    from blendsync.train.inference.sources import file_chunks, stdin_chunks
+    from blendsync.train.inference.sources import file_chunks, mic_chunks, stdin_chunks
     from blendsync.train.inference.stream import stream_audio
 
-    if (audio is None) == (not stdin_pcm):
-        raise UsageFailure("give AUDIO or --stdin-pcm (one of them)")
+    if (audio is not None) + stdin_pcm + mic != 1:
+        raise UsageFailure("give one source: AUDIO, --stdin-pcm or --mic")
     host, port_n = _live_link_target(target)
     try:
         h, m, sec, ff = (int(x) for x in start_timecode.split(":"))
@@ -209,11 +220,11 @@ def stream(
             torch.set_num_threads(1)
         fps = fps or (int(round(pred.fps)) if live else 60)
         chunk_seconds = chunk_seconds or (0.01 if live else 0.1)
-        chunks, rate = (
-            (stdin_chunks(sample_rate, n_channels, chunk_seconds), sample_rate)
-            if stdin_pcm
-            else file_chunks(audio, chunk_seconds)
-        )
+        if audio is not None:
+            chunks, rate = file_chunks(audio, chunk_seconds)
+        else:
+            live_input = mic_chunks if mic else stdin_chunks
+            chunks, rate = live_input(sample_rate, n_channels, chunk_seconds), sample_rate
         sender = LiveLinkSender(pred.channels, host=host, port=port_n, subject=subject, fps=fps,
                                 start_frame=((h * 60 + m) * 60 + sec) * fps + ff)  # fmt: skip
         verbose = logging.getLogger("blendsync").getEffectiveLevel() <= logging.DEBUG
@@ -226,7 +237,7 @@ def stream(
 
         try:
             rep = stream_audio(pred, chunks, rate, sender, fps=fps, realtime=realtime, chunk_seconds=chunk_seconds,
-                               from_file=not stdin_pcm, on_progress=progress)  # fmt: skip
+                               from_file=audio is not None, on_progress=progress)  # fmt: skip
         finally:
             sender.close()
     except (CheckpointError, ValueError) as e:

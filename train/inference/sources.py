@@ -41,3 +41,33 @@ def pcm_chunks(stream: BinaryIO, sample_rate: int, channels: int, chunk_seconds:
 
 def stdin_chunks(sample_rate: int, channels: int, chunk_seconds: float) -> Iterator[np.ndarray]:
     return pcm_chunks(sys.stdin.buffer, sample_rate, channels, chunk_seconds)
+
+
+def mic_chunks(sample_rate: int, channels: int, chunk_seconds: float, device=None) -> Iterator[np.ndarray]:
+    """The default (or the given) input device through PortAudio (the sounddevice package:
+    pip install -e ".[mic]", and PortAudio itself, e.g. apt-get install libportaudio2), in
+    chunks of chunk_seconds as the device delivers them, until the stream is interrupted."""
+    import queue
+
+    try:
+        import sounddevice
+    except (ImportError, OSError) as e:  # OSError: the package is there, PortAudio is not
+        raise ValueError(f"microphone input needs the sounddevice package and PortAudio ({e})") from None
+    blocks: queue.Queue[np.ndarray] = queue.Queue(maxsize=int(10 / chunk_seconds) + 1)
+
+    def callback(indata, frames, when, status) -> None:
+        try:
+            blocks.put_nowait(indata.copy())
+        except queue.Full:  # the stream fell 10 s behind: the next chunk says so by its absence
+            pass
+
+    try:
+        stream = sounddevice.InputStream(
+            samplerate=sample_rate, channels=channels, dtype="float32", device=device,
+            blocksize=max(1, int(round(chunk_seconds * sample_rate))), callback=callback,
+        )  # fmt: skip
+    except Exception as e:  # noqa: BLE001 - PortAudio's errors name the device problem
+        raise ValueError(f"cannot open the audio input device: {e}") from None
+    with stream:
+        while True:
+            yield blocks.get()

@@ -131,3 +131,20 @@ def test_ctrl_c_ends_a_live_stream_with_130_and_no_traceback(live_checkpoint, sh
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err.decode()
     assert b"Traceback" not in err and b"interrupted" in err
+
+
+def test_stream_takes_one_source_and_says_what_a_microphone_needs(live_checkpoint, capsys):
+    from blendsync.train.cli import main
+
+    for args in ([], ["--stdin-pcm", "--mic"]):
+        with pytest.raises(SystemExit) as e:
+            main(["stream", *args, "--checkpoint", str(live_checkpoint)])
+        assert e.value.code == 1 and "give one source" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # no input device (nor PortAudio) on a test machine
+        main(["stream", "--mic", "--checkpoint", str(live_checkpoint), "--to", "127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and ("needs the sounddevice package" in err or "cannot open the audio input" in err)
+    for bad in ("nohost", "127.0.0.1:0", "127.0.0.1:70000", "host.invalid:11111"):
+        with pytest.raises(SystemExit) as e:
+            main(["stream", "--stdin-pcm", "--checkpoint", str(live_checkpoint), "--to", bad])
+        assert e.value.code == 1 and "--to" in capsys.readouterr().err
