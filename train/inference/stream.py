@@ -38,9 +38,9 @@ PACER_CAPACITY_S = 1.5
 
 @dataclass
 class StreamReport:
-    frames: int = 0
+    frames: int = 0  # sent
     audio_s: float = 0.0
-    # Per frame sent: seconds from its instant in the audio to its sending.
+    # Per frame sent in real time: seconds from its instant in the audio to its sending.
     latencies: list[float] = field(default_factory=list)
     late: int = 0
     dropped: int = 0
@@ -110,9 +110,9 @@ def stream_audio(
     def out(frames: np.ndarray) -> None:
         nonlocal j
         for row in frames:
-            if pacer is None:
+            if pacer is None:  # as fast as computed
                 send(j, row)
-                report.latencies.append(0.0 if not realtime else time.perf_counter() - (w0 + j / fps))
+                report.frames += 1
             else:
                 pacer.put(j, row)
             j += 1
@@ -140,8 +140,12 @@ def stream_audio(
             anim.close()
         if pacer is not None:
             rep = pacer.close()
-            report.latencies, report.late, report.dropped = rep.latencies, rep.late, rep.dropped
-    report.frames = len(report.latencies)
+            report.latencies, report.late, report.dropped, report.frames = (
+                rep.latencies,
+                rep.late,
+                rep.dropped,
+                rep.sent,
+            )
     return _finish_report(report, None, c0, w0, anim, final=True)
 
 
