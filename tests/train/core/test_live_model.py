@@ -90,10 +90,10 @@ def test_a_frame_depends_on_nothing_beyond_its_lookahead_nor_before_its_reach():
 
 def test_the_live_preset_and_its_window():
     cfg, why = ConfigOverrides(preset="live").resolve(TrainConfig(), "cpu")
-    assert cfg.model.streaming and cfg.stream.frames_per_window == 64 and cfg.stream.lookahead == 3
-    assert cfg.stream.window == 64 + 3 + receptive_frames(cfg.model)
+    assert cfg.model.streaming and cfg.stream.frames_per_window == 64 and cfg.stream.lookahead == 2
+    assert cfg.stream.window == 64 + 2 + receptive_frames(cfg.model)
     more, _ = ConfigOverrides(preset="live", values={"stream.lookahead": 6}).resolve(TrainConfig(), "cpu")
-    assert more.stream.window == cfg.stream.window + 3  # the window follows the lookahead
+    assert more.stream.window == cfg.stream.window + 4  # the window follows the lookahead
     with pytest.raises(ValueError, match="stream.window must be at least"):
         ConfigOverrides(preset="live", values={"stream.window": 64}).resolve(TrainConfig(), "cpu")
     small, _ = ConfigOverrides(preset="small").resolve(TrainConfig(), "cpu")

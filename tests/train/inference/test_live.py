@@ -54,7 +54,7 @@ def test_the_live_latency_is_the_lookahead_plus_the_right_context(live_checkpoin
     pred = Predictor.load(live_checkpoint)
     anim = LiveAnimator(pred, 16000)
     try:
-        assert anim.latency_s == pytest.approx(3 / 30 + 0.026)  # lookahead 3 frames, the mel's 26 ms
+        assert anim.latency_s == pytest.approx(2 / 30 + 0.026)  # lookahead 2 frames, the mel's 26 ms
     finally:
         anim.close()
 
@@ -107,8 +107,8 @@ def test_cli_streams_a_live_model_in_real_time_to_a_receiver(live_checkpoint, sh
     np.testing.assert_allclose([f.get_blendshape(jaw) for f in faces], want[:, pred.channels.index("jawOpen")],
                                atol=1e-4)  # fmt: skip
     out = capsys.readouterr().out
-    # Paced at the lookahead (100 ms) + the mel's right context (26 ms) + a 10 ms chunk + 15 ms for compute.
-    assert "at 30 fps" in out and "0 dropped" in out and "paced 151 ms behind the audio" in out
+    # Paced at the lookahead (67 ms) + the mel's right context (26 ms) + a 10 ms chunk + 15 ms for compute.
+    assert "at 30 fps" in out and "0 dropped" in out and "paced 118 ms behind the audio" in out
 
 
 @pytest.mark.slow
