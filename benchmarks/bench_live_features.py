@@ -50,10 +50,10 @@ def emission_delays(y: np.ndarray) -> np.ndarray:
     emo = LiveEmotion(FEATURE_PRESETS["default"].emotion, 16000)
     out = []
     for i in range(0, len(y), 160):
-        _, ends = emo.push(y[i : i + 160])
+        emo.write(y[i : i + 160])
         time.sleep(0.003)
-        _, more = emo.push(np.zeros(0, np.float32))
-        out += [(i + 160) / 16000 - e for e in (*ends, *more)]
+        _, ends = emo.take()
+        out += [(i + 160) / 16000 - e for e in ends]
     emo.finish()
     emo.close()
     return np.asarray(out)
@@ -88,8 +88,8 @@ def memory_child(minutes: float, ring: bool) -> None:
     done = 0
     while done < total:
         for i in range(0, len(y), 1600):
-            emo.push(y[i : i + 1600])
-            emo._take()
+            emo.write(y[i : i + 1600])
+            emo.take()
             done += 1600
             if done >= total:
                 break

@@ -42,6 +42,11 @@ MEL_RIGHT_CONTEXT_S = 0.026
 # (measured on real speech in 10 ms chunks: 70 ms for nearly every row, at most 130 ms).
 EMOTION_EMIT_S = 0.07
 EMOTION_RIGHT_CONTEXT_S = EMOTION_EMIT_S + 0.01
+# Audio handed to openSMILE at a time where the emotion row's delay leaves room for it.
+EMOTION_HANDOVER_S = 0.05
+# Emotion rows taken from openSMILE's hand-over in batches of this many, unless a frame
+# waits for one (each take costs about 0.4 ms of pandas' time conversion).
+EMOTION_BATCH = 10
 # soxr's VHQ stream filter holds back about this much at 44.1 or 48 kHz (none at 16 kHz).
 RESAMPLER_DELAY_S = 0.045
 
@@ -175,7 +180,7 @@ class LiveEmotion:
     the opensmile package's own Smile (its config file and options, the one-pass functionals'
     frame mode of features._smile) with ring-buffer levels in place of growing ones."""
 
-    def __init__(self, cfg: EmotionConfig, sample_rate: int):
+    def __init__(self, cfg: EmotionConfig, sample_rate: int, batch_s: float = 0.0):
         from opensmile.core.config import config as smile_config
 
         from blendsync.shared.features import _smile
@@ -193,8 +198,10 @@ class LiveEmotion:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="opensmile-live", daemon=True)
         self._thread.start()
-        self.written = 0  # samples written
-        self._finished = False
+        self.written = 0  # samples handed to openSMILE
+        self.batch_samples = int(round(batch_s * sample_rate))
+        self._pending: list[np.ndarray] = []
+        self._pending_n = 0
 
     def _run(self) -> None:
         try:
@@ -206,11 +213,23 @@ class LiveEmotion:
         with self._lock:
             self._new.append((data.reshape(-1).astype(np.float32), float(meta.time)))
 
-    def push(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Write y (float32 in [-1, 1]) and return the rows out so far: (R, 88) and the end of
-        each row's context (R,) s. Never waits for openSMILE: rows this audio completes come
-        out with a later push (about EMOTION_EMIT_S after their context's end)."""
+    def write(self, y: np.ndarray) -> None:
+        """Write y (float32 in [-1, 1]). Never waits for openSMILE: the rows this audio
+        completes come out about EMOTION_EMIT_S after their context's end (take()). Audio is
+        handed over once `batch_s` of it is here: each hand-over wakes openSMILE's tick loop,
+        which costs as much for 10 ms as for 50 (flush() hands over the rest)."""
         pcm = (np.asarray(y, np.float32) * 32768).astype(np.int16)
+        self._pending.append(pcm)
+        self._pending_n += len(pcm)
+        if self._pending_n >= self.batch_samples:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand the audio written so far to openSMILE."""
+        if not self._pending_n:
+            return
+        pcm = np.concatenate(self._pending)
+        self._pending, self._pending_n = [], 0
         data = pcm.tobytes()
         while data:
             self._check()
@@ -218,15 +237,15 @@ class LiveEmotion:
                 break
             time.sleep(0.0005)  # its ring buffer is full: it is still working through earlier audio
         self.written += len(pcm)
-        return self._take()
 
     def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        """Signal the end of input; every row not taken yet."""
+        self.flush()
         self._check()
         self._smile.external_audio_source_set_eoi(self._names.EXTERNAL_SOURCE_COMPONENT)
         self._thread.join()
-        self._finished = True
         self._check()
-        return self._take()
+        return self.take()
 
     def close(self) -> None:
         """Stop openSMILE (a stream ended early) and free it."""
@@ -240,11 +259,17 @@ class LiveEmotion:
             self._smile.free()
             self._smile = None
 
-    def _take(self) -> tuple[np.ndarray, np.ndarray]:
+    def take(self, at_least: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """The rows out and not taken yet: (R, 88) and the end of each row's context (R,) s;
+        none unless at least `at_least` are waiting (their times go through pandas as the
+        one-pass extraction's do, which costs 0.4 ms a call: worth batching)."""
         import pandas as pd
 
         with self._lock:
-            new, self._new = self._new, []
+            if len(self._new) < at_least:
+                new = []
+            else:
+                new, self._new = self._new, []
         if not new:
             return np.zeros((0, N_EMOTION), np.float32), np.zeros(0, np.float64)
         values = np.stack([v for v, _ in new])
@@ -257,6 +282,9 @@ class LiveEmotion:
             raise RuntimeError(f"openSMILE stopped: {self._error}") from self._error
 
 
+_NO_MEL = (np.zeros((0, 0), np.float32), np.zeros(0, np.float64))
+
+
 class LiveFeatures:
     """push(samples (N,) or (N, channels) at source_rate) -> (mel (n, M), emotion (n, E)) of
     the next n frames (n may be 0); finish() -> those of the remaining frames. Frame k leaves
@@ -266,7 +294,10 @@ class LiveFeatures:
         self.cfg = cfg
         self.audio = AudioStream(source_rate, cfg.sample_rate, source)
         self.mel = LiveMel(cfg.mel, cfg.sample_rate)
-        self.emotion = LiveEmotion(cfg.emotion, cfg.sample_rate)
+        # Audio goes to openSMILE in 50 ms batches where the emotion row's delay leaves room for
+        # them (the live config's 0.15 s); else at once, for the lowest latency.
+        spare = cfg.emotion.delay_s - EMOTION_RIGHT_CONTEXT_S
+        self.emotion = LiveEmotion(cfg.emotion, cfg.sample_rate, batch_s=EMOTION_HANDOVER_S if spare >= 0.05 else 0.0)
         self.mel_rows = Rows.empty(cfg.n_mels)
         self.emotion_rows = Rows.empty(N_EMOTION)
         self.frames = 0  # frames [0, frames) are out
@@ -283,15 +314,17 @@ class LiveFeatures:
 
     def push(self, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         y = self.audio.push(data)
-        self._feed(y, *self.mel.push(y), *self.emotion.push(y))
+        self.emotion.write(y)
+        self._feed(y, *self.mel.push(y), *self.emotion.take(EMOTION_BATCH))
         return self._frames(finished=False)
 
     def finish(self) -> tuple[np.ndarray, np.ndarray]:
         """The remaining frames (the audio checks of a whole file run here: AudioError)."""
         try:
             y = self.audio.finish()
-            self._feed(y, *self.mel.push(y), *self.emotion.push(y))
-            self._feed(np.zeros(0, np.float32), *self.mel.finish(), *self.emotion.finish())
+            self.emotion.write(y)
+            self._feed(y, *self.mel.push(y), *self.emotion.finish())
+            self._feed(np.zeros(0, np.float32), *self.mel.finish(), *self.emotion.take())
         finally:
             self.emotion.close()
         return self._frames(finished=True)
@@ -339,9 +372,11 @@ class LiveFeatures:
         e = self.cfg.emotion
         if t < e.context_s - 1e-9 and e.before_first_context == "fill":
             return True  # before the first full context: the fill, no row needed
-        if t < e.context_s - 1e-9:
-            return len(self.emotion_rows.times) > 0
-        return self.emotion_rows.covers(t)
+        ready = (lambda: len(self.emotion_rows.times) > 0) if t < e.context_s - 1e-9 else (
+            lambda: self.emotion_rows.covers(t))  # fmt: skip
+        if not ready():  # rows may be waiting in openSMILE's hand-over: take them now
+            self._feed(np.zeros(0, np.float32), *_NO_MEL, *self.emotion.take())
+        return ready()
 
     def _emotion_at(self, t: np.ndarray, finished: bool) -> np.ndarray:
         e = self.cfg.emotion

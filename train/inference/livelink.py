@@ -63,6 +63,9 @@ class FrameResampler:
         return 0.0 if self.fps_in == self.fps_out else 1.0 / self.fps_in
 
     def push(self, rows: np.ndarray) -> np.ndarray:
+        if self.fps_in == self.fps_out:  # the model's own rate: every frame as it is (resample_curves too)
+            self.emitted += len(rows)
+            return rows
         self._rows = np.concatenate([self._rows, rows])
         last = self._first + len(self._rows) - 1
         if last < 0:
@@ -71,6 +74,8 @@ class FrameResampler:
         return self._emit(int(np.floor(last / self.fps_in * self.fps_out + 1e-9)) + 1)
 
     def finish(self, duration_s: float) -> np.ndarray:
+        if self.fps_in == self.fps_out:
+            return np.zeros((0, self._rows.shape[1]), np.float32)
         return self._emit(n_frames(duration_s, self.fps_out))
 
     def _emit(self, upto: int) -> np.ndarray:
