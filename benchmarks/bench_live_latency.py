@@ -129,10 +129,9 @@ def stream(ckpt: Path, pcm: np.ndarray, core: int | None, streams: int) -> list[
             p.stdin.write(data)
             p.stdin.flush()
         fed[i] = time.perf_counter()
-    time.sleep(1.0)  # the last frames leave
     cpu = sum(proc_cpu_s(p.pid) - c for p, c in zip(procs, cpu0)) / streams
     outs = []
-    for p in procs:
+    for p in procs:  # the end of the audio: the last lookahead frames leave once it is signalled
         p.stdin.close()
     for p in procs:
         out, err = p.stdout.read(), p.stderr.read()
