@@ -72,47 +72,6 @@ def exported_model(model: nn.Module, norm) -> nn.Module:
     return ExportedModel().eval()
 
 
-def live_step_graph(model: nn.Module, norm) -> nn.Module:
-    """A live model's one-frame step as a graph: inputs mel (B, M) and emotion (B, E) raw (the
-    statistics are applied inside), real (B,) bool, has_prev (B,) bool, then the carried state
-    (core.live_model.state_names); outputs current and smoothed (B, C) of the frame lookahead
-    frames back, then the next state in the same order."""
-    import torch
-    from torch import nn
-
-    class LiveStepGraph(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model.eval()
-            for name in ("mel_mean", "mel_std", "emotion_mean", "emotion_std"):
-                self.register_buffer(name, torch.as_tensor(getattr(norm, name), dtype=torch.float32))
-
-        def forward(self, mel, emotion, real, has_prev, *state):
-            s = self.model.state_from(list(state), has_prev)
-            mel = (mel - self.mel_mean) / self.mel_std
-            emotion = (emotion - self.emotion_mean) / self.emotion_std
-            current, smoothed = self.model.advance(s, mel, emotion, real)
-            return (current, smoothed, *s.tensors())
-
-    return LiveStepGraph().eval()
-
-
-def live_step_inputs(ck: Checkpoint, model: nn.Module, batch: int = 1) -> tuple[torch.Tensor, ...]:
-    """Example inputs of live_step_graph: a frame of raw features, real and has_prev, and the
-    state of streams before their first frame (what a runtime starts from)."""
-    import torch
-
-    g = torch.Generator().manual_seed(0)
-    state = model.start(batch)
-    return (
-        torch.randn(batch, ck.n_mels, generator=g),
-        torch.randn(batch, ck.feature_config.n_emotion, generator=g),
-        torch.ones(batch, dtype=torch.bool),
-        torch.zeros(batch, dtype=torch.bool),
-        *state.tensors(),
-    )
-
-
 def example_inputs(ck: Checkpoint, batch: int = 2) -> tuple[torch.Tensor, ...]:
     import torch
 
@@ -208,10 +167,11 @@ def export(
         if not getattr(model, "streaming", False):
             raise ValueError(f"{checkpoint}: --graph step is the live model's; this checkpoint is an offline model")
         from blendsync.train.core.live_model import state_names
+        from blendsync.train.inference.live import live_step_graph, live_step_inputs
 
         names = state_names(ck.config.model)
         inputs, outputs = [*STEP_INPUTS, *names], [*OUTPUTS, *(f"next_{n}" for n in names)]
-        args = live_step_inputs(ck, model)
+        args = live_step_inputs(ck.n_mels, ck.feature_config.n_emotion, model)
         FORMATS[fmt](live_step_graph(model, ck.normalizer), args, out, inputs, outputs)
         doc = {**sidecar(ck, fmt), "graph": "step", "inputs": inputs, "outputs": outputs,
                "state": {n: {"shape": list(a.shape[1:]), "dtype": str(a.dtype).removeprefix("torch.")}
