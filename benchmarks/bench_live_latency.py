@@ -7,8 +7,8 @@ A frame's latency is its packet's arrival less the moment the audio at its insta
 late and dropped frames as the stream counted them, CPU seconds of the stream process per
 audio second, and (--minutes) the p99 of every minute, to show whether latency drifts. The
 baseline in the same run is the offline model (K = 128) streamed the same way. --streams N
-runs N streams at once, each pinned with the feeder to core --core, to find how many one core
-sustains.
+runs N streams at once, all pinned to core --core (the feeder and receivers on the others), to
+find how many one core sustains.
 
 Checkpoints come from a few training steps on the example data (timing does not depend on the
 weights): the live preset on the live feature config, the small offline preset on the default
@@ -111,10 +111,17 @@ def stream(ckpt: Path, pcm: np.ndarray, core: int | None, streams: int) -> list[
            "--checkpoint", str(ckpt)]  # fmt: skip
     procs = [subprocess.Popen([*pin, *cmd, "--to", f"127.0.0.1:{r.port}"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for r in rx]  # fmt: skip
-    if core is not None:
-        os.sched_setaffinity(0, {core})
-    time.sleep(8.0)  # the streams start (imports, model, openSMILE) before the audio does
+    if core is not None:  # the feeder and the receivers on the other cores
+        os.sched_setaffinity(0, os.sched_getaffinity(0) - {core} or {core})
+    # The streams start (imports, model, openSMILE) before the audio does: wait until they all
+    # sit idle on their stdin.
     cpu0 = [proc_cpu_s(p.pid) for p in procs]
+    while True:
+        time.sleep(1.0)
+        now = [proc_cpu_s(p.pid) for p in procs]
+        if all(b - a < 0.02 for a, b in zip(cpu0, now)):
+            break
+        cpu0 = now
     step = int(CHUNK_S * RATE)
     n = len(pcm) // step
     fed = np.zeros(n)
