@@ -39,7 +39,7 @@ class LiveAnimator:
             self._step_graph = torch.jit.freeze(torch.jit.trace(live_step_graph(pred.model, pred.norm), example,
                                                                 check_trace=False))  # fmt: skip
         self._state = list(example[4:])  # a stream before its first frame
-        self._real = {flag: torch.tensor([flag]) for flag in (True, False)}
+        self._real = {flag: torch.tensor([flag], device=pred.device) for flag in (True, False)}
         self.steps = 0  # frames stepped
         self.frames = 0  # model frames out
         self.featurize_s = self.model_s = 0.0
@@ -76,8 +76,9 @@ class LiveAnimator:
             return np.zeros((0, len(self.pred.channels)), np.float32)
         t0 = time.thread_time()
         la, out = self.pred.lookahead, []
-        mel_t = torch.from_numpy(np.ascontiguousarray(mel, np.float32))
-        emo_t = torch.from_numpy(np.ascontiguousarray(emo, np.float32))
+        dev = self.pred.device
+        mel_t = torch.from_numpy(np.ascontiguousarray(mel, np.float32)).to(dev)
+        emo_t = torch.from_numpy(np.ascontiguousarray(emo, np.float32)).to(dev)
         for t in range(len(mel)):
             has_prev = self._real[self.steps > la]  # an output before this one
             current, smoothed, *self._state = self._step_graph(mel_t[t : t + 1], emo_t[t : t + 1], self._real[real],
@@ -89,7 +90,7 @@ class LiveAnimator:
         self.model_s += time.thread_time() - t0
         if not out:
             return np.zeros((0, len(self.pred.channels)), np.float32)
-        return torch.stack(out).numpy().astype(np.float32)
+        return torch.stack(out).cpu().numpy().astype(np.float32)
 
 
 def live_step_graph(model: nn.Module, norm) -> nn.Module:
@@ -120,10 +121,11 @@ def live_step_inputs(n_mels: int, n_emotion: int, model: nn.Module, batch: int =
     state of streams before their first frame (what a runtime starts from)."""
     g = torch.Generator().manual_seed(0)
     state = model.start(batch)
+    dev = state.prev.device
     return (
-        torch.randn(batch, n_mels, generator=g),
-        torch.randn(batch, n_emotion, generator=g),
-        torch.ones(batch, dtype=torch.bool),
-        torch.zeros(batch, dtype=torch.bool),
+        torch.randn(batch, n_mels, generator=g).to(dev),
+        torch.randn(batch, n_emotion, generator=g).to(dev),
+        torch.ones(batch, dtype=torch.bool, device=dev),
+        torch.zeros(batch, dtype=torch.bool, device=dev),
         *state.tensors(),
     )
