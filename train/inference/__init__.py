@@ -1,1 +1,1 @@
-"""A trained model on new audio: predict, chunked streaming, outputs, export, preview, Live Link."""
+"""A trained model on new audio: predict, chunked and live streams, outputs, export, preview, Live Link."""
