@@ -53,7 +53,7 @@ class MelConfig:
     log_floor: float = positive(1e-6, doc="log(mel_power + log_floor): keeps digital silence finite.")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EmotionConfig:
     """openSMILE functionals over a context window that ends at each frame."""
 

@@ -259,7 +259,7 @@ class LiveDualStreamAttention(nn.Module):
         return (self.mel_weights[:, None] * mel_att + self.emotion_weights[:, None] * emo_att) / self.temperature
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LiveState:
     """What a stream carries from frame to frame: each causal layer's cache (keys, values),
     which of the last A - 1 frames are real (B, A - 1), the keys and values of each stream's

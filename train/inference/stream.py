@@ -36,7 +36,7 @@ COMPUTE_MARGIN_S = 0.015
 PACER_CAPACITY_S = 1.5
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StreamReport:
     frames: int = 0  # sent
     audio_s: float = 0.0
