@@ -203,9 +203,20 @@ def tiny(**over) -> TrainConfig:
     return TrainConfig.from_dict(d)
 
 
+# Golden values are exact to float32 rounding on every x86-64 kernel set (AVX-512, AVX2, no
+# SIMD: tests/train/golden/cross_kernel.py) but for these parameters' summaries after training:
+# the key part of an attention layer's input bias has no gradient in exact arithmetic (adding a
+# constant to every logit of a query leaves its softmax unchanged), so Adam, which divides by
+# the gradient's own scale, turns each kernel set's rounding noise into steps of the learning
+# rate. Measured: 2.7e-4 largest absolute difference between kernel sets; allowed: 2e-3.
+KEY_BIAS_SUMMARIES = ("qkv.bias", "in_proj_bias")
+KEY_BIAS_ABS_TOL = 2e-3
+
+
 def assert_close_nested(got, want, path: str = "") -> None:
     """Nested dicts/lists of numbers equal within float32 rounding of a short training run
-    (golden values); got may hold more keys than want."""
+    (golden values); got may hold more keys than want. Summaries of attention input biases
+    within KEY_BIAS_ABS_TOL (above)."""
     import math
 
     if isinstance(want, dict):
@@ -217,7 +228,8 @@ def assert_close_nested(got, want, path: str = "") -> None:
         for i, (g, w) in enumerate(zip(got, want)):
             assert_close_nested(g, w, f"{path}[{i}]")
     elif isinstance(want, float):
-        assert math.isclose(got, want, rel_tol=1e-5, abs_tol=1e-7), (path, got, want)
+        abs_tol = KEY_BIAS_ABS_TOL if any(f"{k}[" in path for k in KEY_BIAS_SUMMARIES) else 1e-7
+        assert math.isclose(got, want, rel_tol=1e-5, abs_tol=abs_tol), (path, got, want)
     else:
         assert got == want, (path, got, want)
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from blendsync.train.core.config import LossConfig, ModelConfig, TrainConfig
 from blendsync.train.loop.losses import loss_terms, total_loss
 from blendsync.train.core.model import BlendshapeModel, smooth_block
-from tests.helpers import assert_close_nested
+from tests.helpers import REPO, assert_close_nested
 
 GOLDEN = Path(__file__).parent / "golden"
 CFG = ModelConfig(d_model=16, heads=2, mel_layers=1, emotion_layers=1, dropout=0.0)
@@ -42,6 +42,27 @@ def test_one_frame_per_window_reproduces_the_per_window_model():
         assert_close_nested(ref.training_run(), want["fit"], "fit")
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("capability", ["avx2", "default"])
+def test_the_golden_references_hold_on_other_cpu_kernel_sets(capability):
+    """The golden values above and the CLI's hold under the kernels another x86-64 machine
+    would run (AVX2 without AVX-512; no SIMD): torch picks them by ATEN_CPU_CAPABILITY at
+    start-up, so each runs in a fresh process."""
+    import os
+    import subprocess
+    import sys
+
+    tests = [
+        "tests/train/test_frame_blocks.py::test_one_frame_per_window_reproduces_the_per_window_model",
+        "tests/train/test_golden_cli.py::test_a_tiny_cli_run_logs_the_golden_losses",
+    ]
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
 
 
 def _inputs(B=3, L=24, C=5, seed=0, pad=True):
