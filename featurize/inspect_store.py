@@ -178,7 +178,7 @@ def _check_item(store: FeatureStore, key: str) -> list[str]:
         return [f"unreadable ({type(e).__name__}: {e})"]
     a = item.attrs
     try:
-        fc = FeatureConfig.from_dict(a.feature_config)
+        fc = FeatureConfig.from_embedded(a.feature_config)
         want = {"mel": fc.n_mels, "emotion": fc.n_emotion, "targets": len(a.channels)}
     except (ValueError, TypeError, KeyError) as e:
         return [f"feature config unreadable ({e})"]

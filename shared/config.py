@@ -236,8 +236,22 @@ class FeatureConfig:
         )
 
     @classmethod
+    def from_embedded(cls, d: dict) -> FeatureConfig:
+        """A config carried inside a store's items or a checkpoint: it names its channels and
+        never a file to read (a crafted one could otherwise read any local file into a
+        command's outputs), so targets.channels_file is refused."""
+        targets = (d or {}).get("targets") or {}
+        if isinstance(targets, dict) and "channels_file" in targets:
+            raise ValueError(
+                f"an embedded feature config names its channels, never a file to read "
+                f"(targets.channels_file: {str(targets['channels_file'])[:200]!r})"
+            )
+        return cls.from_dict(d)
+
+    @classmethod
     def from_json(cls, text: str) -> FeatureConfig:
-        return cls.from_dict(json.loads(text))
+        """A config written by to_json (embedded: no file is read)."""
+        return cls.from_embedded(json.loads(text))
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureConfig:

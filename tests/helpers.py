@@ -11,6 +11,7 @@ import numpy as np
 import soundfile as sf
 
 from blendsync.featurize.writer import write_item
+from blendsync.shared.config import FeatureConfig
 from blendsync.shared.featurize_file import FeaturizedFile
 from blendsync.shared.store import FeatureStore, ItemProvenance, ItemSource
 from blendsync.train.core.config import TrainConfig
@@ -20,12 +21,20 @@ SHARED_DATA = Path(os.environ.get("BLENDSYNC_SHARED_DATA", REPO.parent / "shared
 
 
 def item_provenance(
-    feature_config: dict, channel_set: dict, feature_config_hash: str = "test", source_id: str = ""
+    feature_config: dict, channel_set: dict, feature_config_hash: str | None = None, source_id: str = ""
 ) -> ItemProvenance:
-    """Provenance for an item written by a test rather than by extract."""
+    """Provenance for an item written by a test rather than by extract: feature_config (a
+    partial one is completed with defaults) with channel_set as its channels, and its hash
+    (unless given), as extract writes them."""
+    from blendsync.shared.channels import ChannelSet
+
+    full = dict(feature_config)
+    if "targets" not in full:
+        full["targets"] = {"channels": ChannelSet.from_dict(channel_set).to_dict()}
+    fc = FeatureConfig.from_embedded(full)
     return ItemProvenance(
-        feature_config=feature_config,
-        feature_config_hash=feature_config_hash,
+        feature_config=fc.to_dict(),
+        feature_config_hash=feature_config_hash or fc.hash,
         library_versions={},
         channel_set=channel_set,
         source=ItemSource(

@@ -8,7 +8,14 @@ from pathlib import Path
 import click
 
 from blendsync.shared.channels import CHANNEL_ORDERS
-from blendsync.shared.cli import UsageFailure, is_write_failure, reported_errors, write_failure
+from blendsync.shared.cli import (
+    UsageFailure,
+    is_write_failure,
+    progress_enabled,
+    progress_option,
+    reported_errors,
+    write_failure,
+)
 from blendsync.train.cli.options import (
     checkpoint_option,
     curve_fps_option,
@@ -285,15 +292,32 @@ def _live_link_target(target: str) -> tuple[str, int]:
 )
 @curve_fps_option("30")
 @device_option("cpu")
-def preview(audio, checkpoint, targets, out, fps, device):
+@progress_option
+def preview(audio, checkpoint, targets, out, fps, device, progress):
     """Write an MP4 of AUDIO with a face drawn from the predicted curves (left) and, with
-    --targets, from the take's own curves (right)."""
+    --targets, from the take's own curves (right). The face is ARKit's: a model of another
+    rig draws the channels named like ARKit's (none: refused)."""
     from blendsync.train.inference.preview import preview as run_preview
 
-    with reported_errors():
-        path = run_preview(
-            audio, checkpoint, out or Path(audio.stem + ".mp4"), targets=targets, fps=int(fps), device=device
-        )
+    bar = None
+    if progress_enabled(progress):
+        from tqdm import tqdm
+
+        bar = tqdm(unit="frame", desc="preview", dynamic_ncols=True)
+    try:
+        with reported_errors():
+            path = run_preview(
+                audio,
+                checkpoint,
+                out or Path(audio.stem + ".mp4"),
+                targets=targets,
+                fps=int(fps),
+                device=device,
+                progress=bar.update if bar is not None else None,
+            )
+    finally:
+        if bar is not None:
+            bar.close()
     click.echo(f"wrote {path}")
 
 

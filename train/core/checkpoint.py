@@ -6,14 +6,21 @@ from_state; the key constants below), loaded with weights_only=True so loading n
 pickled code, written to a temporary file and renamed into place. Every reader goes through
 load_checkpoint, which checks the dict before anything uses it (checkpoint_problem), so a
 malformed file is one message naming it instead of a KeyError or size mismatch later.
+
+A checkpoint is untrusted input: it names its channels and never a file to read (an embedded
+feature config with a channels_file is refused), its configs must hash to the hashes stored
+beside them, its statistics must be finite with standard deviations above 0, and its weights
+and statistics must match the checksum written at save time.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
-import os
+import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +51,10 @@ LIBRARY_VERSIONS, BEST_VAL, SINCE_BEST = "library_versions_json", "best_val", "v
 OPTIMIZER, SCHEDULER, RNG_CPU, RNG_CUDA = "optimizer", "scheduler", "rng_cpu_all", "rng_cuda_all"
 PREV, WORLD, STEP, EPOCH, STEP_IN_EPOCH = "prev_all", "world_size", "step", "epoch", "step_in_epoch"
 STILL = "still_channels"
+# Written at save time: the train config's hash, and a SHA-256 of the weights and statistics
+# (content_checksum), so that a damaged or edited file is refused rather than predicting wrong
+# curves. Checkpoints written before them load with a warning.
+CONFIG_HASH, CHECKSUM = "config_hash", "content_sha256"
 
 # What every use of a checkpoint reads (predict, evaluate, export, resume), with its type.
 REQUIRED = {MODEL: dict, CONFIG: str, FEATURE_CONFIG: str, FEATURE_CONFIG_HASH: str, CHANNELS: list, NORMALIZER: dict}
@@ -58,6 +69,8 @@ RESUME_STATE = {
     STEP_IN_EPOCH: int,
 }
 NORMALIZER_KEYS = ("mel_mean", "mel_std", "emotion_mean", "emotion_std", "target_mean")
+# Statistics the features are divided by (> 0); target_std is 0 for a channel that never moves.
+DIVIDING_STATISTICS = ("mel_std", "emotion_std")
 
 
 class CheckpointError(ValueError):
@@ -170,8 +183,7 @@ class Checkpoint:
         drift (the same config computed by other library versions)."""
         from blendsync.train.core.data import DataError
 
-        self.check_features(ds)
-        if self.channels != list(ds.channels):
+        if self.channels != list(ds.channels):  # before the feature hash, which also covers them: the clearer word
             only_store = [c for c in ds.channels if c not in set(self.channels)]
             only_ckpt = [c for c in self.channels if c not in set(ds.channels)]
             detail = (
@@ -183,6 +195,7 @@ class Checkpoint:
                 f"the store's channel set ({len(ds.channels)} channels) differs from the checkpoint's "
                 f"({len(self.channels)} channels): {detail}"
             )
+        self.check_features(ds)
 
     def check_features(self, ds: TrainingData, *, channels_apart: bool = False) -> None:
         """Refuse features the model was not trained on; warn on library-version drift.
@@ -233,7 +246,7 @@ class Checkpoint:
         return cls(
             model_state=d[MODEL],
             config=TrainConfig.from_checkpoint_json(d[CONFIG]),
-            feature_config=FeatureConfig.from_dict(json.loads(d[FEATURE_CONFIG])),
+            feature_config=FeatureConfig.from_embedded(json.loads(d[FEATURE_CONFIG])),
             feature_config_hash=d[FEATURE_CONFIG_HASH],
             normalizer=Normalizer.from_dict(d[NORMALIZER]),
             channels=list(d[CHANNELS]),
@@ -255,10 +268,34 @@ class Checkpoint:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"format": FORMAT, **state}, tmp)
-    os.replace(tmp, path)
+    """Write state with its config hash and content checksum: serialised in memory, then
+    written to a temporary file renamed into place (shared.files.write_atomically), so that a
+    full disk or a read-only folder is an OSError naming the path and leaves nothing behind."""
+    from blendsync.shared.files import write_atomically
+
+    state = {"format": FORMAT, **state}
+    state[CONFIG_HASH] = TrainConfig.from_checkpoint_json(state[CONFIG]).hash
+    state[CHECKSUM] = content_checksum(state)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    write_atomically(path, buf.getbuffer())
+
+
+def content_checksum(ckpt: dict) -> str:
+    """SHA-256 of what turns audio into curves: every weight (name, dtype, shape, bytes, in
+    name order), the statistics and the channel names."""
+    h = hashlib.sha256()
+    for name in sorted(ckpt[MODEL]):
+        t = ckpt[MODEL][name]
+        if not isinstance(t, torch.Tensor):
+            h.update(f"{name}:{type(t).__name__}".encode())
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}:".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    h.update(json.dumps(ckpt[NORMALIZER], sort_keys=True).encode())
+    h.update(json.dumps(list(ckpt[CHANNELS])).encode())
+    return h.hexdigest()
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
@@ -276,6 +313,8 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     problem = checkpoint_problem(ckpt)
     if problem:
         raise CheckpointError(f"{p}: malformed checkpoint: {problem}")
+    if CHECKSUM not in ckpt:
+        log.warning("%s: written before checkpoints carried a checksum: its weights cannot be checked", p)
     return ckpt
 
 
@@ -293,13 +332,26 @@ def checkpoint_problem(ckpt: dict) -> str | None:
         cfg = TrainConfig.from_checkpoint_json(ckpt[CONFIG])
     except (ValueError, TypeError, KeyError) as e:
         return f"its train config ({CONFIG}) is invalid: {e}"
+    stored = ckpt.get(CONFIG_HASH)
+    if stored is not None and stored != cfg.hash:
+        return f"its train config hashes to {cfg.hash}, not to its stored {CONFIG_HASH} {stored} (edited or damaged)"
     try:
-        fc = FeatureConfig.from_dict(json.loads(ckpt[FEATURE_CONFIG]))
-    except (ValueError, TypeError, KeyError) as e:
+        fc = FeatureConfig.from_embedded(json.loads(ckpt[FEATURE_CONFIG]))
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
         return f"its feature config ({FEATURE_CONFIG}) is invalid: {e}"
+    if fc.hash != ckpt[FEATURE_CONFIG_HASH]:
+        return (
+            f"its feature config hashes to {fc.hash}, not to its stored {FEATURE_CONFIG_HASH} "
+            f"{ckpt[FEATURE_CONFIG_HASH]} (edited or damaged)"
+        )
     channels = ckpt[CHANNELS]
     if not channels or not all(isinstance(c, str) for c in channels):
         return "channels must be a non-empty list of names"
+    if list(channels) != list(fc.channels.channels):
+        return (
+            f"its {len(channels)} channels are not its feature config's {len(fc.channels.channels)} "
+            f"({fc.channels.name})"
+        )
     still = ckpt.get(STILL, [])
     if not isinstance(still, list):
         return f"{STILL} is {type(still).__name__}, not a list of channel names"
@@ -307,7 +359,10 @@ def checkpoint_problem(ckpt: dict) -> str | None:
     if unknown:
         return f"{STILL} names {len(unknown)} channels it does not have ({', '.join(map(str, unknown[:3]))})"
     problem = _normalizer_problem(ckpt[NORMALIZER], fc, len(channels))
-    return problem or _weights_problem(ckpt[MODEL], build_model(cfg, fc, len(channels)))
+    problem = problem or _weights_problem(ckpt[MODEL], build_model(cfg, fc, len(channels)))
+    if problem is None and CHECKSUM in ckpt and ckpt[CHECKSUM] != content_checksum(ckpt):
+        return "its weights or statistics do not match the checksum written when it was saved (damaged or edited)"
+    return problem
 
 
 def _normalizer_problem(norm: dict, fc: FeatureConfig, channels: int) -> str | None:
@@ -325,12 +380,24 @@ def _normalizer_problem(norm: dict, fc: FeatureConfig, channels: int) -> str | N
             if k in NORMALIZER_KEYS:
                 return f"normalizer has no {k}"
             continue  # target_std, target_max: not in older checkpoints
-        try:
-            n = len(norm[k])
-        except TypeError:
-            return f"normalizer {k} is not a list"
-        if n != n_want:
-            return f"normalizer {k} has {n} values, expected {n_want}"
+        values = norm[k]
+        if not isinstance(values, (list, tuple)) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+        ):
+            return f"normalizer {k} is not a list of numbers"
+        if len(values) != n_want:
+            return f"normalizer {k} has {len(values)} values, expected {n_want}"
+        if k in DIVIDING_STATISTICS:
+            rule, sound = "finite and above 0", lambda v: math.isfinite(v) and v > 0
+        elif k.endswith("_std"):
+            rule, sound = "finite and not negative", lambda v: math.isfinite(v) and v >= 0
+        else:
+            rule, sound = "finite", math.isfinite
+        bad = [i for i, v in enumerate(values) if not sound(v)]
+        if bad:
+            return (
+                f"normalizer {k} has {len(bad)} values that are not {rule} (first at index {bad[0]}: {values[bad[0]]})"
+            )
     return None
 
 

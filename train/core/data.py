@@ -159,7 +159,7 @@ def load_training_data(store: FeatureStore, manifest: str | None) -> TrainingDat
     return TrainingData(
         manifest=manifest,
         splits=splits,
-        feature_config=FeatureConfig.from_dict(first.feature_config),
+        feature_config=FeatureConfig.from_embedded(first.feature_config),
         feature_config_hash=first.feature_config_hash,
         channel_set=ChannelSet.from_dict(first.channel_set),
         library_versions=first.library_versions,

@@ -27,9 +27,12 @@ The steps give the window graph's outputs (tested with onnxruntime).
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from blendsync.shared.files import write_atomically
 
 # torch (and the checkpoint code that needs it) is imported by the functions that export, so
 # that the CLI can offer FORMATS as its choices without loading torch for --help.
@@ -120,16 +123,18 @@ def _write_onnx(wrapped: nn.Module, args: tuple, out: Path, inputs: list[str], o
     import torch
 
     dyn = {name: {0: "batch"} for name in (*inputs, *outputs)}
+    buf = io.BytesIO()  # serialised in memory: a full disk is then an OSError naming out
     torch.onnx.export(
         wrapped,
         args,
-        str(out),
+        buf,
         input_names=inputs,
         output_names=outputs,
         dynamic_axes=dyn,
         opset_version=ONNX_OPSET,
         dynamo=False,
     )
+    write_atomically(out, buf.getbuffer())
 
 
 def _write_torchscript(wrapped: nn.Module, args: tuple, out: Path, inputs: list[str], outputs: list[str]) -> None:
@@ -137,7 +142,9 @@ def _write_torchscript(wrapped: nn.Module, args: tuple, out: Path, inputs: list[
 
     with torch.no_grad():
         traced = torch.jit.trace(wrapped, args, check_trace=False)
-    traced.save(str(out))
+    buf = io.BytesIO()  # torch's own file writer aborts the process on a full disk
+    torch.jit.save(traced, buf)
+    write_atomically(out, buf.getbuffer())
 
 
 # bstrain export --format: the one list of graph formats (the CLI's choices are its keys).
@@ -182,5 +189,5 @@ def export(
         FORMATS[fmt](exported_model(model, ck.normalizer), example_inputs(ck), out, list(INPUTS), list(OUTPUTS))
         doc = {**sidecar(ck, fmt, model.frames_per_window), "graph": "window"}
     side = out.with_name(out.name + ".json")
-    side.write_text(json.dumps(doc, indent=2))
+    write_atomically(side, json.dumps(doc, indent=2))
     return side

@@ -1,7 +1,9 @@
-"""What predict writes for a file: Live Link Face CSV, .npy, JSON and a PNG of the curves."""
+"""What predict writes for a file: Live Link Face CSV, .npy, JSON and a PNG of the curves,
+each written whole or not at all (shared.files)."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Callable
@@ -11,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from blendsync.shared.channels import ARKIT_52, LIVELINK_ROTATIONS, pascal_case
+from blendsync.shared.files import write_atomically, written_atomically
 from blendsync.shared.targets import LIVELINK_FPS
 
 
@@ -37,11 +40,12 @@ def write_livelink_csv(path: Path, curves: np.ndarray, fps: float, channels: lis
     lines = [",".join(["Timecode", "BlendshapeCount", *map(pascal_case, ARKIT_52), *LIVELINK_ROTATIONS])]
     for i, row in enumerate(np.clip(curves, 0.0, 1.0)):
         lines.append(f"{livelink_timecode(i / fps)},61," + ",".join(f"{v:.6f}" for v in row) + "," + zeros)
-    path.write_text("\n".join(lines) + "\n")
+    write_atomically(path, "\n".join(lines) + "\n")
 
 
 def write_json(path: Path, curves: np.ndarray, fps: float, channels: list[str], source: str) -> None:
-    path.write_text(
+    write_atomically(
+        path,
         json.dumps(
             {
                 "source": source,
@@ -50,7 +54,7 @@ def write_json(path: Path, curves: np.ndarray, fps: float, channels: list[str], 
                 "channels": list(channels),
                 "values": np.round(curves.astype(np.float64), 6).tolist(),
             }
-        )
+        ),
     )
 
 
@@ -78,7 +82,8 @@ def plot_prediction(
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("seconds")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with written_atomically(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
 
 
@@ -98,7 +103,9 @@ def _write_livelink(path: Path, curves: np.ndarray, fps: float, channels: list[s
 
 
 def _write_npy(path: Path, curves: np.ndarray, fps: float, channels: list[str], source: str) -> None:
-    np.save(path, curves.astype(np.float32))
+    buf = io.BytesIO()
+    np.save(buf, curves.astype(np.float32))
+    write_atomically(path, buf.getbuffer())
 
 
 @dataclass(frozen=True)

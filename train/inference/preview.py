@@ -8,14 +8,20 @@ Frame shapes: one panel is (PANEL, PANEL, 3) uint8 RGB; a video frame (PANEL, PA
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from blendsync.shared.audio import decode_audio
 from blendsync.shared.channels import ARKIT_52
+from blendsync.shared.files import written_atomically
+
+log = logging.getLogger(__name__)
 
 PANEL = 256
+PROGRESS_EVERY = 30  # frames between progress calls
 SKIN, BACKGROUND = (236, 200, 170), (225, 225, 230)
 LIPS, MOUTH, EYE_WHITE, PUPIL, BROW, CHEEK = (
     (185, 70, 80),
@@ -83,15 +89,19 @@ def frames_of(curves: np.ndarray, channels: list[str]) -> list[dict[str, float]]
     return [{c: float(row[i]) for c, i in idx.items()} for row in curves]
 
 
-def write_preview(path: Path, audio: str | Path, panels: list[np.ndarray], fps: int) -> Path:
+def write_preview(
+    path: Path, audio: str | Path, panels: list[np.ndarray], fps: int, progress: Callable[[int], None] | None = None
+) -> Path:
     """panels: one (T, C) curve array per panel with its channel names, as [(curves, channels)].
-    Writes H.264 + AAC; the video lasts T / fps (the audio's duration within one frame)."""
+    Writes H.264 + AAC in an MP4 container (whatever path's suffix) to a temporary name renamed
+    to path at the end (shared.files): an interrupted or failed preview leaves no truncated
+    file. The video lasts T / fps (the audio's duration within one frame); progress(frames)
+    is called as frames are encoded."""
     import av
 
     dec = decode_audio(audio, 16000)
     T = min(len(c) for c, _ in panels)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as out:
+    with written_atomically(path) as tmp, av.open(str(tmp), "w", format="mp4") as out:
         video = out.add_stream("libx264", rate=fps)
         video.width, video.height, video.pix_fmt = PANEL * len(panels), PANEL, "yuv420p"
         video.options = {"crf": "23", "preset": "veryfast"}
@@ -102,8 +112,12 @@ def write_preview(path: Path, audio: str | Path, panels: list[np.ndarray], fps: 
             image = np.concatenate([draw_face(r[t]) for r in rows], axis=1)
             for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 out.mux(packet)
+            if progress is not None and (t + 1) % PROGRESS_EVERY == 0:
+                progress(PROGRESS_EVERY)
         for packet in video.encode():
             out.mux(packet)
+        if progress is not None:
+            progress(T % PROGRESS_EVERY)
         step = 1024
         for a in range(0, len(dec.samples), step):
             frame = av.AudioFrame.from_ndarray(
@@ -118,6 +132,23 @@ def write_preview(path: Path, audio: str | Path, panels: list[np.ndarray], fps: 
     return path
 
 
+def drawable_channels(channels: list[str]) -> list[str]:
+    """The channels of a model the face can draw (ARKit names); an error for a model with none."""
+    known = [c for c in channels if c in set(ARKIT_52)]
+    if not known:
+        raise ValueError(
+            f"preview draws the ARKit face (jawOpen, eyeBlinkLeft, ...); this model predicts none of the 52 "
+            f"ARKit channels ({len(channels)} others, e.g. {', '.join(channels[:3])}): use predict instead"
+        )
+    if len(known) < len(ARKIT_52):
+        log.warning(
+            "preview draws the %d of this model's %d channels named like ARKit's; the face's other parts stay at rest",
+            len(known),
+            len(channels),
+        )
+    return known
+
+
 def preview(
     audio: str | Path,
     checkpoint: str | Path,
@@ -126,23 +157,38 @@ def preview(
     targets: str | None = None,
     fps: int = 30,
     device: str = "cpu",
+    progress: Callable[[int], None] | None = None,
 ) -> Path:
-    """The prediction for audio (and the targets beside it when given) as an MP4 at fps."""
+    """The prediction for audio (and the targets beside it when given) as an MP4 at fps.
+    Targets must last as long as the audio within the feature config's max_mismatch_s (as
+    extract accepts a take)."""
     from blendsync.shared.frame_grid import n_frames
     from blendsync.shared.targets import TargetSpec, read_targets, targets_on_grid
     from blendsync.train.inference.outputs import resample_curves
     from blendsync.train.inference.predict import Predictor
 
     pred = Predictor.load(checkpoint, device)
-    res = pred.animate(audio)
-    curves = resample_curves(res["curves"], pred.fps, float(fps), res["duration_s"])
-    panels = [(curves, list(pred.channels))]
+    drawable_channels(list(pred.channels))
+    tc = None
     if targets:
         spec = TargetSpec.parse(targets, Path.cwd())
         tc = read_targets(spec, pred.feature_config.channels)
+    res = pred.animate(audio)
+    if tc is not None:
+        limit = pred.feature_config.targets.max_mismatch_s
+        gap = tc.duration_s - res["duration_s"]
+        if abs(gap) > limit:
+            raise ValueError(
+                f"{targets}: the curves last {tc.duration_s:.2f} s, the audio {audio} {res['duration_s']:.2f} s "
+                f"({abs(gap):.2f} s {'longer' if gap > 0 else 'shorter'}; at most {limit} s is trimmed): "
+                "not this audio's take?"
+            )
+    curves = resample_curves(res["curves"], pred.fps, float(fps), res["duration_s"])
+    panels = [(curves, list(pred.channels))]
+    if tc is not None:
         grid = targets_on_grid(tc, float(fps), n_frames(res["duration_s"], fps)).values
         panels.append((grid, list(pred.feature_config.channels.channels)))
-    return write_preview(Path(out), audio, panels, fps)
+    return write_preview(Path(out), audio, panels, fps, progress)
 
 
 __all__ = ["draw_face", "mouth_opening", "preview", "write_preview", "ARKIT_52"]

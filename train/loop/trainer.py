@@ -348,6 +348,14 @@ class Trainer:
                 len(m.dropped),
                 f": {', '.join(m.dropped)}" if m.dropped else "",
             )
+            if not m.matched:
+                log.warning(
+                    "%s shares no channel with this store (%d of its channels, %d here): only the shared trunk "
+                    "(encoders and cross-attention) is carried over; every output channel starts untrained",
+                    self.init_from.path,
+                    len(m.dropped),
+                    len(m.new),
+                )
         self.model.set_still(still_mask(ds.channels, self.still).to(dev))
         self.net = self.model
         if self.dist.active:

@@ -40,6 +40,32 @@ def _wrong_shape(ck):
     ck["model"][name] = torch.zeros(3, 3)
 
 
+def _edit_feature_config(change):
+    def edit(ck):
+        fc = json.loads(ck["feature_config_json"])
+        change(fc)
+        ck["feature_config_json"] = json.dumps(fc)
+
+    return edit
+
+
+def _edit_train_config(ck):
+    cfg = json.loads(ck["config_json"])
+    cfg["optim"]["lr"] = 0.5
+    ck["config_json"] = json.dumps(cfg)
+
+
+def _flip_a_bit(ck):
+    name = next(k for k, v in ck["model"].items() if v.ndim == 2)
+    w = ck["model"][name].clone()
+    w.view(-1).view(torch.int32)[7] ^= 1 << 22  # one mantissa bit of one weight
+    ck["model"][name] = w
+
+
+def _set_statistic(key, index, value):
+    return lambda ck: ck["normalizer"][key].__setitem__(index, value)
+
+
 CASES = {
     "missing key": (lambda ck: ck.pop("channels"), "missing channels"),
     "wrong type": (lambda ck: ck.update(feature_config_hash=123), "feature_config_hash is int"),
@@ -51,6 +77,35 @@ CASES = {
     "wrong tensor shape": (_wrong_shape, "model weights of the wrong shape"),
     "missing weight": (lambda ck: ck["model"].pop("smoothing_alpha"), "1 missing (smoothing_alpha)"),
     "short statistics": (lambda ck: ck["normalizer"].update(mel_mean=[0.0] * 3), "mel_mean has 3 values, expected 80"),
+    # A checkpoint names its channels; it never makes a command read a file.
+    "a file to read": (
+        _edit_feature_config(lambda fc: fc["targets"].update(channels=None, channels_file="/etc/passwd")),
+        "never a file to read (targets.channels_file: '/etc/passwd')",
+    ),
+    "edited feature config": (
+        _edit_feature_config(lambda fc: fc["emotion"].update(context_s=2.0)),
+        "its feature config hashes to",
+    ),
+    "edited train config": (_edit_train_config, "its train config hashes to"),
+    "channels not its config's": (
+        lambda ck: ck.update(channels=ck["channels"][:24], still_channels=[]),
+        "its 24 channels are not its feature config's 52",
+    ),
+    "NaN statistic": (
+        _set_statistic("mel_std", 3, float("nan")),
+        "mel_std has 1 values that are not finite and above 0",
+    ),
+    "zero standard deviation": (
+        _set_statistic("emotion_std", 0, 0.0),
+        "emotion_std has 1 values that are not finite and above 0 (first at index 0: 0.0)",
+    ),
+    "negative target spread": (
+        _set_statistic("target_std", 5, -1.0),
+        "target_std has 1 values that are not finite and not negative",
+    ),
+    "infinite mean": (_set_statistic("target_mean", 2, float("inf")), "target_mean has 1 values that are not finite"),
+    "a flipped bit in a weight": (_flip_a_bit, "do not match the checksum written when it was saved"),
+    "a nudged statistic": (_set_statistic("mel_mean", 0, 0.125), "do not match the checksum"),
 }
 
 
@@ -102,3 +157,45 @@ def test_a_checkpoint_written_before_the_typed_record_still_loads(trained, tmp_p
     )
     ck = Checkpoint.load(old)
     assert (ck.window, ck.lookahead, ck.fps) == (144, 6, 30.0) and ck.training is not None
+
+
+def test_a_checkpoint_carries_its_config_hash_and_checksum(trained):
+    from blendsync.train.core.checkpoint import content_checksum
+    from blendsync.train.core.config import TrainConfig
+
+    _, last = trained
+    ck = torch.load(last, weights_only=True)
+    assert ck["config_hash"] == TrainConfig.from_checkpoint_json(ck["config_json"]).hash
+    assert ck["content_sha256"] == content_checksum(ck) and len(ck["content_sha256"]) == 64
+
+
+def test_a_checkpoint_written_before_checksums_loads_with_a_warning(trained, tmp_path, caplog):
+    import logging
+
+    _, last = trained
+    old = _damaged(last, tmp_path / "old.pt", lambda ck: [ck.pop("content_sha256"), ck.pop("config_hash")])
+    with caplog.at_level(logging.WARNING):
+        load_checkpoint(old)
+    assert "old.pt: written before checkpoints carried a checksum" in caplog.text
+
+
+@pytest.mark.parametrize("case", ["a file to read", "NaN statistic", "a flipped bit in a weight"])
+def test_no_command_uses_an_untrusted_checkpoint(trained, tmp_path, shared_data, capsys, case):
+    """export wrote a sidecar holding /etc/passwd's lines, predict all-NaN curves and wrong
+    curves from these (exit 0): now each exits 1 naming the file and writes nothing."""
+    store, last = trained
+    bad = _damaged(last, tmp_path / "bad.pt", CASES[case][0])
+    audio = shared_data / "speech" / "cmu_arctic_a0007_16k.wav"
+    for args in (
+        ["predict", str(audio), "--checkpoint", str(bad), "--out", str(tmp_path / "p")],
+        ["export", "--checkpoint", str(bad), "--format", "onnx", "--out", str(tmp_path / "m.onnx")],
+        ["preview", str(audio), "--checkpoint", str(bad), "--out", str(tmp_path / "v.mp4"), "--no-progress"],
+        ["stream", str(audio), "--checkpoint", str(bad), "--no-realtime", "--to", "127.0.0.1:9"],
+        ["fit", "--store", str(store), "--init-from", str(bad), "--keep-normalization", "--out", str(tmp_path / "ft")],
+    ):
+        with pytest.raises(SystemExit) as e:
+            main(["-q", *args])
+        err = capsys.readouterr().err
+        assert e.value.code == 1 and "bad.pt: malformed checkpoint" in err and CASES[case][1] in err, (args, err)
+        assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pt"]

@@ -337,11 +337,19 @@ def test_evaluate_refuses_another_feature_config(example_store, checkpoint, tmp_
 def test_evaluate_refuses_another_channel_set(example_store, checkpoint, tmp_path, capsys):
     from blendsync.train.core.checkpoint import load_checkpoint, save_checkpoint
 
+    from blendsync.shared.config import FeatureConfig
+
     ck = load_checkpoint(checkpoint)
     # Another rig with as many channels (a consistent checkpoint, so the channel guard speaks).
+    names = [f"c{i}" for i in range(len(ck["channels"]))]
+    fc = json.loads(ck["feature_config_json"])
+    fc["targets"]["channels"] = {"name": "other", "channels": names, "mouth": [], "expression": []}
+    other = FeatureConfig.from_embedded(fc)
     save_checkpoint(
         tmp_path / "other_channels.pt",
-        dict(ck, channels=[f"c{i}" for i in range(len(ck["channels"]))], still_channels=[]),
+        dict(
+            ck, channels=names, still_channels=[], feature_config_json=other.to_json(), feature_config_hash=other.hash
+        ),
     )
     with pytest.raises(SystemExit) as e:
         main(
