@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path

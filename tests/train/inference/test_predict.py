@@ -335,9 +335,8 @@ def test_evaluate_refuses_another_feature_config(example_store, checkpoint, tmp_
 
 
 def test_evaluate_refuses_another_channel_set(example_store, checkpoint, tmp_path, capsys):
-    from blendsync.train.core.checkpoint import load_checkpoint, save_checkpoint
-
     from blendsync.shared.config import FeatureConfig
+    from blendsync.train.core.checkpoint import load_checkpoint, save_checkpoint
 
     ck = load_checkpoint(checkpoint)
     # Another rig with as many channels (a consistent checkpoint, so the channel guard speaks).
