@@ -3,7 +3,7 @@
 
 For real speech pushed in 10 ms chunks (a sound card's buffer):
 1. CPU per 33 ms frame (process CPU: every thread, openSMILE's own included) of
-   shared.live_features.LiveFeatures against shared.feature_stream.FeatureStream (which
+   shared.streams.live.LiveFeatures against shared.streams.chunked.FeatureStream (which
    re-runs openSMILE over about 2.4 s of audio per push) at 10 ms and at its usual 0.1 s.
 2. Equality with whole-file features: the largest difference of each stream.
 3. openSMILE's hand-over delay: audio received past a context's end when its row comes out.
@@ -44,7 +44,7 @@ def emission_delays(y: np.ndarray) -> np.ndarray:
     """Seconds of audio past each row's context end when the row came out (10 ms writes, a
     short pause after each so that openSMILE keeps up, as in real time)."""
     from blendsync.shared.config import FEATURE_PRESETS
-    from blendsync.shared.live_features import LiveEmotion
+    from blendsync.shared.streams.live import LiveEmotion
 
     emo = LiveEmotion(FEATURE_PRESETS["default"].emotion, 16000)
     out = []
@@ -70,7 +70,7 @@ def memory_child(minutes: float, ring: bool) -> None:
 
     from blendsync.shared.audio import decode_audio
     from blendsync.shared.config import FEATURE_PRESETS
-    from blendsync.shared.live_features import LiveEmotion
+    from blendsync.shared.streams.live import LiveEmotion
 
     y = np.concatenate([decode_audio(SPEECH / f, 16000).samples for f in FILES])
     cfg = FEATURE_PRESETS["default"].emotion
@@ -115,10 +115,10 @@ def main() -> None:
 
     from blendsync.shared.audio import decode_audio
     from blendsync.shared.config import FEATURE_PRESETS
-    from blendsync.shared.feature_stream import FeatureStream
     from blendsync.shared.features import compute_features
     from blendsync.shared.frame_grid import n_frames
-    from blendsync.shared.live_features import LiveFeatures
+    from blendsync.shared.streams.chunked import FeatureStream
+    from blendsync.shared.streams.live import LiveFeatures
 
     cfg = FEATURE_PRESETS["live"]
     print(f"{cfg.hash}: the live feature config; process CPU per 33 ms frame, 10 ms chunks unless said")

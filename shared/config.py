@@ -266,7 +266,7 @@ class FeatureConfig:
 
 # Named feature configs (bsfeat extract --features NAME). live: the emotion row of frame k is
 # the context ending 0.15 s before it and the first second is filled, so that a live stream's
-# features of frame k need no audio after k / fps but the mel window's (shared.live_features).
+# features of frame k need no audio after k / fps but the mel window's (shared.streams.live).
 FEATURE_PRESETS: dict[str, FeatureConfig] = {
     "default": FeatureConfig(),
     "live": FeatureConfig(emotion=EmotionConfig(delay_s=0.15, before_first_context="fill")),

@@ -6,9 +6,11 @@ Both extractors run at a 10 ms hop and are put on the frame grid by time
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import tempfile
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -16,6 +18,7 @@ import numpy as np
 
 from blendsync.shared.config import EmotionConfig, FeatureConfig, MelConfig
 from blendsync.shared.frame_grid import frame_times, rows_to_grid
+from blendsync.shared.interrupts import interruptible
 
 # eGeMAPSv02's functionals per row.
 N_EMOTION = 88
@@ -84,6 +87,32 @@ def _smile(feature_set: str, context_s: float | None, hop_s: float | None):
     )
 
 
+def process_signal(smile, y: np.ndarray, sr: int):
+    """smile.process_signal(y, sr) that Ctrl-C ends at once (shared.interrupts): the openSMILE
+    runs it starts are recorded, so that an interrupt can abort them."""
+    running = []
+    make = smile._smile
+
+    def recorded(options):
+        instance = make(options=options)
+        running.append(instance)
+        return instance
+
+    def stop() -> None:
+        for instance in running:
+            if getattr(instance, "_smileobj", None) is not None:  # not yet freed by the wrapper
+                with contextlib.suppress(Exception):  # already finished
+                    instance.abort()
+
+    if threading.current_thread() is not threading.main_thread():
+        return smile.process_signal(y, sr)  # no signal arrives here: nothing to record
+    smile._smile = recorded  # this instance only, for this call (the main thread's one at a time)
+    try:
+        return interruptible(smile.process_signal, y, sr, stop=stop)
+    finally:
+        del smile._smile
+
+
 def emotion_feature_names(cfg: EmotionConfig) -> list[str]:
     return list(_smile(cfg.feature_set, None, None).feature_names)
 
@@ -95,7 +124,7 @@ def emotion_rows(y: np.ndarray, sr: int, cfg: EmotionConfig) -> tuple[np.ndarray
     smile = _smile(cfg.feature_set, cfg.context_s, cfg.hop_s)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Segment too short")
-        df = smile.process_signal(y, sr)
+        df = process_signal(smile, y, sr)
     values = df.to_numpy(dtype=np.float32)
     if values.shape[0] == 1 and np.isnan(values).all():
         return None
@@ -106,7 +135,7 @@ def emotion_rows(y: np.ndarray, sr: int, cfg: EmotionConfig) -> tuple[np.ndarray
 def whole_file_functionals(y: np.ndarray, sr: int, cfg: EmotionConfig) -> np.ndarray:
     """(1, 88) functionals over the whole signal, for files shorter than one context."""
     smile = _smile(cfg.feature_set, None, None)
-    return smile.process_signal(y, sr).to_numpy(dtype=np.float32)[:1]
+    return process_signal(smile, y, sr).to_numpy(dtype=np.float32)[:1]
 
 
 def emotion_on_grid(y: np.ndarray, sr: int, times: np.ndarray, cfg: EmotionConfig) -> StreamOnGrid:

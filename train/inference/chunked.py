@@ -1,7 +1,7 @@
 """Chunked (streaming) prediction: audio arrives N seconds at a time and curves leave with a
 fixed latency, matching whole-file prediction.
 
-ChunkedAnimator pushes samples through shared.feature_stream.FeatureStream (the decoding
+ChunkedAnimator pushes samples through shared.streams.chunked.FeatureStream (the decoding
 checks and feature gridding of whole files) and runs the model on each block of K frames
 once the lookahead frames after its last frame have features, so a frame waits for up to
 K - 1 later frames as well (the latency frame blocks add). Carried between pushes: the
@@ -18,7 +18,7 @@ import numpy as np
 import soundfile as sf
 
 from blendsync.shared.audio import AudioError
-from blendsync.shared.feature_stream import RIGHT_MARGIN_S, FeatureStream
+from blendsync.shared.streams.chunked import RIGHT_MARGIN_S, FeatureStream
 
 
 class ChunkedAnimator:

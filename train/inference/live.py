@@ -1,7 +1,7 @@
 """A live model on audio as it arrives: every frame computed once its features (its lookahead
 included) are in, at a fixed cost per frame (docs/design.md, The live model).
 
-LiveAnimator pushes samples through shared.live_features.LiveFeatures and steps the live
+LiveAnimator pushes samples through shared.streams.live.LiveFeatures and steps the live
 model (core.live_model) frame by frame; its curves equal whole-file predict of the same
 checkpoint (tested). Its latency, from a frame's instant in the audio to its curves, is the
 model's lookahead plus the features' right context, plus compute.
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from blendsync.shared.live_features import LiveFeatures
+from blendsync.shared.streams.live import LiveFeatures
 
 
 class LiveAnimator:

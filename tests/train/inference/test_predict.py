@@ -515,3 +515,32 @@ def test_channel_order_by_name_for_npy_and_json(shared_data, checkpoint, tmp_pat
             ]
         )
     assert e.value.code == 1
+
+
+@pytest.mark.slow
+def test_predict_stops_on_ctrl_c_with_exit_130_and_writes_nothing(checkpoint, tmp_path):
+    """A 4-minute file: the signal arrives while its features are computed (openSMILE's
+    callbacks swallowed it: predict ran on to the end, exit 0)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+    import soundfile as sf
+
+    from tests.helpers import REPO, speechlike
+
+    audio = tmp_path / "long.wav"
+    sf.write(audio, np.tile(speechlike(10.0, 16000), 24), 16000)
+    out = tmp_path / "out"
+    p = subprocess.Popen(
+        [sys.executable, "-m", "blendsync.train.cli", "predict", str(audio), "--checkpoint", str(checkpoint),
+         "--out", str(out)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(8)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "interrupted" in err, err[-2000:]
+    assert not out.exists() or not any(out.iterdir())

@@ -8,8 +8,8 @@ import soundfile as sf
 
 from blendsync.shared.audio import AudioError, AudioStream
 from blendsync.shared.config import FeatureConfig
-from blendsync.shared.feature_stream import FeatureStream
 from blendsync.shared.featurize_file import featurize_file
+from blendsync.shared.streams.chunked import FeatureStream
 
 
 @pytest.mark.parametrize("name,chunk_s", [("ljspeech_LJ050-0131_22k.wav", 0.37), ("cmu_arctic_a0007_16k.wav", 1.5)])

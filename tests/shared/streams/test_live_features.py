@@ -16,7 +16,7 @@ from blendsync.shared.audio import decode_audio
 from blendsync.shared.config import FEATURE_PRESETS, EmotionConfig, FeatureConfig
 from blendsync.shared.features import compute_features, emotion_on_grid
 from blendsync.shared.frame_grid import frame_times, n_frames
-from blendsync.shared.live_features import LiveFeatures, LiveMel, right_context_s
+from blendsync.shared.streams.live import LiveFeatures, LiveMel, right_context_s
 
 MEL_TOLERANCE = 1e-5
 
