@@ -88,6 +88,12 @@ def _load_config(path: str | None, features: str | None = None) -> FeatureConfig
 @config_file_option("Feature config", "bsfeat write-default-config")
 @features_option
 @click.option("--force", is_flag=True, help="Recompute rows even when their item is stored.")
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Check the manifest's stored items as bsfeat verify does (shapes, finite values, checksums) and "
+    "recompute exactly those that fail. Reads every stored item; a plain run reads none.",
+)
 @click.option("--serial", is_flag=True, help="Run in this process, without Dask (debugging).")
 @click.option("--name", "index_name", default=None, help="Manifest index name [default: manifest file stem].")
 @progress_option
@@ -106,6 +112,7 @@ def extract(
     config_path,
     features,
     force,
+    repair,
     serial,
     index_name,
     progress,
@@ -125,6 +132,8 @@ def extract(
         raise UsageFailure("--serial runs in this process; it takes no --workers/--scheduler")
     if workers and scheduler:
         raise UsageFailure("--workers sizes a local cluster; it cannot be used with --scheduler")
+    if force and repair:
+        raise UsageFailure("--force recomputes every row; --repair only the stored items that fail their check")
     cfg = _load_config(config_path, features)
     sync = _sync_config(sync_channels)
     show = progress_enabled(progress)
@@ -145,6 +154,7 @@ def extract(
             on_result=bar.update,
             sync=sync,
             auto_sync=auto_sync,
+            repair=repair,
         )
     except (ManifestError, StoreError, ValueError) as e:
         raise UsageFailure(str(e)) from None
@@ -156,10 +166,16 @@ def extract(
         bar.close()
     click.echo(
         f"{report.stored}/{report.rows} rows stored in {store_path} "
-        f"({report.computed} computed, {report.cached} cached, {len(report.failed)} problem(s); "
+        f"({report.computed} computed, {report.cached} cached, "
+        + (f"{len(report.repaired)} repaired, " if repair else "")
+        + f"{len(report.failed)} problem(s); "
         f"{report.audio_s / 3600:.3f} audio hours; manifest index {report.index_name!r}; "
         f"{report.seconds:.1f} s)"
     )
+    if report.repaired:
+        click.echo(f"{len(report.repaired)} stored item(s) failed their check and were recomputed:", err=True)
+        for line in report.repaired:
+            click.echo(f"  {line}", err=True)
     if report.out_of_sync:
         click.echo(
             f"{len(report.out_of_sync)} take(s) out of sync with their audio ({report.shifted} shifted):", err=True
@@ -359,7 +375,7 @@ def _echo_activity(doc: dict, as_json: bool) -> None:
 def verify(store_path):
     """Check every item: complete, shapes consistent, values finite, checksums match.
     Exits 1 listing the bad keys."""
-    from blendsync.featurize.inspect_store import verify_store
+    from blendsync.featurize.inspect_store import repair_commands, verify_store
 
     try:
         report = verify_store(FeatureStore(store_path))
@@ -376,6 +392,8 @@ def verify(store_path):
         click.echo(f"{len(problems)} problem(s) in {n} item(s):", err=True)
         for p in problems:
             click.echo(f"  {p}", err=True)
+        for command in repair_commands(FeatureStore(store_path), problems):
+            click.echo(f"to recompute them: {command}", err=True)
         sys.exit(1)
     click.echo(f"ok: {n} items verified")
 

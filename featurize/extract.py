@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from blendsync.featurize.executors import DaskExecutor, SerialExecutor
+from blendsync.featurize.inspect_store import item_problems
 from blendsync.featurize.stat_cache import StatCache
 from blendsync.featurize.task import FileTask, TaskResult
 from blendsync.featurize.writer import sweep_staging
@@ -61,6 +62,8 @@ class ExtractReport:
     # (|lag| > the tolerance), saying whether --auto-sync shifted them.
     out_of_sync: list[str] = field(default_factory=list)
     shifted: int = 0
+    # --repair: stored items that failed their check ("KEY (row N): problems"), recomputed.
+    repaired: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -197,6 +200,7 @@ def extract(
     on_result: Callable[[TaskResult], None] | None = None,
     sync: SyncConfig = SyncConfig(),
     auto_sync: bool = False,
+    repair: bool = False,
 ) -> ExtractReport:
     """Featurize every row of a manifest into the store: plan, execute, index. See
     ExtractReport for the outcome.
@@ -209,6 +213,10 @@ def extract(
     sync: how each take's audio/curve lag is estimated; auto_sync: shift the curves of takes
     confidently out of sync (other cache keys than the unshifted items). ValueError for sync
     channels the channel set lacks, or auto_sync without any mouth-opening channel.
+    repair: read the manifest's stored items and check them as bsfeat verify does (shapes,
+    finite values, checksums); those that fail are recomputed and replaced, listed in
+    report.repaired. Without it a stored item is trusted and never read (a re-run reads no
+    arrays).
     """
     t0 = time.perf_counter()
     if index_name is not None:
@@ -225,7 +233,7 @@ def extract(
     report = ExtractReport(
         manifest=manifest.path, index_name=index_name or index_name_from(manifest.name), rows=manifest.n_rows
     )
-    plan = make_plan(manifest, cfg, store, force, report, sync, auto_sync)
+    plan = make_plan(manifest, cfg, store, force, report, sync, auto_sync, repair)
     report.tasks = len(plan.tasks)
     if on_plan:
         on_plan(len(plan.tasks), len(plan.status), plan.cached_audio_s)
@@ -239,7 +247,7 @@ def extract(
     )
     if plan.tasks:
         runner = choose_executor(executor, workers, scheduler, plan.tasks)
-        execute(runner, store, cfg, plan, force, on_result)
+        execute(runner, store, cfg, plan, force or bool(report.repaired), on_result)
         report.started_cluster = runner.started_cluster
     write_report_index(store, manifest, cfg, plan, report)
     report_sync(plan, cfg, sync, report)
@@ -255,9 +263,11 @@ def make_plan(
     report: ExtractReport,
     sync: SyncConfig = SyncConfig(),
     auto_sync: bool = False,
+    repair: bool = False,
 ) -> ExtractPlan:
     """Hash the rows (the stat cache saves re-reading unchanged files), key them, and split
-    the keys into stored and to compute; warns about audio shared across splits."""
+    the keys into stored and to compute (repair: a stored item that fails its check is to
+    compute); warns about audio shared across splits."""
     stat = StatCache(store)
     planned, hash_problems = plan_rows(manifest, cfg, stat, sync, auto_sync)
     report.hashed_files = stat.misses
@@ -272,6 +282,12 @@ def make_plan(
         if p.key in todo or p.key in status:
             continue
         stored = None if force else store.complete_attrs(p.key)
+        if stored is not None and repair:
+            problems = item_problems(store, p.key)
+            if problems:
+                report.repaired.append(f"{p.key} (row {p.row.row}, {p.row.audio}): {'; '.join(problems)}")
+                log.warning("%s: stored item %s fails its check (%s): recomputing it", manifest.path, p.key, problems)
+                stored = None
         if stored is not None:
             status[p.key] = TaskResult(key=p.key, row=p.row.row, status="exists", sync=stored.doc.get("sync"))
             cached_s += stored.audio_duration_s

@@ -156,7 +156,7 @@ def verify_store(store: FeatureStore) -> VerifyReport:
     items, incomplete = store.items_by_state()
     keys = list(items)
     for key in keys:
-        problems += [VerifyProblem(key, m) for m in _check_item(store, key)]
+        problems += [VerifyProblem(key, m) for m in item_problems(store, key)]
     present = set(keys)
     for name in store.index_names():
         try:
@@ -170,7 +170,21 @@ def verify_store(store: FeatureStore) -> VerifyReport:
     return VerifyReport(len(keys), problems, incomplete)
 
 
-def _check_item(store: FeatureStore, key: str) -> list[str]:
+def repair_commands(store: FeatureStore, problems: list[VerifyProblem]) -> list[str]:
+    """One bsfeat extract --repair per manifest the damaged items came from (MANIFEST where
+    an item does not say)."""
+    manifests = {}
+    for p in problems:
+        try:
+            manifests[store.item_attrs(p.key).manifest] = True
+        except Exception:  # not an item (a manifest index), or its attrs are damaged too
+            manifests[None] = True
+    return [store.repair_command(m) for m in manifests]
+
+
+def item_problems(store: FeatureStore, key: str) -> list[str]:
+    """What is wrong with a complete item (unreadable, shapes, non-finite values, checksums):
+    bsfeat verify's check, and extract --repair's."""
     out = []
     try:
         item = store.read_item(key, verify=False)

@@ -231,6 +231,11 @@ class ItemAttrs:
         return None if not isinstance(d, dict) else StoredSync.from_doc(d, float(self.feature_config.get("fps", 30.0)))
 
     @property
+    def manifest(self) -> str | None:
+        """The manifest the item was computed from (what a repair re-runs)."""
+        return (self.doc.get("source") or {}).get("manifest") or None
+
+    @property
     def arrays(self) -> list[str]:
         """The arrays it holds, in STREAMS order."""
         return [n for n in STREAMS if n in self.shapes]
@@ -350,6 +355,10 @@ class FeatureStore:
 
     def __repr__(self) -> str:
         return f"FeatureStore({self.location!r})"
+
+    def repair_command(self, manifest: str | None = None) -> str:
+        """The command that recomputes a manifest's damaged items (bsfeat extract --repair)."""
+        return f"bsfeat extract {manifest or 'MANIFEST'} --store {self.root} --repair"
 
     # -- local paths (rename commits, staging) ---------------------------------------------
     def _local(self) -> Path:
@@ -561,8 +570,8 @@ class FeatureStore:
         if not names:
             raise ItemError(
                 key,
-                "records no array shapes (written by an older blendsync): run bsfeat extract "
-                "--force with its manifest to rewrite it",
+                f"records no array shapes (written by an older blendsync): run {self.repair_command(attrs.manifest)} "
+                "to rewrite it",
             )
         arrays = {}
         for n in names:
@@ -578,8 +587,8 @@ class FeatureStore:
             raise ItemError(
                 key,
                 f"does not match its checksums ({', '.join(bad)}): a chunk is missing or "
-                "damaged, or it was being rewritten while read; run bsfeat verify, and "
-                "bsfeat extract to rewrite it",
+                f"damaged, or it was being rewritten while read; run {self.repair_command(attrs.manifest)} "
+                "to recompute it",
             )
         return StoredItem(
             key=key, mel=arrays["mel"], emotion=arrays["emotion"], targets=arrays.get("targets"), attrs=attrs

@@ -39,7 +39,18 @@ def read_checked(store: FeatureStore, ref: FileRef) -> StoredItem:
     try:
         return check_finite(store.read_item(ref.key))
     except ItemError as e:
-        raise with_row(e, ref) from None
+        raise with_row(with_repair(e, store), ref) from None
+
+
+def with_repair(e: ItemError, store: FeatureStore) -> ItemError:
+    """The error, saying which command recomputes the item (bsfeat extract --repair)."""
+    if "--repair" in e.problem:
+        return e
+    try:
+        manifest = store.item_attrs(e.key).manifest
+    except Exception:  # attrs unreadable too: the command with a placeholder
+        manifest = None
+    return ItemError(e.key, f"{e.problem}; run {store.repair_command(manifest)} to recompute it")
 
 
 def with_row(e: ItemError, ref: FileRef) -> ItemError:

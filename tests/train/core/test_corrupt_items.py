@@ -175,3 +175,39 @@ def test_cached_statistics_that_are_not_finite_are_computed_again(tmp_path):
     path.write_text(json.dumps(doc))
     again = load_or_compute(tmp_path / "run", fs, "m", "train", files)
     np.testing.assert_allclose(again.mel_mean, good.mel_mean)
+
+
+@pytest.mark.slow
+def test_the_advised_repair_repairs_exactly_the_damaged_items(example_store, tmp_path, capsys):
+    """fit stops on a damaged item and names `bsfeat extract MANIFEST --store S --repair`; a
+    plain extract trusts the stored item (it reads none) and repairs nothing; --repair
+    recomputes exactly the damaged one, after which verify and fit pass."""
+    from blendsync.featurize.cli import main as bsfeat
+    from tests.helpers import REPO
+
+    store, key, rid = _copy_with_a_train_row(example_store, tmp_path)
+    _chunk(store, key, "mel").unlink()
+    assert _fit_cli(store, tmp_path / "run") == 1
+    err = capsys.readouterr().err
+    command = f"bsfeat extract {REPO / 'data_manifest.csv'} --store {store} --repair"
+    assert f"item {key} ({rid}) does not match its checksums (mel)" in err and command in err, err
+
+    def bsfeat_exit(*args) -> int:
+        with pytest.raises(SystemExit) as e:
+            bsfeat(["-q", *args])
+        return e.value.code
+
+    assert bsfeat_exit("verify", str(store)) == 1
+    err = capsys.readouterr().err
+    assert f"{key}: mel: checksum mismatch" in err and f"to recompute them: {command}" in err
+    manifest = str(REPO / "data_manifest.csv")
+    assert bsfeat_exit("extract", manifest, "--store", str(store), "--serial", "--no-progress") == 0
+    assert "(0 computed, 9 cached" in capsys.readouterr().out  # a plain run reads no arrays
+    assert bsfeat_exit("extract", manifest, "--store", str(store), "--serial", "--no-progress", "--repair") == 0
+    out = capsys.readouterr()
+    assert "(1 computed, 8 cached, 1 repaired, 0 problem(s)" in out.out
+    assert f"1 stored item(s) failed their check and were recomputed:\n  {key} (row" in out.err
+    assert bsfeat_exit("verify", str(store)) == 0
+    capsys.readouterr()
+    assert _fit_cli(store, tmp_path / "run2") == 0
+    assert bsfeat_exit("extract", manifest, "--store", str(store), "--force", "--repair") == 1
