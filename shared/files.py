@@ -9,6 +9,7 @@ shared.cli turns into one line).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,13 +33,19 @@ def written_atomically(path: str | Path) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         if e.filename is None or Path(e.filename) == tmp:
             raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise
+
+
+def _remove(tmp: Path) -> None:
+    """Remove a temporary file if there is one (a read-only folder refuses even that)."""
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
 
 
 def write_atomically(path: str | Path, data: bytes | bytearray | memoryview | str) -> None:
