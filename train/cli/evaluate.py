@@ -41,9 +41,10 @@ def evaluate(checkpoint, store_path, manifest, split, as_json, plot_dir, device,
         raise UsageFailure(str(e)) from None
     m = ev["metrics"]
     if plot_dir is not None:
-        from blendsync.train.core.plots import plot_curves
+        from blendsync.train.core.plots import plot_curves, plot_file_names
 
         plot_dir.mkdir(parents=True, exist_ok=True)
+        names = plot_file_names(list(ev["pred"]))
         for fid, pred in ev["pred"].items():
             plot_curves(
                 pred,
@@ -51,7 +52,7 @@ def evaluate(checkpoint, store_path, manifest, split, as_json, plot_dir, device,
                 ev["channels"],
                 ev["fps"],
                 f"{split}: {fid}",
-                plot_dir / f"{Path(str(fid)).name}.png",
+                plot_dir / names[fid],
             )
     if as_json:
         click.echo(

@@ -3,6 +3,7 @@ learned per-channel stream weights. Matplotlib with the Agg backend (no display)
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,23 @@ def curve_channels(channels: list[str], target: np.ndarray) -> list[str]:
         return chosen
     order = np.argsort(-target.std(axis=0))[:4]
     return [channels[i] for i in order]
+
+
+def plot_file_names(ids: list[str], suffix: str = ".png") -> dict[str, str]:
+    """One file name per take id, all different: the id with every character other than
+    letters, digits, '.', '-' and '_' as '_' (spk1/take1 -> spk1_take1.png), and -2, -3, ...
+    where two ids still meet (spk1/take1 and spk1_take1), so that no plot overwrites another."""
+    out: dict[str, str] = {}
+    taken: set[str] = set()
+    for fid in ids:
+        stem = re.sub(r"[^A-Za-z0-9._-]", "_", str(fid)).strip(".") or "take"
+        name, n = stem + suffix, 1
+        while name.lower() in taken:  # case-insensitive file systems too
+            n += 1
+            name = f"{stem}-{n}{suffix}"
+        taken.add(name.lower())
+        out[fid] = name
+    return out
 
 
 def plot_curves(pred: np.ndarray, target: np.ndarray, channels: list[str], fps: float, title: str, path: Path) -> None:
