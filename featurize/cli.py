@@ -15,6 +15,7 @@ import click
 
 from blendsync.shared.cli import (
     GROUP_SETTINGS,
+    FiniteFloatRange,
     UsageFailure,
     config_file_option,
     json_option,
@@ -249,7 +250,7 @@ class _Progress:
 )
 @click.option(
     "--threshold",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloatRange(0, 1),
     default=0.05,
     show_default=True,
     help="A curve above this on a frame moves there (with --channels).",

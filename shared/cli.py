@@ -94,6 +94,20 @@ def write_text_or_stdout(text: str, path) -> None:
         click.echo(f"wrote {path}", err=True)
 
 
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that refuses nan and infinities (which pass its comparisons)."""
+
+    name = "finite float range"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return rv
+
+
 # Options both CLIs use, declared once.
 def verbosity_options(verbose_help: str = "More log output."):
     """-v / -q on a command group: the log level of every command under it."""

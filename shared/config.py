@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -224,14 +225,14 @@ class FeatureConfig:
         )
         channels = _channel_set_from(tgt, base_dir)
         return cls(
-            sample_rate=int(d.get("sample_rate", 16000)),
-            fps=float(d.get("fps", 30.0)),
-            mel=MelConfig(**{k: _num(MelConfig, k, v) for k, v in mel.items()}),
-            emotion=EmotionConfig(**{k: _num(EmotionConfig, k, v) for k, v in emo.items()}),
+            sample_rate=number("sample_rate", d.get("sample_rate", 16000), int),
+            fps=number("fps", d.get("fps", 30.0), float),
+            mel=MelConfig(**{k: _num(MelConfig, k, v, "mel") for k, v in mel.items()}),
+            emotion=EmotionConfig(**{k: _num(EmotionConfig, k, v, "emotion") for k, v in emo.items()}),
             targets=TargetConfig(
                 channels=channels,
-                jitter_tolerance=float(tgt.get("jitter_tolerance", 0.25)),
-                max_mismatch_s=float(tgt.get("max_mismatch_s", 0.25)),
+                jitter_tolerance=number("targets.jitter_tolerance", tgt.get("jitter_tolerance", 0.25), float),
+                max_mismatch_s=number("targets.max_mismatch_s", tgt.get("max_mismatch_s", 0.25), float),
             ),
         )
 
@@ -295,13 +296,30 @@ def plain(obj: Any) -> Any:
     return obj
 
 
-def _num(cls: type, key: str, value: Any) -> Any:
+def _num(cls: type, key: str, value: Any, where: str = "") -> Any:
+    """A config value of cls's numeric field as its type; ValueError naming the key otherwise."""
     typ = {f.name: f.type for f in dataclasses.fields(cls)}[key]
     if typ in ("int", int):
-        return int(value)
+        return number(f"{where}.{key}" if where else key, value, int)
     if typ in ("float", float):
-        return float(value)
+        return number(f"{where}.{key}" if where else key, value, float)
     return value
+
+
+def number(key: str, value: Any, kind: type) -> Any:
+    """value as an int or float; a ValueError naming key for text, booleans, lists and
+    fractions where a whole number is due."""
+    bad = isinstance(value, bool) or not isinstance(value, (int, float, str))
+    if not bad:
+        try:
+            x = float(value)
+            bad = kind is int and (not math.isfinite(x) or x != int(x))
+        except ValueError:
+            bad = True
+    if bad:
+        what = "a whole number" if kind is int else "a number"
+        raise ValueError(f"{key} must be {what}, got {value!r}")
+    return int(float(value)) if kind is int else float(value)
 
 
 def _check_keys(d: dict, allowed: set[str], where: str) -> None:

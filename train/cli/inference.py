@@ -9,6 +9,7 @@ import click
 
 from blendsync.shared.channels import CHANNEL_ORDERS
 from blendsync.shared.cli import (
+    FiniteFloatRange,
     UsageFailure,
     is_write_failure,
     progress_enabled,
@@ -53,7 +54,7 @@ from blendsync.train.inference.outputs import CURVE_FORMATS
 @click.option("--plot/--no-plot", default=True, help="PNG of the main curves over the waveform.")
 @click.option(
     "--chunk-seconds",
-    type=click.FloatRange(min=0.05),
+    type=FiniteFloatRange(min=0.05),
     default=None,
     help="Process audio as a stream of chunks of this length (same curves as whole-file).",
 )
@@ -158,7 +159,7 @@ def predict(
 )
 @click.option(
     "--sample-rate",
-    type=click.IntRange(min=1000),
+    type=click.IntRange(min=1000, max=768000),
     default=16000,
     show_default=True,
     help="Rate of --stdin-pcm or --mic audio.",
@@ -166,14 +167,14 @@ def predict(
 @click.option(
     "--channels",
     "n_channels",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=64),
     default=1,
     show_default=True,
     help="Channels of --stdin-pcm or --mic audio.",
 )
 @click.option(
     "--chunk-seconds",
-    type=click.FloatRange(min=0.001),
+    type=FiniteFloatRange(min=0.001),
     default=None,
     help="Audio taken per step [default: 0.01 for a live model (a sound card's buffer), 0.1 for an offline one].",
 )
@@ -214,10 +215,9 @@ def stream(
     if (audio is not None) + stdin_pcm + mic != 1:
         raise UsageFailure("give one source: AUDIO, --stdin-pcm or --mic")
     host, port_n = _live_link_target(target)
-    try:
-        h, m, sec, ff = (int(x) for x in start_timecode.split(":"))
-    except ValueError:
-        raise UsageFailure(f"--start-timecode {start_timecode!r} must be HH:MM:SS:FF") from None
+    h, m, sec, ff = _start_timecode(start_timecode, fps)
+    if not subject.strip() or len(subject.encode("utf-8")) > MAX_SUBJECT_BYTES:
+        raise UsageFailure(f"--subject must be a name of 1 to {MAX_SUBJECT_BYTES} bytes (UTF-8)")
     try:
         pred = Predictor.load(checkpoint, device, frames_per_window)
         live = getattr(pred.model, "streaming", False)
@@ -226,6 +226,8 @@ def stream(
 
             torch.set_num_threads(1)
         fps = fps or (int(round(pred.fps)) if live else 60)
+        if ff >= fps:
+            raise UsageFailure(f"--start-timecode {start_timecode!r}: frame {ff} does not exist at {fps} fps")
         chunk_seconds = chunk_seconds or (0.01 if live else 0.1)
         if audio is not None:
             chunks, rate = file_chunks(audio, chunk_seconds)
@@ -254,6 +256,26 @@ def stream(
         + (f"paced {1000 * rep.delay_s:.0f} ms behind the audio; " if rep.delay_s is not None else "")
         + rep.summary()
     )
+
+
+# A Live Link subject name: what Unreal shows in its subject list (the packet allows more, a
+# receiver's buffer does not).
+MAX_SUBJECT_BYTES = 256
+
+
+def _start_timecode(text: str, fps: int | None) -> tuple[int, int, int, int]:
+    """HH:MM:SS:FF -> its fields, within a day; the frame below fps (checked again once fps is
+    the model's)."""
+    try:
+        h, m, s, ff = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise UsageFailure(f"--start-timecode {text!r} must be HH:MM:SS:FF") from None
+    if not (0 <= h < 24 and 0 <= m < 60 and 0 <= s < 60 and 0 <= ff < (fps or 1000)):
+        raise UsageFailure(
+            f"--start-timecode {text!r} must be HH:MM:SS:FF within a day: hours 0-23, minutes and seconds 0-59, "
+            "frame 0 to fps - 1"
+        )
+    return h, m, s, ff
 
 
 def _live_link_target(target: str) -> tuple[str, int]:

@@ -12,10 +12,18 @@ import numpy as np
 
 
 def file_chunks(path: Path, chunk_seconds: float) -> tuple[Iterator[np.ndarray], int]:
-    """(chunks of an audio file, its sample rate)."""
+    """(chunks of an audio file, its sample rate); AudioError naming the file when it is not
+    audio soundfile can read (as predict says it)."""
     import soundfile as sf
 
-    info = sf.info(str(path))
+    from blendsync.shared.audio import AudioError
+
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        raise AudioError(f"{path}: cannot decode audio ({e})") from None
+    if info.frames == 0:
+        raise AudioError(f"{path}: audio is empty (0 samples)")
     block = max(1, int(round(chunk_seconds * info.samplerate)))
     return sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True), info.samplerate
 

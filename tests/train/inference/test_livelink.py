@@ -133,3 +133,75 @@ def test_realtime_pacing_sends_no_frame_before_its_instant(shared_data, checkpoi
     got = rx.stop()
     assert len(got) == rep.frames == 58  # 0.96 s at 60 fps
     assert wall >= rep.audio_s and min(rep.latencies) >= 0.0
+
+
+BAD_STREAM_ARGUMENTS = {
+    "no port": (["--to", "127.0.0.1"], "must be HOST:PORT"),
+    "port 0": (["--to", "127.0.0.1:0"], "port in 1-65535"),
+    "port 70000": (["--to", "127.0.0.1:70000"], "port in 1-65535"),
+    "unresolvable host": (["--to", "no-such-host.invalid:11111"], "cannot resolve 'no-such-host.invalid'"),
+    "frame beyond the rate": (["--fps", "30", "--start-timecode", "00:00:00:30"], "frame 0 to fps - 1"),
+    "negative frame": (["--start-timecode", "00:00:00:-1"], "within a day"),
+    "99999 hours": (["--start-timecode", "99999:00:00:00"], "within a day"),
+    "70 kB subject": (["--subject", "x" * 70_000], "--subject must be a name of 1 to 256 bytes"),
+    "blank subject": (["--subject", " "], "--subject must be a name"),
+    "sample rate 1e12": (["--sample-rate", "1000000000000"], "--sample-rate"),
+    "chunk nan": (["--chunk-seconds", "nan"], "not a finite number"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_STREAM_ARGUMENTS))
+def test_stream_checks_its_arguments_before_reading_any_audio(checkpoint, case, capsys, monkeypatch):
+    """Each was a traceback (or a MemoryError), and only after the first block had consumed
+    piped audio: now exit 1 with one line, stdin unread."""
+    import io
+
+    extra, phrase = BAD_STREAM_ARGUMENTS[case]
+    stdin = io.BytesIO(b"\0" * 64000)
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(stdin))
+    args = ["stream", "--stdin-pcm", "--checkpoint", str(checkpoint), "--no-realtime", "--to", "127.0.0.1:9", *extra]
+    with pytest.raises(SystemExit) as e:
+        main(["-q", *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and phrase in err and "Traceback" not in err, err
+    assert stdin.tell() == 0
+
+
+def test_stream_reaches_an_ipv6_receiver(shared_data, checkpoint, capsys):
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        sock.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    sock.settimeout(5)
+    port = sock.getsockname()[1]
+    audio = shared_data / "speech" / "cmu_arctic_a0007_16k.wav"
+    with pytest.raises(SystemExit) as e:
+        main(["-q", "stream", str(audio), "--checkpoint", str(checkpoint), "--no-realtime", "--to", f"[::1]:{port}"])
+    assert e.value.code == 0
+    assert pylivelinkface.PyLiveLinkFace.decode(sock.recv(4096))
+    sock.close()
+
+
+def test_stream_of_a_file_that_is_not_audio_is_one_line(checkpoint, tmp_path, capsys):
+    junk = tmp_path / "notes.wav"
+    junk.write_text("not audio")
+    with pytest.raises(SystemExit) as e:
+        main(["-q", "stream", str(junk), "--checkpoint", str(checkpoint), "--no-realtime", "--to", "127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and "notes.wav: cannot decode audio" in err and "Traceback" not in err
+
+
+def test_no_realtime_sends_no_faster_than_a_receiver_with_a_default_buffer_takes(shared_data, checkpoint, capsys):
+    """--no-realtime sent whole blocks in bursts: a receiver with the system's default UDP
+    buffer got 166 of 180 frames. Frames now leave at most LiveLinkSender.MAX_RATE a second
+    (after a short burst), every one arrives."""
+    rx = Receiver()
+    rx.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    audio = shared_data / "speech" / "cmu_arctic_a0007_16k.wav"
+    with pytest.raises(SystemExit) as e:
+        main(["-q", "stream", str(audio), "--checkpoint", str(checkpoint), "--no-realtime", "--fps", "60",
+              "--to", f"127.0.0.1:{rx.port}"])  # fmt: skip
+    assert e.value.code == 0
+    sent = int(capsys.readouterr().out.split("sent ")[1].split(" frames")[0])
+    assert len(rx.stop()) == sent
