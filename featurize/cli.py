@@ -173,6 +173,8 @@ def extract(
         f"{report.audio_s / 3600:.3f} audio hours; manifest index {report.index_name!r}; "
         f"{report.seconds:.1f} s)"
     )
+    if report.sync_warning:
+        click.echo(f"warning: {report.sync_warning}", err=True)
     if report.repaired:
         click.echo(f"{len(report.repaired)} stored item(s) failed their check and were recomputed:", err=True)
         for line in report.repaired:
@@ -326,13 +328,18 @@ def info(store_path, as_json, per_channel, threshold, manifest, per_take_sync, s
 def _echo_sync_summary(s: dict) -> None:
     click.echo(
         f"sync:           {s['estimated']} takes estimated, {len(s['out_of_sync'])} out of sync "
-        f"(|lag| > {s['tolerance_frames']} frames), {len(s['no_estimate'])} without an estimate"
+        f"(|lag| > {s['tolerance_frames']} frames), {len(s['shifted'])} shifted into sync, "
+        f"{len(s['no_estimate'])} without an estimate"
         + (f", {s['not_checked']} not checked yet (bsfeat info --sync)" if s["not_checked"] else "")
     )
     for t in s["out_of_sync"]:
+        click.echo(f"  out of sync: {_take_name(t)}: {t['description']}")
+    for t in s["shifted"]:
+        click.echo(f"  shifted by {t['shift_frames']:+d} (--auto-sync): {_take_name(t)}: was {t['description']}")
+    if s["superseded_items"]:
         click.echo(
-            f"  out of sync: {_take_name(t)}: {t['description']}"
-            + (f"; shifted by {t['shift_frames']:+d} (--auto-sync)" if t["shift_frames"] else "")
+            f"  {s['superseded_items']} stored item(s) no manifest points to any more (e.g. takes before --auto-sync "
+            "shifted them): not counted"
         )
     for t in s["no_estimate"]:
         click.echo(f"  {_take_name(t)}: {t['description']}")

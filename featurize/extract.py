@@ -62,6 +62,8 @@ class ExtractReport:
     # (|lag| > the tolerance), saying whether --auto-sync shifted them.
     out_of_sync: list[str] = field(default_factory=list)
     shifted: int = 0
+    # Why no take's sync could be checked (a channel set without mouth-opening channels), else None.
+    sync_warning: str | None = None
     # --repair: stored items that failed their check ("KEY (row N): problems"), recomputed.
     repaired: list[str] = field(default_factory=list)
 
@@ -250,7 +252,7 @@ def extract(
         execute(runner, store, cfg, plan, force or bool(report.repaired), on_result)
         report.started_cluster = runner.started_cluster
     write_report_index(store, manifest, cfg, plan, report)
-    report_sync(plan, cfg, sync, report)
+    report_sync(store, plan, cfg, sync, report)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -311,14 +313,25 @@ def check_sync(cfg: FeatureConfig, sync: SyncConfig, auto_sync: bool) -> None:
         )
 
 
-def report_sync(plan: ExtractPlan, cfg: FeatureConfig, sync: SyncConfig, report: ExtractReport) -> None:
+def report_sync(
+    store: FeatureStore, plan: ExtractPlan, cfg: FeatureConfig, sync: SyncConfig, report: ExtractReport
+) -> None:
     """The stored takes confidently out of sync, one line each, from the sync documents their
-    results carry (nothing is read again)."""
+    results carry; a cached item estimated under other sync settings (another --sync-channels)
+    is estimated again from its stored arrays, so that the settings of this run are the ones
+    reported (a run with unchanged settings reads nothing). Warns when no take could be
+    estimated because the channel set has no mouth-opening channel."""
+    estimated, without_channels, with_targets = 0, 0, 0
     for p in plan.planned:
         doc = plan.status[p.key].sync
         if doc is None:
             continue
+        if doc.get("config") != sync.to_dict() and plan.status[p.key].status == "exists":
+            doc = estimate_again(store, p.key, cfg, sync, doc)
         stored = StoredSync.from_doc(doc, cfg.fps)
+        with_targets += 1
+        estimated += stored.estimate.lag_frames is not None
+        without_channels += not sync.opening_channels(cfg.channels.channels)
         if not stored.estimate.out_of_sync(sync):
             continue
         what = (
@@ -328,6 +341,23 @@ def report_sync(plan: ExtractPlan, cfg: FeatureConfig, sync: SyncConfig, report:
         )
         report.shifted += bool(stored.shift_frames)
         report.out_of_sync.append(f"{p.row.audio} (row {p.row.row}, {p.row.id}): {stored.estimate.describe()}; {what}")
+    if with_targets and not estimated and without_channels == with_targets:
+        report.sync_warning = (
+            f"sync not checked: channel set {cfg.channels.name!r} has no channel named like a mouth opening "
+            "(jawOpen, mouthOpen, mouthLowerDown...); name the ones that open the mouth with --sync-channels"
+        )
+        log.debug("%s: %s", report.manifest, report.sync_warning)
+
+
+def estimate_again(store: FeatureStore, key: str, cfg: FeatureConfig, sync: SyncConfig, doc: dict) -> dict:
+    """A cached item's sync document under this run's settings, from its stored arrays (read
+    checked; nothing is written: the item stays as computed). Its curves as stored are
+    estimated, so an --auto-sync item keeps its shift."""
+    from blendsync.shared.sync import estimate_lag
+
+    item = store.read_item(key)
+    est = estimate_lag(item.mel, item.targets, item.attrs.channels, cfg.fps, sync)
+    return {**doc, **est.to_doc(), "config": sync.to_dict()}
 
 
 def choose_executor(kind: str, workers: int | None, scheduler: str | None, tasks: list[FileTask]):

@@ -48,13 +48,39 @@ def store_info(store: FeatureStore) -> dict:
         "feature_configs": configs,
         "manifests": manifests,
         "bytes_on_disk": store.bytes_on_disk(),
-        "sync": sync_summary(items),
+        "sync": sync_summary(items, takes=current_takes(store, items)),
     }
 
 
-def _take(a: ItemAttrs, stored: StoredSync | None) -> dict:
+def current_takes(store: FeatureStore, items: dict[str, ItemAttrs], manifest: str | None = None) -> dict:
+    """{key: the manifest row it stands for (IndexEntry), or None}: the items a manifest's
+    rows point to now (manifest given), or those of every manifest (each key with the first
+    manifest's row); every item when the store has no manifest index. An item no manifest
+    points to any more (the unshifted take an --auto-sync run replaced) is not a take of the
+    data set: listing it would count the take twice."""
+    names = [manifest] if manifest is not None else store.index_names()
+    out: dict = {}
+    for name in names:
+        try:
+            index = store.manifest_index(name)
+        except StoreError:
+            if manifest is not None:
+                raise
+            continue  # a damaged index: verify reports it
+        for e in index.stored_entries:
+            if e.key in items:
+                out.setdefault(e.key, e)
+    if not names:
+        out = dict.fromkeys(items)
+    return out
+
+
+def _take(a: ItemAttrs, stored: StoredSync | None, entry=None) -> dict:
+    """A take as listed: the manifest row it stands for (entry), else the row that computed it."""
     src = a.doc.get("source") or {}
     out = {"key": a.key, "row": src.get("row"), "id": src.get("id"), "audio": src.get("audio")}
+    if entry is not None:
+        out.update(row=entry.row, id=entry.id, audio=entry.audio)
     if stored is not None:
         out.update(
             stored.estimate.to_doc(),
@@ -65,30 +91,38 @@ def _take(a: ItemAttrs, stored: StoredSync | None) -> dict:
     return out
 
 
-def sync_summary(items: dict[str, ItemAttrs], sync: SyncConfig = SyncConfig()) -> dict:
-    """From the items' stored estimates (attrs only, nothing read): the takes confidently out of
-    sync (|lag| > tolerance), those without an estimate, and how many items predate the check."""
+def sync_summary(items: dict[str, ItemAttrs], sync: SyncConfig = SyncConfig(), takes: dict | None = None) -> dict:
+    """From the stored estimates of the takes (current_takes; attrs only, nothing read): those
+    confidently out of sync (|lag| > tolerance), those --auto-sync shifted (fixed: counted
+    apart), those without an estimate, and how many predate the check; and how many stored
+    items no manifest points to any more."""
+    takes = dict.fromkeys(items) if takes is None else takes
     out: dict = {
         "tolerance_frames": sync.tolerance_frames,
         "min_confidence": sync.min_confidence,
         "estimated": 0,
         "out_of_sync": [],
+        "shifted": [],
         "no_estimate": [],
         "not_checked": 0,
+        "superseded_items": len(set(items) - set(takes)),
     }
-    for a in items.values():
+    for key, entry in takes.items():
+        a = items[key]
         if not a.has_targets:
             continue
         stored = a.sync
         if stored is None:
             out["not_checked"] += 1
         elif stored.estimate.lag_frames is None:
-            out["no_estimate"].append(_take(a, stored))
+            out["no_estimate"].append(_take(a, stored, entry))
         else:
             out["estimated"] += 1
-            if stored.estimate.out_of_sync(sync):
-                out["out_of_sync"].append(_take(a, stored))
-    for name in ("out_of_sync", "no_estimate"):
+            if stored.shift_frames:
+                out["shifted"].append(_take(a, stored, entry))
+            elif stored.estimate.out_of_sync(sync):
+                out["out_of_sync"].append(_take(a, stored, entry))
+    for name in ("out_of_sync", "shifted", "no_estimate"):
         out[name].sort(key=_take_order)
     return out
 
@@ -104,12 +138,9 @@ def sync_check(store: FeatureStore, manifest: str | None = None, sync: SyncConfi
     nothing is written). ValueError for sync channels an item's channel set lacks."""
     store.check()
     items, _ = store.items_by_state()
-    if manifest is not None:
-        keys = list(dict.fromkeys(e.key for e in store.manifest_index(manifest).stored_entries))
-    else:
-        keys = list(items)
+    current = current_takes(store, items, manifest)
     cfg = sync or SyncConfig()
-    with_targets = [items[k] for k in keys if k in items and items[k].has_targets]
+    with_targets = [items[k] for k in current if items[k].has_targets]
     # Estimated now: items written before the check, or every item when sync is given.
     again = [a.key for a in with_targets if a.sync is None or sync is not None]
     read, reread = store.read_items(again), set(again)
@@ -121,8 +152,9 @@ def sync_check(store: FeatureStore, manifest: str | None = None, sync: SyncConfi
             est = estimate_lag(item.mel, item.targets, a.channels, float(a.feature_config.get("fps", 30.0)), cfg)
             # an --auto-sync item's targets are already shifted: its estimate is of what is stored
             stored = StoredSync(est, stored.shift_frames if stored else 0, stored.auto_sync if stored else False)
-        take = _take(a, stored)
-        take["out_of_sync"] = stored.estimate.out_of_sync(cfg)
+        take = _take(a, stored, current[a.key])
+        # a shifted item's stored estimate is of the take before its shift: fixed, not out of sync
+        take["out_of_sync"] = stored.estimate.out_of_sync(cfg) and not (a.key not in reread and stored.shift_frames)
         takes.append(take)
     takes.sort(key=_take_order)
     return {"config": cfg.to_dict(), "takes": takes}
@@ -225,10 +257,8 @@ def channel_activity(store: FeatureStore, manifest: str | None = None, threshold
     max and how many takes move it (any frame above threshold), over the items with targets
     (a manifest's stored rows, or every item). Items are read checked."""
     store.check()
-    if manifest is not None:
-        keys = list(dict.fromkeys(e.key for e in store.manifest_index(manifest).stored_entries))
-    else:
-        keys = store.item_keys()
+    items, _ = store.items_by_state()
+    keys = list(current_takes(store, items, manifest))
     sets: dict[str, dict] = {}
     for item in store.read_items(keys):
         if item.targets is None:

@@ -73,7 +73,7 @@ def test_extract_stores_each_takes_lag_and_info_lists_the_ones_out_of_sync(takes
             assert s.estimate.confidence > 0.5
     code, out, _ = run(["info", str(store)], capsys)
     assert code == 0
-    assert "3 takes estimated, 2 out of sync (|lag| > 2 frames), 1 without an estimate" in out
+    assert "3 takes estimated, 2 out of sync (|lag| > 2 frames), 0 shifted into sync, 1 without an estimate" in out
     listed = [ln for ln in out.splitlines() if "out of sync:" in ln]
     assert len(listed) == 2 and "lead7" in listed[0] and "late5" in listed[1]
     assert "row 4 (silent" in out and "no estimate (the curves (jawOpen" in out
@@ -115,6 +115,25 @@ def test_auto_sync_shifts_the_curves_under_other_keys(takes, tmp_path, capsys):
         ["extract", str(manifest), "--store", str(store), "--serial", "--no-progress", "--auto-sync"], capsys
     )
     assert code == 0 and "0 computed, 4 cached" in out
+    # info counts each take once (the manifest's current item), the shifted ones as fixed.
+    code, out, _ = run(["info", str(store)], capsys)
+    assert "3 takes estimated, 0 out of sync (|lag| > 2 frames), 2 shifted into sync, 1 without an estimate" in out
+    assert "4 stored item(s) no manifest points to any more" in out
+    assert out.count("(lead7, ") == 1 and out.count("(late5, ") == 1
+    code, out, _ = run(["info", str(store), "--sync", "--json"], capsys)
+    takes = json.loads(out)["takes"]
+    assert [t["id"] for t in takes] == ["step", "lead7", "late5", "silent"]
+    assert not any(t["out_of_sync"] for t in takes)
+    code, out, _ = run(["info", str(store), "--channels", "--json"], capsys)
+    assert json.loads(out)["arkit52"]["takes"] == 4
+    # A second manifest over the same files names its own rows.
+    other = tmp_path / "other.csv"
+    other.write_text(manifest.read_text().replace(",step", ",again-step").replace(",lead7", ",again-lead7"))
+    assert (
+        run(["extract", str(other), "--store", str(store), "--serial", "--no-progress", "--auto-sync"], capsys)[0] == 0
+    )
+    code, out, _ = run(["info", str(store), "--sync", "--json", "--manifest", "other"], capsys)
+    assert [t["id"] for t in json.loads(out)["takes"]][:2] == ["again-step", "again-lead7"]
 
 
 def test_example_data_is_in_step_after_its_designed_lead(example_store, capsys):
@@ -143,3 +162,31 @@ def test_auto_sync_needs_mouth_channels_on_a_custom_rig(tmp_path, capsys):
         ["extract", str(manifest), "--store", str(tmp_path / "f.zarr"), "--config", str(cfg), "--auto-sync"], capsys
     )
     assert code == 1 and "--auto-sync needs the mouth-opening channels" in err and "--sync-channels" in err
+
+
+def test_a_custom_rig_without_mouth_names_is_warned_and_sync_channels_check_its_cached_takes(
+    shared_data, tmp_path, capsys
+):
+    """The first extract said nothing although no take could be checked; a re-run with
+    --sync-channels found every item cached and estimated nothing. Now the first run warns,
+    and the re-run estimates the cached takes from their stored arrays (computing nothing)."""
+    src = shared_data / "speech" / "ljspeech_LJ050-0131_22k.wav"
+    dec = decode_audio(src, CFG.sample_rate)
+    T = n_frames(dec.duration_s, CFG.fps)
+    curves = np.zeros((T, 2), np.float32)
+    curves[:, 0] = mouth_from_speech(dec.samples, dec.sample_rate, T, CFG.fps)
+    np.save(tmp_path / "take.npy", lead(curves, 7))
+    manifest = write_manifest(
+        tmp_path / "rig.csv", [{"audio": src, "targets": tmp_path / "take.npy", "targets_fps": 30, "id": "take"}]
+    )
+    cfg = tmp_path / "rig.yaml"
+    cfg.write_text("targets:\n  channels: [ctrl_jaw, ctrl_brow]\n")
+    args = ["extract", str(manifest), "--store", str(tmp_path / "f.zarr"), "--config", str(cfg), "--serial",
+            "--no-progress"]  # fmt: skip
+    code, out, err = run(args, capsys)
+    assert code == 0 and "warning: sync not checked: channel set 'custom2' has no channel named like a mouth" in err
+    code, out, err = run([*args, "--sync-channels", "ctrl_jaw"], capsys)
+    assert code == 0 and "(0 computed, 1 cached" in out and "warning" not in err
+    assert "1 take(s) out of sync with their audio (0 shifted)" in err and "lag +7 frames" in err
+    code, out, err = run(args, capsys)  # the default settings again: as the item was stored, nothing read
+    assert code == 0 and "warning: sync not checked" in err
