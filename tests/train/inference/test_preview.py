@@ -48,3 +48,58 @@ def test_preview_mp4_has_sound_the_audios_length_and_a_mouth_that_follows_the_ta
     opening = [mouth_opening(f[:, PANEL:]) for f in frames]
     n = min(len(opening), len(jaw))
     assert np.corrcoef(jaw[:n], opening[:n])[0, 1] >= 0.9
+
+
+def _preview(args, capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as e:
+        main(["-q", "preview", *args, "--no-progress"])
+    return e.value.code, capsys.readouterr().err
+
+
+def test_targets_of_another_length_are_refused(checkpoint, tmp_path, capsys):
+    """Curves 0.5 s long beside 3 s of audio were drawn without a word."""
+    audio = REPO / "data" / "example" / "ava_take1.wav"
+    lines = (REPO / "data" / "example" / "ava_take1.csv").read_text().splitlines()
+    short = tmp_path / "short.csv"
+    short.write_text("\n".join(lines[:31]) + "\n")
+    out = tmp_path / "take.mp4"
+    code, err = _preview([str(audio), "--checkpoint", str(checkpoint), "--targets", str(short), "--out", str(out)],
+                         capsys)  # fmt: skip
+    assert code == 1 and "short.csv: the curves last 0.50 s" in err and "not this audio's take?" in err, err
+    assert not out.exists()
+
+
+def test_a_model_of_another_rig_is_refused_rather_than_a_frozen_face(tmp_path, capsys):
+    from blendsync.train.loop.trainer import fit
+    from tests.helpers import make_random_store, speechlike, tiny
+
+    fs, _ = make_random_store(tmp_path / "s.zarr", [300, 280])  # channels c0..c4
+    fit(fs.root, cfg=tiny(optim={"epochs": 1}), out=tmp_path / "run", stop_after_steps=1)
+    import soundfile as sf
+
+    audio = tmp_path / "a.wav"
+    sf.write(audio, speechlike(1.0, 16000), 16000)
+    ck = tmp_path / "run" / "checkpoints" / "last.pt"
+    code, err = _preview([str(audio), "--checkpoint", str(ck), "--out", str(tmp_path / "v.mp4")], capsys)
+    assert code == 1 and "predicts none of the 52 ARKit channels" in err and "use predict" in err
+
+
+def test_any_out_name_is_an_mp4_and_an_interrupted_preview_leaves_no_file(checkpoint, tmp_path, capsys):
+    from blendsync.train.inference.preview import preview
+
+    audio = REPO / "data" / "example" / "ava_take1.wav"
+    out = tmp_path / "take.video"  # said "Could not determine output format"
+    code, _ = _preview([str(audio), "--checkpoint", str(checkpoint), "--out", str(out)], capsys)
+    assert code == 0
+    with av.open(str(out)) as c:
+        assert c.format.name.startswith("mov,mp4") and len(c.streams.video) == 1
+    seen = []
+
+    def stop_after_a_second(frames):
+        seen.append(frames)
+        if sum(seen) >= 30:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        preview(audio, checkpoint, tmp_path / "stopped.mp4", progress=stop_after_a_second)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["take.video"]
