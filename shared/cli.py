@@ -10,6 +10,8 @@ from contextlib import contextmanager
 
 import click
 
+from blendsync.shared.files import write_atomically
+
 EXIT_OK, EXIT_USAGE = 0, 1
 # Ctrl-C: the shell's convention for a process ended by SIGINT (128 + 2).
 EXIT_INTERRUPTED = 130
@@ -90,7 +92,7 @@ def write_text_or_stdout(text: str, path) -> None:
     if path is None:
         click.echo(text, nl=False)
     else:
-        path.write_text(text)
+        write_atomically(path, text)
         click.echo(f"wrote {path}", err=True)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from blendsync.shared.files import write_atomically
 from blendsync.shared.store import FeatureStore, ItemError
 from blendsync.train.core.data import FileRef, check_finite, with_row
 
@@ -145,5 +146,5 @@ def load_or_compute(run_dir: Path, store: FeatureStore, manifest: str, split: st
     log.info("computing normalisation statistics over %d %s files", len(files), split)
     norm = compute_normalizer(store, files)
     run_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(norm.to_dict()))
+    write_atomically(path, json.dumps(norm.to_dict()))
     return norm

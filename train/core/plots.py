@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from blendsync.shared.files import written_atomically
+
 PREFERRED = ("jawOpen", "mouthFunnel", "eyeBlinkLeft", "browInnerUp")
 
 
@@ -35,7 +37,8 @@ def plot_losses(history: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with written_atomically(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
 
 
@@ -97,7 +100,8 @@ def plot_curves(pred: np.ndarray, target: np.ndarray, channels: list[str], fps: 
     axes[0, 0].set_title(title)
     axes[-1, 0].set_xlabel("seconds")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with written_atomically(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
 
 
@@ -113,5 +117,6 @@ def plot_stream_weights(mel_w: np.ndarray, emo_w: np.ndarray, channels: list[str
     ax.legend()
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with written_atomically(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from blendsync.shared.files import write_atomically
 from blendsync.shared.provenance import library_versions
 from blendsync.shared.store import FeatureStore
 from blendsync.train.core import plots
@@ -432,7 +433,8 @@ class Trainer:
 
     def _write_run_config(self) -> None:
         ds, cfg = self.ds, self.cfg
-        (self.run_dir / "config.json").write_text(
+        write_atomically(
+            self.run_dir / "config.json",
             json.dumps(
                 {
                     "train_config": cfg.to_dict(),
@@ -460,7 +462,7 @@ class Trainer:
                     },
                 },
                 indent=2,
-            )
+            ),
         )
 
     # -- the loop ------------------------------------------------------------------------------
@@ -801,8 +803,11 @@ class _NoWriter:
 
 
 def _append(path: Path, rec: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(rec) + "\n")
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+    except OSError as e:  # a full disk fails the write or the close, whose errors name no file
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
 
 
 def _read_history(path: Path) -> list[dict]:
