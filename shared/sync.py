@@ -27,7 +27,10 @@ SILENT_BELOW = 0.02
 
 # Bumped when estimate_lag changes: --auto-sync keys carry it, so shifts made by another
 # estimator are not reused.
-ESTIMATOR_VERSION = 1
+ESTIMATOR_VERSION = 2
+
+# The narrowest search worth making (a take shorter than 4x this has no estimate).
+MIN_SEARCH_S = 0.5
 
 # Lags this close to the peak are its own shoulder, not a rival: the peak's confidence
 # compares it with the best correlation further away than this.
@@ -41,7 +44,7 @@ class SyncConfig:
     min_confidence: below it an estimate is shown but not acted on (no shift, not listed)."""
 
     channels: tuple[str, ...] = ()
-    max_lag_s: float = 0.5
+    max_lag_s: float = 1.5
     tolerance_frames: int = 2
     min_confidence: float = 0.25
 
@@ -174,19 +177,22 @@ def estimate_lag(
     cols = [list(channel_names).index(c) for c in chans]
     signal = targets[:, cols].astype(np.float64).mean(axis=1)
     energy = log_energy(mel)
-    max_lag = max(1, int(round(cfg.max_lag_s * fps)))
+    # Searched: max_lag_s either way, or a quarter of the take where that is shorter (a lag
+    # needs most of the take to overlap), but never less than MIN_SEARCH_S.
+    max_lag = max(1, min(int(round(cfg.max_lag_s * fps)), len(signal) // 4))
+    least = max(1, int(round(min(MIN_SEARCH_S, cfg.max_lag_s) * fps)))
     if signal.max(initial=0.0) < SILENT_BELOW or signal.std() < 1e-6:
         return SyncEstimate(
             lag_frames=None, fps=fps, channels=chans, reason=f"the curves ({', '.join(chans)}) do not move"
         )
     if energy.std() < 1e-6:
         return SyncEstimate(lag_frames=None, fps=fps, channels=chans, reason="the audio is silent")
-    if len(signal) < 4 * max_lag:
+    if max_lag < least:
         return SyncEstimate(
             lag_frames=None,
             fps=fps,
             channels=chans,
-            reason=f"too short ({len(signal)} frames; needs {4 * max_lag} for ±{cfg.max_lag_s} s)",
+            reason=f"too short ({len(signal)} frames; needs {4 * least} for ±{least / fps:.2g} s)",
         )
     r = lag_correlations(signal, energy, max_lag)
     if not np.isfinite(r).any():

@@ -89,6 +89,23 @@ def test_custom_spellings_of_mouth_opening_are_found():
     assert SyncConfig().opening_channels(names) == ("Jaw_Open", "mouth_open_c", "MouthLowerDown_L")
 
 
+def test_a_take_a_second_out_of_sync_is_found_and_listed(shared_data):
+    """With a ±0.5 s search a +30 frame lead read as +13 at low confidence and was never
+    listed: the search now spans ±1.5 s."""
+    mel, targets = take(shared_data, SPEECH[5])
+    for lag in (30, -30):
+        est = estimate_lag(mel, lead(targets, lag), ARKIT_52, CFG.fps)
+        assert abs(est.lag_frames - lag) <= 1 and est.out_of_sync(SyncConfig()), (lag, est)
+
+
+def test_a_short_take_is_searched_over_a_quarter_of_its_length(shared_data):
+    mel, targets = take(shared_data, SPEECH[5])
+    est = estimate_lag(mel[:100], lead(targets, 5)[:100], ARKIT_52, CFG.fps)  # 3.3 s: ±25 frames
+    assert abs(est.lag_frames - 5) <= 1
+    short = estimate_lag(mel[:50], targets[:50], ARKIT_52, CFG.fps)
+    assert short.lag_frames is None and "too short (50 frames; needs 60" in short.reason
+
+
 def test_a_peak_at_the_search_edge_is_not_trusted(shared_data):
     mel, targets = take(shared_data, SPEECH[5])
     est = estimate_lag(mel, lead(targets, 14), ARKIT_52, CFG.fps, SyncConfig(max_lag_s=0.3))
