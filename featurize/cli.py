@@ -101,8 +101,9 @@ def _load_config(path: str | None, features: str | None = None) -> FeatureConfig
 @click.option(
     "--auto-sync",
     is_flag=True,
-    help="Shift the curves of takes confidently out of sync with their audio (|lag| > 2 frames) by "
-    "their estimated lag. Shifted items have their own cache keys: both versions stay stored.",
+    help="Shift the curves of takes confidently out of sync with their audio (|lag| > 2 frames) to the "
+    "usual lead of the takes in sync (their median lag, e.g. +2). The shifted copies have their own cache "
+    "keys: both versions stay stored; nothing is featurized again.",
 )
 @sync_channels_option
 def extract(

@@ -7,6 +7,7 @@ nothing to do starts no cluster.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -15,14 +16,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
 from blendsync.featurize.executors import DaskExecutor, SerialExecutor
 from blendsync.featurize.inspect_store import item_problems
 from blendsync.featurize.stat_cache import StatCache
 from blendsync.featurize.task import FileTask, TaskResult
-from blendsync.featurize.writer import sweep_staging
+from blendsync.featurize.writer import sweep_staging, write_item
 from blendsync.shared.config import FeatureConfig
+from blendsync.shared.featurize_file import FeaturizedFile
 from blendsync.shared.manifest import Manifest, ManifestError, ManifestRow, RowProblem, read_manifest
-from blendsync.shared.provenance import cache_key, library_versions
+from blendsync.shared.provenance import cache_key, library_versions, shifted_key
 from blendsync.shared.store import (
     FeatureStore,
     IndexEntry,
@@ -33,7 +37,7 @@ from blendsync.shared.store import (
     check_index_name,
     index_name_from,
 )
-from blendsync.shared.sync import StoredSync, SyncConfig
+from blendsync.shared.sync import StoredSync, SyncConfig, SyncEstimate, shift_targets
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,8 @@ class ExtractReport:
     # (|lag| > the tolerance), saying whether --auto-sync shifted them.
     out_of_sync: list[str] = field(default_factory=list)
     shifted: int = 0
+    # --auto-sync: the lead the takes out of sync were shifted to (usual_lead), else None.
+    usual_lead_frames: int | None = None
     # Why no take's sync could be checked (a channel set without mouth-opening channels), else None.
     sync_warning: str | None = None
     # --repair: stored items that failed their check ("KEY (row N): problems"), recomputed.
@@ -118,7 +124,7 @@ def shared_audio_across_splits(planned: list[PlannedRow]) -> list[str]:
 
 
 def plan_rows(
-    manifest: Manifest, cfg: FeatureConfig, stat: StatCache, sync: SyncConfig = SyncConfig(), auto_sync: bool = False
+    manifest: Manifest, cfg: FeatureConfig, stat: StatCache, sync: SyncConfig = SyncConfig()
 ) -> tuple[list[PlannedRow], list[RowProblem]]:
     """Content-hash every valid row and give it its cache key and the task that builds it."""
     versions = library_versions()
@@ -143,7 +149,6 @@ def plan_rows(
             targets_order=r.targets.order if r.targets else None,
             feature_config_hash=fhash,
             versions=versions,
-            auto_sync=sync.key_doc() if auto_sync and r.targets else None,
         )
         provenance = ItemProvenance(
             feature_config=cfg.to_dict(),
@@ -170,7 +175,6 @@ def plan_rows(
             audio_bytes=r.audio.stat().st_size,
             provenance=provenance,
             sync=sync,
-            auto_sync=auto_sync and r.targets is not None,
         )
         planned.append(PlannedRow(r, key, task))
     return planned, problems
@@ -235,7 +239,7 @@ def extract(
     report = ExtractReport(
         manifest=manifest.path, index_name=index_name or index_name_from(manifest.name), rows=manifest.n_rows
     )
-    plan = make_plan(manifest, cfg, store, force, report, sync, auto_sync, repair)
+    plan = make_plan(manifest, cfg, store, force, report, sync, repair)
     report.tasks = len(plan.tasks)
     if on_plan:
         on_plan(len(plan.tasks), len(plan.status), plan.cached_audio_s)
@@ -251,6 +255,8 @@ def extract(
         runner = choose_executor(executor, workers, scheduler, plan.tasks)
         execute(runner, store, cfg, plan, force or bool(report.repaired), on_result)
         report.started_cluster = runner.started_cluster
+    if auto_sync:
+        align_out_of_sync(store, cfg, plan, sync, report)
     write_report_index(store, manifest, cfg, plan, report)
     report_sync(store, plan, cfg, sync, report)
     report.seconds = time.perf_counter() - t0
@@ -264,14 +270,13 @@ def make_plan(
     force: bool,
     report: ExtractReport,
     sync: SyncConfig = SyncConfig(),
-    auto_sync: bool = False,
     repair: bool = False,
 ) -> ExtractPlan:
     """Hash the rows (the stat cache saves re-reading unchanged files), key them, and split
     the keys into stored and to compute (repair: a stored item that fails its check is to
     compute); warns about audio shared across splits."""
     stat = StatCache(store)
-    planned, hash_problems = plan_rows(manifest, cfg, stat, sync, auto_sync)
+    planned, hash_problems = plan_rows(manifest, cfg, stat, sync)
     report.hashed_files = stat.misses
     report.shared_audio = shared_audio_across_splits(planned)
     for msg in report.shared_audio:
@@ -302,6 +307,62 @@ def make_plan(
         cached_audio_s=cached_s,
         problems=list(manifest.problems) + hash_problems,
     )
+
+
+def usual_lead(estimates: list[SyncEstimate], sync: SyncConfig) -> int:
+    """The lead of the takes in sync (trusted, within the tolerance): their median lag, in
+    frames (0 when none is). Mouths open a little before the sound, so a data set's takes
+    share a small natural lead (the example data's +2); --auto-sync brings the takes out of
+    sync to it, not to 0, so that every take of the data set has the same lead."""
+    lags = [e.lag_frames for e in estimates if e.trusted(sync) and abs(e.lag_frames) <= sync.tolerance_frames]
+    return int(np.round(np.median(lags))) if lags else 0
+
+
+def align_out_of_sync(
+    store: FeatureStore, cfg: FeatureConfig, plan: ExtractPlan, sync: SyncConfig, report: ExtractReport
+) -> None:
+    """--auto-sync, once every row's item is stored: a take confidently out of sync gets a
+    copy of its item with the curves shifted to the usual lead (usual_lead), stored under
+    its own key (shifted_key; the unshifted item stays), and the row points to the copy.
+    Nothing is featurized again: the copy holds the same audio features."""
+    estimates = {}
+    for p in plan.planned:
+        res = plan.status[p.key]
+        if res.status != "failed" and res.sync is not None and p.key not in estimates:
+            estimates[p.key] = StoredSync.from_doc(res.sync, cfg.fps).estimate
+    lead = usual_lead(list(estimates.values()), sync)
+    report.usual_lead_frames = lead
+    moved: dict[str, str] = {}
+    for i, p in enumerate(plan.planned):
+        est = estimates.get(p.key)
+        if est is None or not est.out_of_sync(sync) or est.lag_frames == lead:
+            continue
+        shift = est.lag_frames - lead
+        key = moved.get(p.key) or shifted_key(p.key, sync.key_doc(), shift)
+        if key not in plan.status:
+            doc = {**est.to_doc(), "shift_frames": shift, "auto_sync": True, "lead_frames": lead,
+                   "config": sync.to_dict()}  # fmt: skip
+            try:
+                status = "exists" if store.is_complete(key) else _write_shifted(store, p, key, shift, doc)
+            except (StoreError, OSError, ValueError) as e:
+                error = f"{p.row.audio} (row {p.row.row}): cannot shift its curves: {e}"
+                plan.status[key] = TaskResult(key=key, row=p.row.row, status="failed", error=error)
+            else:  # audio counted once: under the unshifted item's result (computed now) or the cached audio
+                audio_s = plan.status[p.key].audio_s
+                plan.status[key] = TaskResult(key=key, row=p.row.row, status=status, sync=doc, audio_s=audio_s)
+        moved[p.key] = key
+        plan.planned[i] = dataclasses.replace(p, key=key)
+
+
+def _write_shifted(store: FeatureStore, p: PlannedRow, key: str, shift: int, sync_doc: dict) -> str:
+    item = store.read_item(p.key)
+    prov = p.task.provenance
+    managed = set(prov.to_doc()) | {"key", "schema_version", "checksums", "shapes", "created", "complete"}
+    info = {k: v for k, v in item.attrs.doc.items() if k not in managed}
+    info["sync"] = sync_doc
+    ff = FeaturizedFile(item.mel, item.emotion, shift_targets(item.targets, shift), info)
+    write_item(store, key, ff, prov)
+    return "computed"
 
 
 def check_sync(cfg: FeatureConfig, sync: SyncConfig, auto_sync: bool) -> None:
@@ -335,7 +396,8 @@ def report_sync(
         if not stored.estimate.out_of_sync(sync):
             continue
         what = (
-            f"curves shifted by {stored.shift_frames:+d} frames (--auto-sync)"
+            f"curves shifted by {stored.shift_frames:+d} frames to the takes' usual lead of "
+            f"{int(doc.get('lead_frames') or 0):+d} (--auto-sync)"
             if stored.shift_frames
             else "not shifted: run extract with --auto-sync to shift them, or fix the take"
         )

@@ -41,7 +41,6 @@ class FileTask:
     audio_bytes: int
     provenance: ItemProvenance
     sync: SyncConfig = SyncConfig()
-    auto_sync: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,7 +101,7 @@ def _run_task(store_root: str, cfg_json: str, task: FileTask, force: bool) -> Ta
 
     stage = "read"
     try:
-        ff = featurize_file(task.audio, task.targets, cfg, sync=task.sync, auto_sync=task.auto_sync)
+        ff = featurize_file(task.audio, task.targets, cfg, sync=task.sync)
         stage = "write"
         wrote = write_item(store, task.key, ff, task.provenance, replace=force)
     except ValueError as e:  # AudioError, TargetError: the input's fault, said plainly

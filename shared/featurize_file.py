@@ -16,7 +16,7 @@ from blendsync.shared.audio import decode_audio
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.features import compute_features
 from blendsync.shared.frame_grid import n_frames
-from blendsync.shared.sync import SyncConfig, estimate_lag, shift_targets
+from blendsync.shared.sync import SyncConfig, estimate_lag
 from blendsync.shared.targets import TargetError, TargetSpec, read_targets, targets_on_grid
 
 log = logging.getLogger(__name__)
@@ -49,13 +49,12 @@ def featurize_file(
     cfg: FeatureConfig,
     *,
     sync: SyncConfig = SyncConfig(),
-    auto_sync: bool = False,
 ) -> FeaturizedFile:
     """Raises AudioError / TargetError (both ValueError) naming the file for unusable input.
 
     A take with targets also gets its audio/curve lag estimated (info["sync"]: the estimate of
-    the curves as read, and shift_frames, the shift applied: the lag itself when auto_sync and
-    the take is confidently out of sync, else 0)."""
+    the curves as read, shift_frames 0; bsfeat extract --auto-sync makes shifted copies of the
+    items out of sync, featurize.extract.align_out_of_sync)."""
     dec = decode_audio(audio, cfg.sample_rate)
     audio_s = dec.duration_s
     info: dict = {
@@ -100,15 +99,8 @@ def featurize_file(
                 targets.describe(),
                 tg.counts["targets_clipped_values"],
             )
-        info["sync"] = _sync(feats["mel"].values, tgt, cfg, sync, auto_sync)
-        if info["sync"]["shift_frames"]:
-            tgt = shift_targets(tgt, info["sync"]["shift_frames"])
+        est = estimate_lag(feats["mel"].values, tgt, cfg.channels.channels, cfg.fps, sync)
+        info["sync"] = {**est.to_doc(), "shift_frames": 0, "auto_sync": False, "config": sync.to_dict()}
     info["frames"] = T
     info["counts"] = counts
     return FeaturizedFile(feats["mel"].values, feats["emotion"].values, tgt, info)
-
-
-def _sync(mel: np.ndarray, targets: np.ndarray, cfg: FeatureConfig, sync: SyncConfig, auto_sync: bool) -> dict:
-    est = estimate_lag(mel, targets, cfg.channels.channels, cfg.fps, sync)
-    shift = est.lag_frames if auto_sync and est.out_of_sync(sync) else 0
-    return {**est.to_doc(), "shift_frames": shift, "auto_sync": auto_sync, "config": sync.to_dict()}

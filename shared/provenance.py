@@ -47,15 +47,12 @@ def cache_key(
     feature_config_hash: str,
     versions: dict[str, str],
     targets_order: str | None = None,
-    auto_sync: dict | None = None,
 ) -> str:
     """The item key: hex sha256 (first 32 chars) of everything that determines its arrays.
 
     targets_key (an array or dataset name inside the file), targets_fps and targets_order
     (from the manifest) change the targets read from the same bytes, so they are part of it;
-    targets_order only when given, so keys made before it existed stay the same. auto_sync
-    (the sync config of --auto-sync, whose shift changes the targets) likewise only when on:
-    both versions of a take can live in one store.
+    targets_order only when given, so keys made before it existed stay the same.
     """
     doc = {
         "audio": audio_sha256,
@@ -67,6 +64,11 @@ def cache_key(
     }
     if targets_order is not None:
         doc["targets_order"] = targets_order
-    if auto_sync is not None:
-        doc["auto_sync"] = auto_sync
+    return hashlib.sha256(canonical_json(doc).encode()).hexdigest()[:32]
+
+
+def shifted_key(key: str, sync_key_doc: dict, shift_frames: int) -> str:
+    """The key of the item --auto-sync makes of item key: its curves shifted by shift_frames
+    (decided under the sync settings sync_key_doc). Both versions of a take live in one store."""
+    doc = {"item": key, "auto_sync": sync_key_doc, "shift_frames": int(shift_frames)}
     return hashlib.sha256(canonical_json(doc).encode()).hexdigest()[:32]

@@ -110,5 +110,5 @@ def test_an_item_without_recorded_shapes_is_refused_with_how_to_migrate(tmp_path
     doc = json.loads(meta.read_text())
     del doc["attributes"]["shapes"]
     meta.write_text(json.dumps(doc))
-    with pytest.raises(ItemError, match="records no array shapes .*bsfeat extract --force"):
+    with pytest.raises(ItemError, match="records no array shapes .*bsfeat extract MANIFEST --store .* --repair"):
         fs.read_item(keys[0])
