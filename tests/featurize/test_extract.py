@@ -275,3 +275,10 @@ def test_a_corrupt_manifest_index_is_named_and_extract_rewrites_it(tmp_path, mak
     r = extract(man, store, FeatureConfig(), executor="serial")  # everything cached; the index is rewritten
     assert r.ok and r.cached == 1
     assert FeatureStore(store).read_index("base")["entries"][0]["key"]
+
+
+def test_info_refuses_a_threshold_that_is_not_a_finite_number(example_store, capsys):
+    for bad in ("nan", "-nan"):
+        with pytest.raises(SystemExit) as e:
+            main(["info", str(example_store), "--channels", "--threshold", bad])
+        assert e.value.code == 1 and "not a finite number" in capsys.readouterr().err

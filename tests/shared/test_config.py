@@ -62,3 +62,20 @@ def test_cache_key_changes_with_every_input():
         ("versions", {**v, "opensmile": "0"}),
     ]:
         assert cache_key(**{**base, field: other}) != k
+
+
+@pytest.mark.parametrize(
+    "doc, phrase",
+    [
+        ({"mel": {"n_mels": "eighty"}}, "mel.n_mels must be a whole number, got 'eighty'"),
+        ({"mel": {"n_fft": 512.5}}, "mel.n_fft must be a whole number, got 512.5"),
+        ({"emotion": {"context_s": [1.0]}}, "emotion.context_s must be a number, got [1.0]"),
+        ({"sample_rate": True}, "sample_rate must be a whole number, got True"),
+        ({"fps": "fast"}, "fps must be a number, got 'fast'"),
+        ({"targets": {"jitter_tolerance": "x"}}, "targets.jitter_tolerance must be a number"),
+    ],
+)
+def test_a_value_of_the_wrong_type_names_its_key(doc, phrase):
+    with pytest.raises(ValueError) as e:
+        FeatureConfig.from_dict(doc)
+    assert phrase in str(e.value)
