@@ -2,11 +2,15 @@
 """Sync estimate error over known shifts: real speech (curves derived from it) and the real
 custom-rig takes (their own curves), shifted by -10 … +10 frames at 30 fps.
 
-    python benchmarks/bench_sync.py
+    python benchmarks/bench_sync.py [--shifts 30] [--search-s 0.5]
+
+--shifts N: shifts of -N … +N frames (default 10); --search-s: the search half-width
+(SyncConfig.max_lag_s; default the estimator's, 1.5 s).
 
 The baseline is no sync check (every take assumed in step: error = the shift). Prints, per
 source, the estimate's mean and largest absolute error in frames, the share within ±1 frame,
-and the ratio of the baseline's mean error to ours. The custom-rig curves are real: the truth
+how many wrong estimates (> 1 frame off) were trusted (confidence >= 0.25: listed and
+shifted by --auto-sync), and the ratio of the baseline's mean error to ours. The custom-rig curves are real: the truth
 is the unshifted take's own estimate plus the shift (their mouth-opening channel,
 mouth_suck_dl, is named with --sync-channels as a user of that rig would).
 
@@ -44,43 +48,55 @@ def mel_of(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
     return compute_features(dec.samples, dec.sample_rate, T, CFG)["mel"].values, dec.samples, T
 
 
-def errors(mel, targets, names, sync: SyncConfig, offset: int = 0) -> list[int]:
+def errors(mel, targets, names, sync: SyncConfig, offset: int = 0) -> list[tuple[int, bool]]:
+    """(error in frames, trusted) per shift."""
     out = []
     for lag in LAGS:
         est = estimate_lag(mel, lead(targets, lag), names, CFG.fps, sync)
-        out.append(99 if est.lag_frames is None else est.lag_frames - lag - offset)
+        out.append((99 if est.lag_frames is None else est.lag_frames - lag - offset, est.trusted(sync)))
     return out
 
 
-def row(name: str, errs: list[int], seconds: float) -> None:
-    e = np.abs(np.array(errs))
+def row(name: str, errs: list[tuple[int, bool]], seconds: float) -> None:
+    e = np.abs(np.array([x for x, _ in errs]))
+    trusted = np.array([t for _, t in errs])
     base = np.mean([abs(lag) for lag in LAGS])
     ratio = f"{base / e.mean():8.1f}x" if e.mean() else "    exact"
     print(
-        f"{name:34s} {len(errs):5d} {e.mean():9.2f} {e.max():5d} {np.mean(e <= 1):8.0%} {base:9.2f} "
-        f"{ratio} {1000 * seconds / len(errs):7.1f}"
+        f"{name:34s} {len(errs):5d} {e.mean():9.2f} {e.max():5d} {np.mean(e <= 1):8.0%} "
+        f"{int(np.sum((e > 1) & trusted)):8d} {base:9.2f} {ratio} {1000 * seconds / len(errs):7.1f}"
     )
 
 
 def main() -> None:
+    import argparse
+
+    global LAGS
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shifts", type=int, default=10)
+    ap.add_argument("--search-s", type=float, default=SyncConfig().max_lag_s)
+    args = ap.parse_args()
+    LAGS = range(-args.shifts, args.shifts + 1)
+    search = args.search_s
+    print(f"shifts {LAGS[0]} … +{LAGS[-1]} frames; search ±{search} s")
     print(
-        f"{'source':34s} {'takes':>5s} {'mean|err|':>9s} {'max':>5s} {'<=1 fr':>8s} {'baseline':>9s} "
+        f"{'source':34s} {'takes':>5s} {'mean|err|':>9s} {'max':>5s} {'<=1 fr':>8s} {'wrong+tr':>8s} {'baseline':>9s} "
         f"{'ratio':>9s} {'ms/est':>7s}"
     )
     allerr = []
     for wav in sorted((DATA / "speech").iterdir()):
         mel, y, T = mel_of(wav)
         if T < 4 * 15:
-            print(f"{wav.name:34s} skipped: {T} frames, shorter than 4 x the ±0.5 s search")
+            print(f"{wav.name:34s} skipped: {T} frames, shorter than 4 x the narrowest (±0.5 s) search")
             continue
         targets = np.zeros((T, 52), np.float32)
         targets[:, ARKIT_52.index("jawOpen")] = mouth_from_speech(y, CFG.sample_rate, T, CFG.fps)
         t0 = time.process_time()
-        errs = errors(mel, targets, ARKIT_52, SyncConfig())
+        errs = errors(mel, targets, ARKIT_52, SyncConfig(max_lag_s=search))
         row(wav.name, errs, time.process_time() - t0)
         allerr += errs
     names = (DATA / "custom_rig" / "channel_names.txt").read_text().split()[1:]
-    rig = SyncConfig(channels=("mouth_suck_dl",))
+    rig = SyncConfig(channels=("mouth_suck_dl",), max_lag_s=search)
     for take in ("1114_3_15", "1114_3_16"):
         mel, _, T = mel_of(DATA / "custom_rig" / f"{take}.wav")
         curves = np.load(DATA / "custom_rig" / f"bs_value_{take}.npy")
