@@ -260,3 +260,12 @@ def mouth_from_speech(y: np.ndarray, sr: int, T: int, fps: float) -> np.ndarray:
 def lead(targets: np.ndarray, lag: int) -> np.ndarray:
     """Curves that lead the audio by lag frames: frame t shows what the audio does at t + lag."""
     return targets[np.clip(np.arange(len(targets)) + lag, 0, len(targets) - 1)]
+
+
+def sigint_default() -> None:
+    """preexec_fn for a subprocess a test sends SIGINT: a shell starts background jobs with
+    SIGINT ignored, which a child inherits (and Python then raises no KeyboardInterrupt);
+    the child gets the default disposition, as a program started from a terminal has."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

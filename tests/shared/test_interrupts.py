@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from blendsync.shared.interrupts import interruptible
-from tests.helpers import REPO
+from tests.helpers import REPO, sigint_default
 
 # 240 s of audio: openSMILE runs for seconds; SIGINT arrives 0.5 s into its run.
 _SCRIPT = """
@@ -34,7 +34,9 @@ print("finished")
 def test_ctrl_c_during_opensmile_raises_keyboard_interrupt():
     """Before the guard, the KeyboardInterrupt raised inside openSMILE's callback was swallowed
     and the extraction ran to its end ("finished")."""
-    r = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, cwd=REPO)
+    r = subprocess.run(
+        [sys.executable, "-c", _SCRIPT], capture_output=True, text=True, cwd=REPO, preexec_fn=sigint_default
+    )
     assert r.returncode == 0 and r.stdout.strip() == "interrupted", r.stdout + r.stderr[-2000:]
 
 

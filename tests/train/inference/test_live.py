@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from blendsync.train.inference.live import LiveAnimator
 from blendsync.train.inference.pacing import Pacer
 from blendsync.train.inference.predict import Predictor
+from tests.helpers import sigint_default
 
 TOLERANCE = 1e-4
 
@@ -122,7 +123,7 @@ def test_ctrl_c_ends_a_live_stream_with_130_and_no_traceback(live_checkpoint, sh
     proc = subprocess.Popen(
         [sys.executable, "-m", "blendsync.train.cli", "-q", "stream", "--stdin-pcm", "--checkpoint",
          str(live_checkpoint), "--to", "127.0.0.1:9"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=sigint_default,
     )  # fmt: skip
     proc.stdin.write(pcm[: len(pcm) // 2])
     proc.stdin.flush()

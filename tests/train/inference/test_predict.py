@@ -529,7 +529,7 @@ def test_predict_stops_on_ctrl_c_with_exit_130_and_writes_nothing(checkpoint, tm
     import numpy as np
     import soundfile as sf
 
-    from tests.helpers import REPO, speechlike
+    from tests.helpers import REPO, sigint_default, speechlike
 
     audio = tmp_path / "long.wav"
     sf.write(audio, np.tile(speechlike(10.0, 16000), 24), 16000)
@@ -537,7 +537,7 @@ def test_predict_stops_on_ctrl_c_with_exit_130_and_writes_nothing(checkpoint, tm
     p = subprocess.Popen(
         [sys.executable, "-m", "blendsync.train.cli", "predict", str(audio), "--checkpoint", str(checkpoint),
          "--out", str(out)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default,
     )  # fmt: skip
     time.sleep(8)
     p.send_signal(signal.SIGINT)
