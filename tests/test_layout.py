@@ -3,7 +3,7 @@ stray import or an overfull folder fails here rather than in a review.
 
     shared  <-  featurize
     shared  <-  train.core  <-  train.loop
-                            <-  train.inference
+                            <-  train.inference  <-  train.serve
                 (train.cli over all of train)
 """
 
@@ -24,7 +24,8 @@ FORBIDDEN = {
     "blendsync.train": ("blendsync.featurize",),
     "blendsync.train.core": ("blendsync.train.loop", "blendsync.train.inference", "blendsync.train.cli"),
     "blendsync.train.loop": ("blendsync.train.inference", "blendsync.train.cli"),
-    "blendsync.train.inference": ("blendsync.train.loop", "blendsync.train.cli"),
+    "blendsync.train.inference": ("blendsync.train.loop", "blendsync.train.cli", "blendsync.train.serve"),
+    "blendsync.train.serve": ("blendsync.train.loop", "blendsync.train.cli"),
 }
 MAX_MODULES_PER_FOLDER = 15
 

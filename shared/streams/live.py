@@ -200,6 +200,7 @@ class LiveEmotion:
         self._thread.start()
         self.written = 0  # samples handed to openSMILE
         self.batch_samples = int(round(batch_s * sample_rate))
+        self.write_samples = sample_rate  # at most 1 s per write into the 6 s source ring
         self._pending: list[np.ndarray] = []
         self._pending_n = 0
 
@@ -231,11 +232,15 @@ class LiveEmotion:
         pcm = np.concatenate(self._pending)
         self._pending, self._pending_n = [], 0
         data = pcm.tobytes()
-        while data:
-            self._check()
-            if self._smile.external_audio_source_write_data(self._names.EXTERNAL_SOURCE_COMPONENT, data):
-                break
-            time.sleep(0.0005)  # its ring buffer is full: it is still working through earlier audio
+        piece = 2 * self.write_samples  # the source's ring holds 6 s: a larger write would never fit
+        for at in range(0, len(data), piece):
+            while True:
+                self._check()
+                if self._smile.external_audio_source_write_data(
+                    self._names.EXTERNAL_SOURCE_COMPONENT, data[at : at + piece]
+                ):
+                    break
+                time.sleep(0.0005)  # its ring buffer is full: it is still working through earlier audio
         self.written += len(pcm)
 
     def finish(self) -> tuple[np.ndarray, np.ndarray]:

@@ -14,6 +14,7 @@ from blendsync.shared.cli import GROUP_SETTINGS, run_cli, setup_logging, verbosi
 from blendsync.train.cli.evaluate import evaluate
 from blendsync.train.cli.fit import fit, write_default_config
 from blendsync.train.cli.inference import export, predict, preview, stream
+from blendsync.train.cli.serve import serve
 
 
 @click.group(context_settings=GROUP_SETTINGS)
@@ -23,7 +24,7 @@ def cli(verbose: int, quiet: bool) -> None:
     setup_logging(verbose, quiet)
 
 
-for command in (fit, predict, stream, preview, evaluate, export, write_default_config):
+for command in (fit, predict, stream, preview, evaluate, export, serve, write_default_config):
     cli.add_command(command)
 
 

@@ -243,6 +243,22 @@ def _with_suffix(base: Path, ext: str) -> Path:
     return base.parent / (base.name + ext)
 
 
+def animate_file(
+    pred: Predictor, audio: str | Path, *, fps: float, gain: float = 1.0, chunk_seconds: float | None = None
+) -> tuple[np.ndarray, dict]:
+    """The curves predict writes for one audio file: (T', C) at fps in the model's channel
+    order, movement scaled by gain, and Predictor.animate's result (durations, timings).
+    AudioError (a ValueError) naming the file when it is not usable audio."""
+    if chunk_seconds:
+        from blendsync.train.inference.chunked import animate_chunked
+
+        res = animate_chunked(pred, audio, chunk_seconds)
+    else:
+        res = pred.animate(audio)
+    curves = apply_gain(res["curves"], pred.norm.target_mean, gain)
+    return resample_curves(curves, pred.fps, fps, res["duration_s"]), res
+
+
 def predict(
     inputs: list[str | Path],
     checkpoint: str | Path,
@@ -279,19 +295,12 @@ def predict(
     rep = PredictReport()
     for audio, name in collect_inputs(inputs):
         try:
-            if chunk_seconds:
-                from blendsync.train.inference.chunked import animate_chunked
-
-                res = animate_chunked(pred, audio, chunk_seconds)
-                rep.latency_s = res["latency_s"]
-            else:
-                res = pred.animate(audio)
+            curves, res = animate_file(pred, audio, fps=fps, gain=gain, chunk_seconds=chunk_seconds)
+            rep.latency_s = res.get("latency_s", rep.latency_s)
         except ValueError as e:  # AudioError: the file's fault; the others still go through
             rep.failed.append(str(e))
             log.debug("%s", e)  # listed once, by the report
             continue
-        curves = apply_gain(res["curves"], pred.norm.target_mean, gain)
-        curves = resample_curves(curves, pred.fps, fps, res["duration_s"])
         base = out / name
         base.parent.mkdir(parents=True, exist_ok=True)
         path = partial(_with_suffix, base)

@@ -145,3 +145,18 @@ def test_extract_features_live_and_its_refusals(tmp_path, shared_data, capsys):
     with pytest.raises(SystemExit) as e:
         main(["extract", str(tmp_path / "m.csv"), "--features", "live", "--config", str(tmp_path / "c.yaml")])
     assert e.value.code == 1 and "give one of them" in capsys.readouterr().err
+
+
+def test_a_push_longer_than_opensmiles_ring_buffer_goes_through(shared_data):
+    """A server client may send a whole file in one message: 19.5 s pushed at once (the source
+    ring holds 6 s) waited forever; now it is written a second at a time."""
+    from blendsync.shared.audio import decode_audio
+    from blendsync.shared.config import FEATURE_PRESETS
+    from blendsync.shared.streams.live import LiveFeatures
+
+    dec = decode_audio(shared_data / "speech" / "neurosync_input_88k.wav", 16000)
+    lf = LiveFeatures(FEATURE_PRESETS["live"], 16000)
+    mel, emo = lf.push(dec.samples)
+    mel2, emo2 = lf.finish()
+    lf.close()
+    assert len(mel) + len(mel2) == len(emo) + len(emo2) > 500

@@ -1,0 +1,268 @@
+"""bstrain serve end to end: real server processes on 127.0.0.1, real HTTP and WebSocket
+clients. Batch = predict, a session = stream, sessions isolated, bad input refused with its
+reason while everyone else is served."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.helpers import REPO
+from tests.train.serve.conftest import Server
+
+websockets = pytest.importorskip("websockets")
+from websockets.sync.client import connect  # noqa: E402
+
+pytestmark = pytest.mark.slow
+EXAMPLE = REPO / "data" / "example"
+TAKES = sorted(p for p in EXAMPLE.iterdir() if p.suffix in (".wav", ".flac"))
+
+
+def _post(url: str, data: bytes, headers: dict | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=data, method="POST", headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def _get(url: str, headers: dict | None = None) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def _pcm(path) -> tuple[bytes, int]:
+    y, sr = sf.read(str(path), dtype="int16", always_2d=True)
+    return y[:, 0].tobytes(), sr
+
+
+def session(url: str, path, *, chunk_s: float = 0.02, fmt: str = "json", stop_after=None, **extra):
+    """Stream a file's PCM through one session: (ready, frames (N, C), end message)."""
+    pcm, sr = _pcm(path)
+    start = {"type": "start", "sample_rate": sr, "channels": 1, "encoding": "pcm_s16le", "format": fmt, **extra}
+    step = 2 * int(sr * chunk_s)
+    with connect(url, max_size=None) as ws:
+        ws.send(json.dumps(start))
+        ready = json.loads(ws.recv())
+        for i in range(0, len(pcm) if stop_after is None else stop_after, step):
+            ws.send(pcm[i : i + step])
+        if stop_after is not None:
+            ws.socket.close()  # gone without a close frame, as a crashed client
+            return ready, None, None
+        ws.send(json.dumps({"type": "end"}))
+        frames = []
+        while True:
+            m = ws.recv()
+            if isinstance(m, bytes):
+                from blendsync.train.serve.protocol import decode_binary_frame
+
+                j, _, values = decode_binary_frame(m)
+                assert j == len(frames)
+                frames.append(values)
+                continue
+            msg = json.loads(m)
+            if msg["type"] != "frame":
+                return ready, np.array(frames, np.float32), msg
+            assert msg["frame"] == len(frames) and abs(msg["time"] - msg["frame"] / ready["fps"]) < 1e-6
+            frames.append(msg["values"])
+
+
+def _streamed(checkpoint, path, fps=None) -> np.ndarray:
+    """What `bstrain stream` sends for a file (its library call, every frame as computed)."""
+    from blendsync.train.inference.predict import Predictor
+    from blendsync.train.inference.sources import file_chunks
+    from blendsync.train.inference.stream import stream_audio
+
+    pred = Predictor.load(checkpoint)
+    chunks, rate = file_chunks(path, 0.01)
+    rows = []
+    stream_audio(pred, chunks, rate, lambda j, row: rows.append(row.copy()), fps=fps or pred.fps, realtime=False)
+    return np.array(rows, np.float32)
+
+
+def test_batch_gives_predicts_curves(offline_server, checkpoint, tmp_path):
+    from blendsync.train.inference.predict import predict
+
+    audio = EXAMPLE / "ava_take1.wav"
+    predict([audio], checkpoint, tmp_path, fps=60, formats=("livelink", "npy"), plot=False)
+    want = np.load(tmp_path / "ava_take1.npy")
+    code, body = _post(offline_server.url + "/v1/animate?format=json&fps=60", audio.read_bytes())
+    doc = json.loads(body)
+    assert code == 200 and doc["fps"] == 60 and len(doc["channels"]) == 52
+    np.testing.assert_allclose(np.array(doc["frames"], np.float32), want, rtol=0, atol=1e-6)
+    code, body = _post(offline_server.url + "/v1/animate?format=livelink&fps=60", audio.read_bytes())
+    assert code == 200 and body.decode() == (tmp_path / "ava_take1.csv").read_text()
+    code, body = _post(offline_server.url + "/v1/animate?format=npy&fps=60", audio.read_bytes())
+    np.testing.assert_array_equal(np.load(io.BytesIO(body)), want)
+    flac = EXAMPLE / "bruno_take1.flac"  # any format soundfile reads
+    code, body = _post(offline_server.url + "/v1/animate?fps=30", flac.read_bytes())
+    assert code == 200 and len(json.loads(body)["frames"]) > 30
+
+
+def test_model_and_health(live_server, live_checkpoint):
+    from blendsync.train.core.checkpoint import Checkpoint
+
+    ck = Checkpoint.load(live_checkpoint)
+    code, body = _get(live_server.url + "/v1/model")
+    doc = json.loads(body)
+    assert code == 200 and doc["channels"] == ck.channels and doc["live"] and doc["lookahead"] == ck.lookahead
+    assert doc["feature_config_hash"] == ck.feature_config_hash and doc["train_config_hash"] == ck.config.hash
+    assert json.loads(_get(live_server.url + "/healthz")[1])["status"] == "ok"
+    code, body = _get(live_server.url + "/")
+    assert code == 200 and b"/v1/stream" in body
+    assert _get(live_server.url + "/..%2Fapp.py")[0] == 404
+
+
+@pytest.mark.parametrize("fmt", ["json", "binary"])
+def test_a_session_gives_streams_frames(live_server, live_checkpoint, fmt):
+    audio = EXAMPLE / "ava_take2.wav"
+    ready, frames, end = session(live_server.ws, audio, fmt=fmt)
+    want = _streamed(live_checkpoint, audio)
+    assert ready["type"] == "ready" and ready["fps"] == 30.0 and ready["latency_ms"] > 60
+    assert end == {"type": "end", "frames": len(want), "dropped": 0}
+    np.testing.assert_allclose(frames, want, rtol=0, atol=1e-4)
+
+
+def test_a_session_at_60_fps_in_another_channel_order(live_server, live_checkpoint):
+    from blendsync.shared.channels import CHANNEL_ORDERS, reorder
+
+    audio = EXAMPLE / "chen_take1.wav"
+    ready, got, _ = session(live_server.ws, audio, fps=60, channel_order="unreal61")
+    assert ready["channels"] == list(CHANNEL_ORDERS["unreal61"]) and ready["fps"] == 60
+    want = reorder(_streamed(live_checkpoint, audio, fps=60), _model_channels(live_checkpoint), "unreal61")
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+
+
+def _model_channels(checkpoint):
+    from blendsync.train.core.checkpoint import Checkpoint
+
+    return Checkpoint.load(checkpoint).channels
+
+
+def test_eight_concurrent_sessions_give_eight_separate_runs(live_server, live_checkpoint):
+    takes = TAKES[:8]
+    want = {p.name: _streamed(live_checkpoint, p) for p in takes}
+    got, errors = {}, []
+
+    def run(p):
+        try:
+            got[p.name] = session(live_server.ws, p, chunk_s=0.01)[1]
+        except Exception as e:  # reported below
+            errors.append(f"{p.name}: {e!r}")
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in takes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not errors, errors
+    for name, frames in want.items():
+        np.testing.assert_allclose(got[name], frames, rtol=0, atol=1e-4, err_msg=name)
+
+
+def test_a_client_gone_mid_stream_leaves_the_others_running(live_server, live_checkpoint):
+    audio = EXAMPLE / "ava_take3.wav"
+    result = {}
+    other = threading.Thread(target=lambda: result.update(frames=session(live_server.ws, audio, chunk_s=0.01)[1]))
+    other.start()
+    pcm, _ = _pcm(EXAMPLE / "chen_take2.wav")
+    session(live_server.ws, EXAMPLE / "chen_take2.wav", stop_after=len(pcm) // 2)
+    other.join(120)
+    np.testing.assert_allclose(result["frames"], _streamed(live_checkpoint, audio), rtol=0, atol=1e-4)
+    assert live_server.alive()
+    for _ in range(50):  # the abandoned session is cleaned up
+        if json.loads(_get(live_server.url + "/healthz")[1])["sessions"] == 0:
+            break
+        import time
+
+        time.sleep(0.1)
+    assert json.loads(_get(live_server.url + "/healthz")[1])["sessions"] == 0
+
+
+BAD_SESSIONS = {
+    "audio first": ([b"\x00\x01" * 100], "the first message must be"),
+    "not JSON": (["{start"], "must be a JSON object"),
+    "no sample rate": ([json.dumps({"type": "start"})], "sample_rate is required"),
+    "rate out of range": ([json.dumps({"type": "start", "sample_rate": 10**9})], "sample_rate must be a whole number"),
+    "unknown encoding": ([json.dumps({"type": "start", "sample_rate": 16000, "encoding": "mp3"})], "encoding must be"),
+    "unknown field": (
+        [json.dumps({"type": "start", "sample_rate": 16000, "volume": 3})],
+        "unknown field(s) ['volume']",
+    ),
+    "unknown order": (
+        [json.dumps({"type": "start", "sample_rate": 16000, "channel_order": "maya"})],
+        "channel_order must be one of",
+    ),
+    "two starts": (
+        [json.dumps({"type": "start", "sample_rate": 16000}), json.dumps({"type": "start", "sample_rate": 16000})],
+        "a session takes one start message",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SESSIONS))
+def test_a_malformed_session_is_closed_with_1008_and_its_reason(live_server, case):
+    from websockets.exceptions import ConnectionClosed
+
+    messages, phrase = BAD_SESSIONS[case]
+    received = []
+    with connect(live_server.ws) as ws:
+        for m in messages:
+            ws.send(m)
+        with pytest.raises(ConnectionClosed) as e:
+            while True:
+                received.append(ws.recv(timeout=30))
+    errors = [json.loads(m) for m in received if isinstance(m, str) and '"error"' in m]
+    assert errors and phrase in errors[-1]["message"], received
+    assert e.value.rcvd.code == 1008
+    assert live_server.alive() and json.loads(_get(live_server.url + "/healthz")[1])["status"] == "ok"
+
+
+def test_bad_uploads_get_their_errors(offline_server):
+    code, body = _post(offline_server.url + "/v1/animate", b"\0" * (1536 * 1024))  # --max-upload-mb 1
+    assert code == 413 and "exceeds 1 MB" in json.loads(body)["error"]
+    code, body = _post(offline_server.url + "/v1/animate", b"not audio at all")
+    assert code == 400 and "the uploaded audio: cannot decode audio" in json.loads(body)["error"]
+    code, body = _post(offline_server.url + "/v1/animate?format=mp4", (EXAMPLE / "ava_take1.wav").read_bytes())
+    assert code == 400 and "format must be one of" in json.loads(body)["error"]
+    code, body = _post(offline_server.url + "/v1/animate", b"")
+    assert code == 400
+    assert offline_server.alive()
+
+
+def test_a_token_is_required_off_loopback(checkpoint, capsys):
+    from blendsync.train.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["serve", "--checkpoint", str(checkpoint), "--host", "0.0.0.0"])
+    assert e.value.code == 1 and "give a bearer token with --token" in capsys.readouterr().err
+    server = Server(checkpoint, "--token", "s3cret", host="0.0.0.0")
+    try:
+        assert _get(server.url + "/v1/model")[0] == 401
+        assert _get(server.url + "/v1/model", {"Authorization": "Bearer wrong"})[0] == 401
+        assert _get(server.url + "/v1/model", {"Authorization": "Bearer s3cret"})[0] == 200
+        assert _get(server.url + "/v1/model?token=s3cret")[0] == 200
+        assert _post(server.url + "/v1/animate", b"x")[0] == 401
+        from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+        with pytest.raises((ConnectionClosed, InvalidStatus)):
+            with connect(server.ws) as ws:
+                ws.send(json.dumps({"type": "start", "sample_rate": 16000}))
+                ws.recv(timeout=30)
+        with connect(server.ws + "?token=s3cret") as ws:
+            ws.send(json.dumps({"type": "start", "sample_rate": 16000}))
+            assert json.loads(ws.recv(timeout=60))["type"] == "ready"
+    finally:
+        err = server.stop()
+    assert "warning: serving on 0.0.0.0" in err

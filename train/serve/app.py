@@ -1,0 +1,348 @@
+"""bstrain serve: one model behind HTTP and WebSocket, for engines, voice pipelines and browsers.
+
+Starlette on uvicorn: an ASGI stack with WebSockets and streaming request bodies built in,
+kept up by the Encode team, small (no validation layer we would not use: the wire format is
+checked by protocol.py). Every model computation runs on a worker thread, so the event loop
+keeps reading every client while frames are computed; torch runs one thread per computation
+(sessions are the parallelism).
+
+Routes: GET /healthz; GET /v1/model; POST /v1/animate (an audio file -> the curves `bstrain
+predict` writes for it); WebSocket /v1/stream (protocol.py); GET / (the live page). With a
+token, every route but /healthz and the page needs it: "Authorization: Bearer TOKEN", or
+?token=TOKEN (a browser's WebSocket cannot set headers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import anyio
+import numpy as np
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from blendsync.shared.channels import CHANNEL_ORDERS, check_order, reorder
+from blendsync.train.inference.outputs import CURVE_FORMATS
+from blendsync.train.inference.predict import Predictor, animate_file
+from blendsync.train.serve.protocol import (
+    CLOSE_BAD_INPUT,
+    CLOSE_SERVER_ERROR,
+    ProtocolError,
+    end_message,
+    error_message,
+    frame_message,
+    parse_message,
+    parse_start,
+    ready_message,
+)
+from blendsync.train.serve.sessions import StreamSession
+
+log = logging.getLogger(__name__)
+
+PAGE = Path(__file__).with_name("page")
+# Frames waiting for a slow client before the oldest are dropped (and counted): 10 s at 30 fps.
+SEND_QUEUE = 300
+# A close code asking the client to come back later (RFC 6455 1013: try again later).
+CLOSE_BUSY = 1013
+BATCH_FORMATS = ("json", "livelink", "npy")
+
+
+@dataclass(kw_only=True)
+class ServerConfig:
+    """token: required on every route but /healthz and / (None: none asked);
+    max_upload_mb: the largest audio file /v1/animate takes; max_sessions: WebSocket
+    sessions at once (more are closed with 1013)."""
+
+    checkpoint: str
+    device: str = "cpu"
+    token: str | None = None
+    max_upload_mb: float = 100.0
+    max_sessions: int = 64
+
+
+@dataclass(kw_only=True)
+class ServerState:
+    pred: Predictor
+    config: ServerConfig
+    hashes: dict
+    sessions: int = 0
+    # Totals since start: sessions served, files animated, frames dropped for slow clients.
+    served: dict = field(default_factory=lambda: {"sessions_served": 0, "files_animated": 0, "dropped_frames": 0})
+    # Batch requests computed at once (the others wait): one per core of a 2-core machine.
+    batch_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
+
+
+def create_app(config: ServerConfig) -> Starlette:
+    """The ASGI app serving config.checkpoint (loaded once, here)."""
+    import torch
+
+    from blendsync.train.core.checkpoint import Checkpoint
+
+    torch.set_num_threads(1)
+    ck = Checkpoint.load(config.checkpoint)
+    hashes = {"feature_config_hash": ck.feature_config_hash, "train_config_hash": ck.config.hash}
+    del ck
+    pred = Predictor.load(config.checkpoint, config.device)
+    state = ServerState(pred=pred, config=config, hashes=hashes)
+    app = Starlette(
+        routes=[
+            Route("/healthz", partial(healthz, state=state)),
+            Route("/v1/model", partial(model_info, state=state)),
+            Route("/v1/animate", partial(animate, state=state), methods=["POST"]),
+            WebSocketRoute("/v1/stream", partial(stream, state=state)),
+            Route("/", page),
+            Route("/{name:str}", page),
+        ],
+    )
+    app.state.blendsync = state
+    return app
+
+
+def model_doc(state: ServerState) -> dict:
+    pred = state.pred
+    live = bool(getattr(pred.model, "streaming", False))
+    return {
+        "channels": list(pred.channels),
+        "channel_orders": [o for o in CHANNEL_ORDERS if _order_ok(pred, o)],
+        "fps": pred.fps,
+        "live": live,
+        "lookahead": pred.lookahead,
+        "sample_rate": pred.feature_config.sample_rate,
+        **state.hashes,
+    }
+
+
+def _order_ok(pred, order: str) -> bool:
+    try:
+        check_order(pred.channels, order)
+        return True
+    except ValueError:
+        return False
+
+
+def _authorized(headers, query, state: ServerState) -> bool:
+    token = state.config.token
+    if not token:
+        return True
+    given = query.get("token") or ""
+    auth = headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        given = auth[7:].strip()
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+def _refused() -> JSONResponse:
+    return JSONResponse(
+        {"error": "a bearer token is required: Authorization: Bearer TOKEN (or ?token=TOKEN)"},
+        status_code=401,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+async def healthz(request: Request, state: ServerState) -> Response:
+    return JSONResponse({"status": "ok", "sessions": state.sessions, **state.served})  # sessions: open now
+
+
+async def model_info(request: Request, state: ServerState) -> Response:
+    if not _authorized(request.headers, request.query_params, state):
+        return _refused()
+    return JSONResponse(model_doc(state))
+
+
+async def page(request: Request) -> Response:
+    name = request.path_params.get("name", "index.html")
+    path = PAGE / name
+    if name not in {p.name for p in PAGE.iterdir()} or not path.is_file():
+        return PlainTextResponse("not found", status_code=404)
+    return FileResponse(path)
+
+
+async def animate(request: Request, state: ServerState) -> Response:
+    """The curves `bstrain predict` writes for the audio file in the body: format json
+    ({"fps", "channels", "frames": [[...], ...]}), livelink (its CSV) or npy; fps, gain and
+    channel_order as predict's options."""
+    if not _authorized(request.headers, request.query_params, state):
+        return _refused()
+    q = request.query_params
+    try:
+        fmt = q.get("format", "json")
+        if fmt not in BATCH_FORMATS:
+            raise ValueError(f"format must be one of {list(BATCH_FORMATS)}, got {fmt!r}")
+        fps = float(q.get("fps", "60"))
+        if fps not in (30.0, 60.0):
+            raise ValueError(f"fps must be 30 or 60 (as predict's), got {q.get('fps')!r}")
+        gain = float(q.get("gain", "1"))
+        if not np.isfinite(gain) or gain < 0:
+            raise ValueError(f"gain must be a number >= 0, got {q.get('gain')!r}")
+        order = q.get("channel_order")
+        if order is not None:
+            check_order(state.pred.channels, order)
+        if fmt == "livelink" and len(state.pred.channels) != 52:
+            raise ValueError("format livelink needs the 52 ARKit channels; this model predicts others: use json or npy")
+    except ValueError as e:
+        return JSONResponse({"error": str(e)}, status_code=400)
+    limit = int(state.config.max_upload_mb * 1024 * 1024)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return _too_large(state)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return _too_large(state)
+    if not body:
+        return JSONResponse({"error": "the request body must be an audio file (WAV, FLAC, OGG or MP3)"}, 400)
+    async with state.batch_slots:
+        try:
+            content = await anyio.to_thread.run_sync(_animate_bytes, state.pred, bytes(body), fmt, fps, gain, order)
+        except ValueError as e:  # not audio, silent, too short: the file's fault
+            return JSONResponse({"error": str(e).replace(_UPLOAD_NAME, "the uploaded audio")}, status_code=400)
+    state.served["files_animated"] += 1
+    media = {"json": "application/json", "livelink": "text/csv", "npy": "application/octet-stream"}[fmt]
+    return Response(content, media_type=media)
+
+
+def _too_large(state: ServerState) -> JSONResponse:
+    return JSONResponse({"error": f"the upload exceeds {state.config.max_upload_mb:g} MB (--max-upload-mb)"}, 413)
+
+
+_UPLOAD_NAME = "upload"
+
+
+def _animate_bytes(pred: Predictor, data: bytes, fmt: str, fps: float, gain: float, order: str | None) -> bytes:
+    with tempfile.TemporaryDirectory(prefix="bsserve_") as tmp:
+        audio = Path(tmp) / _UPLOAD_NAME
+        audio.write_bytes(data)
+        curves, _ = animate_file(pred, audio, fps=fps, gain=gain)
+        names = list(pred.channels)
+        if order is not None and fmt != "livelink":
+            curves, names = reorder(curves, pred.channels, order), list(check_order(pred.channels, order))
+        if fmt == "json":
+            frames = np.asarray(curves, np.float32).tolist()
+            return json.dumps({"fps": fps, "channels": names, "frames": frames}).encode()
+        out = Path(tmp) / f"curves{CURVE_FORMATS[fmt].suffix}"
+        CURVE_FORMATS[fmt].write(out, curves, fps, names, "upload")
+        return out.read_bytes()
+
+
+async def stream(ws: WebSocket, state: ServerState) -> None:
+    """One session (protocol.py): start, PCM, end; frames sent as they are computed through a
+    bounded queue, so that a slow client loses its oldest frames (counted) rather than the
+    server growing without bound."""
+    if not _authorized(ws.headers, ws.query_params, state):
+        await ws.close(code=CLOSE_BAD_INPUT, reason="a bearer token is required")
+        return
+    await ws.accept()
+    if state.sessions >= state.config.max_sessions:
+        await ws.send_text(error_message(f"the server is at its {state.config.max_sessions} sessions"))
+        await ws.close(code=CLOSE_BUSY, reason="busy")
+        return
+    state.sessions += 1
+    state.served["sessions_served"] += 1
+    session = None
+    queue: asyncio.Queue = asyncio.Queue()
+    dropped = 0
+    sender = None
+    try:
+        start = parse_start(await _first_message(ws), tuple(CHANNEL_ORDERS))
+        session = await anyio.to_thread.run_sync(StreamSession, state.pred, start)
+        doc = model_doc(state)
+        await ws.send_text(ready_message(session.channels, session.fps, session.latency_ms, doc))
+        sender = asyncio.create_task(_send_frames(ws, queue, session.fps, start.format))
+
+        def enqueue(frames) -> None:
+            nonlocal dropped
+            for f in frames:
+                if queue.qsize() >= SEND_QUEUE:
+                    queue.get_nowait()
+                    dropped += 1
+                queue.put_nowait(f)
+
+        while True:
+            msg = await ws.receive()
+            if msg["type"] == "websocket.disconnect":
+                return
+            if msg.get("bytes") is not None:
+                enqueue(await anyio.to_thread.run_sync(session.push, msg["bytes"]))
+                continue
+            kind = parse_message(msg.get("text") or "")["type"]
+            if kind == "start":
+                raise ProtocolError("a session takes one start message")
+            enqueue(await anyio.to_thread.run_sync(session.finish))  # "end"
+            queue.put_nowait(None)
+            await sender
+            sender = None
+            state.served["dropped_frames"] += dropped
+            await ws.send_text(end_message(session.frames, dropped))
+            await ws.close()
+            return
+    except ProtocolError as e:
+        await _close_with(ws, str(e), CLOSE_BAD_INPUT)
+    except ValueError as e:  # the audio itself (e.g. a rate the resampler refuses)
+        await _close_with(ws, str(e), CLOSE_BAD_INPUT)
+    except WebSocketDisconnect:
+        pass
+    except Exception as e:  # this session ends; the server and every other session go on
+        log.exception("session failed")
+        await _close_with(ws, f"the server could not go on with this session ({type(e).__name__})", CLOSE_SERVER_ERROR)
+    finally:
+        state.sessions -= 1
+        if sender is not None:
+            sender.cancel()
+        if session is not None:
+            await anyio.to_thread.run_sync(session.close)
+
+
+async def _first_message(ws: WebSocket) -> dict:
+    msg = await ws.receive()
+    if msg["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(msg.get("code", 1000))
+    if msg.get("text") is None:
+        raise ProtocolError('the first message must be {"type": "start", ...}, not audio')
+    parsed = parse_message(msg["text"])
+    if parsed["type"] != "start":
+        raise ProtocolError('the first message must be {"type": "start", ...}')
+    return parsed
+
+
+async def _send_frames(ws: WebSocket, queue: asyncio.Queue, fps: float, fmt: str) -> None:
+    while True:
+        item = await queue.get()
+        if item is None:
+            return
+        j, values = item
+        message = frame_message(j, fps, values, fmt)
+        if isinstance(message, bytes):
+            await ws.send_bytes(message)
+        else:
+            await ws.send_text(message)
+
+
+async def _close_with(ws: WebSocket, message: str, code: int) -> None:
+    try:
+        await ws.send_text(error_message(message))
+        await ws.close(code=code, reason=message[:120])
+    except (RuntimeError, WebSocketDisconnect, OSError):  # the client has gone already
+        pass
+
+
+def run_server(config: ServerConfig, host: str, port: int, on_ready=None) -> None:
+    """Serve until interrupted (uvicorn's own SIGINT/SIGTERM handling: sessions are closed)."""
+    import uvicorn
+
+    app = create_app(config)
+    t0 = time.perf_counter()
+    if on_ready is not None:
+        on_ready(app, time.perf_counter() - t0)
+    uvicorn.run(app, host=host, port=port, log_level="warning", ws_max_size=16 * 1024 * 1024)
