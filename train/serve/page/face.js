@@ -45,3 +45,19 @@ export function drawFace(ctx, size, v) {
   ellipse(shift, cy, width + 0.03, 0.5 * MOUTH_OPEN * jaw + 0.04, LIPS);
   ellipse(shift, cy, width, 0.5 * MOUTH_OPEN * jaw + 0.004, MOUTH);
 }
+
+// The drawn mouth's height in pixels (train/inference/preview.py mouth_opening): the longest
+// run of mouth-coloured pixels down the 16 columns at the middle.
+export function mouthOpening(ctx, size) {
+  const x0 = size / 2 - 8, img = ctx.getImageData(x0, 0, 16, size).data;
+  let best = 0;
+  for (let c = 0; c < 16; c++) {
+    let n = 0;
+    for (let y = 0; y < size; y++) {
+      const i = 4 * (y * 16 + c);
+      if (Math.abs(img[i] - 70) + Math.abs(img[i + 1] - 15) + Math.abs(img[i + 2] - 25) < 60) n++;
+    }
+    best = Math.max(best, n);
+  }
+  return best;
+}
