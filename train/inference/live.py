@@ -9,6 +9,7 @@ model's lookahead plus the features' right context, plus compute.
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
 
@@ -32,13 +33,9 @@ class LiveAnimator:
             raise ValueError("LiveAnimator steps a live model (bstrain fit --preset live); this is an offline one")
         self.pred = pred
         self.features = LiveFeatures(pred.feature_config, source_rate, source)
+        self._step_graph = step_graph_of(pred)
         cfg = pred.feature_config
-        example = live_step_inputs(cfg.n_mels, cfg.n_emotion, pred.model)
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the tracer's notes on constants it keeps
-            self._step_graph = torch.jit.freeze(torch.jit.trace(live_step_graph(pred.model, pred.norm), example,
-                                                                check_trace=False))  # fmt: skip
-        self._state = list(example[4:])  # a stream before its first frame
+        self._state = list(live_step_inputs(cfg.n_mels, cfg.n_emotion, pred.model)[4:])  # before its first frame
         self._real = {flag: torch.tensor([flag], device=pred.device) for flag in (True, False)}
         self.steps = 0  # frames stepped
         self.frames = 0  # model frames out
@@ -91,6 +88,30 @@ class LiveAnimator:
         if not out:
             return np.zeros((0, len(self.pred.channels)), np.float32)
         return torch.stack(out).cpu().numpy().astype(np.float32)
+
+
+_GRAPHS_LOCK = threading.Lock()
+
+
+def step_graph_of(pred) -> torch.jit.ScriptModule:
+    """The traced, frozen one-frame step of pred's live model, built once per Predictor and
+    shared by every stream of it (it holds no state: the state goes in and out), so that a
+    server's sessions start without tracing. A few warm-up steps run here, so that the first
+    frames of the first stream do not pay the graph executor's optimisation."""
+    with _GRAPHS_LOCK:
+        graph = getattr(pred, "_live_step_graph", None)
+        if graph is None:
+            cfg = pred.feature_config
+            example = live_step_inputs(cfg.n_mels, cfg.n_emotion, pred.model)
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the tracer's notes on constants it keeps
+                graph = torch.jit.freeze(torch.jit.trace(live_step_graph(pred.model, pred.norm), example,
+                                                         check_trace=False))  # fmt: skip
+                state = list(example[4:])
+                for _ in range(3):
+                    _, _, *state = graph(*example[:4], *state)
+            object.__setattr__(pred, "_live_step_graph", graph)
+        return graph
 
 
 def live_step_graph(model: nn.Module, norm) -> nn.Module:

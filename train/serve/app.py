@@ -46,7 +46,7 @@ from blendsync.train.serve.protocol import (
     parse_start,
     ready_message,
 )
-from blendsync.train.serve.sessions import StreamSession
+from blendsync.train.serve.sessions import StreamSession, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ def create_app(config: ServerConfig) -> Starlette:
     hashes = {"feature_config_hash": ck.feature_config_hash, "train_config_hash": ck.config.hash}
     del ck
     pred = Predictor.load(config.checkpoint, config.device)
+    warm_up(pred)
     state = ServerState(pred=pred, config=config, hashes=hashes)
     app = Starlette(
         routes=[

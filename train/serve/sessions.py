@@ -93,3 +93,18 @@ class StreamSession:
         out = [(self.frames + k, row) for k, row in enumerate(rows)]
         self.frames += len(rows)
         return out
+
+
+def warm_up(pred) -> None:
+    """One short session of quiet noise at start-up: loads what the first session would
+    (openSMILE, the resampler, the traced step) so that no client waits for it."""
+    import numpy as np
+
+    start = StartMessage(sample_rate=pred.feature_config.sample_rate)
+    session = StreamSession(pred, start)
+    try:
+        noise = np.random.default_rng(0).normal(0, 0.01, pred.feature_config.sample_rate)
+        session.push((noise * 32767).astype("<i2").tobytes())
+        session.finish()
+    finally:
+        session.close()
