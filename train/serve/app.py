@@ -18,6 +18,7 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -81,6 +82,10 @@ class ServerState:
     served: dict = field(default_factory=lambda: {"sessions_served": 0, "files_animated": 0, "dropped_frames": 0})
     # Batch requests computed at once (the others wait): one per core of a 2-core machine.
     batch_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
+    # Model work at once, sessions and batch together: one thread per core. More threads only
+    # contend for the interpreter, and the event loop (which answers every client, keep-alive
+    # pings included) would wait behind them all.
+    compute: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(os.cpu_count() or 2))
 
 
 def create_app(config: ServerConfig) -> Starlette:
@@ -206,7 +211,9 @@ async def animate(request: Request, state: ServerState) -> Response:
         return JSONResponse({"error": "the request body must be an audio file (WAV, FLAC, OGG or MP3)"}, 400)
     async with state.batch_slots:
         try:
-            content = await anyio.to_thread.run_sync(_animate_bytes, state.pred, bytes(body), fmt, fps, gain, order)
+            content = await anyio.to_thread.run_sync(
+                _animate_bytes, state.pred, bytes(body), fmt, fps, gain, order, limiter=state.compute
+            )
         except ValueError as e:  # not audio, silent, too short: the file's fault
             return JSONResponse({"error": str(e).replace(_UPLOAD_NAME, "the uploaded audio")}, status_code=400)
     state.served["files_animated"] += 1
@@ -257,7 +264,7 @@ async def stream(ws: WebSocket, state: ServerState) -> None:
     sender = None
     try:
         start = parse_start(await _first_message(ws), tuple(CHANNEL_ORDERS))
-        session = await anyio.to_thread.run_sync(StreamSession, state.pred, start)
+        session = await anyio.to_thread.run_sync(StreamSession, state.pred, start, limiter=state.compute)
         doc = model_doc(state)
         await ws.send_text(ready_message(session.channels, session.fps, session.latency_ms, doc))
         sender = asyncio.create_task(_send_frames(ws, queue, session.fps, start.format))
@@ -270,17 +277,24 @@ async def stream(ws: WebSocket, state: ServerState) -> None:
                     dropped += 1
                 queue.put_nowait(f)
 
+        audio = _AudioInbox()
+        computer = asyncio.create_task(_compute(session, audio, enqueue, state.compute))
         while True:
             msg = await ws.receive()
+            if computer.done():  # its error ends the session (raised here)
+                computer.result()
             if msg["type"] == "websocket.disconnect":
+                computer.cancel()
                 return
             if msg.get("bytes") is not None:
-                enqueue(await anyio.to_thread.run_sync(session.push, msg["bytes"]))
+                audio.put(msg["bytes"])
                 continue
             kind = parse_message(msg.get("text") or "")["type"]
             if kind == "start":
+                computer.cancel()
                 raise ProtocolError("a session takes one start message")
-            enqueue(await anyio.to_thread.run_sync(session.finish))  # "end"
+            audio.end()
+            await computer  # the rest of the audio, then the last frames
             queue.put_nowait(None)
             await sender
             sender = None
@@ -303,6 +317,43 @@ async def stream(ws: WebSocket, state: ServerState) -> None:
             sender.cancel()
         if session is not None:
             await anyio.to_thread.run_sync(session.close)
+
+
+class _AudioInbox:
+    """A session's audio as it arrives, taken whole by the computing task: while the model is
+    busy the messages gather, and the next computation takes them all at once (one thread hop
+    and one hand-over to the extractors instead of one per 10 ms message), so a loaded server
+    spends its time on frames rather than on wake-ups. Idle, each message is computed as it
+    comes."""
+
+    def __init__(self):
+        self.data = bytearray()
+        self.ended = False
+        self.ready = asyncio.Event()
+
+    def put(self, data: bytes) -> None:
+        self.data += data
+        self.ready.set()
+
+    def end(self) -> None:
+        self.ended = True
+        self.ready.set()
+
+    async def take(self) -> tuple[bytes, bool]:
+        await self.ready.wait()
+        self.ready.clear()
+        data, self.data = bytes(self.data), bytearray()
+        return data, self.ended
+
+
+async def _compute(session: StreamSession, audio: _AudioInbox, enqueue, limiter) -> None:
+    while True:
+        data, ended = await audio.take()
+        if data:
+            enqueue(await anyio.to_thread.run_sync(session.push, data, limiter=limiter))
+        if ended:
+            enqueue(await anyio.to_thread.run_sync(session.finish, limiter=limiter))
+            return
 
 
 async def _first_message(ws: WebSocket) -> dict:
@@ -346,4 +397,7 @@ def run_server(config: ServerConfig, host: str, port: int, on_ready=None) -> Non
     t0 = time.perf_counter()
     if on_ready is not None:
         on_ready(app, time.perf_counter() - t0)
-    uvicorn.run(app, host=host, port=port, log_level="warning", ws_max_size=16 * 1024 * 1024)
+    # No per-message compression: frames are small and many, and deflating each cost more CPU
+    # than it saved on a loopback or LAN.
+    uvicorn.run(app, host=host, port=port, log_level="warning", ws_max_size=16 * 1024 * 1024,
+                ws_per_message_deflate=False)  # fmt: skip
