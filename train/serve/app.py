@@ -52,8 +52,15 @@ from blendsync.train.serve.sessions import StreamSession, warm_up
 log = logging.getLogger(__name__)
 
 PAGE = Path(__file__).with_name("page")
-# Frames waiting for a slow client before the oldest are dropped (and counted): 10 s at 30 fps.
-SEND_QUEUE = 300
+# Frames waiting to be sent: a full queue holds the model back, unless its oldest frame has
+# waited STALE_S (a slow client), then the oldest are dropped and counted.
+SEND_QUEUE, STALE_S = 300, 2.0
+# Audio waiting for the model, per session, before the server stops reading the client (about
+# 30 s of 16 kHz 16-bit mono).
+INBOX_BYTES = 1 << 20
+# An upload over the limit is read on (and thrown away) up to this much more before the 413, so
+# that the client, still sending, reads the answer rather than a broken connection.
+DRAIN_BYTES = 16 << 20
 # A close code asking the client to come back later (RFC 6455 1013: try again later).
 CLOSE_BUSY = 1013
 BATCH_FORMATS = ("json", "livelink", "npy")
@@ -200,13 +207,17 @@ async def animate(request: Request, state: ServerState) -> Response:
         return JSONResponse({"error": str(e)}, status_code=400)
     limit = int(state.config.max_upload_mb * 1024 * 1024)
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isdigit() and int(declared) > limit + DRAIN_BYTES:
         return _too_large(state)
-    body = bytearray()
+    body, size = bytearray(), 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return _too_large(state)
+        size += len(chunk)
+        if size <= limit:
+            body += chunk
+        elif size > limit + DRAIN_BYTES:
+            break
+    if size > limit:
+        return _too_large(state)
     if not body:
         return JSONResponse({"error": "the request body must be an audio file (WAV, FLAC, OGG or MP3)"}, 400)
     async with state.batch_slots:
@@ -269,13 +280,19 @@ async def stream(ws: WebSocket, state: ServerState) -> None:
         await ws.send_text(ready_message(session.channels, session.fps, session.latency_ms, doc))
         sender = asyncio.create_task(_send_frames(ws, queue, session.fps, start.format))
 
-        def enqueue(frames) -> None:
+        async def enqueue(frames) -> None:
+            """Frames to the sender: a full queue waits for room (the client reads as fast as
+            frames come, e.g. a burst after a file sent at once) unless its oldest frame has
+            waited STALE_S, then the client is slow and its oldest frames are dropped."""
             nonlocal dropped
             for f in frames:
-                if queue.qsize() >= SEND_QUEUE:
-                    queue.get_nowait()
-                    dropped += 1
-                queue.put_nowait(f)
+                while queue.qsize() >= SEND_QUEUE:
+                    if time.perf_counter() - queue._queue[0][0] > STALE_S:  # noqa: SLF001 (peek)
+                        queue.get_nowait()
+                        dropped += 1
+                    else:
+                        await asyncio.sleep(0.005)
+                queue.put_nowait((time.perf_counter(), f))
 
         audio = _AudioInbox()
         computer = asyncio.create_task(_compute(session, audio, enqueue, state.compute))
@@ -288,6 +305,7 @@ async def stream(ws: WebSocket, state: ServerState) -> None:
                 return
             if msg.get("bytes") is not None:
                 audio.put(msg["bytes"])
+                await audio.room()  # a client sending faster than the model: stop reading it for a while
                 continue
             kind = parse_message(msg.get("text") or "")["type"]
             if kind == "start":
@@ -330,10 +348,17 @@ class _AudioInbox:
         self.data = bytearray()
         self.ended = False
         self.ready = asyncio.Event()
+        self.taken = asyncio.Event()
 
     def put(self, data: bytes) -> None:
         self.data += data
         self.ready.set()
+
+    async def room(self) -> None:
+        """Wait while more than INBOX_BYTES wait to be computed (TCP then slows the client)."""
+        while len(self.data) > INBOX_BYTES:
+            self.taken.clear()
+            await self.taken.wait()
 
     def end(self) -> None:
         self.ended = True
@@ -343,6 +368,7 @@ class _AudioInbox:
         await self.ready.wait()
         self.ready.clear()
         data, self.data = bytes(self.data), bytearray()
+        self.taken.set()
         return data, self.ended
 
 
@@ -350,9 +376,9 @@ async def _compute(session: StreamSession, audio: _AudioInbox, enqueue, limiter)
     while True:
         data, ended = await audio.take()
         if data:
-            enqueue(await anyio.to_thread.run_sync(session.push, data, limiter=limiter))
+            await enqueue(await anyio.to_thread.run_sync(session.push, data, limiter=limiter))
         if ended:
-            enqueue(await anyio.to_thread.run_sync(session.finish, limiter=limiter))
+            await enqueue(await anyio.to_thread.run_sync(session.finish, limiter=limiter))
             return
 
 
@@ -373,7 +399,7 @@ async def _send_frames(ws: WebSocket, queue: asyncio.Queue, fps: float, fmt: str
         item = await queue.get()
         if item is None:
             return
-        j, values = item
+        _, (j, values) = item
         message = frame_message(j, fps, values, fmt)
         if isinstance(message, bytes):
             await ws.send_bytes(message)

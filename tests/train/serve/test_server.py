@@ -266,3 +266,13 @@ def test_a_token_is_required_off_loopback(checkpoint, capsys):
     finally:
         err = server.stop()
     assert "warning: serving on 0.0.0.0" in err
+
+
+def test_a_whole_file_in_one_message_loses_no_frame(live_server, live_checkpoint):
+    """511 frames computed at once (more than the send queue holds) wait for the client
+    rather than being dropped: only a client slow to read loses frames."""
+    audio = EXAMPLE / "ava_take1.wav"
+    _, frames, end = session(live_server.ws, audio, chunk_s=1000.0, fps=60)
+    want = _streamed(live_checkpoint, audio, fps=60)
+    assert len(want) > 300 and end == {"type": "end", "frames": len(want), "dropped": 0}
+    np.testing.assert_allclose(frames, want, rtol=0, atol=1e-4)
