@@ -382,7 +382,7 @@ def report_sync(
     is estimated again from its stored arrays, so that the settings of this run are the ones
     reported (a run with unchanged settings reads nothing). Warns when no take could be
     estimated because the channel set has no mouth-opening channel."""
-    estimated, without_channels, with_targets = 0, 0, 0
+    estimated, with_targets = 0, 0
     for p in plan.planned:
         doc = plan.status[p.key].sync
         if doc is None:
@@ -392,7 +392,6 @@ def report_sync(
         stored = StoredSync.from_doc(doc, cfg.fps)
         with_targets += 1
         estimated += stored.estimate.lag_frames is not None
-        without_channels += not sync.opening_channels(cfg.channels.channels)
         if not stored.estimate.out_of_sync(sync):
             continue
         what = (
@@ -403,7 +402,7 @@ def report_sync(
         )
         report.shifted += bool(stored.shift_frames)
         report.out_of_sync.append(f"{p.row.audio} (row {p.row.row}, {p.row.id}): {stored.estimate.describe()}; {what}")
-    if with_targets and not estimated and without_channels == with_targets:
+    if with_targets and not estimated and not sync.opening_channels(cfg.channels.channels):
         report.sync_warning = (
             f"sync not checked: channel set {cfg.channels.name!r} has no channel named like a mouth opening "
             "(jawOpen, mouthOpen, mouthLowerDown...); name the ones that open the mouth with --sync-channels"

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from blendsync.train.core.config import ModelConfig, live_window
-from blendsync.train.core.model import Decoder, smooth_block
+from blendsync.train.core.model import BlendshapeModel, Decoder, smooth_block
 
 
 class CausalLayer(nn.Module):
@@ -334,15 +334,9 @@ class BlendshapeLiveModel(nn.Module):
         self.smoothing_alpha = nn.Parameter(torch.tensor(float(cfg.smoothing_alpha_init)))
         self.register_buffer("output_mask", torch.ones(channels), persistent=False)
 
-    def set_still(self, still: torch.Tensor) -> None:
-        self.output_mask.copy_((~still.to(torch.bool)).to(self.output_mask.dtype))
-
-    def use_frames_per_window(self, K: int) -> None:
-        top = self.trained_frames_per_window
-        if not 1 <= K <= top:
-            raise ValueError(f"frames per window must be in [1, {top}] (the model was trained with {top}), got {K}")
-        end = self.positions[1]
-        self.frames_per_window, self.positions = K, (end - K, end)
+    # The offline model's: still channels masked, fewer frames per window from the trained block's end.
+    set_still = BlendshapeModel.set_still
+    use_frames_per_window = BlendshapeModel.use_frames_per_window
 
     def forward(self, mel, emotion, frame_mask, prev=None, has_prev=None) -> dict[str, torch.Tensor]:
         """As BlendshapeModel.forward: mel (B, L, M), emotion (B, L, E), frame_mask (B, L) or

@@ -55,7 +55,11 @@ class Predictor:
     def load(cls, checkpoint: str | Path, device: str = "cpu", frames_per_window: int | None = None) -> Predictor:
         """frames_per_window: blocks of fewer frames than the model was trained with (lower
         streaming latency, more compute per frame); None: the checkpoint's."""
-        ck = Checkpoint.load(checkpoint)
+        return cls.from_checkpoint(Checkpoint.load(checkpoint), device, frames_per_window)
+
+    @classmethod
+    def from_checkpoint(cls, ck: Checkpoint, device: str = "cpu", frames_per_window: int | None = None) -> Predictor:
+        """As load, from a checkpoint already read (a server that also reports its hashes)."""
         dev = torch.device(device)
         model = ck.build_model(dev)
         if frames_per_window is not None:

@@ -21,6 +21,7 @@ import logging
 import os
 import tempfile
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -104,8 +105,7 @@ def create_app(config: ServerConfig) -> Starlette:
     torch.set_num_threads(1)
     ck = Checkpoint.load(config.checkpoint)
     hashes = {"feature_config_hash": ck.feature_config_hash, "train_config_hash": ck.config.hash}
-    del ck
-    pred = Predictor.load(config.checkpoint, config.device)
+    pred = Predictor.from_checkpoint(ck, config.device)
     warm_up(pred)
     state = ServerState(pred=pred, config=config, hashes=hashes)
     app = Starlette(
@@ -269,55 +269,35 @@ async def stream(ws: WebSocket, state: ServerState) -> None:
         return
     state.sessions += 1
     state.served["sessions_served"] += 1
-    session = None
-    queue: asyncio.Queue = asyncio.Queue()
-    dropped = 0
-    sender = None
+    session = sender = computer = None
+    outbox = _Outbox()
     try:
         start = parse_start(await _first_message(ws), tuple(CHANNEL_ORDERS))
         session = await anyio.to_thread.run_sync(StreamSession, state.pred, start, limiter=state.compute)
         doc = model_doc(state)
         await ws.send_text(ready_message(session.channels, session.fps, session.latency_ms, doc))
-        sender = asyncio.create_task(_send_frames(ws, queue, session.fps, start.format))
-
-        async def enqueue(frames) -> None:
-            """Frames to the sender: a full queue waits for room (the client reads as fast as
-            frames come, e.g. a burst after a file sent at once) unless its oldest frame has
-            waited STALE_S, then the client is slow and its oldest frames are dropped."""
-            nonlocal dropped
-            for f in frames:
-                while queue.qsize() >= SEND_QUEUE:
-                    if time.perf_counter() - queue._queue[0][0] > STALE_S:  # noqa: SLF001 (peek)
-                        queue.get_nowait()
-                        dropped += 1
-                    else:
-                        await asyncio.sleep(0.005)
-                queue.put_nowait((time.perf_counter(), f))
-
+        sender = asyncio.create_task(_send_frames(ws, outbox, session.fps, start.format))
         audio = _AudioInbox()
-        computer = asyncio.create_task(_compute(session, audio, enqueue, state.compute))
+        computer = asyncio.create_task(_compute(session, audio, outbox, state.compute))
         while True:
             msg = await ws.receive()
             if computer.done():  # its error ends the session (raised here)
                 computer.result()
             if msg["type"] == "websocket.disconnect":
-                computer.cancel()
                 return
             if msg.get("bytes") is not None:
                 audio.put(msg["bytes"])
                 await audio.room()  # a client sending faster than the model: stop reading it for a while
                 continue
-            kind = parse_message(msg.get("text") or "")["type"]
-            if kind == "start":
-                computer.cancel()
+            if parse_message(msg.get("text") or "")["type"] == "start":
                 raise ProtocolError("a session takes one start message")
             audio.end()
             await computer  # the rest of the audio, then the last frames
-            queue.put_nowait(None)
+            outbox.close()
             await sender
             sender = None
-            state.served["dropped_frames"] += dropped
-            await ws.send_text(end_message(session.frames, dropped))
+            state.served["dropped_frames"] += outbox.dropped
+            await ws.send_text(end_message(session.frames, outbox.dropped))
             await ws.close()
             return
     except ProtocolError as e:
@@ -331,8 +311,9 @@ async def stream(ws: WebSocket, state: ServerState) -> None:
         await _close_with(ws, f"the server could not go on with this session ({type(e).__name__})", CLOSE_SERVER_ERROR)
     finally:
         state.sessions -= 1
-        if sender is not None:
-            sender.cancel()
+        for task in (sender, computer):
+            if task is not None:
+                task.cancel()
         if session is not None:
             await anyio.to_thread.run_sync(session.close)
 
@@ -372,13 +353,47 @@ class _AudioInbox:
         return data, self.ended
 
 
-async def _compute(session: StreamSession, audio: _AudioInbox, enqueue, limiter) -> None:
+class _Outbox:
+    """A session's frames waiting to be sent. Full, it holds the model back (the client reads
+    as fast as frames come, e.g. a burst after a file sent at once) unless its oldest frame
+    has waited STALE_S: then the client is slow, and its oldest frames are dropped (counted)."""
+
+    def __init__(self):
+        self.items: deque = deque()  # (enqueued at, (j, values)), or None: no more
+        self.dropped = 0
+        self.changed = asyncio.Event()
+
+    async def put(self, frames) -> None:
+        for f in frames:
+            while len(self.items) >= SEND_QUEUE:
+                if time.perf_counter() - self.items[0][0] > STALE_S:
+                    self.items.popleft()
+                    self.dropped += 1
+                else:
+                    await asyncio.sleep(0.005)
+            self.items.append((time.perf_counter(), f))
+            self.changed.set()
+
+    def close(self) -> None:
+        self.items.append(None)
+        self.changed.set()
+
+    async def get(self):
+        """The next (j, values), or None after close()."""
+        while not self.items:
+            self.changed.clear()
+            await self.changed.wait()
+        item = self.items.popleft()
+        return None if item is None else item[1]
+
+
+async def _compute(session: StreamSession, audio: _AudioInbox, outbox: _Outbox, limiter) -> None:
     while True:
         data, ended = await audio.take()
         if data:
-            await enqueue(await anyio.to_thread.run_sync(session.push, data, limiter=limiter))
+            await outbox.put(await anyio.to_thread.run_sync(session.push, data, limiter=limiter))
         if ended:
-            await enqueue(await anyio.to_thread.run_sync(session.finish, limiter=limiter))
+            await outbox.put(await anyio.to_thread.run_sync(session.finish, limiter=limiter))
             return
 
 
@@ -394,12 +409,12 @@ async def _first_message(ws: WebSocket) -> dict:
     return parsed
 
 
-async def _send_frames(ws: WebSocket, queue: asyncio.Queue, fps: float, fmt: str) -> None:
+async def _send_frames(ws: WebSocket, outbox: _Outbox, fps: float, fmt: str) -> None:
     while True:
-        item = await queue.get()
+        item = await outbox.get()
         if item is None:
             return
-        _, (j, values) = item
+        j, values = item
         message = frame_message(j, fps, values, fmt)
         if isinstance(message, bytes):
             await ws.send_bytes(message)

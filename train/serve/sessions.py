@@ -98,8 +98,6 @@ class StreamSession:
 def warm_up(pred) -> None:
     """One short session of quiet noise at start-up: loads what the first session would
     (openSMILE, the resampler, the traced step) so that no client waits for it."""
-    import numpy as np
-
     start = StartMessage(sample_rate=pred.feature_config.sample_rate)
     session = StreamSession(pred, start)
     try:
