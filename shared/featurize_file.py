@@ -15,6 +15,7 @@ import numpy as np
 from blendsync.shared.audio import decode_audio
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.features import compute_features
+from blendsync.shared.features.pieces import ONE_PASS, Workers
 from blendsync.shared.frame_grid import n_frames
 from blendsync.shared.sync import SyncConfig, estimate_lag
 from blendsync.shared.targets import TargetError, TargetSpec, read_targets, targets_on_grid
@@ -49,12 +50,14 @@ def featurize_file(
     cfg: FeatureConfig,
     *,
     sync: SyncConfig = SyncConfig(),
+    workers: Workers = ONE_PASS,
 ) -> FeaturizedFile:
     """Raises AudioError / TargetError (both ValueError) naming the file for unusable input.
 
     A take with targets also gets its audio/curve lag estimated (info["sync"]: the estimate of
     the curves as read, shift_frames 0; bsfeat extract --auto-sync makes shifted copies of the
-    items out of sync, featurize.extract.align_out_of_sync)."""
+    items out of sync, featurize.extract.align_out_of_sync). workers: a long file's openSMILE
+    pass in pieces at once (shared.features.pieces), with the same features."""
     dec = decode_audio(audio, cfg.sample_rate)
     audio_s = dec.duration_s
     info: dict = {
@@ -86,7 +89,7 @@ def featurize_file(
             trimmed_s=abs(diff),
         )
     T = n_frames(duration, cfg.fps)
-    feats = compute_features(dec.samples, dec.sample_rate, T, cfg)
+    feats = compute_features(dec.samples, dec.sample_rate, T, cfg, workers)
     counts = {**feats["mel"].counts, **feats["emotion"].counts}
     tgt = None
     if curves is not None:

@@ -35,6 +35,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from blendsync.shared.channels import CHANNEL_ORDERS, check_order, reorder
+from blendsync.shared.features.pieces import Workers
 from blendsync.train.inference.outputs import CURVE_FORMATS
 from blendsync.train.inference.predict import Predictor, animate_file
 from blendsync.train.serve.protocol import (
@@ -222,8 +223,11 @@ async def animate(request: Request, state: ServerState) -> Response:
         return JSONResponse({"error": "the request body must be an audio file (WAV, FLAC, OGG or MP3)"}, 400)
     async with state.batch_slots:
         try:
+            # This thread decodes, makes the log-mel and writes the answer; the openSMILE pass
+            # and the model run in pieces on the compute threads, one core each.
+            workers = Workers(parts=os.cpu_count() or 2, mapper=partial(_map_on_compute, limiter=state.compute))
             content = await anyio.to_thread.run_sync(
-                _animate_bytes, state.pred, bytes(body), fmt, fps, gain, order, limiter=state.compute
+                _animate_bytes, state.pred, bytes(body), fmt, fps, gain, order, workers
             )
         except ValueError as e:  # not audio, silent, too short: the file's fault
             return JSONResponse({"error": str(e).replace(_UPLOAD_NAME, "the uploaded audio")}, status_code=400)
@@ -239,11 +243,31 @@ def _too_large(state: ServerState) -> JSONResponse:
 _UPLOAD_NAME = "upload"
 
 
-def _animate_bytes(pred: Predictor, data: bytes, fmt: str, fps: float, gain: float, order: str | None) -> bytes:
+def _map_on_compute(fn, items, *, limiter: anyio.CapacityLimiter) -> list:
+    """map(fn, items) from a worker thread, each item on a compute thread (one per core, shared
+    with the live sessions), all at once."""
+
+    async def run_all() -> list:
+        out = [None] * len(items)
+
+        async def one(i: int, item) -> None:
+            out[i] = await anyio.to_thread.run_sync(fn, item, limiter=limiter)
+
+        async with anyio.create_task_group() as tg:
+            for i, item in enumerate(items):
+                tg.start_soon(one, i, item)
+        return out
+
+    return anyio.from_thread.run(run_all)
+
+
+def _animate_bytes(
+    pred: Predictor, data: bytes, fmt: str, fps: float, gain: float, order: str | None, workers: Workers
+) -> bytes:
     with tempfile.TemporaryDirectory(prefix="bsserve_") as tmp:
         audio = Path(tmp) / _UPLOAD_NAME
         audio.write_bytes(data)
-        curves, _ = animate_file(pred, audio, fps=fps, gain=gain)
+        curves, _ = animate_file(pred, audio, fps=fps, gain=gain, workers=workers)
         names = list(pred.channels)
         if order is not None and fmt != "livelink":
             curves, names = reorder(curves, pred.channels, order), list(check_order(pred.channels, order))

@@ -90,6 +90,29 @@ def test_predict_matches_the_trainers_validation_pass(example_store, checkpoint)
     np.testing.assert_allclose(got[:n], want[:n], atol=1e-5)
 
 
+@pytest.mark.slow
+def test_a_long_file_in_pieces_at_once_gives_the_one_pass_curves(shared_data, checkpoint, tmp_path, monkeypatch):
+    """The openSMILE pass in pieces and the model's blocks in groups on a thread pool: the
+    curves of one pass, bit for bit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import soundfile as sf
+
+    from blendsync.shared.audio import decode_audio
+    from blendsync.shared.features import pieces as functional_pieces
+    from blendsync.shared.features.pieces import Workers
+
+    monkeypatch.setattr(functional_pieces, "MIN_PIECE_S", 8.0)
+    y = np.concatenate([decode_audio(p, 16000).samples for p in sorted((shared_data / "speech").glob("*.wav"))])
+    wav = tmp_path / "long.wav"
+    sf.write(wav, np.tile(y, 2)[: 30 * 16000], 16000)
+    p = Predictor.load(checkpoint)
+    one = p.animate(wav)["curves"]
+    with ThreadPoolExecutor(3) as pool:
+        got = p.animate(wav, Workers(3, pool.map))["curves"]
+    np.testing.assert_array_equal(got, one)
+
+
 def test_predict_gain_scales_the_movement_around_the_training_mean(shared_data, checkpoint, tmp_path):
     from blendsync.train.core.checkpoint import load_checkpoint
 

@@ -110,6 +110,20 @@ def test_batch_gives_predicts_curves(offline_server, checkpoint, tmp_path):
     assert code == 200 and len(json.loads(body)["frames"]) > 30
 
 
+def test_batch_of_a_long_file_in_pieces_gives_the_one_pass_curves(offline_server, checkpoint, tmp_path):
+    """Over 40 s the server computes a file's openSMILE pass and model blocks in pieces, one per
+    core: the curves of one pass (what predict computes)."""
+    from blendsync.train.inference.predict import Predictor, animate_file
+
+    y = np.concatenate([sf.read(str(p), dtype="float32", always_2d=True)[0][:, 0] for p in TAKES if p.suffix == ".wav"])
+    ogg = tmp_path / "long.ogg"  # under the fixture's --max-upload-mb 1
+    sf.write(ogg, np.tile(y, 2)[: 48 * 22050], 22050, format="OGG", subtype="VORBIS")
+    want, _ = animate_file(Predictor.load(checkpoint), ogg, fps=60)
+    code, body = _post(offline_server.url + "/v1/animate?format=npy&fps=60", ogg.read_bytes())
+    assert code == 200
+    np.testing.assert_array_equal(np.load(io.BytesIO(body)), want)
+
+
 def test_model_and_health(live_server, live_checkpoint):
     from blendsync.train.core.checkpoint import Checkpoint
 

@@ -1,7 +1,8 @@
 """Per-frame audio features: log-mel (librosa) and eGeMAPS functionals (openSMILE).
 
 Both extractors run at a 10 ms hop and are put on the frame grid by time
-(shared.frame_grid), never with an integer hop per video frame.
+(shared.frame_grid), never with an integer hop per video frame. A long file's openSMILE pass
+can run in pieces on several cores with the same rows (pieces.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from blendsync.shared.config import EmotionConfig, FeatureConfig, MelConfig
+from blendsync.shared.features.pieces import ONE_PASS, Workers, functionals_in_pieces
 from blendsync.shared.frame_grid import frame_times, rows_to_grid
 from blendsync.shared.interrupts import interruptible
 
@@ -117,18 +119,32 @@ def emotion_feature_names(cfg: EmotionConfig) -> list[str]:
     return list(_smile(cfg.feature_set, None, None).feature_names)
 
 
-def emotion_rows(y: np.ndarray, sr: int, cfg: EmotionConfig) -> tuple[np.ndarray, np.ndarray] | None:
+def emotion_rows(
+    y: np.ndarray, sr: int, cfg: EmotionConfig, workers: Workers = ONE_PASS
+) -> tuple[np.ndarray, np.ndarray] | None:
     """One openSMILE pass: rows (R, 88) float32, row r covering [start_r, start_r + context),
     and the *end* of each row's context (R,) in seconds. None when the file is shorter
-    than one context (openSMILE then returns a NaN row)."""
+    than one context (openSMILE then returns a NaN row).
+
+    workers.parts > 1: a long file's pass is computed as up to that many pieces at once
+    (shared.features.pieces), with the same rows and times as one pass."""
+    import pandas as pd
+
     smile = _smile(cfg.feature_set, cfg.context_s, cfg.hop_s)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Segment too short")
-        df = process_signal(smile, y, sr)
-    values = df.to_numpy(dtype=np.float32)
+        got = functionals_in_pieces(
+            lambda samples, rate: process_signal(smile, samples, rate),
+            y,
+            sr,
+            cfg.context_s,
+            cfg.hop_s,
+            workers,
+        )
+    values = got.values.astype(np.float32)
     if values.shape[0] == 1 and np.isnan(values).all():
         return None
-    starts = df.index.get_level_values("start").total_seconds().to_numpy(dtype=np.float64)
+    starts = pd.TimedeltaIndex(got.starts_ns).total_seconds().to_numpy(dtype=np.float64)
     return values, starts + cfg.context_s
 
 
@@ -138,7 +154,9 @@ def whole_file_functionals(y: np.ndarray, sr: int, cfg: EmotionConfig) -> np.nda
     return process_signal(smile, y, sr).to_numpy(dtype=np.float32)[:1]
 
 
-def emotion_on_grid(y: np.ndarray, sr: int, times: np.ndarray, cfg: EmotionConfig) -> StreamOnGrid:
+def emotion_on_grid(
+    y: np.ndarray, sr: int, times: np.ndarray, cfg: EmotionConfig, workers: Workers = ONE_PASS
+) -> StreamOnGrid:
     """The instant t (of times (T,) s, counted from y's first sample) gets the functionals
     of the context ending at t - cfg.delay_s.
 
@@ -147,7 +165,7 @@ def emotion_on_grid(y: np.ndarray, sr: int, times: np.ndarray, cfg: EmotionConfi
     whole-signal row everywhere ("first") or the fill. Non-finite values get
     cfg.nonfinite_fill.
     """
-    got = emotion_rows(y, sr, cfg)
+    got = emotion_rows(y, sr, cfg, workers)
     T = len(times)
     fill = cfg.before_first_context == "fill"
     if got is None:
@@ -187,13 +205,17 @@ def fill_nonfinite(values: np.ndarray, cfg: EmotionConfig) -> tuple[np.ndarray, 
     return values, n
 
 
-def compute_features(y: np.ndarray, sr: int, T: int, cfg: FeatureConfig) -> dict[str, StreamOnGrid]:
+def compute_features(
+    y: np.ndarray, sr: int, T: int, cfg: FeatureConfig, workers: Workers = ONE_PASS
+) -> dict[str, StreamOnGrid]:
     """Frames 0 … T - 1 of a whole signal."""
-    return features_at(y, sr, frame_times(T, cfg.fps), cfg)
+    return features_at(y, sr, frame_times(T, cfg.fps), cfg, workers)
 
 
-def features_at(y: np.ndarray, sr: int, times: np.ndarray, cfg: FeatureConfig) -> dict[str, StreamOnGrid]:
+def features_at(
+    y: np.ndarray, sr: int, times: np.ndarray, cfg: FeatureConfig, workers: Workers = ONE_PASS
+) -> dict[str, StreamOnGrid]:
     """Both streams at the instants times (s from y's first sample): the one gridding path
     of whole files (compute_features) and of audio featurized as it arrives (FeatureStream,
     which passes a segment and its frames' times within it)."""
-    return {"mel": mel_on_grid(y, sr, times, cfg.mel), "emotion": emotion_on_grid(y, sr, times, cfg.emotion)}
+    return {"mel": mel_on_grid(y, sr, times, cfg.mel), "emotion": emotion_on_grid(y, sr, times, cfg.emotion, workers)}
