@@ -13,6 +13,7 @@ import os
 import tempfile
 import threading
 import warnings
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,20 +36,18 @@ class StreamOnGrid:
 
 
 def mel_rows(y: np.ndarray, sr: int, cfg: MelConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(N,) samples -> log-mel rows (R, n_mels) float32 and their centre times (R,) in s."""
-    import librosa
+    """(N,) samples -> log-mel rows (R, n_mels) float32 and their centre times (R,) in s:
+    librosa.feature.melspectrogram's values (hann window, centred frames, zero padding, power
+    2), computed by librosa_mel without importing librosa (3.8 s and 190 MB saved)."""
+    from blendsync.shared.features.librosa_mel import melspectrogram
 
     hop = int(round(cfg.hop_s * sr))
-    S = librosa.feature.melspectrogram(
-        y=y,
+    S = melspectrogram(
+        np.asarray(y),
         sr=sr,
         n_fft=cfg.n_fft,
         hop_length=hop,
         win_length=int(round(cfg.win_s * sr)),
-        window="hann",
-        center=True,
-        pad_mode="constant",
-        power=2.0,
         n_mels=cfg.n_mels,
         fmin=cfg.fmin,
         fmax=cfg.fmax,
@@ -75,44 +74,49 @@ def _frame_mode_conf(context_s: float, hop_s: float) -> str:
     return path
 
 
+# openSMILE runs started by _smile's objects and not yet freed, in any thread: what Ctrl-C
+# aborts (abort_running).
+_RUNNING: weakref.WeakSet = weakref.WeakSet()
+_RUNNING_LOCK = threading.Lock()
+
+
 @functools.lru_cache(maxsize=8)
 def _smile(feature_set: str, context_s: float | None, hop_s: float | None):
     import opensmile
 
+    class RecordingSmile(opensmile.Smile):
+        """opensmile.Smile whose native runs are recorded, so that an interrupt can abort
+        them wherever they run (the pieces of one pass run on several threads at once)."""
+
+        def _smile(self, options):
+            instance = super()._smile(options)
+            with _RUNNING_LOCK:
+                _RUNNING.add(instance)
+            return instance
+
     options = {}
     if context_s is not None:
         options["frameModeFunctionalsConf"] = _frame_mode_conf(context_s, hop_s)
-    return opensmile.Smile(
+    return RecordingSmile(
         feature_set=getattr(opensmile.FeatureSet, feature_set),
         feature_level=opensmile.FeatureLevel.Functionals,
         options=options,
     )
 
 
+def abort_running() -> None:
+    """Abort every openSMILE run of this process still going (Ctrl-C)."""
+    with _RUNNING_LOCK:
+        running = list(_RUNNING)
+    for instance in running:
+        if getattr(instance, "_smileobj", None) is not None:  # not yet freed by the wrapper
+            with contextlib.suppress(Exception):  # already finished
+                instance.abort()
+
+
 def process_signal(smile, y: np.ndarray, sr: int):
-    """smile.process_signal(y, sr) that Ctrl-C ends at once (shared.interrupts): the openSMILE
-    runs it starts are recorded, so that an interrupt can abort them."""
-    running = []
-    make = smile._smile
-
-    def recorded(options):
-        instance = make(options=options)
-        running.append(instance)
-        return instance
-
-    def stop() -> None:
-        for instance in running:
-            if getattr(instance, "_smileobj", None) is not None:  # not yet freed by the wrapper
-                with contextlib.suppress(Exception):  # already finished
-                    instance.abort()
-
-    if threading.current_thread() is not threading.main_thread():
-        return smile.process_signal(y, sr)  # no signal arrives here: nothing to record
-    smile._smile = recorded  # this instance only, for this call (the main thread's one at a time)
-    try:
-        return interruptible(smile.process_signal, y, sr, stop=stop)
-    finally:
-        del smile._smile
+    """smile.process_signal(y, sr) that Ctrl-C ends at once (shared.interrupts)."""
+    return interruptible(smile.process_signal, y, sr, stop=abort_running)
 
 
 def emotion_feature_names(cfg: EmotionConfig) -> list[str]:
@@ -133,13 +137,9 @@ def emotion_rows(
     smile = _smile(cfg.feature_set, cfg.context_s, cfg.hop_s)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Segment too short")
-        got = functionals_in_pieces(
-            lambda samples, rate: process_signal(smile, samples, rate),
-            y,
-            sr,
-            cfg.context_s,
-            cfg.hop_s,
-            workers,
+        # Ctrl-C in the main thread aborts the pieces wherever they run.
+        got = interruptible(
+            functionals_in_pieces, smile.process_signal, y, sr, cfg.context_s, cfg.hop_s, workers, stop=abort_running
         )
     values = got.values.astype(np.float32)
     if values.shape[0] == 1 and np.isnan(values).all():

@@ -101,16 +101,14 @@ class LiveMel:
     with the whole file's zero padding of n_fft / 2 at both ends (librosa, center=True)."""
 
     def __init__(self, cfg: MelConfig, sample_rate: int):
-        import librosa
+        from blendsync.shared.features.librosa_mel import hann_window, mel_basis
 
         self.cfg, self.sr = cfg, sample_rate
         self.hop = int(round(cfg.hop_s * sample_rate))
         self.n_fft = cfg.n_fft
-        win = librosa.filters.get_window("hann", int(round(cfg.win_s * sample_rate)), fftbins=True)
-        self.window = librosa.util.pad_center(win, size=self.n_fft)[:, None]  # float64, as librosa's
-        self.basis = librosa.filters.mel(
-            sr=sample_rate, n_fft=self.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax
-        )
+        # librosa's own arrays, made without importing it (shared.features.librosa_mel).
+        self.window = hann_window(int(round(cfg.win_s * sample_rate)), self.n_fft)[:, None]  # float64
+        self.basis = mel_basis(sr=sample_rate, n_fft=self.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax)
         # The stream from its padded start: buf[0] is padded sample `base` (the first
         # n_fft / 2 of the padded stream are the zeros before sample 0).
         self.buf = np.zeros(self.n_fft // 2, np.float32)

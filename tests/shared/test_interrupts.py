@@ -15,7 +15,9 @@ _SCRIPT = """
 import os, signal, sys, threading, time
 import numpy as np
 from blendsync.shared.config import EmotionConfig
+from concurrent.futures import ThreadPoolExecutor
 from blendsync.shared.features import emotion_on_grid, _smile
+from blendsync.shared.features.pieces import Workers
 from blendsync.shared.frame_grid import frame_times
 
 cfg = EmotionConfig()
@@ -23,7 +25,8 @@ _smile(cfg.feature_set, cfg.context_s, cfg.hop_s)  # built before the clock star
 y = np.random.default_rng(0).normal(0, 0.1, 16000 * 240).astype(np.float32)
 threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
 try:
-    emotion_on_grid(y, 16000, frame_times(7200, 30.0), cfg)
+    parts = int(sys.argv[1])
+    emotion_on_grid(y, 16000, frame_times(7200, 30.0), cfg, Workers(parts, ThreadPoolExecutor(parts).map))
 except KeyboardInterrupt:
     print("interrupted")
     sys.exit(0)
@@ -31,11 +34,18 @@ print("finished")
 """
 
 
-def test_ctrl_c_during_opensmile_raises_keyboard_interrupt():
+@pytest.mark.parametrize("parts", [1, 2])
+def test_ctrl_c_during_opensmile_raises_keyboard_interrupt(parts):
     """Before the guard, the KeyboardInterrupt raised inside openSMILE's callback was swallowed
-    and the extraction ran to its end ("finished")."""
+    and the extraction ran to its end ("finished"). In pieces on a thread pool, every piece's
+    run is aborted."""
     r = subprocess.run(
-        [sys.executable, "-c", _SCRIPT], capture_output=True, text=True, cwd=REPO, preexec_fn=sigint_default
+        [sys.executable, "-c", _SCRIPT, str(parts)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        preexec_fn=sigint_default,
+        timeout=60,
     )
     assert r.returncode == 0 and r.stdout.strip() == "interrupted", r.stdout + r.stderr[-2000:]
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.signal import lfilter
 
 from blendsync.shared.audio import decode_audio
 from blendsync.shared.channels import check_order, reorder
@@ -154,6 +155,8 @@ class Predictor:
         current[0] (None at a file start, where s_0 = c_0)."""
         if current.shape[0] == 0:
             return current.copy()
+        from scipy.signal import lfilter  # here: a live server never needs scipy.signal (66 MB)
+
         a = float(torch.sigmoid(self.model.smoothing_alpha.detach()).cpu())
         p = current[0] if prev is None else prev
         zi = ((1 - a) * np.asarray(p, np.float64))[None, :]
@@ -315,10 +318,48 @@ def predict(
     order_names = list(pred.channels if channel_order is None else check_order(pred.channels, channel_order))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(CORES) as pool, torch_threads(1 if CORES > 1 else None):
+        # A long file's openSMILE pass and model blocks in pieces, one per core (the same
+        # curves): torch keeps one thread per piece.
+        return _predict_files(
+            pred, collect_inputs(inputs), out, Workers(CORES, pool.map), fps=fps, formats=formats, plot=plot,
+            chunk_seconds=chunk_seconds, gain=gain, channel_order=channel_order, order_names=order_names,
+        )  # fmt: skip
+
+
+CORES = os.cpu_count() or 1
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """torch's intra-op threads set to n for the block (None: unchanged)."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _predict_files(
+    pred: Predictor,
+    files: list[tuple[Path, Path]],
+    out: Path,
+    workers: Workers,
+    *,
+    fps: float,
+    formats: tuple[str, ...],
+    plot: bool,
+    chunk_seconds: float | None,
+    gain: float,
+    channel_order: str | None,
+    order_names: list[str],
+) -> PredictReport:
     rep = PredictReport()
-    for audio, name in collect_inputs(inputs):
+    for audio, name in files:
         try:
-            curves, res = animate_file(pred, audio, fps=fps, gain=gain, chunk_seconds=chunk_seconds)
+            curves, res = animate_file(pred, audio, fps=fps, gain=gain, chunk_seconds=chunk_seconds, workers=workers)
             rep.latency_s = res.get("latency_s", rep.latency_s)
         except ValueError as e:  # AudioError: the file's fault; the others still go through
             rep.failed.append(str(e))
