@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,16 +37,12 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 from bench_live_latency import RATE, checkpoints, speech  # noqa: E402
 
+from tests.helpers import ServerProcess  # noqa: E402
+
 CHUNK_S = 0.01
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mb(pid: int) -> float:
@@ -55,31 +50,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-class Server:
-    def __init__(self, checkpoint: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "blendsync.train.cli", "-q", "serve", "--checkpoint", str(checkpoint),
-             "--port", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(self.url + "/healthz", timeout=1).read()
-                return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("server did not start")
-
-    def model(self) -> dict:
-        return json.loads(urllib.request.urlopen(self.url + "/v1/model").read())
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
 
 
 async def client(url: str, pcm: np.ndarray, t0: float, lat: list, info: dict) -> None:
@@ -141,7 +111,7 @@ def post_file(url: str, data: bytes) -> float:
     return time.perf_counter() - t
 
 
-def batch(server: Server, wav: Path, files: int, checkpoint: Path, tmp: Path) -> None:
+def batch(server: ServerProcess, wav: Path, files: int, checkpoint: Path, tmp: Path) -> None:
     """One request at a time (a file's own turnaround), then two clients posting files back to
     back (the server's throughput: audio seconds animated per wall second)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -166,7 +136,7 @@ def batch(server: Server, wav: Path, files: int, checkpoint: Path, tmp: Path) ->
 
 def live_half(ck: dict, args) -> None:
     pcm = speech(args.seconds)
-    live = Server(ck["live"])
+    live = ServerProcess(ck["live"])
     try:
         model = live.model()
         budget = 1000 * model["lookahead"] / model["fps"] + 26 + 40
@@ -193,7 +163,7 @@ def batch_half(ck: dict, args, tmp: Path) -> None:
 
     wav = tmp / "speech120.wav"
     sf.write(wav, speech(120.0), RATE, subtype="PCM_16")
-    offline = Server(ck["offline"])
+    offline = ServerProcess(ck["offline"])
     try:
         batch(offline, wav, args.batch_files, ck["offline"], tmp)
     finally:

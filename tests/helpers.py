@@ -269,3 +269,81 @@ def sigint_default() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """A real `bstrain serve` process on a free port (tests and benchmarks): url its HTTP root,
+    ws its stream endpoint; ready once /healthz answers. Its stderr goes to a temporary file
+    (a pipe nobody reads would stop a server that logs much)."""
+
+    def __init__(self, checkpoint, *extra: str, host: str = "127.0.0.1", start_timeout_s: float = 120.0):
+        import subprocess
+        import sys
+        import tempfile
+        import time
+        import urllib.request
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws = f"ws://127.0.0.1:{self.port}/v1/stream"
+        self._err = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "blendsync.train.cli", "serve", "--checkpoint", str(checkpoint), "--host", host,
+             "--port", str(self.port), *extra],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=self._err, text=True,
+        )  # fmt: skip
+        deadline = time.time() + start_timeout_s
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited: {self._stderr()}")
+            try:
+                urllib.request.urlopen(self.url + "/healthz", timeout=1).read()
+                return
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"the server did not answer /healthz within {start_timeout_s:g} s")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def model(self) -> dict:
+        import urllib.request
+
+        return json.loads(urllib.request.urlopen(self.url + "/v1/model", timeout=30).read())
+
+    def stop(self) -> str:
+        """Terminate it (killed after 30 s); what it wrote to stderr."""
+        import subprocess
+
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        return self._stderr()
+
+    def _stderr(self) -> str:
+        self._err.seek(0)
+        return self._err.read()
+
+
+def push_in_parts(stream, data: np.ndarray, bounds) -> list:
+    """stream.push(data[a:b]) for the parts data is cut into at bounds, then stream.finish():
+    every result in order (a live feature extractor or animator fed as audio arrives)."""
+    out, start = [], 0
+    for end in [*bounds, len(data)]:
+        out.append(stream.push(data[start:end]))
+        start = end
+    out.append(stream.finish())
+    return out

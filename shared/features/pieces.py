@@ -82,10 +82,14 @@ class PieceRows:
     starts_ns: np.ndarray
 
 
+def whole_file(n_samples: int) -> Piece:
+    return Piece(start_sample=0, stop_sample=n_samples, first_row=0, keep_from=0, keep_to=None)
+
+
 def plan(n_samples: int, sr: int, context_s: float, hop_s: float, parts: int) -> list[Piece]:
     """Pieces of roughly equal rows; one piece (the whole file) where parts < 2, the file is
     too short for two pieces of MIN_PIECE_S, or sr is not a whole number of samples per 10 ms."""
-    whole = [Piece(start_sample=0, stop_sample=n_samples, first_row=0, keep_from=0, keep_to=None)]
+    whole = [whole_file(n_samples)]
     if parts < 2 or sr % LLD_RATE:
         return whole
     spf = sr // LLD_RATE  # samples per descriptor frame
@@ -162,5 +166,5 @@ def functionals_in_pieces(
     got = list(workers.mapper(lambda p: run_piece(run, y, sr, p), pieces))
     whole = stitch(pieces, got)
     if whole is None:
-        whole = run_piece(run, y, sr, plan(len(y), sr, context_s, hop_s, 1)[0])
+        whole = run_piece(run, y, sr, whole_file(len(y)))
     return whole

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from blendsync.featurize.extract import extract
 from blendsync.featurize.inspect_store import verify_store
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.store import FeatureStore
-from tests.helpers import assert_same_items, write_livelink, write_manifest
+from tests.helpers import assert_same_items, free_port, write_livelink, write_manifest
 
 pytestmark = pytest.mark.slow  # real Dask scheduler and worker processes
 
@@ -26,18 +25,12 @@ REPO = Path(__file__).resolve().parents[2]
 DASK = shutil.which("dask", path=str(Path(sys.executable).parent)) or shutil.which("dask")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def cluster(tmp_path):
     """A scheduler and two single-threaded workers, each in its own process group."""
     if DASK is None:
         pytest.skip("the dask command is not installed")
-    port = _free_port()
+    port = free_port()
     addr = f"tcp://127.0.0.1:{port}"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     log = open(tmp_path / "cluster.log", "w")

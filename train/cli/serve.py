@@ -43,7 +43,7 @@ def serve(checkpoint, host, port, token, max_upload_mb, max_sessions, device):
     config = ServerConfig(checkpoint=str(checkpoint), device=device, token=token, max_upload_mb=max_upload_mb,
                           max_sessions=max_sessions)  # fmt: skip
 
-    def ready(app, load_s: float) -> None:
+    def ready() -> None:
         click.echo(f"serving {checkpoint} on http://{_url_host(host)}:{port} (page /, WebSocket /v1/stream)", err=True)
 
     with reported_errors():

@@ -27,7 +27,7 @@ def livelink_timecode(seconds: float) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}:{ff:06.3f}"
 
 
-def write_livelink_csv(path: Path, curves: np.ndarray, fps: float, channels: list[str]) -> None:
+def livelink_csv(curves: np.ndarray, fps: float, channels: list[str], source: str = "") -> bytes:
     """curves (T, 52) in [0, 1] at fps -> a Live Link Face CSV: Timecode from
     00:00:00:00.000, BlendshapeCount 61, the 52 curves in the app's column order, then head
     and eye rotations written as zeros (the model predicts no rotations)."""
@@ -40,22 +40,24 @@ def write_livelink_csv(path: Path, curves: np.ndarray, fps: float, channels: lis
     lines = [",".join(["Timecode", "BlendshapeCount", *map(pascal_case, ARKIT_52), *LIVELINK_ROTATIONS])]
     for i, row in enumerate(np.clip(curves, 0.0, 1.0)):
         lines.append(f"{livelink_timecode(i / fps)},61," + ",".join(f"{v:.6f}" for v in row) + "," + zeros)
-    write_atomically(path, "\n".join(lines) + "\n")
+    return ("\n".join(lines) + "\n").encode()
 
 
-def write_json(path: Path, curves: np.ndarray, fps: float, channels: list[str], source: str) -> None:
-    write_atomically(
-        path,
-        json.dumps(
-            {
-                "source": source,
-                "fps": fps,
-                "frames": int(curves.shape[0]),
-                "channels": list(channels),
-                "values": np.round(curves.astype(np.float64), 6).tolist(),
-            }
-        ),
-    )
+def curves_json(curves: np.ndarray, fps: float, channels: list[str], source: str) -> bytes:
+    doc = {
+        "source": source,
+        "fps": fps,
+        "frames": int(curves.shape[0]),
+        "channels": list(channels),
+        "values": np.round(curves.astype(np.float64), 6).tolist(),
+    }
+    return json.dumps(doc).encode()
+
+
+def curves_npy(curves: np.ndarray, fps: float, channels: list[str], source: str) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, curves.astype(np.float32))
+    return buf.getvalue()
 
 
 def plot_prediction(
@@ -98,31 +100,25 @@ def resample_curves(curves: np.ndarray, fps_in: float, fps_out: float, duration_
     return np.clip(rows_to_grid(curves, frame_times(curves.shape[0], fps_in), frame_times(T, fps_out)).values, 0, 1)
 
 
-def _write_livelink(path: Path, curves: np.ndarray, fps: float, channels: list[str], source: str) -> None:
-    write_livelink_csv(path, curves, fps, channels)
-
-
-def _write_npy(path: Path, curves: np.ndarray, fps: float, channels: list[str], source: str) -> None:
-    buf = io.BytesIO()
-    np.save(buf, curves.astype(np.float32))
-    write_atomically(path, buf.getbuffer())
-
-
 @dataclass(frozen=True)
 class CurveFormat:
-    """A file predict can write for an audio file. write(path, curves (T, C), fps, channel
-    names, source audio); reorderable: its columns follow --channel-order (the Live Link Face
-    CSV has the app's own)."""
+    """A file predict can write for an audio file. encode(curves (T, C), fps, channel names,
+    source audio) -> the file's bytes (the server answers with them); reorderable: its
+    columns follow --channel-order (the Live Link Face CSV has the app's own)."""
 
     suffix: str
-    write: Callable[[Path, np.ndarray, float, list[str], str], None]
+    encode: Callable[[np.ndarray, float, list[str], str], bytes]
     reorderable: bool
     doc: str
+
+    def write(self, path: Path, curves: np.ndarray, fps: float, channels: list[str], source: str) -> None:
+        """The file, whole or not at all (shared.files)."""
+        write_atomically(path, self.encode(curves, fps, channels, source))
 
 
 # predict --format: the one list of curve files (the CLI's choices are its keys).
 CURVE_FORMATS: dict[str, CurveFormat] = {
-    "livelink": CurveFormat(".csv", _write_livelink, False, "Live Link Face CSV (the 52 ARKit curves)"),
-    "npy": CurveFormat(".npy", _write_npy, True, "(T, C) float32"),
-    "json": CurveFormat(".json", write_json, True, "channels, fps and values"),
+    "livelink": CurveFormat(".csv", livelink_csv, False, "Live Link Face CSV (the 52 ARKit curves)"),
+    "npy": CurveFormat(".npy", curves_npy, True, "(T, C) float32"),
+    "json": CurveFormat(".json", curves_json, True, "channels, fps and values"),
 }

@@ -54,6 +54,11 @@ from blendsync.train.serve.sessions import StreamSession, warm_up
 log = logging.getLogger(__name__)
 
 PAGE = Path(__file__).with_name("page")
+# The page's files: the only names GET /NAME serves.
+PAGE_FILES = frozenset(p.name for p in PAGE.iterdir() if p.is_file())
+# Model work at once, sessions and batch together (one thread per core), and the pieces a file
+# is cut into.
+CORES = os.cpu_count() or 2
 # Frames waiting to be sent: a full queue holds the model back, unless its oldest frame has
 # waited STALE_S (a slow client), then the oldest are dropped and counted.
 SEND_QUEUE, STALE_S = 300, 2.0
@@ -85,16 +90,18 @@ class ServerConfig:
 class ServerState:
     pred: Predictor
     config: ServerConfig
-    hashes: dict
+    # What GET /v1/model answers and every ready message carries (model_doc).
+    model: dict
     sessions: int = 0
     # Totals since start: sessions served, files animated, frames dropped for slow clients.
     served: dict = field(default_factory=lambda: {"sessions_served": 0, "files_animated": 0, "dropped_frames": 0})
-    # Batch requests computed at once (the others wait): one per core of a 2-core machine.
-    batch_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
+    # Batch requests in progress at once (the others wait, their uploads not yet read whole):
+    # each already cuts its file into a piece per core.
+    batch_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CORES))
     # Model work at once, sessions and batch together: one thread per core. More threads only
     # contend for the interpreter, and the event loop (which answers every client, keep-alive
     # pings included) would wait behind them all.
-    compute: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(os.cpu_count() or 2))
+    compute: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(CORES))
 
 
 def create_app(config: ServerConfig) -> Starlette:
@@ -108,7 +115,7 @@ def create_app(config: ServerConfig) -> Starlette:
     hashes = {"feature_config_hash": ck.feature_config_hash, "train_config_hash": ck.config.hash}
     pred = Predictor.from_checkpoint(ck, config.device)
     warm_up(pred)
-    state = ServerState(pred=pred, config=config, hashes=hashes)
+    state = ServerState(pred=pred, config=config, model=model_doc(pred, hashes))
     app = Starlette(
         routes=[
             Route("/healthz", partial(healthz, state=state)),
@@ -123,17 +130,15 @@ def create_app(config: ServerConfig) -> Starlette:
     return app
 
 
-def model_doc(state: ServerState) -> dict:
-    pred = state.pred
-    live = bool(getattr(pred.model, "streaming", False))
+def model_doc(pred: Predictor, hashes: dict) -> dict:
     return {
         "channels": list(pred.channels),
         "channel_orders": [o for o in CHANNEL_ORDERS if _order_ok(pred, o)],
         "fps": pred.fps,
-        "live": live,
+        "live": bool(getattr(pred.model, "streaming", False)),
         "lookahead": pred.lookahead,
         "sample_rate": pred.feature_config.sample_rate,
-        **state.hashes,
+        **hashes,
     }
 
 
@@ -171,15 +176,14 @@ async def healthz(request: Request, state: ServerState) -> Response:
 async def model_info(request: Request, state: ServerState) -> Response:
     if not _authorized(request.headers, request.query_params, state):
         return _refused()
-    return JSONResponse(model_doc(state))
+    return JSONResponse(state.model)
 
 
 async def page(request: Request) -> Response:
     name = request.path_params.get("name", "index.html")
-    path = PAGE / name
-    if name not in {p.name for p in PAGE.iterdir()} or not path.is_file():
+    if name not in PAGE_FILES:
         return PlainTextResponse("not found", status_code=404)
-    return FileResponse(path)
+    return FileResponse(PAGE / name)
 
 
 async def animate(request: Request, state: ServerState) -> Response:
@@ -225,7 +229,7 @@ async def animate(request: Request, state: ServerState) -> Response:
         try:
             # This thread decodes, makes the log-mel and writes the answer; the openSMILE pass
             # and the model run in pieces on the compute threads, one core each.
-            workers = Workers(parts=os.cpu_count() or 2, mapper=partial(_map_on_compute, limiter=state.compute))
+            workers = Workers(parts=CORES, mapper=partial(_map_on_compute, limiter=state.compute))
             content = await anyio.to_thread.run_sync(
                 _animate_bytes, state.pred, bytes(body), fmt, fps, gain, order, workers
             )
@@ -268,15 +272,13 @@ def _animate_bytes(
         audio = Path(tmp) / _UPLOAD_NAME
         audio.write_bytes(data)
         curves, _ = animate_file(pred, audio, fps=fps, gain=gain, workers=workers)
-        names = list(pred.channels)
-        if order is not None and fmt != "livelink":
-            curves, names = reorder(curves, pred.channels, order), list(check_order(pred.channels, order))
-        if fmt == "json":
-            frames = np.asarray(curves, np.float32).tolist()
-            return json.dumps({"fps": fps, "channels": names, "frames": frames}).encode()
-        out = Path(tmp) / f"curves{CURVE_FORMATS[fmt].suffix}"
-        CURVE_FORMATS[fmt].write(out, curves, fps, names, "upload")
-        return out.read_bytes()
+    names = list(pred.channels)
+    if order is not None and fmt != "livelink":
+        curves, names = reorder(curves, pred.channels, order), list(check_order(pred.channels, order))
+    if fmt == "json":  # the wire format's own document (protocol.py), not predict's file
+        frames = np.asarray(curves, np.float32).tolist()
+        return json.dumps({"fps": fps, "channels": names, "frames": frames}).encode()
+    return CURVE_FORMATS[fmt].encode(curves, fps, names, _UPLOAD_NAME)
 
 
 async def stream(ws: WebSocket, state: ServerState) -> None:
@@ -298,8 +300,7 @@ async def stream(ws: WebSocket, state: ServerState) -> None:
     try:
         start = parse_start(await _first_message(ws), tuple(CHANNEL_ORDERS))
         session = await anyio.to_thread.run_sync(StreamSession, state.pred, start, limiter=state.compute)
-        doc = model_doc(state)
-        await ws.send_text(ready_message(session.channels, session.fps, session.latency_ms, doc))
+        await ws.send_text(ready_message(session.channels, session.fps, session.latency_ms, state.model))
         sender = asyncio.create_task(_send_frames(ws, outbox, session.fps, start.format))
         audio = _AudioInbox()
         computer = asyncio.create_task(_compute(session, audio, outbox, state.compute))
@@ -324,9 +325,7 @@ async def stream(ws: WebSocket, state: ServerState) -> None:
             await ws.send_text(end_message(session.frames, outbox.dropped))
             await ws.close()
             return
-    except ProtocolError as e:
-        await _close_with(ws, str(e), CLOSE_BAD_INPUT)
-    except ValueError as e:  # the audio itself (e.g. a rate the resampler refuses)
+    except ValueError as e:  # ProtocolError, or the audio itself (e.g. a rate the resampler refuses)
         await _close_with(ws, str(e), CLOSE_BAD_INPUT)
     except WebSocketDisconnect:
         pass
@@ -455,13 +454,13 @@ async def _close_with(ws: WebSocket, message: str, code: int) -> None:
 
 
 def run_server(config: ServerConfig, host: str, port: int, on_ready=None) -> None:
-    """Serve until interrupted (uvicorn's own SIGINT/SIGTERM handling: sessions are closed)."""
+    """Serve until interrupted (uvicorn's own SIGINT/SIGTERM handling: sessions are closed).
+    on_ready(): called once the model is loaded and warmed up, before listening."""
     import uvicorn
 
     app = create_app(config)
-    t0 = time.perf_counter()
     if on_ready is not None:
-        on_ready(app, time.perf_counter() - t0)
+        on_ready()
     # No per-message compression: frames are small and many, and deflating each cost more CPU
     # than it saved on a loopback or LAN.
     uvicorn.run(app, host=host, port=port, log_level="warning", ws_max_size=16 * 1024 * 1024,

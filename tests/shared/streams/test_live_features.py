@@ -17,6 +17,7 @@ from blendsync.shared.config import FEATURE_PRESETS, EmotionConfig, FeatureConfi
 from blendsync.shared.features import compute_features, emotion_on_grid
 from blendsync.shared.frame_grid import frame_times, n_frames
 from blendsync.shared.streams.live import LiveFeatures, LiveMel, right_context_s
+from tests.helpers import push_in_parts
 
 MEL_TOLERANCE = 1e-5
 
@@ -30,12 +31,7 @@ def _whole(path, cfg: FeatureConfig):
 
 def _streamed(path, cfg: FeatureConfig, bounds):
     data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    live = LiveFeatures(cfg, sr)
-    out, start = [], 0
-    for end in [*bounds, len(data)]:
-        out.append(live.push(data[start:end]))
-        start = end
-    out.append(live.finish())
+    out = push_in_parts(LiveFeatures(cfg, sr), data, bounds)
     return np.concatenate([m for m, _ in out]), np.concatenate([e for _, e in out])
 
 

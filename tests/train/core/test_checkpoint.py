@@ -29,30 +29,20 @@ def _damaged(src, dst, edit):
     return dst
 
 
-def _bad_config(ck):
-    cfg = json.loads(ck["config_json"])
-    cfg["model"]["heads"] = 0
-    ck["config_json"] = json.dumps(cfg)
-
-
 def _wrong_shape(ck):
     name = next(k for k, v in ck["model"].items() if v.ndim == 2)
     ck["model"][name] = torch.zeros(3, 3)
 
 
-def _edit_feature_config(change):
+def _edit_json(key, change):
+    """An edit of the checkpoint's JSON entry key (its train or feature config) by change(doc)."""
+
     def edit(ck):
-        fc = json.loads(ck["feature_config_json"])
-        change(fc)
-        ck["feature_config_json"] = json.dumps(fc)
+        doc = json.loads(ck[key])
+        change(doc)
+        ck[key] = json.dumps(doc)
 
     return edit
-
-
-def _edit_train_config(ck):
-    cfg = json.loads(ck["config_json"])
-    cfg["optim"]["lr"] = 0.5
-    ck["config_json"] = json.dumps(cfg)
 
 
 def _flip_a_bit(ck):
@@ -70,7 +60,7 @@ CASES = {
     "missing key": (lambda ck: ck.pop("channels"), "missing channels"),
     "wrong type": (lambda ck: ck.update(feature_config_hash=123), "feature_config_hash is int"),
     "bad train config": (
-        _bad_config,
+        _edit_json("config_json", lambda cfg: cfg["model"].update(heads=0)),
         "train config (config_json) is invalid: invalid train config: model.heads must be >= 1",
     ),
     "bad feature config": (lambda ck: ck.update(feature_config_json="{not json"), "feature config"),
@@ -79,14 +69,17 @@ CASES = {
     "short statistics": (lambda ck: ck["normalizer"].update(mel_mean=[0.0] * 3), "mel_mean has 3 values, expected 80"),
     # A checkpoint names its channels; it never makes a command read a file.
     "a file to read": (
-        _edit_feature_config(lambda fc: fc["targets"].update(channels=None, channels_file="/etc/passwd")),
+        _edit_json("feature_config_json", lambda fc: fc["targets"].update(channels=None, channels_file="/etc/passwd")),
         "never a file to read (targets.channels_file: '/etc/passwd')",
     ),
     "edited feature config": (
-        _edit_feature_config(lambda fc: fc["emotion"].update(context_s=2.0)),
+        _edit_json("feature_config_json", lambda fc: fc["emotion"].update(context_s=2.0)),
         "its feature config hashes to",
     ),
-    "edited train config": (_edit_train_config, "its train config hashes to"),
+    "edited train config": (
+        _edit_json("config_json", lambda cfg: cfg["optim"].update(lr=0.5)),
+        "its train config hashes to",
+    ),
     "channels not its config's": (
         lambda ck: ck.update(channels=ck["channels"][:24], still_channels=[]),
         "its 24 channels are not its feature config's 52",

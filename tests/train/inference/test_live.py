@@ -13,20 +13,14 @@ from hypothesis import strategies as st
 from blendsync.train.inference.live import LiveAnimator
 from blendsync.train.inference.pacing import Pacer
 from blendsync.train.inference.predict import Predictor
-from tests.helpers import sigint_default
+from tests.helpers import push_in_parts, sigint_default
 
 TOLERANCE = 1e-4
 
 
 def _streamed(pred, path, bounds):
     data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    anim = LiveAnimator(pred, sr)
-    out, start = [], 0
-    for end in [*bounds, len(data)]:
-        out.append(anim.push(data[start:end]))
-        start = end
-    out.append(anim.finish())
-    return np.concatenate(out)
+    return np.concatenate(push_in_parts(LiveAnimator(pred, sr), data, bounds))
 
 
 @pytest.mark.parametrize("chunk_s", [0.01, 0.13, 1.0])

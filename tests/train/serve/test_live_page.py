@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.helpers import REPO
-from tests.train.serve.conftest import free_port
+from tests.helpers import REPO, free_port
 
 pytest.importorskip("websockets")
 from websockets.sync.client import connect  # noqa: E402

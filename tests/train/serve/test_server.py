@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.helpers import REPO
-from tests.train.serve.conftest import Server
+from tests.helpers import REPO, ServerProcess
 
 websockets = pytest.importorskip("websockets")
 from websockets.sync.client import connect  # noqa: E402
@@ -261,7 +260,7 @@ def test_a_token_is_required_off_loopback(checkpoint, capsys):
     with pytest.raises(SystemExit) as e:
         main(["serve", "--checkpoint", str(checkpoint), "--host", "0.0.0.0"])
     assert e.value.code == 1 and "give a bearer token with --token" in capsys.readouterr().err
-    server = Server(checkpoint, "--token", "s3cret", host="0.0.0.0")
+    server = ServerProcess(checkpoint, "--token", "s3cret", host="0.0.0.0")
     try:
         assert _get(server.url + "/v1/model")[0] == 401
         assert _get(server.url + "/v1/model", {"Authorization": "Bearer wrong"})[0] == 401
