@@ -271,6 +271,28 @@ def sigint_default() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a running process (Linux) has used so far."""
+    import os
+
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_cpu_seconds(proc, seconds: float, timeout: float = 120.0) -> None:
+    """Wait until a subprocess has used `seconds` of CPU: a signal then lands in its work,
+    past its start-up, on a fast machine as on a slow one (a sleep of fixed length does not)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if cpu_seconds(proc.pid) >= seconds:
+            return
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be interrupted; make its input longer"
+    raise AssertionError(f"the run used under {seconds} CPU s in {timeout} s")
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 free right now."""
     import socket

@@ -542,27 +542,27 @@ def test_channel_order_by_name_for_npy_and_json(shared_data, checkpoint, tmp_pat
 
 @pytest.mark.slow
 def test_predict_stops_on_ctrl_c_with_exit_130_and_writes_nothing(checkpoint, tmp_path):
-    """A 4-minute file: the signal arrives while its features are computed (openSMILE's
-    callbacks swallowed it: predict ran on to the end, exit 0)."""
+    """A 20-minute file: the signal arrives while its features are computed (openSMILE's
+    callbacks swallowed it: predict ran on to the end, exit 0), once the process has used
+    more CPU than its start-up takes."""
     import signal
     import subprocess
     import sys
-    import time
 
     import numpy as np
     import soundfile as sf
 
-    from tests.helpers import REPO, sigint_default, speechlike
+    from tests.helpers import REPO, sigint_default, speechlike, wait_for_cpu_seconds
 
     audio = tmp_path / "long.wav"
-    sf.write(audio, np.tile(speechlike(10.0, 16000), 24), 16000)
+    sf.write(audio, np.tile(speechlike(10.0, 16000), 120), 16000)
     out = tmp_path / "out"
     p = subprocess.Popen(
         [sys.executable, "-m", "blendsync.train.cli", "predict", str(audio), "--checkpoint", str(checkpoint),
          "--out", str(out)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default,
     )  # fmt: skip
-    time.sleep(8)
+    wait_for_cpu_seconds(p, 6.0)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130 and "interrupted" in err, err[-2000:]
