@@ -7,11 +7,11 @@ past failures.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from blendsync.featurize.task import THREAD_ENV, FileTask, TaskResult, run_task
+from blendsync.featurize.task import FileTask, TaskResult, run_task
+from blendsync.shared.cluster import dask_client
 
 log = logging.getLogger(__name__)
 
@@ -81,66 +81,6 @@ class DaskExecutor:
         with dask_client(self.workers, self.scheduler) as client:
             self.started_cluster = True
             yield from run_dask(client, store_root, cfg_json, tasks, force)
-
-
-def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-
-
-@contextmanager
-def dask_client(workers: int | None = None, scheduler: str | None = None):
-    """A distributed Client: on an existing scheduler, or on a LocalCluster of `workers`
-    single-threaded processes (BLAS/torch threads at 1)."""
-    import dask
-    from distributed import Client, LocalCluster
-
-    # distributed configures its own loggers at import; keep its INFO chatter out of ours.
-    for name in (
-        "distributed",
-        "distributed.scheduler",
-        "distributed.nanny",
-        "distributed.worker",
-        "distributed.core",
-        "distributed.http.proxy",
-    ):
-        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
-
-    if scheduler:
-        client = Client(scheduler, timeout="30s")
-        log.info(
-            "Dask cluster at %s: %d workers; dashboard %s",
-            scheduler,
-            len(client.scheduler_info().get("workers", {})),
-            client.dashboard_link or "off",
-        )
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    n = workers or default_workers()
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": dict(THREAD_ENV)}):
-        cluster = LocalCluster(
-            n_workers=n,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=logging.WARNING,
-        )
-        client = Client(cluster)
-        try:
-            yield client
-        finally:
-            client.close()
-            # Every result is in by now: a worker process the nanny has to kill on its way out
-            # ("Worker process still alive after 4.0 seconds, killing") loses nothing.
-            nanny = logging.getLogger("distributed.nanny")
-            level = nanny.level
-            nanny.setLevel(logging.ERROR)
-            try:
-                cluster.close()
-            finally:
-                nanny.setLevel(level)
 
 
 def run_dask(

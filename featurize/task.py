@@ -20,15 +20,6 @@ from blendsync.shared.targets import TargetSpec
 
 log = logging.getLogger(__name__)
 
-THREAD_ENV = {
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "NUMEXPR_NUM_THREADS": "1",
-    "NUMBA_NUM_THREADS": "1",
-    "VECLIB_MAXIMUM_THREADS": "1",
-}
-
 
 @dataclass(frozen=True, kw_only=True)
 class FileTask:

@@ -220,7 +220,7 @@ def test_existing_cluster_via_scheduler_address(takes, tmp_path):
 def test_local_cluster_workers_run_single_threaded():
     import os
 
-    from blendsync.featurize.executors import dask_client
+    from blendsync.shared.cluster import dask_client
 
     def env():
         from threadpoolctl import threadpool_info

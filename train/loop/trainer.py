@@ -65,6 +65,8 @@ class FitResult:
     interrupted: bool = False
     # Ended by validation.patience
     stopped_early: bool = False
+    # Ended by on_validation's wish (a sweep pruning the run)
+    stopped_by_hook: bool = False
 
 
 def resolve_device(device: str) -> torch.device:
@@ -118,6 +120,7 @@ def fit(
     on_step: Callable[[dict], bool | None] | None = None,
     allow_shared_audio: bool = False,
     init_from: InitFrom | None = None,
+    on_validation: Callable[[dict], bool | None] | None = None,
 ) -> FitResult:
     """Train on a store.
 
@@ -128,7 +131,11 @@ def fit(
     even when the same audio is in the training and a validation/test split (refused by
     default). on_step(record) is called after every step (rank 0); in a single-process run it
     may return True to end the run there the same way (e.g. on a time or CPU budget).
+    on_validation(record) is called with every validation record (rank 0, single process),
+    after best.pt and last.pt are saved; True ends the run there (a sweep pruning it).
     init_from: start from another run's weights (finetune.py; not with resume).
+    Every metrics.jsonl record carries cpu_s and wall_s: this process's CPU seconds and the
+    wall seconds of the run so far (a resumed run adds to those of its checkpoint).
     """
     run_dir = Path(out)
     store = FeatureStore(store_path)
@@ -146,7 +153,7 @@ def fit(
             allow_shared_audio=allow_shared_audio,
             init_from=init_from,
         )
-        result = trainer.fit(stop_after_steps=stop_after_steps, on_step=on_step)
+        result = trainer.fit(stop_after_steps=stop_after_steps, on_step=on_step, on_validation=on_validation)
     except BaseException:
         teardown_dist(dist, together=False)
         raise
@@ -224,6 +231,7 @@ class Trainer:
         ckpt: Checkpoint | None,
         init_from: InitFrom | None = None,
     ):
+        self.started = (time.process_time(), time.perf_counter())  # the run's clocks: _setup_outputs
         self.run_dir, self.store, self.dist, self.dev, self.ds = run_dir, store, dist, dev, ds
         self.init_from = init_from
         self.main = dist.main
@@ -422,6 +430,11 @@ class Trainer:
                     "%s held the records of a run without a checkpoint: moved to %s", self.metrics_path, kept.name
                 )
         self.history = _read_history(self.metrics_path)
+        upto = [r for r in self.history if r.get("step", 0) <= self.step and "cpu_s" in r]
+        before = upto[-1] if upto else {"cpu_s": 0.0, "wall_s": 0.0}  # the checkpoint's run so far
+        self.clock_zero = (self.started[0] - before["cpu_s"], self.started[1] - before["wall_s"])
+        self.on_validation: Callable[[dict], bool | None] | None = None
+        self.stopped_by_hook = False
         self.tb = SummaryWriter(str(self.run_dir / "tb")) if self.main else _NoWriter()
         self.meter = LossMeter()
         self.guard = NonFiniteGuard()
@@ -467,8 +480,12 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(
-        self, stop_after_steps: int | None = None, on_step: Callable[[dict], bool | None] | None = None
+        self,
+        stop_after_steps: int | None = None,
+        on_step: Callable[[dict], bool | None] | None = None,
+        on_validation: Callable[[dict], bool | None] | None = None,
     ) -> FitResult:
+        self.on_validation = on_validation if not self.dist.active else None
         try:
             while not self._run_over():
                 if self.train_epoch(stop_after_steps, on_step) == "interrupted":
@@ -501,7 +518,8 @@ class Trainer:
             epoch=self.cursor.epoch,
             best=self.best,
             history=self.history,
-            stopped_early=self.stopped,
+            stopped_early=self.stopped and not self.stopped_by_hook,
+            stopped_by_hook=self.stopped_by_hook,
         )
 
     def _max_steps_reached(self) -> bool:
@@ -571,6 +589,13 @@ class Trainer:
         files = self.train_stream.files
         return list(dict.fromkeys(files[f].id or files[f].key for f in batch["file"][batch["active"]]))
 
+    def _clocks(self) -> dict:
+        """The run's CPU seconds (this process, every thread) and wall seconds so far."""
+        return {
+            "cpu_s": round(time.process_time() - self.clock_zero[0], 3),
+            "wall_s": round(time.perf_counter() - self.clock_zero[1], 3),
+        }
+
     def _rates(self, windows: int, frames: int) -> dict:
         elapsed = max(time.perf_counter() - self.epoch_t0, 1e-9)
         return {"windows_per_s": windows / elapsed, "frames_per_s": frames / elapsed}
@@ -604,6 +629,7 @@ class Trainer:
             "lr": self.sched.get_last_lr()[0],
             "alpha": torch.sigmoid(self.model.smoothing_alpha).item(),
             **rates,
+            **self._clocks(),
         }
         _append(self.metrics_path, rec)
         self.history.append(rec)
@@ -650,6 +676,10 @@ class Trainer:
         self._save("last.pt", ck)
         self.last_val_step = self.step
         out_of_patience = self.main and bool(v.patience) and self.since_best >= v.patience
+        if self.main and self.on_validation is not None and self.on_validation(self.history[-1]):
+            log.info("step %d: ended by the validation hook (pruned)", self.step)
+            self.stopped_by_hook = True
+            return True
         if self.dist.active:
             out_of_patience = bool(self.dist.gather(torch.tensor([int(out_of_patience)]))[0, 0])
         if out_of_patience and self.main:
@@ -675,7 +705,10 @@ class Trainer:
             np.concatenate([targs[i] for i in sorted(targs)]),
             self.norm.target_mean,
         )
-        rec = {"kind": "val", "step": step, "epoch": epoch, **terms, "metrics": m, "calibrated_gain": gain}
+        rec = {
+            "kind": "val", "step": step, "epoch": epoch, **terms, "metrics": m, "calibrated_gain": gain,
+            **self._clocks(),
+        }  # fmt: skip
         _append(self.metrics_path, rec)
         self.history.append(rec)
         for k in ("loss", *LOSS_TERMS):

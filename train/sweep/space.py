@@ -1,0 +1,377 @@
+"""sweep.yaml: what a sweep searches (config keys with ranges or choices), what it optimises
+(a validation metric and its direction), what every trial shares, and how trials are pruned.
+
+Everything is checked when the file is read, each problem a one-line error naming the key,
+so that a sweep never starts trials it would later refuse: unknown keys, empty ranges and
+values the train config rejects (each end of a range and every choice is resolved into a
+whole train config with the shared settings).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from blendsync.shared.config import canonical_json, plain, short_hash
+from blendsync.train.core.config import VALIDATION_METRICS, ConfigOverrides, TrainConfig, setting_keys
+
+# bstrain fit's options that set a config key, by the names a sweep file may also use.
+FIT_OPTION_KEYS = {
+    "epochs": "optim.epochs",
+    "max_steps": "optim.max_steps",
+    "batch_streams": "stream.batch_streams",
+    "stride": "stream.stride",
+    "frames_per_window": "stream.frames_per_window",
+    "loss": "loss.preset",
+    "validate_every": "validation.every_steps",
+    "patience": "validation.patience",
+}
+DIRECTIONS = {"max": "maximize", "min": "minimize"}
+PRUNERS = ("median", "hyperband", "none")
+SAMPLERS = ("tpe", "random")
+TOP_KEYS = {"metric", "direction", "fit", "space", "pruner", "sampler", "seed", "trial_cpu_s", "enqueue"}
+
+
+class SpaceError(ValueError):
+    """A sweep file that cannot be run; the message names the key."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Param:
+    """One searched config key: a float or int range (log-uniform when log) or choices."""
+
+    key: str
+    kind: str  # "float" | "int" | "choice"
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple = ()
+
+    def suggest(self, trial) -> Any:
+        """The value an Optuna trial draws for this key (its parameter is named by the key)."""
+        if self.kind == "choice":
+            return trial.suggest_categorical(self.key, list(self.choices))
+        if self.kind == "int":
+            return trial.suggest_int(self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(self.key, self.low, self.high, step=self.step, log=self.log)
+
+    def extremes(self) -> list:
+        return list(self.choices) if self.kind == "choice" else [self.low, self.high]
+
+    def holds(self, value: Any) -> bool:
+        if self.kind == "choice":
+            return value in self.choices
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and self.low <= value <= self.high
+
+    def to_dict(self) -> dict:
+        if self.kind == "choice":
+            return {"key": self.key, "choices": list(self.choices)}
+        d = {"key": self.key, "kind": self.kind, "low": self.low, "high": self.high, "log": self.log}
+        return d | ({"step": self.step} if self.step is not None else {})
+
+
+@dataclass(frozen=True)
+class PrunerSpec:
+    """median: a trial stops when its validation is worse than the median of earlier trials'
+    at the same step (after startup_trials have finished and from warmup_steps on);
+    hyperband: Optuna's Hyperband over optimiser steps; none: every trial runs to its end."""
+
+    kind: str = "median"
+    startup_trials: int = 5
+    warmup_steps: int = 0
+
+    def build(self):
+        import optuna
+
+        if self.kind == "median":
+            return optuna.pruners.MedianPruner(n_startup_trials=self.startup_trials, n_warmup_steps=self.warmup_steps)
+        if self.kind == "hyperband":
+            return optuna.pruners.HyperbandPruner(min_resource=max(1, self.warmup_steps or 1))
+        return optuna.pruners.NopPruner()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepSpec:
+    """A sweep file, checked and in canonical form (stored in the sweep folder; its hash
+    names the study so that --resume refuses a different search)."""
+
+    metric: str = "skill"
+    direction: str = "maximize"
+    fit: tuple[tuple[str, Any], ...] = ()  # (dotted key, value), sorted
+    space: tuple[Param, ...] = ()
+    pruner: PrunerSpec = PrunerSpec()
+    sampler: str = "tpe"
+    seed: int = 0
+    trial_cpu_s: float = 0.0
+    enqueue: tuple[tuple[tuple[str, Any], ...], ...] = ()
+
+    def to_dict(self) -> dict:
+        return plain(
+            {
+                "metric": self.metric,
+                "direction": self.direction,
+                "fit": dict(self.fit),
+                "space": [p.to_dict() for p in self.space],
+                "pruner": dataclasses.asdict(self.pruner),
+                "sampler": self.sampler,
+                "seed": self.seed,
+                "trial_cpu_s": self.trial_cpu_s,
+                "enqueue": [dict(e) for e in self.enqueue],
+            }
+        )
+
+    def to_json(self) -> str:
+        return canonical_json(self.to_dict())
+
+    @property
+    def hash(self) -> str:
+        return short_hash(self.to_dict())
+
+    @classmethod
+    def from_stored(cls, d: dict) -> SweepSpec:
+        """The form to_dict() wrote (sweep.json) back into a spec."""
+        space = []
+        for p in d["space"]:
+            if "choices" in p:
+                space.append(Param(key=p["key"], kind="choice", choices=tuple(p["choices"])))
+            else:
+                space.append(Param(key=p["key"], kind=p["kind"], low=p["low"], high=p["high"], log=p["log"], step=p.get("step")))
+        return cls(
+            metric=d["metric"],
+            direction=d["direction"],
+            fit=tuple(sorted(d["fit"].items())),
+            space=tuple(space),
+            pruner=PrunerSpec(**d["pruner"]),
+            sampler=d["sampler"],
+            seed=d["seed"],
+            trial_cpu_s=d["trial_cpu_s"],
+            enqueue=tuple(tuple(sorted(e.items())) for e in d["enqueue"]),
+        )
+
+    def sampler_object(self):
+        import optuna
+
+        if self.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=self.seed)
+        return optuna.samplers.TPESampler(seed=self.seed)
+
+    def trial_settings(self, params: dict) -> dict:
+        """Every config key a trial sets: the shared fit settings, the metric best.pt keeps,
+        the seed (the sweep's, the same for every trial unless searched: the trials then
+        differ only by their parameters) and the trial's parameters."""
+        return {"validation.metric": self.metric, "seed": self.seed, **dict(self.fit), **params}
+
+
+def overrides_for(settings: dict, source: str) -> ConfigOverrides:
+    return ConfigOverrides.from_settings([(k, v, f"{source} {k}") for k, v in settings.items()])
+
+
+def resolve_config(base: TrainConfig, settings: dict, device_type: str = "cpu") -> TrainConfig:
+    """The train config a trial with these settings runs (as bstrain fit resolves it)."""
+    return overrides_for(settings, "sweep").resolve(base, device_type)[0]
+
+
+def load_spec(path: Path, base: TrainConfig | None = None) -> SweepSpec:
+    """Read and check a sweep file; SpaceError names the file and the key."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except OSError as e:
+        raise SpaceError(f"{path}: cannot read: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise SpaceError(f"{path}: not YAML: {str(e).splitlines()[0]}") from None
+    try:
+        return parse_spec(raw, base or TrainConfig())
+    except SpaceError as e:
+        raise SpaceError(f"{path}: {e}") from None
+
+
+def parse_spec(raw: Any, base: TrainConfig) -> SweepSpec:
+    if not isinstance(raw, dict):
+        raise SpaceError("expected a mapping with metric, fit and space")
+    unknown = sorted(set(raw) - TOP_KEYS)
+    if unknown:
+        raise SpaceError(f"unknown key(s) {unknown}; allowed: {sorted(TOP_KEYS)}")
+    metric = raw.get("metric", "skill")
+    if metric not in VALIDATION_METRICS:
+        raise SpaceError(f"metric: {metric!r} is not a validation metric; one of {sorted(VALIDATION_METRICS)}")
+    direction = raw.get("direction", DIRECTIONS[VALIDATION_METRICS[metric]])
+    if direction not in DIRECTIONS.values():
+        raise SpaceError(f"direction: {direction!r}; one of {sorted(DIRECTIONS.values())}")
+    fit = _fit_settings(raw.get("fit") or {})
+    space = _space(raw.get("space"))
+    overlap = sorted(set(fit) & {p.key for p in space})
+    if overlap:
+        raise SpaceError(f"space.{overlap[0]}: also set under fit; a key is either shared or searched")
+    spec = SweepSpec(
+        metric=metric,
+        direction=direction,
+        fit=tuple(sorted(fit.items())),
+        space=tuple(space),
+        pruner=_pruner(raw.get("pruner", "median")),
+        sampler=_choice("sampler", raw.get("sampler", "tpe"), SAMPLERS),
+        seed=_integer("seed", raw.get("seed", 0)),
+        trial_cpu_s=_nonnegative("trial_cpu_s", raw.get("trial_cpu_s", 0.0)),
+        enqueue=_enqueue(raw.get("enqueue") or [], space),
+    )
+    _check_values(spec, base)
+    return spec
+
+
+def config_key(name: Any, where: str) -> str:
+    """A train config key from a dotted key or one of bstrain fit's option names."""
+    if not isinstance(name, str):
+        raise SpaceError(f"{where}: key {name!r} is not text")
+    known = setting_keys()
+    if name in known:
+        return name
+    alias = FIT_OPTION_KEYS.get(name.replace("-", "_"))
+    if alias:
+        return alias
+    near = [k for k in known if k.split(".")[-1] == name.split(".")[-1]]
+    hint = f"; did you mean {' or '.join(near)}?" if near else "; see bstrain write-default-config"
+    raise SpaceError(f"{where}.{name}: unknown config key{hint}")
+
+
+def _fit_settings(fit: Any) -> dict:
+    if not isinstance(fit, dict):
+        raise SpaceError("fit: expected a mapping of config keys to values")
+    out = {}
+    for name, value in fit.items():
+        if isinstance(value, dict) and name in _sections():  # a nested section: {optim: {epochs: 10}}
+            for k, v in value.items():
+                out[config_key(f"{name}.{k}", "fit")] = v
+        else:
+            out[config_key(name, "fit")] = value
+    return out
+
+
+def _sections() -> set[str]:
+    return {k.split(".")[0] for k in setting_keys() if "." in k}
+
+
+def _space(space: Any) -> list[Param]:
+    if not isinstance(space, dict) or not space:
+        raise SpaceError("space: expected a mapping of config keys to ranges or choices, with at least one key")
+    params, seen = [], set()
+    for name, spec in space.items():
+        key = config_key(name, "space")
+        if key in seen:
+            raise SpaceError(f"space.{name}: {key} given twice")
+        seen.add(key)
+        params.append(_param(key, spec))
+    return params
+
+
+def _param(key: str, spec: Any) -> Param:
+    where = f"space.{key}"
+    if isinstance(spec, list):
+        if not spec:
+            raise SpaceError(f"{where}: no choices")
+        if len(set(map(repr, spec))) != len(spec):
+            raise SpaceError(f"{where}: a choice is given twice: {spec}")
+        if any(isinstance(c, (dict, list)) for c in spec):
+            raise SpaceError(f"{where}: choices must be single values, got {spec}")
+        return Param(key=key, kind="choice", choices=tuple(spec))
+    if not isinstance(spec, dict):
+        raise SpaceError(f"{where}: expected {{low, high[, log, step]}} or a list of choices, got {spec!r}")
+    bad = sorted(set(spec) - {"low", "high", "log", "step"})
+    if bad or "low" not in spec or "high" not in spec:
+        raise SpaceError(f"{where}: a range has low and high (and may have log, step); got keys {sorted(spec)}")
+    low, high, log, step = spec["low"], spec["high"], bool(spec.get("log", False)), spec.get("step")
+    numbers = [v for v in (low, high, step) if v is not None]
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in numbers):
+        raise SpaceError(f"{where}: low, high and step must be finite numbers, got {spec}")
+    if not low < high:
+        raise SpaceError(f"{where}: empty range: low {low} is not below high {high}")
+    if log and low <= 0:
+        raise SpaceError(f"{where}: a log range needs low > 0, got {low}")
+    if log and step is not None:
+        raise SpaceError(f"{where}: log and step cannot be combined")
+    if step is not None and step <= 0:
+        raise SpaceError(f"{where}: step must be > 0, got {step}")
+    kind = "int" if all(isinstance(v, int) for v in numbers) and _is_int_key(key) else "float"
+    return Param(key=key, kind=kind, low=low, high=high, log=log, step=step)
+
+
+def _is_int_key(key: str) -> bool:
+    f = setting_keys().get(key)
+    return f is not None and f.type in (int, "int")
+
+
+def _pruner(spec: Any) -> PrunerSpec:
+    if isinstance(spec, str):
+        spec = {"type": spec}
+    if not isinstance(spec, dict):
+        raise SpaceError(f"pruner: expected median, hyperband, none or a mapping with type, got {spec!r}")
+    bad = sorted(set(spec) - {"type", "startup_trials", "warmup_steps"})
+    if bad:
+        raise SpaceError(f"pruner: unknown key(s) {bad}; allowed: type, startup_trials, warmup_steps")
+    return PrunerSpec(
+        kind=_choice("pruner.type", spec.get("type", "median"), PRUNERS),
+        startup_trials=_integer("pruner.startup_trials", spec.get("startup_trials", 5), minimum=0),
+        warmup_steps=_integer("pruner.warmup_steps", spec.get("warmup_steps", 0), minimum=0),
+    )
+
+
+def _enqueue(items: Any, space: list[Param]) -> tuple:
+    if not isinstance(items, list):
+        raise SpaceError("enqueue: expected a list of {config key: value} trials to run first")
+    by_key = {p.key: p for p in space}
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise SpaceError(f"enqueue[{i}]: expected a mapping of searched keys to values")
+        params = {}
+        for name, value in item.items():
+            key = config_key(name, f"enqueue[{i}]")
+            if key not in by_key:
+                raise SpaceError(f"enqueue[{i}].{name}: not a searched key")
+            if not by_key[key].holds(value):
+                raise SpaceError(f"enqueue[{i}].{name}: {value!r} is outside space.{key}")
+            params[key] = value
+        out.append(tuple(sorted(params.items())))
+    return tuple(out)
+
+
+def _check_values(spec: SweepSpec, base: TrainConfig) -> None:
+    """The shared settings, then each end of every range and every choice, resolved into a
+    whole config: a value the config rejects is named by its key."""
+    shared = spec.trial_settings({})
+    try:
+        resolve_config(base, shared)
+    except (ValueError, TypeError) as e:
+        raise SpaceError(f"fit: {_reason(e)}") from None
+    for p in spec.space:
+        for value in p.extremes():
+            try:
+                resolve_config(base, {**shared, p.key: value})
+            except (ValueError, TypeError) as e:
+                raise SpaceError(f"space.{p.key}: {value!r} is rejected by the train config: {_reason(e)}") from None
+
+
+def _reason(e: Exception) -> str:
+    return str(e).removeprefix("invalid train config: ")
+
+
+def _choice(key: str, value: Any, allowed: tuple) -> str:
+    if value not in allowed:
+        raise SpaceError(f"{key}: {value!r}; one of {list(allowed)}")
+    return value
+
+
+def _integer(key: str, value: Any, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+        raise SpaceError(f"{key}: expected an integer{f' >= {minimum}' if minimum is not None else ''}, got {value!r}")
+    return value
+
+
+def _nonnegative(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise SpaceError(f"{key}: expected a number >= 0, got {value!r}")
+    return float(value)
