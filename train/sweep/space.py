@@ -141,7 +141,9 @@ class SweepSpec:
             if "choices" in p:
                 space.append(Param(key=p["key"], kind="choice", choices=tuple(p["choices"])))
             else:
-                space.append(Param(key=p["key"], kind=p["kind"], low=p["low"], high=p["high"], log=p["log"], step=p.get("step")))
+                space.append(
+                    Param(key=p["key"], kind=p["kind"], low=p["low"], high=p["high"], log=p["log"], step=p.get("step"))
+                )
         return cls(
             metric=d["metric"],
             direction=d["direction"],

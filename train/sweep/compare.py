@@ -1,0 +1,172 @@
+"""bstrain compare: runs side by side, from what their folders hold (config.json, metrics.jsonl,
+a sweep trial's trial.json), as one table whose columns are the validation figures at each
+run's best validation, its cost, and the config keys that differ between the runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from blendsync.train.core.config import VALIDATION_METRICS
+from blendsync.train.sweep.study import SWEEP_FILE, trial_folders
+from blendsync.train.sweep.trial import TRIAL_FILE
+
+FIGURES = ("skill", "mean_r", "amplitude_ratio", "val_loss", "best_step", "steps", "cpu_s", "wall_s")
+SORTS = ("skill", "mean_r", "val_loss", "cpu_s", "none")
+
+
+class CompareError(ValueError):
+    """A path that is neither a run folder nor a sweep folder."""
+
+
+@dataclass(kw_only=True)
+class RunSummary:
+    name: str
+    path: Path
+    config: dict  # the run's train config (config.json's train_config)
+    state: str  # complete | pruned | fail | running (a sweep trial's), or "run"
+    figures: dict  # FIGURES -> value or None
+    curve: list[dict] = field(default_factory=list)  # [{"step", "cpu_s", "skill", ...}] per validation
+    sweep: Path | None = None
+
+
+def collect(paths: list[str | Path]) -> list[RunSummary]:
+    """Run folders as given; a sweep folder stands for its trials, by number."""
+    runs = []
+    for p in map(Path, paths):
+        if (p / SWEEP_FILE).is_file():
+            trials = list(trial_folders(p))
+            if not trials:
+                raise CompareError(f"{p}: a sweep without trial runs yet")
+            runs += [summarize(t, name=f"{p.name}/{t.name}", sweep=p) for t in trials]
+        elif (p / "config.json").is_file():
+            runs.append(summarize(p, name=str(p)))
+        else:
+            raise CompareError(f"{p}: not a run folder (no config.json) or a sweep folder (no {SWEEP_FILE})")
+    return runs
+
+
+def summarize(run_dir: Path, *, name: str, sweep: Path | None = None) -> RunSummary:
+    try:
+        config = json.loads((run_dir / "config.json").read_text())["train_config"]
+    except (OSError, ValueError, KeyError) as e:
+        raise CompareError(f"{run_dir}/config.json: unreadable ({e})") from None
+    records = _records(run_dir / "metrics.jsonl")
+    vals = [r for r in records if r.get("kind") == "val"]
+    metric = config.get("validation", {}).get("metric", "skill")
+    best = _best(vals, metric)
+    m = best.get("metrics", {}) if best else {}
+    last = records[-1] if records else {}
+    trial = json.loads((run_dir / TRIAL_FILE).read_text()) if (run_dir / TRIAL_FILE).is_file() else None
+    figures = {
+        "skill": m.get("skill"),
+        "mean_r": m.get("mean_r"),
+        "amplitude_ratio": m.get("amplitude_ratio"),
+        "val_loss": best.get("loss") if best else None,
+        "best_step": best.get("step") if best else None,
+        "steps": max((r.get("step", 0) for r in records), default=0),
+        "cpu_s": last.get("cpu_s"),
+        "wall_s": last.get("wall_s"),
+    }
+    curve = [{"step": r["step"], "cpu_s": r.get("cpu_s"), "loss": r.get("loss"), **r.get("metrics", {})} for r in vals]
+    state = trial["state"] if trial else ("run" if records else "empty")
+    return RunSummary(name=name, path=run_dir, config=config, state=state, figures=figures, curve=curve, sweep=sweep)
+
+
+def _records(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:  # a line cut by a kill mid-write
+            continue
+    return out
+
+
+def _best(vals: list[dict], metric: str) -> dict | None:
+    """The validation best.pt kept: the first best value of the run's metric."""
+    best, best_v = None, None
+    sign = 1 if VALIDATION_METRICS.get(metric, "max") == "max" else -1
+    for r in vals:
+        v = r.get("loss") if metric == "loss" else r.get("metrics", {}).get(metric)
+        if v is not None and (best_v is None or sign * v > sign * best_v):
+            best, best_v = r, v
+    return best
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def differing_keys(runs: list[RunSummary]) -> list[str]:
+    """Config keys whose values are not the same in every run (a key one run lacks counts)."""
+    flats = [flatten(r.config) for r in runs]
+    keys = sorted(set().union(*flats)) if flats else []
+    return [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flats}) > 1]
+
+
+def table(runs: list[RunSummary], sort: str = "none") -> tuple[list[str], list[dict]]:
+    """(column names, one row per run): run, state, FIGURES, then the differing keys."""
+    keys = differing_keys(runs)
+    rows = []
+    for r in runs:
+        flat = flatten(r.config)
+        rows.append({"run": r.name, "state": r.state, **r.figures, **{k: flat.get(k) for k in keys}})
+    if sort != "none":
+        better_high = sort in ("skill", "mean_r")
+        present = [x for x in rows if x[sort] is not None]
+        missing = [x for x in rows if x[sort] is None]
+        rows = sorted(present, key=lambda x: x[sort], reverse=better_high) + missing
+    return ["run", "state", *FIGURES, *keys], rows
+
+
+def as_text(columns: list[str], rows: list[dict]) -> str:
+    cells = [columns] + [[cell(row[c]) for c in columns] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    lines = ["  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))) for r in cells]
+    return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
+def as_csv(columns: list[str], rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    w.writeheader()
+    for row in rows:
+        w.writerow({c: "" if row[c] is None else row[c] for c in columns})
+    return buf.getvalue()
+
+
+def as_json(columns: list[str], rows: list[dict], runs: list[RunSummary]) -> str:
+    by_name = {r.name: r for r in runs}
+    return json.dumps(
+        {
+            "columns": columns,
+            "differing_keys": columns[2 + len(FIGURES) :],
+            "runs": [
+                {**row, "path": str(by_name[row["run"]].path), "curve": by_name[row["run"]].curve} for row in rows
+            ],
+        },
+        indent=2,
+    )
+
+
+def cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
+    return str(v)
