@@ -10,6 +10,7 @@ whole train config with the shared settings).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,7 +236,7 @@ def config_key(name: Any, where: str) -> str:
     alias = FIT_OPTION_KEYS.get(name.replace("-", "_"))
     if alias:
         return alias
-    near = [k for k in known if k.split(".")[-1] == name.split(".")[-1]]
+    near = [k for k in known if k.split(".")[-1] == name.split(".")[-1]] or difflib.get_close_matches(name, known, 2)
     hint = f"; did you mean {' or '.join(near)}?" if near else "; see bstrain write-default-config"
     raise SpaceError(f"{where}.{name}: unknown config key{hint}")
 

@@ -1,0 +1,150 @@
+"""Real sweeps on the example store: Optuna studies in SQLite, every trial a fit run, in this
+process and on a real Dask LocalCluster; pruning, resume after SIGKILL, the CPU budget."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+
+from blendsync.train.core.config import TrainConfig
+from blendsync.train.sweep.space import load_spec
+from blendsync.train.sweep.study import SweepError, load_sweep, sweep
+from blendsync.train.sweep.trial import open_storage
+from tests.helpers import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def _study(out):
+    _, meta = load_sweep(out)
+    return optuna.load_study(study_name=meta["study"], storage=open_storage(meta["storage"]))
+
+
+def _results(out) -> dict:
+    """{(params as sorted items): value} of the study's complete trials."""
+    return {tuple(sorted(t.params.items())): t.value for t in _study(out).trials if t.value is not None}
+
+
+@pytest.fixture(scope="module")
+def local_sweep(example_store, tmp_path_factory):
+    """3 trials drawn by a seeded random sampler, one after another in this process."""
+    from tests.train.sweep.conftest import write_space
+
+    d = tmp_path_factory.mktemp("sweep")
+    spec = load_spec(write_space(d / "sweep.yaml", sampler="random"))
+    res = sweep(spec, example_store, d / "out", trials=3, threads=1)
+    return d / "out", res
+
+
+def test_every_trial_is_a_fit_run_in_its_folder_and_the_best_config_runs_again(local_sweep):
+    out, res = local_sweep
+    assert (res.ended, res.complete, res.pruned, res.failed) == (3, 3, 0, 0)
+    study = _study(out)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    for t in study.trials:
+        folder = out / "trials" / f"{t.number:04d}"
+        trial = json.loads((folder / "trial.json").read_text())
+        config = json.loads((folder / "config.json").read_text())["train_config"]
+        assert trial["state"] == "complete" and trial["value"] == pytest.approx(t.value)
+        assert trial["settings"]["optim.lr"] == t.params["optim.lr"] == config["optim"]["lr"]
+        assert config["loss"]["preset"] == t.params["loss.preset"] and config["seed"] == 0
+        assert config["model"]["d_model"] == 16 and config["optim"]["max_steps"] == 4
+        assert (folder / "checkpoints" / "best.pt").is_file()
+        vals = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+        vals = [r for r in vals if r["kind"] == "val"]
+        assert [r["step"] for r in vals] == [2, 4]  # reported at every validation
+        assert max(r["metrics"]["skill"] for r in vals) == pytest.approx(t.value)
+        assert all(r["cpu_s"] > 0 and r["wall_s"] > 0 for r in vals)
+        assert t.user_attrs["cpu_s"] >= vals[-1]["cpu_s"]
+    best = json.loads((out / "best.json").read_text())
+    assert best["number"] == study.best_trial.number and best["value"] == study.best_value
+    again = TrainConfig.load(out / "best_config.yaml")
+    best_cfg = json.loads((out / "trials" / f"{best['number']:04d}" / "config.json").read_text())["train_config"]
+    assert again.to_dict() == best_cfg
+
+
+def test_a_dask_cluster_gives_the_same_trials_as_this_process(local_sweep, example_store, tmp_path):
+    """Two worker processes, one torch thread each as the local run had: the same parameters
+    and the same values, in whatever order the trials finished."""
+    from tests.train.sweep.conftest import write_space
+
+    out, _ = local_sweep
+    spec = load_spec(write_space(tmp_path / "sweep.yaml", sampler="random"))
+    res = sweep(spec, example_store, tmp_path / "out", trials=3, jobs=2, threads=1)
+    assert res.complete == 3
+    assert _results(tmp_path / "out") == _results(out)
+
+
+def test_a_trial_made_to_be_bad_is_pruned_at_its_first_validation(example_store, space_file, tmp_path):
+    spec = load_spec(
+        space_file(
+            space={"optim.lr": {"low": 1e-4, "high": 2.0, "log": True}},
+            pruner={"type": "median", "startup_trials": 1},
+            enqueue=[{"optim.lr": 3e-3}, {"optim.lr": 2.0}],
+        )
+    )
+    res = sweep(spec, example_store, tmp_path / "out", trials=2, threads=1)
+    states = [o.state for o in res.outcomes]
+    assert states == ["complete", "pruned"], res.outcomes
+    assert res.outcomes[1].step == 2  # stopped at its first validation, of 4 steps
+    trial = _study(tmp_path / "out").trials[1]
+    assert trial.params == {"optim.lr": 2.0} and trial.intermediate_values.keys() == {2}
+    assert trial.intermediate_values[2] < _study(tmp_path / "out").trials[0].intermediate_values[2]
+
+
+def test_the_cpu_budget_starts_no_trial_once_spent(example_store, space_file, tmp_path):
+    res = sweep(load_spec(space_file()), example_store, tmp_path / "out", trials=5, budget_cpu_s=0.5, threads=1)
+    assert res.ended == 1 and res.budget_spent and res.cpu_s >= 0.5
+
+
+def test_a_new_sweep_refuses_a_folder_that_holds_one_and_resume_a_different_search(
+    local_sweep, example_store, space_file
+):
+    out, _ = local_sweep
+    with pytest.raises(SweepError, match="already holds a sweep"):
+        sweep(load_spec(space_file(sampler="random")), example_store, out, trials=3)
+    with pytest.raises(SweepError, match="different sweep file"):
+        sweep(load_spec(space_file(seed=5)), example_store, out, trials=3, resume=True)
+
+
+def test_a_killed_sweep_resumes_without_losing_or_repeating_a_trial(example_store, space_file, tmp_path):
+    out = tmp_path / "out"
+    space = space_file(fit={**_fit(), "optim.max_steps": 12}, sampler="random")
+    cmd = [sys.executable, "-m", "blendsync.train.cli", "-q", "sweep", "--store", str(example_store),
+           "--space", str(space), "--out", str(out), "--trials", "3", "--threads", "1"]  # fmt: skip
+    p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    # kill it inside trial 1: trial 0 has ended, trial 1 has saved a checkpoint
+    while time.monotonic() < deadline and p.poll() is None:
+        if (out / "trials" / "0000" / "trial.json").exists() and (out / "trials" / "0001" / "metrics.jsonl").exists():
+            break
+        time.sleep(0.05)
+    assert p.poll() is None, "the sweep ended before it could be killed"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    before = _study(out).trials
+    assert [t.state.name for t in before] == ["COMPLETE", "RUNNING"]
+    first = (out / "trials" / "0000" / "trial.json").read_text()
+
+    r = subprocess.run([*cmd[:cmd.index("--space")], "--out", str(out), "--trials", "3", "--threads", "1", "--resume"],
+                       cwd=REPO, capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    after = _study(out).trials
+    assert [t.state.name for t in after] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert after[1].user_attrs["interrupted"] is True
+    assert after[2].params == before[1].params  # the trial that was running, run again
+    assert after[0].value == before[0].value and (out / "trials" / "0000" / "trial.json").read_text() == first
+    assert not (out / "trials" / "0001").exists()
+    assert "3 trial(s) ended" in r.stdout
+
+
+def _fit():
+    from tests.train.sweep.conftest import TINY_FIT
+
+    return dict(TINY_FIT)
