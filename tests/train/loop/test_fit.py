@@ -115,6 +115,11 @@ def test_stopped_mid_epoch_and_resumed_is_bit_identical(example_store, tmp_path)
     a, b = _params(tmp_path / "whole"), _params(tmp_path / "part")
     for name in a:
         assert torch.equal(a[name], b[name]), name
+    # the run's CPU and wall seconds go on from the checkpoint's across the resume
+    recs = [json.loads(x) for x in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    for clock in ("cpu_s", "wall_s"):
+        seconds = [r[clock] for r in recs]
+        assert seconds == sorted(seconds) and seconds[0] > 0, clock
 
 
 def test_a_store_without_targets_is_refused(tmp_path, make_audio):

@@ -60,7 +60,7 @@ def test_the_cli_on_a_sweep_and_a_run_writes_table_csv_json_plots_and_one_page(
     space = space_file(sampler="random")
     cli = [sys.executable, "-m", "blendsync.train.cli", "-q"]
     r = subprocess.run([*cli, "sweep", "--store", str(example_store), "--space", str(space), "--out",
-                        str(tmp_path / "sw"), "--trials", "2", "--threads", "1"],
+                        str(tmp_path / "sw"), "--trials", "2", "--jobs", "2"],
                        cwd=REPO, capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     assert "2 trial(s) ended" in r.stdout and "best: trial" in r.stdout and "best_config.yaml" in r.stdout

@@ -70,13 +70,17 @@ def test_every_trial_is_a_fit_run_in_its_folder_and_the_best_config_runs_again(l
 
 
 def test_a_dask_cluster_gives_the_same_trials_as_this_process(local_sweep, example_store, tmp_path):
-    """Two worker processes, one torch thread each as the local run had: the same parameters
-    and the same values, in whatever order the trials finished."""
+    """A cluster started apart (as --scheduler finds one) with two single-threaded worker
+    processes, one torch thread per trial as the local run had: the same parameters and the
+    same values, in whatever order the trials finished."""
+    from distributed import LocalCluster
+
     from tests.train.sweep.conftest import write_space
 
     out, _ = local_sweep
     spec = load_spec(write_space(tmp_path / "sweep.yaml", sampler="random"))
-    res = sweep(spec, example_store, tmp_path / "out", trials=3, jobs=2, threads=1)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        res = sweep(spec, example_store, tmp_path / "out", trials=3, scheduler=cluster.scheduler_address, threads=1)
     assert res.complete == 3
     assert _results(tmp_path / "out") == _results(out)
 
