@@ -131,10 +131,16 @@ def sweep_staging(store: FeatureStore) -> int:
 
 
 def _alive(pid: int) -> bool:
+    """A process that can still write: a zombie (killed, not yet reaped: its parent died with
+    it and the reaper has not come by) writes nothing more."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc: the signal's answer stands
+    return state not in ("Z", "X")
