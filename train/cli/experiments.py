@@ -17,7 +17,8 @@ sweep.yaml (every key but space optional):
     optim.lr: {low: 1.0e-4, high: 3.0e-3, log: true}
     loss.preset: [default, mse, notes]
     augment.emotion_dropout: {low: 0.0, high: 0.6}
-  pruner: median             # median | hyperband | none, or {type, startup_trials, warmup_steps}
+  pruner: median             # median | hyperband | none, or {type, startup_trials, warmup_steps,
+                             #   min_steps, max_steps} (hyperband: its rungs, in steps)
   sampler: tpe               # tpe | random
   seed: 0                    # the sampler's seed and every trial's training seed
   trial_cpu_s: 0             # end each trial after this many CPU seconds (0: at its end)
@@ -98,6 +99,13 @@ def sweep(
         raise UsageFailure("--resume needs --out: the sweep folder to continue")
     if not resume and space_path is None:
         raise UsageFailure("a new sweep needs --space SWEEP.yaml (see bstrain sweep --help)")
+    if resume:
+        given = [o for o, v in (("--config", config_path), ("--manifest", manifest), ("--storage", storage)) if v]
+        if given:
+            raise UsageFailure(
+                f"--resume continues the sweep with what it was started with ({out}/sweep.json), so "
+                f"{', '.join(given)} would be ignored: drop them"
+            )
     if scheduler and jobs > 1:
         raise UsageFailure("--jobs runs trials on a LocalCluster; with --scheduler the cluster's workers run them")
     try:
@@ -125,6 +133,14 @@ def sweep(
     except OSError as e:
         if is_write_failure(e):
             raise write_failure(e) from None
+        if scheduler and isinstance(e, (TimeoutError, ConnectionError)):
+            raise UsageFailure(f"--scheduler {scheduler}: cannot reach the Dask cluster ({e})") from None
+        raise
+    except ImportError as e:  # a database driver --storage names, not installed
+        raise UsageFailure(f"--storage: {e}") from None
+    except Exception as e:
+        if type(e).__module__.split(".")[0] in ("optuna", "sqlalchemy"):  # the study's storage
+            raise UsageFailure(f"the study's storage ({storage or 'sqlite in the sweep folder'}): {e}") from None
         raise
     click.echo(
         f"{res.ended} trial(s) ended in {out} ({res.complete} complete, {res.pruned} pruned, {res.failed} failed; "
@@ -201,7 +217,7 @@ def compare(runs, sort, csv_path, json_path, plots_dir, html_path):
         if csv_path:
             write_atomically(csv_path, as_csv(columns, rows))
         if json_path:
-            write_atomically(json_path, as_json(columns, rows, found))
+            write_atomically(json_path, as_json(columns, rows))
         pngs = write_plots(found, plots_dir) if plots_dir else []
         if html_path:
             if not plots_dir:

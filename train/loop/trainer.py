@@ -132,7 +132,9 @@ def fit(
     default). on_step(record) is called after every step (rank 0); in a single-process run it
     may return True to end the run there the same way (e.g. on a time or CPU budget).
     on_validation(record) is called with every validation record (rank 0, single process),
-    after best.pt and last.pt are saved; True ends the run there (a sweep pruning it).
+    after best.pt and last.pt are saved; True ends the run there (a sweep pruning it). With
+    on_validation given, a run on_step ends is validated at its last step first (once), so that
+    the training since the last validation is scored.
     init_from: start from another run's weights (finetune.py; not with resume).
     Every metrics.jsonl record carries cpu_s and wall_s: this process's CPU seconds and the
     wall seconds of the run so far (a resumed run adds to those of its checkpoint).
@@ -489,7 +491,10 @@ class Trainer:
         try:
             while not self._run_over():
                 if self.train_epoch(stop_after_steps, on_step) == "interrupted":
-                    self._save("last.pt", self.checkpoint())
+                    if self.on_validation is not None and self.has_val and self.last_val_step != self.step:
+                        self.validate_and_save(self.cursor.epoch)  # scored where the budget ended it
+                    else:
+                        self._save("last.pt", self.checkpoint())
                     return FitResult(
                         run_dir=self.run_dir,
                         step=self.step,
@@ -497,6 +502,7 @@ class Trainer:
                         best=self.best,
                         history=self.history,
                         interrupted=True,
+                        stopped_by_hook=self.stopped_by_hook,
                     )
                 if self.stopped:
                     break

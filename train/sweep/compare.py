@@ -52,17 +52,19 @@ def collect(paths: list[str | Path]) -> list[RunSummary]:
 
 
 def summarize(run_dir: Path, *, name: str, sweep: Path | None = None) -> RunSummary:
-    try:
-        config = json.loads((run_dir / "config.json").read_text())["train_config"]
-    except (OSError, ValueError, KeyError) as e:
-        raise CompareError(f"{run_dir}/config.json: unreadable ({e})") from None
+    trial = _json(run_dir / TRIAL_FILE) if (run_dir / TRIAL_FILE).is_file() else None
+    if not (run_dir / "config.json").is_file() and trial is not None:  # a trial that failed before training
+        config = {"sweep_settings": trial.get("settings", {})}
+    else:
+        config = _json(run_dir / "config.json").get("train_config")
+        if not isinstance(config, dict):
+            raise CompareError(f"{run_dir}/config.json: holds no train_config")
     records = _records(run_dir / "metrics.jsonl")
     vals = [r for r in records if r.get("kind") == "val"]
     metric = config.get("validation", {}).get("metric", "skill")
     best = _best(vals, metric)
     m = best.get("metrics", {}) if best else {}
     last = records[-1] if records else {}
-    trial = json.loads((run_dir / TRIAL_FILE).read_text()) if (run_dir / TRIAL_FILE).is_file() else None
     figures = {
         "skill": m.get("skill"),
         "mean_r": m.get("mean_r"),
@@ -76,6 +78,16 @@ def summarize(run_dir: Path, *, name: str, sweep: Path | None = None) -> RunSumm
     curve = [{"step": r["step"], "cpu_s": r.get("cpu_s"), "loss": r.get("loss"), **r.get("metrics", {})} for r in vals]
     state = trial["state"] if trial else ("run" if records else "empty")
     return RunSummary(name=name, path=run_dir, config=config, state=state, figures=figures, curve=curve, sweep=sweep)
+
+
+def _json(path: Path) -> dict:
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CompareError(f"{path}: unreadable ({e})") from None
+    if not isinstance(d, dict):
+        raise CompareError(f"{path}: not a JSON object")
+    return d
 
 
 def _records(path: Path) -> list[dict]:
@@ -125,7 +137,8 @@ def table(runs: list[RunSummary], sort: str = "none") -> tuple[list[str], list[d
     rows = []
     for r in runs:
         flat = flatten(r.config)
-        rows.append({"run": r.name, "state": r.state, **r.figures, **{k: flat.get(k) for k in keys}})
+        # _run: the summary itself (names may repeat: the same folder twice, two sweeps' 0000)
+        rows.append({"run": r.name, "state": r.state, **r.figures, **{k: flat.get(k) for k in keys}, "_run": r})
     if sort != "none":
         better_high = sort in ("skill", "mean_r")
         present = [x for x in rows if x[sort] is not None]
@@ -150,14 +163,14 @@ def as_csv(columns: list[str], rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def as_json(columns: list[str], rows: list[dict], runs: list[RunSummary]) -> str:
-    by_name = {r.name: r for r in runs}
+def as_json(columns: list[str], rows: list[dict]) -> str:
     return json.dumps(
         {
             "columns": columns,
             "differing_keys": columns[2 + len(FIGURES) :],
             "runs": [
-                {**row, "path": str(by_name[row["run"]].path), "curve": by_name[row["run"]].curve} for row in rows
+                {**{c: row[c] for c in columns}, "path": str(row["_run"].path), "curve": row["_run"].curve}
+                for row in rows
             ],
         },
         indent=2,

@@ -26,8 +26,10 @@ def write_plots(runs: list[RunSummary], folder: Path, metric: str = "skill") -> 
             path = folder / f"{metric}_vs_{'cpu' if x == 'cpu_s' else 'steps'}.png"
             _curves(runs, x, label, metric, path)
             written.append(path)
-    for sweep in dict.fromkeys(r.sweep for r in runs if r.sweep is not None):
-        written += _sweep_plots(sweep, folder)
+    sweeps = list(dict.fromkeys(r.sweep for r in runs if r.sweep is not None))
+    names = [s.name for s in sweeps]
+    for i, sweep in enumerate(sweeps):
+        written += _sweep_plots(sweep, folder, sweep.name if names.count(sweep.name) == 1 else f"{sweep.name}-{i}")
     return written
 
 
@@ -49,7 +51,7 @@ def _curves(runs: list[RunSummary], x: str, label: str, metric: str, path: Path)
     plt.close(fig)
 
 
-def _sweep_plots(sweep: Path, folder: Path) -> list[Path]:
+def _sweep_plots(sweep: Path, folder: Path, name: str) -> list[Path]:
     import optuna
 
     from blendsync.train.sweep.study import load_sweep
@@ -57,7 +59,11 @@ def _sweep_plots(sweep: Path, folder: Path) -> list[Path]:
 
     _, meta = load_sweep(sweep)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=meta["study"], storage=open_storage(meta["storage"]))
+    try:
+        study = optuna.load_study(study_name=meta["study"], storage=open_storage(meta["storage"]))
+    except Exception as e:  # noqa: BLE001 (an unreachable database costs the sweep's plots, not the table)
+        log.warning("%s: no study plots: its study cannot be read from %s (%s)", sweep, meta["storage"], e)
+        return []
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
     written = []
     plots = {"history": optuna.visualization.matplotlib.plot_optimization_history}
@@ -66,18 +72,18 @@ def _sweep_plots(sweep: Path, folder: Path) -> list[Path]:
     else:
         log.warning("%s: parameter importances need two finished trials with different parameters", sweep)
     plt = _plt()
-    for name, plot in plots.items():
+    for kind, plot in plots.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
             try:
                 ax = plot(study)
             except (ValueError, RuntimeError) as e:
-                log.warning("%s: no %s plot: %s", sweep, name, e)
+                log.warning("%s: no %s plot: %s", sweep, kind, e)
                 continue
         fig = ax.figure
         fig.set_size_inches(8, 4.8)
         fig.tight_layout()
-        path = folder / f"{sweep.name}-{name}.png"
+        path = folder / f"{name}-{kind}.png"
         with written_atomically(path) as tmp:
             fig.savefig(tmp, dpi=100, format="png")
         plt.close(fig)

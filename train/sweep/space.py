@@ -66,9 +66,18 @@ class Param:
         return list(self.choices) if self.kind == "choice" else [self.low, self.high]
 
     def holds(self, value: Any) -> bool:
+        """value is one this parameter can draw (a choice; in range, whole on an integer key,
+        on the step grid)."""
         if self.kind == "choice":
             return value in self.choices
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and self.low <= value <= self.high
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not self.low <= value <= self.high:
+            return False
+        if self.kind == "int" and value != int(value):
+            return False
+        if self.step is not None:
+            k = (value - self.low) / self.step
+            return abs(k - round(k)) < 1e-9
+        return True
 
     def to_dict(self) -> dict:
         if self.kind == "choice":
@@ -77,15 +86,19 @@ class Param:
         return d | ({"step": self.step} if self.step is not None else {})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PrunerSpec:
     """median: a trial stops when its validation is worse than the median of earlier trials'
     at the same step (after startup_trials have finished and from warmup_steps on);
-    hyperband: Optuna's Hyperband over optimiser steps; none: every trial runs to its end."""
+    hyperband: Optuna's Hyperband with rungs counted in optimiser steps, from min_steps (the
+    validation interval) to max_steps (the trials' length), fixed so that every process
+    builds the same brackets; none: every trial runs to its end."""
 
     kind: str = "median"
     startup_trials: int = 5
     warmup_steps: int = 0
+    min_steps: int = 0
+    max_steps: int = 0
 
     def build(self):
         import optuna
@@ -93,7 +106,7 @@ class PrunerSpec:
         if self.kind == "median":
             return optuna.pruners.MedianPruner(n_startup_trials=self.startup_trials, n_warmup_steps=self.warmup_steps)
         if self.kind == "hyperband":
-            return optuna.pruners.HyperbandPruner(min_resource=max(1, self.warmup_steps or 1))
+            return optuna.pruners.HyperbandPruner(min_resource=self.min_steps, max_resource=self.max_steps)
         return optuna.pruners.NopPruner()
 
 
@@ -157,18 +170,22 @@ class SweepSpec:
             enqueue=tuple(tuple(sorted(e.items())) for e in d["enqueue"]),
         )
 
-    def sampler_object(self):
+    def sampler_object(self, trials_so_far: int = 0):
+        """The sampler, seeded by the sweep's seed and the trials the study already holds: a
+        resumed sweep draws on where it stopped instead of repeating its first draws. TPE
+        with a constant liar, so that trials running at once are not drawn alike."""
         import optuna
 
+        seed = self.seed + trials_so_far
         if self.sampler == "random":
-            return optuna.samplers.RandomSampler(seed=self.seed)
-        return optuna.samplers.TPESampler(seed=self.seed)
+            return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
     def trial_settings(self, params: dict) -> dict:
         """Every config key a trial sets: the shared fit settings, the metric best.pt keeps,
         the seed (the sweep's, the same for every trial unless searched: the trials then
         differ only by their parameters) and the trial's parameters."""
-        return {"validation.metric": self.metric, "seed": self.seed, **dict(self.fit), **params}
+        return {"seed": self.seed, **dict(self.fit), **params, "validation.metric": self.metric}
 
 
 def overrides_for(settings: dict, source: str) -> ConfigOverrides:
@@ -201,22 +218,28 @@ def parse_spec(raw: Any, base: TrainConfig) -> SweepSpec:
     if unknown:
         raise SpaceError(f"unknown key(s) {unknown}; allowed: {sorted(TOP_KEYS)}")
     metric = raw.get("metric", "skill")
-    if metric not in VALIDATION_METRICS:
+    if not isinstance(metric, str) or metric not in VALIDATION_METRICS:
         raise SpaceError(f"metric: {metric!r} is not a validation metric; one of {sorted(VALIDATION_METRICS)}")
-    direction = raw.get("direction", DIRECTIONS[VALIDATION_METRICS[metric]])
-    if direction not in DIRECTIONS.values():
-        raise SpaceError(f"direction: {direction!r}; one of {sorted(DIRECTIONS.values())}")
+    direction = DIRECTIONS[VALIDATION_METRICS[metric]]
+    if raw.get("direction", direction) != direction:
+        raise SpaceError(
+            f"direction: {metric} is {direction}d (best.pt keeps its {'best' if direction == 'maximize' else 'lowest'}"
+            f" value); leave direction out, got {raw['direction']!r}"
+        )
     fit = _fit_settings(raw.get("fit") or {})
     space = _space(raw.get("space"))
     overlap = sorted(set(fit) & {p.key for p in space})
     if overlap:
         raise SpaceError(f"space.{overlap[0]}: also set under fit; a key is either shared or searched")
+    for key, where in [(k, "fit") for k in fit] + [(p.key, "space") for p in space]:
+        if key == "validation.metric":
+            raise SpaceError(f"{where}.validation.metric: the sweep's metric sets it (metric: {metric})")
     spec = SweepSpec(
         metric=metric,
         direction=direction,
         fit=tuple(sorted(fit.items())),
         space=tuple(space),
-        pruner=_pruner(raw.get("pruner", "median")),
+        pruner=_pruner(raw.get("pruner", "median"), fit),
         sampler=_choice("sampler", raw.get("sampler", "tpe"), SAMPLERS),
         seed=_integer("seed", raw.get("seed", 0)),
         trial_cpu_s=_nonnegative("trial_cpu_s", raw.get("trial_cpu_s", 0.0)),
@@ -245,12 +268,19 @@ def _fit_settings(fit: Any) -> dict:
     if not isinstance(fit, dict):
         raise SpaceError("fit: expected a mapping of config keys to values")
     out = {}
+
+    def put(name: str, value: Any) -> None:
+        key = config_key(name, "fit")
+        if key in out:
+            raise SpaceError(f"fit.{name}: {key} is given twice")
+        out[key] = value
+
     for name, value in fit.items():
         if isinstance(value, dict) and name in _sections():  # a nested section: {optim: {epochs: 10}}
             for k, v in value.items():
-                out[config_key(f"{name}.{k}", "fit")] = v
+                put(f"{name}.{k}", v)
         else:
-            out[config_key(name, "fit")] = value
+            put(name, value)
     return out
 
 
@@ -286,7 +316,9 @@ def _param(key: str, spec: Any) -> Param:
     bad = sorted(set(spec) - {"low", "high", "log", "step"})
     if bad or "low" not in spec or "high" not in spec:
         raise SpaceError(f"{where}: a range has low and high (and may have log, step); got keys {sorted(spec)}")
-    low, high, log, step = spec["low"], spec["high"], bool(spec.get("log", False)), spec.get("step")
+    low, high, log, step = spec["low"], spec["high"], spec.get("log", False), spec.get("step")
+    if not isinstance(log, bool):
+        raise SpaceError(f"{where}: log must be true or false, got {log!r}")
     numbers = [v for v in (low, high, step) if v is not None]
     if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in numbers):
         raise SpaceError(f"{where}: low, high and step must be finite numbers, got {spec}")
@@ -307,18 +339,29 @@ def _is_int_key(key: str) -> bool:
     return f is not None and f.type in (int, "int")
 
 
-def _pruner(spec: Any) -> PrunerSpec:
+def _pruner(spec: Any, fit: dict) -> PrunerSpec:
     if isinstance(spec, str):
         spec = {"type": spec}
     if not isinstance(spec, dict):
         raise SpaceError(f"pruner: expected median, hyperband, none or a mapping with type, got {spec!r}")
-    bad = sorted(set(spec) - {"type", "startup_trials", "warmup_steps"})
+    allowed = {"type", "startup_trials", "warmup_steps", "min_steps", "max_steps"}
+    bad = sorted(set(spec) - allowed)
     if bad:
-        raise SpaceError(f"pruner: unknown key(s) {bad}; allowed: type, startup_trials, warmup_steps")
+        raise SpaceError(f"pruner: unknown key(s) {bad}; allowed: {sorted(allowed)}")
+    kind = _choice("pruner.type", spec.get("type", "median"), PRUNERS)
+    min_steps = _integer("pruner.min_steps", spec.get("min_steps", fit.get("validation.every_steps", 0)), minimum=0)
+    max_steps = _integer("pruner.max_steps", spec.get("max_steps", fit.get("optim.max_steps", 0)), minimum=0)
+    if kind == "hyperband" and not 0 < min_steps < max_steps:
+        raise SpaceError(
+            "pruner: hyperband counts its rungs in optimiser steps: give validation.every_steps and "
+            f"optim.max_steps under fit (or pruner.min_steps < pruner.max_steps), got {min_steps} and {max_steps}"
+        )
     return PrunerSpec(
-        kind=_choice("pruner.type", spec.get("type", "median"), PRUNERS),
+        kind=kind,
         startup_trials=_integer("pruner.startup_trials", spec.get("startup_trials", 5), minimum=0),
         warmup_steps=_integer("pruner.warmup_steps", spec.get("warmup_steps", 0), minimum=0),
+        min_steps=min_steps,
+        max_steps=max_steps,
     )
 
 
@@ -344,7 +387,8 @@ def _enqueue(items: Any, space: list[Param]) -> tuple:
 
 def _check_values(spec: SweepSpec, base: TrainConfig) -> None:
     """The shared settings, then each end of every range and every choice, resolved into a
-    whole config: a value the config rejects is named by its key."""
+    whole config: a value the config rejects is named by its key. (A combination of values
+    fails its trial alone, enqueued or drawn: the same path for both.)"""
     shared = spec.trial_settings({})
     try:
         resolve_config(base, shared)
@@ -356,6 +400,7 @@ def _check_values(spec: SweepSpec, base: TrainConfig) -> None:
                 resolve_config(base, {**shared, p.key: value})
             except (ValueError, TypeError) as e:
                 raise SpaceError(f"space.{p.key}: {value!r} is rejected by the train config: {_reason(e)}") from None
+
 
 
 def _reason(e: Exception) -> str:

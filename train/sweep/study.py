@@ -18,12 +18,14 @@ marked failed and run again with the same parameters in a fresh folder.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,13 +34,16 @@ import yaml
 from blendsync.shared.files import write_atomically
 from blendsync.train.core.config import TrainConfig
 from blendsync.train.sweep.space import SweepSpec
-from blendsync.train.sweep.trial import TrialJob, TrialOutcome, open_storage, run_trial
+from blendsync.train.sweep.trial import TRIAL_FILE, TrialJob, TrialOutcome, open_storage, run_trial
 
 log = logging.getLogger(__name__)
 
 SWEEP_FILE = "sweep.json"
+STUDY_DB = "study.db"
+LOCK_FILE = ".lock"
 TRIALS_DIR = "trials"
-INTERRUPTED = "interrupted"  # user attribute of a trial a killed sweep left running
+INTERRUPTED = "interrupted"  # user attribute of a trial that did not end (why), run again
+REQUEUED_FROM = "requeued_from"  # user attribute of that re-run: the number it repeats
 
 
 class SweepError(ValueError):
@@ -81,62 +86,80 @@ def sweep(
 ) -> SweepResult:
     """Run trials until `trials` have ended in the study (or the CPU budget of ended trials
     is spent: no trial starts after that). spec is None on resume (the stored one is used).
-    threads: torch threads per trial (0: the machine's cores divided among the parallel
-    trials)."""
+    threads: torch threads per trial (0: the machine's cores divided among the trials at
+    once here; on a --scheduler cluster each worker's own thread count)."""
     import optuna
 
     out = Path(out)
-    spec, meta = _open_sweep(spec, out, store, manifest, base, storage, resume)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=meta["study"],
-        storage=open_storage(meta["storage"]),
-        sampler=spec.sampler_object(),
-        pruner=spec.pruner.build(),
-        direction=spec.direction,
-        load_if_exists=True,
-    )
-    if resume:
-        _requeue_interrupted(study, out)
-    elif spec.enqueue and not study.trials:
-        for params in spec.enqueue:
-            study.enqueue_trial(dict(params))
-    base_cfg = TrainConfig.from_json(meta["base_config"])
-    parallel = max(1, jobs)
-    with _executor(scheduler, jobs) as (submit, wait_one, slots):
-        parallel = slots or parallel
-        per_trial = threads or max(1, _cores() // parallel)
-        running: dict = {}
-        outcomes: list[TrialOutcome] = []
-        spent_out = False
-        while True:
-            ended, cpu = _ended(study)
-            spent_out = bool(budget_cpu_s) and cpu >= budget_cpu_s
-            while len(running) < parallel and ended + len(running) < trials and not spent_out:
-                trial = study.ask()
-                for p in spec.space:
-                    p.suggest(trial)
-                job = _job(spec, meta, trial, out, base_cfg, per_trial, device)
-                log.info("trial %d: %s", trial.number, _show(trial.params))
-                running[submit(job)] = trial
-            if not running:
-                break
-            handle, outcome = wait_one(list(running))
-            trial = running.pop(handle)
-            if isinstance(outcome, BaseException):  # the worker died under it, or could not start it
-                outcome = TrialOutcome(
-                    number=trial.number, state="fail", value=None, step=0, cpu_s=0.0, wall_s=0.0,
-                    run_dir=str(trial_dir(out, trial.number)), error=f"{type(outcome).__name__}: {outcome}",
-                )  # fmt: skip
-            _tell(study, trial, outcome)
-            outcomes.append(outcome)
-            if on_trial:
-                on_trial(outcome)
-    return _result(study, spec, out, outcomes, spent_out, base_cfg)
+    with _sweep_lock(out, resume):
+        spec, meta, study = _open_sweep(spec, out, store, manifest, base, storage, resume)
+        if resume:
+            _requeue_interrupted(study, out)
+        base_cfg = TrainConfig.from_json(meta["base_config"])
+        with _executor(scheduler, jobs) as pool:
+            running: dict = {}
+            outcomes: list[TrialOutcome] = []
+            spent_out = False
+            while True:
+                ended, cpu = _ended(study)
+                spent_out = bool(budget_cpu_s) and cpu >= budget_cpu_s
+                while pool.free() and ended + len(running) < trials and not spent_out:
+                    trial = study.ask()
+                    for p in spec.space:
+                        p.suggest(trial)
+                    log.info("trial %d: %s", trial.number, _show(trial.params))
+                    make = functools.partial(_job, spec, meta, trial, out, base_cfg, threads, device)
+                    running[pool.submit(make)] = trial
+                if not running:
+                    break
+                handle, outcome = pool.wait_one(list(running))
+                trial = running.pop(handle)
+                if isinstance(outcome, BaseException):  # its worker died under it: run it again
+                    _requeue(study, trial, out, f"{type(outcome).__name__}: {outcome}")
+                    continue
+                _tell(study, trial, outcome)
+                outcomes.append(outcome)
+                if on_trial:
+                    on_trial(outcome)
+        return _result(study, spec, out, outcomes, spent_out)
 
 
-def _open_sweep(spec, out: Path, store, manifest, base, storage, resume) -> tuple[SweepSpec, dict]:
-    """(the spec, the sweep's record): written on a fresh sweep, read and checked on resume."""
+@contextmanager
+def _sweep_lock(out: Path, resume: bool):
+    """One sweep process per folder: a second one (a --resume while the first still runs)
+    would fail the first one's running trials."""
+    import fcntl
+
+    if not resume and (out / SWEEP_FILE).exists():
+        raise SweepError(f"{out} already holds a sweep: continue it with --resume, or pick another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK_FILE, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SweepError(f"{out}: another bstrain sweep is running on this folder") from None
+        yield
+
+
+def _storage_url(meta: dict, out: Path) -> str:
+    """The study's storage: the default SQLite file is found in the sweep folder wherever
+    the folder has moved."""
+    return meta["storage"] or f"sqlite:///{(out / STUDY_DB).resolve()}"
+
+
+def _store_id(store) -> str:
+    """A local store by its absolute path; a URL as given."""
+    return str(store) if "://" in str(store) else str(Path(store).resolve())
+
+
+def _open_sweep(spec, out: Path, store, manifest, base, storage, resume) -> tuple[SweepSpec, dict, object]:
+    """(the spec, the sweep's record, the study): a fresh sweep creates its study, then
+    writes its record; a resumed one reads the record and loads the study it names."""
+    import uuid
+
+    import optuna
+
     path = out / SWEEP_FILE
     if resume:
         if not path.is_file():
@@ -148,41 +171,66 @@ def _open_sweep(spec, out: Path, store, manifest, base, storage, resume) -> tupl
                 f"{out} was started with a different sweep file (search {stored.hash}, given {spec.hash}): resume "
                 "without --space, or start a new sweep with --out"
             )
-        if str(Path(store).resolve()) != meta["store"]:
+        if _store_id(store) != meta["store"]:
             raise SweepError(f"{out} sweeps the store {meta['store']}, not {store}")
-        return stored, meta
+        url = _storage_url(meta, out)
+        try:
+            held = len(optuna.load_study(study_name=meta["study"], storage=open_storage(url)).trials)
+        except KeyError:
+            raise SweepError(f"{out}: its study {meta['study']} is not in {url}") from None
+        study = optuna.load_study(
+            study_name=meta["study"],
+            storage=open_storage(url),
+            sampler=stored.sampler_object(held),
+            pruner=stored.pruner.build(),
+        )
+        return stored, meta, study
     if spec is None:
         raise SweepError("a new sweep needs a sweep file (--space)")
-    if path.exists():
-        raise SweepError(f"{out} already holds a sweep: continue it with --resume, or pick another --out")
-    out.mkdir(parents=True, exist_ok=True)
     base = base or TrainConfig()
     meta = {
         "spec": spec.to_dict(),
-        "store": str(Path(store).resolve()),
+        "store": _store_id(store),
         "manifest": manifest,
-        "storage": storage or f"sqlite:///{(out / 'study.db').resolve()}",
-        "study": f"sweep-{spec.hash}",
+        "storage": storage,  # None: study.db in the sweep folder
+        "study": f"sweep-{spec.hash}-{uuid.uuid4().hex[:8]}",
         "base_config": base.to_json(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    study = optuna.create_study(
+        study_name=meta["study"],
+        storage=open_storage(_storage_url(meta, out)),
+        sampler=spec.sampler_object(),
+        pruner=spec.pruner.build(),
+        direction=spec.direction,
+    )
+    for params in spec.enqueue:
+        study.enqueue_trial(dict(params))
     write_atomically(path, json.dumps(meta, indent=2))
-    return spec, meta
+    return spec, meta, study
 
 
 def _requeue_interrupted(study, out: Path) -> None:
-    """Trials a killed sweep left running or waiting: failed (marked interrupted) and queued
-    again with their parameters; their folders move aside so that the re-run starts clean."""
+    """Trials a killed sweep left running: queued again with their parameters, then failed
+    (marked interrupted); their folders removed so that the re-runs start clean."""
     from optuna.trial import TrialState
 
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(t._trial_id, INTERRUPTED, True)
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        study.enqueue_trial(t.params, skip_if_exists=False)
-        d = trial_dir(out, t.number)
-        if d.exists():
-            shutil.rmtree(d)
-        log.warning("trial %d was running when the sweep stopped: it runs again (%s)", t.number, _show(t.params))
+        _requeue(study, t, out, "the sweep stopped while it ran")
+
+
+def _requeue(study, t, out: Path, why: str) -> None:
+    from optuna.trial import TrialState
+
+    queued = {w.user_attrs.get(REQUEUED_FROM) for w in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
+    if t.number not in queued:  # a kill between the two steps below queues it once
+        study.enqueue_trial(t.params, user_attrs={REQUEUED_FROM: t.number}, skip_if_exists=False)
+    study._storage.set_trial_user_attr(t._trial_id, INTERRUPTED, why)
+    study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    d = trial_dir(out, t.number)
+    if d.exists():
+        shutil.rmtree(d)
+    log.warning("trial %d did not end (%s): it runs again (%s)", t.number, why, _show(t.params))
 
 
 def _ended(study) -> tuple[int, float]:
@@ -199,11 +247,14 @@ def _ended(study) -> tuple[int, float]:
     return n, cpu
 
 
-def _job(spec: SweepSpec, meta: dict, trial, out: Path, base: TrainConfig, threads: int, device: str) -> TrialJob:
+def _job(
+    spec: SweepSpec, meta: dict, trial, out: Path, base: TrainConfig, threads: int, device: str, share: int
+) -> TrialJob:
+    """The trial's job; threads (0: share, the threads its place to run offers)."""
     import dataclasses
 
     return TrialJob(
-        storage=meta["storage"],
+        storage=_storage_url(meta, out),
         study=meta["study"],
         trial_id=trial._trial_id,
         number=trial.number,
@@ -215,7 +266,7 @@ def _job(spec: SweepSpec, meta: dict, trial, out: Path, base: TrainConfig, threa
         metric=spec.metric,
         pruner_json=json.dumps(dataclasses.asdict(spec.pruner)),
         trial_cpu_s=spec.trial_cpu_s,
-        threads=threads,
+        threads=threads or share,
         device=device,
     )
 
@@ -243,7 +294,7 @@ def _tell(study, trial, outcome: TrialOutcome) -> None:
     )
 
 
-def _result(study, spec: SweepSpec, out: Path, outcomes, spent: bool, base: TrainConfig) -> SweepResult:
+def _result(study, spec: SweepSpec, out: Path, outcomes, spent: bool) -> SweepResult:
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
@@ -284,13 +335,21 @@ def _cores() -> int:
 
 
 class _InProcess:
-    """Trials one after another in this process (a handle is the finished outcome)."""
+    """Trials one after another in this process (a handle is the finished outcome, told
+    before the next trial is drawn)."""
 
-    def submit(self, job: TrialJob):
-        return _Done(run_trial(job))
+    def __init__(self) -> None:
+        self.untold = False
 
-    @staticmethod
-    def wait_one(handles: list) -> tuple:
+    def free(self) -> bool:
+        return not self.untold
+
+    def submit(self, make_job) -> _Done:
+        self.untold = True
+        return _Done(run_trial(make_job(max(1, _cores()))))
+
+    def wait_one(self, handles: list) -> tuple:
+        self.untold = False
         return handles[0], handles[0].outcome
 
 
@@ -300,44 +359,66 @@ class _Done:
 
 
 class _OnDask:
-    def __init__(self, client):
+    """One trial per worker process at a time, pinned to it: a trial's CPU seconds and torch
+    threads are then its own (process-wide counters), whatever the worker's thread count."""
+
+    def __init__(self, client, threads_each: dict[str, int]):
         self.client = client
+        self.threads_each = threads_each  # worker address -> torch threads for its trial
+        self.idle = list(threads_each)
+        self.where: dict = {}
 
-    def submit(self, job: TrialJob):
-        # pure=False: two trials never share a result; retries=0: a trial a worker loses is
-        # failed, not silently re-run on another (a resume re-runs it).
-        return self.client.submit(run_trial, job, pure=False, retries=0, key=f"trial-{job.study}-{job.number}")
+    def free(self) -> bool:
+        return bool(self.idle)
 
-    @staticmethod
-    def wait_one(handles: list) -> tuple:
+    def submit(self, make_job):
+        addr = self.idle.pop(0)
+        job = make_job(self.threads_each[addr])
+        future = self.client.submit(
+            run_trial, job, pure=False, workers=[addr], allow_other_workers=False, key=f"trial-{job.study}-{job.number}"
+        )
+        self.where[future] = addr
+        return future
+
+    def wait_one(self, handles: list) -> tuple:
         from distributed import wait
 
-        done = wait(handles, return_when="FIRST_COMPLETED").done
-        future = next(iter(done))
+        future = next(iter(wait(handles, return_when="FIRST_COMPLETED").done))
+        self.idle.append(self.where.pop(future))
         try:
             return future, future.result()
-        except Exception as e:  # noqa: BLE001 (a lost worker: the trial fails, the sweep goes on)
+        except Exception as e:  # noqa: BLE001 (a lost worker: the trial is queued again)
             return future, e
 
 
 class _executor:
-    """(submit, wait_one, parallel slots or 0): in process for one job, else on Dask."""
+    """In this process for one job; else a Dask pool: a LocalCluster of `jobs` processes
+    (cores shared out as torch threads), or the workers of the cluster at `scheduler` (each
+    worker's thread count as torch threads)."""
 
     def __init__(self, scheduler: str | None, jobs: int):
         self.scheduler, self.jobs = scheduler, jobs
         self._cm = None
 
-    def __enter__(self) -> tuple:
+    def __enter__(self):
         if not self.scheduler and self.jobs <= 1:
-            ex = _InProcess()
-            return ex.submit, ex.wait_one, 1
+            return _InProcess()
+        import dask
+        import distributed  # noqa: F401 (its config defaults first: the override below is undone on exit)
+
         from blendsync.shared.cluster import dask_client
 
-        self._cm = dask_client(self.jobs if not self.scheduler else None, self.scheduler)
-        client = self._cm.__enter__()
-        slots = sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values())
-        ex = _OnDask(client)
-        return ex.submit, ex.wait_one, (self.jobs if not self.scheduler else max(1, slots))
+        # A worker that dies fails its trial here (the sweep queues it again) instead of
+        # the scheduler re-running it into a folder that already holds part of a run.
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            self._cm = dask_client(self.jobs if not self.scheduler else None, self.scheduler)
+            client = self._cm.__enter__()
+        workers = client.scheduler_info().get("workers", {})
+        if not workers:
+            self.__exit__(None, None, None)
+            raise SweepError(f"the Dask cluster at {self.scheduler} has no workers")
+        share = max(1, _cores() // len(workers))
+        return _OnDask(client, {a: (w.get("nthreads", 1) if self.scheduler else share) for a, w in workers.items()})
 
     def __exit__(self, *exc) -> None:
         if self._cm is not None:
@@ -345,14 +426,14 @@ class _executor:
 
 
 def load_sweep(out: str | Path) -> tuple[SweepSpec, dict]:
-    """A sweep folder's spec and record (for compare)."""
+    """A sweep folder's spec and record (for compare); the record's storage as a URL."""
     path = Path(out) / SWEEP_FILE
     meta = json.loads(path.read_text())
-    return SweepSpec.from_stored(meta["spec"]), meta
+    return SweepSpec.from_stored(meta["spec"]), {**meta, "storage": _storage_url(meta, Path(out))}
 
 
 def trial_folders(out: str | Path) -> Iterator[Path]:
     """The run folders of a sweep's trials, by number."""
     d = Path(out) / TRIALS_DIR
     if d.is_dir():
-        yield from sorted(p for p in d.iterdir() if (p / "config.json").is_file())
+        yield from sorted(p for p in d.iterdir() if (p / "config.json").is_file() or (p / TRIAL_FILE).is_file())

@@ -86,15 +86,22 @@ def run_trial(job: TrialJob) -> TrialOutcome:
     study = optuna.load_study(study_name=job.study, storage=open_storage(job.storage), pruner=pruner)
     trial = optuna.trial.Trial(study, job.trial_id)
 
+    run = {"total_steps": None, "ending": False}
+
+    def on_step(rec: dict) -> bool:
+        run["total_steps"] = rec["total_steps"]
+        run["ending"] = bool(job.trial_cpu_s) and time.process_time() - c0 >= job.trial_cpu_s
+        return run["ending"]
+
     def on_validation(rec: dict) -> bool:
+        """Report every validation; prune at any but the last (a trial that ran its whole
+        schedule, or its whole CPU budget, is complete with its best value)."""
         value = rec["loss"] if job.metric == "loss" else rec["metrics"].get(job.metric)
         if value is None:
             return False
         trial.report(float(value), rec["step"])
-        return trial.should_prune()
-
-    def on_step(rec: dict) -> bool:
-        return bool(job.trial_cpu_s) and time.process_time() - c0 >= job.trial_cpu_s
+        last = run["ending"] or (run["total_steps"] is not None and rec["step"] >= run["total_steps"])
+        return not last and trial.should_prune()
 
     state, value, step, error = "fail", None, 0, None
     try:
@@ -105,7 +112,7 @@ def run_trial(job: TrialJob) -> TrialOutcome:
             manifest=job.manifest,
             overrides=overrides_for(job.settings, "sweep"),
             device=job.device,
-            on_step=on_step if job.trial_cpu_s else None,
+            on_step=on_step,
             on_validation=on_validation,
         )
         step = res.step
@@ -115,7 +122,7 @@ def run_trial(job: TrialJob) -> TrialOutcome:
             error = "no validation value (no validation frames, or the metric is undefined on them)"
         else:
             state, value = "complete", float(res.best["value"])
-    except (ValueError, RuntimeError, OSError) as e:  # DataError, config and non-finite errors included
+    except Exception as e:  # noqa: BLE001 (config, data, non-finite loss, storage: the trial fails alone)
         error = f"{type(e).__name__}: {e}"
         log.warning("trial %d failed: %s", job.number, error)
     finally:

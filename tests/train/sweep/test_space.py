@@ -41,7 +41,16 @@ def test_the_documented_file_reads_with_fit_option_names_and_kinds():
 
 
 def test_stored_form_round_trips_and_hash_is_stable():
-    spec = parse_spec({**GOOD, "enqueue": [{"optim.lr": 1e-3}], "pruner": {"type": "hyperband"}}, TrainConfig())
+    spec = parse_spec(
+        {
+            **GOOD,
+            "fit": {"epochs": 10, "validate_every": 5, "max_steps": 100},
+            "enqueue": [{"optim.lr": 1e-3}],
+            "pruner": {"type": "hyperband"},
+        },
+        TrainConfig(),
+    )
+    assert (spec.pruner.min_steps, spec.pruner.max_steps) == (5, 100)
     again = SweepSpec.from_stored(yaml.safe_load(spec.to_json()))
     assert again == spec and again.hash == spec.hash
     assert parse_spec({**GOOD, "seed": 1}, TrainConfig()).hash != spec.hash
@@ -74,6 +83,13 @@ def test_trial_settings_resolve_to_the_config_a_fit_would_run():
         ({"pruner": "asha"}, "pruner.type: 'asha'"),
         ({"enqueue": [{"optim.lr": 1.0}]}, "enqueue[0].optim.lr: 1.0 is outside space.optim.lr"),
         ({"space": {}}, "space: expected a mapping of config keys"),
+        ({"fit": {"validation.metric": "loss"}}, "fit.validation.metric: the sweep's metric sets it"),
+        ({"direction": "minimize"}, "direction: skill is maximized"),
+        ({"pruner": "hyperband"}, "pruner: hyperband counts its rungs in optimiser steps"),
+        ({"fit": {"epochs": 3, "optim.epochs": 4}}, "fit.optim.epochs: optim.epochs is given twice"),
+        ({"space": {"optim.lr": {"low": 1e-4, "high": 1e-3, "log": "yes"}}}, "log must be true or false"),
+        ({"enqueue": [{"model.d_model": 20}]}, "enqueue[0].model.d_model: 20 is outside space.model.d_model"),
+        ({"enqueue": [{"model.d_model": 32.5}]}, "enqueue[0].model.d_model: 32.5 is outside"),
     ],
 )  # fmt: skip
 def test_a_bad_file_is_one_line_naming_the_key(change, says):

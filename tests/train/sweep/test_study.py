@@ -141,11 +141,43 @@ def test_a_killed_sweep_resumes_without_losing_or_repeating_a_trial(example_stor
     assert r.returncode == 0, r.stderr[-2000:]
     after = _study(out).trials
     assert [t.state.name for t in after] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
-    assert after[1].user_attrs["interrupted"] is True
+    assert after[1].user_attrs["interrupted"]
     assert after[2].params == before[1].params  # the trial that was running, run again
+    assert after[2].user_attrs["requeued_from"] == 1
+    assert after[3].params not in (after[0].params, after[2].params)  # the sampler draws on, not from the start
     assert after[0].value == before[0].value and (out / "trials" / "0000" / "trial.json").read_text() == first
     assert not (out / "trials" / "0001").exists()
     assert "3 trial(s) ended" in r.stdout
+
+
+def test_a_second_sweep_process_on_one_folder_is_refused(local_sweep, example_store):
+    import fcntl
+
+    out, _ = local_sweep
+    with open(out / ".lock", "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(SweepError, match="another bstrain sweep is running on this folder"):
+            sweep(None, example_store, out, trials=3, resume=True)
+
+
+def test_a_trial_the_trainer_refuses_fails_alone_and_compare_lists_it(example_store, space_file, tmp_path):
+    """Each choice is valid on its own; their combination (a width the heads do not divide)
+    is refused when the trial starts."""
+    from blendsync.train.sweep.compare import collect, table
+
+    fit = {k: v for k, v in _fit().items() if k != "model.d_model"}
+    spec = load_spec(
+        space_file(
+            fit=fit,
+            space={"model.d_model": [16, 18], "model.heads": [2, 4]},
+            enqueue=[{"model.d_model": 18, "model.heads": 4}],
+        )
+    )
+    res = sweep(spec, example_store, tmp_path / "out", trials=1, threads=1)
+    assert res.failed == 1 and res.outcomes[0].state == "fail"
+    assert "model.d_model (18) must be divisible by heads (4)" in res.outcomes[0].error
+    _, rows = table(collect([tmp_path / "out"]))
+    assert [(r["run"], r["state"]) for r in rows] == [("out/0000", "fail")]
 
 
 def _fit():
