@@ -402,7 +402,6 @@ def _check_values(spec: SweepSpec, base: TrainConfig) -> None:
                 raise SpaceError(f"space.{p.key}: {value!r} is rejected by the train config: {_reason(e)}") from None
 
 
-
 def _reason(e: Exception) -> str:
     return str(e).removeprefix("invalid train config: ")
 
