@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from blendsync.shared.audio import decode_audio
+from blendsync.shared.audio import DecodedAudio, decode_audio
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.features import compute_features
 from blendsync.shared.features.pieces import ONE_PASS, Workers
@@ -45,7 +45,7 @@ class FeaturizedFile:
 
 
 def featurize_file(
-    audio: str | Path,
+    audio: str | Path | DecodedAudio,
     targets: TargetSpec | None,
     cfg: FeatureConfig,
     *,
@@ -57,8 +57,14 @@ def featurize_file(
     A take with targets also gets its audio/curve lag estimated (info["sync"]: the estimate of
     the curves as read, shift_frames 0; bsfeat extract --auto-sync makes shifted copies of the
     items out of sync, featurize.extract.align_out_of_sync). workers: a long file's openSMILE
-    pass in pieces at once (shared.features.pieces), with the same features."""
-    dec = decode_audio(audio, cfg.sample_rate)
+    pass in pieces at once (shared.features.pieces), with the same features. audio may be
+    already decoded at cfg.sample_rate (predict keeps the samples for its plot)."""
+    if isinstance(audio, DecodedAudio):
+        if audio.sample_rate != cfg.sample_rate:
+            raise ValueError(f"decoded audio at {audio.sample_rate} Hz, the feature config's is {cfg.sample_rate} Hz")
+        dec = audio
+    else:
+        dec = decode_audio(audio, cfg.sample_rate)
     audio_s = dec.duration_s
     info: dict = {
         "audio_duration_s": audio_s,

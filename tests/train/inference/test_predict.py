@@ -567,3 +567,22 @@ def test_predict_stops_on_ctrl_c_with_exit_130_and_writes_nothing(checkpoint, tm
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130 and "interrupted" in err, err[-2000:]
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_files_featurized_ahead_give_each_files_own_curves(shared_data, checkpoint, tmp_path):
+    """The next file's features are computed while this file's model runs: a bad file in the
+    middle is reported and the others' curves are those of each file animated alone."""
+    from blendsync.train.inference.predict import Predictor, animate_file, predict
+
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"nothing here" * 10)
+    speech = shared_data / "speech"
+    files = [speech / "cmu_arctic_a0007_16k.wav", junk, speech / "ljspeech_LJ050-0131_22k.wav"]
+    files.append(speech / "sr_french.aiff")
+    rep = predict(files, checkpoint, tmp_path / "o", formats=("npy",), plot=True)
+    assert len(rep.failed) == 1 and "junk.wav" in rep.failed[0] and len(rep.animated) == 3
+    pred = Predictor.load(checkpoint)
+    for audio in (files[0], files[2], files[3]):
+        alone, _ = animate_file(pred, audio, fps=60)
+        assert np.array_equal(np.load(tmp_path / "o" / f"{audio.stem}.npy"), alone), audio.name
+        assert (tmp_path / "o" / f"{audio.stem}.png").is_file()

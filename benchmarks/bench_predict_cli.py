@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""bstrain predict as a user runs it: through the command line, start-up included, on 120 s
+of real speech (44.1 kHz) and on a folder of 100 five-second lines, against the same work in
+one warm process (the in-process figure) and openSMILE's own passes over the same audio
+(its LLD-only pass: the pipeline's physical anchor), with a profile of the CLI run's stages.
+
+The checkpoint is the small default model after a few training steps on the example store
+(speed does not depend on the weights). The speech is the shared test recordings laid end to
+end and resampled to 44.1 kHz.
+
+    python benchmarks/bench_predict_cli.py [--repeats 3] [--lines 100]
+
+Reads ../shared/data/speech (or BLENDSYNC_SHARED_DATA/speech).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+REPO = Path(__file__).resolve().parents[1]
+SR = 44100
+
+
+def speech(seconds: float) -> np.ndarray:
+    data = Path(os.environ.get("BLENDSYNC_SHARED_DATA", REPO.parent / "shared" / "data")) / "speech"
+    parts = []
+    for f in sorted(data.iterdir()):
+        if f.suffix.lower() in (".wav", ".flac", ".aiff"):
+            y, sr = sf.read(str(f), dtype="float32", always_2d=True)
+            parts.append(soxr.resample(y.mean(axis=1), sr, SR))
+    y = np.concatenate(parts)
+    return np.tile(y, int(np.ceil(seconds * SR / len(y))))[: int(seconds * SR)]
+
+
+def checkpoint(tmp: Path) -> Path:
+    from blendsync.featurize.extract import extract
+    from blendsync.shared.config import FeatureConfig
+    from blendsync.train.core.config import ConfigOverrides, TrainConfig
+    from blendsync.train.loop.trainer import fit
+
+    store = tmp / "features.zarr"
+    assert extract(REPO / "data_manifest.csv", store, FeatureConfig(), executor="serial").ok
+    fit(store, cfg=TrainConfig(), out=tmp / "run", overrides=ConfigOverrides(preset="small"), stop_after_steps=3)
+    return tmp / "run" / "checkpoints" / "last.pt"
+
+
+def cli(args: list[str]) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "blendsync.train.cli", *args], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    assert p.returncode == 0, p.stderr[-2000:]
+    return wall, p.stdout
+
+
+def startup() -> float:
+    """The import a predict run pays before any work: the CLI with torch and the predictor."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import blendsync.train.cli, blendsync.train.inference.predict"], check=True)
+    return time.perf_counter() - t0
+
+
+def in_process(ck: Path, audios: list[Path]) -> dict:
+    """The same files in one warm process: features, model, outputs written (CSV and PNG)."""
+    from blendsync.train.inference.predict import predict
+
+    predict(audios[:1], ck, Path(tempfile.mkdtemp()))  # first-call costs out of the figure
+    out = Path(tempfile.mkdtemp())
+    t0 = time.perf_counter()
+    rep = predict(audios, ck, out)
+    return {"wall": time.perf_counter() - t0, "featurize": rep.featurize_s, "model": rep.model_s}
+
+
+def smile_passes(y: np.ndarray) -> dict:
+    """openSMILE's own passes over 16 kHz audio: eGeMAPS LLDs only, and the functionals every
+    10 ms over 1 s as bsfeat runs them (one core each)."""
+    import opensmile
+
+    from blendsync.shared.config import FeatureConfig
+    from blendsync.shared.features import _smile, process_signal
+
+    cfg = FeatureConfig().emotion
+    y16 = soxr.resample(y, SR, 16000).astype(np.float32)
+    lld = opensmile.Smile(
+        feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.LowLevelDescriptors
+    )
+    func = _smile(cfg.feature_set, cfg.context_s, cfg.hop_s)
+    out = {}
+    for name, smile in (("lld", lld), ("functionals", func)):
+        t0 = time.perf_counter()
+        process_signal(smile, y16, 16000)
+        out[name] = time.perf_counter() - t0
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--lines", type=int, default=100)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        ck = checkpoint(tmp)
+        long = speech(120.0)
+        sf.write(tmp / "dialogue.wav", long, SR)
+        lines = tmp / "lines"
+        lines.mkdir()
+        for i in range(args.lines):
+            sf.write(lines / f"line_{i:03d}.wav", long[i * 5 * SR % (len(long) - 5 * SR) :][: 5 * SR], SR)
+        line_files = sorted(lines.iterdir())
+        rows = {"120 s file": (["dialogue.wav"], 120.0), f"{args.lines} x 5 s lines": (["lines"], 5.0 * args.lines)}
+        print(f"cores {os.cpu_count()}; start-up (imports) {statistics.median(startup() for _ in range(3)):.2f} s")
+        for label, (inputs, audio_s) in rows.items():
+            for extra in ([], ["--no-plot"]):
+                walls = []
+                for r in range(args.repeats):
+                    w, _ = cli(["-q", "predict", *[str(tmp / x) for x in inputs], "--checkpoint", str(ck),
+                                "--out", str(tmp / f"out-{r}"), *extra])  # fmt: skip
+                    walls.append(w)
+                w = statistics.median(walls)
+                print(
+                    f"CLI {label} {' '.join(extra) or '(plots)'}: {w:.2f} s wall ({min(walls):.2f}..{max(walls):.2f}) "
+                    f"= {audio_s / w:.1f}x real time"
+                )
+            files = [tmp / "dialogue.wav"] if label.startswith("120") else line_files
+            ip = in_process(ck, files)
+            print(
+                f"  in process, warm: {ip['wall']:.2f} s = {audio_s / ip['wall']:.1f}x "
+                f"(featurize {ip['featurize']:.2f} s, model {ip['model']:.2f} s, summed over files)"
+            )
+        sp = smile_passes(long)
+        print(
+            f"openSMILE over the 120 s, one core: LLD-only {sp['lld']:.2f} s ({120 / sp['lld']:.0f}x), functionals "
+            f"every 10 ms {sp['functionals']:.2f} s ({120 / sp['functionals']:.0f}x)"
+        )
+
+
+if __name__ == "__main__":
+    main()
