@@ -586,3 +586,24 @@ def test_files_featurized_ahead_give_each_files_own_curves(shared_data, checkpoi
         alone, _ = animate_file(pred, audio, fps=60)
         assert np.array_equal(np.load(tmp_path / "o" / f"{audio.stem}.npy"), alone), audio.name
         assert (tmp_path / "o" / f"{audio.stem}.png").is_file()
+
+
+def test_the_smoothing_filter_is_lfilters_bit_for_bit():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from scipy.signal import lfilter
+
+    from blendsync.train.inference.predict import first_order_filter
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.integers(1, 400), st.integers(1, 6), st.floats(1e-6, 1.0), st.integers(0, 2**31))
+    def check(T, C, a, seed):
+        rng = np.random.default_rng(seed)
+        x = rng.random((T, C), dtype=np.float32) * 2 - 0.5
+        prev = rng.random(C, dtype=np.float32)
+        want, _ = lfilter(
+            [a], [1.0, -(1 - a)], x.astype(np.float64), axis=0, zi=((1 - a) * prev.astype(np.float64))[None]
+        )
+        assert np.array_equal(first_order_filter(x, a, prev), want.astype(np.float32))
+
+    check()
