@@ -8,6 +8,7 @@ import click
 
 from blendsync.shared.cli import UsageFailure, config_file_option, is_write_failure, write_failure
 from blendsync.train.cli.options import device_option, manifest_option, store_option
+from blendsync.train.sweep.compare import SORTS
 
 SWEEP_FILE_HELP = """\b
 sweep.yaml (every key but space optional):
@@ -151,52 +152,29 @@ def sweep(
         return
     b = res.best
     params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in b["params"].items())
-    click.echo(f"best: trial {b['number']}, {spec_metric(out)} {b['value']:.4f} ({params}) in {b['run_dir']}")
+    click.echo(f"best: trial {b['number']}, {res.metric} {b['value']:.4f} ({params}) in {b['run_dir']}")
     click.echo(f"full run: bstrain fit --store {store_path} --config {out / 'best_config.yaml'}")
 
 
-def spec_metric(out: Path) -> str:
-    from blendsync.train.sweep.study import load_sweep
-
-    return load_sweep(out)[0].metric
+def _written(flag: str, dest: str, help: str, folder: bool = False):
+    """An option naming a file (or folder) compare writes."""
+    return click.option(
+        flag, dest, type=click.Path(dir_okay=folder, file_okay=not folder, path_type=Path), default=None, help=help
+    )
 
 
 @click.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--sort",
-    type=click.Choice(["skill", "mean_r", "val_loss", "cpu_s", "none"]),
-    default="none",
-    help="Order of the rows [default: as given].",
-)
-@click.option(
-    "--csv",
-    "csv_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Also write the table as CSV.",
-)
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Also write the table and every validation curve as JSON.",
-)
-@click.option(
+@click.option("--sort", type=click.Choice(SORTS), default="none", help="Order of the rows [default: as given].")
+@_written("--csv", "csv_path", "Also write the table as CSV.")
+@_written("--json", "json_path", "Also write the table and every validation curve as JSON.")
+@_written(
     "--plots",
     "plots_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Write PNGs here: validation skill against CPU-s and steps; a sweep's parameter importances and history.",
+    "Write PNGs here: validation skill against CPU-s and steps; a sweep's parameter importances and history.",
+    folder=True,
 )
-@click.option(
-    "--html",
-    "html_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="One self-contained report page: the table and the plots.",
-)
+@_written("--html", "html_path", "One self-contained report page: the table and the plots.")
 def compare(runs, sort, csv_path, json_path, plots_dir, html_path):
     """Compare RUNS (bstrain fit run folders, or sweep folders: their trials): held-out
     validation skill, mean r, amplitude ratio and loss at each run's best validation, steps,
@@ -220,11 +198,8 @@ def compare(runs, sort, csv_path, json_path, plots_dir, html_path):
             write_atomically(json_path, as_json(columns, rows))
         pngs = write_plots(found, plots_dir) if plots_dir else []
         if html_path:
-            if not plots_dir:
-                with tempfile.TemporaryDirectory() as tmp:
-                    write_html(html_path, columns, rows, write_plots(found, Path(tmp)), "bstrain compare")
-            else:
-                write_html(html_path, columns, rows, pngs, "bstrain compare")
+            with tempfile.TemporaryDirectory() as tmp:  # the page inlines the plots: made for it if not asked for
+                write_html(html_path, columns, rows, pngs or write_plots(found, Path(tmp)), "bstrain compare")
     except OSError as e:
         if is_write_failure(e):
             raise write_failure(e) from None

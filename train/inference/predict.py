@@ -173,12 +173,11 @@ class Predictor:
             "featurize_s": time.perf_counter() - t0,
         }
 
-    def animate(self, audio: str | Path, workers: Workers = ONE_PASS, featurized: dict | None = None) -> dict:
+    def animate(self, audio: str | Path, workers: Workers = ONE_PASS) -> dict:
         """curves (T, C) at the model's fps for one file, with timings (featurize's result
         with "curves" and "model_s"). workers: the file's openSMILE pass and model blocks in
-        pieces at once (the same curves). featurized: featurize(audio)'s result, computed
-        ahead (predict overlaps the next file's features with this one's model)."""
-        f = featurized if featurized is not None else self.featurize(audio, workers)
+        pieces at once (the same curves)."""
+        f = self.featurize(audio, workers)
         t1 = time.perf_counter()
         ff = f["features"]
         curves = self.smooth(self.current(ff.mel, ff.emotion, workers))
@@ -296,18 +295,16 @@ def animate_file(
     gain: float = 1.0,
     chunk_seconds: float | None = None,
     workers: Workers = ONE_PASS,
-    featurized: dict | None = None,
 ) -> tuple[np.ndarray, dict]:
     """The curves predict writes for one audio file: (T', C) at fps in the model's channel
     order, movement scaled by gain, and Predictor.animate's result (durations, timings).
-    AudioError (a ValueError) naming the file when it is not usable audio. featurized:
-    Predictor.featurize's result for the file, computed ahead (not with chunk_seconds)."""
+    AudioError (a ValueError) naming the file when it is not usable audio."""
     if chunk_seconds:
         from blendsync.train.inference.chunked import animate_chunked
 
         res = animate_chunked(pred, audio, chunk_seconds)
     else:
-        res = pred.animate(audio, workers, featurized)
+        res = pred.animate(audio, workers)
     curves = apply_gain(res["curves"], pred.norm.target_mean, gain)
     return resample_curves(curves, pred.fps, fps, res["duration_s"]), res
 
@@ -384,21 +381,14 @@ def _predict_files(
     order_names: list[str],
 ) -> PredictReport:
     rep = PredictReport()
-    ahead = FeaturesAhead(pred, [a for a, _ in files] if not chunk_seconds else [], workers)
-    for i, (audio, name) in enumerate(files):
+    for audio, name in files:
         try:
-            featurized = ahead.take(i)  # and the next file's features start
-            curves, res = animate_file(
-                pred, audio, fps=fps, gain=gain, chunk_seconds=chunk_seconds, workers=workers, featurized=featurized
-            )
+            curves, res = animate_file(pred, audio, fps=fps, gain=gain, chunk_seconds=chunk_seconds, workers=workers)
             rep.latency_s = res.get("latency_s", rep.latency_s)
         except ValueError as e:  # AudioError: the file's fault; the others still go through
             rep.failed.append(str(e))
             log.debug("%s", e)  # listed once, by the report
             continue
-        except KeyboardInterrupt:
-            ahead.stop()
-            raise
         base = out / name
         base.parent.mkdir(parents=True, exist_ok=True)
         path = partial(_with_suffix, base)
@@ -417,43 +407,4 @@ def _predict_files(
         rep.audio_s += res["duration_s"]
         rep.featurize_s += res["featurize_s"]
         rep.model_s += res["model_s"]
-    ahead.stop()
     return rep
-
-
-class FeaturesAhead:
-    """The next file's decode and features on a thread of their own while this file's model
-    runs and its outputs are written (openSMILE and torch release the GIL): a folder of
-    short lines no longer waits on each file's features in turn. take(i) returns file i's
-    Predictor.featurize result (raising its AudioError) and starts file i + 1's."""
-
-    def __init__(self, pred: Predictor, audios: list, workers: Workers):
-        self.pred, self.audios, self.workers = pred, audios, workers
-        self.thread = ThreadPoolExecutor(1, thread_name_prefix="features-ahead") if audios else None
-        self.futures: dict = {}
-
-    def _start(self, i: int) -> None:
-        if self.thread is not None and i < len(self.audios) and i not in self.futures:
-            self.futures[i] = self.thread.submit(self.pred.featurize, self.audios[i], self.workers)
-
-    def take(self, i: int) -> dict | None:
-        if self.thread is None:
-            return None
-        self._start(i)
-        future = self.futures.pop(i)
-        self._start(i + 1)
-        return future.result()
-
-    def stop(self) -> None:
-        """Cancel what has not started; end an openSMILE run going (Ctrl-C): a native thread
-        still running at exit would abort the process."""
-        if self.thread is None:
-            return
-        from blendsync.shared.features import abort_running
-
-        for f in self.futures.values():
-            f.cancel()
-        while any(not f.done() for f in self.futures.values()):
-            abort_running()
-            time.sleep(0.05)
-        self.thread.shutdown(wait=True)

@@ -53,6 +53,7 @@ class SweepError(ValueError):
 @dataclass(kw_only=True)
 class SweepResult:
     out: Path
+    metric: str  # what the trials were judged by
     ended: int  # trials ended (complete, pruned or failed by their own error), this session and before
     complete: int
     pruned: int
@@ -315,6 +316,7 @@ def _result(study, spec: SweepSpec, out: Path, outcomes, spent: bool) -> SweepRe
         write_atomically(out / "best.json", json.dumps({k: v for k, v in best.items() if k != "config"}, indent=2))
     return SweepResult(
         out=out,
+        metric=spec.metric,
         ended=ended,
         complete=count[TrialState.COMPLETE],
         pruned=count[TrialState.PRUNED],

@@ -569,9 +569,9 @@ def test_predict_stops_on_ctrl_c_with_exit_130_and_writes_nothing(checkpoint, tm
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_files_featurized_ahead_give_each_files_own_curves(shared_data, checkpoint, tmp_path):
-    """The next file's features are computed while this file's model runs: a bad file in the
-    middle is reported and the others' curves are those of each file animated alone."""
+def test_a_folder_gives_each_files_own_curves_and_plots(shared_data, checkpoint, tmp_path):
+    """Files decoded once for features and plot: a bad file in the middle is reported and the
+    others' curves are those of each file animated alone."""
     from blendsync.train.inference.predict import Predictor, animate_file, predict
 
     junk = tmp_path / "junk.wav"
