@@ -7,19 +7,17 @@ can run in pieces on several cores with the same rows (pieces.py).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import tempfile
-import threading
 import warnings
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
 
 from blendsync.shared.config import EmotionConfig, FeatureConfig, MelConfig
-from blendsync.shared.features.pieces import ONE_PASS, Workers, functionals_in_pieces
+from blendsync.shared.features.pieces import ONE_PASS, PieceRows, Workers, functionals_in_pieces
+from blendsync.shared.features.smile import Functionals, abort_running, ns_to_seconds
 from blendsync.shared.frame_grid import frame_times, rows_to_grid
 from blendsync.shared.interrupts import interruptible
 
@@ -74,49 +72,16 @@ def _frame_mode_conf(context_s: float, hop_s: float) -> str:
     return path
 
 
-# openSMILE runs started by _smile's objects and not yet freed, in any thread: what Ctrl-C
-# aborts (abort_running).
-_RUNNING: weakref.WeakSet = weakref.WeakSet()
-_RUNNING_LOCK = threading.Lock()
-
-
 @functools.lru_cache(maxsize=8)
-def _smile(feature_set: str, context_s: float | None, hop_s: float | None):
-    import opensmile
-
-    class RecordingSmile(opensmile.Smile):
-        """opensmile.Smile whose native runs are recorded, so that an interrupt can abort
-        them wherever they run (the pieces of one pass run on several threads at once)."""
-
-        def _smile(self, options):
-            instance = super()._smile(options)
-            with _RUNNING_LOCK:
-                _RUNNING.add(instance)
-            return instance
-
-    options = {}
-    if context_s is not None:
-        options["frameModeFunctionalsConf"] = _frame_mode_conf(context_s, hop_s)
-    return RecordingSmile(
-        feature_set=getattr(opensmile.FeatureSet, feature_set),
-        feature_level=opensmile.FeatureLevel.Functionals,
-        options=options,
-    )
+def _smile(feature_set: str, context_s: float | None, hop_s: float | None) -> Functionals:
+    """The functionals extractor: windows of context_s every hop_s (None: one row over the
+    whole signal)."""
+    return Functionals(feature_set, None if context_s is None else _frame_mode_conf(context_s, hop_s))
 
 
-def abort_running() -> None:
-    """Abort every openSMILE run of this process still going (Ctrl-C)."""
-    with _RUNNING_LOCK:
-        running = list(_RUNNING)
-    for instance in running:
-        if getattr(instance, "_smileobj", None) is not None:  # not yet freed by the wrapper
-            with contextlib.suppress(Exception):  # already finished
-                instance.abort()
-
-
-def process_signal(smile, y: np.ndarray, sr: int):
-    """smile.process_signal(y, sr) that Ctrl-C ends at once (shared.interrupts)."""
-    return interruptible(smile.process_signal, y, sr, stop=abort_running)
+def process_signal(smile: Functionals, y: np.ndarray, sr: int) -> PieceRows:
+    """smile.run(y, sr) that Ctrl-C ends at once (shared.interrupts)."""
+    return interruptible(smile.run, y, sr, stop=abort_running)
 
 
 def emotion_feature_names(cfg: EmotionConfig) -> list[str]:
@@ -132,26 +97,23 @@ def emotion_rows(
 
     workers.parts > 1: a long file's pass is computed as up to that many pieces at once
     (shared.features.pieces), with the same rows and times as one pass."""
-    import pandas as pd
-
     smile = _smile(cfg.feature_set, cfg.context_s, cfg.hop_s)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Segment too short")
         # Ctrl-C in the main thread aborts the pieces wherever they run.
         got = interruptible(
-            functionals_in_pieces, smile.process_signal, y, sr, cfg.context_s, cfg.hop_s, workers, stop=abort_running
+            functionals_in_pieces, smile.run, y, sr, cfg.context_s, cfg.hop_s, workers, stop=abort_running
         )
     values = got.values.astype(np.float32)
     if values.shape[0] == 1 and np.isnan(values).all():
         return None
-    starts = pd.TimedeltaIndex(got.starts_ns).total_seconds().to_numpy(dtype=np.float64)
-    return values, starts + cfg.context_s
+    return values, ns_to_seconds(got.starts_ns) + cfg.context_s
 
 
 def whole_file_functionals(y: np.ndarray, sr: int, cfg: EmotionConfig) -> np.ndarray:
     """(1, 88) functionals over the whole signal, for files shorter than one context."""
     smile = _smile(cfg.feature_set, None, None)
-    return process_signal(smile, y, sr).to_numpy(dtype=np.float32)[:1]
+    return process_signal(smile, y, sr).values.astype(np.float32)[:1]
 
 
 def emotion_on_grid(

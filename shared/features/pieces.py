@@ -119,12 +119,11 @@ def plan(n_samples: int, sr: int, context_s: float, hop_s: float, parts: int) ->
     return pieces
 
 
-def run_piece(run: Callable[[np.ndarray, int], object], y: np.ndarray, sr: int, piece: Piece) -> PieceRows:
-    """run(samples, sr) -> openSMILE's DataFrame (shared.features.process_signal)."""
-    df = run(y[piece.start_sample : piece.stop_sample], sr)
-    starts = df.index.get_level_values("start")
+def run_piece(run: Callable[[np.ndarray, int], PieceRows], y: np.ndarray, sr: int, piece: Piece) -> PieceRows:
+    """run(samples, sr) -> openSMILE's rows and window starts (shared.features.smile)."""
+    got = run(y[piece.start_sample : piece.stop_sample], sr)
     offset_ns = piece.start_sample * 1_000_000_000 // sr  # a whole number of 10 ms
-    return PieceRows(df.to_numpy(dtype=np.float64), np.asarray(starts.asi8, dtype=np.int64) + offset_ns)
+    return PieceRows(got.values, got.starts_ns + offset_ns)
 
 
 def stitch(pieces: Sequence[Piece], got: Sequence[PieceRows]) -> PieceRows | None:
@@ -154,7 +153,7 @@ def stitch(pieces: Sequence[Piece], got: Sequence[PieceRows]) -> PieceRows | Non
 
 
 def functionals_in_pieces(
-    run: Callable[[np.ndarray, int], object],
+    run: Callable[[np.ndarray, int], PieceRows],
     y: np.ndarray,
     sr: int,
     context_s: float,

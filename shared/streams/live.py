@@ -33,6 +33,7 @@ import numpy as np
 from blendsync.shared.audio import AudioStream
 from blendsync.shared.config import EmotionConfig, FeatureConfig, MelConfig
 from blendsync.shared.features import N_EMOTION, fill_nonfinite, whole_file_functionals
+from blendsync.shared.features.smile import EXTERNAL_SINK, EXTERNAL_SOURCE
 from blendsync.shared.frame_grid import frame_times, n_frames, rows_to_grid
 
 log = logging.getLogger(__name__)
@@ -174,25 +175,22 @@ class LiveEmotion:
     """eGeMAPS functional rows from openSMILE running as a stream in a thread of its own:
     push writes 16-bit audio into its external source (scaled as opensmile's process_signal
     scales it), its sink's callback collects the rows; finish signals the end of input and
-    collects the last rows. close() stops it early. The openSMILE instance is configured by
-    the opensmile package's own Smile (its config file and options, the one-pass functionals'
-    frame mode of features._smile) with ring-buffer levels in place of growing ones."""
+    collects the last rows. close() stops it early. The openSMILE instance is configured as
+    a whole file's (shared.features.smile: the package's config file and options, the
+    one-pass functionals' frame mode of features._smile) with ring-buffer levels in place of
+    growing ones."""
 
     def __init__(self, cfg: EmotionConfig, sample_rate: int, batch_s: float = 0.0):
-        from opensmile.core.config import config as smile_config
-
         from blendsync.shared.features import _smile
 
         self.cfg, self.sr = cfg, sample_rate
-        self._names = smile_config
         smile = _smile(cfg.feature_set, cfg.context_s, cfg.hop_s)
         source, buffers = _ring_buffer_confs(sample_rate)
-        options = {**smile._options(), "source": source, "bufferModeConf": buffers, "sampleRate": sample_rate}
-        options["nBits"] = 16
-        self._smile = smile._smile(options=options)
+        options = {**smile.options(), "source": source, "bufferModeConf": buffers, "sampleRate": sample_rate}
+        self._smile = smile.start(options)
         self._lock = threading.Lock()
         self._new: list[tuple[np.ndarray, float]] = []
-        self._smile.external_sink_set_callback_ex(smile_config.EXTERNAL_OUTPUT_COMPONENT, self._collect)
+        self._smile.external_sink_set_callback_ex(EXTERNAL_SINK, self._collect)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="opensmile-live", daemon=True)
         self._thread.start()
@@ -235,7 +233,7 @@ class LiveEmotion:
             while True:
                 self._check()
                 if self._smile.external_audio_source_write_data(
-                    self._names.EXTERNAL_SOURCE_COMPONENT, data[at : at + piece]
+                    EXTERNAL_SOURCE, data[at : at + piece]
                 ):
                     break
                 time.sleep(0.0005)  # its ring buffer is full: it is still working through earlier audio
@@ -245,7 +243,7 @@ class LiveEmotion:
         """Signal the end of input; every row not taken yet."""
         self.flush()
         self._check()
-        self._smile.external_audio_source_set_eoi(self._names.EXTERNAL_SOURCE_COMPONENT)
+        self._smile.external_audio_source_set_eoi(EXTERNAL_SOURCE)
         self._thread.join()
         self._check()
         return self.take()
@@ -254,7 +252,7 @@ class LiveEmotion:
         """Stop openSMILE (a stream ended early) and free it."""
         if self._thread.is_alive():
             try:
-                self._smile.external_audio_source_set_eoi(self._names.EXTERNAL_SOURCE_COMPONENT)
+                self._smile.external_audio_source_set_eoi(EXTERNAL_SOURCE)
             except Exception:  # noqa: BLE001 - stopping anyway
                 pass
             self._thread.join(timeout=5)

@@ -4,7 +4,7 @@ straight into pixels with Pillow.
 The layout never changes (a stack of strips sharing the time axis), so it needs none of a
 plotting library's machinery: matplotlib spent 0.18 CPU-s on a five-second line (axes and
 tick objects rebuilt per figure), about as much as the line's features and model together,
-and its import another 0.3 s of every predict run. Here a line costs about 15 ms.
+and its import another 0.3 s of every predict run. Here a line costs about 25 ms.
 
 Pixels: 1000 wide, 160 per strip (the figure matplotlib drew at 10 x 1.6 in, 100 dpi). Lines
 are drawn at twice the size and halved (anti-aliased); the waveform is each pixel column's

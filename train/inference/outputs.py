@@ -64,7 +64,7 @@ def plot_prediction(
     path: Path, samples: np.ndarray, sr: int, curves: np.ndarray, fps: float, channels: list[str], title: str
 ) -> None:
     """The audio (N,) at sr and the preferred curves of (T, C) at fps, stacked, as a PNG
-    (curve_plot: drawn straight into pixels, about 15 ms for a five-second line)."""
+    (curve_plot: drawn straight into pixels, about 25 ms for a five-second line)."""
     from blendsync.train.core.plots import curve_channels
     from blendsync.train.inference.curve_plot import render
 

@@ -1,0 +1,179 @@
+"""openSMILE's functionals through its native library, without the opensmile package's
+pandas front end.
+
+The opensmile package runs the extraction in its C library (libSMILEapi, driven through
+ctypes by opensmile/core/lib.py) and wraps it in audinterface and pandas: importing it costs
+0.5 s of every predict run and bsfeat worker (pandas, audobject, audinterface), and every
+call builds an index and a DataFrame. Here the same library is driven the same way, step for
+step as opensmile.Smile.process_signal drives it (the same config file and options, the
+signal scaled to 16-bit the same way, the rows from the same sink callback, the row times
+converted to nanoseconds as pandas converts them), so the rows and times are the package's
+own, bit for bit (tests/shared/features/test_smile.py runs both). The opensmile package
+stays the dependency that provides the library and the config files; only its lib.py (ctypes
+and numpy) is loaded, without the package's __init__.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import os
+import sys
+import threading
+import warnings
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+
+from blendsync.shared.features.pieces import PieceRows
+
+# The opensmile package's component names and shared config files (opensmile.core.config).
+EXTERNAL_SOURCE = "extsource"
+EXTERNAL_SINK = "extsink"
+EXTERNAL_INPUT_CONFIG = "shared/standard_external_wave_input.conf.inc"
+EXTERNAL_OUTPUT_SINGLE_CONFIG = "shared/standard_external_data_output_single.conf.inc"
+# Feature set name -> config file under the package's config root (opensmile.FeatureSet).
+FEATURE_SET_CONFIGS = {"eGeMAPSv02": "egemaps/v02/eGeMAPSv02.conf"}
+FUNCTIONALS_LEVEL = "func"  # opensmile.FeatureLevel.Functionals
+NS_PER_S = 1_000_000_000
+
+# Native runs started here and not yet freed, in any thread: what Ctrl-C aborts.
+_RUNNING: weakref.WeakSet = weakref.WeakSet()
+_RUNNING_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def package_dir() -> str:
+    """The installed opensmile package's folder, found without importing it."""
+    spec = importlib.util.find_spec("opensmile")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the opensmile package is not installed (pip install opensmile)")
+    return list(spec.submodule_search_locations)[0]
+
+
+_LOAD_LOCK = threading.Lock()
+
+
+def native():
+    """opensmile/core/lib.py (the ctypes binding: OpenSMILE, FrameMetaData) as a module of
+    its own, without running the package's __init__; loaded once, whichever thread asks
+    first (the pieces of a file start at once)."""
+    name = "blendsync_opensmile_lib"
+    with _LOAD_LOCK:
+        if name not in sys.modules:
+            path = os.path.join(package_dir(), "core", "lib.py")
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            sys.modules[name] = module
+        return sys.modules[name]
+
+
+def pandas_ns(seconds: np.ndarray) -> np.ndarray:
+    """(R,) float64 s -> (R,) int64 ns exactly as pandas.to_timedelta(seconds, "s") makes them
+    (whole seconds and the fraction apart, the fraction rounded to 9 digits then truncated:
+    pandas' cast_from_unit_vectorized), so that row times match the package's."""
+    seconds = np.asarray(seconds, np.float64)
+    base = seconds.astype(np.int64)
+    frac = np.round(seconds - base, 9)
+    return base * NS_PER_S + (frac * NS_PER_S).astype(np.int64)
+
+
+def ns_to_seconds(ns: np.ndarray) -> np.ndarray:
+    """(R,) int64 ns -> (R,) float64 s as pandas' TimedeltaIndex.total_seconds() gives them
+    (whole seconds plus the residual over 1e9; times under 2**53 ns, 104 days)."""
+    whole, residual = np.divmod(np.asarray(ns, np.int64), NS_PER_S)
+    return whole + residual / NS_PER_S
+
+
+@dataclass(frozen=True)
+class Functionals:
+    """One openSMILE functionals extractor: feature_set's functionals over windows of
+    context_s every hop_s (None: one row over the whole signal, the package's default frame
+    mode), as opensmile.Smile(feature_set, Functionals, options=frameModeFunctionalsConf)."""
+
+    feature_set: str
+    frame_mode_conf: str | None = None
+
+    @property
+    def config_root(self) -> str:
+        return os.path.join(package_dir(), "core", "config")
+
+    @property
+    def config_path(self) -> str:
+        if self.feature_set not in FEATURE_SET_CONFIGS:
+            raise ValueError(f"unknown openSMILE feature set {self.feature_set!r}; known: {list(FEATURE_SET_CONFIGS)}")
+        return os.path.join(self.config_root, FEATURE_SET_CONFIGS[self.feature_set])
+
+    def options(self) -> dict:
+        """The options opensmile.Smile._options() gives, for an external source of 16-bit audio
+        (source and sampleRate to be set by the caller where they differ)."""
+        root = self.config_root
+        return {
+            "sink": os.path.join(root, EXTERNAL_OUTPUT_SINGLE_CONFIG),
+            "sinkLevel": FUNCTIONALS_LEVEL,
+            "bufferModeRbConf": os.path.join(root, "shared/BufferModeRb.conf.inc"),
+            "frameModeFunctionalsConf": self.frame_mode_conf
+            or os.path.join(root, "shared/FrameModeFunctionals.conf.inc"),
+            "source": os.path.join(root, EXTERNAL_INPUT_CONFIG),
+            "nBits": 16,
+        }
+
+    def start(self, options: dict):
+        """A native instance initialised with options, recorded so that abort_running reaches it."""
+        instance = native().OpenSMILE()
+        instance.initialize(config_file=self.config_path, options=options, loglevel=2, log_file=None, debug=False)
+        with _RUNNING_LOCK:
+            _RUNNING.add(instance)
+        return instance
+
+    @functools.cached_property
+    def feature_names(self) -> list[str]:
+        smile = self.start(self.options())
+        try:
+            n = smile.external_sink_get_num_elements(EXTERNAL_SINK)
+            return [smile.external_sink_get_element_name(EXTERNAL_SINK, i) for i in range(n)]
+        finally:
+            smile.free()
+
+    def run(self, y: np.ndarray, sr: int) -> PieceRows:
+        """The rows of y (N,) float at sr, as process_signal(y, sr) gives them: values (R, D)
+        and window starts. A signal too short for one window gives one NaN row (the package
+        warns "Segment too short")."""
+        signal = np.atleast_2d(y)[:1].copy()  # channel 0, as the package selects it
+        signal *= 32768
+        pcm = signal.astype(np.int16)[0]
+        rows: list[np.ndarray] = []
+        times: list[float] = []
+
+        def collect(data: np.ndarray, meta) -> None:
+            rows.append(data.copy())
+            times.append(meta.time)
+
+        smile = self.start({**self.options(), "sampleRate": sr})
+        try:
+            smile.external_sink_set_callback_ex(EXTERNAL_SINK, collect)
+            smile.external_audio_source_write_data(EXTERNAL_SOURCE, bytes(pcm))
+            smile.external_audio_source_set_eoi(EXTERNAL_SOURCE)
+            smile.run()
+        finally:
+            smile.free()
+        if not rows:
+            warnings.warn(UserWarning("Segment too short, filling with NaN."), stacklevel=2)
+            return PieceRows(np.full((1, len(self.feature_names)), np.nan), np.zeros(1, np.int64))
+        values = np.vstack(rows).astype(np.float64)
+        starts = pandas_ns(np.asarray(times, np.float64).reshape(-1))
+        starts[0] = 0  # the package sets the first row's start to the segment's
+        return PieceRows(values, starts)
+
+
+def abort_running() -> None:
+    """Abort every openSMILE run of this process still going (Ctrl-C)."""
+    with _RUNNING_LOCK:
+        running = list(_RUNNING)
+    for instance in running:
+        if getattr(instance, "_smileobj", None) is not None:  # not yet freed
+            with contextlib.suppress(Exception):  # already finished
+                instance.abort()
