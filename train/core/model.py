@@ -120,6 +120,15 @@ class EmotionStream(nn.Module):
         return self.encoder(x, pad)
 
 
+def padding_as_attention_mask(pad: torch.Tensor, heads: int, queries: int) -> torch.Tensor:
+    """pad (B, L) True = padding -> attn_mask (B * heads, queries, L) for nn.MultiheadAttention,
+    batch-major as it expands a key_padding_mask. The outputs and gradients are the
+    key_padding_mask's bit for bit (tested); its shape check goes through torch._check_with,
+    whose first use imports sympy (0.34 s of every predict run's first window)."""
+    B, L = pad.shape
+    return pad[:, None, None, :].expand(B, heads, queries, L).reshape(B * heads, queries, L)
+
+
 class DualStreamAttention(nn.Module):
     """Per-channel queries attend to each stream; learnable per-channel stream weights."""
 
@@ -139,8 +148,9 @@ class DualStreamAttention(nn.Module):
         encoding is added to what each stream's attention returns (the block's shared
         context), so every channel sees its own frame from the first step while attention
         learns the wider context. None: the attention context alone (K = 1)."""
-        mel_att, _ = self.mel_attention(queries, mel_enc, mel_enc, key_padding_mask=pad, need_weights=False)
-        emo_att, _ = self.emotion_attention(queries, emo_enc, emo_enc, key_padding_mask=pad, need_weights=False)
+        mask = None if pad is None else padding_as_attention_mask(pad, self.mel_attention.num_heads, queries.shape[1])
+        mel_att, _ = self.mel_attention(queries, mel_enc, mel_enc, attn_mask=mask, need_weights=False)
+        emo_att, _ = self.emotion_attention(queries, emo_enc, emo_enc, attn_mask=mask, need_weights=False)
         mel_att, emo_att = mel_att[:, None], emo_att[:, None]  # (B, 1, C, d)
         if positions is not None:
             a, b = positions

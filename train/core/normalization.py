@@ -9,13 +9,16 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from blendsync.shared.files import write_atomically
-from blendsync.shared.store import FeatureStore, ItemError
-from blendsync.train.core.data import FileRef, check_finite, with_row
+
+if TYPE_CHECKING:  # the store (zarr) only where statistics are computed: predict never needs it
+    from blendsync.shared.store import FeatureStore
+    from blendsync.train.core.data import FileRef
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,9 @@ MIN_STD = 1e-6
 
 
 def compute_normalizer(store: FeatureStore, files: list[FileRef]) -> Normalizer:
+    from blendsync.shared.store import ItemError
+    from blendsync.train.core.data import check_finite, with_row
+
     sums: dict[str, np.ndarray] = {}
     sq: dict[str, np.ndarray] = {}
     top = None

@@ -109,3 +109,26 @@ def test_loss_terms_are_zero_not_nan_when_empty():
         none,
     )
     assert all(torch.isfinite(v) for v in t.values())
+
+
+def test_padding_mask_as_attention_mask_is_key_padding_bit_for_bit():
+    """The dual-stream attention masks padded frames through attn_mask: the same outputs and
+    gradients as key_padding_mask, in training and in eval."""
+    import torch
+
+    from blendsync.train.core.model import padding_as_attention_mask
+
+    torch.manual_seed(0)
+    B, C, L, d, H = 3, 52, 64, 32, 4
+    for train in (True, False):
+        mha = torch.nn.MultiheadAttention(d, H, batch_first=True, dropout=0.0).train(train)
+        q = torch.randn(B, C, d, requires_grad=True)
+        k = torch.randn(B, L, d, requires_grad=True)
+        pad = torch.zeros(B, L, dtype=torch.bool)
+        pad[0, :10], pad[2, 50:] = True, True
+        a, _ = mha(q, k, k, key_padding_mask=pad, need_weights=False)
+        b, _ = mha(q, k, k, attn_mask=padding_as_attention_mask(pad, H, C), need_weights=False)
+        assert torch.equal(a, b)
+        ga = torch.autograd.grad(a.square().sum(), [q, k, *mha.parameters()])
+        gb = torch.autograd.grad(b.square().sum(), [q, k, *mha.parameters()])
+        assert all(torch.equal(x, y) for x, y in zip(ga, gb, strict=True))
