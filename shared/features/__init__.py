@@ -8,8 +8,6 @@ can run in pieces on several cores with the same rows (pieces.py).
 from __future__ import annotations
 
 import functools
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 
@@ -64,19 +62,10 @@ def mel_on_grid(y: np.ndarray, sr: int, times: np.ndarray, cfg: MelConfig) -> St
 
 
 @functools.lru_cache(maxsize=8)
-def _frame_mode_conf(context_s: float, hop_s: float) -> str:
-    """A frameModeFunctionalsConf file for one openSMILE pass with a row every hop_s."""
-    fd, path = tempfile.mkstemp(prefix="bsfeat_functionals_", suffix=".conf.inc")
-    with os.fdopen(fd, "w") as f:
-        f.write(f"frameMode = fixed\nframeSize = {context_s:.6f}\nframeStep = {hop_s:.6f}\nframeCenterSpecial = left\n")
-    return path
-
-
-@functools.lru_cache(maxsize=8)
 def _smile(feature_set: str, context_s: float | None, hop_s: float | None) -> Functionals:
     """The functionals extractor: windows of context_s every hop_s (None: one row over the
     whole signal)."""
-    return Functionals(feature_set, None if context_s is None else _frame_mode_conf(context_s, hop_s))
+    return Functionals(feature_set, context_s, hop_s)
 
 
 def process_signal(smile: Functionals, y: np.ndarray, sr: int) -> PieceRows:

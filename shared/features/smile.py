@@ -20,6 +20,7 @@ import functools
 import importlib.util
 import os
 import sys
+import tempfile
 import threading
 import warnings
 import weakref
@@ -88,14 +89,36 @@ def ns_to_seconds(ns: np.ndarray) -> np.ndarray:
     return whole + residual / NS_PER_S
 
 
+# openSMILE's low-level descriptors come every 10 ms; a row's window starts on one of them.
+LLD_PERIOD_S = 0.01
+# The file sink (binary HTK parameter file: a 12-byte big-endian header, then float32 rows).
+HTK_SINK_CONFIG = """[componentInstances:cComponentManager]
+instance[htksink].type=cHtkSink
+[htksink:cHtkSink]
+reader.dmLevel = \\cm[sinkLevel{func}:sink level]
+filename = \\cm[htkOutput{out.htk}:the rows' file]
+"""
+
+
+@functools.lru_cache(maxsize=8)
+def _written(text: str, suffix: str) -> str:
+    """A config file holding text, written once per process."""
+    fd, path = tempfile.mkstemp(prefix="bsfeat_smile_", suffix=suffix)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
+
+
 @dataclass(frozen=True)
 class Functionals:
     """One openSMILE functionals extractor: feature_set's functionals over windows of
     context_s every hop_s (None: one row over the whole signal, the package's default frame
-    mode), as opensmile.Smile(feature_set, Functionals, options=frameModeFunctionalsConf)."""
+    mode), as opensmile.Smile(feature_set, Functionals, options={"frameModeFunctionalsConf":
+    that frame mode}) computes them."""
 
     feature_set: str
-    frame_mode_conf: str | None = None
+    context_s: float | None = None
+    hop_s: float | None = None
 
     @property
     def config_root(self) -> str:
@@ -107,16 +130,28 @@ class Functionals:
             raise ValueError(f"unknown openSMILE feature set {self.feature_set!r}; known: {list(FEATURE_SET_CONFIGS)}")
         return os.path.join(self.config_root, FEATURE_SET_CONFIGS[self.feature_set])
 
+    @property
+    def frame_mode_conf(self) -> str:
+        """The frameModeFunctionalsConf file: a row every hop_s over context_s, each window
+        starting at its row's time (frameCenterSpecial left); the package's own whole-input
+        mode where context_s is None."""
+        if self.context_s is None:
+            return os.path.join(self.config_root, "shared/FrameModeFunctionals.conf.inc")
+        text = (
+            f"frameMode = fixed\nframeSize = {self.context_s:.6f}\nframeStep = {self.hop_s:.6f}\n"
+            "frameCenterSpecial = left\n"
+        )
+        return _written(text, ".conf.inc")
+
     def options(self) -> dict:
         """The options opensmile.Smile._options() gives, for an external source of 16-bit audio
-        (source and sampleRate to be set by the caller where they differ)."""
+        and the package's callback sink (sampleRate to be set by the caller)."""
         root = self.config_root
         return {
             "sink": os.path.join(root, EXTERNAL_OUTPUT_SINGLE_CONFIG),
             "sinkLevel": FUNCTIONALS_LEVEL,
             "bufferModeRbConf": os.path.join(root, "shared/BufferModeRb.conf.inc"),
-            "frameModeFunctionalsConf": self.frame_mode_conf
-            or os.path.join(root, "shared/FrameModeFunctionals.conf.inc"),
+            "frameModeFunctionalsConf": self.frame_mode_conf,
             "source": os.path.join(root, EXTERNAL_INPUT_CONFIG),
             "nBits": 16,
         }
@@ -139,33 +174,41 @@ class Functionals:
             smile.free()
 
     def run(self, y: np.ndarray, sr: int) -> PieceRows:
-        """The rows of y (N,) float at sr, as process_signal(y, sr) gives them: values (R, D)
-        and window starts. A signal too short for one window gives one NaN row (the package
-        warns "Segment too short")."""
+        """The rows of y (N,) float at sr, as the package's process_signal(y, sr) gives them:
+        values (R, D) and window starts. A signal too short for one window gives one NaN row
+        (the package warns "Segment too short").
+
+        The rows go to a file sink instead of the package's callback sink, the same float32
+        values (tested): a callback per row needs Python's interpreter lock, and with another
+        thread holding it (importing torch: long stretches in C) the pass stalled to half its
+        speed. A row's time is its first descriptor frame's, (r * frames per row) * 10 ms,
+        as openSMILE stamps it (tested against its stamps for hops of 10 to 50 ms)."""
         signal = np.atleast_2d(y)[:1].copy()  # channel 0, as the package selects it
         signal *= 32768
         pcm = signal.astype(np.int16)[0]
-        rows: list[np.ndarray] = []
-        times: list[float] = []
-
-        def collect(data: np.ndarray, meta) -> None:
-            rows.append(data.copy())
-            times.append(meta.time)
-
-        smile = self.start({**self.options(), "sampleRate": sr})
+        fd, out = tempfile.mkstemp(prefix="bsfeat_rows_", suffix=".htk")
+        os.close(fd)
         try:
-            smile.external_sink_set_callback_ex(EXTERNAL_SINK, collect)
-            smile.external_audio_source_write_data(EXTERNAL_SOURCE, bytes(pcm))
-            smile.external_audio_source_set_eoi(EXTERNAL_SOURCE)
-            smile.run()
+            options = {**self.options(), "sampleRate": sr, "sink": _written(HTK_SINK_CONFIG, ".conf.inc")}
+            smile = self.start({**options, "htkOutput": out})
+            try:
+                smile.external_audio_source_write_data(EXTERNAL_SOURCE, bytes(pcm))
+                smile.external_audio_source_set_eoi(EXTERNAL_SOURCE)
+                smile.run()
+            finally:
+                smile.free()
+            with open(out, "rb") as f:
+                raw = f.read()
         finally:
-            smile.free()
+            os.unlink(out)
+        rows, _period, size, _kind = np.frombuffer(raw[:12], ">i4,>i4,>i2,>i2")[0] if len(raw) >= 12 else (0, 0, 0, 0)
         if not rows:
             warnings.warn(UserWarning("Segment too short, filling with NaN."), stacklevel=2)
             return PieceRows(np.full((1, len(self.feature_names)), np.nan), np.zeros(1, np.int64))
-        values = np.vstack(rows).astype(np.float64)
-        starts = pandas_ns(np.asarray(times, np.float64).reshape(-1))
-        starts[0] = 0  # the package sets the first row's start to the segment's
+        values = np.frombuffer(raw, ">f4", count=int(rows) * (int(size) // 4), offset=12)
+        values = values.reshape(int(rows), int(size) // 4).astype(np.float64)
+        step = 0 if self.hop_s is None else round(self.hop_s / LLD_PERIOD_S)
+        starts = pandas_ns((np.arange(int(rows), dtype=np.float64) * step) * LLD_PERIOD_S)
         return PieceRows(values, starts)
 
 

@@ -78,8 +78,11 @@ def predict(
     BlendshapeCount 61, the 52 ARKit curves, head/eye rotations as zeros) and/or .npy (T, C)
     and .json, plus a PNG. Bad files are reported and skipped (exit 2).
     """
-    from blendsync.train.core.checkpoint import CheckpointError
-    from blendsync.train.inference.predict import predict as run_predict
+    # Not the predictor: it imports torch, which the files' features do not wait for (batch).
+    from blendsync.train.inference.allocator import keep_freed_memory
+    from blendsync.train.inference.batch import predict as run_predict
+
+    keep_freed_memory()
 
     try:
         rep = run_predict(
@@ -95,7 +98,7 @@ def predict(
             gain=gain,
             channel_order=None if channel_order == "model" else channel_order,
         )
-    except (CheckpointError, ValueError) as e:
+    except ValueError as e:  # CheckpointError included
         raise UsageFailure(str(e)) from None
     except OSError as e:
         if is_write_failure(e):
@@ -104,8 +107,8 @@ def predict(
     click.echo(
         f"{len(rep.animated)} audio file(s) animated, {len(rep.written)} file(s) written to {out_dir}; "
         f"{rep.audio_s:.1f} s of audio at "
-        f"{rep.real_time_factor:.1f}x real time (featurize {rep.featurize_s:.2f} s, "
-        f"model {rep.model_s:.2f} s)"
+        f"{rep.real_time_factor:.1f}x real time ({rep.wall_s:.2f} s; summed over files: featurize "
+        f"{rep.featurize_s:.2f} s, model {rep.model_s:.2f} s)"
     )
     if rep.latency_s is not None:
         click.echo(

@@ -11,32 +11,25 @@ the same recursion the model runs through each block with the state carried) com
 from __future__ import annotations
 
 import logging
-import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from blendsync.shared.audio import decode_audio
-from blendsync.shared.channels import check_order, reorder
+from blendsync.shared.audio import DecodedAudio, decode_audio
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.features.pieces import ONE_PASS, Workers
 from blendsync.shared.featurize_file import featurize_file
 from blendsync.train.core.checkpoint import Checkpoint
 from blendsync.train.core.normalization import Normalizer
-from blendsync.train.core.output_gain import apply_gain, resolve_gain
+from blendsync.train.core.output_gain import apply_gain
 from blendsync.train.core.windows import cut, frame_mask, pad_frames
-from blendsync.train.inference.outputs import CURVE_FORMATS, plot_prediction, resample_curves
+from blendsync.train.inference.outputs import resample_curves
 
 log = logging.getLogger(__name__)
-
-AUDIO_SUFFIXES = (".wav", ".flac", ".aiff", ".aif", ".ogg", ".mp3")
-
 
 @dataclass(kw_only=True)
 class Predictor:
@@ -159,12 +152,12 @@ class Predictor:
         p = current[0] if prev is None else prev
         return first_order_filter(current, a, p)
 
-    def featurize(self, audio: str | Path, workers: Workers = ONE_PASS) -> dict:
-        """One file decoded once and featurized: {"features": FeaturizedFile, "audio":
-        DecodedAudio (kept for the plot), "duration_s", "featurize_s"}. AudioError (a
-        ValueError) naming the file when it is not usable audio."""
+    def featurize(self, audio: str | Path | DecodedAudio, workers: Workers = ONE_PASS) -> dict:
+        """One file decoded once (or already decoded at the feature rate) and featurized:
+        {"features": FeaturizedFile, "audio": DecodedAudio (kept for the plot), "duration_s",
+        "featurize_s"}. AudioError (a ValueError) naming the file when it is not usable audio."""
         t0 = time.perf_counter()
-        dec = decode_audio(audio, self.feature_config.sample_rate)
+        dec = audio if isinstance(audio, DecodedAudio) else decode_audio(audio, self.feature_config.sample_rate)
         ff = featurize_file(dec, None, self.feature_config, workers=workers)
         return {
             "features": ff,
@@ -173,7 +166,7 @@ class Predictor:
             "featurize_s": time.perf_counter() - t0,
         }
 
-    def animate(self, audio: str | Path, workers: Workers = ONE_PASS) -> dict:
+    def animate(self, audio: str | Path | DecodedAudio, workers: Workers = ONE_PASS) -> dict:
         """curves (T, C) at the model's fps for one file, with timings (featurize's result
         with "curves" and "model_s"). workers: the file's openSMILE pass and model blocks in
         pieces at once (the same curves)."""
@@ -198,98 +191,9 @@ def first_order_filter(x: np.ndarray, a: float, prev: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
-@dataclass(kw_only=True)
-class PredictReport:
-    # Audio files animated, and every file written for them (curves in each format, plots).
-    animated: list[Path] = field(default_factory=list)
-    written: list[Path] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    audio_s: float = 0.0
-    featurize_s: float = 0.0
-    model_s: float = 0.0
-    latency_s: float | None = None
-
-    @property
-    def real_time_factor(self) -> float:
-        """Audio seconds per second of compute."""
-        return self.audio_s / max(self.featurize_s + self.model_s, 1e-9)
-
-
-def collect_inputs(inputs: list[str | Path]) -> list[tuple[Path, Path]]:
-    """(audio file, output name without suffix, relative to --out) for every input: files as
-    given; directories searched for audio; .csv files read as manifests. A file reached twice
-    is animated once.
-
-    Names never collide: a file found in a directory keeps its path under that directory
-    (dir/x/take.wav -> x/take); files whose names would still meet (x/take.wav and y/take.wav
-    given one by one, take.wav and take.flac) keep their paths relative to the folder they
-    share, and their audio suffix where that is all that differs."""
-    from blendsync.shared.manifest import read_manifest
-
-    found: list[tuple[Path, Path]] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            found += [
-                (p, p.relative_to(item).with_suffix(""))
-                for p in sorted(item.rglob("*"))
-                if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()
-            ]
-        elif item.suffix.lower() == ".csv":
-            m = read_manifest(item)
-            for prob in m.problems:
-                log.error("%s", prob)
-            found += [(r.audio, Path(r.audio.stem)) for r in m.rows]
-        else:
-            found.append((item, Path(item.stem)))
-    seen: set[Path] = set()
-    unique = []
-    for audio, name in found:
-        real = audio.resolve()
-        if real not in seen:
-            seen.add(real)
-            unique.append((audio, name))
-    return _without_collisions(unique)
-
-
-def _without_collisions(files: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
-    """Rename the files whose output names meet (compared without case: the output folder
-    may be on a case-insensitive file system)."""
-    groups: dict[str, list[int]] = {}
-    for i, (_, name) in enumerate(files):
-        groups.setdefault(name.as_posix().lower(), []).append(i)
-    out = list(files)
-    for idx in groups.values():
-        if len(idx) < 2:
-            continue
-        paths = [files[i][0].resolve() for i in idx]
-        common = Path(os.path.commonpath([p.parent for p in paths]))
-        names = [p.relative_to(common).with_suffix("") for p in paths]
-        counts: dict[str, int] = {}
-        for n in names:
-            counts[n.as_posix().lower()] = counts.get(n.as_posix().lower(), 0) + 1
-        # Same folder, same stem: the audio suffix tells them apart.
-        names = [n.with_name(p.name) if counts[n.as_posix().lower()] > 1 else n for n, p in zip(names, paths)]
-        for i, n in zip(idx, names):
-            out[i] = (files[i][0], n)
-    taken = [n.as_posix().lower() for _, n in out]
-    if len(set(taken)) < len(taken):  # a renamed file met another name: number them
-        count: dict[str, int] = {}
-        for i, (a, n) in enumerate(out):
-            k = n.as_posix().lower()
-            count[k] = count.get(k, 0) + 1
-            if count[k] > 1:
-                out[i] = (a, n.with_name(f"{n.name}-{count[k]}"))
-    return out
-
-
-def _with_suffix(base: Path, ext: str) -> Path:
-    """base + ext: a name may hold dots of its own (take.v2), so never Path.with_suffix."""
-    return base.parent / (base.name + ext)
-
-
 def animate_file(
     pred: Predictor,
-    audio: str | Path,
+    audio: str | Path | DecodedAudio,
     *,
     fps: float,
     gain: float = 1.0,
@@ -305,53 +209,13 @@ def animate_file(
         res = animate_chunked(pred, audio, chunk_seconds)
     else:
         res = pred.animate(audio, workers)
-    curves = apply_gain(res["curves"], pred.norm.target_mean, gain)
-    return resample_curves(curves, pred.fps, fps, res["duration_s"]), res
+    return output_curves(pred, res["curves"], res["duration_s"], fps=fps, gain=gain), res
 
 
-def predict(
-    inputs: list[str | Path],
-    checkpoint: str | Path,
-    out_dir: str | Path,
-    *,
-    fps: float = 60.0,
-    formats: tuple[str, ...] = ("livelink",),
-    device: str = "cpu",
-    plot: bool = True,
-    chunk_seconds: float | None = None,
-    frames_per_window: int | None = None,
-    gain: float | str = 1.0,
-    channel_order: str | None = None,
-) -> PredictReport:
-    """chunk_seconds: process each file as a stream of chunks (train.chunked); the curves
-    match whole-file processing. frames_per_window: see Predictor.load. gain: movement
-    around the training mean scaled by this (output_gain.apply_gain; 1 = as trained), or
-    "calibrated": the gain with the lowest validation error, stored with the checkpoint.
-    channel_order: a name of shared.channels.CHANNEL_ORDERS for the npy and json outputs
-    (mapped by name; None: the model's own order). The Live Link Face CSV has its own."""
-    pred = Predictor.load(checkpoint, device, frames_per_window)
-    gain = resolve_gain(gain, pred.calibrated_gain, checkpoint)
-    unknown = [f for f in formats if f not in CURVE_FORMATS]
-    if unknown:
-        raise ValueError(f"unknown format(s) {unknown}; choose from {list(CURVE_FORMATS)}")
-    if "livelink" in formats and len(pred.channels) != 52:
-        raise ValueError(
-            f"this model predicts {len(pred.channels)} custom channels: Live Link Face CSV "
-            "needs the 52 ARKit ones; use --format npy or json"
-        )
-    order_names = list(pred.channels if channel_order is None else check_order(pred.channels, channel_order))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(CORES) as pool, torch_threads(1 if CORES > 1 else None):
-        # A long file's openSMILE pass and model blocks in pieces, one per core (the same
-        # curves): torch keeps one thread per piece.
-        return _predict_files(
-            pred, collect_inputs(inputs), out, Workers(CORES, pool.map), fps=fps, formats=formats, plot=plot,
-            chunk_seconds=chunk_seconds, gain=gain, channel_order=channel_order, order_names=order_names,
-        )  # fmt: skip
-
-
-CORES = os.cpu_count() or 1
+def output_curves(pred: Predictor, curves: np.ndarray, duration_s: float, *, fps: float, gain: float) -> np.ndarray:
+    """The model's curves (T, C) at its fps -> what predict writes: movement scaled by gain,
+    (T', C) at fps covering duration_s."""
+    return resample_curves(apply_gain(curves, pred.norm.target_mean, gain), pred.fps, fps, duration_s)
 
 
 @contextmanager
@@ -366,45 +230,7 @@ def torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def _predict_files(
-    pred: Predictor,
-    files: list[tuple[Path, Path]],
-    out: Path,
-    workers: Workers,
-    *,
-    fps: float,
-    formats: tuple[str, ...],
-    plot: bool,
-    chunk_seconds: float | None,
-    gain: float,
-    channel_order: str | None,
-    order_names: list[str],
-) -> PredictReport:
-    rep = PredictReport()
-    for audio, name in files:
-        try:
-            curves, res = animate_file(pred, audio, fps=fps, gain=gain, chunk_seconds=chunk_seconds, workers=workers)
-            rep.latency_s = res.get("latency_s", rep.latency_s)
-        except ValueError as e:  # AudioError: the file's fault; the others still go through
-            rep.failed.append(str(e))
-            log.debug("%s", e)  # listed once, by the report
-            continue
-        base = out / name
-        base.parent.mkdir(parents=True, exist_ok=True)
-        path = partial(_with_suffix, base)
+# bstrain predict over files (kept importable from here).
+from blendsync.train.inference.batch import PredictReport, collect_inputs, predict  # noqa: E402, F401
 
-        ordered = curves if channel_order is None else reorder(curves, pred.channels, channel_order)
-        for key, fmt in CURVE_FORMATS.items():
-            if key in formats:
-                values, names = (ordered, order_names) if fmt.reorderable else (curves, list(pred.channels))
-                fmt.write(path(fmt.suffix), values, fps, names, str(audio))
-                rep.written.append(path(fmt.suffix))
-        if plot:
-            dec = res.get("audio") or decode_audio(audio, pred.feature_config.sample_rate)
-            plot_prediction(path(".png"), dec.samples, dec.sample_rate, curves, fps, pred.channels, Path(audio).name)
-            rep.written.append(path(".png"))
-        rep.animated.append(Path(audio))
-        rep.audio_s += res["duration_s"]
-        rep.featurize_s += res["featurize_s"]
-        rep.model_s += res["model_s"]
-    return rep
+

@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blendsync.shared.config import FeatureConfig
-from blendsync.shared.features import _frame_mode_conf
 from blendsync.shared.features.smile import Functionals, ns_to_seconds, pandas_ns
 from tests.helpers import REPO, speechlike
 
@@ -33,7 +32,7 @@ def _package(feature_set: str, frame_mode_conf: str | None):
 def _assert_same(ours: Functionals, y: np.ndarray, sr: int) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        df = _package(ours.feature_set, ours.frame_mode_conf).process_signal(y, sr)
+        df = _package(ours.feature_set, None if ours.context_s is None else ours.frame_mode_conf).process_signal(y, sr)
         got = ours.run(y, sr)
     assert np.array_equal(got.values, df.to_numpy(dtype=np.float64), equal_nan=True)
     assert np.array_equal(got.starts_ns, df.index.get_level_values("start").asi8)
@@ -43,7 +42,7 @@ def _assert_same(ours: Functionals, y: np.ndarray, sr: int) -> None:
 @pytest.fixture(scope="module")
 def one_pass() -> Functionals:
     cfg = FeatureConfig().emotion
-    return Functionals(cfg.feature_set, _frame_mode_conf(cfg.context_s, cfg.hop_s))
+    return Functionals(cfg.feature_set, cfg.context_s, cfg.hop_s)
 
 
 def test_rows_and_times_are_the_packages_on_real_speech(shared_data, one_pass):
@@ -53,6 +52,12 @@ def test_rows_and_times_are_the_packages_on_real_speech(shared_data, one_pass):
         y = decode_audio(shared_data / "speech" / name, 16000).samples
         _assert_same(one_pass, y, 16000)
         _assert_same(Functionals("eGeMAPSv02"), y, 16000)  # one row over the whole signal
+
+
+@pytest.mark.parametrize("hop_s", [0.02, 0.03, 0.05])
+def test_other_hops_keep_the_packages_row_times(hop_s):
+    """Row times are computed, not read: (r * frames per row) * 10 ms is openSMILE's stamp."""
+    _assert_same(Functionals("eGeMAPSv02", 1.0, hop_s), speechlike(7.3, 16000, seed=1).astype(np.float32), 16000)
 
 
 @pytest.mark.parametrize("seconds", [0.3, 1.0, 3.7])
