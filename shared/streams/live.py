@@ -232,9 +232,7 @@ class LiveEmotion:
         for at in range(0, len(data), piece):
             while True:
                 self._check()
-                if self._smile.external_audio_source_write_data(
-                    EXTERNAL_SOURCE, data[at : at + piece]
-                ):
+                if self._smile.external_audio_source_write_data(EXTERNAL_SOURCE, data[at : at + piece]):
                     break
                 time.sleep(0.0005)  # its ring buffer is full: it is still working through earlier audio
         self.written += len(pcm)

@@ -94,11 +94,12 @@ class MelStream(nn.Module):
         self.bin_embedding = nn.Parameter(torch.randn(n_mels, d) * 0.02)
         self.encoder = Encoder(d, cfg.heads, cfg.mel_layers, cfg.ff_mult, cfg.dropout)
 
-    def forward(self, mel: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
-        """mel (B, L, M), pad (B, L) True = padding, or None -> (B, L, d)."""
+    def forward(self, mel: torch.Tensor, pad: torch.Tensor | None, first: int = 0) -> torch.Tensor:
+        """mel (B, L, M), pad (B, L) True = padding, or None -> (B, L, d). first: the window
+        position of mel's first frame (a window cut to its real frames)."""
         B, L, M = mel.shape
         x = mel.transpose(1, 2).reshape(B * M, L, 1)
-        x = self.value_proj(x) + self.time_embedding[:L]
+        x = self.value_proj(x) + self.time_embedding[first : first + L]
         x = x.view(B, M, L, -1) + self.bin_embedding[:, None, :]
         x = x.view(B * M, L, -1)
         key_pad = None if pad is None else pad.repeat_interleave(M, dim=0)
@@ -114,9 +115,9 @@ class EmotionStream(nn.Module):
         self.time_embedding = nn.Parameter(sinusoidal(window, d))
         self.encoder = Encoder(d, cfg.heads, cfg.emotion_layers, cfg.ff_mult, cfg.dropout)
 
-    def forward(self, emotion: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
-        """emotion (B, L, E), pad (B, L) or None -> (B, L, d)."""
-        x = self.proj(emotion) + self.time_embedding[: emotion.shape[1]]
+    def forward(self, emotion: torch.Tensor, pad: torch.Tensor | None, first: int = 0) -> torch.Tensor:
+        """emotion (B, L, E), pad (B, L) or None -> (B, L, d); first as MelStream's."""
+        x = self.proj(emotion) + self.time_embedding[first : first + emotion.shape[1]]
         return self.encoder(x, pad)
 
 
@@ -222,6 +223,9 @@ def smooth_block(
 
 
 class BlendshapeModel(nn.Module):
+    # forward(real=): a padded window encoded on its real frames (predict's first and last).
+    encodes_real_frames = True
+
     def __init__(
         self,
         *,
@@ -276,14 +280,26 @@ class BlendshapeModel(nn.Module):
             end = self.positions[1]
             self.positions = (end - K, end)
 
-    def forward(self, mel, emotion, frame_mask, prev=None, has_prev=None) -> dict[str, torch.Tensor]:
+    def forward(self, mel, emotion, frame_mask, prev=None, has_prev=None, real=None) -> dict[str, torch.Tensor]:
         """mel (B, L, M), emotion (B, L, E), frame_mask (B, L) True = real frame, or None when
         no window of the batch has padding; prev (B, C) the previous smoothed output of each
         stream, has_prev (B,) bool (prev None: every block starts a file).
+        real: (lo, hi) where every window's real frames are exactly positions lo … hi - 1
+        (the padding of a file's first and last windows): the streams encode only those
+        (about half the work for a five-second line, on SDPA's mask-free path) and their
+        encodings are zero-padded back to L, where the padding is masked from the fusion as
+        before. The same function of the real frames; the floats may differ in the last bits.
         Returns current (B, K, C) and smoothed (B, K, C) float32."""
         pad = None if frame_mask is None else ~frame_mask
-        mel_enc = self.mel_stream(mel, pad)
-        emo_enc = self.emotion_stream(emotion, pad)
+        if real is None:
+            mel_enc = self.mel_stream(mel, pad)
+            emo_enc = self.emotion_stream(emotion, pad)
+        else:
+            lo, hi = real
+            L = mel.shape[1]
+            grow = (0, 0, lo, L - hi)  # zero encodings for the padding, before and after
+            mel_enc = F.pad(self.mel_stream(mel[:, lo:hi], None, lo), grow)
+            emo_enc = F.pad(self.emotion_stream(emotion[:, lo:hi], None, lo), grow)
         q = self.blendshape_queries.unsqueeze(0).expand(mel.shape[0], -1, -1)
         fused = self.dual_stream_attention(q, mel_enc, emo_enc, pad, self.positions)
         current = self.decoder(fused).float() * self.output_mask

@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from blendsync.shared.audio import DecodedAudio, decode_audio
+from blendsync.shared.audio import decode_audio
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.features.pieces import MIN_PIECE_S, ONE_PASS, Workers
 from blendsync.shared.features.smile import abort_running
@@ -141,8 +141,6 @@ def _with_suffix(base: Path, ext: str) -> Path:
     return base.parent / (base.name + ext)
 
 
-
-
 @dataclass(frozen=True, kw_only=True)
 class _Setup:
     """What every file needs from the loaded checkpoint."""
@@ -197,12 +195,8 @@ def predict(
             abort_running()
 
         futures += [file_pool.submit(job, audio, name, **options) for audio, name in files]
-        import sys
-        sw = sys.getswitchinterval()
-        sys.setswitchinterval(float(os.environ.get("BS_SW", sw)))
         try:
             setup = _load(checkpoint, device, frames_per_window, gain, formats, channel_order)
-            sys.setswitchinterval(sw)
             out.mkdir(parents=True, exist_ok=True)
         except BaseException as e:  # the checkpoint's error (or Ctrl-C) ends the files too
             ready.set_exception(e)

@@ -182,9 +182,9 @@ def _ylabel(img, text: str, font, centre: tuple[int, int]) -> None:
     """text turned a quarter left, centred on centre."""
     from PIL import Image, ImageDraw
 
-    l, t, r, b = font.getbbox(text)
-    tile = Image.new("L", (r - l + 2, b - t + 2), 0)
-    ImageDraw.Draw(tile).text((1 - l, 1 - t), text, fill=255, font=font)
+    left, top, right, bottom = font.getbbox(text)
+    tile = Image.new("L", (right - left + 2, bottom - top + 2), 0)
+    ImageDraw.Draw(tile).text((1 - left, 1 - top), text, fill=255, font=font)
     tile = tile.transpose(Image.Transpose.ROTATE_90)
     ink = Image.new("RGB", tile.size, INK)
     img.paste(ink, (centre[0] - tile.width // 2, centre[1] - tile.height // 2), tile)

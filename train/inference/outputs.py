@@ -39,9 +39,7 @@ def livelink_csv(curves: np.ndarray, fps: float, channels: list[str], source: st
     zeros = ",".join(["0.000000"] * len(LIVELINK_ROTATIONS))
     header = ",".join(["Timecode", "BlendshapeCount", *map(pascal_case, ARKIT_52), *LIVELINK_ROTATIONS])
     values = six_decimals(np.clip(curves, 0.0, 1.0))
-    lines = [header] + [
-        f"{livelink_timecode(i / fps)},61,{row},{zeros}" for i, row in enumerate(values)
-    ]
+    lines = [header] + [f"{livelink_timecode(i / fps)},61,{row},{zeros}" for i, row in enumerate(values)]
     return ("\n".join(lines) + "\n").encode()
 
 

@@ -31,6 +31,7 @@ from blendsync.train.inference.outputs import resample_curves
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(kw_only=True)
 class Predictor:
     """A loaded checkpoint ready to animate audio."""
@@ -79,6 +80,12 @@ class Predictor:
     def reach(self) -> int:
         """Frames a block's window reaches before the block's first frame."""
         return self.window - self.frames_per_window - self.lookahead
+
+    @property
+    def encodes_real_frames(self) -> bool:
+        """The offline model encodes a padded window on its real frames (BlendshapeModel's
+        real=); the live model's causal streams take the whole window."""
+        return bool(getattr(self.model, "encodes_real_frames", False))
 
     @property
     def batch_windows(self) -> int:
@@ -138,7 +145,10 @@ class Predictor:
             e = torch.from_numpy(np.stack([cut(pe, k, L) for k in part])).to(self.device)
             mask = np.stack([cut(pk, k, L) for k in part])
             k_ = None if mask.all() else torch.from_numpy(mask).to(self.device)
-            out[s : s + len(part)] = self.model(m, e, k_)["current"].float().cpu().numpy()
+            # One padded window (a file's first and last on a CPU): its real frames only.
+            real = _real_span(mask[0]) if k_ is not None and len(part) == 1 and self.encodes_real_frames else None
+            kw = {} if real is None else {"real": real}
+            out[s : s + len(part)] = self.model(m, e, k_, **kw)["current"].float().cpu().numpy()
         stop = starts[-1] + K if final_frames is None else min(starts[-1] + K, final_frames)
         return out.reshape(-1, len(self.channels))[: stop - starts[0]]
 
@@ -175,6 +185,14 @@ class Predictor:
         ff = f["features"]
         curves = self.smooth(self.current(ff.mel, ff.emotion, workers))
         return {**f, "curves": curves, "model_s": time.perf_counter() - t1}
+
+
+def _real_span(mask: np.ndarray) -> tuple[int, int] | None:
+    """(L,) bool -> (lo, hi) when the real frames are exactly lo … hi - 1, else None."""
+    idx = np.flatnonzero(mask)
+    if not len(idx) or idx[-1] - idx[0] + 1 != len(idx):
+        return None
+    return int(idx[0]), int(idx[-1]) + 1
 
 
 def first_order_filter(x: np.ndarray, a: float, prev: np.ndarray) -> np.ndarray:
@@ -232,5 +250,3 @@ def torch_threads(n: int | None):
 
 # bstrain predict over files (kept importable from here).
 from blendsync.train.inference.batch import PredictReport, collect_inputs, predict  # noqa: E402, F401
-
-

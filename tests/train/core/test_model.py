@@ -132,3 +132,30 @@ def test_padding_mask_as_attention_mask_is_key_padding_bit_for_bit():
         ga = torch.autograd.grad(a.square().sum(), [q, k, *mha.parameters()])
         gb = torch.autograd.grad(b.square().sum(), [q, k, *mha.parameters()])
         assert all(torch.equal(x, y) for x, y in zip(ga, gb, strict=True))
+
+
+def test_a_padded_window_encoded_on_its_real_frames_predicts_the_same():
+    """predict encodes a file's first and last windows on their real frames only (real=):
+    the same function as the masked window, equal to float rounding, for blocks of K frames
+    and padding before, after and on both sides."""
+    from blendsync.train.core.config import ModelConfig as MC
+
+    cfg = MC(d_model=16, heads=2, mel_layers=2, emotion_layers=1, dropout=0.0, target_frame_residual=True)
+    L, K, la = 40, 8, 3
+    torch.manual_seed(0)
+    model = BlendshapeModel(
+        n_mels=80, n_emotion=88, channels=7, window=L, cfg=cfg, lookahead=la, frames_per_window=K
+    ).eval()
+    g = torch.Generator().manual_seed(1)
+    for lo, hi in ((17, L), (0, 30), (17, 33), (1, L - 1)):
+        mel, emo = torch.randn(1, L, 80, generator=g), torch.randn(1, L, 88, generator=g)
+        mask = torch.zeros(1, L, dtype=torch.bool)
+        mask[0, lo:hi] = True
+        mel[~mask], emo[~mask] = 0.0, 0.0
+        with torch.no_grad():
+            full = model(mel, emo, mask)["current"]
+            real = model(mel, emo, mask, real=(lo, hi))["current"]
+        a, b = model.positions
+        keep = mask[0, a:b]  # the block's real frames (past a file's end the output is dropped)
+        assert keep.any()
+        assert torch.allclose(full[0, keep], real[0, keep], atol=1e-5, rtol=0), (lo, hi)

@@ -12,6 +12,7 @@ from blendsync.train.inference.outputs import six_decimals
 def test_six_decimals_writes_what_the_format_writes():
     """The CSV's values written as digits by numpy equal f"{x:.6f}" for every float32 in
     [0, 1], ties (0.0078125 = 2^-7 -> 0.007812) and the ends included; -0.0 is written 0.000000."""
+
     @settings(max_examples=200, deadline=None)
     @given(st.lists(st.floats(0.0, 1.0, width=32, allow_subnormal=True), min_size=1, max_size=60))
     def check(xs):
