@@ -274,7 +274,9 @@ def _animate_and_write(
             setup: _Setup = ready.result()
             curves, res = animate_file(setup.pred, audio, fps=fps, gain=setup.gain, chunk_seconds=chunk_seconds)
         else:
-            setup, curves, res = _features_then_model(audio, ready, hint, pieces, fps)
+            setup, curves, res = _features_then_model(audio, ready, hint, pieces, fps, stop)
+    except _Stopped:
+        return None
     except ValueError as e:  # AudioError: the file's fault; the others still go through
         log.debug("%s", e)  # listed once, by the report
         return None if stop.is_set() or ready.exception() else str(e)
@@ -306,23 +308,32 @@ def _animate_and_write(
     return done
 
 
+class _Stopped(Exception):
+    """The run was stopped (Ctrl-C) between a file's stages."""
+
+
 def _features_then_model(
-    audio: Path, ready: Future, hint: FeatureConfig | None, pieces: Workers, fps: float
+    audio: Path, ready: Future, hint: FeatureConfig | None, pieces: Workers, fps: float, stop: threading.Event
 ) -> tuple[_Setup, np.ndarray, dict]:
     """A whole file: decoded and featurized (with the config read ahead, where there is one),
-    then through the model once it is loaded."""
+    then through the model once it is loaded; _Stopped between stages once stop is set (an
+    aborted openSMILE pass returns early, and its rows must not go on to the model)."""
     t0 = time.perf_counter()
     cfg = hint if hint is not None else ready.result().pred.feature_config
     dec = decode_audio(audio, cfg.sample_rate)
     workers = pieces if dec.duration_s >= LONG_FILE_S else ONE_PASS
     ff = featurize_file(dec, None, cfg, workers=workers)
     setup: _Setup = ready.result()
+    if stop.is_set():
+        raise _Stopped
     pred = setup.pred
     if pred.feature_config != cfg:  # the read-ahead was not the checkpoint's: again, with its own
         log.warning("%s: features computed again with the checkpoint's feature config", audio)
         dec = decode_audio(audio, pred.feature_config.sample_rate)
         ff = featurize_file(dec, None, pred.feature_config, workers=workers)
     featurize_s = time.perf_counter() - t0
+    if stop.is_set():
+        raise _Stopped
     t1 = time.perf_counter()
     from blendsync.train.inference.predict import output_curves
 

@@ -74,9 +74,15 @@ def test_nice_step_is_1_2_5_and_the_smallest_that_fits(span, most):
 
 @given(st.floats(-1e4, 1e4), st.floats(1e-3, 1e4), st.integers(2, 12))
 def test_ticks_lie_in_the_range_evenly(lo, span, most):
+    """Multiples of the step within the range (none where the range holds no multiple; the
+    plot's ranges start at 0 or are symmetric about it, and then 0 is one)."""
     hi = lo + span
     got = ticks(lo, hi, most)
     step = nice_step(hi - lo, most)
-    assert got and len(got) <= most + 1
+    assert len(got) <= most + 1
     assert all(lo - 1e-6 * step <= v <= hi + 1e-6 * step for v in got)
-    assert np.allclose(np.diff(got), step, rtol=1e-6, atol=1e-9 * max(1.0, abs(lo)))
+    assert all(abs(v / step - round(v / step)) < 1e-6 for v in got)
+    if len(got) > 1:
+        assert np.allclose(np.diff(got), step, rtol=1e-6, atol=1e-9 * max(1.0, abs(lo)))
+    if lo <= 0 <= hi:
+        assert 0.0 in got
