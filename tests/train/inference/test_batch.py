@@ -70,3 +70,20 @@ def test_a_long_file_and_lines_together_give_each_files_own_curves(shared_data, 
     for audio in files:
         alone, _ = animate_file(pred, audio, fps=60)
         assert np.array_equal(np.load(tmp_path / "o" / f"{audio.stem}.npy"), alone), audio.name
+
+
+def test_the_command_starts_without_torch():
+    """predict's files start before torch is imported: the CLI module and the files pipeline
+    import neither torch nor the model."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    code = (
+        "import sys\n"
+        "import blendsync.train.cli.inference, blendsync.train.inference.batch\n"
+        "print(sorted(m for m in ('torch', 'zarr', 'matplotlib', 'pandas') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
