@@ -210,6 +210,8 @@ def predict(
             results = interruptible(lambda: [f.result() for f in futures], stop=halt)
     rep = PredictReport(wall_s=time.perf_counter() - t0)
     for r in results:
+        if r is None:  # stopped before its outputs (only where the run raised: never here)
+            continue
         if isinstance(r, str):
             rep.failed.append(r)
             continue
