@@ -59,13 +59,13 @@ class PredictReport:
     # Summed over files (files run side by side: more than the wall time).
     featurize_s: float = 0.0
     model_s: float = 0.0
-    # From the first file's start to the last file's end, outputs written.
+    # From the first file's start (the model loads meanwhile) to the last file's outputs.
     wall_s: float = 0.0
     latency_s: float | None = None
 
     @property
     def real_time_factor(self) -> float:
-        """Audio seconds per wall second, files written (the model loaded before)."""
+        """Audio seconds per wall second, the model's load and the files' outputs included."""
         return self.audio_s / max(self.wall_s, 1e-9)
 
 
