@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from blendsync.shared.config import FeatureConfig
+from blendsync.train.core.checkpoint_header import FEATURE_CONFIG, FEATURE_CONFIG_HASH
 from blendsync.train.core.config import TrainConfig
 from blendsync.train.core.model import BlendshapeModel, build_model
 from blendsync.train.core.normalization import Normalizer, still_mask
@@ -39,13 +40,8 @@ log = logging.getLogger(__name__)
 
 FORMAT = "blendsync-checkpoint-1"
 
-# Keys of the on-disk dict.
-MODEL, CONFIG, FEATURE_CONFIG, FEATURE_CONFIG_HASH = (
-    "model",
-    "config_json",
-    "feature_config_json",
-    "feature_config_hash",
-)
+# Keys of the on-disk dict (the feature config's with the reader that needs no torch).
+MODEL, CONFIG = "model", "config_json"
 NORMALIZER, CHANNELS, MOUTH, EXPRESSION = "normalizer", "channels", "mouth", "expression"
 LIBRARY_VERSIONS, BEST_VAL, SINCE_BEST = "library_versions_json", "best_val", "validations_since_best"
 OPTIMIZER, SCHEDULER, RNG_CPU, RNG_CUDA = "optimizer", "scheduler", "rng_cpu_all", "rng_cuda_all"

@@ -23,6 +23,7 @@ from blendsync.shared.config import FeatureConfig
 
 log = logging.getLogger(__name__)
 
+# Keys of the checkpoint's dict (train.core.checkpoint's too).
 FEATURE_CONFIG, FEATURE_CONFIG_HASH = "feature_config_json", "feature_config_hash"
 
 

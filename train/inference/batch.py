@@ -339,8 +339,7 @@ def _features_then_model(
     t1 = time.perf_counter()
     from blendsync.train.inference.predict import output_curves
 
-    curves = pred.smooth(pred.current(ff.mel, ff.emotion, workers))
-    out = output_curves(pred, curves, ff.info["audio_duration_s"], fps=fps, gain=setup.gain)
+    out = output_curves(pred, pred.curves(ff, workers), ff.info["audio_duration_s"], fps=fps, gain=setup.gain)
     res = {
         "audio": dec,
         "duration_s": ff.info["audio_duration_s"],

@@ -22,7 +22,7 @@ import torch
 from blendsync.shared.audio import DecodedAudio, decode_audio
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.features.pieces import ONE_PASS, Workers
-from blendsync.shared.featurize_file import featurize_file
+from blendsync.shared.featurize_file import FeaturizedFile, featurize_file
 from blendsync.train.core.checkpoint import Checkpoint
 from blendsync.train.core.normalization import Normalizer
 from blendsync.train.core.output_gain import apply_gain
@@ -182,9 +182,12 @@ class Predictor:
         pieces at once (the same curves)."""
         f = self.featurize(audio, workers)
         t1 = time.perf_counter()
-        ff = f["features"]
-        curves = self.smooth(self.current(ff.mel, ff.emotion, workers))
+        curves = self.curves(f["features"], workers)
         return {**f, "curves": curves, "model_s": time.perf_counter() - t1}
+
+    def curves(self, ff: FeaturizedFile, workers: Workers = ONE_PASS) -> np.ndarray:
+        """A featurized file's smoothed curves (T, C) at the model's fps."""
+        return self.smooth(self.current(ff.mel, ff.emotion, workers))
 
 
 def _real_span(mask: np.ndarray) -> tuple[int, int] | None:
