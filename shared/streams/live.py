@@ -33,7 +33,7 @@ import numpy as np
 from blendsync.shared.audio import AudioStream
 from blendsync.shared.config import EmotionConfig, FeatureConfig, MelConfig
 from blendsync.shared.features import N_EMOTION, fill_nonfinite, whole_file_functionals
-from blendsync.shared.features.smile import EXTERNAL_SINK, EXTERNAL_SOURCE
+from blendsync.shared.features.smile import EXTERNAL_SINK, EXTERNAL_SOURCE, ns_to_seconds, pandas_ns
 from blendsync.shared.frame_grid import frame_times, n_frames, rows_to_grid
 
 log = logging.getLogger(__name__)
@@ -260,10 +260,7 @@ class LiveEmotion:
 
     def take(self, at_least: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """The rows out and not taken yet: (R, 88) and the end of each row's context (R,) s;
-        none unless at least `at_least` are waiting (their times go through pandas as the
-        one-pass extraction's do, which costs 0.4 ms a call: worth batching)."""
-        import pandas as pd
-
+        none unless at least `at_least` are waiting."""
         with self._lock:
             if len(self._new) < at_least:
                 new = []
@@ -272,8 +269,8 @@ class LiveEmotion:
         if not new:
             return np.zeros((0, N_EMOTION), np.float32), np.zeros(0, np.float64)
         values = np.stack([v for v, _ in new])
-        # The row times as the one-pass extraction stamps them (through pandas' Timedelta).
-        starts = pd.to_timedelta(np.array([t for _, t in new]), "s").total_seconds().to_numpy(dtype=np.float64)
+        # The row times as the one-pass extraction converts them (nanoseconds as pandas makes them).
+        starts = ns_to_seconds(pandas_ns(np.array([t for _, t in new])))
         return values, starts + self.cfg.context_s
 
     def _check(self) -> None:

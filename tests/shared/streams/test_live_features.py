@@ -156,3 +156,26 @@ def test_a_push_longer_than_opensmiles_ring_buffer_goes_through(shared_data):
     mel2, emo2 = lf.finish()
     lf.close()
     assert len(mel) + len(mel2) == len(emo) + len(emo2) > 500
+
+
+def test_a_live_stream_imports_no_pandas_on_its_way():
+    """Row times convert without pandas (shared.features.smile): importing it at a stream's
+    first rows made the first frames of `bstrain stream` 200 ms late."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    code = (
+        "import sys, numpy as np\n"
+        "from blendsync.shared.config import FEATURE_PRESETS\n"
+        "from blendsync.shared.streams.live import LiveFeatures\n"
+        "f = LiveFeatures(FEATURE_PRESETS['live'], 16000)\n"
+        "y = (np.random.default_rng(0).standard_normal(16000 * 3) * 0.1).astype(np.float32)\n"
+        "n = sum(len(f.push(y[i:i + 160])[0]) for i in range(0, len(y), 160))\n"
+        "f.close()\n"
+        "assert n > 30, n\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
