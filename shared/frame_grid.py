@@ -37,6 +37,19 @@ class GridResult:
     clamped_end: int
 
 
+def grid_neighbours(row_times: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows each time is interpolated between: lo, hi (T,) int64 row indices (hi = lo + 1)
+    and hi's weight w (T,) float64, times outside the rows' span clamped to the edge rows.
+    row_times (R,) increasing, R >= 2."""
+    t = np.clip(times, row_times[0], row_times[-1])
+    hi = np.searchsorted(row_times, t, side="right")
+    hi = np.clip(hi, 1, len(row_times) - 1)
+    lo = hi - 1
+    span = row_times[hi] - row_times[lo]
+    w = np.where(span > 0, (t - row_times[lo]) / np.where(span > 0, span, 1.0), 0.0)
+    return lo, hi, w
+
+
 def rows_to_grid(values: np.ndarray, row_times: np.ndarray, times: np.ndarray) -> GridResult:
     """Resample rows (R, D) stamped at increasing row_times (R,) onto times (T,).
 
@@ -55,12 +68,7 @@ def rows_to_grid(values: np.ndarray, row_times: np.ndarray, times: np.ndarray) -
     clamped_end = int(np.count_nonzero(times > row_times[-1] + 1e-9))
     if values.shape[0] == 1:
         return GridResult(np.repeat(values.astype(np.float32), T, axis=0), clamped_start, clamped_end)
-    t = np.clip(times, row_times[0], row_times[-1])
-    hi = np.searchsorted(row_times, t, side="right")
-    hi = np.clip(hi, 1, len(row_times) - 1)
-    lo = hi - 1
-    span = row_times[hi] - row_times[lo]
-    w = np.where(span > 0, (t - row_times[lo]) / np.where(span > 0, span, 1.0), 0.0)
+    lo, hi, w = grid_neighbours(row_times, times)
     w = w[:, None]
     out = values[lo] * (1.0 - w) + values[hi] * w
     return GridResult(out.astype(np.float32), clamped_start, clamped_end)

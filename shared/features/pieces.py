@@ -14,6 +14,9 @@ converged), the file is computed in one pass instead. Either way the rows are th
 pass's own, and so are their times (integer nanoseconds, as openSMILE's Python wrapper
 makes them), so the feature config and its hash do not change.
 
+Where only some rows are wanted (the rows a frame grid reads), each piece computes those of
+its own rows plus the rows it is compared on; rows carry their file row index throughout.
+
 The pieces run through a `mapper` (map(fn, items) -> results in order): a thread pool in
 `bstrain predict`, the server's per-core compute slots in `bstrain serve`. openSMILE's C
 code runs without Python's interpreter lock, so threads run in parallel.
@@ -76,10 +79,13 @@ class Piece:
 
 @dataclass(frozen=True)
 class PieceRows:
-    """values: (R, 88) float64 as openSMILE gives them; starts_ns: (R,) int64 window starts."""
+    """values: (R, 88) float64 as openSMILE gives them; starts_ns: (R,) int64 window starts;
+    index: (R,) int64 ascending, each row's index among all the pass's rows (0 … R - 1 where
+    every row was computed)."""
 
     values: np.ndarray
     starts_ns: np.ndarray
+    index: np.ndarray
 
 
 def whole_file(n_samples: int) -> Piece:
@@ -119,11 +125,28 @@ def plan(n_samples: int, sr: int, context_s: float, hop_s: float, parts: int) ->
     return pieces
 
 
-def run_piece(run: Callable[[np.ndarray, int], PieceRows], y: np.ndarray, sr: int, piece: Piece) -> PieceRows:
-    """run(samples, sr) -> openSMILE's rows and window starts (shared.features.smile)."""
-    got = run(y[piece.start_sample : piece.stop_sample], sr)
+def piece_rows(pieces: Sequence[Piece], i: int, rows: np.ndarray) -> np.ndarray:
+    """The file rows (K,) ascending that piece i computes of the wanted rows (ascending):
+    those it keeps and those it is compared on with its neighbours."""
+    p = pieces[i]
+    keep = rows[(rows >= p.keep_from) & ((rows < p.keep_to) if p.keep_to is not None else True)]
+    checks = [keep]
+    if i:
+        checks.append(np.arange(p.keep_from - CHECK_ROWS, p.keep_from + CHECK_ROWS))
+    if p.keep_to is not None:
+        checks.append(np.arange(p.keep_to - CHECK_ROWS, p.keep_to + CHECK_ROWS))
+    return np.unique(np.concatenate(checks)).astype(np.int64)
+
+
+def run_piece(
+    run: Callable[..., PieceRows], y: np.ndarray, sr: int, piece: Piece, rows: np.ndarray | None = None
+) -> PieceRows:
+    """run(samples, sr, rows=local rows or None) -> openSMILE's rows and window starts
+    (shared.features.smile), their times and indices made the file's."""
+    local = None if rows is None else rows - piece.first_row
+    got = run(y[piece.start_sample : piece.stop_sample], sr, rows=local)
     offset_ns = piece.start_sample * 1_000_000_000 // sr  # a whole number of 10 ms
-    return PieceRows(got.values, got.starts_ns + offset_ns)
+    return PieceRows(got.values, got.starts_ns + offset_ns, got.index + piece.first_row)
 
 
 def stitch(pieces: Sequence[Piece], got: Sequence[PieceRows]) -> PieceRows | None:
@@ -131,39 +154,48 @@ def stitch(pieces: Sequence[Piece], got: Sequence[PieceRows]) -> PieceRows | Non
     rows around their boundary (or one has too few rows to compare)."""
     if len(pieces) == 1:
         return got[0]
-    values, starts = [], []
+    values, starts, index = [], [], []
     for i, (p, g) in enumerate(zip(pieces, got, strict=True)):
         if i:
-            prev, gp = pieces[i - 1], got[i - 1]
-            a = slice(p.keep_from - CHECK_ROWS - prev.first_row, p.keep_from + CHECK_ROWS - prev.first_row)
-            b = slice(p.keep_from - CHECK_ROWS - p.first_row, p.keep_from + CHECK_ROWS - p.first_row)
+            gp = got[i - 1]
+            a = (gp.index >= p.keep_from - CHECK_ROWS) & (gp.index < p.keep_from + CHECK_ROWS)
+            b = (g.index >= p.keep_from - CHECK_ROWS) & (g.index < p.keep_from + CHECK_ROWS)
             if (
-                gp.values[a].shape[0] != 2 * CHECK_ROWS
-                or g.values[b].shape[0] != 2 * CHECK_ROWS
+                np.count_nonzero(a) != 2 * CHECK_ROWS
+                or np.count_nonzero(b) != 2 * CHECK_ROWS
+                or not np.array_equal(gp.index[a], g.index[b])
                 or not np.array_equal(gp.values[a], g.values[b], equal_nan=True)
                 or not np.array_equal(gp.starts_ns[a], g.starts_ns[b])
             ):
                 log.debug("functional pieces disagree at row %d: one pass instead", p.keep_from)
                 return None
-        lo = p.keep_from - p.first_row
-        hi = None if p.keep_to is None else p.keep_to - p.first_row
-        values.append(g.values[lo:hi])
-        starts.append(g.starts_ns[lo:hi])
-    return PieceRows(np.concatenate(values), np.concatenate(starts))
+        keep = g.index >= p.keep_from
+        if p.keep_to is not None:
+            keep &= g.index < p.keep_to
+        values.append(g.values[keep])
+        starts.append(g.starts_ns[keep])
+        index.append(g.index[keep])
+    return PieceRows(np.concatenate(values), np.concatenate(starts), np.concatenate(index))
 
 
 def functionals_in_pieces(
-    run: Callable[[np.ndarray, int], PieceRows],
+    run: Callable[..., PieceRows],
     y: np.ndarray,
     sr: int,
     context_s: float,
     hop_s: float,
     workers: Workers = ONE_PASS,
+    rows: np.ndarray | None = None,
 ) -> PieceRows:
-    """The rows of run(y, sr), computed as up to workers.parts pieces through its mapper."""
+    """The rows of run(y, sr, rows=rows) (rows: file row indices (K,) ascending, None: all),
+    computed as up to workers.parts pieces through its mapper."""
     pieces = plan(len(y), sr, context_s, hop_s, workers.parts)
-    got = list(workers.mapper(lambda p: run_piece(run, y, sr, p), pieces))
+    wanted = [None if rows is None else piece_rows(pieces, i, rows) for i in range(len(pieces))]
+    got = list(workers.mapper(lambda job: run_piece(run, y, sr, *job), list(zip(pieces, wanted, strict=True))))
     whole = stitch(pieces, got)
     if whole is None:
-        whole = run_piece(run, y, sr, whole_file(len(y)))
+        return run_piece(run, y, sr, whole_file(len(y)), rows)
+    if rows is not None:  # without the rows computed for the comparisons only
+        keep = np.isin(whole.index, rows)
+        whole = PieceRows(whole.values[keep], whole.starts_ns[keep], whole.index[keep])
     return whole

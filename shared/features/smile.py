@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from blendsync.shared.features.pieces import PieceRows
+from blendsync.shared.features.smile_config import scratch_dir, trimmed_config
 
 # The opensmile package's component names and shared config files (opensmile.core.config).
 EXTERNAL_SOURCE = "extsource"
@@ -102,11 +103,18 @@ filename = \\cm[htkOutput{out.htk}:the rows' file]
 
 @functools.lru_cache(maxsize=8)
 def _written(text: str, suffix: str) -> str:
-    """A config file holding text, written once per process."""
-    fd, path = tempfile.mkstemp(prefix="bsfeat_smile_", suffix=suffix)
+    """A config file holding text, written once per process (removed at its exit)."""
+    fd, path = tempfile.mkstemp(suffix=suffix, dir=scratch_dir())
     with os.fdopen(fd, "w") as f:
         f.write(text)
     return path
+
+
+def frame_list(rows: np.ndarray, step: int, size: int) -> str:
+    """openSMILE's frameList for the rows (K,) ascending: row r's window as descriptor
+    frames [r * step, r * step + size - 1], both ends included, as fixed mode reads it."""
+    first = np.asarray(rows, np.int64) * step
+    return ",".join(f"{a}-{b}" for a, b in zip(first.tolist(), (first + size - 1).tolist(), strict=True))
 
 
 @dataclass(frozen=True)
@@ -125,10 +133,16 @@ class Functionals:
         return os.path.join(package_dir(), "core", "config")
 
     @property
-    def config_path(self) -> str:
+    def package_config_path(self) -> str:
         if self.feature_set not in FEATURE_SET_CONFIGS:
             raise ValueError(f"unknown openSMILE feature set {self.feature_set!r}; known: {list(FEATURE_SET_CONFIGS)}")
         return os.path.join(self.config_root, FEATURE_SET_CONFIGS[self.feature_set])
+
+    @property
+    def config_path(self) -> str:
+        """The package's config without the components no functional row depends on
+        (smile_config)."""
+        return trimmed_config(self.config_root, self.package_config_path, FUNCTIONALS_LEVEL)
 
     @property
     def frame_mode_conf(self) -> str:
@@ -173,10 +187,15 @@ class Functionals:
         finally:
             smile.free()
 
-    def run(self, y: np.ndarray, sr: int) -> PieceRows:
+    def run(self, y: np.ndarray, sr: int, rows: np.ndarray | None = None) -> PieceRows:
         """The rows of y (N,) float at sr, as the package's process_signal(y, sr) gives them:
-        values (R, D) and window starts. A signal too short for one window gives one NaN row
-        (the package warns "Segment too short").
+        values (R, D), window starts and row indices. A signal too short for one window gives
+        one NaN row (the package warns "Segment too short").
+
+        rows (K,) ascending: only those rows (openSMILE's list frame mode, each listed window
+        the descriptor frames fixed mode reads for that row: the same values, tested bit for
+        bit); a listed row past the signal's last window is not computed, so the result holds
+        the listed rows up to the last one the signal has. None: every row.
 
         The rows go to a file sink instead of the package's callback sink, the same float32
         values (tested): a callback per row needs Python's interpreter lock, and with another
@@ -186,10 +205,27 @@ class Functionals:
         signal = np.atleast_2d(y)[:1].copy()  # channel 0, as the package selects it
         signal *= 32768
         pcm = signal.astype(np.int16)[0]
-        fd, out = tempfile.mkstemp(prefix="bsfeat_rows_", suffix=".htk")
-        os.close(fd)
+        step = 0 if self.hop_s is None else round(self.hop_s / LLD_PERIOD_S)
+        made: list[str] = []
+
+        def scratch(suffix: str) -> str:
+            fd, path = tempfile.mkstemp(suffix=suffix, dir=scratch_dir())
+            os.close(fd)
+            made.append(path)
+            return path
+
         try:
+            out = scratch(".htk")
             options = {**self.options(), "sampleRate": sr, "sink": _written(HTK_SINK_CONFIG, ".conf.inc")}
+            if rows is not None:
+                if self.context_s is None or not len(rows):
+                    raise ValueError("listed rows need a window and a hop, and at least one row")
+                size = round(self.context_s / LLD_PERIOD_S)
+                options["frameModeFunctionalsConf"] = scratch(".conf.inc")
+                with open(options["frameModeFunctionalsConf"], "w") as f:
+                    f.write(
+                        f"frameMode = list\nframeList = {frame_list(rows, step, size)}\nframeCenterSpecial = left\n"
+                    )
             smile = self.start({**options, "htkOutput": out})
             try:
                 smile.external_audio_source_write_data(EXTERNAL_SOURCE, bytes(pcm))
@@ -200,16 +236,18 @@ class Functionals:
             with open(out, "rb") as f:
                 raw = f.read()
         finally:
-            os.unlink(out)
-        rows, _period, size, _kind = np.frombuffer(raw[:12], ">i4,>i4,>i2,>i2")[0] if len(raw) >= 12 else (0, 0, 0, 0)
-        if not rows:
+            for path in made:
+                os.unlink(path)
+        n, _period, size, _kind = np.frombuffer(raw[:12], ">i4,>i4,>i2,>i2")[0] if len(raw) >= 12 else (0, 0, 0, 0)
+        if not n:
             warnings.warn(UserWarning("Segment too short, filling with NaN."), stacklevel=2)
-            return PieceRows(np.full((1, len(self.feature_names)), np.nan), np.zeros(1, np.int64))
-        values = np.frombuffer(raw, ">f4", count=int(rows) * (int(size) // 4), offset=12)
-        values = values.reshape(int(rows), int(size) // 4).astype(np.float64)
-        step = 0 if self.hop_s is None else round(self.hop_s / LLD_PERIOD_S)
-        starts = pandas_ns((np.arange(int(rows), dtype=np.float64) * step) * LLD_PERIOD_S)
-        return PieceRows(values, starts)
+            nan = np.full((1, len(self.feature_names)), np.nan)
+            return PieceRows(nan, np.zeros(1, np.int64), np.zeros(1, np.int64))
+        values = np.frombuffer(raw, ">f4", count=int(n) * (int(size) // 4), offset=12)
+        values = values.reshape(int(n), int(size) // 4).astype(np.float64)
+        index = np.arange(int(n), dtype=np.int64) if rows is None else np.asarray(rows, np.int64)[: int(n)]
+        starts = pandas_ns((index.astype(np.float64) * step) * LLD_PERIOD_S)
+        return PieceRows(values, starts, index)
 
 
 def abort_running() -> None:

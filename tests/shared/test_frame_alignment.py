@@ -71,7 +71,8 @@ def test_mel_rows_onsets_within_5ms(ten_minutes):
 
 def test_emotion_rows_onsets_within_5ms(ten_minutes):
     y, cfg, _ = ten_minutes
-    rows, ends = emotion_rows(y, SR, cfg.emotion)
+    got = emotion_rows(y, SR, cfg.emotion)
+    rows, ends = got.values, got.ends
     loud = rows[:, _loudness(cfg)]
     for t in ONSETS:
         # Plateau: the whole burst inside the context; the onset is where the context first

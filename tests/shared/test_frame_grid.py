@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blendsync.shared.frame_grid import frame_times, n_frames, rows_to_grid
+from blendsync.shared.frame_grid import frame_times, grid_neighbours, n_frames, rows_to_grid
 
 
 @given(
@@ -65,3 +65,30 @@ def test_rows_on_the_grid_are_taken_exactly():
 def test_single_row_fills_every_frame():
     g = rows_to_grid(np.ones((1, 3)), np.array([0.5]), frame_times(7, 30.0))
     assert g.values.shape == (7, 3) and (g.values == 1).all()
+
+
+@settings(max_examples=200)
+@given(
+    R=st.integers(min_value=2, max_value=400),
+    hop=st.sampled_from([0.01, 0.02, 0.013]),
+    context=st.sampled_from([0.0, 1.0, 0.5]),
+    T=st.integers(min_value=1, max_value=200),
+    fps=st.sampled_from([24.0, 25.0, 29.97, 30.0, 60.0]),
+    delay=st.floats(min_value=-0.2, max_value=0.2),
+    seed=st.integers(0, 1000),
+)
+def test_the_rows_the_grid_reads_give_the_grid_bit_for_bit(R, hop, context, T, fps, delay, seed):
+    """Gridding only the rows it reads (each time's two neighbours, the first and last row)
+    gives every row's result to the bit: what lets openSMILE compute those rows only."""
+    rng = np.random.default_rng(seed)
+    values = rng.normal(size=(R, 3)).astype(np.float32)
+    values[rng.random(size=values.shape) < 0.05] = -0.0  # signed zeros kept too
+    row_times = context + hop * np.arange(R)
+    times = frame_times(T, fps) - delay
+    lo, hi, w = grid_neighbours(row_times, times)
+    assert np.all(hi == lo + 1) and np.all((w >= 0) & (w <= 1))
+    read = np.unique(np.r_[0, R - 1, lo, hi])
+    whole = rows_to_grid(values, row_times, times)
+    part = rows_to_grid(values[read], row_times[read], times)
+    assert np.array_equal(whole.values.view(np.uint32), part.values.view(np.uint32))
+    assert (whole.clamped_start, whole.clamped_end) == (part.clamped_start, part.clamped_end)

@@ -3,14 +3,18 @@ window on the same span; log-mel vs librosa."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import opensmile
 import pytest
 
+from blendsync.shared import features as sf
 from blendsync.shared.audio import decode_audio
 from blendsync.shared.config import EmotionConfig, FeatureConfig
-from blendsync.shared.features import emotion_on_grid, emotion_rows, mel_on_grid, mel_rows
-from blendsync.shared.frame_grid import frame_times
+from blendsync.shared.features import emotion_on_grid, emotion_rows, fill_nonfinite, mel_on_grid, mel_rows
+from blendsync.shared.features.smile import Functionals
+from blendsync.shared.frame_grid import frame_times, n_frames, rows_to_grid
 
 SPEECH = ["neurosync_input_88k.wav", "ljspeech_LJ050-0131_22k.wav", "cmu_arctic_a0007_16k.wav"]
 
@@ -19,7 +23,8 @@ SPEECH = ["neurosync_input_88k.wav", "ljspeech_LJ050-0131_22k.wav", "cmu_arctic_
 def test_one_pass_egemaps_matches_per_window_calls(shared_data, name):
     y = decode_audio(shared_data / "speech" / name, 16000).samples
     cfg = EmotionConfig()
-    rows, ends = emotion_rows(y, 16000, cfg)
+    got = emotion_rows(y, 16000, cfg)
+    rows, ends = got.values, got.ends
     direct = opensmile.Smile(
         feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.Functionals
     )
@@ -93,3 +98,42 @@ def test_nonfinite_functionals_are_filled_and_counted():
     rows[2, 5] = np.inf
     filled, n = fill_nonfinite(rows, EmotionConfig(nonfinite_fill=-7.0))
     assert n == 2 and filled[1, 3] == -7.0 and filled[2, 5] == -7.0 and np.isfinite(filled).all()
+
+
+def _every_row_on_grid(y, times, cfg):
+    every = emotion_rows(y, 16000, cfg)
+    rows, _ = fill_nonfinite(every.values, cfg)
+    return rows_to_grid(rows, every.ends, times - cfg.delay_s).values
+
+
+def _listed_runs(monkeypatch) -> list:
+    """The rows argument of each openSMILE run (None: every row)."""
+    runs, real = [], Functionals.run
+    monkeypatch.setattr(Functionals, "run", lambda self, y, sr, rows=None: runs.append(rows) or real(self, y, sr, rows))
+    return runs
+
+
+@pytest.mark.parametrize(("fps", "delay_s"), [(30.0, 0.0), (25.0, 0.013), (29.97, -0.05)])
+def test_the_grid_computes_the_rows_it_reads_only_with_every_rows_result(shared_data, fps, delay_s, monkeypatch):
+    y = decode_audio(shared_data / "speech" / "neurosync_input_88k.wav", 16000).samples
+    cfg = dataclasses.replace(EmotionConfig(), delay_s=delay_s)
+    times = frame_times(n_frames(len(y) / 16000, fps), fps)
+    want = _every_row_on_grid(y, times, cfg)
+    runs = _listed_runs(monkeypatch)
+    got = emotion_on_grid(y, 16000, times, cfg)
+    assert len(runs) == 1 and runs[0] is not None and len(runs[0]) < 0.65 * len(emotion_rows(y, 16000, cfg).index)
+    assert np.array_equal(got.values.view(np.uint32), want.view(np.uint32))
+
+
+def test_rows_that_do_not_cover_the_grid_are_computed_again_all_of_them(shared_data, monkeypatch):
+    """A listed row missing (here: dropped on purpose) is caught before gridding."""
+    y = decode_audio(shared_data / "speech" / "ljspeech_LJ050-0131_22k.wav", 16000).samples
+    cfg = EmotionConfig()
+    times = frame_times(n_frames(len(y) / 16000, 30.0), 30.0)
+    want = _every_row_on_grid(y, times, cfg)
+    real = sf.rows_read_by_grid
+    monkeypatch.setattr(sf, "rows_read_by_grid", lambda *a: np.delete(real(*a), 40))
+    runs = _listed_runs(monkeypatch)
+    got = emotion_on_grid(y, 16000, times, cfg)
+    assert [r is None for r in runs] == [False, True]
+    assert np.array_equal(got.values.view(np.uint32), want.view(np.uint32))

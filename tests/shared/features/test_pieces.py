@@ -64,8 +64,30 @@ def test_pieces_give_the_one_pass_rows_bit_for_bit(speech_45s, parts, monkeypatc
     assert len(plan(len(speech_45s), 16000, cfg.context_s, cfg.hop_s, parts)) == parts
     with ThreadPoolExecutor(parts) as pool:
         got = emotion_rows(speech_45s, 16000, cfg, Workers(parts, pool.map))
-    np.testing.assert_array_equal(got[0], one[0])
-    np.testing.assert_array_equal(got[1], one[1])
+    np.testing.assert_array_equal(got.values, one.values)
+    np.testing.assert_array_equal(got.ends, one.ends)
+    np.testing.assert_array_equal(got.index, one.index)
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+def test_pieces_of_listed_rows_give_the_one_pass_rows_bit_for_bit(speech_45s, parts, monkeypatch):
+    """The rows a 30 fps grid reads: each piece computes its own and the rows it is compared on."""
+    monkeypatch.setattr(fp, "MIN_PIECE_S", 10.0)
+    cfg = EmotionConfig()
+    one = emotion_rows(speech_45s, 16000, cfg)
+    R = len(one.index)
+    frames = np.arange(R) * 10 // 3
+    rows = np.unique(np.r_[frames, frames + 1, np.arange(R - 10, R + 20)])
+    verdicts = []
+    real = fp.stitch
+    monkeypatch.setattr(fp, "stitch", lambda pieces, got: verdicts.append(real(pieces, got)) or verdicts[-1])
+    with ThreadPoolExecutor(parts) as pool:
+        got = emotion_rows(speech_45s, 16000, cfg, Workers(parts, pool.map), rows)
+    assert verdicts[0] is not None  # stitched, not computed again in one pass
+    want = rows[rows < R]
+    np.testing.assert_array_equal(got.index, want)
+    np.testing.assert_array_equal(got.values, one.values[want])
+    np.testing.assert_array_equal(got.ends, one.ends[want])
 
 
 def test_pieces_that_disagree_fall_back_to_one_pass(speech_45s, monkeypatch):
@@ -79,5 +101,6 @@ def test_pieces_that_disagree_fall_back_to_one_pass(speech_45s, monkeypatch):
     monkeypatch.setattr(fp, "stitch", lambda pieces, got: verdicts.append(real(pieces, got)) or verdicts[-1])
     got = emotion_rows(speech_45s, 16000, cfg, Workers(2))
     assert verdicts == [None]
-    np.testing.assert_array_equal(got[0], one[0])
-    np.testing.assert_array_equal(got[1], one[1])
+    np.testing.assert_array_equal(got.values, one.values)
+    np.testing.assert_array_equal(got.ends, one.ends)
+    np.testing.assert_array_equal(got.index, one.index)

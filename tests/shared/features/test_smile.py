@@ -54,6 +54,27 @@ def test_rows_and_times_are_the_packages_on_real_speech(shared_data, one_pass):
         _assert_same(Functionals("eGeMAPSv02"), y, 16000)  # one row over the whole signal
 
 
+@pytest.mark.parametrize("hop_s", [0.01, 0.02])
+def test_listed_rows_are_those_of_every_row_bit_for_bit(shared_data, hop_s):
+    """openSMILE's list frame mode reads the windows fixed mode reads: every other row, the
+    two neighbours of each 30 fps frame, and rows listed past the last window (not computed:
+    the listed run stops at the last row there is)."""
+    from blendsync.shared.audio import decode_audio
+
+    y = decode_audio(shared_data / "speech" / "neurosync_input_88k.wav", 16000).samples
+    f = Functionals("eGeMAPSv02", 1.0, hop_s)
+    every = f.run(y, 16000)
+    R = len(every.index)
+    assert np.array_equal(every.index, np.arange(R))
+    frames = np.arange(R) * 10 // 3
+    for rows in (np.arange(0, R, 2), np.unique(np.r_[frames, frames + 1]), np.arange(R - 5, R + 25)):
+        got = f.run(y, 16000, rows)
+        want = rows[rows < R]
+        assert np.array_equal(got.index, want)
+        assert np.array_equal(got.values, every.values[want], equal_nan=True)
+        assert np.array_equal(got.starts_ns, every.starts_ns[want])
+
+
 @pytest.mark.parametrize("hop_s", [0.02, 0.03, 0.05])
 def test_other_hops_keep_the_packages_row_times(hop_s):
     """Row times are computed, not read: (r * frames per row) * 10 ms is openSMILE's stamp."""
