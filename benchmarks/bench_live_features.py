@@ -66,10 +66,9 @@ def rss_mb() -> float:
 
 def memory_child(minutes: float, ring: bool) -> None:
     """Run in a fresh process: stream `minutes` of speech through openSMILE, print peak RSS growth."""
-    from opensmile.core.config import config as smile_config
-
     from blendsync.shared.audio import decode_audio
     from blendsync.shared.config import FEATURE_PRESETS
+    from blendsync.shared.features.smile import EXTERNAL_SINK
     from blendsync.shared.streams.live import LiveEmotion
 
     y = np.concatenate([decode_audio(SPEECH / f, 16000).samples for f in FILES])
@@ -80,10 +79,8 @@ def memory_child(minutes: float, ring: bool) -> None:
         from blendsync.shared.features import _smile
 
         s = _smile(cfg.feature_set, cfg.context_s, cfg.hop_s)
-        options = {**s._options(), "source": os.path.join(s.default_config_root, smile_config.EXTERNAL_INPUT_CONFIG),
-                   "sampleRate": 16000, "nBits": 16}  # fmt: skip
-        emo._smile = s._smile(options=options)
-        emo._smile.external_sink_set_callback_ex(smile_config.EXTERNAL_OUTPUT_COMPONENT, emo._collect)
+        emo._smile = s.start({**s.options(), "sampleRate": 16000})  # the package's source and buffers
+        emo._smile.external_sink_set_callback_ex(EXTERNAL_SINK, emo._collect)
         import threading
 
         emo._thread = threading.Thread(target=emo._run, daemon=True)
