@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from blendsync.shared.features.pieces import PieceRows
-from blendsync.shared.features.smile_config import scratch_dir, trimmed_config
+from blendsync.shared.features.smile_config import cached_file, trimmed_config
 
 # The opensmile package's component names and shared config files (opensmile.core.config).
 EXTERNAL_SOURCE = "extsource"
@@ -103,11 +103,8 @@ filename = \\cm[htkOutput{out.htk}:the rows' file]
 
 @functools.lru_cache(maxsize=8)
 def _written(text: str, suffix: str) -> str:
-    """A config file holding text, written once per process (removed at its exit)."""
-    fd, path = tempfile.mkstemp(suffix=suffix, dir=scratch_dir())
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    return path
+    """A config file holding text (smile_config.cached_file: shared by every process)."""
+    return cached_file(text, suffix)
 
 
 def frame_list(rows: np.ndarray, step: int, size: int) -> str:
@@ -208,8 +205,8 @@ class Functionals:
         step = 0 if self.hop_s is None else round(self.hop_s / LLD_PERIOD_S)
         made: list[str] = []
 
-        def scratch(suffix: str) -> str:
-            fd, path = tempfile.mkstemp(suffix=suffix, dir=scratch_dir())
+        def scratch(suffix: str) -> str:  # this run's own, removed after it
+            fd, path = tempfile.mkstemp(prefix="blendsync-opensmile-", suffix=suffix)
             os.close(fd)
             made.append(path)
             return path

@@ -41,15 +41,40 @@ def test_the_components_eGeMAPS_replaces_are_dropped_and_the_rest_is_closed():
     assert any(FUNCTIONALS_LEVEL in writes.get(c, ()) for c in kept)
 
 
-def test_the_written_configs_are_removed_when_the_process_ends(tmp_path):
-    code = (
-        "from blendsync.shared.features.smile import Functionals\n"
-        "from blendsync.shared.features.smile_config import scratch_dir\n"
-        "import os\n"
-        "f = Functionals('eGeMAPSv02', 1.0, 0.01)\n"
-        "assert os.path.exists(f.config_path) and os.path.exists(f.frame_mode_conf)\n"
-        "print(scratch_dir())\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    folder = out.stdout.strip()
-    assert folder and not os.path.exists(folder)
+RUN = (
+    "import numpy as np\n"
+    "from blendsync.shared.features.smile import Functionals\n"
+    "from blendsync.shared.features.smile_config import cache_root\n"
+    "f = Functionals('eGeMAPSv02', 1.0, 0.01)\n"
+    "y = np.random.default_rng(0).standard_normal(48000).astype(np.float32) * 0.1\n"
+    "R = len(f.run(y, 16000).index)\n"
+    "assert len(f.run(y, 16000, np.arange(0, 400, 3)).index) == len(range(0, R, 3))\n"
+    "print(cache_root())\n"
+)
+
+
+def _run(tmp_path) -> str:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", RUN], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_processes_share_one_config_copy_and_leave_nothing_else(tmp_path):
+    """Dask's worker processes end without exit handlers: what a run writes is either shared
+    by every process (named by its content) or removed when the run ends."""
+    first, second = _run(tmp_path), _run(tmp_path)
+    assert first == second == str(tmp_path / f"blendsync-opensmile-{os.getuid()}")
+    assert os.listdir(tmp_path) == [os.path.basename(first)]
+    names = os.listdir(first)
+    trees = [n for n in names if n.startswith("config-")]
+    assert len(trees) == 1  # one copy of the config tree
+    assert all(n.endswith(".conf.inc") for n in names if n not in trees)  # the frame mode and sink files
+
+
+def test_a_folder_others_can_write_to_is_not_used(tmp_path):
+    shared = tmp_path / f"blendsync-opensmile-{os.getuid()}"
+    shared.mkdir()
+    shared.chmod(0o777)
+    used = _run(tmp_path)
+    assert used != str(shared) and not os.listdir(shared)
+    assert not os.path.exists(used)  # the process's own, removed at its exit
