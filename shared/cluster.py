@@ -26,6 +26,24 @@ def default_workers() -> int:
 
 
 @contextmanager
+def kept_environment():
+    """os.environ as it was before the block, restored after it. distributed's nanny sets its
+    workers' variables (one BLAS/OpenMP thread, a fixed PYTHONHASHSEED) in the environment of
+    the process that starts them and leaves them there: without this, every process started
+    later from this one (a server, a subprocess of a test) would run single-threaded, and a
+    torch imported later here too."""
+    before = dict(os.environ)
+    try:
+        yield
+    finally:
+        for key in [k for k in os.environ if k not in before]:
+            del os.environ[key]
+        for key, value in before.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
+
+
+@contextmanager
 def dask_client(workers: int | None = None, scheduler: str | None = None):
     """A distributed Client: on an existing scheduler, or on a LocalCluster of `workers`
     single-threaded processes (BLAS/torch threads at 1)."""
@@ -57,14 +75,17 @@ def dask_client(workers: int | None = None, scheduler: str | None = None):
             client.close()
         return
     n = workers or default_workers()
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": dict(THREAD_ENV)}):
-        cluster = LocalCluster(
-            n_workers=n,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=logging.WARNING,
-        )
+    # Restored once the workers are up, and again at the end (a nanny restarting a worker sets
+    # them again).
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": dict(THREAD_ENV)}), kept_environment():
+        with kept_environment():
+            cluster = LocalCluster(
+                n_workers=n,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.WARNING,
+            )
         client = Client(cluster)
         try:
             yield client

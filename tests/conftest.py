@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from blendsync.shared.cluster import THREAD_ENV
 from tests.helpers import REPO, S3_CREDENTIALS, SHARED_DATA, speechlike
 
 
@@ -25,6 +26,64 @@ def _cli_logging_ends_with_its_test():
     for h in root.handlers[:]:
         if type(h) is logging.StreamHandler:
             root.removeHandler(h)
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--shuffle-seed",
+        type=int,
+        default=None,
+        help="Run the test modules in an order drawn from this seed, and each module's tests too (CI runs the "
+        "suite once so), so that a test passing only after or before another cannot pass unseen.",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    seed = config.getoption("--shuffle-seed")
+    if seed is None:
+        return
+    import random
+
+    rng = random.Random(seed)
+    modules: dict[str, list] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+    order = list(modules)
+    rng.shuffle(order)
+    items[:] = [item for name in order for item in rng.sample(modules[name], len(modules[name]))]
+
+
+def pytest_report_header(config):
+    seed = config.getoption("--shuffle-seed")
+    return None if seed is None else f"test order shuffled with seed {seed}"
+
+
+# What changes the numbers a process computes: its thread counts (BLAS, OpenMP, torch) and the
+# hash seed. A test that changes them (distributed's nanny writes its workers' settings into
+# the environment of the process starting them) must not change the tests after it, nor the
+# processes they start.
+_PROCESS_SETTINGS = (
+    *THREAD_ENV,
+    "PYTHONHASHSEED",
+    "MALLOC_TRIM_THRESHOLD_",
+)
+
+
+@pytest.fixture(autouse=True)
+def _process_settings_end_with_their_test():
+    import sys
+
+    env = {k: os.environ.get(k) for k in _PROCESS_SETTINGS}
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    yield
+    for k, v in env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    if threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
