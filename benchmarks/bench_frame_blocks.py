@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from blendsync.shared.config import FeatureConfig
+from blendsync.train.core.build import build_model
 from blendsync.train.core.config import PRESET_BATCH_STREAMS, TrainConfig
-from blendsync.train.core.model import build_model
 from blendsync.train.loop.step import carry, to_device, train_step
 
 L, LA, C = 256, 6, 52

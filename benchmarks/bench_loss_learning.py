@@ -45,9 +45,9 @@ import torch
 from blendsync.featurize.extract import extract
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.store import FeatureStore
+from blendsync.train.core.build import build_model
 from blendsync.train.core.config import LOSS_PRESETS, TrainConfig
 from blendsync.train.core.data import hold_out_tails, load_training_data
-from blendsync.train.core.model import build_model
 from blendsync.train.core.normalization import compute_normalizer
 from blendsync.train.core.output_gain import apply_gain, calibrate_gain
 from blendsync.train.core.windows import cut

@@ -74,7 +74,7 @@ def startup() -> float:
 
 def in_process(ck: Path, audios: list[Path]) -> dict:
     """The same files in one warm process: features, model, outputs written (CSV and PNG)."""
-    from blendsync.train.inference.predict import predict
+    from blendsync.train.inference.batch import predict
 
     predict(audios[:1], ck, Path(tempfile.mkdtemp()))  # first-call costs out of the figure
     out = Path(tempfile.mkdtemp())

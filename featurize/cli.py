@@ -130,18 +130,10 @@ def extract(
     from blendsync.featurize.extract import extract as run_extract
     from blendsync.shared.manifest import ManifestError
 
-    if serial and (workers or scheduler):
-        raise UsageFailure("--serial runs in this process; it takes no --workers/--scheduler")
-    if workers and scheduler:
-        raise UsageFailure("--workers sizes a local cluster; it cannot be used with --scheduler")
-    if force and repair:
-        raise UsageFailure("--force recomputes every row; --repair only the stored items that fail their check")
+    _check_extract_options(serial=serial, workers=workers, scheduler=scheduler, force=force, repair=repair)
     cfg = _load_config(config_path, features)
     sync = _sync_config(sync_channels)
-    show = progress_enabled(progress)
-    if scheduler and not scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://")):
-        raise UsageFailure(f"--scheduler needs an address like tcp://HOST:8786, got {scheduler!r}")
-    bar = _Progress(show)
+    bar = _Progress(progress_enabled(progress))
     try:
         report = run_extract(
             manifest,
@@ -166,6 +158,22 @@ def extract(
         raise
     finally:
         bar.close()
+    _report_extract(report, store_path, repair)
+
+
+def _check_extract_options(*, serial, workers, scheduler, force, repair) -> None:
+    if serial and (workers or scheduler):
+        raise UsageFailure("--serial runs in this process; it takes no --workers/--scheduler")
+    if workers and scheduler:
+        raise UsageFailure("--workers sizes a local cluster; it cannot be used with --scheduler")
+    if force and repair:
+        raise UsageFailure("--force recomputes every row; --repair only the stored items that fail their check")
+    if scheduler and not scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://")):
+        raise UsageFailure(f"--scheduler needs an address like tcp://HOST:8786, got {scheduler!r}")
+
+
+def _report_extract(report, store_path, repair: bool) -> None:
+    """The run's summary on stdout, its problems on stderr; exit 2 when rows failed."""
     click.echo(
         f"{report.stored}/{report.rows} rows stored in {store_path} "
         f"({report.computed} computed, {report.cached} cached, "

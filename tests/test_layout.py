@@ -41,29 +41,16 @@ def modules() -> dict[str, Path]:
     return out
 
 
-def imported(path: Path, top_level_only: bool = False) -> set[str]:
-    """The blendsync modules a file imports: at any depth, or only those that run when it is
-    imported (module level, outside `if TYPE_CHECKING:`)."""
-    tree = ast.parse(path.read_text())
-    nodes = ast.walk(tree) if not top_level_only else _top_level(tree.body)
+def imported(path: Path) -> set[str]:
+    """The blendsync modules a file imports, at any depth."""
     out = set()
-    for node in nodes:
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("blendsync"):
             out.add(node.module)
             out |= {f"{node.module}.{a.name}" for a in node.names}
         elif isinstance(node, ast.Import):
             out |= {a.name for a in node.names if a.name.startswith("blendsync")}
     return out
-
-
-def _top_level(body):
-    for node in body:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            continue
-        if isinstance(node, (ast.If, ast.Try)):
-            yield from _top_level(node.body + getattr(node, "orelse", []) + getattr(node, "finalbody", []))
-            continue
-        yield node
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
@@ -89,10 +76,10 @@ def test_no_folder_holds_more_than_15_modules():
 
 
 def test_no_import_cycles():
+    """Imports inside functions count too: two modules that need each other are one module, or
+    a third above both is missing."""
     mods = modules()
-    graph = {
-        name: {m for m in imported(path, top_level_only=True) if m in mods and m != name} for name, path in mods.items()
-    }
+    graph = {name: {m for m in imported(path) if m in mods and m != name} for name, path in mods.items()}
     state: dict[str, int] = {}
     cycles = []
 

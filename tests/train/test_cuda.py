@@ -31,8 +31,8 @@ def test_step_never_synchronises_with_the_host():
     """Forward, loss terms, backward, clipping, AdamW and the carried state, with pinned
     non_blocking copies, feature augmentation and a still channel masked out:
     torch.cuda.set_sync_debug_mode('error') raises on any sync."""
+    from blendsync.train.core.build import build_model
     from blendsync.train.core.config import AugmentConfig
-    from blendsync.train.core.model import build_model
     from blendsync.train.loop.augment import FeatureAugmenter
     from blendsync.train.loop.step import LossMeter, carry, to_device, train_step
 

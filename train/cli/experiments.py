@@ -96,19 +96,8 @@ def sweep(
     from blendsync.train.sweep.study import SweepError
     from blendsync.train.sweep.study import sweep as run_sweep
 
-    if resume and out is None:
-        raise UsageFailure("--resume needs --out: the sweep folder to continue")
-    if not resume and space_path is None:
-        raise UsageFailure("a new sweep needs --space SWEEP.yaml (see bstrain sweep --help)")
-    if resume:
-        given = [o for o, v in (("--config", config_path), ("--manifest", manifest), ("--storage", storage)) if v]
-        if given:
-            raise UsageFailure(
-                f"--resume continues the sweep with what it was started with ({out}/sweep.json), so "
-                f"{', '.join(given)} would be ignored: drop them"
-            )
-    if scheduler and jobs > 1:
-        raise UsageFailure("--jobs runs trials on a LocalCluster; with --scheduler the cluster's workers run them")
+    given = [o for o, v in (("--config", config_path), ("--manifest", manifest), ("--storage", storage)) if v]
+    _check_sweep_options(resume=resume, out=out, space_path=space_path, given=given, scheduler=scheduler, jobs=jobs)
     try:
         base = TrainConfig.load(config_path) if config_path else TrainConfig()
         spec = load_spec(space_path, base) if space_path else None
@@ -143,6 +132,24 @@ def sweep(
         if type(e).__module__.split(".")[0] in ("optuna", "sqlalchemy"):  # the study's storage
             raise UsageFailure(f"the study's storage ({storage or 'sqlite in the sweep folder'}): {e}") from None
         raise
+    _report_sweep(res, out, store_path)
+
+
+def _check_sweep_options(*, resume: bool, out, space_path, given: list[str], scheduler, jobs: int) -> None:
+    if resume and out is None:
+        raise UsageFailure("--resume needs --out: the sweep folder to continue")
+    if not resume and space_path is None:
+        raise UsageFailure("a new sweep needs --space SWEEP.yaml (see bstrain sweep --help)")
+    if resume and given:
+        raise UsageFailure(
+            f"--resume continues the sweep with what it was started with ({out}/sweep.json), so "
+            f"{', '.join(given)} would be ignored: drop them"
+        )
+    if scheduler and jobs > 1:
+        raise UsageFailure("--jobs runs trials on a LocalCluster; with --scheduler the cluster's workers run them")
+
+
+def _report_sweep(res, out, store_path) -> None:
     click.echo(
         f"{res.ended} trial(s) ended in {out} ({res.complete} complete, {res.pruned} pruned, {res.failed} failed; "
         f"{res.cpu_s:.0f} CPU-s{', CPU budget spent' if res.budget_spent else ''})"

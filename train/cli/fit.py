@@ -119,26 +119,8 @@ def fit(
     except ValueError as e:
         raise UsageFailure(str(e)) from None
     if resume:
-        given = (["--config"] if config_path else []) + overrides.given()
-        if given:
-            raise UsageFailure(
-                f"--resume continues the run with the config it was started with ({out}/config.json), "
-                f"so {', '.join(given)} would be ignored: drop them, or start a new run with --out"
-            )
-        if out is None:
-            raise UsageFailure("--resume needs --out: the run folder to continue")
-        if init_from:
-            raise UsageFailure("--resume continues a run from its own last.pt; --init-from starts a new one")
-    if keep_normalization and not init_from:
-        raise UsageFailure("--keep-normalization keeps the statistics of the --init-from checkpoint: give --init-from")
-    start = None
-    if init_from:
-        from blendsync.train.loop.finetune import InitFrom
-
-        try:
-            start = InitFrom.load(init_from, keep_normalization)
-        except CheckpointError as e:
-            raise UsageFailure(str(e)) from None
+        _check_resume(out, (["--config"] if config_path else []) + overrides.given(), init_from)
+    start = _init_from(init_from, keep_normalization)
     if nproc > 1:
         _relaunch_with_torchrun(nproc, out)
     if out is None:
@@ -169,13 +151,43 @@ def fit(
     finally:
         bar.close()
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary: rank 0's
-        b = res.best
-        value = "n/a" if b is None or b["value"] is None else round(b["value"], 4)
-        best = "no validation" if b is None else f"best validation {b['metric']} {value} at step {b['step']}"
-        click.echo(
-            f"trained {res.step} steps ({res.epoch} epochs) -> {res.run_dir} ({best}"
-            f"{'; stopped early: no better validation within validation.patience' if res.stopped_early else ''})"
+        click.echo(_fit_summary(res))
+
+
+def _check_resume(out, given: list[str], init_from) -> None:
+    if given:
+        raise UsageFailure(
+            f"--resume continues the run with the config it was started with ({out}/config.json), "
+            f"so {', '.join(given)} would be ignored: drop them, or start a new run with --out"
         )
+    if out is None:
+        raise UsageFailure("--resume needs --out: the run folder to continue")
+    if init_from:
+        raise UsageFailure("--resume continues a run from its own last.pt; --init-from starts a new one")
+
+
+def _init_from(init_from, keep_normalization: bool):
+    """The --init-from checkpoint's weights (and statistics) to start from, or None."""
+    from blendsync.train.core.checkpoint import CheckpointError
+
+    if keep_normalization and not init_from:
+        raise UsageFailure("--keep-normalization keeps the statistics of the --init-from checkpoint: give --init-from")
+    if not init_from:
+        return None
+    from blendsync.train.loop.finetune import InitFrom
+
+    try:
+        return InitFrom.load(init_from, keep_normalization)
+    except CheckpointError as e:
+        raise UsageFailure(str(e)) from None
+
+
+def _fit_summary(res) -> str:
+    b = res.best
+    value = "n/a" if b is None or b["value"] is None else round(b["value"], 4)
+    best = "no validation" if b is None else f"best validation {b['metric']} {value} at step {b['step']}"
+    early = "; stopped early: no better validation within validation.patience" if res.stopped_early else ""
+    return f"trained {res.step} steps ({res.epoch} epochs) -> {res.run_dir} ({best}{early})"
 
 
 def _config_file(path) -> tuple[TrainConfig, dict]:

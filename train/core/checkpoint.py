@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from blendsync.shared.config import FeatureConfig
+from blendsync.train.core.build import build_model
 from blendsync.train.core.checkpoint_header import FEATURE_CONFIG, FEATURE_CONFIG_HASH
 from blendsync.train.core.config import TrainConfig
-from blendsync.train.core.model import BlendshapeModel, build_model
+from blendsync.train.core.model import BlendshapeModel
 from blendsync.train.core.normalization import Normalizer, still_mask
 
 if TYPE_CHECKING:

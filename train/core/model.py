@@ -25,8 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blendsync.shared.config import FeatureConfig
-from blendsync.train.core.config import ModelConfig, TrainConfig
+from blendsync.train.core.config import ModelConfig
 
 
 def sinusoidal(length: int, d: int) -> torch.Tensor:
@@ -316,24 +315,3 @@ PER_CHANNEL = (
     "decoder.head_weight",
     "decoder.head_bias",
 )
-
-
-def build_model(cfg: TrainConfig, features: FeatureConfig, channels: int) -> nn.Module:
-    """The model a train config describes (sizes, window, lookahead, frames per window) for
-    the features' widths (mel bins, eGeMAPS functionals) and C channels: the offline
-    BlendshapeModel, or the live BlendshapeLiveModel (model.streaming; live_model.py)."""
-    s = cfg.stream
-    kw = dict(
-        n_mels=features.n_mels,
-        n_emotion=features.n_emotion,
-        channels=channels,
-        window=s.window,
-        cfg=cfg.model,
-        lookahead=s.lookahead,
-        frames_per_window=s.frames_per_window,
-    )
-    if cfg.model.streaming:
-        from blendsync.train.core.live_model import BlendshapeLiveModel
-
-        return BlendshapeLiveModel(**kw)
-    return BlendshapeModel(**kw)

@@ -249,7 +249,3 @@ def torch_threads(n: int | None):
         yield
     finally:
         torch.set_num_threads(before)
-
-
-# bstrain predict over files (kept importable from here).
-from blendsync.train.inference.batch import PredictReport, collect_inputs, predict  # noqa: E402, F401

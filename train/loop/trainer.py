@@ -26,10 +26,10 @@ from blendsync.shared.files import write_atomically
 from blendsync.shared.provenance import library_versions
 from blendsync.shared.store import FeatureStore
 from blendsync.train.core import plots
+from blendsync.train.core.build import build_model
 from blendsync.train.core.checkpoint import Checkpoint, CheckpointError, TrainingState, load_checkpoint, resume_problem
 from blendsync.train.core.config import LOSS_TERMS, VALIDATION_METRICS, ConfigOverrides, TrainConfig
 from blendsync.train.core.data import DataError, TrainingData, check_shared_audio, hold_out_tails, load_training_data
-from blendsync.train.core.model import build_model
 from blendsync.train.core.normalization import load_or_compute, still_channels, still_mask
 from blendsync.train.core.output_gain import calibrate_gain
 from blendsync.train.core.windows import n_blocks, prev_offset

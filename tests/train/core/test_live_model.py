@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from blendsync.shared.config import FeatureConfig
+from blendsync.train.core.build import build_model
 from blendsync.train.core.config import ConfigOverrides, TrainConfig, live_window, receptive_frames
-from blendsync.train.core.model import build_model
 
 
 def _model(lookahead: int, layers: int, K: int = 16, channels: int = 5, seed: int = 0):

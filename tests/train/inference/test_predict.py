@@ -477,7 +477,7 @@ def test_outputs_keep_relative_paths_and_never_collide(shared_data, checkpoint, 
 
 
 def test_collect_inputs_names_a_dotted_stem_in_full(tmp_path):
-    from blendsync.train.inference.predict import collect_inputs
+    from blendsync.train.inference.batch import collect_inputs
 
     (tmp_path / "take.v2.wav").write_bytes(b"")
     assert collect_inputs([tmp_path / "take.v2.wav"]) == [
@@ -572,7 +572,8 @@ def test_predict_stops_on_ctrl_c_with_exit_130_and_writes_nothing(checkpoint, tm
 def test_a_folder_gives_each_files_own_curves_and_plots(shared_data, checkpoint, tmp_path):
     """Files decoded once for features and plot: a bad file in the middle is reported and the
     others' curves are those of each file animated alone."""
-    from blendsync.train.inference.predict import Predictor, animate_file, predict
+    from blendsync.train.inference.batch import predict
+    from blendsync.train.inference.predict import Predictor, animate_file
 
     junk = tmp_path / "junk.wav"
     junk.write_bytes(b"nothing here" * 10)

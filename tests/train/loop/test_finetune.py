@@ -14,9 +14,10 @@ from blendsync.shared.audio import decode_audio
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.frame_grid import n_frames
 from blendsync.train.cli import main as bstrain
+from blendsync.train.core.build import build_model
 from blendsync.train.core.checkpoint import Checkpoint
 from blendsync.train.core.config import ConfigOverrides
-from blendsync.train.core.model import PER_CHANNEL, build_model
+from blendsync.train.core.model import PER_CHANNEL
 from blendsync.train.loop.finetune import InitFrom, fine_tune_config, transfer_weights
 
 RIG = ["mouthClose", "jawOpen", "lipsUp"]

@@ -91,7 +91,7 @@ def _streamed(checkpoint, path, fps=None) -> np.ndarray:
 
 
 def test_batch_gives_predicts_curves(offline_server, checkpoint, tmp_path):
-    from blendsync.train.inference.predict import predict
+    from blendsync.train.inference.batch import predict
 
     audio = EXAMPLE / "ava_take1.wav"
     predict([audio], checkpoint, tmp_path, fps=60, formats=("livelink", "npy"), plot=False)
