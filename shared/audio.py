@@ -68,6 +68,22 @@ def decode_audio(path: str | Path, sample_rate: int) -> DecodedAudio:
     return prepare_samples(data, sr, sample_rate, source=str(p), source_format=fmt)
 
 
+def decode_audio_bytes(data: bytes, sample_rate: int, source: str) -> DecodedAudio:
+    """As decode_audio, for a file's bytes held in memory (an upload): no file is written, and
+    messages name `source` only (libsndfile's own reason, which names a path, is left out)."""
+    import io
+
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            fmt = f.format
+            samples, sr = f.read(dtype="float32", always_2d=True), f.samplerate
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        raise AudioError(
+            f"{source}: cannot decode audio (not a WAV, FLAC, OGG or MP3 file that libsndfile reads)"
+        ) from None
+    return prepare_samples(samples, sr, sample_rate, source=source, source_format=fmt)
+
+
 def prepare_samples(
     data: np.ndarray, sr: int, sample_rate: int, *, source: str = "<array>", source_format: str = "array"
 ) -> DecodedAudio:

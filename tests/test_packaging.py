@@ -51,3 +51,23 @@ def test_license_is_an_spdx_string_that_setuptools_takes_without_a_warning():
     req = next(r for r in py["build-system"]["requires"] if r.startswith("setuptools"))
     assert int(req.split(">=")[1].split(".")[0]) >= 77  # SPDX license strings
     assert 'PYTHONWARNINGS="ignore:Editable installation"' in (REPO / "scripts" / "install.sh").read_text()
+
+
+def test_the_wheel_builds_without_a_warning_and_holds_the_live_page(tmp_path):
+    """Every install built the package; a folder of data files not declared made setuptools
+    print a 40-line warning each time ("... is absent from the packages configuration")."""
+    import subprocess
+    import sys
+    import zipfile
+
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(REPO)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    out = r.stdout + r.stderr
+    assert "absent from the" not in out and "SetuptoolsDeprecationWarning" not in out, out
+    (wheel,) = tmp_path.glob("blendsync-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {f"blendsync/train/serve/page/{f}" for f in ("index.html", "face.js", "worklet.js")} <= names

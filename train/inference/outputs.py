@@ -63,12 +63,17 @@ def six_decimals(v: np.ndarray) -> list[str]:
     return [r.tobytes().decode("ascii") for r in rows]
 
 
-def curves_json(curves: np.ndarray, fps: float, channels: list[str], source: str) -> bytes:
+def curves_json(curves: np.ndarray, fps: float, channels: list[str], source: str | None) -> bytes:
+    """Curves as JSON, the one shape every JSON of curves has (predict --format json, the
+    server's format=json; a WebSocket frame message carries one row of it as "values"):
+    {"source": the audio's name or null, "fps": float, "channels": [C names],
+    "frames": T, "values": [T rows of C numbers]}, row t at t / fps s of the audio, values
+    rounded to 6 decimals (the Live Link Face CSV's precision)."""
     doc = {
         "source": source,
-        "fps": fps,
-        "frames": int(curves.shape[0]),
+        "fps": float(fps),
         "channels": list(channels),
+        "frames": int(curves.shape[0]),
         "values": np.round(curves.astype(np.float64), 6).tolist(),
     }
     return json.dumps(doc).encode()
@@ -110,7 +115,7 @@ class CurveFormat:
     columns follow --channel-order (the Live Link Face CSV has the app's own)."""
 
     suffix: str
-    encode: Callable[[np.ndarray, float, list[str], str], bytes]
+    encode: Callable[[np.ndarray, float, list[str], str | None], bytes]
     reorderable: bool
     doc: str
 

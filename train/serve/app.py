@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import os
-import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from blendsync.shared.audio import decode_audio_bytes
 from blendsync.shared.channels import CHANNEL_ORDERS, check_order, reorder
 from blendsync.shared.features.pieces import Workers
 from blendsync.train.inference.outputs import CURVE_FORMATS
@@ -41,6 +40,7 @@ from blendsync.train.inference.predict import Predictor, animate_file
 from blendsync.train.serve.protocol import (
     CLOSE_BAD_INPUT,
     CLOSE_SERVER_ERROR,
+    MODEL_ORDER,
     ProtocolError,
     end_message,
     error_message,
@@ -50,6 +50,7 @@ from blendsync.train.serve.protocol import (
     ready_message,
 )
 from blendsync.train.serve.sessions import StreamSession, warm_up
+from blendsync.train.serve.upload import Upload, UploadError, upload_of
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def create_app(config: ServerConfig) -> Starlette:
 def model_doc(pred: Predictor, hashes: dict) -> dict:
     return {
         "channels": list(pred.channels),
-        "channel_orders": [o for o in CHANNEL_ORDERS if _order_ok(pred, o)],
+        "channel_orders": [MODEL_ORDER, *(o for o in CHANNEL_ORDERS if _order_ok(pred, o))],
         "fps": pred.fps,
         "live": bool(getattr(pred.model, "streaming", False)),
         "lookahead": pred.lookahead,
@@ -187,8 +188,8 @@ async def page(request: Request) -> Response:
 
 
 async def animate(request: Request, state: ServerState) -> Response:
-    """The curves `bstrain predict` writes for the audio file in the body: format json
-    ({"fps", "channels", "frames": [[...], ...]}), livelink (its CSV) or npy; fps, gain and
+    """The file `bstrain predict` writes for the audio file in the body (or a multipart form's
+    file): format json (outputs.curves_json), livelink (its CSV) or npy; fps, gain and
     channel_order as predict's options."""
     if not _authorized(request.headers, request.query_params, state):
         return _refused()
@@ -204,6 +205,7 @@ async def animate(request: Request, state: ServerState) -> Response:
         if not np.isfinite(gain) or gain < 0:
             raise ValueError(f"gain must be a number >= 0, got {q.get('gain')!r}")
         order = q.get("channel_order")
+        order = None if order == MODEL_ORDER else order
         if order is not None:
             check_order(state.pred.channels, order)
         if fmt == "livelink" and len(state.pred.channels) != 52:
@@ -223,18 +225,21 @@ async def animate(request: Request, state: ServerState) -> Response:
             break
     if size > limit:
         return _too_large(state)
-    if not body:
+    try:
+        upload = upload_of(body, request.headers.get("content-type"))
+    except UploadError as e:
+        return JSONResponse({"error": str(e)}, status_code=e.status)
+    if not upload.data:
         return JSONResponse({"error": "the request body must be an audio file (WAV, FLAC, OGG or MP3)"}, 400)
+    del body
     async with state.batch_slots:
         try:
             # This thread decodes, makes the log-mel and writes the answer; the openSMILE pass
             # and the model run in pieces on the compute threads, one core each.
             workers = Workers(parts=CORES, mapper=partial(_map_on_compute, limiter=state.compute))
-            content = await anyio.to_thread.run_sync(
-                _animate_bytes, state.pred, bytes(body), fmt, fps, gain, order, workers
-            )
-        except ValueError as e:  # not audio, silent, too short: the file's fault
-            return JSONResponse({"error": str(e).replace(_UPLOAD_NAME, "the uploaded audio")}, status_code=400)
+            content = await anyio.to_thread.run_sync(_animate_bytes, state.pred, upload, fmt, fps, gain, order, workers)
+        except ValueError as e:  # not audio, silent, too short: the file's fault (named as the client named it)
+            return JSONResponse({"error": str(e)}, status_code=400)
     state.served["files_animated"] += 1
     media = {"json": "application/json", "livelink": "text/csv", "npy": "application/octet-stream"}[fmt]
     return Response(content, media_type=media)
@@ -242,9 +247,6 @@ async def animate(request: Request, state: ServerState) -> Response:
 
 def _too_large(state: ServerState) -> JSONResponse:
     return JSONResponse({"error": f"the upload exceeds {state.config.max_upload_mb:g} MB (--max-upload-mb)"}, 413)
-
-
-_UPLOAD_NAME = "upload"
 
 
 def _map_on_compute(fn, items, *, limiter: anyio.CapacityLimiter) -> list:
@@ -266,19 +268,16 @@ def _map_on_compute(fn, items, *, limiter: anyio.CapacityLimiter) -> list:
 
 
 def _animate_bytes(
-    pred: Predictor, data: bytes, fmt: str, fps: float, gain: float, order: str | None, workers: Workers
+    pred: Predictor, upload: Upload, fmt: str, fps: float, gain: float, order: str | None, workers: Workers
 ) -> bytes:
-    with tempfile.TemporaryDirectory(prefix="bsserve_") as tmp:
-        audio = Path(tmp) / _UPLOAD_NAME
-        audio.write_bytes(data)
-        curves, _ = animate_file(pred, audio, fps=fps, gain=gain, workers=workers)
+    """The file predict would write for the upload: decoded from memory (no path of the
+    server's reaches a message), the same curves and the same encoders."""
+    audio = decode_audio_bytes(upload.data, pred.feature_config.sample_rate, upload.source)
+    curves, _ = animate_file(pred, audio, fps=fps, gain=gain, workers=workers)
     names = list(pred.channels)
     if order is not None and fmt != "livelink":
         curves, names = reorder(curves, pred.channels, order), list(check_order(pred.channels, order))
-    if fmt == "json":  # the wire format's own document (protocol.py), not predict's file
-        frames = np.asarray(curves, np.float32).tolist()
-        return json.dumps({"fps": fps, "channels": names, "frames": frames}).encode()
-    return CURVE_FORMATS[fmt].encode(curves, fps, names, _UPLOAD_NAME)
+    return CURVE_FORMATS[fmt].encode(curves, fps, names, upload.name)
 
 
 async def stream(ws: WebSocket, state: ServerState) -> None:

@@ -25,6 +25,8 @@ CLOSE_SERVER_ERROR = 1011
 # PCM encodings a session may send: numpy dtype, bytes per sample, scale to [-1, 1].
 ENCODINGS = {"pcm_s16le": ("<i2", 2, 1 / 32768.0), "pcm_f32le": ("<f4", 4, 1.0)}
 FRAME_FORMATS = ("json", "binary")
+# The channel order named "model": the model's own (what no channel_order gives).
+MODEL_ORDER = "model"
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 192000
 MAX_CHANNELS = 8
 # Binary frame message: frame index (uint32), time in seconds (float64), then the values
@@ -96,8 +98,9 @@ def parse_start(msg: dict, channel_orders: tuple[str, ...] = ()) -> StartMessage
     if fmt not in FRAME_FORMATS:
         raise ProtocolError(f"start: format must be one of {list(FRAME_FORMATS)}, got {fmt!r}")
     order = msg.get("channel_order")
-    if order is not None and order not in channel_orders:
-        raise ProtocolError(f"start: channel_order must be one of {list(channel_orders)}, got {order!r}")
+    if order is not None and order != MODEL_ORDER and order not in channel_orders:
+        raise ProtocolError(f"start: channel_order must be one of {[MODEL_ORDER, *channel_orders]}, got {order!r}")
+    order = None if order == MODEL_ORDER else order
     gain = msg.get("gain", 1.0)
     if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not math.isfinite(gain) or gain < 0:
         raise ProtocolError(f"start: gain must be a number >= 0, got {gain!r}")

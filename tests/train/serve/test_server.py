@@ -94,19 +94,57 @@ def test_batch_gives_predicts_curves(offline_server, checkpoint, tmp_path):
     from blendsync.train.inference.batch import predict
 
     audio = EXAMPLE / "ava_take1.wav"
-    predict([audio], checkpoint, tmp_path, fps=60, formats=("livelink", "npy"), plot=False)
+    predict([audio], checkpoint, tmp_path, fps=60, formats=("livelink", "npy", "json"), plot=False)
     want = np.load(tmp_path / "ava_take1.npy")
     code, body = _post(offline_server.url + "/v1/animate?format=json&fps=60", audio.read_bytes())
     doc = json.loads(body)
-    assert code == 200 and doc["fps"] == 60 and len(doc["channels"]) == 52
-    np.testing.assert_allclose(np.array(doc["frames"], np.float32), want, rtol=0, atol=1e-6)
+    assert code == 200 and doc["fps"] == 60 and len(doc["channels"]) == 52 and doc["frames"] == len(want)
+    # One shape for curves as JSON: predict's file, the same bytes but for the source's name.
+    predicted = json.loads((tmp_path / "ava_take1.json").read_text())
+    assert predicted["source"] == str(audio) and doc["source"] is None
+    assert list(doc) == list(predicted) and {**doc, "source": str(audio)} == predicted
+    np.testing.assert_allclose(np.array(doc["values"]), want, rtol=0, atol=5e-7 + 1e-8)  # 6 decimals
     code, body = _post(offline_server.url + "/v1/animate?format=livelink&fps=60", audio.read_bytes())
     assert code == 200 and body.decode() == (tmp_path / "ava_take1.csv").read_text()
     code, body = _post(offline_server.url + "/v1/animate?format=npy&fps=60", audio.read_bytes())
     np.testing.assert_array_equal(np.load(io.BytesIO(body)), want)
+    code, body = _post(offline_server.url + "/v1/animate?format=npy&fps=60&channel_order=model", audio.read_bytes())
+    np.testing.assert_array_equal(np.load(io.BytesIO(body)), want)
     flac = EXAMPLE / "bruno_take1.flac"  # any format soundfile reads
     code, body = _post(offline_server.url + "/v1/animate?fps=30", flac.read_bytes())
-    assert code == 200 and len(json.loads(body)["frames"]) > 30
+    assert code == 200 and len(json.loads(body)["values"]) > 30
+
+
+def _form(fields: list[tuple[str, str | None, bytes]], boundary: str = "----blendsync7MA4YWxk") -> tuple[bytes, dict]:
+    """A multipart/form-data body as curl -F and browsers send it: (name, filename, content)."""
+    body = b""
+    for name, filename, content in fields:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n".encode()
+        body += b"Content-Type: application/octet-stream\r\n" if filename is not None else b""
+        body += b"\r\n" + content + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def test_a_multipart_form_s_file_is_animated_as_the_body_is(offline_server):
+    audio = EXAMPLE / "ava_take1.wav"
+    _, want = _post(offline_server.url + "/v1/animate?format=livelink", audio.read_bytes())
+    form, headers = _form([("fps", None, b"60"), ("file", r"C:\takes\ava_take1.wav", audio.read_bytes())])
+    code, body = _post(offline_server.url + "/v1/animate?format=livelink", form, headers)
+    assert code == 200 and body == want
+    code, body = _post(offline_server.url + "/v1/animate?format=json", form, headers)
+    assert code == 200 and json.loads(body)["source"] == "ava_take1.wav"
+    form, headers = _form([("audio", None, audio.read_bytes())])  # a field, not a file: taken by its name
+    assert _post(offline_server.url + "/v1/animate?format=livelink", form, headers) == (200, want)
+    form, headers = _form([("fps", None, b"60")])
+    code, body = _post(offline_server.url + "/v1/animate", form, headers)
+    assert code == 400 and "the form holds no file" in json.loads(body)["error"]
+    code, body = _post(offline_server.url + "/v1/animate", b"x", {"Content-Type": "multipart/mixed; boundary=x"})
+    assert code == 415 and "send the audio file as the request body" in json.loads(body)["error"]
+    form, headers = _form([("file", "notes.txt", b"not audio at all")])
+    code, body = _post(offline_server.url + "/v1/animate", form, headers)
+    assert code == 400 and json.loads(body)["error"].startswith("notes.txt: cannot decode audio")
 
 
 def test_batch_of_a_long_file_in_pieces_gives_the_one_pass_curves(offline_server, checkpoint, tmp_path):
@@ -131,6 +169,7 @@ def test_model_and_health(live_server, live_checkpoint):
     doc = json.loads(body)
     assert code == 200 and doc["channels"] == ck.channels and doc["live"] and doc["lookahead"] == ck.lookahead
     assert doc["feature_config_hash"] == ck.feature_config_hash and doc["train_config_hash"] == ck.config.hash
+    assert doc["channel_orders"][0] == "model" and "unreal61" in doc["channel_orders"]
     assert json.loads(_get(live_server.url + "/healthz")[1])["status"] == "ok"
     code, body = _get(live_server.url + "/")
     assert code == 200 and b"/v1/stream" in body
@@ -155,6 +194,13 @@ def test_a_session_at_60_fps_in_another_channel_order(live_server, live_checkpoi
     assert ready["channels"] == list(CHANNEL_ORDERS["unreal61"]) and ready["fps"] == 60
     want = reorder(_streamed(live_checkpoint, audio, fps=60), _model_channels(live_checkpoint), "unreal61")
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+
+
+def test_a_session_in_the_model_s_own_channel_order(live_server, live_checkpoint):
+    audio = EXAMPLE / "chen_take1.wav"
+    ready, got, _ = session(live_server.ws, audio, channel_order="model")
+    assert ready["channels"] == _model_channels(live_checkpoint)
+    np.testing.assert_allclose(got, _streamed(live_checkpoint, audio), rtol=0, atol=1e-4)
 
 
 def _model_channels(checkpoint):
@@ -246,7 +292,9 @@ def test_bad_uploads_get_their_errors(offline_server):
     code, body = _post(offline_server.url + "/v1/animate", b"\0" * (1536 * 1024))  # --max-upload-mb 1
     assert code == 413 and "exceeds 1 MB" in json.loads(body)["error"]
     code, body = _post(offline_server.url + "/v1/animate", b"not audio at all")
-    assert code == 400 and "the uploaded audio: cannot decode audio" in json.loads(body)["error"]
+    error = json.loads(body)["error"]
+    assert code == 400 and error.startswith("the uploaded audio: cannot decode audio"), error
+    assert "/" not in error and "bsserve" not in error  # no path of the server's reaches a client
     code, body = _post(offline_server.url + "/v1/animate?format=mp4", (EXAMPLE / "ava_take1.wav").read_bytes())
     assert code == 400 and "format must be one of" in json.loads(body)["error"]
     code, body = _post(offline_server.url + "/v1/animate", b"")
