@@ -64,8 +64,18 @@ def decode_audio(path: str | Path, sample_rate: int) -> DecodedAudio:
         info = sf.info(str(p))
         fmt = info.format
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
-        raise AudioError(f"{p}: cannot decode audio ({e})") from None
+        raise AudioError(f"{p}: cannot decode audio ({decode_failure(e)})") from None
     return prepare_samples(data, sr, sample_rate, source=str(p), source_format=fmt)
+
+
+def decode_failure(e: Exception) -> str:
+    """libsndfile's reason without the path it repeats ("Error opening '/x/y.md': Format not
+    recognised." -> "format not recognised")."""
+    text = str(e).strip()
+    if text.startswith("Error opening ") and "': " in text:
+        text = text.split("': ", 1)[1]
+    text = text.rstrip(".")
+    return text[:1].lower() + text[1:]
 
 
 def decode_audio_bytes(data: bytes, sample_rate: int, source: str) -> DecodedAudio:

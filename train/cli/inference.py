@@ -104,6 +104,10 @@ def predict(
         if is_write_failure(e):
             raise write_failure(e) from None
         raise
+    if rep.failed and not rep.animated:  # nothing to sum up: the reasons only
+        for line in rep.failed:
+            click.echo(f"error: {line}", err=True)
+        sys.exit(2)
     click.echo(
         f"{len(rep.animated)} audio file(s) animated, {len(rep.written)} file(s) written to {out_dir}; "
         f"{rep.audio_s:.1f} s of audio at "

@@ -195,6 +195,7 @@ def predict(
             abort_running()
 
         futures += [file_pool.submit(job, audio, name, **options) for audio, name in files]
+        made = not out.exists()  # removed again when no file is written into it
         try:
             setup = _load(checkpoint, device, frames_per_window, gain, formats, channel_order)
             out.mkdir(parents=True, exist_ok=True)
@@ -221,7 +222,18 @@ def predict(
         rep.featurize_s += r["featurize_s"]
         rep.model_s += r["model_s"]
         rep.latency_s = r.get("latency_s", rep.latency_s)
+    if made and not rep.written:
+        _remove_empty_folders(out)
     return rep
+
+
+def _remove_empty_folders(top: Path) -> None:
+    """top and the folders under it, where they hold nothing."""
+    for folder in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    if top.is_dir() and not any(top.iterdir()):
+        top.rmdir()
 
 
 def _load(checkpoint, device, frames_per_window, gain, formats, channel_order) -> _Setup:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from blendsync.shared.audio import AudioError
+from blendsync.shared.audio import AudioError, decode_failure
 from blendsync.shared.streams.chunked import RIGHT_MARGIN_S, FeatureStream
 
 
@@ -91,7 +91,7 @@ def animate_chunked(pred, audio: str | Path, chunk_seconds: float) -> dict:
     try:
         info = sf.info(str(audio))
     except Exception as e:
-        raise AudioError(f"{audio}: cannot decode audio ({e})") from None
+        raise AudioError(f"{audio}: cannot decode audio ({decode_failure(e)})") from None
     anim = ChunkedAnimator(pred, info.samplerate, str(audio))
     block = max(1, int(round(chunk_seconds * info.samplerate)))
     out = [anim.push(data) for data in sf.blocks(str(audio), blocksize=block, dtype="float32", always_2d=True)]

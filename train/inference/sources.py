@@ -16,12 +16,12 @@ def file_chunks(path: Path, chunk_seconds: float) -> tuple[Iterator[np.ndarray],
     audio soundfile can read (as predict says it)."""
     import soundfile as sf
 
-    from blendsync.shared.audio import AudioError
+    from blendsync.shared.audio import AudioError, decode_failure
 
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
-        raise AudioError(f"{path}: cannot decode audio ({e})") from None
+        raise AudioError(f"{path}: cannot decode audio ({decode_failure(e)})") from None
     if info.frames == 0:
         raise AudioError(f"{path}: audio is empty (0 samples)")
     block = max(1, int(round(chunk_seconds * info.samplerate)))

@@ -171,6 +171,18 @@ def test_bad_files_are_reported_and_skipped(shared_data, checkpoint, tmp_path, c
     assert capsys.readouterr().err.count("junk.wav: cannot decode audio") == 1  # once, not also as a log line
 
 
+def test_a_run_of_only_bad_files_says_why_in_a_line_and_creates_nothing(checkpoint, tmp_path, capsys, monkeypatch):
+    """`bstrain predict README.md`: the reason, exit 2, no summary of nothing, no empty folder."""
+    from tests.helpers import REPO
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(["-q", "predict", str(REPO / "README.md"), "--checkpoint", str(checkpoint)])
+    out = capsys.readouterr()
+    assert e.value.code == 2 and out.out == "" and not (tmp_path / "predictions").exists()
+    assert out.err == f"error: {REPO / 'README.md'}: cannot decode audio (format not recognised)\n"
+
+
 def test_evaluate_prints_every_metric_and_json_parses(example_store, checkpoint, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(
