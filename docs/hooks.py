@@ -2,6 +2,8 @@
 
 - benchmarks.md is BENCHMARKS.md at the repository's root (where benchmark scripts record
   their results).
+- css/pygments.css is the colours of the code blocks, which Pygments marks up when the site
+  is built (nothing is fetched when a page is read).
 - A line `<!-- settings: train -->` or `<!-- settings: features -->` in a page becomes the
   table of every key of that config, read from the config classes' own field metadata
   (blendsync.shared.settings): key, default, what a value must be, and what it does.
@@ -19,7 +21,10 @@ MARKER = re.compile(r"^<!-- settings: (train|features) -->$", re.M)
 
 
 def on_files(files, config):
+    from pygments.formatters import HtmlFormatter
+
     files.append(File.generated(config, "benchmarks.md", content=(ROOT / "BENCHMARKS.md").read_text()))
+    files.append(File.generated(config, "css/pygments.css", content=HtmlFormatter().get_style_defs(".codehilite")))
     return files
 
 

@@ -48,6 +48,16 @@ def test_the_site_builds_strict(tmp_path):
     config = (tmp_path / "site" / "configuration" / "index.html").read_text()
     assert "optim.lr" in config and "emotion.context_s" in config and "<!-- settings" not in config
     assert "Frame blocks: training throughput" in (tmp_path / "site" / "benchmarks" / "index.html").read_text()
+    # Read offline: every script, stylesheet, font and image the pages load is the site's own.
+    loaded = {
+        f"{page.relative_to(tmp_path)}: {url}"
+        for page in (tmp_path / "site").rglob("*.html")
+        for url in re.findall(r'<(?:script|link|img)\b[^>]*\b(?:src|href)="([^"]+)"', page.read_text())
+        if re.match(r"(https?:)?//", url)
+    }
+    assert loaded == set()
+    assert ".codehilite" in (tmp_path / "site" / "css" / "pygments.css").read_text()
+    assert '<div class="codehilite">' in (tmp_path / "site" / "serving" / "index.html").read_text()
 
 
 def test_every_option_of_every_command_has_its_help():
