@@ -117,7 +117,32 @@ def test_commands_on_the_pages_use_options_that_exist():
             for w in words[i + 1 :]:
                 if w.startswith("-") and w.split("=")[0] not in known:
                     bad.append(f"{page.name}: {line}: {words[0]} {words[i]} has no option {w}")
+            problem = _parse_problem(cmd, _expanded(words[i + 1 :]))
+            if problem:
+                bad.append(f"{page.name}: {line}: {problem}")
     assert bad == [] and seen >= 20
+
+
+def _expanded(words: list[str]) -> list[str]:
+    """Words as a shell in the repository expands them (a glob that matches there)."""
+    import glob
+
+    out = []
+    for w in words:
+        matches = sorted(glob.glob(w, root_dir=REPO)) if any(c in w for c in "*?[") else []
+        out += matches or [w]
+    return out
+
+
+def _parse_problem(cmd: click.Command, args: list[str]) -> str | None:
+    """What click would refuse in these arguments (an option without its value, arguments the
+    command does not take), without running the command nor checking the files named."""
+    args = [a for a in args if a not in ("-h", "--help")]
+    try:
+        _, extra, _ = cmd.make_parser(click.Context(cmd)).parse_args(args)
+    except click.UsageError as e:
+        return e.format_message()
+    return f"unexpected extra argument(s) {extra}" if extra else None
 
 
 def test_pages_hold_no_copied_usage_synopses():
@@ -142,12 +167,12 @@ def _recipe(page: Path, name: str) -> tuple[dict[str, str], list[str]]:
     return files, _commands(block.group(0))
 
 
-def _run_recipe(tmp_path: Path, name: str, takes: dict[str, Path]) -> list[str]:
-    files, lines = _recipe(DOCS / "own-actor.md", name)
+def _run_recipe(tmp_path: Path, name: str, takes: dict[str, Path], page: Path = DOCS / "own-actor.md") -> list[str]:
+    files, lines = _recipe(page, name)
     for fname, text in files.items():
         (tmp_path / fname).write_text(text)
-    (tmp_path / "takes").mkdir()
     for fname, src in takes.items():
+        (tmp_path / fname).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / fname).symlink_to(src)
     outputs = []
     for line in lines:
@@ -217,3 +242,13 @@ def test_the_live_recipe_runs_as_written(tmp_path):
              enumerate(("ava_take1", "ava_take2", "ava_take3", "chen_take1"), 1) for ext in ("wav", "csv")}  # fmt: skip
     out = _run_recipe(tmp_path, "live", takes)
     assert "at 30 fps" in out[-1] and (tmp_path / "runs/my_actor_live/checkpoints/best.pt").is_file()
+
+
+@pytest.mark.slow
+def test_the_readme_live_section_runs_as_written(tmp_path):
+    """From the repository's root, on the example data, as a newcomer runs it after the
+    quickstart (its training cut short, its stream as fast as computed)."""
+    given = {"data_manifest.csv": REPO / "data_manifest.csv", "data": REPO / "data"}
+    out = _run_recipe(tmp_path, "readme-live", given, page=REPO / "README.md")
+    assert "rows stored" in out[0] and (tmp_path / "runs/live/checkpoints/best.pt").is_file()
+    assert "sent " in out[-1] and "at 30 fps" in out[-1]

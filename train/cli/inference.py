@@ -161,15 +161,31 @@ def predict(
 @click.option(
     "--mic",
     is_flag=True,
-    help="Read the default input device (a microphone) instead of AUDIO, until Ctrl-C; needs pip install -e "
-    "'.[mic]' and PortAudio (apt-get install libportaudio2). --sample-rate and --channels set its format.",
+    help="Read an input device (a microphone: the default one, or --input-device) instead of AUDIO, until "
+    "Ctrl-C; needs pip install -e '.[mic]' and PortAudio (apt-get install libportaudio2). --sample-rate and "
+    "--channels set its format.",
+)
+@click.option(
+    "--input-device",
+    default=None,
+    metavar="NAME|INDEX",
+    help="The --mic device: its index or a part of its name, as --list-devices shows them [default: the system's "
+    "default input].",
+)
+@click.option(
+    "--list-devices",
+    is_flag=True,
+    is_eager=True,
+    expose_value=False,
+    callback=lambda ctx, param, value: _list_devices(ctx) if value else None,
+    help="List the audio input devices (index, name, channels, default rate) and exit.",
 )
 @click.option(
     "--sample-rate",
     type=click.IntRange(min=1000, max=768000),
-    default=16000,
-    show_default=True,
-    help="Rate of --stdin-pcm or --mic audio.",
+    default=None,
+    help="Rate of --stdin-pcm audio [default: 16000] or --mic audio [default: the device's own rate]. Any rate "
+    "streams at the same latency.",
 )
 @click.option(
     "--channels",
@@ -197,6 +213,7 @@ def stream(
     realtime,
     stdin_pcm,
     mic,
+    input_device,
     sample_rate,
     n_channels,
     chunk_seconds,
@@ -216,11 +233,12 @@ def stream(
     from blendsync.train.core.checkpoint import CheckpointError
     from blendsync.train.inference.livelink import LiveLinkSender
     from blendsync.train.inference.predict import Predictor
-    from blendsync.train.inference.sources import file_chunks, mic_chunks, stdin_chunks
     from blendsync.train.inference.stream import stream_audio
 
     if (audio is not None) + stdin_pcm + mic != 1:
         raise UsageFailure("give one source: AUDIO, --stdin-pcm or --mic")
+    if input_device is not None and not mic:
+        raise UsageFailure("--input-device picks the --mic device: give --mic")
     host, port_n = _live_link_target(target)
     h, m, sec, ff = _start_timecode(start_timecode, fps)
     if not subject.strip() or len(subject.encode("utf-8")) > MAX_SUBJECT_BYTES:
@@ -236,11 +254,7 @@ def stream(
         if ff >= fps:
             raise UsageFailure(f"--start-timecode {start_timecode!r}: frame {ff} does not exist at {fps} fps")
         chunk_seconds = chunk_seconds or (0.01 if live else 0.1)
-        if audio is not None:
-            chunks, rate = file_chunks(audio, chunk_seconds)
-        else:
-            live_input = mic_chunks if mic else stdin_chunks
-            chunks, rate = live_input(sample_rate, n_channels, chunk_seconds), sample_rate
+        chunks, rate = _stream_source(audio, mic, input_device, sample_rate, n_channels, chunk_seconds)
         sender = LiveLinkSender(pred.channels, host=host, port=port_n, subject=subject, fps=fps,
                                 start_frame=((h * 60 + m) * 60 + sec) * fps + ff)  # fmt: skip
         verbose = logging.getLogger("blendsync").getEffectiveLevel() <= logging.DEBUG
@@ -263,6 +277,44 @@ def stream(
         + (f"paced {1000 * rep.delay_s:.0f} ms behind the audio; " if rep.delay_s is not None else "")
         + rep.summary()
     )
+
+
+def _stream_source(audio, mic: bool, input_device, sample_rate, n_channels: int, chunk_seconds: float):
+    """(chunks, their rate) of a stream's source: a file, an input device or PCM on stdin."""
+    from blendsync.train.inference.sources import (
+        file_chunks,
+        input_devices,
+        mic_chunks,
+        pick_input_device,
+        stdin_chunks,
+    )
+
+    if audio is not None:
+        return file_chunks(audio, chunk_seconds)
+    if not mic:
+        rate = sample_rate or 16000
+        return stdin_chunks(rate, n_channels, chunk_seconds), rate
+    dev = pick_input_device(input_devices(), input_device)
+    if n_channels > dev["channels"]:
+        raise ValueError(f"--channels {n_channels}: {dev['name']} has {dev['channels']} input channel(s)")
+    rate = sample_rate or int(dev["sample_rate"])
+    click.echo(f"input device {dev['index']}: {dev['name']} at {rate} Hz", err=True)
+    return mic_chunks(rate, n_channels, chunk_seconds, dev["index"]), rate
+
+
+def _list_devices(ctx: click.Context) -> None:
+    from blendsync.train.inference.sources import input_devices
+
+    try:
+        devices = input_devices()
+    except ValueError as e:
+        raise UsageFailure(str(e)) from None
+    if not devices:
+        click.echo("no audio input devices found")
+    for d in devices:
+        mark = " (default)" if d["default"] else ""
+        click.echo(f"{d['index']:3d}  {d['name']}{mark}: {d['channels']} channel(s), {d['sample_rate']:g} Hz")
+    ctx.exit(0)
 
 
 # A Live Link subject name: what Unreal shows in its subject list (the packet allows more, a

@@ -51,16 +51,69 @@ def stdin_chunks(sample_rate: int, channels: int, chunk_seconds: float) -> Itera
     return pcm_chunks(sys.stdin.buffer, sample_rate, channels, chunk_seconds)
 
 
-def mic_chunks(sample_rate: int, channels: int, chunk_seconds: float, device=None) -> Iterator[np.ndarray]:
-    """The default (or the given) input device through PortAudio (the sounddevice package:
-    pip install -e ".[mic]", and PortAudio itself, e.g. apt-get install libportaudio2), in
-    chunks of chunk_seconds as the device delivers them, until the stream is interrupted."""
-    import queue
+MIC_INSTALL = "pip install -e '.[mic]' and PortAudio (apt-get install libportaudio2)"
+NO_INPUT_DEVICE = "no audio input device found; list them with: bstrain stream --list-devices"
 
+
+def _sounddevice():
     try:
         import sounddevice
     except (ImportError, OSError) as e:  # OSError: the package is there, PortAudio is not
-        raise ValueError(f"microphone input needs the sounddevice package and PortAudio ({e})") from None
+        raise ValueError(f"microphone input needs the sounddevice package and PortAudio: {MIC_INSTALL} ({e})") from None
+    return sounddevice
+
+
+def input_devices() -> list[dict]:
+    """The input devices PortAudio sees: {"index", "name", "channels", "sample_rate", "default"}."""
+    sd = _sounddevice()
+    try:
+        devices = sd.query_devices()
+        default = sd.default.device[0]
+    except Exception as e:  # noqa: BLE001 - PortAudio's errors name the problem
+        raise ValueError(f"cannot list the audio devices: {e}") from None
+    return [
+        {
+            "index": int(d["index"]),
+            "name": str(d["name"]),
+            "channels": int(d["max_input_channels"]),
+            "sample_rate": float(d["default_samplerate"]),
+            "default": int(d["index"]) == default,
+        }  # fmt: skip
+        for d in devices
+        if d["max_input_channels"] > 0
+    ]
+
+
+def pick_input_device(devices: list[dict], spec: str | None) -> dict:
+    """The device spec names among devices (input_devices()): an index, or a part of one name
+    (case ignored); None: the default, else the first. ValueError saying what there is."""
+    if not devices:
+        raise ValueError(NO_INPUT_DEVICE)
+    if spec is None:
+        return next((d for d in devices if d["default"]), devices[0])
+    if spec.strip().isdigit():
+        found = [d for d in devices if d["index"] == int(spec)]
+    else:
+        found = [d for d in devices if spec.strip().lower() in d["name"].lower()]
+        exact = [d for d in found if d["name"].lower() == spec.strip().lower()]
+        found = exact or found
+    if len(found) != 1:
+        names = ", ".join(f"{d['index']}: {d['name']}" for d in (found or devices))
+        what = "names several input devices" if found else "names no input device"
+        raise ValueError(f"--input-device {spec!r} {what} ({names}); list them with: bstrain stream --list-devices")
+    return found[0]
+
+
+def mic_chunks(
+    sample_rate: int, channels: int, chunk_seconds: float, device: int | None = None
+) -> Iterator[np.ndarray]:
+    """An input device through PortAudio (the sounddevice package: pip install -e ".[mic]",
+    and PortAudio itself, e.g. apt-get install libportaudio2), in chunks of chunk_seconds as
+    the device delivers them, until the stream is interrupted. device: an index of
+    input_devices() (None: the default)."""
+    import queue
+
+    sounddevice = _sounddevice()
     blocks: queue.Queue[np.ndarray] = queue.Queue(maxsize=int(10 / chunk_seconds) + 1)
 
     def callback(indata, frames, when, status) -> None:

@@ -135,11 +135,53 @@ def test_stream_takes_one_source_and_says_what_a_microphone_needs(live_checkpoin
         with pytest.raises(SystemExit) as e:
             main(["stream", *args, "--checkpoint", str(live_checkpoint)])
         assert e.value.code == 1 and "give one source" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as e:  # no input device (nor PortAudio) on a test machine
+    with pytest.raises(SystemExit) as e:  # no input device (perhaps no PortAudio either) on a test machine
         main(["stream", "--mic", "--checkpoint", str(live_checkpoint), "--to", "127.0.0.1:9"])
     err = capsys.readouterr().err
-    assert e.value.code == 1 and ("needs the sounddevice package" in err or "cannot open the audio input" in err)
+    assert e.value.code == 1
+    assert "pip install -e '.[mic]' and PortAudio (apt-get install libportaudio2)" in err or (
+        "no audio input device found; list them with: bstrain stream --list-devices" in err
+    ), err
+    with pytest.raises(SystemExit) as e:
+        main(["stream", "--stdin-pcm", "--input-device", "2", "--checkpoint", str(live_checkpoint)])
+    assert e.value.code == 1 and "--input-device picks the --mic device" in capsys.readouterr().err
     for bad in ("nohost", "127.0.0.1:0", "127.0.0.1:70000", "host.invalid:11111"):
         with pytest.raises(SystemExit) as e:
             main(["stream", "--stdin-pcm", "--checkpoint", str(live_checkpoint), "--to", bad])
         assert e.value.code == 1 and "--to" in capsys.readouterr().err
+
+
+def test_list_devices_needs_no_checkpoint_and_says_what_there_is(capsys):
+    from blendsync.train.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["stream", "--list-devices"])
+    out = capsys.readouterr()
+    if e.value.code == 1:  # no PortAudio here: the line that installs it
+        assert "apt-get install libportaudio2" in out.err
+    else:
+        assert e.value.code == 0 and ("no audio input devices found" in out.out or "Hz" in out.out)
+
+
+DEVICES = [
+    {"index": 0, "name": "HDA Intel PCH: ALC257 Analog (hw:0,0)", "channels": 2, "sample_rate": 44100.0,
+     "default": False},
+    {"index": 3, "name": "USB Audio: Yeti Stereo Microphone", "channels": 2, "sample_rate": 48000.0, "default": True},
+    {"index": 4, "name": "USB Audio: Yeti Mono", "channels": 1, "sample_rate": 48000.0, "default": False},
+]  # fmt: skip
+
+
+def test_an_input_device_is_picked_by_index_or_name():
+    from blendsync.train.inference.sources import NO_INPUT_DEVICE, pick_input_device
+
+    assert pick_input_device(DEVICES, None)["index"] == 3  # the system's default
+    assert pick_input_device(DEVICES[:1], None)["index"] == 0  # else the first
+    assert pick_input_device(DEVICES, "0")["index"] == 0
+    assert pick_input_device(DEVICES, "alc257")["index"] == 0
+    assert pick_input_device(DEVICES, "USB Audio: Yeti Mono")["index"] == 4
+    with pytest.raises(ValueError, match="names several input devices .*3: USB Audio: Yeti Stereo"):
+        pick_input_device(DEVICES, "yeti")
+    with pytest.raises(ValueError, match="names no input device .*--list-devices"):
+        pick_input_device(DEVICES, "9")
+    with pytest.raises(ValueError, match=NO_INPUT_DEVICE):
+        pick_input_device([], None)
