@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 def baseline_featurize_file(audio, targets, cfg: FeatureConfig) -> FeaturizedFile:
     """The naive pipeline: same decode, mel and targets; eGeMAPS by one openSMILE call per
     frame on the context ending at that frame."""
-    dec = decode_audio(audio, cfg.sample_rate)
+    dec = decode_audio(audio, cfg.sample_rate, cfg.resampler)
     y, sr = dec.samples, dec.sample_rate
     dur = dec.duration_s
     curves = None

@@ -13,10 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
+
+from blendsync.shared.streams.resample import resample_whole, stream_resampler
 
 log = logging.getLogger(__name__)
 
+# The feature config's resampler unless one is named (shared.streams.resample).
+DEFAULT_RESAMPLER = "soxr-vhq"
 MIN_DURATION_S = 0.25
 # A sample at or beyond this magnitude sits at an integer format's limit (32767/32768 for
 # 16 bit; wider formats reach closer to 1): the recording clipped there.
@@ -42,20 +45,22 @@ class DecodedAudio:
     source_channels: int
     source_format: str
     clipped_samples: int
+    # How it was brought to sample_rate (shared.streams.resample), where it was.
+    resampler: str = DEFAULT_RESAMPLER
 
     @property
     def duration_s(self) -> float:
         return self.samples.shape[0] / self.sample_rate
 
 
-def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """(N,) float -> (M,) float32 with soxr's high-quality (VHQ) polyphase resampler."""
+def resample(x: np.ndarray, sr_in: int, sr_out: int, resampler: str = DEFAULT_RESAMPLER) -> np.ndarray:
+    """(N,) float -> (M,) float32 by the named resampler (shared.streams.resample)."""
     if sr_in == sr_out:
         return np.ascontiguousarray(x, dtype=np.float32)
-    return soxr.resample(np.asarray(x, dtype=np.float32), sr_in, sr_out, quality="VHQ").astype(np.float32)
+    return resample_whole(x, sr_in, sr_out, resampler)
 
 
-def decode_audio(path: str | Path, sample_rate: int) -> DecodedAudio:
+def decode_audio(path: str | Path, sample_rate: int, resampler: str = DEFAULT_RESAMPLER) -> DecodedAudio:
     p = Path(path)
     if not p.is_file():
         raise AudioError(f"{p}: audio file not found")
@@ -65,7 +70,7 @@ def decode_audio(path: str | Path, sample_rate: int) -> DecodedAudio:
         fmt = info.format
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
         raise AudioError(f"{p}: cannot decode audio ({decode_failure(e)})") from None
-    return prepare_samples(data, sr, sample_rate, source=str(p), source_format=fmt)
+    return prepare_samples(data, sr, sample_rate, source=str(p), source_format=fmt, resampler=resampler)
 
 
 def decode_failure(e: Exception) -> str:
@@ -78,7 +83,7 @@ def decode_failure(e: Exception) -> str:
     return text[:1].lower() + text[1:]
 
 
-def decode_audio_bytes(data: bytes, sample_rate: int, source: str) -> DecodedAudio:
+def decode_audio_bytes(data: bytes, sample_rate: int, source: str, resampler: str = DEFAULT_RESAMPLER) -> DecodedAudio:
     """As decode_audio, for a file's bytes held in memory (an upload): no file is written, and
     messages name `source` only (libsndfile's own reason, which names a path, is left out)."""
     import io
@@ -91,11 +96,17 @@ def decode_audio_bytes(data: bytes, sample_rate: int, source: str) -> DecodedAud
         raise AudioError(
             f"{source}: cannot decode audio (not a WAV, FLAC, OGG or MP3 file that libsndfile reads)"
         ) from None
-    return prepare_samples(samples, sr, sample_rate, source=source, source_format=fmt)
+    return prepare_samples(samples, sr, sample_rate, source=source, source_format=fmt, resampler=resampler)
 
 
 def prepare_samples(
-    data: np.ndarray, sr: int, sample_rate: int, *, source: str = "<array>", source_format: str = "array"
+    data: np.ndarray,
+    sr: int,
+    sample_rate: int,
+    *,
+    source: str = "<array>",
+    source_format: str = "array",
+    resampler: str = DEFAULT_RESAMPLER,
 ) -> DecodedAudio:
     """(N, channels) or (N,) float at sr -> checked mono DecodedAudio at sample_rate."""
     data = np.asarray(data, dtype=np.float32)
@@ -123,7 +134,7 @@ def prepare_samples(
     peak = float(np.max(np.abs(mono)))
     if peak < SILENCE_PEAK:
         raise AudioError(f"{source}: audio is silent (peak {peak:.2e} < {SILENCE_PEAK:.0e})")
-    y = resample(mono, sr, sample_rate)
+    y = resample(mono, sr, sample_rate, resampler)
     # openSMILE scales float input by 32768 to int16: anything outside [-1, 1] would wrap.
     over = int(np.count_nonzero(np.abs(y) > 1.0))
     if over:
@@ -136,21 +147,26 @@ def prepare_samples(
         source_channels=int(ch),
         source_format=source_format,
         clipped_samples=at_limit + over,
+        resampler=resampler,
     )
 
 
 class AudioStream:
     """Audio that arrives in pieces, made what decode_audio makes of a whole file: mono,
-    resampled with soxr's streaming resampler (which gives the one-shot result exactly),
-    clipped to [-1, 1], with the same checks (NaN at once; empty, too short or silent once
-    the stream ends, since only then is the whole known).
+    resampled by the same resampler as a stream (which gives the whole file's samples
+    exactly), clipped to [-1, 1], with the same checks (NaN at once; empty, too short or
+    silent once the stream ends, since only then is the whole known).
 
     push(data (N, channels) or (N,) float at source_rate) -> the resampled samples it
-    completes; finish() -> the resampler's last samples, after the checks."""
+    completes; finish() -> the resampler's last samples, after the checks. delay_s: the most
+    the resampler holds back."""
 
-    def __init__(self, source_rate: int, sample_rate: int, source: str = "<stream>"):
+    def __init__(
+        self, source_rate: int, sample_rate: int, source: str = "<stream>", resampler: str = DEFAULT_RESAMPLER
+    ):
         self.source, self.source_rate, self.sample_rate = source, int(source_rate), int(sample_rate)
-        self._rs = soxr.ResampleStream(self.source_rate, self.sample_rate, 1, dtype="float32", quality="VHQ")
+        self._rs = stream_resampler(resampler, self.source_rate, self.sample_rate)
+        self.delay_s = self._rs.delay_s
         self.samples_in = 0
         self.peak = 0.0
         self.clipped_samples = 0
@@ -166,7 +182,7 @@ class AudioStream:
         mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
         if mono.size:
             self.peak = max(self.peak, float(np.max(np.abs(mono))))
-        return self._out(self._rs.resample_chunk(mono, last=False))
+        return self._out(self._rs.push(mono))
 
     def finish(self) -> np.ndarray:
         if self.samples_in == 0:
@@ -176,7 +192,7 @@ class AudioStream:
             raise AudioError(f"{self.source}: audio is {dur:.3f} s long, shorter than the {MIN_DURATION_S} s minimum")
         if self.peak < SILENCE_PEAK:
             raise AudioError(f"{self.source}: audio is silent (peak {self.peak:.2e} < {SILENCE_PEAK:.0e})")
-        return self._out(self._rs.resample_chunk(np.zeros(0, np.float32), last=True))
+        return self._out(self._rs.finish())
 
     def _out(self, y: np.ndarray) -> np.ndarray:
         over = np.abs(y) > 1.0

@@ -21,6 +21,7 @@ import yaml
 from blendsync.shared import settings
 from blendsync.shared.channels import ARKIT, ChannelSet, read_channel_file
 from blendsync.shared.settings import documented, integer, nonnegative, one_of, positive, real, section
+from blendsync.shared.streams.resample import RESAMPLERS
 
 HASH_LEN = 16
 
@@ -114,13 +115,26 @@ class TargetConfig:
 _UNHASHED = {("targets", "max_mismatch_s")}
 # Settings added after stores and checkpoints were written: hashed only when they differ from
 # these defaults, so every earlier feature-config hash still stands.
-_HASHED_UNLESS_DEFAULT = {("emotion", "delay_s"): 0.0, ("emotion", "before_first_context"): "first"}
+_HASHED_UNLESS_DEFAULT = {
+    ("emotion", "delay_s"): 0.0,
+    ("emotion", "before_first_context"): "first",
+    (None, "resampler"): "soxr-vhq",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
 class FeatureConfig:
     sample_rate: int = integer(
-        16000, minimum=1, doc="Audio is decoded, mixed to mono and resampled to this rate (soxr VHQ)."
+        16000, minimum=1, doc="Audio is decoded, mixed to mono and resampled to this rate (by resampler)."
+    )
+    resampler: str = one_of(
+        "soxr-vhq",
+        lambda: RESAMPLERS,
+        doc="How audio at another rate is brought to sample_rate: soxr-vhq (soxr's very-high-quality filter; a "
+        "stream of it holds samples back in bursts of up to 84 ms at 44.1 kHz, 110 ms at 8 kHz) or sinc-4ms (a "
+        "windowed sinc reaching 4 ms to either side, flat to 7.8 kHz at 16 kHz: a stream of it holds back a "
+        "constant 4 ms; the live feature config's). Audio at sample_rate is taken as it is. Part of the hash only "
+        "when not soxr-vhq.",
     )
     fps: float = positive(30.0, doc="Frame rate of the frame grid: frame k is the instant k / fps.")
     mel: MelConfig = section(MelConfig, doc="The log-mel stream (80 bins by default).")
@@ -170,8 +184,9 @@ class FeatureConfig:
         for part, key in _UNHASHED:
             d[part].pop(key, None)
         for (part, key), default in _HASHED_UNLESS_DEFAULT.items():
-            if d[part].get(key) == default:
-                d[part].pop(key)
+            section = d if part is None else d[part]
+            if section.get(key) == default:
+                section.pop(key)
         return d
 
     @property
@@ -204,7 +219,7 @@ class FeatureConfig:
     @classmethod
     def from_dict(cls, d: dict, *, base_dir: Path | None = None) -> FeatureConfig:
         d = dict(d or {})
-        _check_keys(d, {"sample_rate", "fps", "mel", "emotion", "targets"}, "config")
+        _check_keys(d, {"sample_rate", "resampler", "fps", "mel", "emotion", "targets"}, "config")
         mel = dict(d.pop("mel", None) or {})
         emo = dict(d.pop("emotion", None) or {})
         tgt = dict(d.pop("targets", None) or {})
@@ -226,6 +241,7 @@ class FeatureConfig:
         channels = _channel_set_from(tgt, base_dir)
         return cls(
             sample_rate=number("sample_rate", d.get("sample_rate", 16000), int),
+            resampler=d.get("resampler", "soxr-vhq"),
             fps=number("fps", d.get("fps", 30.0), float),
             mel=MelConfig(**{k: _num(MelConfig, k, v, "mel") for k, v in mel.items()}),
             emotion=EmotionConfig(**{k: _num(EmotionConfig, k, v, "emotion") for k, v in emo.items()}),
@@ -270,7 +286,7 @@ class FeatureConfig:
 # features of frame k need no audio after k / fps but the mel window's (shared.streams.live).
 FEATURE_PRESETS: dict[str, FeatureConfig] = {
     "default": FeatureConfig(),
-    "live": FeatureConfig(emotion=EmotionConfig(delay_s=0.15, before_first_context="fill")),
+    "live": FeatureConfig(resampler="sinc-4ms", emotion=EmotionConfig(delay_s=0.15, before_first_context="fill")),
 }
 
 

@@ -62,9 +62,11 @@ def featurize_file(
     if isinstance(audio, DecodedAudio):
         if audio.sample_rate != cfg.sample_rate:
             raise ValueError(f"decoded audio at {audio.sample_rate} Hz, the feature config's is {cfg.sample_rate} Hz")
+        if audio.source_sample_rate != audio.sample_rate and audio.resampler != cfg.resampler:
+            raise ValueError(f"audio resampled by {audio.resampler}, the feature config's resampler is {cfg.resampler}")
         dec = audio
     else:
-        dec = decode_audio(audio, cfg.sample_rate)
+        dec = decode_audio(audio, cfg.sample_rate, cfg.resampler)
     audio_s = dec.duration_s
     info: dict = {
         "audio_duration_s": audio_s,

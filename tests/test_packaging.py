@@ -56,15 +56,21 @@ def test_license_is_an_spdx_string_that_setuptools_takes_without_a_warning():
 def test_the_wheel_builds_without_a_warning_and_holds_the_live_page(tmp_path):
     """Every install built the package; a folder of data files not declared made setuptools
     print a 40-line warning each time ("... is absent from the packages configuration")."""
+    import shutil
     import subprocess
     import sys
     import zipfile
 
-    r = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(REPO)],
-        capture_output=True,
-        text=True,
-    )
+    had_build = (REPO / "build").exists()
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(REPO)],
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        if not had_build:  # setuptools builds in the source tree: leave the clone as it was
+            shutil.rmtree(REPO / "build", ignore_errors=True)
     assert r.returncode == 0, r.stderr
     out = r.stdout + r.stderr
     assert "absent from the" not in out and "SetuptoolsDeprecationWarning" not in out, out

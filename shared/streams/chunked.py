@@ -35,7 +35,7 @@ class FeatureStream:
 
     def __init__(self, cfg: FeatureConfig, source_rate: int, source: str = "<stream>"):
         self.cfg = cfg
-        self.audio = AudioStream(source_rate, cfg.sample_rate, source)
+        self.audio = AudioStream(source_rate, cfg.sample_rate, source, cfg.resampler)
         # Samples from the last segment's start on: y[0] is sample y_base of the stream.
         self._y, self._y_base = np.zeros(0, np.float32), 0
         self.frames = 0  # frames [0, frames) have features

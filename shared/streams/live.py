@@ -10,8 +10,9 @@ buffers so that memory stays flat over hours. Both are put on the frame grid by 
 arithmetic as a whole file's (shared.frame_grid.rows_to_grid).
 
 Right context, the audio after a frame's instant that its features need:
-    resampling: none at the feature rate (16 kHz); soxr's VHQ stream filter otherwise
-        (about 45 ms at 44.1 or 48 kHz: RESAMPLER_DELAY_S)
+    resampling: none at the feature rate (16 kHz); otherwise the config's resampler's hold-back
+        (shared.streams.resample: a constant 4 ms for the live config's sinc-4ms; soxr-vhq's
+        bursts, up to 84 ms at 44.1 kHz)
     mel: half the FFT window (16 ms) plus the next 10 ms row: MEL_RIGHT_CONTEXT_S
     emotion: openSMILE hands over the row of a context ending at t once it has audio up to
         about t + 70 ms, plus the next 10 ms row, less emotion.delay_s (the live feature
@@ -35,6 +36,7 @@ from blendsync.shared.config import EmotionConfig, FeatureConfig, MelConfig
 from blendsync.shared.features import N_EMOTION, fill_nonfinite, whole_file_functionals
 from blendsync.shared.features.smile import EXTERNAL_SINK, EXTERNAL_SOURCE, ns_to_seconds, pandas_ns
 from blendsync.shared.frame_grid import frame_times, n_frames, rows_to_grid
+from blendsync.shared.streams.resample import hold_back_s
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +50,13 @@ EMOTION_HANDOVER_S = 0.05
 # Emotion rows taken from openSMILE's hand-over in batches of this many, unless a frame
 # waits for one (each take costs about 0.4 ms of pandas' time conversion).
 EMOTION_BATCH = 10
-# soxr's VHQ stream filter holds back about this much at 44.1 or 48 kHz (none at 16 kHz).
-RESAMPLER_DELAY_S = 0.045
 
 
 def right_context_s(cfg: FeatureConfig, source_rate: int | None = None) -> float:
     """Audio after a frame's instant that its features need: the larger of the two streams'
-    right contexts, plus the resampler's delay when the source is at another rate."""
+    right contexts, plus what the resampler holds back when the source is at another rate."""
     emotion = max(0.0, EMOTION_RIGHT_CONTEXT_S - cfg.emotion.delay_s)
-    resampler = 0.0 if source_rate in (None, cfg.sample_rate) else RESAMPLER_DELAY_S
+    resampler = 0.0 if source_rate is None else hold_back_s(cfg.resampler, source_rate, cfg.sample_rate)
     return max(MEL_RIGHT_CONTEXT_S, emotion) + resampler
 
 
@@ -288,7 +288,7 @@ class LiveFeatures:
 
     def __init__(self, cfg: FeatureConfig, source_rate: int, source: str = "<stream>"):
         self.cfg = cfg
-        self.audio = AudioStream(source_rate, cfg.sample_rate, source)
+        self.audio = AudioStream(source_rate, cfg.sample_rate, source, cfg.resampler)
         self.mel = LiveMel(cfg.mel, cfg.sample_rate)
         # Audio goes to openSMILE in 50 ms batches where the emotion row's delay leaves room for
         # them (the live config's 0.15 s); else at once, for the lowest latency.

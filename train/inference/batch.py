@@ -313,7 +313,7 @@ def _animate_and_write(
             fmt.write(path(fmt.suffix), values, fps, names, str(audio))
             written.append(path(fmt.suffix))
     if plot:
-        dec = res.get("audio") or decode_audio(audio, pred.feature_config.sample_rate)
+        dec = res.get("audio") or decode_audio(audio, pred.feature_config.sample_rate, pred.feature_config.resampler)
         plot_prediction(path(".png"), dec.samples, dec.sample_rate, curves, fps, pred.channels, Path(audio).name)
         written.append(path(".png"))
     done = {k: res[k] for k in ("duration_s", "featurize_s", "model_s")} | {"audio": Path(audio), "written": written}
@@ -334,7 +334,7 @@ def _features_then_model(
     aborted openSMILE pass returns early, and its rows must not go on to the model)."""
     t0 = time.perf_counter()
     cfg = hint if hint is not None else ready.result().pred.feature_config
-    dec = decode_audio(audio, cfg.sample_rate)
+    dec = decode_audio(audio, cfg.sample_rate, cfg.resampler)
     workers = pieces if dec.duration_s >= LONG_FILE_S else ONE_PASS
     ff = featurize_file(dec, None, cfg, workers=workers)
     setup: _Setup = ready.result()
@@ -343,7 +343,7 @@ def _features_then_model(
     pred = setup.pred
     if pred.feature_config != cfg:  # the read-ahead was not the checkpoint's: again, with its own
         log.warning("%s: features computed again with the checkpoint's feature config", audio)
-        dec = decode_audio(audio, pred.feature_config.sample_rate)
+        dec = decode_audio(audio, pred.feature_config.sample_rate, pred.feature_config.resampler)
         ff = featurize_file(dec, None, pred.feature_config, workers=workers)
     featurize_s = time.perf_counter() - t0
     if stop.is_set():

@@ -167,7 +167,11 @@ class Predictor:
         {"features": FeaturizedFile, "audio": DecodedAudio (kept for the plot), "duration_s",
         "featurize_s"}. AudioError (a ValueError) naming the file when it is not usable audio."""
         t0 = time.perf_counter()
-        dec = audio if isinstance(audio, DecodedAudio) else decode_audio(audio, self.feature_config.sample_rate)
+        dec = (
+            audio
+            if isinstance(audio, DecodedAudio)
+            else decode_audio(audio, self.feature_config.sample_rate, self.feature_config.resampler)
+        )
         ff = featurize_file(dec, None, self.feature_config, workers=workers)
         return {
             "features": ff,

@@ -272,7 +272,8 @@ def _animate_bytes(
 ) -> bytes:
     """The file predict would write for the upload: decoded from memory (no path of the
     server's reaches a message), the same curves and the same encoders."""
-    audio = decode_audio_bytes(upload.data, pred.feature_config.sample_rate, upload.source)
+    cfg = pred.feature_config
+    audio = decode_audio_bytes(upload.data, cfg.sample_rate, upload.source, cfg.resampler)
     curves, _ = animate_file(pred, audio, fps=fps, gain=gain, workers=workers)
     names = list(pred.channels)
     if order is not None and fmt != "livelink":

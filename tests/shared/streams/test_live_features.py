@@ -23,7 +23,7 @@ MEL_TOLERANCE = 1e-5
 
 
 def _whole(path, cfg: FeatureConfig):
-    dec = decode_audio(path, cfg.sample_rate)
+    dec = decode_audio(path, cfg.sample_rate, cfg.resampler)
     T = n_frames(len(dec.samples) / cfg.sample_rate, cfg.fps)
     f = compute_features(dec.samples, cfg.sample_rate, T, cfg)
     return f["mel"].values, f["emotion"].values
