@@ -15,12 +15,14 @@ weights): the live preset on the live feature config, the small offline preset o
 one.
 
     python benchmarks/bench_live_latency.py [--seconds 60] [--minutes M] [--streams N --core 0] [--no-offline]
+        [--rate 8000 --rate 44100 ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -38,6 +40,12 @@ CHUNK_S = 0.01
 RATE = 16000
 
 
+def n_frames(duration_s: float, fps: float) -> int:
+    from blendsync.shared.frame_grid import n_frames as grid_frames
+
+    return grid_frames(duration_s, fps)
+
+
 def checkpoints(tmp: Path) -> dict[str, Path]:
     from blendsync.featurize.extract import extract
     from blendsync.shared.config import FEATURE_PRESETS
@@ -53,13 +61,13 @@ def checkpoints(tmp: Path) -> dict[str, Path]:
     return out
 
 
-def speech(seconds: float) -> np.ndarray:
-    """Real speech at 16 kHz, int16, the shared recordings end to end, repeated to length."""
+def speech(seconds: float, rate: int = RATE) -> np.ndarray:
+    """Real speech at `rate`, int16, the shared recordings end to end, repeated to length."""
     from blendsync.shared.audio import decode_audio
 
-    parts = [decode_audio(p, RATE).samples for p in sorted(SPEECH.glob("*")) if p.suffix in (".wav", ".flac")]
+    parts = [decode_audio(p, rate).samples for p in sorted(SPEECH.glob("*")) if p.suffix in (".wav", ".flac")]
     y = np.concatenate(parts)
-    y = np.tile(y, int(np.ceil(seconds * RATE / len(y))))[: int(seconds * RATE)]
+    y = np.tile(y, int(np.ceil(seconds * rate / len(y))))[: int(seconds * rate)]
     return (np.clip(y, -1, 1) * 32767).astype(np.int16)
 
 
@@ -103,11 +111,11 @@ class Receiver:
         return self.got
 
 
-def stream(ckpt: Path, pcm: np.ndarray, core: int | None, streams: int) -> list[dict]:
+def stream(ckpt: Path, pcm: np.ndarray, core: int | None, streams: int, rate: int = RATE) -> list[dict]:
     """Feed `streams` stream processes at once in real time; per stream its frames' latencies."""
     rx = [Receiver() for _ in range(streams)]
     pin = ["taskset", "-c", str(core)] if core is not None else []
-    cmd = [sys.executable, "-m", "blendsync.train.cli", "-q", "stream", "--stdin-pcm", "--sample-rate", str(RATE),
+    cmd = [sys.executable, "-m", "blendsync.train.cli", "-q", "stream", "--stdin-pcm", "--sample-rate", str(rate),
            "--checkpoint", str(ckpt)]  # fmt: skip
     procs = [subprocess.Popen([*pin, *cmd, "--to", f"127.0.0.1:{r.port}"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for r in rx]  # fmt: skip
@@ -122,7 +130,7 @@ def stream(ckpt: Path, pcm: np.ndarray, core: int | None, streams: int) -> list[
         if all(b - a < 0.02 for a, b in zip(cpu0, now)):
             break
         cpu0 = now
-    step = int(CHUNK_S * RATE)
+    step = int(round(CHUNK_S * rate))
     n = len(pcm) // step
     fed = np.zeros(n)
     start = time.perf_counter()
@@ -155,8 +163,11 @@ def stream(ckpt: Path, pcm: np.ndarray, core: int | None, streams: int) -> list[
         fps = float(r.fps)
         chunk = np.minimum((frames / fps / CHUNK_S).astype(int), n - 1)
         lat = arrival - fed[chunk]
-        results.append({"frames": len(frames), "expected": int(audio_s * fps), "latency": lat, "times": frames / fps,
-                        "summary": out.strip().splitlines()[-1], "cpu_per_audio_s": cpu / audio_s})  # fmt: skip
+        summary = out.strip().splitlines()[-1]
+        late, dropped = (int(re.search(rf"(\d+) {w}", summary).group(1)) for w in ("late", "dropped"))
+        results.append({"frames": len(frames), "expected": n_frames(n * step / rate, fps), "latency": lat,
+                        "times": frames / fps, "summary": summary, "cpu_per_audio_s": cpu / audio_s, "late": late,
+                        "dropped": dropped})  # fmt: skip
     return results
 
 
@@ -181,16 +192,28 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=1)
     ap.add_argument("--core", type=int, default=None)
     ap.add_argument("--no-offline", action="store_true")
+    ap.add_argument("--rate", type=int, action="append", help="input sample rate(s) [default: 16000]; repeatable")
     args = ap.parse_args()
     seconds = 60 * args.minutes if args.minutes else args.seconds
-    pcm = speech(seconds)
-    print(f"{seconds:.0f} s of real speech at 16 kHz in {1000 * CHUNK_S:.0f} ms chunks; {args.streams} stream(s)"
-          + (f" pinned to core {args.core}" if args.core is not None else ""))  # fmt: skip
+    table = []
     with tempfile.TemporaryDirectory() as tmp:
         ck = checkpoints(Path(tmp))
-        for name in ("live",) + (() if args.no_offline or args.minutes else ("offline",)):
-            for i, r in enumerate(stream(ck[name], pcm, args.core, args.streams)):
-                describe(f"{name} stream {i}", r, bool(args.minutes))
+        for rate in args.rate or [RATE]:
+            pcm = speech(seconds, rate)
+            pinned = f" pinned to core {args.core}" if args.core is not None else ""
+            print(f"{seconds:.0f} s of real speech at {rate} Hz in {1000 * CHUNK_S:.0f} ms chunks; "
+                  f"{args.streams} stream(s){pinned}")  # fmt: skip
+            for name in ("live",) + (() if args.no_offline or args.minutes else ("offline",)):
+                for i, r in enumerate(stream(ck[name], pcm, args.core, args.streams, rate)):
+                    describe(f"{name} stream {i}", r, bool(args.minutes))
+                    table.append((name, rate, r))
+    print("\n| model | input rate | frames | p50 (ms) | p99 (ms) | max (ms) | late | dropped | CPU (ms per audio s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, rate, r in table:
+        lat = r["latency"] * 1000
+        print(f"| {name} | {rate} | {r['frames']}/{r['expected']} | {np.median(lat):.0f} "
+              f"| {np.percentile(lat, 99):.0f} | {lat.max():.0f} | {r['late']} | {r['dropped']} "
+              f"| {1000 * r['cpu_per_audio_s']:.0f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

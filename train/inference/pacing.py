@@ -17,14 +17,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# A frame sent this long after its due time is late (the sleep's own jitter is below it).
-LATE_TOLERANCE_S = 0.002
+# A frame reaching the pacer this long after its due time is late.
+LATE_TOLERANCE_S = 0.001
 
 
 @dataclass
 class PacingReport:
-    """sent: frames sent; late: sent after their due time; dropped: never sent (the queue was
-    full); latencies: per frame sent, seconds from its instant in the audio to its sending."""
+    """sent: frames sent; late: reached the pacer after their due time (computed late, or
+    queued behind a slow send), so sent late; dropped: never sent (the queue was full);
+    latencies: per frame sent, seconds from its instant in the audio to its sending."""
 
     sent: int = 0
     late: int = 0
@@ -86,15 +87,18 @@ class Pacer:
                         return
                     j, row = self._queue.popleft()
                 due = self.instant(j) + self.delay_s
-                wait = due - time.perf_counter()
-                if wait > 0:
-                    time.sleep(wait)
+                taken = time.perf_counter()
+                if due > taken:
+                    time.sleep(due - taken)
                 self.send(j, row)
                 now = time.perf_counter()
                 r = self.report
                 r.sent += 1
                 r.latencies.append(now - self.instant(j))
-                if now > due + LATE_TOLERANCE_S:
+                # Late: it reached the pacer after its time (computed late, or waiting behind a
+                # slow send). A sleep that overshoots (the OS's scheduling) is not lateness: it
+                # shows in the latencies.
+                if taken > due + LATE_TOLERANCE_S:
                     r.late += 1
         except BaseException as e:  # reported by the next put or close
             with self._cond:

@@ -69,6 +69,7 @@ def test_the_pacer_sends_nothing_before_its_time_and_counts_late_and_dropped():
         p.put(j, np.zeros(3))
     rep = p.close()
     assert [j for j, _ in sent] == list(range(10)) and rep.sent == 10 and rep.dropped == 0
+    assert rep.late == 0  # all were in before their time (a sleep's overshoot is no lateness)
     assert all(t >= start + j / 100 + 0.02 for j, t in sent)  # never before its time
     # A sink slower than the frames: they fall behind, are counted late, and the queue never
     # holds more than its capacity (the oldest waiting frames are dropped and counted).
