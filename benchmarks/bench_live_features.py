@@ -3,8 +3,9 @@
 
 For real speech pushed in 10 ms chunks (a sound card's buffer):
 1. CPU per 33 ms frame (process CPU: every thread, openSMILE's own included) of
-   shared.streams.live.LiveFeatures against shared.streams.chunked.FeatureStream (which
-   re-runs openSMILE over about 2.4 s of audio per push) at 10 ms and at its usual 0.1 s.
+   shared.streams.live.LiveFeatures against FeatureStream below (the chunked re-extraction an
+   offline model streamed on before: it re-runs openSMILE over about 2.4 s of audio per push)
+   at 10 ms and at its usual 0.1 s.
 2. Equality with whole-file features: the largest difference of each stream.
 3. openSMILE's hand-over delay: audio received past a context's end when its row comes out.
 4. Memory over a long stream (--minutes): the growth of the process's resident memory with the
@@ -16,6 +17,7 @@ For real speech pushed in 10 ms chunks (a sound card's buffer):
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
@@ -100,6 +102,64 @@ def memory_child(minutes: float, ring: bool) -> None:
     print(grown)
 
 
+# -- the baseline: features of audio as it arrives by re-extracting a segment per push ----------
+from blendsync.shared.audio import AudioStream  # noqa: E402
+from blendsync.shared.config import FeatureConfig  # noqa: E402
+from blendsync.shared.features import features_at  # noqa: E402
+from blendsync.shared.frame_grid import frame_times, n_frames  # noqa: E402
+
+# Audio beyond a frame's own context that its features depend on: the mel window reaches
+# 16 ms to either side; openSMILE's LLD frames reach 50 ms past a context's end, and its
+# smoothers (3-frame moving averages, F0 Viterbi) settle within a few hundred ms.
+LEFT_MARGIN_S = 1.0
+RIGHT_MARGIN_S = 0.3
+# openSMILE's first functional row needs its context plus its 60 ms F0 frame.
+FIRST_CONTEXT_MARGIN_S = 0.1
+
+
+class FeatureStream:
+    """push(samples (N,) or (N, channels) at source_rate) -> (mel (n, M), emotion (n, E)) of
+    the n frames they complete (n may be 0); finish() -> those of the remaining frames."""
+
+    def __init__(self, cfg: FeatureConfig, source_rate: int, source: str = "<stream>"):
+        self.cfg = cfg
+        self.audio = AudioStream(source_rate, cfg.sample_rate, source, cfg.resampler)
+        # Samples from the last segment's start on: y[0] is sample y_base of the stream.
+        self._y, self._y_base = np.zeros(0, np.float32), 0
+        self.frames = 0  # frames [0, frames) have features
+
+    @property
+    def duration_s(self) -> float:
+        """Audio received so far, at the feature sample rate."""
+        return (self._y_base + len(self._y)) / self.cfg.sample_rate
+
+    def push(self, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self._y = np.concatenate([self._y, self.audio.push(data)])
+        have_s, cfg = self.duration_s, self.cfg
+        if have_s < cfg.emotion.context_s + FIRST_CONTEXT_MARGIN_S + RIGHT_MARGIN_S:
+            upto = self.frames  # the first full context (which frames before it share) is not complete yet
+        else:
+            upto = max(self.frames, int(math.floor((have_s - RIGHT_MARGIN_S) * cfg.fps)))
+        return self._features(upto)
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        self._y = np.concatenate([self._y, self.audio.finish()])
+        return self._features(n_frames(self.duration_s, self.cfg.fps))
+
+    def _features(self, upto: int) -> tuple[np.ndarray, np.ndarray]:
+        cfg, sr = self.cfg, self.cfg.sample_rate
+        if upto <= self.frames:
+            return (np.zeros((0, cfg.n_mels), np.float32), np.zeros((0, cfg.n_emotion), np.float32))
+        hop = int(round(0.01 * sr))
+        start_t = self.frames / cfg.fps - cfg.emotion.context_s - LEFT_MARGIN_S
+        seg_start = max(self._y_base, int(math.floor(start_t * sr / hop)) * hop)
+        self._y, self._y_base = self._y[seg_start - self._y_base :], seg_start
+        times = frame_times(upto, cfg.fps)[self.frames :] - seg_start / sr
+        f = features_at(self._y, sr, times, cfg)
+        self.frames = upto
+        return f["mel"].values, f["emotion"].values
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=10.0)
@@ -114,14 +174,13 @@ def main() -> None:
     from blendsync.shared.config import FEATURE_PRESETS
     from blendsync.shared.features import compute_features
     from blendsync.shared.frame_grid import n_frames
-    from blendsync.shared.streams.chunked import FeatureStream
     from blendsync.shared.streams.live import LiveFeatures
 
     cfg = FEATURE_PRESETS["live"]
     print(f"{cfg.hash}: the live feature config; process CPU per 33 ms frame, 10 ms chunks unless said")
     for name in FILES:
         data, sr = sf.read(str(SPEECH / name), dtype="float32", always_2d=True)
-        dec = decode_audio(SPEECH / name, 16000)
+        dec = decode_audio(SPEECH / name, 16000, cfg.resampler)
         whole = compute_features(dec.samples, 16000, n_frames(len(dec.samples) / 16000, cfg.fps), cfg)
         live, mel, emo = cpu_per_frame(lambda r: LiveFeatures(cfg, r), data, sr, 0.01)
         old10, *_ = cpu_per_frame(lambda r: FeatureStream(cfg, r), data, sr, 0.01)

@@ -222,7 +222,6 @@ def compute_features(
 def features_at(
     y: np.ndarray, sr: int, times: np.ndarray, cfg: FeatureConfig, workers: Workers = ONE_PASS
 ) -> dict[str, StreamOnGrid]:
-    """Both streams at the instants times (s from y's first sample): the one gridding path
-    of whole files (compute_features) and of audio featurized as it arrives (FeatureStream,
-    which passes a segment and its frames' times within it)."""
+    """Both streams at the instants times (s from y's first sample): the gridding of whole
+    files (compute_features) and of any segment of a signal with its frames' times within it."""
     return {"mel": mel_on_grid(y, sr, times, cfg.mel), "emotion": emotion_on_grid(y, sr, times, cfg.emotion, workers)}

@@ -15,8 +15,8 @@ Right context, the audio after a frame's instant that its features need:
         bursts, up to 84 ms at 44.1 kHz)
     mel: half the FFT window (16 ms) plus the next 10 ms row: MEL_RIGHT_CONTEXT_S
     emotion: openSMILE hands over the row of a context ending at t once it has audio up to
-        about t + 70 ms, plus the next 10 ms row, less emotion.delay_s (the live feature
-        config's 0.15 s covers it with room for a busy moment: 0)
+        about t + 70 ms (at most 130 ms), plus the next 10 ms row, less emotion.delay_s (the
+        live feature config's 0.15 s covers it: 0)
 """
 
 from __future__ import annotations
@@ -44,7 +44,10 @@ MEL_RIGHT_CONTEXT_S = 0.026
 # openSMILE hands over the row of a context ending at t once it holds audio up to t + this
 # (measured on real speech in 10 ms chunks: 70 ms for nearly every row, at most 130 ms).
 EMOTION_EMIT_S = 0.07
+EMOTION_EMIT_MAX_S = 0.13
 EMOTION_RIGHT_CONTEXT_S = EMOTION_EMIT_S + 0.01
+# What a frame's emotion row may wait for, at most: the latency a stream states and paces at.
+EMOTION_RIGHT_CONTEXT_MAX_S = EMOTION_EMIT_MAX_S + 0.01
 # Audio handed to openSMILE at a time where the emotion row's delay leaves room for it.
 EMOTION_HANDOVER_S = 0.05
 # Emotion rows taken from openSMILE's hand-over in batches of this many, unless a frame
@@ -55,7 +58,7 @@ EMOTION_BATCH = 10
 def right_context_s(cfg: FeatureConfig, source_rate: int | None = None) -> float:
     """Audio after a frame's instant that its features need: the larger of the two streams'
     right contexts, plus what the resampler holds back when the source is at another rate."""
-    emotion = max(0.0, EMOTION_RIGHT_CONTEXT_S - cfg.emotion.delay_s)
+    emotion = max(0.0, EMOTION_RIGHT_CONTEXT_MAX_S - cfg.emotion.delay_s)
     resampler = 0.0 if source_rate is None else hold_back_s(cfg.resampler, source_rate, cfg.sample_rate)
     return max(MEL_RIGHT_CONTEXT_S, emotion) + resampler
 

@@ -86,3 +86,20 @@ def test_a_clean_recording_counts_no_clipping(shared_data, caplog):
     with caplog.at_level(logging.WARNING):
         dec = decode_audio(shared_data / "speech" / "cmu_arctic_a0007_16k.wav", 16000)
     assert dec.clipped_samples == 0 and "clipped" not in caplog.text
+
+
+def test_the_stream_checks_what_decode_audio_checks():
+    from blendsync.shared.audio import AudioStream
+
+    with pytest.raises(AudioError, match="NaN/inf"):
+        AudioStream(16000, 16000, "x").push(np.array([0.1, np.nan], np.float32))
+    s = AudioStream(16000, 16000, "short")
+    s.push(np.full(1000, 0.1, np.float32))
+    with pytest.raises(AudioError, match="shorter than the 0.25 s"):
+        s.finish()
+    s = AudioStream(16000, 16000, "quiet")
+    s.push(np.zeros(16000, np.float32))
+    with pytest.raises(AudioError, match="silent"):
+        s.finish()
+    with pytest.raises(AudioError, match="empty"):
+        AudioStream(16000, 16000, "none").finish()

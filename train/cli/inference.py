@@ -246,10 +246,11 @@ def stream(
     try:
         pred = Predictor.load(checkpoint, device, frames_per_window)
         live = getattr(pred.model, "streaming", False)
-        if live:  # one frame's work is too small to share: more threads only spin (2.4x the CPU with 2)
-            import torch
+        import torch
 
-            torch.set_num_threads(1)
+        # A frame's (or a block's) work is too small to share: more threads only spin (2.4x the
+        # CPU with 2 for the live model).
+        torch.set_num_threads(1)
         fps = fps or (int(round(pred.fps)) if live else 60)
         if ff >= fps:
             raise UsageFailure(f"--start-timecode {start_timecode!r}: frame {ff} does not exist at {fps} fps")

@@ -1,16 +1,18 @@
-"""Chunked (streaming) prediction: audio arrives N seconds at a time and curves leave with a
-fixed latency, matching whole-file prediction.
+"""An offline model on audio as it arrives (a stream, or predict --chunk-seconds): curves
+leave block by block, a fixed latency behind the audio, equal to whole-file prediction.
 
-ChunkedAnimator pushes samples through shared.streams.chunked.FeatureStream (the decoding
-checks and feature gridding of whole files) and runs the model on each block of K frames
-once the lookahead frames after its last frame have features, so a frame waits for up to
-K - 1 later frames as well (the latency frame blocks add). Carried between pushes: the
-features a future window still reaches (L - K - lookahead frames before its block) and the
-last smoothed output.
+ChunkedAnimator pushes samples through shared.streams.live.LiveFeatures, the incremental
+features a live model streams on (every sample processed once; the offline feature config's
+emotion row simply waits for more audio after its instant), and runs the model on each block
+of K frames once the lookahead frames after its last frame have features, so a frame waits
+for up to K - 1 later frames as well (the latency frame blocks add). Carried between pushes:
+the features a future window still reaches (L - K - lookahead frames before its block) and
+the last smoothed output.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import numpy as np
 import soundfile as sf
 
 from blendsync.shared.audio import AudioError, decode_failure
-from blendsync.shared.streams.chunked import RIGHT_MARGIN_S, FeatureStream
+from blendsync.shared.streams.live import LiveFeatures
 
 
 class ChunkedAnimator:
@@ -28,7 +30,8 @@ class ChunkedAnimator:
 
     def __init__(self, pred, source_rate: int, source: str = "<stream>"):
         self.pred = pred
-        self.features = FeatureStream(pred.feature_config, source_rate, source)
+        self.features = LiveFeatures(pred.feature_config, source_rate, source)
+        self.compute_s = block_compute_s(pred)
         # Features from the earliest frame a future window reaches: mel[0] is frame first.
         self._mel = np.zeros((0, pred.feature_config.n_mels), np.float32)
         self._emo = np.zeros((0, pred.feature_config.n_emotion), np.float32)
@@ -49,11 +52,16 @@ class ChunkedAnimator:
         self.featurize_s += time.perf_counter() - t0
         return self._blocks(final=True)
 
+    def close(self) -> None:
+        self.features.close()
+
     def latency_s(self, chunk_seconds: float) -> float:
-        """From a sample arriving to its frame's curves, at most: the chunk, the extractor
-        margin, the lookahead and K - 1 frames of the block (compute comes on top)."""
+        """From a frame's instant to its curves, at most: the chunk its audio arrives in, the
+        features' right context, the lookahead and the K - 1 later frames of its block, and
+        the block's model time (what it measured, with room for a busy moment)."""
         p = self.pred
-        return chunk_seconds + RIGHT_MARGIN_S + (p.lookahead + p.frames_per_window - 1) / p.fps
+        block_wait = (p.lookahead + p.frames_per_window - 1) / p.fps
+        return chunk_seconds + self.features.right_context_s + block_wait + COMPUTE_ALLOWANCE * self.compute_s
 
     def _add(self, mel: np.ndarray, emo: np.ndarray) -> None:
         if len(mel):
@@ -85,6 +93,31 @@ class ChunkedAnimator:
         return smoothed
 
 
+# A block's model time, as measured, times this is the room the stated latency leaves for it.
+COMPUTE_ALLOWANCE = 3.0
+_MEASURED_LOCK = threading.Lock()
+
+
+def block_compute_s(pred) -> float:
+    """Seconds of one block's model work on this machine (one window, warm), measured once per
+    Predictor: what a block adds to the latency after its features are in."""
+    with _MEASURED_LOCK:
+        measured = getattr(pred, "_block_compute_s", None)
+        if measured is None:
+            n, K = 2 * pred.window, pred.frames_per_window
+            mel = np.tile(pred.norm.mel_mean.astype(np.float32), (n, 1))
+            emo = np.tile(pred.norm.emotion_mean.astype(np.float32), (n, 1))
+            b = -(-pred.reach // K)  # the first block whose window holds no padding
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                pred.current_blocks(mel, emo, range(b, b + 1), final_frames=n)
+                times.append(time.perf_counter() - t0)
+            measured = min(times[1:])
+            object.__setattr__(pred, "_block_compute_s", measured)
+        return measured
+
+
 def animate_chunked(pred, audio: str | Path, chunk_seconds: float) -> dict:
     """Curves (T, C) at the model's fps for a file read chunk by chunk, with the audio
     duration, featurize and model seconds, and the latency (ChunkedAnimator.latency_s)."""
@@ -94,8 +127,11 @@ def animate_chunked(pred, audio: str | Path, chunk_seconds: float) -> dict:
         raise AudioError(f"{audio}: cannot decode audio ({decode_failure(e)})") from None
     anim = ChunkedAnimator(pred, info.samplerate, str(audio))
     block = max(1, int(round(chunk_seconds * info.samplerate)))
-    out = [anim.push(data) for data in sf.blocks(str(audio), blocksize=block, dtype="float32", always_2d=True)]
-    out.append(anim.finish())
+    try:
+        out = [anim.push(data) for data in sf.blocks(str(audio), blocksize=block, dtype="float32", always_2d=True)]
+        out.append(anim.finish())
+    finally:
+        anim.close()
     curves = np.concatenate(out)
     if not len(curves):
         raise AudioError(f"{audio}: no frames")

@@ -41,10 +41,10 @@ class LiveAnimator:
         self.frames = 0  # model frames out
         self.featurize_s = self.model_s = 0.0
 
-    @property
-    def latency_s(self) -> float:
-        """From a frame's instant to its curves, compute aside: lookahead + right context."""
-        return self.pred.lookahead / self.pred.fps + self.features.right_context_s
+    def latency_s(self, chunk_seconds: float = 0.0) -> float:
+        """From a frame's instant to its curves, compute aside: the chunk its audio arrives in,
+        the lookahead and the features' right context."""
+        return chunk_seconds + self.pred.lookahead / self.pred.fps + self.features.right_context_s
 
     def push(self, data: np.ndarray) -> np.ndarray:
         t0 = time.thread_time()

@@ -45,8 +45,8 @@ class StreamReport:
     late: int = 0
     dropped: int = 0
     live: bool = False
-    # The animator's latency (lookahead + right context, or an offline model's chunk and block
-    # wait) and the delay frames were paced at (real time only).
+    # The animator's latency (the chunk, lookahead and right context, and an offline model's
+    # block wait and compute) and the delay frames were paced at (real time only).
     stated_latency_s: float = 0.0
     delay_s: float | None = None
     cpu_s: float = 0.0
@@ -65,14 +65,15 @@ class StreamReport:
 
 
 def make_animator(pred, source_rate: int, source: str = "<stream>"):
-    """The live model's frame-by-frame animator, or an offline model's chunked one."""
+    """The live model's frame-by-frame animator, or an offline model's block by block one:
+    both on the same incremental features (shared.streams.live)."""
     if getattr(pred.model, "streaming", False):
         return LiveAnimator(pred, source_rate, source)
     anim = ChunkedAnimator(pred, source_rate, source)
     log.warning(
-        "this checkpoint is an offline model: it streams block by block, each frame waiting for its block of %d "
-        "frames, the extractors' 0.3 s margin and the chunk (about %.1f s at 0.1 s chunks); a live model "
-        "(bstrain fit --preset live) streams a fixed lookahead behind the audio",
+        "this checkpoint is an offline model: it streams block by block, each frame waiting for the %d frames "
+        "of its block (%.1f s behind the audio at 0.1 s chunks); a live model (bstrain fit --preset live) "
+        "streams a fixed lookahead behind it",
         pred.frames_per_window,
         anim.latency_s(0.1),
     )
@@ -100,7 +101,7 @@ def stream_audio(
     anim = make_animator(pred, source_rate)
     resampler = FrameResampler(pred.fps, fps, len(pred.channels))
     live = isinstance(anim, LiveAnimator)
-    stated = anim.latency_s if live else anim.latency_s(chunk_seconds)
+    stated = anim.latency_s(chunk_seconds)
     report = StreamReport(live=live, stated_latency_s=stated)
     c0, w0 = time.process_time(), time.perf_counter()
     pacer = None
@@ -122,9 +123,11 @@ def stream_audio(
             received += len(data)
             if realtime and pacer is None:
                 start = time.perf_counter() - (0.0 if from_file else len(data) / source_rate)
-                report.delay_s = stated + (chunk_seconds if live else 0.0) + resampler.wait_s + COMPUTE_MARGIN_S
+                report.delay_s = stated + resampler.wait_s + COMPUTE_MARGIN_S
+                # Room for every frame between one leaving and the next computed (a block's
+                # frames come at once), and PACER_CAPACITY_S more for a busy moment.
                 pacer = Pacer(send, fps=fps, delay_s=report.delay_s, start=start,
-                              capacity=int(PACER_CAPACITY_S * fps))  # fmt: skip
+                              capacity=int((report.delay_s + PACER_CAPACITY_S) * fps))  # fmt: skip
             if realtime and from_file:  # the audio of this chunk has not been spoken before its end
                 wait = pacer.start + received / source_rate - time.perf_counter()
                 if wait > 0:

@@ -55,8 +55,7 @@ class StreamSession:
     @property
     def latency_ms(self) -> float:
         """From a frame's instant to its computation, compute aside (the stated latency)."""
-        stated = self.anim.latency_s if self.live else self.anim.latency_s(0.1)
-        return 1000.0 * (stated + self.resampler.wait_s)
+        return 1000.0 * (self.anim.latency_s(0.0) + self.resampler.wait_s)
 
     def push(self, data: bytes) -> list[tuple[int, np.ndarray]]:
         data = self._rest + data

@@ -49,7 +49,7 @@ def test_the_live_latency_is_the_lookahead_plus_the_right_context(live_checkpoin
     pred = Predictor.load(live_checkpoint)
     anim = LiveAnimator(pred, 16000)
     try:
-        assert anim.latency_s == pytest.approx(2 / 30 + 0.026)  # lookahead 2 frames, the mel's 26 ms
+        assert anim.latency_s() == pytest.approx(2 / 30 + 0.026)  # lookahead 2 frames, the mel's 26 ms
     finally:
         anim.close()
 
