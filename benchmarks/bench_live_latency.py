@@ -134,8 +134,9 @@ def stream(ckpt: Path, pcm: np.ndarray, core: int | None, streams: int, rate: in
     n = len(pcm) // step
     fed = np.zeros(n)
     start = time.perf_counter()
+    chunk_s = step / rate  # at 22.05 kHz 220 samples are 9.98 ms: fed at the audio's own pace
     for i in range(n):
-        due = start + (i + 1) * CHUNK_S  # the chunk's audio has been spoken by its end
+        due = start + (i + 1) * chunk_s  # the chunk's audio has been spoken by its end
         wait = due - time.perf_counter()
         if wait > 0:
             time.sleep(wait)
@@ -152,7 +153,7 @@ def stream(ckpt: Path, pcm: np.ndarray, core: int | None, streams: int, rate: in
         out, err = p.stdout.read(), p.stderr.read()
         p.wait(timeout=120)
         outs.append((p.returncode, out.decode(), err.decode()))
-    audio_s = n * CHUNK_S
+    audio_s = n * chunk_s
     results = []
     for r, (code, out, err) in zip(rx, outs):
         got = r.stop()
@@ -161,7 +162,7 @@ def stream(ckpt: Path, pcm: np.ndarray, core: int | None, streams: int, rate: in
         frames = np.array([j for j, _ in got])
         arrival = np.array([t for _, t in got])
         fps = float(r.fps)
-        chunk = np.minimum((frames / fps / CHUNK_S).astype(int), n - 1)
+        chunk = np.minimum((frames / fps / chunk_s).astype(int), n - 1)
         lat = arrival - fed[chunk]
         summary = out.strip().splitlines()[-1]
         late, dropped = (int(re.search(rf"(\d+) {w}", summary).group(1)) for w in ("late", "dropped"))

@@ -252,3 +252,27 @@ def test_the_readme_live_section_runs_as_written(tmp_path):
     out = _run_recipe(tmp_path, "readme-live", given, page=REPO / "README.md")
     assert "rows stored" in out[0] and (tmp_path / "runs/live/checkpoints/best.pt").is_file()
     assert "sent " in out[-1] and "at 30 fps" in out[-1]
+
+
+def test_what_the_readme_s_commands_write_is_ignored_by_git():
+    """The quickstart's store and runs, predict's default folder: a newcomer's `git status`
+    stays clean after following the README."""
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    written = [
+        "features.zarr/zarr.json",
+        "runs/example/config.json",
+        "predictions/chen_take1.csv",
+        "site/index.html",
+        "sweeps/s/sweep.json",
+    ]
+    r = subprocess.run(["git", "check-ignore", "--no-index", *written], cwd=REPO, capture_output=True, text=True)
+    assert sorted(r.stdout.split()) == sorted(written), r.stdout + r.stderr
+
+
+def test_the_readme_says_what_the_tests_need_beside_the_test_command():
+    text = (REPO / "README.md").read_text()
+    start = text.index("bash scripts/test.sh")
+    near = text[start : start + 800]
+    for need in ("apt-get install chromium", "g++", "docker-compose"):
+        assert need in near

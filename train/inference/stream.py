@@ -29,9 +29,12 @@ from blendsync.train.inference.pacing import Pacer
 
 log = logging.getLogger(__name__)
 
-# Compute time a frame may take after its audio is in before it counts as late (the live
-# preset steps a frame in about 2 ms of one core; the rest is the sleep's and the OS's jitter).
-COMPUTE_MARGIN_S = 0.015
+# Compute time a frame may take after its audio is in before it counts as late. The live
+# preset steps a frame in about 2 ms of one core, a 10 ms chunk costs up to 9 ms with its
+# features, and the stream's threads (openSMILE's, the pacer's) wait their turn on a busy
+# machine: at 44.1 or 22.05 kHz, where the chunk, resampler and mel row waits add up in full
+# for some frames, 15 ms left a few frames in a thousand late; 25 ms, none in 3,000.
+COMPUTE_MARGIN_S = 0.025
 # Frames a pacer holds: a second and a half at 60 fps; a stream further behind drops frames.
 PACER_CAPACITY_S = 1.5
 
@@ -80,6 +83,16 @@ def make_animator(pred, source_rate: int, source: str = "<stream>"):
     return anim
 
 
+def keep_collector_short() -> None:
+    """Everything loaded so far (torch, the model, openSMILE) out of the garbage collector's
+    reach: its full passes over those objects took up to 73 ms, and paused a stream long
+    enough to make frames late. What a stream allocates from here on is still collected."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 def stream_audio(
     pred,
     chunks: Iterator[np.ndarray],
@@ -99,6 +112,7 @@ def stream_audio(
     taken at the pace of its audio (from_file), raw PCM as it arrives. Otherwise every frame is
     sent as soon as it is computed."""
     anim = make_animator(pred, source_rate)
+    keep_collector_short()
     resampler = FrameResampler(pred.fps, fps, len(pred.channels))
     live = isinstance(anim, LiveAnimator)
     stated = anim.latency_s(chunk_seconds)

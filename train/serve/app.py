@@ -37,6 +37,7 @@ from blendsync.shared.channels import CHANNEL_ORDERS, check_order, reorder
 from blendsync.shared.features.pieces import Workers
 from blendsync.train.inference.outputs import CURVE_FORMATS
 from blendsync.train.inference.predict import Predictor, animate_file
+from blendsync.train.inference.stream import keep_collector_short
 from blendsync.train.serve.protocol import (
     CLOSE_BAD_INPUT,
     CLOSE_SERVER_ERROR,
@@ -116,6 +117,7 @@ def create_app(config: ServerConfig) -> Starlette:
     hashes = {"feature_config_hash": ck.feature_config_hash, "train_config_hash": ck.config.hash}
     pred = Predictor.from_checkpoint(ck, config.device)
     warm_up(pred)
+    keep_collector_short()  # a full collection over the model's objects would pause every session
     state = ServerState(pred=pred, config=config, model=model_doc(pred, hashes))
     app = Starlette(
         routes=[

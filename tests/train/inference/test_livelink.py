@@ -12,6 +12,7 @@ import pytest
 
 from blendsync.shared.channels import ARKIT_52, pascal_case
 from blendsync.train.cli import main
+from tests.helpers import KD, REPO
 
 pylivelinkface = pytest.importorskip("pylivelinkface")
 
@@ -133,6 +134,32 @@ def test_realtime_pacing_sends_no_frame_before_its_instant(shared_data, checkpoi
     got = rx.stop()
     assert len(got) == rep.frames == 58  # 0.96 s at 60 fps
     assert wall >= rep.audio_s and min(rep.latencies) >= 0.0
+
+
+@pytest.mark.slow
+def test_an_offline_model_streams_every_frame_in_real_time(checkpoint):
+    """The quickstart's kind of checkpoint (K = 128 frames a block) streamed in real time: its
+    blocks' frames (256 at once at 60 fps) wait their turn in the pacer, none dropped, none
+    before its time, on the features a live model streams on."""
+    from blendsync.shared.frame_grid import n_frames
+    from blendsync.train.inference.chunked import ChunkedAnimator
+    from blendsync.train.inference.predict import Predictor
+    from blendsync.train.inference.sources import file_chunks
+    from blendsync.train.inference.stream import COMPUTE_MARGIN_S, make_animator, stream_audio
+
+    audio = REPO / "data" / "example" / "chen_take3.wav"  # 7.9 s at 22.05 kHz
+    pred = Predictor.load(checkpoint)
+    assert pred.frames_per_window == KD == 128
+    anim = make_animator(pred, 22050)
+    assert isinstance(anim, ChunkedAnimator) and type(anim.features).__name__ == "LiveFeatures"
+    anim.close()
+    sent = []
+    chunks, rate = file_chunks(audio, 0.1)
+    rep = stream_audio(pred, chunks, rate, lambda j, row: sent.append(j), fps=60, realtime=True, chunk_seconds=0.1)
+    assert rep.dropped == 0 and sent == list(range(n_frames(rep.audio_s, 60))) and rep.frames == len(sent)
+    assert min(rep.latencies) >= rep.delay_s - 1e-3  # each at its time, a block's latency behind
+    # Paced at the stated latency, the compute margin and the wait for the next 30 fps model frame.
+    assert rep.delay_s == pytest.approx(rep.stated_latency_s + COMPUTE_MARGIN_S + 1 / 30)
 
 
 BAD_STREAM_ARGUMENTS = {
