@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -152,25 +150,27 @@ def _ring_buffer_confs(sample_rate: int) -> tuple[str, str]:
     """(an external audio source config, a buffer-mode config): ring buffers in place of
     openSMILE's growing ones, so that a stream of hours holds a few seconds. The source keeps
     6 s (the jitter component looks 2.5 s back); the levels before the functionals 4 s (the
-    1 s context and the smoothers' lag)."""
-    folder = tempfile.mkdtemp(prefix="bsfeat_live_smile_")
-    source = os.path.join(folder, "source.conf.inc")
-    with open(source, "w") as f:
-        f.write(
-            "[componentInstances:cComponentManager]\n"
-            "instance[extsource].type=cExternalAudioSource\n"
-            "[extsource:cExternalAudioSource]\n"
-            "writer.dmLevel=wave\n"
-            "writer.levelconf.growDyn=0\n"
-            "writer.levelconf.isRb=1\n"
-            f"writer.levelconf.nT={6 * sample_rate}\n"
-            f"sampleRate={sample_rate}\n"
-            "nBits=16\n"
-            "channels=1\n"
-        )
-    buffers = os.path.join(folder, "buffers.conf.inc")
-    with open(buffers, "w") as f:
-        f.write("writer.levelconf.growDyn = 0\nwriter.levelconf.isRb = 1\nwriter.levelconf.nT = 400\n")
+    1 s context and the smoothers' lag). Files named by their content in the folder the
+    one-pass configs share (smile_config.cached_file): written once, whatever the number of
+    streams, servers and processes."""
+    from blendsync.shared.features.smile_config import cached_file
+
+    source = cached_file(
+        "[componentInstances:cComponentManager]\n"
+        "instance[extsource].type=cExternalAudioSource\n"
+        "[extsource:cExternalAudioSource]\n"
+        "writer.dmLevel=wave\n"
+        "writer.levelconf.growDyn=0\n"
+        "writer.levelconf.isRb=1\n"
+        f"writer.levelconf.nT={6 * sample_rate}\n"
+        f"sampleRate={sample_rate}\n"
+        "nBits=16\n"
+        "channels=1\n",
+        ".conf.inc",
+    )
+    buffers = cached_file(
+        "writer.levelconf.growDyn = 0\nwriter.levelconf.isRb = 1\nwriter.levelconf.nT = 400\n", ".conf.inc"
+    )
     return source, buffers
 
 

@@ -179,3 +179,32 @@ def test_a_live_stream_imports_no_pandas_on_its_way():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+LIVE_RUN = (
+    "import numpy as np\n"
+    "from blendsync.shared.config import FEATURE_PRESETS\n"
+    "from blendsync.shared.streams.live import LiveFeatures\n"
+    "for rate in (16000, 44100):\n"
+    "    f = LiveFeatures(FEATURE_PRESETS['live'], rate)\n"
+    "    f.push(np.random.default_rng(0).standard_normal((rate, 1)).astype(np.float32) * 0.1)\n"
+    "    f.finish()\n"
+)
+
+
+def test_live_streams_leave_no_folder_behind(tmp_path):
+    """Every stream, server start and session rate used to leave a bsfeat_live_smile_* folder in
+    the temp dir: the ring-buffer configs are files named by their content in the one folder
+    the one-pass configs share."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", LIVE_RUN], cwd=REPO, env=env, check=True, capture_output=True)
+    assert os.listdir(tmp_path) == [f"blendsync-opensmile-{os.getuid()}"]
+    names = os.listdir(tmp_path / f"blendsync-opensmile-{os.getuid()}")
+    assert len([n for n in names if n.endswith(".conf.inc")]) <= 6  # the sources of two rates, the buffers, ...
