@@ -38,9 +38,9 @@ frames_per_window_option = click.option(
 gain_option = click.option(
     "--gain",
     default="1",
-    help="Scale the predicted movement around the training mean (> 1: livelier, at some error; bstrain evaluate "
-    "shows the trade on held-out data), or 'calibrated': the gain with the lowest validation error, fitted "
-    "when the checkpoint was kept.",
+    help="Scale the predicted movement around the training mean, a number from 0 to 10 (> 1: livelier, at some "
+    "error; bstrain evaluate shows the trade on held-out data), or 'calibrated': the gain with the lowest "
+    "validation error, fitted when the checkpoint was kept.",
 )
 
 

@@ -60,18 +60,31 @@ def gain_table(
     return rows
 
 
+# The output gain's range, everywhere one is taken (predict, stream, the server): beyond 10 the
+# face only slams between 0 and 1, and an unbounded one overflowed to NaN curves.
+MAX_GAIN = 10.0
+
+
+def check_gain(value, name: str = "gain") -> float:
+    """A gain given as a number or its text -> float in [0, MAX_GAIN]; ValueError naming `name`."""
+    if isinstance(value, bool):
+        value = None
+    try:
+        g = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number from 0 to {MAX_GAIN:g}, got {value!r}") from None
+    if not 0.0 <= g <= MAX_GAIN:  # NaN fails too
+        raise ValueError(f"{name} must be a number from 0 to {MAX_GAIN:g}, got {value!r}")
+    return g
+
+
 def resolve_gain(gain: float | str, calibrated: float | None, checkpoint) -> float:
     if gain == "calibrated":
         if calibrated is None:
             raise ValueError(
                 f"{checkpoint} has no calibrated gain (it was kept without validation data): give --gain a number"
             )
-        log.info("output gain %.3f (calibrated on validation data)", calibrated)
-        return float(calibrated)
-    try:
-        g = float(gain)
-    except (TypeError, ValueError):
-        raise ValueError(f"--gain must be a number > 0 or 'calibrated', got {gain!r}") from None
-    if not g > 0:
-        raise ValueError(f"--gain must be > 0, got {gain}")
-    return g
+        g = check_gain(calibrated, f"{checkpoint}: its calibrated gain")
+        log.info("output gain %.3f (calibrated on validation data)", g)
+        return g
+    return check_gain(gain, "--gain")

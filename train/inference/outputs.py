@@ -27,10 +27,20 @@ def livelink_timecode(seconds: float) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}:{ff:06.3f}"
 
 
+def finite_curves(curves: np.ndarray) -> np.ndarray:
+    """curves, or ValueError when any value is NaN or infinite: a curve file never holds a
+    number made up for one (NaN printed with six decimals read 9.224192)."""
+    bad = int(np.count_nonzero(~np.isfinite(curves)))
+    if bad:
+        raise ValueError(f"the curves hold {bad} non-finite value(s) (NaN or inf): nothing written")
+    return curves
+
+
 def livelink_csv(curves: np.ndarray, fps: float, channels: list[str], source: str = "") -> bytes:
     """curves (T, 52) in [0, 1] at fps -> a Live Link Face CSV: Timecode from
     00:00:00:00.000, BlendshapeCount 61, the 52 curves in the app's column order, then head
     and eye rotations written as zeros (the model predicts no rotations)."""
+    finite_curves(curves)
     if list(channels) != list(ARKIT_52):
         raise ValueError(
             f"Live Link Face CSV needs the 52 ARKit channels; this model predicts {len(channels)} "
@@ -69,6 +79,7 @@ def curves_json(curves: np.ndarray, fps: float, channels: list[str], source: str
     {"source": the audio's name or null, "fps": float, "channels": [C names],
     "frames": T, "values": [T rows of C numbers]}, row t at t / fps s of the audio, values
     rounded to 6 decimals (the Live Link Face CSV's precision)."""
+    finite_curves(curves)
     doc = {
         "source": source,
         "fps": float(fps),
@@ -80,6 +91,7 @@ def curves_json(curves: np.ndarray, fps: float, channels: list[str], source: str
 
 
 def curves_npy(curves: np.ndarray, fps: float, channels: list[str], source: str) -> bytes:
+    finite_curves(curves)
     buf = io.BytesIO()
     np.save(buf, curves.astype(np.float32))
     return buf.getvalue()

@@ -25,7 +25,6 @@ from functools import partial
 from pathlib import Path
 
 import anyio
-import numpy as np
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
@@ -35,6 +34,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from blendsync.shared.audio import decode_audio_bytes
 from blendsync.shared.channels import CHANNEL_ORDERS, check_order, reorder
 from blendsync.shared.features.pieces import Workers
+from blendsync.train.core.output_gain import check_gain
 from blendsync.train.inference.outputs import CURVE_FORMATS
 from blendsync.train.inference.predict import Predictor, animate_file
 from blendsync.train.inference.stream import keep_collector_short
@@ -203,9 +203,7 @@ async def animate(request: Request, state: ServerState) -> Response:
         fps = float(q.get("fps", "60"))
         if fps not in (30.0, 60.0):
             raise ValueError(f"fps must be 30 or 60 (as predict's), got {q.get('fps')!r}")
-        gain = float(q.get("gain", "1"))
-        if not np.isfinite(gain) or gain < 0:
-            raise ValueError(f"gain must be a number >= 0, got {q.get('gain')!r}")
+        gain = check_gain(q.get("gain", "1"), "gain")
         order = q.get("channel_order")
         order = None if order == MODEL_ORDER else order
         if order is not None:

@@ -11,11 +11,12 @@ FRAME_HEADER + float32 values as binary), then {"type": "end", "frames": N, "dro
 from __future__ import annotations
 
 import json
-import math
 import struct
 from dataclasses import dataclass
 
 import numpy as np
+
+from blendsync.train.core.output_gain import MAX_GAIN, check_gain
 
 # A WebSocket close code for a message that breaks the protocol (RFC 6455: policy violation).
 CLOSE_BAD_INPUT = 1008
@@ -102,8 +103,12 @@ def parse_start(msg: dict, channel_orders: tuple[str, ...] = ()) -> StartMessage
         raise ProtocolError(f"start: channel_order must be one of {[MODEL_ORDER, *channel_orders]}, got {order!r}")
     order = None if order == MODEL_ORDER else order
     gain = msg.get("gain", 1.0)
-    if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not math.isfinite(gain) or gain < 0:
-        raise ProtocolError(f"start: gain must be a number >= 0, got {gain!r}")
+    if not isinstance(gain, (int, float)) or isinstance(gain, bool):
+        raise ProtocolError(f"start: gain must be a number from 0 to {MAX_GAIN:g}, got {gain!r}")
+    try:
+        gain = check_gain(gain, "start: gain")
+    except ValueError as e:
+        raise ProtocolError(str(e)) from None
     livelink = msg.get("livelink")
     if livelink is not None and (not isinstance(livelink, str) or ":" not in livelink):
         raise ProtocolError(f'start: livelink must be "HOST:PORT", got {livelink!r}')

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from blendsync.train.core.output_gain import apply_gain, gain_table
 
@@ -44,15 +45,34 @@ def test_calibrated_gain_is_the_least_squares_gain():
     assert calibrate_gain(np.repeat(mean[None], 400, 0), target, mean) is None
 
 
-def test_gain_argument_is_a_positive_number_or_the_calibrated_one():
-    import pytest
-
+def test_gain_argument_is_a_number_or_the_calibrated_one():
     from blendsync.train.core.output_gain import resolve_gain
 
     assert resolve_gain("2.5", None, "ck") == 2.5 and resolve_gain(1.0, 0.7, "ck") == 1.0
     assert resolve_gain("calibrated", 1.8, "ck") == 1.8
     with pytest.raises(ValueError, match="ck has no calibrated gain"):
         resolve_gain("calibrated", None, "ck")
-    for bad in ("0", "-1", "loud"):
+    assert resolve_gain("0", None, "ck") == 0.0  # the training mean: a still face
+    for bad in ("-1", "loud"):
         with pytest.raises(ValueError, match="--gain"):
             resolve_gain(bad, None, "ck")
+
+
+@pytest.mark.parametrize("bad", ["1e39", "inf", "nan", "-0.5", "10.5", "", "0x1e", "loud", None, True])
+def test_a_gain_is_a_finite_number_from_0_to_10_named_when_not(bad):
+    """gain=1e39 gave NaN curves: invalid JSON and a Live Link CSV reading 9.224192."""
+    from blendsync.train.core.output_gain import check_gain, resolve_gain
+
+    with pytest.raises(ValueError, match=r"^gain must be a number from 0 to 10, got"):
+        check_gain(bad)
+    with pytest.raises(ValueError, match=r"^--gain must be a number from 0 to 10"):
+        resolve_gain(bad, None, "ck.pt")
+    with pytest.raises(ValueError, match=r"ck.pt: its calibrated gain must be a number"):
+        resolve_gain("calibrated", float("nan"), "ck.pt")
+
+
+def test_gains_in_the_range_pass_as_numbers():
+    from blendsync.train.core.output_gain import check_gain, resolve_gain
+
+    assert [check_gain(v) for v in ("0", 1, "2.5", 10.0)] == [0.0, 1.0, 2.5, 10.0]
+    assert resolve_gain("calibrated", 1.7, "ck.pt") == 1.7

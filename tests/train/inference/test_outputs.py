@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,3 +26,17 @@ def test_six_decimals_writes_what_the_format_writes():
     assert six_decimals(np.array([[-0.0]], np.float32)) == ["0.000000"]
     assert six_decimals(np.zeros((0, 52), np.float32)) == []
     assert six_decimals(np.array([[0.25, 1.0]])) == ["0.250000,1.000000"]  # float64: the format itself
+
+
+@pytest.mark.parametrize("fmt", ["livelink", "json", "npy"])
+def test_no_curve_file_holds_a_non_finite_value(fmt):
+    """NaN printed with six decimals read 9.224192; JSON with NaN is not JSON."""
+    from blendsync.shared.channels import ARKIT_52
+    from blendsync.train.inference.outputs import CURVE_FORMATS
+
+    curves = np.full((3, 52), 0.5, np.float32)
+    curves[1, 7] = np.nan
+    curves[2, 3] = np.inf
+    with pytest.raises(ValueError, match=r"2 non-finite value\(s\)"):
+        CURVE_FORMATS[fmt].encode(curves, 60.0, list(ARKIT_52), "take.wav")
+    assert CURVE_FORMATS[fmt].encode(np.nan_to_num(curves, posinf=1.0), 60.0, list(ARKIT_52), "take.wav")

@@ -263,6 +263,10 @@ BAD_SESSIONS = {
         [json.dumps({"type": "start", "sample_rate": 16000, "channel_order": "maya"})],
         "channel_order must be one of",
     ),
+    "a gain of 1e39": (
+        [json.dumps({"type": "start", "sample_rate": 16000, "gain": 1e39})],
+        "start: gain must be a number from 0 to 10",
+    ),
     "two starts": (
         [json.dumps({"type": "start", "sample_rate": 16000}), json.dumps({"type": "start", "sample_rate": 16000})],
         "a session takes one start message",
@@ -299,6 +303,9 @@ def test_bad_uploads_get_their_errors(offline_server):
     assert code == 400 and "format must be one of" in json.loads(body)["error"]
     code, body = _post(offline_server.url + "/v1/animate", b"")
     assert code == 400
+    for gain in ("1e39", "inf", "nan", ""):
+        code, body = _post(offline_server.url + f"/v1/animate?gain={gain}", (EXAMPLE / "ava_take1.wav").read_bytes())
+        assert code == 400 and json.loads(body)["error"].startswith("gain must be a number from 0 to 10"), body
     assert offline_server.alive()
 
 
