@@ -413,7 +413,11 @@ def _weights_problem(got: dict, model: torch.nn.Module) -> str | None:
         for k in expected
         if not isinstance(got[k], torch.Tensor) or tuple(got[k].shape) != expected[k]
     ]
-    return f"model weights of the wrong shape: {'; '.join(shapes[:3])}" if shapes else None
+    if shapes:
+        return f"model weights of the wrong shape: {'; '.join(shapes[:3])}"
+    # A NaN or infinite weight makes every curve NaN: refused here, not found in the outputs.
+    bad = [k for k in expected if got[k].is_floating_point() and not bool(torch.isfinite(got[k]).all())]
+    return f"model weights hold NaN or infinite values: {', '.join(bad[:3])}" if bad else None
 
 
 def resume_problem(ckpt: dict) -> str | None:

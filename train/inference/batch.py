@@ -31,7 +31,7 @@ from blendsync.shared.features.smile import abort_running
 from blendsync.shared.featurize_file import featurize_file
 from blendsync.shared.interrupts import interruptible
 from blendsync.train.core.checkpoint_header import peek_feature_config
-from blendsync.train.inference.outputs import CURVE_FORMATS, plot_prediction
+from blendsync.train.inference.outputs import CURVE_FORMATS, finite_curves, plot_prediction
 
 if TYPE_CHECKING:
     import numpy as np
@@ -307,6 +307,10 @@ def _animate_and_write(
         from blendsync.shared.channels import reorder
 
         ordered = reorder(curves, pred.channels, channel_order)
+    try:
+        finite_curves(curves)
+    except ValueError as e:  # a model that gives NaN: this file's error, nothing written for it
+        return f"{audio}: {e}"
     for key, fmt in CURVE_FORMATS.items():
         if key in formats:
             values, names = (ordered, setup.order_names) if fmt.reorderable else (curves, list(pred.channels))

@@ -56,6 +56,16 @@ def _set_statistic(key, index, value):
     return lambda ck: ck["normalizer"][key].__setitem__(index, value)
 
 
+def _with_checksum(edit):
+    def edited(ck):
+        from blendsync.train.core.checkpoint import CHECKSUM, content_checksum
+
+        edit(ck)
+        ck[CHECKSUM] = content_checksum(ck)
+
+    return edited
+
+
 CASES = {
     "missing key": (lambda ck: ck.pop("channels"), "missing channels"),
     "wrong type": (lambda ck: ck.update(feature_config_hash=123), "feature_config_hash is int"),
@@ -98,6 +108,15 @@ CASES = {
     ),
     "infinite mean": (_set_statistic("target_mean", 2, float("inf")), "target_mean has 1 values that are not finite"),
     "a flipped bit in a weight": (_flip_a_bit, "do not match the checksum written when it was saved"),
+    # Edited with its checksum written again (the package's own function): the values are checked too.
+    "a NaN smoothing alpha": (
+        _with_checksum(lambda ck: ck["model"].update(smoothing_alpha=torch.tensor(float("nan")))),
+        "model weights hold NaN or infinite values: smoothing_alpha",
+    ),
+    "infinite queries": (
+        _with_checksum(lambda ck: ck["model"]["blendshape_queries"].view(-1).__setitem__(0, float("inf"))),
+        "model weights hold NaN or infinite values: blendshape_queries",
+    ),
     "a nudged statistic": (_set_statistic("mel_mean", 0, 0.125), "do not match the checksum"),
 }
 
