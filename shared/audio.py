@@ -83,15 +83,34 @@ def decode_failure(e: Exception) -> str:
     return text[:1].lower() + text[1:]
 
 
-def decode_audio_bytes(data: bytes, sample_rate: int, source: str, resampler: str = DEFAULT_RESAMPLER) -> DecodedAudio:
+def decode_audio_bytes(
+    data: bytes,
+    sample_rate: int,
+    source: str,
+    resampler: str = DEFAULT_RESAMPLER,
+    *,
+    rates: tuple[int, int] | None = None,
+    max_duration_s: float | None = None,
+) -> DecodedAudio:
     """As decode_audio, for a file's bytes held in memory (an upload): no file is written, and
-    messages name `source` only (libsndfile's own reason, which names a path, is left out)."""
+    messages name `source` only (libsndfile's own reason, which names a path, is left out).
+    rates (lowest, highest) and max_duration_s are checked on the file's header, before any
+    sample is read: a 2 kB file claiming 1 Hz is hours of audio at 16 kHz."""
     import io
 
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
-            fmt = f.format
-            samples, sr = f.read(dtype="float32", always_2d=True), f.samplerate
+            fmt, sr = f.format, f.samplerate
+            if rates is not None and not rates[0] <= sr <= rates[1]:
+                raise AudioError(
+                    f"{source}: its sample rate is {sr} Hz; audio from {rates[0]} to {rates[1]} Hz is taken"
+                )
+            duration = f.frames / sr if sr > 0 else float("inf")
+            if max_duration_s is not None and duration > max_duration_s:
+                raise AudioError(f"{source}: {duration:.0f} s of audio, over the {max_duration_s:g} s taken at once")
+            samples = f.read(dtype="float32", always_2d=True)
+    except AudioError:
+        raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
         raise AudioError(
             f"{source}: cannot decode audio (not a WAV, FLAC, OGG or MP3 file that libsndfile reads)"

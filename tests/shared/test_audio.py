@@ -103,3 +103,19 @@ def test_the_stream_checks_what_decode_audio_checks():
         s.finish()
     with pytest.raises(AudioError, match="empty"):
         AudioStream(16000, 16000, "none").finish()
+
+
+def test_an_upload_s_rate_and_length_are_checked_before_a_sample_is_read():
+    import io
+
+    from blendsync.shared.audio import decode_audio_bytes
+
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(1000, np.int16), 1, format="WAV", subtype="PCM_16")
+    with pytest.raises(AudioError, match="up: its sample rate is 1 Hz; audio from 8000 to 192000 Hz is taken"):
+        decode_audio_bytes(buf.getvalue(), 16000, "up", rates=(8000, 192000))
+    buf = io.BytesIO()
+    sf.write(buf, (np.sin(np.arange(8000 * 12) / 5) * 8000).astype(np.int16), 8000, format="WAV", subtype="PCM_16")
+    with pytest.raises(AudioError, match="up: 12 s of audio, over the 10 s taken at once"):
+        decode_audio_bytes(buf.getvalue(), 16000, "up", max_duration_s=10)
+    assert decode_audio_bytes(buf.getvalue(), 16000, "up", rates=(8000, 192000), max_duration_s=12).duration_s == 12

@@ -41,6 +41,8 @@ from blendsync.train.inference.stream import keep_collector_short
 from blendsync.train.serve.protocol import (
     CLOSE_BAD_INPUT,
     CLOSE_SERVER_ERROR,
+    MAX_SAMPLE_RATE,
+    MIN_SAMPLE_RATE,
     MODEL_ORDER,
     ProtocolError,
     end_message,
@@ -78,7 +80,8 @@ BATCH_FORMATS = ("json", "livelink", "npy")
 @dataclass(kw_only=True)
 class ServerConfig:
     """token: required on every route but /healthz and / (None: none asked);
-    max_upload_mb: the largest audio file /v1/animate takes; max_sessions: WebSocket
+    max_upload_mb: the largest audio file /v1/animate takes; max_audio_s: the longest audio
+    it takes (the file's header says, before a sample is decoded); max_sessions: WebSocket
     sessions at once (more are closed with 1013)."""
 
     checkpoint: str
@@ -86,6 +89,7 @@ class ServerConfig:
     token: str | None = None
     max_upload_mb: float = 100.0
     max_sessions: int = 64
+    max_audio_s: float = 1800.0
 
 
 @dataclass(kw_only=True)
@@ -237,7 +241,9 @@ async def animate(request: Request, state: ServerState) -> Response:
             # This thread decodes, makes the log-mel and writes the answer; the openSMILE pass
             # and the model run in pieces on the compute threads, one core each.
             workers = Workers(parts=CORES, mapper=partial(_map_on_compute, limiter=state.compute))
-            content = await anyio.to_thread.run_sync(_animate_bytes, state.pred, upload, fmt, fps, gain, order, workers)
+            content = await anyio.to_thread.run_sync(
+                _animate_bytes, state.pred, upload, fmt, fps, gain, order, workers, state.config.max_audio_s
+            )
         except ValueError as e:  # not audio, silent, too short: the file's fault (named as the client named it)
             return JSONResponse({"error": str(e)}, status_code=400)
     state.served["files_animated"] += 1
@@ -268,12 +274,20 @@ def _map_on_compute(fn, items, *, limiter: anyio.CapacityLimiter) -> list:
 
 
 def _animate_bytes(
-    pred: Predictor, upload: Upload, fmt: str, fps: float, gain: float, order: str | None, workers: Workers
+    pred: Predictor,
+    upload: Upload,
+    fmt: str,
+    fps: float,
+    gain: float,
+    order: str | None,
+    workers: Workers,
+    max_audio_s: float,
 ) -> bytes:
     """The file predict would write for the upload: decoded from memory (no path of the
     server's reaches a message), the same curves and the same encoders."""
     cfg = pred.feature_config
-    audio = decode_audio_bytes(upload.data, cfg.sample_rate, upload.source, cfg.resampler)
+    audio = decode_audio_bytes(upload.data, cfg.sample_rate, upload.source, cfg.resampler,
+                               rates=(MIN_SAMPLE_RATE, MAX_SAMPLE_RATE), max_duration_s=max_audio_s)  # fmt: skip
     curves, _ = animate_file(pred, audio, fps=fps, gain=gain, workers=workers)
     names = list(pred.channels)
     if order is not None and fmt != "livelink":

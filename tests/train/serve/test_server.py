@@ -303,6 +303,10 @@ def test_bad_uploads_get_their_errors(offline_server):
     assert code == 400 and "format must be one of" in json.loads(body)["error"]
     code, body = _post(offline_server.url + "/v1/animate", b"")
     assert code == 400
+    one_hz = io.BytesIO()  # 2 kB claiming a 1 Hz rate: hours of audio at 16 kHz
+    sf.write(one_hz, np.zeros(1000, np.int16), 1, format="WAV", subtype="PCM_16")
+    code, body = _post(offline_server.url + "/v1/animate", one_hz.getvalue())
+    assert code == 400 and "its sample rate is 1 Hz; audio from 8000 to 192000 Hz is taken" in json.loads(body)["error"]
     for gain in ("1e39", "inf", "nan", ""):
         code, body = _post(offline_server.url + f"/v1/animate?gain={gain}", (EXAMPLE / "ava_take1.wav").read_bytes())
         assert code == 400 and json.loads(body)["error"].startswith("gain must be a number from 0 to 10"), body
