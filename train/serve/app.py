@@ -204,7 +204,7 @@ async def animate(request: Request, state: ServerState) -> Response:
         fmt = q.get("format", "json")
         if fmt not in BATCH_FORMATS:
             raise ValueError(f"format must be one of {list(BATCH_FORMATS)}, got {fmt!r}")
-        fps = float(q.get("fps", "60"))
+        fps = _number(q.get("fps", "60"))
         if fps not in (30.0, 60.0):
             raise ValueError(f"fps must be 30 or 60 (as predict's), got {q.get('fps')!r}")
         gain = check_gain(q.get("gain", "1"), "gain")
@@ -249,6 +249,14 @@ async def animate(request: Request, state: ServerState) -> Response:
     state.served["files_animated"] += 1
     media = {"json": "application/json", "livelink": "text/csv", "npy": "application/octet-stream"}[fmt]
     return Response(content, media_type=media)
+
+
+def _number(text: str) -> float | None:
+    """A query value as a number, or None where it is not one (the caller names the parameter)."""
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def _too_large(state: ServerState) -> JSONResponse:

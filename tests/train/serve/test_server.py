@@ -307,6 +307,9 @@ def test_bad_uploads_get_their_errors(offline_server):
     sf.write(one_hz, np.zeros(1000, np.int16), 1, format="WAV", subtype="PCM_16")
     code, body = _post(offline_server.url + "/v1/animate", one_hz.getvalue())
     assert code == 400 and "its sample rate is 1 Hz; audio from 8000 to 192000 Hz is taken" in json.loads(body)["error"]
+    for fps in ("", "0x1e", "nan", "29.97", "30.0.0", "inf"):
+        code, body = _post(offline_server.url + f"/v1/animate?fps={fps}", (EXAMPLE / "ava_take1.wav").read_bytes())
+        assert code == 400 and json.loads(body)["error"].startswith("fps must be 30 or 60"), body
     for gain in ("1e39", "inf", "nan", ""):
         code, body = _post(offline_server.url + f"/v1/animate?gain={gain}", (EXAMPLE / "ava_take1.wav").read_bytes())
         assert code == 400 and json.loads(body)["error"].startswith("gain must be a number from 0 to 10"), body
