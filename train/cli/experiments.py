@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -192,10 +193,13 @@ def compare(runs, sort, csv_path, json_path, plots_dir, html_path):
     from blendsync.train.sweep.compare import CompareError, as_csv, as_json, as_text, collect, table
     from blendsync.train.sweep.report import write_html, write_plots
 
+    problems: list[str] = []
     try:
-        found = collect(list(runs))
+        found = collect(list(runs), problems)
     except CompareError as e:
         raise UsageFailure(str(e)) from None
+    for line in problems:  # the runs that could not be read, one line each; the rest are listed
+        click.echo(f"skipped: {line}", err=True)
     columns, rows = table(found, sort)
     click.echo(as_text(columns, rows), nl=False)
     try:
@@ -214,3 +218,5 @@ def compare(runs, sort, csv_path, json_path, plots_dir, html_path):
     for p in [csv_path, json_path, *pngs, html_path]:
         if p:
             click.echo(f"wrote {p}", err=True)
+    if problems:
+        sys.exit(2)

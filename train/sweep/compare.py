@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,20 +36,36 @@ class RunSummary:
     sweep: Path | None = None
 
 
-def collect(paths: list[str | Path]) -> list[RunSummary]:
-    """Run folders as given; a sweep folder stands for its trials, by number."""
+def collect(paths: list[str | Path], problems: list[str] | None = None) -> list[RunSummary]:
+    """Run folders as given; a sweep folder stands for its trials, by number. problems: where
+    a run whose files cannot be read is named (one line each) while the others are listed;
+    None: the first such run raises CompareError."""
     runs = []
     for p in map(Path, paths):
         if (p / SWEEP_FILE).is_file():
             trials = list(trial_folders(p))
             if not trials:
                 raise CompareError(f"{p}: a sweep without trial runs yet")
-            runs += [summarize(t, name=f"{p.name}/{t.name}", sweep=p) for t in trials]
+            runs += _summaries([(t, f"{p.name}/{t.name}") for t in trials], p, problems)
         elif (p / "config.json").is_file():
-            runs.append(summarize(p, name=str(p)))
+            runs += _summaries([(p, str(p))], None, problems)
         else:
             raise CompareError(f"{p}: not a run folder (no config.json) or a sweep folder (no {SWEEP_FILE})")
+    if not runs:
+        raise CompareError("no run could be read: " + "; ".join(problems or []))
     return runs
+
+
+def _summaries(folders: list[tuple[Path, str]], sweep: Path | None, problems: list[str] | None) -> list[RunSummary]:
+    out = []
+    for folder, name in folders:
+        try:
+            out.append(summarize(folder, name=name, sweep=sweep))
+        except CompareError as e:
+            if problems is None:
+                raise
+            problems.append(str(e))
+    return out
 
 
 def summarize(run_dir: Path, *, name: str, sweep: Path | None = None) -> RunSummary:
@@ -66,24 +83,29 @@ def summarize(run_dir: Path, *, name: str, sweep: Path | None = None) -> RunSumm
     m = best.get("metrics", {}) if best else {}
     last = records[-1] if records else {}
     figures = {
-        "skill": m.get("skill"),
-        "mean_r": m.get("mean_r"),
-        "amplitude_ratio": m.get("amplitude_ratio"),
-        "val_loss": best.get("loss") if best else None,
-        "best_step": best.get("step") if best else None,
-        "steps": max((r.get("step", 0) for r in records), default=0),
-        "cpu_s": last.get("cpu_s"),
-        "wall_s": last.get("wall_s"),
+        "skill": _num(m.get("skill")),
+        "mean_r": _num(m.get("mean_r")),
+        "amplitude_ratio": _num(m.get("amplitude_ratio")),
+        "val_loss": _num(best.get("loss")) if best else None,
+        "best_step": _num(best.get("step")) if best else None,
+        "steps": max((_num(r.get("step")) or 0 for r in records), default=0),
+        "cpu_s": _num(last.get("cpu_s")),
+        "wall_s": _num(last.get("wall_s")),
     }
-    curve = [{"step": r["step"], "cpu_s": r.get("cpu_s"), "loss": r.get("loss"), **r.get("metrics", {})} for r in vals]
+    curve = [
+        {"step": r["step"], "cpu_s": _num(r.get("cpu_s")), "loss": _num(r.get("loss")),
+         **{k: _num(v) for k, v in r.get("metrics", {}).items()}}
+        for r in vals
+        if _num(r.get("step")) is not None
+    ]  # fmt: skip
     state = trial["state"] if trial else ("run" if records else "empty")
     return RunSummary(name=name, path=run_dir, config=config, state=state, figures=figures, curve=curve, sweep=sweep)
 
 
 def _json(path: Path) -> dict:
     try:
-        d = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
         raise CompareError(f"{path}: unreadable ({e})") from None
     if not isinstance(d, dict):
         raise CompareError(f"{path}: not a JSON object")
@@ -91,15 +113,30 @@ def _json(path: Path) -> dict:
 
 
 def _records(path: Path) -> list[dict]:
+    """The JSON objects of a metrics.jsonl, one a line: a line cut by a kill mid-write, or one
+    that is not an object, is passed over; a file that is not text is refused (CompareError)."""
     if not path.is_file():
         return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CompareError(f"{path}: unreadable ({e})") from None
     out = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         try:
-            out.append(json.loads(line))
+            record = json.loads(line)
         except ValueError:  # a line cut by a kill mid-write
             continue
+        if isinstance(record, dict) and isinstance(record.get("metrics", {}), dict):
+            out.append(record)
     return out
+
+
+def _num(v: Any) -> float | int | None:
+    """A figure from a run's files: a finite number, or None (whatever else a line holds)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return v
 
 
 def _best(vals: list[dict], metric: str) -> dict | None:
@@ -107,7 +144,7 @@ def _best(vals: list[dict], metric: str) -> dict | None:
     best, best_v = None, None
     sign = 1 if VALIDATION_METRICS.get(metric, "max") == "max" else -1
     for r in vals:
-        v = r.get("loss") if metric == "loss" else r.get("metrics", {}).get(metric)
+        v = _num(r.get("loss") if metric == "loss" else r.get("metrics", {}).get(metric))
         if v is not None and (best_v is None or sign * v > sign * best_v):
             best, best_v = r, v
     return best

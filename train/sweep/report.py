@@ -57,7 +57,11 @@ def _sweep_plots(sweep: Path, folder: Path, name: str) -> list[Path]:
     from blendsync.train.sweep.study import load_sweep
     from blendsync.train.sweep.trial import open_storage
 
-    _, meta = load_sweep(sweep)
+    try:
+        _, meta = load_sweep(sweep)
+    except (OSError, ValueError, KeyError, TypeError) as e:  # the table does not need it; the plots do
+        log.warning("%s: no study plots: its sweep record cannot be read (%s)", sweep, e)
+        return []
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = optuna.load_study(study_name=meta["study"], storage=open_storage(meta["storage"]))

@@ -83,3 +83,54 @@ def test_the_cli_on_a_sweep_and_a_run_writes_table_csv_json_plots_and_one_page(
     assert page.count('src="data:image/png;base64,') == 4
     assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing fetched
     assert "sw/0001" in page and "optim.lr" in page
+
+
+def _copy(run, dst):
+    import shutil
+
+    shutil.copytree(run, dst)
+    return dst
+
+
+@pytest.mark.parametrize(
+    "damage,phrase",
+    [
+        (lambda r: (r / "metrics.jsonl").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe" * 50), "metrics.jsonl: unreadable"),
+        (lambda r: (r / "config.json").write_bytes(b"\xff\xfe{"), "config.json: unreadable"),
+        (lambda r: (r / "config.json").write_text("[1, 2, 3]"), "config.json: not a JSON object"),
+    ],
+)
+def test_a_run_whose_files_cannot_be_read_is_named_and_the_others_are_listed(
+    two_runs, tmp_path, capsys, damage, phrase
+):
+    from blendsync.train.cli import main
+
+    bad = _copy(two_runs[1], tmp_path / "bad")
+    damage(bad)
+    with pytest.raises(SystemExit) as e:
+        main(["compare", str(two_runs[0]), str(bad)])
+    out = capsys.readouterr()
+    assert e.value.code == 2 and str(two_runs[0]) in out.out and "Traceback" not in out.err
+    (line,) = [x for x in out.err.splitlines() if x.startswith("skipped: ")]
+    assert str(bad) in line and phrase in line
+
+
+def test_lines_that_are_not_records_are_passed_over(two_runs, tmp_path):
+    odd = _copy(two_runs[0], tmp_path / "odd")
+    with open(odd / "metrics.jsonl", "a") as f:
+        f.write('[1,2,3]\nnull\n"text"\n{"kind": "val", "step": "x", "loss": "low", "metrics": [1]}\n')
+        f.write('{"kind": "val", "step": 99, "loss": "low", "metrics": {"skill": "high"}}\n')
+    (row,) = table(collect([odd]))[1]
+    (want,) = table(collect([two_runs[0]]))[1]
+    assert {k: row[k] for k in ("skill", "best_step", "val_loss")} == {
+        k: want[k] for k in ("skill", "best_step", "val_loss")
+    }
+    assert row["steps"] == 99
+
+
+def test_a_broken_sweep_record_costs_its_plots_not_the_table(tmp_path, caplog):
+    from blendsync.train.sweep.report import _sweep_plots
+
+    (tmp_path / "sweep.json").write_text("{broken")
+    assert _sweep_plots(tmp_path, tmp_path / "plots", "s") == []
+    assert "no study plots: its sweep record cannot be read" in caplog.text
