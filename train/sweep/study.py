@@ -92,6 +92,8 @@ def sweep(
     import optuna
 
     out = Path(out)
+    if storage:
+        check_storage(storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with _sweep_lock(out, resume):
         spec, meta, study = _open_sweep(spec, out, store, manifest, base, storage, resume)
@@ -141,6 +143,26 @@ def _sweep_lock(out: Path, resume: bool):
         except BlockingIOError:
             raise SweepError(f"{out}: another bstrain sweep is running on this folder") from None
         yield
+
+
+def check_storage(url: str) -> None:
+    """SweepError for a storage that does not outlive this process (an in-memory SQLite
+    database): its trials would be lost, and the sweep folder could be neither reused nor
+    resumed. Checked before anything is written."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError as e:
+        raise SweepError(f"--storage {url!r} is not a database URL ({e})") from None
+    if parsed.drivername.split("+")[0] == "sqlite":
+        db = parsed.database or ""
+        if db in ("", ":memory:") or db.startswith("file::memory:") or parsed.query.get("mode") == "memory":
+            raise SweepError(
+                f"--storage {url!r} keeps the study in memory: it ends with this process and the sweep could not "
+                "be resumed; give a file (sqlite:///PATH) or leave --storage out (study.db in the sweep folder)"
+            )
 
 
 def _storage_url(meta: dict, out: Path) -> str:

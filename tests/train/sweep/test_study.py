@@ -184,3 +184,20 @@ def _fit():
     from tests.train.sweep.conftest import TINY_FIT
 
     return dict(TINY_FIT)
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite:///:memory:", "sqlite://", "sqlite:///file::memory:?cache=shared", "sqlite:///x.db?mode=memory"]
+)
+def test_a_storage_that_does_not_persist_is_refused_before_anything_is_written(
+    example_store, space_file, tmp_path, capsys, url
+):
+    from blendsync.train.cli import main
+
+    out = tmp_path / "sweep"
+    with pytest.raises(SystemExit) as e:
+        main(["sweep", "--store", str(example_store), "--space", str(space_file()), "--out", str(out),
+              "--trials", "1", "--storage", url])  # fmt: skip
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and "keeps the study in memory" in err and "Traceback" not in err
+    assert not out.exists()
