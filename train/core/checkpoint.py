@@ -45,6 +45,7 @@ FORMAT = "blendsync-checkpoint-1"
 MODEL, CONFIG = "model", "config_json"
 NORMALIZER, CHANNELS, MOUTH, EXPRESSION = "normalizer", "channels", "mouth", "expression"
 LIBRARY_VERSIONS, BEST_VAL, SINCE_BEST = "library_versions_json", "best_val", "validations_since_best"
+CALIBRATION_CHECKSUM = "calibration_checksum"
 OPTIMIZER, SCHEDULER, RNG_CPU, RNG_CUDA = "optimizer", "scheduler", "rng_cpu_all", "rng_cuda_all"
 PREV, WORLD, STEP, EPOCH, STEP_IN_EPOCH = "prev_all", "world_size", "step", "epoch", "step_in_epoch"
 STILL = "still_channels"
@@ -273,6 +274,7 @@ def save_checkpoint(path: Path, state: dict) -> None:
     state = {"format": FORMAT, **state}
     state[CONFIG_HASH] = TrainConfig.from_checkpoint_json(state[CONFIG]).hash
     state[CHECKSUM] = content_checksum(state)
+    state[CALIBRATION_CHECKSUM] = calibration_checksum(state)
     buf = io.BytesIO()
     torch.save(state, buf)
     write_atomically(path, buf.getbuffer())
@@ -293,6 +295,27 @@ def content_checksum(ckpt: dict) -> str:
     h.update(json.dumps(ckpt[NORMALIZER], sort_keys=True).encode())
     h.update(json.dumps(list(ckpt[CHANNELS])).encode())
     return h.hexdigest()
+
+
+def calibration_checksum(ckpt: dict) -> str:
+    """SHA-256 of the calibrated output gain (predict --gain calibrated applies it to every
+    frame): a checksum of its own, so that checkpoints written before it still load."""
+    best = ckpt.get(BEST_VAL)
+    gain = best.get("calibrated_gain") if isinstance(best, dict) else None
+    return hashlib.sha256(json.dumps(gain).encode()).hexdigest()
+
+
+def _calibration_problem(ckpt: dict) -> str | None:
+    best = ckpt.get(BEST_VAL)
+    if best is not None and not isinstance(best, dict):
+        return f"{BEST_VAL} is {type(best).__name__}, not a record"
+    gain = (best or {}).get("calibrated_gain")
+    if gain is not None and (isinstance(gain, bool) or not isinstance(gain, (int, float)) or not math.isfinite(gain)
+                             or gain < 0):  # fmt: skip
+        return f"its calibrated gain is {gain!r}, not a finite number >= 0"
+    if CALIBRATION_CHECKSUM in ckpt and ckpt[CALIBRATION_CHECKSUM] != calibration_checksum(ckpt):
+        return "its calibrated gain does not match the checksum written when it was saved (damaged or edited)"
+    return None
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
@@ -359,7 +382,7 @@ def checkpoint_problem(ckpt: dict) -> str | None:
     problem = problem or _weights_problem(ckpt[MODEL], build_model(cfg, fc, len(channels)))
     if problem is None and CHECKSUM in ckpt and ckpt[CHECKSUM] != content_checksum(ckpt):
         return "its weights or statistics do not match the checksum written when it was saved (damaged or edited)"
-    return problem
+    return problem or _calibration_problem(ckpt)
 
 
 def _normalizer_problem(norm: dict, fc: FeatureConfig, channels: int) -> str | None:

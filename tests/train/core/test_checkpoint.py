@@ -58,10 +58,16 @@ def _set_statistic(key, index, value):
 
 def _with_checksum(edit):
     def edited(ck):
-        from blendsync.train.core.checkpoint import CHECKSUM, content_checksum
+        from blendsync.train.core.checkpoint import (
+            CALIBRATION_CHECKSUM,
+            CHECKSUM,
+            calibration_checksum,
+            content_checksum,
+        )
 
         edit(ck)
         ck[CHECKSUM] = content_checksum(ck)
+        ck[CALIBRATION_CHECKSUM] = calibration_checksum(ck)
 
     return edited
 
@@ -112,6 +118,14 @@ CASES = {
     "a NaN smoothing alpha": (
         _with_checksum(lambda ck: ck["model"].update(smoothing_alpha=torch.tensor(float("nan")))),
         "model weights hold NaN or infinite values: smoothing_alpha",
+    ),
+    "an edited calibrated gain": (
+        lambda ck: ck.update(best_val={**(ck.get("best_val") or {}), "calibrated_gain": 9.0}),
+        "its calibrated gain does not match the checksum written when it was saved",
+    ),
+    "a NaN calibrated gain": (
+        _with_checksum(lambda ck: ck.update(best_val={**(ck.get("best_val") or {}), "calibrated_gain": float("nan")})),
+        "its calibrated gain is nan, not a finite number >= 0",
     ),
     "infinite queries": (
         _with_checksum(lambda ck: ck["model"]["blendshape_queries"].view(-1).__setitem__(0, float("inf"))),
