@@ -43,15 +43,18 @@ BEFORE_FIRST_CONTEXT = ("first", "fill")
 class MelConfig:
     """Log-mel spectrogram (librosa), rows every hop_s with centred frames."""
 
-    n_mels: int = integer(80, minimum=1, doc="Mel bins.")
-    n_fft: int = integer(512, minimum=1, doc="FFT size, in samples.")
-    win_s: float = positive(0.025, doc="Analysis window (Hann), in seconds; at most n_fft samples.")
+    n_mels: int = integer(80, minimum=1, maximum=1024, doc="Mel bins.")
+    n_fft: int = integer(512, minimum=1, maximum=65536, doc="FFT size, in samples.")
+    win_s: float = positive(0.025, maximum=1.0, doc="Analysis window (Hann), in seconds; at most n_fft samples.")
     hop_s: float = positive(
         0.010,
+        maximum=1.0,
         doc="Hop between rows, in seconds: a whole number of samples. The rows are put on the frame grid by time.",
     )
     fmin: float = nonnegative(0.0, doc="Lowest frequency of the mel bank, Hz.")
-    fmax: float = positive(8000.0, doc="Highest frequency of the mel bank, Hz (at most sample_rate / 2).")
+    fmax: float = positive(
+        8000.0, maximum=96000.0, doc="Highest frequency of the mel bank, Hz (at most sample_rate / 2)."
+    )
     log_floor: float = positive(1e-6, doc="log(mel_power + log_floor): keeps digital silence finite.")
 
 
@@ -62,8 +65,12 @@ class EmotionConfig:
     feature_set: str = one_of(
         "eGeMAPSv02", lambda: SUPPORTED_FEATURE_SETS, doc="openSMILE feature set (its 88 functionals)."
     )
-    context_s: float = positive(1.0, doc="Seconds of audio each frame's functionals describe, ending at the frame.")
-    hop_s: float = positive(0.010, doc="Row step of the one-pass extraction: a multiple of openSMILE's 10 ms LLD hop.")
+    context_s: float = positive(
+        1.0, maximum=60.0, doc="Seconds of audio each frame's functionals describe, ending at the frame."
+    )
+    hop_s: float = positive(
+        0.010, maximum=1.0, doc="Row step of the one-pass extraction: a multiple of openSMILE's 10 ms LLD hop."
+    )
     nonfinite_fill: float = real(
         0.0,
         doc="Replaces non-finite functionals (e.g. F0 statistics over an unvoiced "
@@ -71,6 +78,7 @@ class EmotionConfig:
     )
     delay_s: float = nonnegative(
         0.0,
+        maximum=10.0,
         doc="Frame k takes the functionals of the context ending delay_s before its instant. A live stream then "
         "needs no audio after a frame's instant for its emotion row (openSMILE's own right context falls inside "
         "the delay); the live feature config sets 0.15. Part of the hash only when not 0.",
@@ -125,7 +133,10 @@ _HASHED_UNLESS_DEFAULT = {
 @dataclass(frozen=True, kw_only=True)
 class FeatureConfig:
     sample_rate: int = integer(
-        16000, minimum=1, doc="Audio is decoded, mixed to mono and resampled to this rate (by resampler)."
+        16000,
+        minimum=8000,
+        maximum=192000,
+        doc="Audio is decoded, mixed to mono and resampled to this rate (by resampler).",
     )
     resampler: str = one_of(
         "soxr-vhq",
@@ -136,7 +147,7 @@ class FeatureConfig:
         "constant 4 ms; the live feature config's). Audio at sample_rate is taken as it is. Part of the hash only "
         "when not soxr-vhq.",
     )
-    fps: float = positive(30.0, doc="Frame rate of the frame grid: frame k is the instant k / fps.")
+    fps: float = positive(30.0, maximum=240.0, doc="Frame rate of the frame grid: frame k is the instant k / fps.")
     mel: MelConfig = section(MelConfig, doc="The log-mel stream (80 bins by default).")
     emotion: EmotionConfig = section(EmotionConfig, doc="The eGeMAPS stream (88 openSMILE functionals).")
     targets: TargetConfig = section(TargetConfig, doc="The target curves.")

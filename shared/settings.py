@@ -31,23 +31,32 @@ def _setting(default: Any, check: Check, rule: str, doc: str) -> Any:
     return dataclasses.field(default=default, metadata={CHECK: check, RULE: rule, DOC: doc})
 
 
-def integer(default: int, *, minimum: int | None, doc: str) -> Any:
+def integer(default: int, *, minimum: int | None, doc: str, maximum: int | None = None) -> Any:
+    """An integer from minimum to maximum (None: unbounded on that side). An upper bound keeps
+    a value read from a file (a config, a checkpoint) from asking for memory no machine has."""
+
     def check(name: str, v: Any) -> str | None:
         if not isinstance(v, int) or isinstance(v, bool):
             return f"{name} must be an integer, got {v!r}"
-        return None if minimum is None or v >= minimum else f"{name} must be >= {minimum}, got {v}"
+        if minimum is not None and v < minimum:
+            return f"{name} must be >= {minimum}, got {v}"
+        return None if maximum is None or v <= maximum else f"{name} must be <= {maximum}, got {v}"
 
-    return _setting(default, check, "integer" if minimum is None else f"integer >= {minimum}", doc)
+    rule = "integer" if minimum is None else f"integer >= {minimum}"
+    return _setting(default, check, rule if maximum is None else f"{rule} and <= {maximum}", doc)
 
 
 def _number(words: str, ok: Callable[[float], bool]) -> Callable[..., Any]:
-    def make(default: float, *, doc: str) -> Any:
+    def make(default: float, *, doc: str, maximum: float | None = None) -> Any:
         def check(name: str, v: Any) -> str | None:
             if not _is_real(v) or not math.isfinite(v):
                 return f"{name} must be a finite number, got {v!r}"
-            return None if ok(v) else f"{name} must be {words}, got {v}"
+            if not ok(v):
+                return f"{name} must be {words}, got {v}"
+            return None if maximum is None or v <= maximum else f"{name} must be <= {maximum:g}, got {v:g}"
 
-        return _setting(default, check, "number" if words == "finite" else f"number {words}", doc)
+        rule = "number" if words == "finite" else f"number {words}"
+        return _setting(default, check, rule if maximum is None else f"{rule} and <= {maximum:g}", doc)
 
     return make
 

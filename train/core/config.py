@@ -40,13 +40,21 @@ def preset_names() -> tuple[str, ...]:
     return (*PRESETS, "auto", "custom")
 
 
+# The most frames a window (and every length counted in frames) may hold: 8192 frames is 4.5
+# minutes at 30 fps. Values read from a checkpoint meet the rules a config file does, and a
+# window of 1e9 frames asked for memory no machine has.
+MAX_WINDOW = 8192
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    d_model: int = integer(32, minimum=1, doc="Width d of every encoding, query and attention context.")
-    heads: int = integer(2, minimum=1, doc="Attention heads (d_model must be divisible by them).")
-    mel_layers: int = integer(1, minimum=1, doc="Self-attention layers of the mel stream.")
-    emotion_layers: int = integer(1, minimum=1, doc="Self-attention layers of the emotion (eGeMAPS) stream.")
-    ff_mult: int = integer(4, minimum=1, doc="Feed-forward width of each layer, in multiples of d_model.")
+    d_model: int = integer(32, minimum=1, maximum=4096, doc="Width d of every encoding, query and attention context.")
+    heads: int = integer(2, minimum=1, maximum=256, doc="Attention heads (d_model must be divisible by them).")
+    mel_layers: int = integer(1, minimum=1, maximum=64, doc="Self-attention layers of the mel stream.")
+    emotion_layers: int = integer(
+        1, minimum=1, maximum=64, doc="Self-attention layers of the emotion (eGeMAPS) stream."
+    )
+    ff_mult: int = integer(4, minimum=1, maximum=64, doc="Feed-forward width of each layer, in multiples of d_model.")
     dropout: float = fraction(0.1, doc="Dropout in the encoders and the decoder during training.")
     temperature: float = positive(1.0, doc="Fusion temperature: fused = (w_mel * mel + w_emo * emo) / temperature.")
     smoothing_alpha_init: float = real(
@@ -67,10 +75,16 @@ class ModelConfig:
         "fixed cost (docs: Design, The live model). false: the offline model, bidirectional over the window.",
     )
     attention_span: int = integer(
-        16, minimum=1, doc="Live model: frames (the current one included) each encoder layer attends to."
+        16,
+        minimum=1,
+        maximum=MAX_WINDOW,
+        doc="Live model: frames (the current one included) each encoder layer attends to.",
     )
     context_frames: int = integer(
-        48, minimum=1, doc="Live model: encodings of each stream the channel queries attend to for a frame."
+        48,
+        minimum=1,
+        maximum=MAX_WINDOW,
+        doc="Live model: encodings of each stream the channel queries attend to for a frame.",
     )
 
 
@@ -109,7 +123,7 @@ PRESET_STREAMS: dict[str, dict] = {"live": {"frames_per_window": 64, "lookahead"
 
 @dataclass(frozen=True, kw_only=True)
 class StreamConfig:
-    window: int = integer(256, minimum=1, doc="Frames L of one model window.")
+    window: int = integer(256, minimum=1, maximum=MAX_WINDOW, doc="Frames L of one model window.")
     stride: int = integer(
         1,
         minimum=1,
@@ -119,12 +133,14 @@ class StreamConfig:
     lookahead: int = integer(
         6,
         minimum=0,
+        maximum=MAX_WINDOW,
         doc="Frames of audio after a block's last frame that its window sees "
         "(6 = 200 ms at 30 fps: mouths move before the sound).",
     )
     frames_per_window: int = integer(
         128,
         minimum=1,
+        maximum=MAX_WINDOW,
         doc=(
             "K: frames one window predicts, the block ending lookahead frames before the window's end. 1 = the method "
             "notes' one output per window; larger K cuts the cost per frame about K-fold and adds up to K - 1 frames "
@@ -134,6 +150,7 @@ class StreamConfig:
     batch_streams: int = integer(
         8,
         minimum=1,
+        maximum=4096,
         doc="B: parallel streams, each walking its own files in time order (a preset sets it: small 8, full 4).",
     )
     pad_value: float = real(0.0, doc="Value of padded frames, in standardised units (0 = the training mean).")

@@ -88,6 +88,15 @@ CASES = {
         _edit_json("feature_config_json", lambda fc: fc["targets"].update(channels=None, channels_file="/etc/passwd")),
         "never a file to read (targets.channels_file: '/etc/passwd')",
     ),
+    # Values no config file may hold are refused in a checkpoint by the same rules.
+    "a window of 1e9 frames": (
+        _edit_json("config_json", lambda cfg: cfg["stream"].update(window=10**9)),
+        "train config (config_json) is invalid: invalid train config: stream.window must be <= 8192",
+    ),
+    "1e9 frames a second": (
+        _edit_json("feature_config_json", lambda fc: fc.update(fps=1e9)),
+        "fps must be <= 240",
+    ),
     "edited feature config": (
         _edit_json("feature_config_json", lambda fc: fc["emotion"].update(context_s=2.0)),
         "its feature config hashes to",
