@@ -327,14 +327,14 @@ async def stream(ws: WebSocket, state: ServerState) -> None:
         audio = _AudioInbox()
         computer = asyncio.create_task(_compute(session, audio, outbox, state.compute))
         while True:
-            msg = await ws.receive()
-            if computer.done():  # its error ends the session (raised here)
-                computer.result()
+            msg = await _receive_unless_failed(ws, computer)
             if msg["type"] == "websocket.disconnect":
                 return
             if msg.get("bytes") is not None:
                 audio.put(msg["bytes"])
                 await audio.room()  # a client sending faster than the model: stop reading it for a while
+                if computer.done():  # it stopped taking audio: its error ends the session (raised here)
+                    computer.result()
                 continue
             if parse_message(msg.get("text") or "")["type"] == "start":
                 raise ProtocolError("a session takes one start message")
@@ -363,6 +363,18 @@ async def stream(ws: WebSocket, state: ServerState) -> None:
             await anyio.to_thread.run_sync(session.close)
 
 
+async def _receive_unless_failed(ws: WebSocket, computer: asyncio.Task) -> dict:
+    """The client's next message; or, where the session's computation fails first, its error
+    (raised here: the session ends with it even when the client sends nothing more)."""
+    receive = asyncio.ensure_future(ws.receive())
+    await asyncio.wait({receive, computer}, return_when=asyncio.FIRST_COMPLETED)
+    if receive.done():
+        return receive.result()
+    receive.cancel()
+    computer.result()  # raises its error (it returns only after the end, which the client sends)
+    raise ProtocolError("the session's computation ended before its audio")
+
+
 class _AudioInbox:
     """A session's audio as it arrives, taken whole by the computing task: while the model is
     busy the messages gather, and the next computation takes them all at once (one thread hop
@@ -373,6 +385,7 @@ class _AudioInbox:
     def __init__(self):
         self.data = bytearray()
         self.ended = False
+        self.closed = False  # the computing task has stopped: nothing will be taken any more
         self.ready = asyncio.Event()
         self.taken = asyncio.Event()
 
@@ -381,10 +394,16 @@ class _AudioInbox:
         self.ready.set()
 
     async def room(self) -> None:
-        """Wait while more than INBOX_BYTES wait to be computed (TCP then slows the client)."""
-        while len(self.data) > INBOX_BYTES:
+        """Wait while more than INBOX_BYTES wait to be computed (TCP then slows the client), or
+        until the computing task has stopped (then no room will ever come)."""
+        while len(self.data) > INBOX_BYTES and not self.closed:
             self.taken.clear()
             await self.taken.wait()
+
+    def close(self) -> None:
+        """The computing task is gone (its error, or the end): wake whoever waits for room."""
+        self.closed = True
+        self.taken.set()
 
     def end(self) -> None:
         self.ended = True
@@ -433,13 +452,16 @@ class _Outbox:
 
 
 async def _compute(session: StreamSession, audio: _AudioInbox, outbox: _Outbox, limiter) -> None:
-    while True:
-        data, ended = await audio.take()
-        if data:
-            await outbox.put(await anyio.to_thread.run_sync(session.push, data, limiter=limiter))
-        if ended:
-            await outbox.put(await anyio.to_thread.run_sync(session.finish, limiter=limiter))
-            return
+    try:
+        while True:
+            data, ended = await audio.take()
+            if data:
+                await outbox.put(await anyio.to_thread.run_sync(session.push, data, limiter=limiter))
+            if ended:
+                await outbox.put(await anyio.to_thread.run_sync(session.finish, limiter=limiter))
+                return
+    finally:
+        audio.close()
 
 
 async def _first_message(ws: WebSocket) -> dict:

@@ -112,6 +112,10 @@ def parse_start(msg: dict, channel_orders: tuple[str, ...] = ()) -> StartMessage
     livelink = msg.get("livelink")
     if livelink is not None and (not isinstance(livelink, str) or ":" not in livelink):
         raise ProtocolError(f'start: livelink must be "HOST:PORT", got {livelink!r}')
+    if livelink is not None:
+        port = livelink.rpartition(":")[2]
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ProtocolError(f'start: livelink must be "HOST:PORT" with a port in 1-65535, got {livelink!r}')
     subject = msg.get("subject", "blendsync")
     if not isinstance(subject, str) or not subject.strip() or len(subject.encode()) > 256:
         raise ProtocolError("start: subject must be a name of 1 to 256 bytes")

@@ -267,6 +267,10 @@ BAD_SESSIONS = {
         [json.dumps({"type": "start", "sample_rate": 16000, "gain": 1e39})],
         "start: gain must be a number from 0 to 10",
     ),
+    "a livelink port of 70000": (
+        [json.dumps({"type": "start", "sample_rate": 16000, "livelink": "127.0.0.1:70000"})],
+        "with a port in 1-65535",
+    ),
     "two starts": (
         [json.dumps({"type": "start", "sample_rate": 16000}), json.dumps({"type": "start", "sample_rate": 16000})],
         "a session takes one start message",
@@ -351,3 +355,42 @@ def test_a_whole_file_in_one_message_loses_no_frame(live_server, live_checkpoint
     want = _streamed(live_checkpoint, audio, fps=60)
     assert len(want) > 300 and end == {"type": "end", "frames": len(want), "dropped": 0}
     np.testing.assert_allclose(frames, want, rtol=0, atol=1e-4)
+
+
+def test_a_session_whose_audio_fails_ends_and_frees_its_slot(checkpoint):
+    """A client sending more than the inbox holds, with NaN in it: the computation's error ends
+    the session (1008, the reason said) and frees its slot, rather than the reader waiting
+    forever for room only the failed computation would make; the server goes on and stops."""
+    from websockets.exceptions import ConnectionClosed
+
+    server = ServerProcess(checkpoint, "--max-sessions", "2")
+    try:
+        for _ in range(2):  # both slots, one after the other
+            with connect(server.ws, max_size=None) as ws:
+                ws.send(json.dumps({"type": "start", "sample_rate": 16000, "encoding": "pcm_f32le"}))
+                assert json.loads(ws.recv(timeout=60))["type"] == "ready"
+                audio = np.random.default_rng(0).normal(0, 0.05, 400_000).astype("<f4")  # 1.6 MB
+                bad = audio.copy()
+                bad[-1] = np.nan
+                received = []
+                with pytest.raises(ConnectionClosed) as e:
+                    ws.send(audio.tobytes())
+                    ws.send(bad.tobytes())
+                    ws.send(audio.tobytes())
+                    while True:
+                        received.append(ws.recv(timeout=60))
+            assert e.value.rcvd is not None and e.value.rcvd.code == 1008, e.value
+            errors = [json.loads(m)["message"] for m in received if isinstance(m, str) and '"error"' in m]
+            assert errors and "NaN/inf" in errors[-1]
+        for _ in range(50):
+            if json.loads(_get(server.url + "/healthz")[1])["sessions"] == 0:
+                break
+            import time
+
+            time.sleep(0.1)
+        assert json.loads(_get(server.url + "/healthz")[1])["sessions"] == 0
+        ready, frames, end = session(server.ws, EXAMPLE / "chen_take3.wav")  # a slot is free
+        assert ready["type"] == "ready" and end["type"] == "end" and len(frames) > 0
+    finally:
+        server.stop()
+    assert not server.alive()
