@@ -27,10 +27,13 @@ TOKEN_ENV = "BLENDSYNC_TOKEN"
 @click.option("--max-audio-s", type=FiniteFloatRange(min=1.0), default=1800.0, show_default=True,
               help="Longest audio POST /v1/animate takes, in seconds (read from the file's header before any "
               "decoding); uploads must also be at 8000 to 192000 Hz.")  # fmt: skip
+@click.option("--allow-livelink", default="", metavar="HOST,...",
+              help="Hosts off this machine a session's start message may forward Live Link packets to (by name "
+              "or address, comma-separated) [default: this machine only].")  # fmt: skip
 @click.option("--max-sessions", type=click.IntRange(1, 10000), default=64, show_default=True,
               help="WebSocket sessions at once; more are closed with code 1013 (try again later).")  # fmt: skip
 @device_option("cpu")
-def serve(checkpoint, host, port, token, max_upload_mb, max_audio_s, max_sessions, device):
+def serve(checkpoint, host, port, token, max_upload_mb, max_audio_s, allow_livelink, max_sessions, device):
     """Serve a model over HTTP and WebSocket until Ctrl-C: POST /v1/animate (an audio file ->
     predict's curves), WebSocket /v1/stream (PCM in, frames out as they are computed),
     GET /v1/model, GET /healthz, and a live page at / (docs/serving.md)."""
@@ -44,7 +47,8 @@ def serve(checkpoint, host, port, token, max_upload_mb, max_audio_s, max_session
     if not _loopback(host):
         click.echo(f"warning: serving on {host}: anyone who can reach this port and has the token can use it", err=True)
     config = ServerConfig(checkpoint=str(checkpoint), device=device, token=token, max_upload_mb=max_upload_mb,
-                          max_audio_s=max_audio_s, max_sessions=max_sessions)  # fmt: skip
+                          max_audio_s=max_audio_s, max_sessions=max_sessions,
+                          allow_livelink=tuple(h.strip() for h in allow_livelink.split(",") if h.strip()))  # fmt: skip
 
     def ready() -> None:
         click.echo(f"serving {checkpoint} on http://{_url_host(host)}:{port} (page /, WebSocket /v1/stream)", err=True)

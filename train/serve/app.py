@@ -38,6 +38,7 @@ from blendsync.train.core.output_gain import check_gain
 from blendsync.train.inference.outputs import CURVE_FORMATS
 from blendsync.train.inference.predict import Predictor, animate_file
 from blendsync.train.inference.stream import keep_collector_short
+from blendsync.train.serve.guard import SameMachineOnly
 from blendsync.train.serve.protocol import (
     CLOSE_BAD_INPUT,
     CLOSE_SERVER_ERROR,
@@ -82,7 +83,8 @@ class ServerConfig:
     """token: required on every route but /healthz and / (None: none asked);
     max_upload_mb: the largest audio file /v1/animate takes; max_audio_s: the longest audio
     it takes (the file's header says, before a sample is decoded); max_sessions: WebSocket
-    sessions at once (more are closed with 1013)."""
+    sessions at once (more are closed with 1013); allow_livelink: hosts off this machine a
+    session may forward Live Link packets to (guard.py)."""
 
     checkpoint: str
     device: str = "cpu"
@@ -90,6 +92,7 @@ class ServerConfig:
     max_upload_mb: float = 100.0
     max_sessions: int = 64
     max_audio_s: float = 1800.0
+    allow_livelink: tuple[str, ...] = ()
 
 
 @dataclass(kw_only=True)
@@ -110,8 +113,9 @@ class ServerState:
     compute: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(CORES))
 
 
-def create_app(config: ServerConfig) -> Starlette:
-    """The ASGI app serving config.checkpoint (loaded once, here)."""
+def create_app(config: ServerConfig):
+    """The ASGI app serving config.checkpoint (loaded once, here), behind the same-machine guard
+    when it asks no token (guard.py)."""
     import torch
 
     from blendsync.train.core.checkpoint import Checkpoint
@@ -134,7 +138,7 @@ def create_app(config: ServerConfig) -> Starlette:
         ],
     )
     app.state.blendsync = state
-    return app
+    return SameMachineOnly(app, config.token)
 
 
 def model_doc(pred: Predictor, hashes: dict) -> dict:
@@ -321,7 +325,9 @@ async def stream(ws: WebSocket, state: ServerState) -> None:
     outbox = _Outbox()
     try:
         start = parse_start(await _first_message(ws), tuple(CHANNEL_ORDERS))
-        session = await anyio.to_thread.run_sync(StreamSession, state.pred, start, limiter=state.compute)
+        session = await anyio.to_thread.run_sync(
+            StreamSession, state.pred, start, state.config.allow_livelink, limiter=state.compute
+        )
         await ws.send_text(ready_message(session.channels, session.fps, session.latency_ms, state.model))
         sender = asyncio.create_task(_send_frames(ws, outbox, session.fps, start.format))
         audio = _AudioInbox()

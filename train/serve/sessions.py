@@ -18,6 +18,7 @@ from blendsync.shared.channels import check_order, reorder
 from blendsync.train.core.output_gain import apply_gain
 from blendsync.train.inference.livelink import FrameResampler, LiveLinkSender
 from blendsync.train.inference.stream import make_animator
+from blendsync.train.serve.guard import livelink_target
 from blendsync.train.serve.protocol import ProtocolError, StartMessage
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ class StreamSession:
     """push(pcm bytes) -> output frames [(j, values (C',))] computed since the last call;
     finish() -> the rest. Bytes that end mid sample instant wait for the next message."""
 
-    def __init__(self, pred, start: StartMessage):
+    def __init__(self, pred, start: StartMessage, allow_livelink: tuple[str, ...] = ()):
         self.pred, self.start = pred, start
         self.fps = float(start.fps or pred.fps)
         if start.channel_order is not None:
@@ -42,12 +43,12 @@ class StreamSession:
         self.resampler = FrameResampler(pred.fps, self.fps, len(pred.channels))
         self.sender = None
         if start.livelink is not None:
-            host, _, port = start.livelink.rpartition(":")
             try:
-                self.sender = LiveLinkSender(list(pred.channels), host=host.strip("[]"), port=int(port),
+                host, port = livelink_target(start.livelink, allow_livelink)  # resolved once, here
+                self.sender = LiveLinkSender(list(pred.channels), host=host, port=port,
                                              subject=start.subject, fps=int(round(self.fps)))  # fmt: skip
             except (ValueError, OSError) as e:
-                raise ProtocolError(f"start: livelink {start.livelink!r}: {e}") from None
+                raise ProtocolError(f"start: {e}") from None
         self._rest = b""
         self.frames = 0  # output frames computed
         self.samples = 0  # sample instants received

@@ -394,3 +394,57 @@ def test_a_session_whose_audio_fails_ends_and_frees_its_slot(checkpoint):
     finally:
         server.stop()
     assert not server.alive()
+
+
+def test_without_a_token_no_other_site_drives_the_server(offline_server, live_server):
+    """DNS rebinding (a site's name resolved to 127.0.0.1: its Host), another site's page (its
+    Origin: a WebSocket or a cross-site POST): refused with the reason; this machine's own
+    programs (no Origin) and the server's own page (its own Origin) are served."""
+    from websockets.exceptions import InvalidStatus
+
+    audio = (EXAMPLE / "chen_take3.wav").read_bytes()
+    host = offline_server.url.split("//")[1]
+    for headers, phrase in (
+        ({"Host": "rebind.evil.example"}, "is not this machine's"),
+        ({"Origin": "http://evil.example"}, "from the web origin 'http://evil.example' need a token"),
+        ({"Origin": "null"}, "need a token"),
+    ):
+        code, body = _post(offline_server.url + "/v1/animate", audio, {**headers, "Content-Type": "text/plain"})
+        assert code == 403 and phrase in json.loads(body)["error"], body
+        assert _get(offline_server.url + "/v1/model", headers)[0] == 403
+    assert _post(offline_server.url + "/v1/animate?fps=30", audio, {"Origin": f"http://{host}"})[0] == 200
+    assert _get(offline_server.url + "/v1/model", {"Host": "localhost"})[0] == 200
+    with pytest.raises(InvalidStatus) as e:
+        with connect(live_server.ws, additional_headers={"Origin": "http://evil.example"}):
+            pass
+    assert e.value.response.status_code == 403
+    live_host = live_server.url.split("//")[1]
+    with connect(live_server.ws, additional_headers={"Origin": f"http://{live_host}"}) as ws:
+        ws.send(json.dumps({"type": "start", "sample_rate": 16000}))
+        assert json.loads(ws.recv(timeout=60))["type"] == "ready"
+
+
+def test_live_link_goes_to_this_machine_unless_the_operator_allows_more(live_server):
+    from websockets.exceptions import ConnectionClosed
+
+    for target in ("10.1.2.3:11111", "255.255.255.255:11111"):
+        with connect(live_server.ws) as ws:
+            ws.send(json.dumps({"type": "start", "sample_rate": 16000, "livelink": target}))
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    msg = ws.recv(timeout=60)
+                    assert "not on this machine" in json.loads(msg)["message"]
+    with connect(live_server.ws) as ws:  # this machine: taken
+        ws.send(json.dumps({"type": "start", "sample_rate": 16000, "livelink": "localhost:11111"}))
+        assert json.loads(ws.recv(timeout=60))["type"] == "ready"
+
+
+def test_allowed_live_link_hosts_are_the_operator_s():
+    from blendsync.train.serve.guard import host_is_loopback, livelink_target
+
+    assert livelink_target("127.0.0.1:9") == ("127.0.0.1", 9)
+    assert livelink_target("10.1.2.3:9", ("10.1.2.3",)) == ("10.1.2.3", 9)
+    with pytest.raises(ValueError, match="--allow-livelink"):
+        livelink_target("10.1.2.3:9", ("10.1.2.4",))
+    assert all(map(host_is_loopback, ["127.0.0.1:8000", "localhost", "[::1]:80", "127.1.2.3"]))
+    assert not any(map(host_is_loopback, ["evil.example", "10.0.0.1:80", "127.0.0.1.evil.example", ""]))
