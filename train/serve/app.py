@@ -70,6 +70,13 @@ SEND_QUEUE, STALE_S = 300, 2.0
 # Audio waiting for the model, per session, before the server stops reading the client (about
 # 30 s of 16 kHz 16-bit mono).
 INBOX_BYTES = 1 << 20
+# The largest WebSocket message taken (a larger one closes the session with 1009): 2 MiB, over
+# a second of any format a session may start (192 kHz, 8 channels, float32: 6 MB a second, in
+# pieces), a minute of 16 kHz 16-bit mono. A 16 MB message added about 360 MB to a session.
+WS_MAX_MESSAGE_BYTES = 2 << 20
+# Audio computed at once, in seconds of the session's format: a message is cut into such
+# pieces, so that the features and the model never hold more than this at a time.
+PIECE_S = 1.0
 # An upload over the limit is read on (and thrown away) up to this much more before the 413, so
 # that the client, still sending, reads the answer rather than a broken connection.
 DRAIN_BYTES = 16 << 20
@@ -458,11 +465,13 @@ class _Outbox:
 
 
 async def _compute(session: StreamSession, audio: _AudioInbox, outbox: _Outbox, limiter) -> None:
+    start = session.start
+    piece = max(1, int(PIECE_S * start.sample_rate)) * start.bytes_per_frame
     try:
         while True:
             data, ended = await audio.take()
-            if data:
-                await outbox.put(await anyio.to_thread.run_sync(session.push, data, limiter=limiter))
+            for at in range(0, len(data), piece):  # bounded pieces: memory does not follow the message size
+                await outbox.put(await anyio.to_thread.run_sync(session.push, data[at : at + piece], limiter=limiter))
             if ended:
                 await outbox.put(await anyio.to_thread.run_sync(session.finish, limiter=limiter))
                 return
@@ -513,5 +522,5 @@ def run_server(config: ServerConfig, host: str, port: int, on_ready=None) -> Non
         on_ready()
     # No per-message compression: frames are small and many, and deflating each cost more CPU
     # than it saved on a loopback or LAN.
-    uvicorn.run(app, host=host, port=port, log_level="warning", ws_max_size=16 * 1024 * 1024,
+    uvicorn.run(app, host=host, port=port, log_level="warning", ws_max_size=WS_MAX_MESSAGE_BYTES,
                 ws_per_message_deflate=False)  # fmt: skip

@@ -448,3 +448,23 @@ def test_allowed_live_link_hosts_are_the_operator_s():
         livelink_target("10.1.2.3:9", ("10.1.2.4",))
     assert all(map(host_is_loopback, ["127.0.0.1:8000", "localhost", "[::1]:80", "127.1.2.3"]))
     assert not any(map(host_is_loopback, ["evil.example", "10.0.0.1:80", "127.0.0.1.evil.example", ""]))
+
+
+def test_a_message_over_the_bound_ends_its_session_and_no_other(live_server, live_checkpoint):
+    """A 16 MB message added about 360 MB to a session: messages are bounded (2 MiB, 1009 past
+    it) and computed in pieces of a second."""
+    from websockets.exceptions import ConnectionClosed
+
+    from blendsync.train.serve.app import WS_MAX_MESSAGE_BYTES
+
+    with connect(live_server.ws, max_size=None) as ws:
+        ws.send(json.dumps({"type": "start", "sample_rate": 16000}))
+        assert json.loads(ws.recv(timeout=60))["type"] == "ready"
+        with pytest.raises(ConnectionClosed) as e:
+            ws.send(b"\0" * (WS_MAX_MESSAGE_BYTES + 2))
+            while True:
+                ws.recv(timeout=60)
+    assert e.value.rcvd is not None and e.value.rcvd.code == 1009
+    audio = EXAMPLE / "ava_take2.wav"
+    _, frames, end = session(live_server.ws, audio, chunk_s=1000.0)  # a whole file in one message, under it
+    np.testing.assert_allclose(frames, _streamed(live_checkpoint, audio), rtol=0, atol=1e-4)
