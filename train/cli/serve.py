@@ -39,6 +39,10 @@ def serve(checkpoint, host, port, token, max_upload_mb, max_audio_s, allow_livel
     GET /v1/model, GET /healthz, and a live page at / (docs/serving.md)."""
     from blendsync.train.serve.app import ServerConfig, run_server
 
+    if token is not None:
+        token = token.strip()  # a client's "Bearer TOKEN" is read without its spaces: so is the token
+        if not token:
+            raise UsageFailure("--token must not be blank: give the bearer token clients will send")
     if not _loopback(host) and not token:
         raise UsageFailure(
             f"--host {host} serves other machines: give a bearer token with --token or ${TOKEN_ENV} "

@@ -319,7 +319,10 @@ async def stream(ws: WebSocket, state: ServerState) -> None:
     bounded queue, so that a slow client loses its oldest frames (counted) rather than the
     server growing without bound."""
     if not _authorized(ws.headers, ws.query_params, state):
-        await ws.close(code=CLOSE_BAD_INPUT, reason="a bearer token is required")
+        if "websocket.http.response" in ws.scope.get("extensions", {}):
+            await ws.send_denial_response(_refused())  # 401 with the reason, as every other route
+        else:
+            await ws.close(code=CLOSE_BAD_INPUT, reason="a bearer token is required")
         return
     await ws.accept()
     if state.sessions >= state.config.max_sessions:
