@@ -70,6 +70,9 @@ SEND_QUEUE, STALE_S = 300, 2.0
 # Audio waiting for the model, per session, before the server stops reading the client (about
 # 30 s of 16 kHz 16-bit mono).
 INBOX_BYTES = 1 << 20
+# A session holds a slot from its connection: one that sends no start message within this
+# long is closed (1008), so idle sockets cannot hold every slot.
+START_TIMEOUT_S = 10.0
 # The largest WebSocket message taken (a larger one closes the session with 1009): 2 MiB, over
 # a second of any format a session may start (192 kHz, 8 channels, float32: 6 MB a second, in
 # pieces), a minute of 16 kHz 16-bit mono. A 16 MB message added about 360 MB to a session.
@@ -231,23 +234,25 @@ async def animate(request: Request, state: ServerState) -> Response:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit + DRAIN_BYTES:
         return _too_large(state)
-    body, size = bytearray(), 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size <= limit:
-            body += chunk
-        elif size > limit + DRAIN_BYTES:
-            break
-    if size > limit:
-        return _too_large(state)
-    try:
-        upload = upload_of(body, request.headers.get("content-type"))
-    except UploadError as e:
-        return JSONResponse({"error": str(e)}, status_code=e.status)
-    if not upload.data:
-        return JSONResponse({"error": "the request body must be an audio file (WAV, FLAC, OGG or MP3)"}, 400)
-    del body
+    # The slot first, then the body: a request waiting for a slot has its upload not yet read
+    # (TCP holds the client back), so waiting uploads cost no memory here.
     async with state.batch_slots:
+        body, size = bytearray(), 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size <= limit:
+                body += chunk
+            elif size > limit + DRAIN_BYTES:
+                break
+        if size > limit:
+            return _too_large(state)
+        try:
+            upload = upload_of(body, request.headers.get("content-type"))
+        except UploadError as e:
+            return JSONResponse({"error": str(e)}, status_code=e.status)
+        if not upload.data:
+            return JSONResponse({"error": "the request body must be an audio file (WAV, FLAC, OGG or MP3)"}, 400)
+        del body
         try:
             # This thread decodes, makes the log-mel and writes the answer; the openSMILE pass
             # and the model run in pieces on the compute threads, one core each.
@@ -483,7 +488,10 @@ async def _compute(session: StreamSession, audio: _AudioInbox, outbox: _Outbox, 
 
 
 async def _first_message(ws: WebSocket) -> dict:
-    msg = await ws.receive()
+    try:
+        msg = await asyncio.wait_for(ws.receive(), START_TIMEOUT_S)
+    except TimeoutError:
+        raise ProtocolError(f"no start message within {START_TIMEOUT_S:g} s of connecting") from None
     if msg["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(msg.get("code", 1000))
     if msg.get("text") is None:

@@ -472,3 +472,17 @@ def test_a_message_over_the_bound_ends_its_session_and_no_other(live_server, liv
     audio = EXAMPLE / "ava_take2.wav"
     _, frames, end = session(live_server.ws, audio, chunk_s=1000.0)  # a whole file in one message, under it
     np.testing.assert_allclose(frames, _streamed(live_checkpoint, audio), rtol=0, atol=1e-4)
+
+
+def test_a_socket_that_never_starts_is_closed_and_frees_its_slot(live_server):
+    from websockets.exceptions import ConnectionClosed
+
+    from blendsync.train.serve.app import START_TIMEOUT_S
+
+    with connect(live_server.ws) as ws:
+        assert json.loads(_get(live_server.url + "/healthz")[1])["sessions"] >= 1
+        with pytest.raises(ConnectionClosed) as e:
+            msg = ws.recv(timeout=START_TIMEOUT_S + 30)
+            assert f"no start message within {START_TIMEOUT_S:g} s" in json.loads(msg)["message"]
+            ws.recv(timeout=30)
+    assert e.value.rcvd is not None and e.value.rcvd.code == 1008
