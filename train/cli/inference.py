@@ -267,8 +267,9 @@ def stream(
                 click.echo(f"  {rep.audio_s:.0f} s of audio, {len(rep.latencies)} frames: {rep.summary()}", err=True)
 
         try:
+            source = str(audio) if audio is not None else "stdin" if stdin_pcm else "the microphone"
             rep = stream_audio(pred, chunks, rate, sender, fps=fps, realtime=realtime, chunk_seconds=chunk_seconds,
-                               from_file=audio is not None, on_progress=progress)  # fmt: skip
+                               from_file=audio is not None, on_progress=progress, source=source)  # fmt: skip
         finally:
             sender.close()
     except (CheckpointError, ValueError) as e:
@@ -343,6 +344,8 @@ def _live_link_target(target: str) -> tuple[str, int]:
     import socket
 
     host, sep, port = target.rpartition(":")
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise UsageFailure(f"--to {target!r} must be HOST:PORT; an IPv6 address goes in brackets ([::1]:11111)")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
         port_n = int(port)

@@ -104,14 +104,15 @@ def stream_audio(
     chunk_seconds: float = 0.01,
     from_file: bool = True,
     on_progress: Callable[[StreamReport], None] | None = None,
+    source: str = "<stream>",
 ) -> StreamReport:
     """Push audio chunks ((N,) or (N, channels) float at source_rate) through the animator and
     send(j, row) every output frame j (rows (C,) in the model's channel order).
 
     realtime: frames are paced (Pacer) a fixed delay behind the audio; a file's chunks are
     taken at the pace of its audio (from_file), raw PCM as it arrives. Otherwise every frame is
-    sent as soon as it is computed."""
-    anim = make_animator(pred, source_rate)
+    sent as soon as it is computed. source: how errors name the audio (its file)."""
+    anim = make_animator(pred, source_rate, source)
     keep_collector_short()
     resampler = FrameResampler(pred.fps, fps, len(pred.channels))
     live = isinstance(anim, LiveAnimator)

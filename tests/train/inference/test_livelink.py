@@ -166,6 +166,7 @@ BAD_STREAM_ARGUMENTS = {
     "no port": (["--to", "127.0.0.1"], "must be HOST:PORT"),
     "port 0": (["--to", "127.0.0.1:0"], "port in 1-65535"),
     "port 70000": (["--to", "127.0.0.1:70000"], "port in 1-65535"),
+    "two ports": (["--to", "127.0.0.1:19001:5"], "an IPv6 address goes in brackets"),
     "unresolvable host": (["--to", "no-such-host.invalid:11111"], "cannot resolve 'no-such-host.invalid'"),
     "frame beyond the rate": (["--fps", "30", "--start-timecode", "00:00:00:30"], "frame 0 to fps - 1"),
     "negative frame": (["--start-timecode", "00:00:00:-1"], "within a day"),
@@ -217,6 +218,14 @@ def test_stream_of_a_file_that_is_not_audio_is_one_line(checkpoint, tmp_path, ca
         main(["-q", "stream", str(junk), "--checkpoint", str(checkpoint), "--no-realtime", "--to", "127.0.0.1:9"])
     err = capsys.readouterr().err
     assert e.value.code == 1 and "notes.wav: cannot decode audio" in err and "Traceback" not in err
+    one = tmp_path / "one.wav"  # decodes, but a sample is no audio: named by its file, not "<stream>"
+    import soundfile as sf
+
+    sf.write(one, np.array([0.1], np.float32), 16000)
+    with pytest.raises(SystemExit) as e:
+        main(["-q", "stream", str(one), "--checkpoint", str(checkpoint), "--no-realtime", "--to", "127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and f"{one}: audio is" in err and "<stream>" not in err, err
 
 
 def test_no_realtime_sends_no_faster_than_a_receiver_with_a_default_buffer_takes(shared_data, checkpoint, capsys):
