@@ -326,7 +326,8 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, wrong file, pickled code refused
-        raise CheckpointError(f"{p}: not a readable blendsync checkpoint ({type(e).__name__}: {e})") from None
+        reason = (str(e).strip().splitlines() or [""])[0][:200]  # torch's first line, not its advice
+        raise CheckpointError(f"{p}: not a readable blendsync checkpoint ({type(e).__name__}: {reason})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{p}: not a blendsync checkpoint (format {found})")
@@ -335,6 +336,8 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise CheckpointError(f"{p}: malformed checkpoint: {problem}")
     if CHECKSUM not in ckpt:
         log.warning("%s: written before checkpoints carried a checksum: its weights cannot be checked", p)
+    if CONFIG_HASH not in ckpt:
+        log.warning("%s: written before checkpoints carried their config's hash: its config cannot be checked", p)
     return ckpt
 
 

@@ -462,6 +462,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> TrainConfig:
+        if d is not None and not isinstance(d, dict):
+            raise ValueError(f"a train config is a mapping of sections, got {type(d).__name__}")
         d = dict(d or {})
         sections = settings.sections(cls)  # {"model": ModelConfig, ...}, from the fields themselves
         scalars = {f.name for f in dataclasses.fields(cls)} - set(sections)
@@ -470,6 +472,8 @@ class TrainConfig:
             raise ValueError(f"unknown key(s) in train config: {unknown}")
         kw: dict[str, Any] = {k: d[k] for k in scalars if k in d}
         for name, typ in sections.items():
+            if d.get(name) is not None and not isinstance(d[name], dict):
+                raise ValueError(f"{name} must be a mapping of its settings, got {type(d[name]).__name__}")
             sec = dict(d.get(name) or {})
             allowed = {f.name for f in dataclasses.fields(typ)}
             bad = sorted(set(sec) - allowed)
@@ -492,6 +496,8 @@ class TrainConfig:
         the lowest validation loss, and those written before the phase shift cut every epoch
         at the same frames."""
         d = json.loads(text)
+        if not isinstance(d, dict) or not all(isinstance(v, dict) for v in d.values()):
+            return cls.from_dict(d)  # refused there, naming what is not a mapping
         d.setdefault("stream", {}).setdefault("frames_per_window", 1)
         d["stream"].setdefault("phase_jitter", False)
         d.setdefault("validation", {"holdout_tail": 0.0, "metric": "loss"})

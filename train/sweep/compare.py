@@ -41,7 +41,8 @@ def collect(paths: list[str | Path], problems: list[str] | None = None) -> list[
     a run whose files cannot be read is named (one line each) while the others are listed;
     None: the first such run raises CompareError."""
     runs = []
-    for p in map(Path, paths):
+    for p in dict.fromkeys(Path(x).resolve() for x in paths):  # a folder given twice is listed once
+        p = next(Path(x) for x in paths if Path(x).resolve() == p)
         if (p / SWEEP_FILE).is_file():
             trials = list(trial_folders(p))
             if not trials:

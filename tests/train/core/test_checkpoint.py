@@ -97,6 +97,10 @@ CASES = {
         _edit_json("feature_config_json", lambda fc: fc.update(fps=1e9)),
         "fps must be <= 240",
     ),
+    "a section that is no mapping": (
+        _edit_json("config_json", lambda cfg: cfg.update(model=5)),
+        "model must be a mapping of its settings, got int",
+    ),
     "edited feature config": (
         _edit_json("feature_config_json", lambda fc: fc["emotion"].update(context_s=2.0)),
         "its feature config hashes to",
@@ -234,3 +238,21 @@ def test_no_command_uses_an_untrusted_checkpoint(trained, tmp_path, shared_data,
         assert e.value.code == 1 and "bad.pt: malformed checkpoint" in err and CASES[case][1] in err, (args, err)
         assert "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pt"]
+
+
+def test_a_file_that_is_no_checkpoint_is_named_in_one_line(tmp_path):
+    import pickle
+
+    path = tmp_path / "other.pt"
+    with open(path, "wb") as f:
+        pickle.dump(CheckpointError("a pickled object"), f)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    assert str(e.value).startswith(f"{path}: not a readable blendsync checkpoint") and "\n" not in str(e.value)
+
+
+def test_a_checkpoint_without_its_config_hash_loads_with_a_warning(trained, tmp_path, caplog):
+    _, last = trained
+    old = _damaged(last, tmp_path / "old.pt", lambda ck: ck.pop("config_hash"))
+    load_checkpoint(old)
+    assert "written before checkpoints carried their config's hash" in caplog.text

@@ -134,3 +134,8 @@ def test_a_broken_sweep_record_costs_its_plots_not_the_table(tmp_path, caplog):
     (tmp_path / "sweep.json").write_text("{broken")
     assert _sweep_plots(tmp_path, tmp_path / "plots", "s") == []
     assert "no study plots: its sweep record cannot be read" in caplog.text
+
+
+def test_a_run_given_twice_is_listed_once(two_runs):
+    a, b = two_runs
+    assert [r.name for r in collect([a, b, a, a / "."])] == [str(a), str(b)]
