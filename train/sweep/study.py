@@ -187,8 +187,9 @@ def _open_sweep(spec, out: Path, store, manifest, base, storage, resume) -> tupl
     if resume:
         if not path.is_file():
             raise SweepError(f"{out} holds no sweep to resume ({SWEEP_FILE} not found)")
-        meta = json.loads(path.read_text())
-        stored = SweepSpec.from_stored(meta["spec"])
+        meta, stored = _read_record(path)
+        if meta.get("storage") is None and not (out / STUDY_DB).is_file():
+            raise SweepError(f"{out / STUDY_DB}: the sweep's study is missing: nothing to resume (start a new sweep)")
         if spec is not None and spec.hash != stored.hash:
             raise SweepError(
                 f"{out} was started with a different sweep file (search {stored.hash}, given {spec.hash}): resume "
@@ -451,9 +452,17 @@ class _executor:
 
 def load_sweep(out: str | Path) -> tuple[SweepSpec, dict]:
     """A sweep folder's spec and record (for compare); the record's storage as a URL."""
-    path = Path(out) / SWEEP_FILE
-    meta = json.loads(path.read_text())
-    return SweepSpec.from_stored(meta["spec"]), {**meta, "storage": _storage_url(meta, Path(out))}
+    meta, spec = _read_record(Path(out) / SWEEP_FILE)
+    return spec, {**meta, "storage": _storage_url(meta, Path(out))}
+
+
+def _read_record(path: Path) -> tuple[dict, SweepSpec]:
+    """A sweep.json and its spec; SweepError naming the file when it cannot be used."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        return meta, SweepSpec.from_stored(meta["spec"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise SweepError(f"{path}: not a readable sweep record ({type(e).__name__}: {e})") from None
 
 
 def trial_folders(out: str | Path) -> Iterator[Path]:

@@ -90,6 +90,8 @@ def test_trial_settings_resolve_to_the_config_a_fit_would_run():
         ({"space": {"optim.lr": {"low": 1e-4, "high": 1e-3, "log": "yes"}}}, "log must be true or false"),
         ({"enqueue": [{"model.d_model": 20}]}, "enqueue[0].model.d_model: 20 is outside space.model.d_model"),
         ({"enqueue": [{"model.d_model": 32.5}]}, "enqueue[0].model.d_model: 32.5 is outside"),
+        ({"seed": 10**35}, "seed: expected an integer >= 0 and <= 4294967295, got 1000000000000000000000"),
+        ({"enqueue": [{"optim.lr": 1e-3}] * 20_000}, "enqueue: 20000 trials; at most 1000 are run first"),
     ],
 )  # fmt: skip
 def test_a_bad_file_is_one_line_naming_the_key(change, says):
@@ -118,3 +120,14 @@ def test_unreadable_and_non_yaml_files_name_the_file(tmp_path):
     (tmp_path / "x.yaml").write_text("space: [unclosed")
     with pytest.raises(SpaceError, match=r"x\.yaml: not YAML"):
         load_spec(tmp_path / "x.yaml")
+
+
+def test_a_key_written_twice_and_a_file_that_is_not_text_are_refused_with_the_file(tmp_path):
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("metric: skill\nspace:\n  optim.lr: [0.001]\n  optim.lr: [0.002]\n")
+    with pytest.raises(SpaceError, match=r"twice\.yaml: not YAML: .*key 'optim.lr' written twice \(line 4\)"):
+        load_spec(twice)
+    binary = tmp_path / "sweep.yaml"
+    binary.write_bytes(b"metric: skill\n\xff\xfe\x00")
+    with pytest.raises(SpaceError, match=r"sweep\.yaml: not a UTF-8 text file"):
+        load_spec(binary)

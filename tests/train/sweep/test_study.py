@@ -201,3 +201,20 @@ def test_a_storage_that_does_not_persist_is_refused_before_anything_is_written(
     err = capsys.readouterr().err
     assert e.value.code == 1 and "keeps the study in memory" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_resume_names_a_broken_record_and_refuses_a_missing_study(local_sweep, example_store, tmp_path):
+    import shutil
+
+    out, _ = local_sweep
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "sweep.json").write_text("{broken")
+    with pytest.raises(SweepError, match=r"broken/sweep\.json: not a readable sweep record"):
+        sweep(None, example_store, broken, trials=1, resume=True)
+    lost = tmp_path / "lost"
+    lost.mkdir()
+    shutil.copy(out / "sweep.json", lost / "sweep.json")
+    with pytest.raises(SweepError, match=r"lost/study\.db: the sweep's study is missing"):
+        sweep(None, example_store, lost, trials=1, resume=True)
+    assert not (lost / "study.db").exists()
