@@ -496,7 +496,8 @@ class TrainConfig:
         the lowest validation loss, and those written before the phase shift cut every epoch
         at the same frames."""
         d = json.loads(text)
-        if not isinstance(d, dict) or not all(isinstance(v, dict) for v in d.values()):
+        sections = settings.sections(cls)
+        if not isinstance(d, dict) or any(d.get(k) is not None and not isinstance(d[k], dict) for k in sections):
             return cls.from_dict(d)  # refused there, naming what is not a mapping
         d.setdefault("stream", {}).setdefault("frames_per_window", 1)
         d["stream"].setdefault("phase_jitter", False)

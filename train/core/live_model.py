@@ -57,12 +57,17 @@ class CausalLayer(nn.Module):
         """x (..., L, d) -> q, k, v (..., h, L, d / h)."""
         *lead, L, D = x.shape
         qkv = self.qkv(self.norm1(x)).view(*lead, L, 3, self.heads, D // self.heads)
-        q, k, v = qkv.movedim(-3, 0).movedim(-2, -3).unbind(0)
+        # (..., L, 3, h, d/h) -> (3, ..., h, L, d/h) by a permutation of non-negative dims:
+        # torch's ONNX exporter turned the negative dims of movedim into a Transpose with
+        # garbage in its perm (and at times a crash) for the window graph's 6-D tensors.
+        n = qkv.dim()
+        q, k, v = qkv.permute(n - 3, *range(n - 4), n - 2, n - 4, n - 1).unbind(0)
         return q, k, v
 
     def _finish(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """a (..., h, L, d / h) -> the layer's output (..., L, d)."""
-        a = a.movedim(-3, -2).flatten(-2)
+        m = a.dim()
+        a = a.transpose(m - 3, m - 2).reshape(*a.shape[:-3], a.shape[-2], -1)  # (..., L, h * d/h)
         x = x + self.drop(self.out(a))
         return x + self.drop(self.ff(self.norm2(x)))
 

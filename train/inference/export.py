@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -119,29 +121,44 @@ def sidecar(ck: Checkpoint, fmt: str, K: int | None = None) -> dict:
     }
 
 
+@contextmanager
+def _quiet_tracer():
+    """The tracer's notes on what it keeps as constants (the window's shape, Python numbers):
+    expected for a graph of fixed window shape, and ten lines on every export."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", module=r"torch\.onnx.*")
+        warnings.filterwarnings("ignore", message=r".*[Cc]onstant folding.*")
+        yield
+
+
 def _write_onnx(wrapped: nn.Module, args: tuple, out: Path, inputs: list[str], outputs: list[str]) -> None:
     import torch
 
     dyn = {name: {0: "batch"} for name in (*inputs, *outputs)}
     buf = io.BytesIO()  # serialised in memory: a full disk is then an OSError naming out
-    torch.onnx.export(
-        wrapped,
-        args,
-        buf,
-        input_names=inputs,
-        output_names=outputs,
-        dynamic_axes=dyn,
-        opset_version=ONNX_OPSET,
-        dynamo=False,
-    )
+    with _quiet_tracer(), torch.no_grad():
+        torch.onnx.export(
+            wrapped.requires_grad_(False),
+            args,
+            buf,
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=dyn,
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
     write_atomically(out, buf.getbuffer())
 
 
 def _write_torchscript(wrapped: nn.Module, args: tuple, out: Path, inputs: list[str], outputs: list[str]) -> None:
     import torch
 
-    with torch.no_grad():
-        traced = torch.jit.trace(wrapped, args, check_trace=False)
+    # Weights that need no gradient: a runtime's outputs then need none either.
+    with _quiet_tracer(), torch.no_grad():
+        traced = torch.jit.trace(wrapped.requires_grad_(False), args, check_trace=False)
     buf = io.BytesIO()  # torch's own file writer aborts the process on a full disk
     torch.jit.save(traced, buf)
     write_atomically(out, buf.getbuffer())

@@ -165,3 +165,36 @@ def test_the_step_graph_is_a_live_models_only(checkpoint, tmp_path):
 
     with pytest.raises(ValueError, match="offline model"):
         export(checkpoint, tmp_path / "s.onnx", "onnx", graph="step")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_a_live_models_window_graph_exports_quietly_and_matches_pytorch(live_store, live_checkpoint, tmp_path, fmt):
+    """The live model's window graph, as its step graph is tested (its ONNX export once crashed
+    under load); the export prints no tracer notes, and a TorchScript runtime's outputs need
+    no gradient."""
+    import warnings
+
+    from blendsync.train.inference.export import export
+
+    out = tmp_path / f"live.{fmt}"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export(live_checkpoint, out, fmt)
+    # What a user sees (Python hides DeprecationWarnings, torch's notes on its own tracer's future).
+    assert [str(w.message)[:80] for w in caught if not issubclass(w.category, DeprecationWarning)] == []
+    ck = Checkpoint.load(live_checkpoint)
+    args = real_windows(live_store, ck)
+    with torch.no_grad():
+        ref = [t.numpy() for t in exported_model(ck.build_model(), ck.normalizer)(*args)]
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {k: v.numpy() for k, v in zip(INPUTS, args)})
+    else:
+        outputs = torch.jit.load(str(out))(*args)  # no torch.no_grad(): as a runtime calls it
+        assert not any(t.requires_grad for t in outputs)
+        got = [t.detach().numpy() for t in outputs]
+    for g, r in zip(got, ref):
+        np.testing.assert_allclose(g, r, atol=1e-4)
