@@ -528,10 +528,12 @@ def run_server(config: ServerConfig, host: str, port: int, on_ready=None) -> Non
     on_ready(): called once the model is loaded and warmed up, before listening."""
     import uvicorn
 
+    from blendsync.train.serve.header_timeout import HeaderTimeoutProtocol
+
     app = create_app(config)
     if on_ready is not None:
         on_ready()
     # No per-message compression: frames are small and many, and deflating each cost more CPU
     # than it saved on a loopback or LAN.
     uvicorn.run(app, host=host, port=port, log_level="warning", ws_max_size=WS_MAX_MESSAGE_BYTES,
-                ws_per_message_deflate=False)  # fmt: skip
+                ws_per_message_deflate=False, http=HeaderTimeoutProtocol)  # fmt: skip

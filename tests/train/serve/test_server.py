@@ -486,3 +486,52 @@ def test_a_socket_that_never_starts_is_closed_and_frees_its_slot(live_server):
             assert f"no start message within {START_TIMEOUT_S:g} s" in json.loads(msg)["message"]
             ws.recv(timeout=30)
     assert e.value.rcvd is not None and e.value.rcvd.code == 1008
+
+
+def _closed_by_server(sock, within_s: float) -> bool:
+    """True when the server closes `sock` (recv gives b"" or a reset) within `within_s`."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.1, deadline - time.monotonic()))
+        try:
+            if sock.recv(65536) == b"":
+                return True
+        except socket.timeout:
+            return False
+        except ConnectionResetError:
+            return True
+    return False
+
+
+def test_half_sent_headers_are_timed_out_and_a_started_session_is_not(live_server, live_checkpoint):
+    import socket
+    import time
+
+    from blendsync.train.serve.header_timeout import HEADER_TIMEOUT_S
+
+    conns = [socket.create_connection(("127.0.0.1", live_server.port)) for _ in range(3)]
+    silent, half, second_half = conns
+    half.sendall(b"GET /healthz HTTP/1.1\r\nHo")
+    second_half.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert second_half.recv(65536).startswith(b"HTTP/1.1 200")
+    second_half.sendall(b"GET /healthz HTTP/1.1\r\nHo")  # the next request on the kept-alive connection
+    pcm, sr = _pcm(TAKES[0])
+    start = {"type": "start", "sample_rate": sr, "channels": 1, "encoding": "pcm_s16le", "format": "json"}
+    t0 = time.monotonic()
+    with connect(live_server.ws, max_size=None) as ws:
+        ws.send(json.dumps(start))
+        assert json.loads(ws.recv())["type"] == "ready"
+        for sock in conns:
+            assert _closed_by_server(sock, HEADER_TIMEOUT_S + 20)
+            sock.close()
+        assert time.monotonic() - t0 > HEADER_TIMEOUT_S - 1  # (closed by the timeout, not at once)
+        time.sleep(max(0.0, t0 + HEADER_TIMEOUT_S + 2 - time.monotonic()))
+        ws.send(pcm[: 2 * sr])  # the session outlives the header deadline
+        ws.send(json.dumps({"type": "end"}))
+        kinds = []
+        while not kinds or kinds[-1] == "frame":
+            kinds.append(json.loads(ws.recv(timeout=60))["type"])
+    assert kinds.count("frame") > 10 and kinds[-1] == "end"
