@@ -131,7 +131,9 @@ def sweep(
         raise UsageFailure(f"--storage: {e}") from None
     except Exception as e:
         if type(e).__module__.split(".")[0] in ("optuna", "sqlalchemy"):  # the study's storage
-            raise UsageFailure(f"the study's storage ({storage or 'sqlite in the sweep folder'}): {e}") from None
+            cause = str(getattr(e, "orig", None) or e).strip().splitlines() or [type(e).__name__]
+            # sqlalchemy's text adds the SQL and a link on further lines: the driver's reason is the first
+            raise UsageFailure(f"the study's storage ({storage or 'sqlite in the sweep folder'}): {cause[0]}") from None
         raise
     _report_sweep(res, out, store_path)
 

@@ -203,6 +203,22 @@ def test_a_storage_that_does_not_persist_is_refused_before_anything_is_written(
     assert not out.exists()
 
 
+@pytest.mark.parametrize("kind", ["not a database", "no such folder"])
+def test_a_storage_that_cannot_be_opened_is_one_line_naming_it(example_store, space_file, tmp_path, capsys, kind):
+    from blendsync.train.cli import main
+
+    db = tmp_path / "junk.db"
+    db.write_text("this is no database\n" * 20)
+    url = f"sqlite:///{db}" if kind == "not a database" else f"sqlite:///{tmp_path / 'nowhere' / 'x.db'}"
+    with pytest.raises(SystemExit) as e:
+        main(["sweep", "--store", str(example_store), "--space", str(space_file()), "--out", str(tmp_path / "s"),
+              "--trials", "1", "--storage", url])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 1 and "Traceback" not in err
+    assert len(err.splitlines()) == 1 and url in err and "SQL" not in err and "sqlalche.me" not in err
+    assert ("file is not a database" if kind == "not a database" else "unable to open database file") in err
+
+
 def test_resume_names_a_broken_record_and_refuses_a_missing_study(local_sweep, example_store, tmp_path):
     import shutil
 
