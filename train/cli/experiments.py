@@ -131,9 +131,10 @@ def sweep(
         raise UsageFailure(f"--storage: {e}") from None
     except Exception as e:
         if type(e).__module__.split(".")[0] in ("optuna", "sqlalchemy"):  # the study's storage
-            cause = str(getattr(e, "orig", None) or e).strip().splitlines() or [type(e).__name__]
-            # sqlalchemy's text adds the SQL and a link on further lines: the driver's reason is the first
-            raise UsageFailure(f"the study's storage ({storage or 'sqlite in the sweep folder'}): {cause[0]}") from None
+            from blendsync.train.sweep.trial import storage_problem
+
+            where = storage or "sqlite in the sweep folder"
+            raise UsageFailure(f"the study's storage ({where}): {storage_problem(e)}") from None
         raise
     _report_sweep(res, out, store_path)
 

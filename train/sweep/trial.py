@@ -66,6 +66,13 @@ def open_storage(url: str):
     return optuna.storages.RDBStorage(url)
 
 
+def storage_problem(e: BaseException) -> str:
+    """A storage error in one line: the driver's reason (sqlalchemy's text adds the SQL and a
+    link on further lines)."""
+    lines = str(getattr(e, "orig", None) or e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
 def run_trial(job: TrialJob) -> TrialOutcome:
     """Train the trial's config; the best validation value (as best.pt keeps) is its value.
     Errors of the trial's own making (a config combination the trainer rejects, data it

@@ -234,3 +234,17 @@ def test_resume_names_a_broken_record_and_refuses_a_missing_study(local_sweep, e
     with pytest.raises(SweepError, match=r"lost/study\.db: the sweep's study is missing"):
         sweep(None, example_store, lost, trials=1, resume=True)
     assert not (lost / "study.db").exists()
+
+
+def test_a_corrupt_study_costs_its_plots_with_one_line_saying_why(local_sweep, tmp_path, caplog):
+    import shutil
+
+    from blendsync.train.sweep.report import _sweep_plots
+
+    out, _ = local_sweep
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "study.db").write_bytes(b"\x00garbage" * 512)
+    assert _sweep_plots(copy, tmp_path / "plots", "s") == []
+    (msg,) = [r.getMessage() for r in caplog.records if "no study plots" in r.getMessage()]
+    assert "file is not a database" in msg and len(msg.splitlines()) == 1 and "SQL" not in msg
