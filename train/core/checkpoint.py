@@ -370,10 +370,15 @@ def checkpoint_problem(ckpt: dict) -> str | None:
     channels = ckpt[CHANNELS]
     if not channels or not all(isinstance(c, str) for c in channels):
         return "channels must be a non-empty list of names"
-    if list(channels) != list(fc.channels.channels):
+    want = list(fc.channels.channels)
+    if len(channels) != len(want):
+        return f"it has {len(channels)} channels, its feature config ({fc.channels.name}) {len(want)}"
+    differ = [i for i, (a, b) in enumerate(zip(channels, want)) if a != b]
+    if differ:
+        i = differ[0]
         return (
-            f"its {len(channels)} channels are not its feature config's {len(fc.channels.channels)} "
-            f"({fc.channels.name})"
+            f"its channel {i} is {channels[i]!r} where its feature config ({fc.channels.name}) has {want[i]!r}"
+            f"{f' ({len(differ)} channels differ)' if len(differ) > 1 else ''} (edited or damaged)"
         )
     still = ckpt.get(STILL, [])
     if not isinstance(still, list):

@@ -111,7 +111,12 @@ CASES = {
     ),
     "channels not its config's": (
         lambda ck: ck.update(channels=ck["channels"][:24], still_channels=[]),
-        "its 24 channels are not its feature config's 52",
+        "it has 24 channels, its feature config (test) 52",
+    ),
+    # One byte flipped in data.pkl, within a channel's name: the name is shown, not a count.
+    "a channel name with a flipped byte": (
+        lambda ck: ck.update(channels=[ck["channels"][0], "jawOpem", *ck["channels"][2:]]),
+        "its channel 1 is 'jawOpem' where its feature config (test) has 'c1' (edited or damaged)",
     ),
     "NaN statistic": (
         _set_statistic("mel_std", 3, float("nan")),
