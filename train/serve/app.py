@@ -73,6 +73,9 @@ INBOX_BYTES = 1 << 20
 # A session holds a slot from its connection: one that sends no start message within this
 # long is closed (1008), so idle sockets cannot hold every slot.
 START_TIMEOUT_S = 10.0
+# On SIGINT/SIGTERM: requests in progress (an upload still arriving, a batch) get this long to
+# end before the server closes their connections and exits, so that one Ctrl-C stops it.
+SHUTDOWN_GRACE_S = 5
 # The largest WebSocket message taken (a larger one closes the session with 1009): 2 MiB, over
 # a second of any format a session may start (192 kHz, 8 channels, float32: 6 MB a second, in
 # pieces), a minute of 16 kHz 16-bit mono. A 16 MB message added about 360 MB to a session.
@@ -528,12 +531,13 @@ def run_server(config: ServerConfig, host: str, port: int, on_ready=None) -> Non
     on_ready(): called once the model is loaded and warmed up, before listening."""
     import uvicorn
 
-    from blendsync.train.serve.header_timeout import HeaderTimeoutProtocol
+    from blendsync.train.serve.connections import EndedAtShutdown, HeaderTimeoutProtocol
 
     app = create_app(config)
     if on_ready is not None:
         on_ready()
     # No per-message compression: frames are small and many, and deflating each cost more CPU
     # than it saved on a loopback or LAN.
-    uvicorn.run(app, host=host, port=port, log_level="warning", ws_max_size=WS_MAX_MESSAGE_BYTES,
-                ws_per_message_deflate=False, http=HeaderTimeoutProtocol)  # fmt: skip
+    uvicorn.run(EndedAtShutdown(app), host=host, port=port, log_level="warning", ws_max_size=WS_MAX_MESSAGE_BYTES,
+                ws_per_message_deflate=False, http=HeaderTimeoutProtocol,
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_S)  # fmt: skip

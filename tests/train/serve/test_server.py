@@ -510,7 +510,7 @@ def test_half_sent_headers_are_timed_out_and_a_started_session_is_not(live_serve
     import socket
     import time
 
-    from blendsync.train.serve.header_timeout import HEADER_TIMEOUT_S
+    from blendsync.train.serve.connections import HEADER_TIMEOUT_S
 
     conns = [socket.create_connection(("127.0.0.1", live_server.port)) for _ in range(3)]
     silent, half, second_half = conns
@@ -535,3 +535,44 @@ def test_half_sent_headers_are_timed_out_and_a_started_session_is_not(live_serve
         while not kinds or kinds[-1] == "frame":
             kinds.append(json.loads(ws.recv(timeout=60))["type"])
     assert kinds.count("frame") > 10 and kinds[-1] == "end"
+
+
+def test_one_ctrl_c_stops_the_server_in_every_state(checkpoint):
+    """SIGINT once, while a session streams, an upload is half sent, a request's headers are
+    half sent and a socket has sent nothing: the server exits, promptly and cleanly."""
+    import signal
+    import socket
+    import time
+
+    server = ServerProcess(checkpoint)
+    try:
+        idle = socket.create_connection(("127.0.0.1", server.port))
+        half_headers = socket.create_connection(("127.0.0.1", server.port))
+        half_headers.sendall(b"GET /healthz HTTP/1.1\r\nHo")
+        upload = socket.create_connection(("127.0.0.1", server.port))
+        upload.sendall(b"POST /v1/animate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: audio/wav\r\n"
+                       b"Content-Length: 1000000\r\n\r\n" + b"RIFF" + b"\0" * 1000)  # fmt: skip
+        pcm, sr = _pcm(TAKES[0])
+        start = {"type": "start", "sample_rate": sr, "channels": 1, "encoding": "pcm_s16le", "format": "json"}
+        with connect(server.ws, max_size=None) as ws:
+            ws.send(json.dumps(start))
+            assert json.loads(ws.recv())["type"] == "ready"
+            ws.send(pcm[: 2 * sr])
+            time.sleep(1.0)
+            t0 = time.monotonic()
+            server.proc.send_signal(signal.SIGINT)
+            code = server.proc.wait(timeout=60)
+            took = time.monotonic() - t0
+            closed = None
+            try:
+                while True:
+                    ws.recv(timeout=10)
+            except websockets.exceptions.ConnectionClosed as e:
+                closed = e.rcvd.code if e.rcvd is not None else None
+        for s in (idle, half_headers, upload):
+            s.close()
+    finally:
+        err = server.stop()
+    assert code == 0 and took < 15, (code, took, err)
+    assert closed == 1012  # the session was told the server is going away ("service restart")
+    assert "Traceback" not in err, err

@@ -1,4 +1,5 @@
-"""An HTTP protocol that closes connections whose request headers do not arrive in time.
+"""How long a connection may live: request headers have a deadline, and requests still running
+at shutdown end quietly.
 
 uvicorn times out an idle keep-alive connection, but not one that has sent part of a request:
 a client that sends "GET / HTTP/1.1\\r\\nHo" and stops holds its socket, its buffers and a
@@ -6,13 +7,20 @@ file descriptor for as long as it likes, and a few thousand such clients exhaust
 descriptors. This protocol starts a timer whenever the connection waits for a new request (on
 connect, and once a response is complete); unless a new request has begun when it fires, the
 connection is closed. A request that has begun (a slow upload, a WebSocket) is not affected.
+
+At shutdown (one Ctrl-C, SIGTERM), uvicorn gives running requests a grace period, then cancels
+them: a request cancelled so has ended as the operator asked, not failed, and is not logged as
+an exception of the application.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+log = logging.getLogger(__name__)
 
 # Time a client has, from connecting or from the end of the last response, to send a whole
 # request line and its headers. A browser or a script sends them in one packet.
@@ -61,3 +69,19 @@ class HeaderTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         self._header_timer = None
         if self.cycle is self._waited_cycle and self._waiting_for_request() and not self.transport.is_closing():
             self.transport.close()
+
+
+class EndedAtShutdown:
+    """ASGI wrapper: a request cancelled by the server's shutdown ends without a traceback."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await self.app(scope, receive, send)
+        except asyncio.CancelledError:
+            if scope["type"] not in ("http", "websocket"):
+                raise
+            # Only uvicorn's shutdown cancels a request task (a client that leaves does not).
+            log.info("%s %s: ended by the server's shutdown", scope["type"], scope.get("path", ""))
