@@ -66,7 +66,9 @@ def _sweep_plots(sweep: Path, folder: Path, name: str) -> list[Path]:
     try:
         study = optuna.load_study(study_name=meta["study"], storage=open_storage(meta["storage"]))
     except Exception as e:  # noqa: BLE001 (an unreachable database costs the sweep's plots, not the table)
-        log.warning("%s: no study plots: its study cannot be read from %s (%s)", sweep, meta["storage"], storage_problem(e))
+        log.warning(
+            "%s: no study plots: its study cannot be read from %s (%s)", sweep, meta["storage"], storage_problem(e)
+        )
         return []
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
     written = []

@@ -145,7 +145,17 @@ def test_predict_gain_scales_the_movement_around_the_training_mean(shared_data, 
     for bad in ("-1", "11", "nan"):
         with pytest.raises(SystemExit) as e:
             main(
-                ["-q", "predict", str(audio), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "x"), "--gain", bad]
+                [
+                    "-q",
+                    "predict",
+                    str(audio),
+                    "--checkpoint",
+                    str(checkpoint),
+                    "--out",
+                    str(tmp_path / "x"),
+                    "--gain",
+                    bad,
+                ]
             )
         assert e.value.code != 0
 

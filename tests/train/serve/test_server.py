@@ -490,7 +490,6 @@ def test_a_socket_that_never_starts_is_closed_and_frees_its_slot(live_server):
 
 def _closed_by_server(sock, within_s: float) -> bool:
     """True when the server closes `sock` (recv gives b"" or a reset) within `within_s`."""
-    import socket
     import time
 
     deadline = time.monotonic() + within_s
@@ -499,7 +498,7 @@ def _closed_by_server(sock, within_s: float) -> bool:
         try:
             if sock.recv(65536) == b"":
                 return True
-        except socket.timeout:
+        except TimeoutError:
             return False
         except ConnectionResetError:
             return True
