@@ -107,6 +107,18 @@ def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], floa
     return f
 
 
+def _schedule_length(stream, epochs: int, max_steps: int) -> int:
+    """Optimiser steps the run takes: its epochs' steps, up to max_steps (0: no limit).
+    Epochs are planned only until max_steps is reached: a run sized by max_steps with many
+    epochs would otherwise plan every one of them before its first step."""
+    total = 0
+    for e in range(epochs):
+        total += stream.steps(e)
+        if max_steps and total >= max_steps:
+            return max_steps
+    return total
+
+
 def fit(
     store_path: str | Path,
     *,
@@ -384,9 +396,7 @@ class Trainer:
         self.opt = torch.optim.AdamW(
             self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas)
         )
-        self.total_steps = sum(self.train_stream.steps(e) for e in range(o.epochs))
-        if o.max_steps:
-            self.total_steps = min(self.total_steps, o.max_steps)
+        self.total_steps = _schedule_length(self.train_stream, o.epochs, o.max_steps)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lr_lambda(o.warmup_steps, self.total_steps, o.min_lr_ratio)
         )

@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""Learning quality on held-out takes: leave one take out over the five labelled custom-rig
+takes, every variant at the same process CPU seconds.
+
+The custom-rig speaker (FACEGOOD, 116 channels, 7.2 minutes with curves in five takes): each
+fold trains on four takes and scores the fifth with the run's best.pt (best by validation
+skill on that take, as `bstrain fit` keeps it), reporting per fold and as mean (min..max):
+
+    skill      1 - MSE / MSE of the training-mean predictor (bstrain evaluate's)
+    mean r     Pearson r per active channel, averaged
+    amplitude  median over active channels of std(prediction) / std(capture): 1 = the
+               actor's range of motion, 0 = a still face
+
+Equal compute: each run has one torch thread and `--budget-cpu-s` of process CPU
+(time.process_time(), charged from the fit's setup to each step's end: validation inside the
+run counts, featurizing does not). A short probe measures the variant's CPU per step, and the
+cosine schedule is sized to end at the budget (optim.max_steps), so no variant is scored in
+the middle of its schedule. `--jobs` runs at once (2 on a 2-core machine: one core each).
+
+    python benchmarks/bench_quality.py [--budget-cpu-s 300] [--quick] [--variants default,live]
+                                       [--folds 0,1,2,3,4] [--seed 0] [--jobs 2]
+                                       [--set KEY=VALUE ...] [--json results.json]
+
+--quick: 75 CPU-s per run, for screening; only variants that look promising get the full
+budget. --set applies a train config key to every variant (e.g. --set loss.amplitude=0.5).
+Variants (VARIANTS below): default (today's `bstrain fit` defaults on the default features)
+and live (`--preset live` on the live features, as bsfeat extract --features live makes them).
+
+Features are computed once into --cache (default: a folder in the temp dir) and reused by
+every later run of this script. Reads ../shared/data/custom_rig (or
+BLENDSYNC_SHARED_DATA/custom_rig).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TAKES = ("1114_2_01", "1114_2_02", "1114_2_03", "1114_3_15", "1114_3_16")
+PROBE_STEPS = 12  # the first two are not timed (allocation, first-call costs)
+VALIDATIONS = 8  # validations per run (best.pt is chosen among them)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A way to train: the feature preset its store is made with, the model preset, and
+    train config keys over the defaults."""
+
+    features: str = "default"
+    preset: str | None = None
+    settings: dict = field(default_factory=dict)
+
+
+VARIANTS = {
+    "default": Variant(),
+    "live": Variant(features="live", preset="live"),
+}
+
+
+def custom_rig() -> Path:
+    return Path(os.environ.get("BLENDSYNC_SHARED_DATA", REPO.parent / "shared" / "data")) / "custom_rig"
+
+
+def make_store(cache: Path, features: str) -> Path:
+    """One store per feature preset holding the five takes, with one manifest index per fold
+    (fold{i}: take i is val, the others train). A second call computes nothing."""
+    from blendsync.featurize.extract import extract
+    from blendsync.shared.config import FEATURE_PRESETS, FeatureConfig
+
+    d = custom_rig()
+    base = FEATURE_PRESETS[features].to_dict()
+    cfg = FeatureConfig.from_dict({**base, "targets": {"channels_file": str(d / "channel_names.txt")}})
+    store = cache / f"rig-{features}.zarr"
+    for i in range(len(TAKES)):
+        man = cache / f"fold{i}.csv"
+        rows = [
+            f"{d / f'{t}.wav'},{d / f'bs_value_{t}.npy'},30,{'val' if j == i else 'train'},{t}"
+            for j, t in enumerate(TAKES)
+        ]
+        man.write_text("audio,targets,targets_fps,split,id\n" + "\n".join(rows) + "\n")
+        res = extract(man, store, cfg, executor="serial", index_name=f"fold{i}")
+        assert res.ok, res
+    return store
+
+
+def train_config(variant: Variant, seed: int, extra: dict, max_steps: int):
+    from blendsync.train.core.config import ConfigOverrides, TrainConfig
+
+    values = {**variant.settings, **extra, "seed": seed, "optim.epochs": 100000}
+    if max_steps:
+        values["optim.max_steps"] = max_steps
+        values["validation.every_steps"] = max(1, max_steps // VALIDATIONS)
+    cfg, _ = ConfigOverrides(preset=variant.preset, values=values).resolve(TrainConfig(), "cpu")
+    return cfg
+
+
+def run_fold(job: dict) -> dict:
+    """One fold of one variant, in its own process with one torch thread."""
+    import torch
+
+    torch.set_num_threads(1)
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from cpu_budget import CpuBudget
+
+    from blendsync.train.loop.evaluation import evaluate_checkpoint
+    from blendsync.train.loop.trainer import fit
+
+    variant, store, out, fold = Variant(**job["variant"]), Path(job["store"]), Path(job["out"]), job["fold"]
+    manifest = f"fold{fold}"
+    # Probe: CPU seconds per optimiser step of this variant on this fold.
+    marks: list[float] = []
+    probe_cfg = train_config(variant, job["seed"], job["extra"], 1000)
+    fit(store, cfg=probe_cfg, out=out / "probe", manifest=manifest, stop_after_steps=PROBE_STEPS,
+        on_step=lambda rec: marks.append(time.process_time()) and False)  # fmt: skip
+    per_step = (marks[-1] - marks[1]) / (len(marks) - 2)
+    max_steps = max(VALIDATIONS, int(job["budget"] / per_step))
+    cfg = train_config(variant, job["seed"], job["extra"], max_steps)
+    budget = CpuBudget()
+    t0 = time.perf_counter()
+    r = fit(store, cfg=cfg, out=out / "run", manifest=manifest, on_step=budget.until(job["budget"] * 1.1))
+    wall = time.perf_counter() - t0
+    ev = evaluate_checkpoint(out / "run" / "checkpoints" / "best.pt", store, manifest=manifest, split="val")
+    m = ev["metrics"]
+    return {
+        "variant": job["name"],
+        "fold": fold,
+        "held_out": TAKES[fold],
+        "seed": job["seed"],
+        "cpu_s": round(budget.used, 1),
+        "wall_s": round(wall, 1),
+        "cpu_s_per_step": round(per_step, 4),
+        "steps": r.step,
+        "max_steps": max_steps,
+        "skill": m["skill"],
+        "mean_r": m["mean_r"],
+        "amplitude_ratio": m["amplitude_ratio"],
+        "active_channels": m["active_channels"],
+    }
+
+
+def summary(rows: list[dict], key: str) -> str:
+    vals = [r[key] for r in rows if r[key] is not None]
+    if not vals:
+        return "n/a"
+    return f"{statistics.mean(vals):.3f} ({min(vals):.3f}..{max(vals):.3f})"
+
+
+def parse_settings(pairs: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for p in pairs:
+        k, sep, v = p.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {p!r}: expected KEY=VALUE")
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budget-cpu-s", type=float, default=300.0)
+    ap.add_argument("--quick", action="store_true", help="75 CPU-s per run (screening)")
+    ap.add_argument("--variants", default="default,live")
+    ap.add_argument("--folds", default="0,1,2,3,4")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "blendsync-bench-quality")
+    ap.add_argument("--json", type=Path, default=None, help="Write every fold's row here.")
+    args = ap.parse_args()
+    budget = 75.0 if args.quick else args.budget_cpu_s
+    names = args.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; known: {sorted(VARIANTS)}")
+    folds = [int(f) for f in args.folds.split(",")]
+    extra = parse_settings(args.settings)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    stores = {}
+    for n in names:
+        f = VARIANTS[n].features
+        if f not in stores:
+            t0 = time.perf_counter()
+            stores[f] = make_store(args.cache, f)
+            print(f"store {stores[f]} ({f} features) ready in {time.perf_counter() - t0:.0f} s", flush=True)
+    runs = Path(tempfile.mkdtemp(prefix="bench-quality-", dir=args.cache))
+    jobs = [
+        {"name": n, "variant": VARIANTS[n].__dict__, "store": str(stores[VARIANTS[n].features]), "fold": f,
+         "out": str(runs / f"{n}-fold{f}"), "seed": args.seed, "budget": budget, "extra": extra}
+        for f in folds for n in names
+    ]  # fmt: skip
+    print(f"{len(jobs)} runs of {budget:g} CPU-s, {args.jobs} at once, one torch thread each; extra settings {extra}")
+    rows = []
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+        for row in pool.map(run_fold, jobs):
+            rows.append(row)
+            print(
+                f"  {row['variant']:>8} fold {row['fold']} ({row['held_out']}): skill {row['skill']:+.3f}, mean r "
+                f"{row['mean_r']:.3f}, amplitude {row['amplitude_ratio']:.3f}; {row['steps']} steps, "
+                f"{row['cpu_s']:.0f} CPU-s, {row['wall_s']:.0f} s",
+                flush=True,
+            )
+    print(f"\nleave-one-take-out, {budget:g} CPU-s per run, seed {args.seed}: mean (min..max) over {len(folds)} folds")
+    print("| variant | skill | mean r | amplitude ratio | steps |")
+    print("|---|---|---|---|---|")
+    base = [r for r in rows if r["variant"] == names[0]]
+    for n in names:
+        rs = [r for r in rows if r["variant"] == n]
+        print(f"| {n} | {summary(rs, 'skill')} | {summary(rs, 'mean_r')} | {summary(rs, 'amplitude_ratio')} | "
+              f"{statistics.mean(r['steps'] for r in rs):.0f} |")  # fmt: skip
+        if n != names[0]:
+            ratio = statistics.mean(r["skill"] for r in rs) / statistics.mean(r["skill"] for r in base)
+            print(f"|   {n} / {names[0]} skill | {ratio:.2f}x | | | |")
+    if args.json:
+        args.json.write_text(json.dumps({"budget_cpu_s": budget, "extra": extra, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
