@@ -23,8 +23,9 @@ the middle of its schedule. `--jobs` runs at once (2 on a 2-core machine: one co
 
 --quick: 75 CPU-s per run, for screening; only variants that look promising get the full
 budget. --set applies a train config key to every variant (e.g. --set loss.amplitude=0.5).
-Variants (VARIANTS below): default (today's `bstrain fit` defaults on the default features)
-and live (`--preset live` on the live features, as bsfeat extract --features live makes them).
+Variants (VARIANTS below): default (today's `bstrain fit` defaults on the default features),
+live (`--preset live` on the live features, as bsfeat extract --features live makes them),
+ema and live-ema (the same with optim.ema_decay 0.98).
 
 Features are computed once into --cache (default: a folder in the temp dir) and reused by
 every later run of this script. Reads ../shared/data/custom_rig (or
@@ -63,6 +64,9 @@ class Variant:
 VARIANTS = {
     "default": Variant(),
     "live": Variant(features="live", preset="live"),
+    # The weights' moving average validated and saved (train.loop.weight_average).
+    "ema": Variant(settings={"optim.ema_decay": 0.98}),
+    "live-ema": Variant(features="live", preset="live", settings={"optim.ema_decay": 0.98}),
 }
 
 

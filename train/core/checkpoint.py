@@ -48,6 +48,7 @@ LIBRARY_VERSIONS, BEST_VAL, SINCE_BEST = "library_versions_json", "best_val", "v
 CALIBRATION_CHECKSUM = "calibration_checksum"
 OPTIMIZER, SCHEDULER, RNG_CPU, RNG_CUDA = "optimizer", "scheduler", "rng_cpu_all", "rng_cuda_all"
 PREV, WORLD, STEP, EPOCH, STEP_IN_EPOCH = "prev_all", "world_size", "step", "epoch", "step_in_epoch"
+TRAINED_MODEL, AVERAGE = "trained_model", "weight_average"
 STILL = "still_channels"
 # Written at save time: the train config's hash, and a SHA-256 of the weights and statistics
 # (content_checksum), so that a damaged or edited file is refused rather than predicting wrong
@@ -90,6 +91,10 @@ class TrainingState:
     step: int
     epoch: int
     step_in_epoch: int
+    # With optim.ema_decay: the model_state is the average, these the trained weights and the
+    # average's own state (train.loop.weight_average).
+    trained_model: dict | None = None
+    average: dict | None = None
 
     def to_state(self) -> dict:
         return {
@@ -102,6 +107,7 @@ class TrainingState:
             STEP: self.step,
             EPOCH: self.epoch,
             STEP_IN_EPOCH: self.step_in_epoch,
+            **({TRAINED_MODEL: self.trained_model, AVERAGE: self.average} if self.average is not None else {}),
         }
 
     @classmethod
@@ -116,6 +122,8 @@ class TrainingState:
             step=int(d[STEP]),
             epoch=int(d[EPOCH]),
             step_in_epoch=int(d[STEP_IN_EPOCH]),
+            trained_model=d.get(TRAINED_MODEL),
+            average=d.get(AVERAGE),
         )
 
 

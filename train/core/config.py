@@ -272,6 +272,11 @@ def loss_config_from_dict(sec: dict) -> LossConfig:
     return dataclasses.replace(LOSS_PRESETS[name], **sec)
 
 
+# Settings added after checkpoints were written, with the value that gives the behaviour from
+# before: hashed only when they differ from it.
+_HASHED_UNLESS_BEFORE = {("optim", "ema_decay"): 0.0}
+
+
 @dataclass(frozen=True, kw_only=True)
 class OptimConfig:
     lr: float = positive(1e-3, doc="Peak learning rate of AdamW.")
@@ -290,6 +295,14 @@ class OptimConfig:
     epochs: int = integer(10, minimum=1, doc="Epochs over the training split.")
     max_steps: int = integer(
         0, minimum=0, doc="Stop after this many optimiser steps (0 = no limit); also sets the cosine's length."
+    )
+    ema_decay: float = fraction(
+        0.0,
+        doc=(
+            "Exponential moving average of the weights (0: off): validation, best.pt and last.pt hold the average "
+            "(decay d: each step moves it 1 - d of the way to the trained weights; early steps move it more), "
+            "training continues on the trained weights."
+        ),
     )
 
 
@@ -458,7 +471,16 @@ class TrainConfig:
 
     @property
     def hash(self) -> str:
-        return short_hash(self.to_dict())
+        return short_hash(self.hashed_dict())
+
+    def hashed_dict(self) -> dict:
+        """to_dict() without the settings added after checkpoints were written that hold their
+        earlier behaviour: every earlier config hash still stands."""
+        d = self.to_dict()
+        for (part, key), before in _HASHED_UNLESS_BEFORE.items():
+            if d[part].get(key) == before:
+                d[part].pop(key)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict | None) -> TrainConfig:
@@ -507,6 +529,8 @@ class TrainConfig:
             d["loss"] = {**dataclasses.asdict(LOSS_PRESETS["notes"]), **loss, "preset": "notes"}
         d["loss"].setdefault("still_max", 0.0)  # written before still channels: all trained
         d.setdefault("augment", dict(AUGMENT_OFF))  # written before augmentation: none
+        for (part, key), before in _HASHED_UNLESS_BEFORE.items():
+            d.setdefault(part, {}).setdefault(key, before)
         return cls.from_dict(d)
 
     @classmethod

@@ -42,6 +42,7 @@ from blendsync.train.loop.evaluation import loss_channels, split_metrics, valida
 from blendsync.train.loop.finetune import InitFrom, fine_tune_config, starting_statistics, transfer_weights
 from blendsync.train.loop.step import LossMeter, NonFiniteGuard, carry, to_device, train_step
 from blendsync.train.loop.streaming import StreamCursor, WindowStream
+from blendsync.train.loop.weight_average import WeightAverage
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +261,7 @@ class Trainer:
         self._setup_streams()
         self._setup_model(ckpt)
         self._setup_optimizer(ckpt)
+        self._setup_average(ckpt)
         self._setup_position(ckpt)
         self._setup_outputs(ckpt)
 
@@ -390,6 +392,26 @@ class Trainer:
             self.net = torch.compile(self.net)
         self.masks = loss_channels(ds, self.norm, self.cfg, dev, self.still)
         self.augment = FeatureAugmenter(self.cfg.augment, self.norm.mel_std, dev) if self.cfg.augment.active else None
+
+    def _setup_average(self, ckpt: Checkpoint | None) -> None:
+        """optim.ema_decay: the average of the weights (validated and saved); on resume the
+        trained weights come from the training state and the average from the model state."""
+        self.average = WeightAverage(self.model, self.cfg.optim.ema_decay) if self.cfg.optim.ema_decay else None
+        if ckpt is None or self.average is None:
+            return
+        t = ckpt.training
+        if t.average is None or t.trained_model is None:
+            raise CheckpointError(
+                f"{self.run_dir / 'checkpoints' / 'last.pt'}: cannot resume from it: its config averages the "
+                "weights (optim.ema_decay) but it holds no trained weights beside the average"
+            )
+        self.average.load(ckpt.model_state, t.average)
+        self.model.load_state_dict(t.trained_model)
+
+    @property
+    def scored_model(self) -> torch.nn.Module:
+        """What is validated and saved: the weight average when there is one."""
+        return self.average.average if self.average is not None else self.model
 
     def _setup_optimizer(self, ckpt: Checkpoint | None) -> None:
         o = self.cfg.optim
@@ -560,6 +582,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
             self.opt.step()
             self.sched.step()
+            if self.average is not None:
+                self.average.update()
             self.step += 1
             self.cursor.advance(carry(self.cursor.prev, pred, db.t))
             windows += int(batch["active"].sum())
@@ -713,7 +737,7 @@ class Trainer:
         gain with the lowest error on these frames: output_gain.calibrate_gain)."""
         ds, step = self.ds, self.step
         terms, preds, targs = validation_pass(
-            self.model, self.val_stream, self.val_files, self.cfg, self.masks, self.dev, self.amp, ds.channels
+            self.scored_model, self.val_stream, self.val_files, self.cfg, self.masks, self.dev, self.amp, ds.channels
         )
         m = split_metrics(preds, targs, self.norm, ds, self.still)
         gain = calibrate_gain(
@@ -773,9 +797,11 @@ class Trainer:
             step=self.step,
             epoch=position["epoch"],
             step_in_epoch=position["step_in_epoch"],
+            trained_model=self.model.state_dict() if self.average is not None else None,
+            average=self.average.state_dict() if self.average is not None else None,
         )
         return Checkpoint(
-            model_state=self.model.state_dict(),
+            model_state=self.scored_model.state_dict(),
             config=self.cfg,
             feature_config=ds.feature_config,
             feature_config_hash=ds.feature_config_hash,
