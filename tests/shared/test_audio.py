@@ -119,3 +119,58 @@ def test_an_upload_s_rate_and_length_are_checked_before_a_sample_is_read():
     with pytest.raises(AudioError, match="up: 12 s of audio, over the 10 s taken at once"):
         decode_audio_bytes(buf.getvalue(), 16000, "up", max_duration_s=10)
     assert decode_audio_bytes(buf.getvalue(), 16000, "up", rates=(8000, 192000), max_duration_s=12).duration_s == 12
+
+
+def _constant_flac(seconds: float, rate: int, channels: int) -> bytes:
+    """A FLAC of a constant: megabytes of samples in a few kB (written in blocks)."""
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    block = np.full((rate, channels), 0.25, np.float32)
+    with sf.SoundFile(buf, "w", rate, channels, format="FLAC") as f:
+        for _ in range(int(seconds)):
+            f.write(block)
+    return buf.getvalue()
+
+
+def test_a_small_upload_of_many_channels_at_a_high_rate_is_never_held_whole():
+    import tracemalloc
+
+    from blendsync.shared.audio import decode_audio_bytes
+
+    data = _constant_flac(30, 192_000, 8)  # 46M samples: 184 MB as float32, a few kB as FLAC
+    assert len(data) < 200_000
+    tracemalloc.start()
+    try:
+        out = decode_audio_bytes(data, 16000, "bomb.flac", max_duration_s=1800)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.samples.shape == (30 * 16000,) and out.source_channels == 8
+    assert peak < 80e6, peak  # the mono samples at 192 kHz (23 MB) and the resampling, not 184 MB
+
+
+def test_an_upload_over_its_duration_at_48_khz_is_refused_naming_its_rate():
+    from blendsync.shared.audio import AudioError, decode_audio_bytes
+
+    with pytest.raises(AudioError, match=r"x\.flac: 8 s at 96000 Hz is 768000 samples, over the 480000 taken"):
+        decode_audio_bytes(_constant_flac(8, 96_000, 1), 16000, "x.flac", max_duration_s=10)
+
+
+def test_decoding_in_blocks_gives_a_whole_read_s_samples(tmp_path):
+    import io
+
+    import soundfile as sf
+
+    from blendsync.shared.audio import DECODE_BLOCK_FRAMES, decode_audio, decode_audio_bytes
+
+    rng = np.random.default_rng(0)
+    y = (0.3 * rng.standard_normal((3 * DECODE_BLOCK_FRAMES + 123, 3))).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, y, 44100, format="WAV", subtype="FLOAT")
+    (tmp_path / "a.wav").write_bytes(buf.getvalue())
+    whole = decode_audio(tmp_path / "a.wav", 16000)
+    blocks = decode_audio_bytes(buf.getvalue(), 16000, "a.wav")
+    np.testing.assert_array_equal(whole.samples, blocks.samples)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import anyio
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -86,6 +86,9 @@ PIECE_S = 1.0
 # An upload over the limit is read on (and thrown away) up to this much more before the 413, so
 # that the client, still sending, reads the answer rather than a broken connection.
 DRAIN_BYTES = 16 << 20
+# An upload holds a batch slot while its body arrives: one that sends no byte for BODY_IDLE_S,
+# or is not whole after BODY_DEADLINE_S (100 MB at 0.4 MB/s), is answered 408 and frees it.
+BODY_IDLE_S, BODY_DEADLINE_S = 10.0, 250.0
 # A close code asking the client to come back later (RFC 6455 1013: try again later).
 CLOSE_BUSY = 1013
 BATCH_FORMATS = ("json", "livelink", "npy")
@@ -240,13 +243,13 @@ async def animate(request: Request, state: ServerState) -> Response:
     # The slot first, then the body: a request waiting for a slot has its upload not yet read
     # (TCP holds the client back), so waiting uploads cost no memory here.
     async with state.batch_slots:
-        body, size = bytearray(), 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size <= limit:
-                body += chunk
-            elif size > limit + DRAIN_BYTES:
-                break
+        try:
+            body, size = await _read_body(request, limit)
+        except UploadStalled as e:
+            return JSONResponse({"error": str(e)}, status_code=408, headers={"Connection": "close"})
+        except ClientDisconnect:  # the client left mid-upload: nobody to answer
+            log.info("an upload ended mid-body: the client left")
+            return Response(status_code=400)
         if size > limit:
             return _too_large(state)
         try:
@@ -268,6 +271,33 @@ async def animate(request: Request, state: ServerState) -> Response:
     state.served["files_animated"] += 1
     media = {"json": "application/json", "livelink": "text/csv", "npy": "application/octet-stream"}[fmt]
     return Response(content, media_type=media)
+
+
+class UploadStalled(Exception):
+    """An upload whose body stopped arriving (it would hold a batch slot for as long as it liked)."""
+
+
+async def _read_body(request: Request, limit: int) -> tuple[bytearray, int]:
+    """(the body up to `limit` bytes, the bytes received): read on past the limit up to
+    DRAIN_BYTES more (then the 413 is read, not a broken connection). UploadStalled when no
+    byte arrives for BODY_IDLE_S or the whole takes over BODY_DEADLINE_S."""
+    body, size = bytearray(), 0
+    chunks = request.stream().__aiter__()
+    deadline = time.monotonic() + BODY_DEADLINE_S
+    while True:
+        wait = min(BODY_IDLE_S, deadline - time.monotonic())
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), max(wait, 0.0))
+        except StopAsyncIteration:
+            return body, size
+        except TimeoutError:
+            why = f"no byte for {BODY_IDLE_S:g} s" if wait == BODY_IDLE_S else f"not whole after {BODY_DEADLINE_S:g} s"
+            raise UploadStalled(f"the upload stalled ({why}, after {size} bytes)") from None
+        size += len(chunk)
+        if size <= limit:
+            body += chunk
+        elif size > limit + DRAIN_BYTES:
+            return body, size
 
 
 def _number(text: str) -> float | None:
@@ -518,10 +548,16 @@ async def _send_frames(ws: WebSocket, outbox: _Outbox, fps: float, fmt: str) -> 
             await ws.send_text(message)
 
 
+def close_reason(message: str) -> str:
+    """A close frame's reason: at most 123 bytes of UTF-8 (RFC 6455: a control frame carries 125,
+    two of them the code), cut between characters."""
+    return message.encode("utf-8")[:123].decode("utf-8", "ignore")
+
+
 async def _close_with(ws: WebSocket, message: str, code: int) -> None:
     try:
         await ws.send_text(error_message(message))
-        await ws.close(code=code, reason=message[:120])
+        await ws.close(code=code, reason=close_reason(message))
     except (RuntimeError, WebSocketDisconnect, OSError):  # the client has gone already
         pass
 

@@ -575,3 +575,70 @@ def test_one_ctrl_c_stops_the_server_in_every_state(checkpoint):
     assert code == 0 and took < 15, (code, took, err)
     assert closed == 1012  # the session was told the server is going away ("service restart")
     assert "Traceback" not in err, err
+
+
+def test_a_stalled_upload_is_answered_408_and_frees_its_batch_slot(checkpoint):
+    """Two uploads that stop sending (the server has two batch slots on two cores) do not keep
+    a third one from being animated."""
+    import socket
+    import time
+
+    from blendsync.train.serve.app import BODY_IDLE_S
+
+    server = ServerProcess(checkpoint)
+    try:
+        stalled = []
+        for _ in range(max(2, __import__("os").cpu_count() or 2)):
+            s = socket.create_connection(("127.0.0.1", server.port))
+            s.sendall(b"POST /v1/animate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: audio/wav\r\n"
+                      b"Content-Length: 1000000\r\n\r\nRIFF")  # fmt: skip
+            stalled.append(s)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        status, body = _post(server.url + "/v1/animate?format=json", TAKES[0].read_bytes())
+        took = time.monotonic() - t0
+        answers = []
+        for s in stalled:
+            s.settimeout(30)
+            answers.append(s.recv(65536))
+            s.close()
+        err = server.stop()
+    finally:
+        server.stop()
+    assert status == 200 and json.loads(body)["frames"] > 0
+    assert took < BODY_IDLE_S + 30  # it waited for a slot, then was served
+    for a in answers:
+        assert a.startswith(b"HTTP/1.1 408") and b"the upload stalled (no byte for 10 s, after 4 bytes)" in a
+    assert "Traceback" not in err
+
+
+def test_a_client_that_leaves_mid_upload_costs_no_traceback(checkpoint):
+    import socket
+    import time
+
+    server = ServerProcess(checkpoint)
+    try:
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", server.port))
+            s.sendall(b"POST /v1/animate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\nRIFF")
+            time.sleep(0.2)
+            s.close()
+        time.sleep(1.0)
+        assert _get(server.url + "/healthz")[0] == 200
+    finally:
+        err = server.stop()
+    assert "Traceback" not in err and "Exception in ASGI application" not in err, err
+
+
+def test_a_close_reason_is_cut_between_characters_to_123_bytes(live_server):
+    from websockets.exceptions import ConnectionClosed
+
+    from blendsync.train.serve.app import close_reason
+
+    assert close_reason("é" * 100).encode() == ("é" * 61).encode()
+    with connect(live_server.ws) as ws:
+        ws.send(json.dumps({"type": "start", "sample_rate": 16000, "encoding": "é" * 100}))
+        with pytest.raises(ConnectionClosed) as e:
+            while True:
+                ws.recv(timeout=30)
+    assert e.value.rcvd is not None and e.value.rcvd.code == 1008
