@@ -309,6 +309,8 @@ def read_config_file(path: Path) -> dict:
         raise FileNotFoundError(f"config file not found: {path}") from None
     except yaml.YAMLError as e:
         raise ValueError(f"{path}: not valid YAML/JSON: {e}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: nested too deeply to be a config") from None
     if data is not None and not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data or {}

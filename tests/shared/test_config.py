@@ -79,3 +79,14 @@ def test_a_value_of_the_wrong_type_names_its_key(doc, phrase):
     with pytest.raises(ValueError) as e:
         FeatureConfig.from_dict(doc)
     assert phrase in str(e.value)
+
+
+def test_a_config_file_nested_too_deeply_is_named(tmp_path):
+    from blendsync.shared.config import FeatureConfig
+    from blendsync.train.core.config import TrainConfig
+
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("x: " + "[" * 5000 + "]" * 5000)
+    for cls in (TrainConfig, FeatureConfig):
+        with pytest.raises(ValueError, match=r"deep\.yaml: nested too deeply to be a config"):
+            cls.load(deep)

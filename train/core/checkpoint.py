@@ -45,7 +45,7 @@ FORMAT = "blendsync-checkpoint-1"
 MODEL, CONFIG = "model", "config_json"
 NORMALIZER, CHANNELS, MOUTH, EXPRESSION = "normalizer", "channels", "mouth", "expression"
 LIBRARY_VERSIONS, BEST_VAL, SINCE_BEST = "library_versions_json", "best_val", "validations_since_best"
-CALIBRATION_CHECKSUM = "calibration_checksum"
+CALIBRATION_CHECKSUM, LABELS_CHECKSUM = "calibration_checksum", "labels_checksum"
 OPTIMIZER, SCHEDULER, RNG_CPU, RNG_CUDA = "optimizer", "scheduler", "rng_cpu_all", "rng_cuda_all"
 PREV, WORLD, STEP, EPOCH, STEP_IN_EPOCH = "prev_all", "world_size", "step", "epoch", "step_in_epoch"
 TRAINED_MODEL, AVERAGE = "trained_model", "weight_average"
@@ -283,6 +283,7 @@ def save_checkpoint(path: Path, state: dict) -> None:
     state[CONFIG_HASH] = TrainConfig.from_checkpoint_json(state[CONFIG]).hash
     state[CHECKSUM] = content_checksum(state)
     state[CALIBRATION_CHECKSUM] = calibration_checksum(state)
+    state[LABELS_CHECKSUM] = labels_checksum(state)
     buf = io.BytesIO()
     torch.save(state, buf)
     write_atomically(path, buf.getbuffer())
@@ -313,6 +314,14 @@ def calibration_checksum(ckpt: dict) -> str:
     return hashlib.sha256(json.dumps(gain).encode()).hexdigest()
 
 
+def labels_checksum(ckpt: dict) -> str:
+    """SHA-256 of the channel lists beside the weights: the still channels (predicted as 0) and
+    the mouth and expression groups (their loss weights). A checksum of its own, so that
+    checkpoints written before it still load; a renamed key counts as a missing list."""
+    lists = [ckpt.get(k) for k in (STILL, MOUTH, EXPRESSION)]
+    return hashlib.sha256(json.dumps(lists).encode()).hexdigest()
+
+
 def _calibration_problem(ckpt: dict) -> str | None:
     best = ckpt.get(BEST_VAL)
     if best is not None and not isinstance(best, dict):
@@ -323,6 +332,11 @@ def _calibration_problem(ckpt: dict) -> str | None:
         return f"its calibrated gain is {gain!r}, not a finite number >= 0"
     if CALIBRATION_CHECKSUM in ckpt and ckpt[CALIBRATION_CHECKSUM] != calibration_checksum(ckpt):
         return "its calibrated gain does not match the checksum written when it was saved (damaged or edited)"
+    if LABELS_CHECKSUM in ckpt and ckpt[LABELS_CHECKSUM] != labels_checksum(ckpt):
+        return (
+            "its still, mouth or expression channel lists do not match the checksum written when it was saved "
+            "(damaged or edited)"
+        )
     return None
 
 
@@ -395,7 +409,11 @@ def checkpoint_problem(ckpt: dict) -> str | None:
     if unknown:
         return f"{STILL} names {len(unknown)} channels it does not have ({', '.join(map(str, unknown[:3]))})"
     problem = _normalizer_problem(ckpt[NORMALIZER], fc, len(channels))
-    problem = problem or _weights_problem(ckpt[MODEL], build_model(cfg, fc, len(channels)))
+    if problem is None:
+        # Shapes only, on the meta device: a config edited to huge sizes (hashes recomputed) is
+        # refused by its weights' shapes without allocating what it describes.
+        with torch.device("meta"):
+            problem = _weights_problem(ckpt[MODEL], build_model(cfg, fc, len(channels)))
     if problem is None and CHECKSUM in ckpt and ckpt[CHECKSUM] != content_checksum(ckpt):
         return "its weights or statistics do not match the checksum written when it was saved (damaged or edited)"
     return problem or _calibration_problem(ckpt)

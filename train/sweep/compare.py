@@ -108,6 +108,8 @@ def _json(path: Path) -> dict:
         d = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
         raise CompareError(f"{path}: unreadable ({e})") from None
+    except RecursionError:
+        raise CompareError(f"{path}: unreadable (nested too deeply)") from None
     if not isinstance(d, dict):
         raise CompareError(f"{path}: not a JSON object")
     return d
@@ -126,7 +128,7 @@ def _records(path: Path) -> list[dict]:
     for line in text.splitlines():
         try:
             record = json.loads(line)
-        except ValueError:  # a line cut by a kill mid-write
+        except (ValueError, RecursionError):  # a line cut by a kill mid-write, or no record
             continue
         if isinstance(record, dict) and isinstance(record.get("metrics", {}), dict):
             out.append(record)

@@ -211,6 +211,8 @@ def load_spec(path: Path, base: TrainConfig | None = None) -> SweepSpec:
         raise SpaceError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
     except yaml.YAMLError as e:
         raise SpaceError(f"{path}: not YAML: {str(e).splitlines()[0]}") from None
+    except RecursionError:
+        raise SpaceError(f"{path}: nested too deeply to be a sweep file") from None
     try:
         return parse_spec(raw, base or TrainConfig())
     except SpaceError as e:

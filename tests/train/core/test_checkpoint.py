@@ -72,6 +72,18 @@ def _with_checksum(edit):
     return edited
 
 
+def _with_config_hash(edit):
+    """An edit, then the train config's hash written again with the package's own function."""
+
+    def edited(ck):
+        from blendsync.train.core.config import TrainConfig
+
+        edit(ck)
+        ck["config_hash"] = TrainConfig.from_checkpoint_json(ck["config_json"]).hash
+
+    return edited
+
+
 CASES = {
     "missing key": (lambda ck: ck.pop("channels"), "missing channels"),
     "wrong type": (lambda ck: ck.update(feature_config_hash=123), "feature_config_hash is int"),
@@ -92,6 +104,17 @@ CASES = {
     "a window of 1e9 frames": (
         _edit_json("config_json", lambda cfg: cfg["stream"].update(window=10**9)),
         "train config (config_json) is invalid: invalid train config: stream.window must be <= 8192",
+    ),
+    # Every size at its bound (terabytes of weights if built): refused by the stored shapes,
+    # never allocated.
+    "a model of the largest sizes": (
+        _with_config_hash(
+            _edit_json(
+                "config_json",
+                lambda cfg: cfg["model"].update(d_model=4096, heads=256, mel_layers=64, emotion_layers=64, ff_mult=64),
+            )
+        ),
+        "model weights do not match its config",
     ),
     "1e9 frames a second": (
         _edit_json("feature_config_json", lambda fc: fc.update(fps=1e9)),
@@ -132,6 +155,16 @@ CASES = {
     ),
     "infinite mean": (_set_statistic("target_mean", 2, float("inf")), "target_mean has 1 values that are not finite"),
     "a flipped bit in a weight": (_flip_a_bit, "do not match the checksum written when it was saved"),
+    # One byte flipped in data.pkl within the key "still_channels": the list is gone, and with it
+    # the still channels' zeros; a mouth channel renamed changes the loss of a resumed run.
+    "a renamed still-channels key": (
+        lambda ck: ck.update(still_channens=ck.pop("still_channels")),
+        "its still, mouth or expression channel lists do not match the checksum",
+    ),
+    "an edited mouth list": (
+        lambda ck: ck.update(mouth=ck["mouth"][1:]),
+        "its still, mouth or expression channel lists do not match the checksum",
+    ),
     # Edited with its checksum written again (the package's own function): the values are checked too.
     "a NaN smoothing alpha": (
         _with_checksum(lambda ck: ck["model"].update(smoothing_alpha=torch.tensor(float("nan")))),

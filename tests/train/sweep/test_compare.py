@@ -98,6 +98,7 @@ def _copy(run, dst):
         (lambda r: (r / "metrics.jsonl").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe" * 50), "metrics.jsonl: unreadable"),
         (lambda r: (r / "config.json").write_bytes(b"\xff\xfe{"), "config.json: unreadable"),
         (lambda r: (r / "config.json").write_text("[1, 2, 3]"), "config.json: not a JSON object"),
+        (lambda r: (r / "config.json").write_text('{"a":' * 100000 + "1" + "}" * 100000), "nested too deeply"),
     ],
 )
 def test_a_run_whose_files_cannot_be_read_is_named_and_the_others_are_listed(
@@ -120,6 +121,7 @@ def test_lines_that_are_not_records_are_passed_over(two_runs, tmp_path):
     with open(odd / "metrics.jsonl", "a") as f:
         f.write('[1,2,3]\nnull\n"text"\n{"kind": "val", "step": "x", "loss": "low", "metrics": [1]}\n')
         f.write('{"kind": "val", "step": 99, "loss": "low", "metrics": {"skill": "high"}}\n')
+        f.write("[" * 200000 + "\n")
     (row,) = table(collect([odd]))[1]
     (want,) = table(collect([two_runs[0]]))[1]
     assert {k: row[k] for k in ("skill", "best_step", "val_loss")} == {

@@ -120,6 +120,9 @@ def test_unreadable_and_non_yaml_files_name_the_file(tmp_path):
     (tmp_path / "x.yaml").write_text("space: [unclosed")
     with pytest.raises(SpaceError, match=r"x\.yaml: not YAML"):
         load_spec(tmp_path / "x.yaml")
+    (tmp_path / "deep.yaml").write_text("x: " + "[" * 5000 + "]" * 5000)
+    with pytest.raises(SpaceError, match=r"deep\.yaml: nested too deeply"):
+        load_spec(tmp_path / "deep.yaml")
 
 
 def test_a_key_written_twice_and_a_file_that_is_not_text_are_refused_with_the_file(tmp_path):
