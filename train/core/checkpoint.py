@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from blendsync.shared.config import FeatureConfig
@@ -441,6 +442,9 @@ def _normalizer_problem(norm: dict, fc: FeatureConfig, channels: int) -> str | N
             return f"normalizer {k} is not a list of numbers"
         if len(values) != n_want:
             return f"normalizer {k} has {len(values)} values, expected {n_want}"
+        # Checked as they are used, in float32: 1e308 is finite here and inf there, 1e-308 is 0.
+        with np.errstate(over="ignore", under="ignore"):
+            values = np.asarray(values, np.float64).astype(np.float32).tolist()
         if k in DIVIDING_STATISTICS:
             rule, sound = "finite and above 0", lambda v: math.isfinite(v) and v > 0
         elif k.endswith("_std"):

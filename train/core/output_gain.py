@@ -67,8 +67,8 @@ MAX_GAIN = 10.0
 
 def check_gain(value, name: str = "gain") -> float:
     """A gain given as a number or its text -> float in [0, MAX_GAIN]; ValueError naming `name`."""
-    if isinstance(value, bool):
-        value = None
+    if isinstance(value, bool) or (isinstance(value, str) and "_" in value):
+        value = None  # (float() reads "1_0" as 10)
     try:
         g = float(value)
     except (TypeError, ValueError):

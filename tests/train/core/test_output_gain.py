@@ -58,7 +58,7 @@ def test_gain_argument_is_a_number_or_the_calibrated_one():
             resolve_gain(bad, None, "ck")
 
 
-@pytest.mark.parametrize("bad", ["1e39", "inf", "nan", "-0.5", "10.5", "", "0x1e", "loud", None, True])
+@pytest.mark.parametrize("bad", ["1e39", "inf", "nan", "-0.5", "10.5", "", "0x1e", "1_0", "loud", None, True])
 def test_a_gain_is_a_finite_number_from_0_to_10_named_when_not(bad):
     """gain=1e39 gave NaN curves: invalid JSON and a Live Link CSV reading 9.224192."""
     from blendsync.train.core.output_gain import check_gain, resolve_gain
