@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import socket
 from urllib.parse import urlsplit
 
 
 def host_is_loopback(host: str) -> bool:
     """A Host header's name (port and IPv6 brackets allowed) is this machine's."""
-    name = host.strip().lower()
-    if name.startswith("["):
-        name = name[1 : name.find("]")] if "]" in name else name[1:]
-    elif name.count(":") == 1:
-        name = name.split(":")[0]
+    m = re.fullmatch(r"\[([0-9a-f:.]+)\](?::\d{1,5})?|([^\[\]:@/\s]+)(?::\d{1,5})?", host.strip().lower())
+    if m is None:  # "[::1].evil.example", "127.0.0.1:80@evil": no Host a browser sends
+        return False
+    name = m.group(1) or m.group(2)
     if name in ("localhost", "localhost."):
         return True
     try:

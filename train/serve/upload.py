@@ -68,7 +68,7 @@ def _form_file(body: bytes, content_type: str) -> Upload:
         head, sep, content = part.partition(b"\r\n\r\n")
         if not sep or len(head) > _MAX_PART_HEADER_BYTES:
             raise UploadError(400, "a malformed multipart/form-data body (a part without its blank line)")
-        field, filename = _disposition(head.decode("latin-1"))
+        field, filename = _disposition(_header_text(head))
         if filename is not None:
             return Upload(content, filename or None)
         if field in AUDIO_FIELDS and named is None:
@@ -76,6 +76,15 @@ def _form_file(body: bytes, content_type: str) -> Upload:
     if named is not None:
         return named
     raise UploadError(400, "the form holds no file: send the audio as a file field (curl -F file=@take.wav URL)")
+
+
+def _header_text(head: bytes) -> str:
+    """A part's headers: browsers send a file name as raw UTF-8 (WHATWG multipart/form-data);
+    anything else is read as Latin-1, which reads every byte."""
+    try:
+        return head.decode("utf-8")
+    except UnicodeDecodeError:
+        return head.decode("latin-1")
 
 
 def _disposition(head: str) -> tuple[str | None, str | None]:

@@ -155,7 +155,10 @@ CASES = {
     ),
     # Finite in float64, where the check ran, but inf or 0 in the float32 the model uses.
     "a mean past float32": (_set_statistic("target_mean", 2, 1e308), "target_mean has 1 values that are not finite"),
-    "a std below float32": (_set_statistic("mel_std", 4, 1e-308), "mel_std has 1 values that are not finite and above 0"),
+    "a std below float32": (
+        _set_statistic("mel_std", 4, 1e-308),
+        "mel_std has 1 values that are not finite and above 0",
+    ),
     "infinite mean": (_set_statistic("target_mean", 2, float("inf")), "target_mean has 1 values that are not finite"),
     "a flipped bit in a weight": (_flip_a_bit, "do not match the checksum written when it was saved"),
     # One byte flipped in data.pkl within the key "still_channels": the list is gone, and with it

@@ -145,6 +145,9 @@ def test_a_multipart_form_s_file_is_animated_as_the_body_is(offline_server):
     form, headers = _form([("file", "notes.txt", b"not audio at all")])
     code, body = _post(offline_server.url + "/v1/animate", form, headers)
     assert code == 400 and json.loads(body)["error"].startswith("notes.txt: cannot decode audio")
+    form, headers = _form([("file", "prise_é.txt", b"not audio at all")])  # a browser's UTF-8 name
+    code, body = _post(offline_server.url + "/v1/animate", form, headers)
+    assert code == 400 and json.loads(body)["error"].startswith("prise_é.txt: cannot decode audio")
 
 
 def test_batch_of_a_long_file_in_pieces_gives_the_one_pass_curves(offline_server, checkpoint, tmp_path):
@@ -452,6 +455,7 @@ def test_allowed_live_link_hosts_are_the_operator_s():
         livelink_target("10.1.2.3:9", ("10.1.2.4",))
     assert all(map(host_is_loopback, ["127.0.0.1:8000", "localhost", "[::1]:80", "127.1.2.3"]))
     assert not any(map(host_is_loopback, ["evil.example", "10.0.0.1:80", "127.0.0.1.evil.example", ""]))
+    assert not any(map(host_is_loopback, ["[::1].evil.example", "[::1]evil:80", "127.0.0.1:18731@evil", "[::1"]))
 
 
 def test_a_message_over_the_bound_ends_its_session_and_no_other(live_server, live_checkpoint):
