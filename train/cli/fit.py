@@ -82,6 +82,14 @@ from blendsync.train.core.config import LOSS_PRESETS, ConfigOverrides, TrainConf
     help="With --init-from: standardise features with the checkpoint's statistics instead of this training "
     "split's (target statistics are always this data's).",
 )
+@click.option(
+    "--teacher",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Train also on the manifest's audio-only training rows (an empty targets cell), with this "
+    "checkpoint's curves of them: computed once, kept in the store under the teacher's checksum. It must "
+    "predict the store's channels at its frame rate (its features may differ: it then reads the audio files).",
+)
 @progress_option
 @click.pass_context
 def fit(
@@ -97,6 +105,7 @@ def fit(
     allow_shared_audio,
     init_from,
     keep_normalization,
+    teacher,
     progress,
 ):
     """Stream 256-frame windows from the store in file order and train the dual-stream model;
@@ -141,6 +150,7 @@ def fit(
             stop_after_steps=stop_after_steps,
             allow_shared_audio=allow_shared_audio,
             init_from=start,
+            teacher=teacher,
         )
     except (DataError, CheckpointError, ValueError) as e:
         raise UsageFailure(str(e)) from None

@@ -3,6 +3,7 @@ all items of one feature config split by a stable hash), and reading them checke
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ import numpy as np
 from blendsync.shared.channels import ChannelSet
 from blendsync.shared.config import FeatureConfig
 from blendsync.shared.manifest import assign_splits
-from blendsync.shared.store import FeatureStore, ItemError, StoredItem, StoreError
+from blendsync.shared.store import FeatureStore, ItemAttrs, ItemError, StoredItem, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ class TrainingData:
     library_versions: dict
     # One line per audio content (sha256) found in more than one split.
     shared_audio: tuple[str, ...] = ()
+    # Audio-only items (no curves), per split: for a teacher's curves (train.loop.teacher).
+    unlabelled: dict[str, list[FileRef]] = dataclasses.field(default_factory=dict)
 
     @property
     def channels(self) -> list[str]:
@@ -128,14 +131,14 @@ def load_training_data(store: FeatureStore, manifest: str | None) -> TrainingDat
         manifest = "<all items>"
     splits: dict[str, list[FileRef]] = {"train": [], "val": [], "test": []}
     first = None
-    no_targets = []
+    no_targets: list[tuple[str, str, ItemAttrs]] = []
     audio_splits: dict[str, list[tuple[str, str]]] = {}
     for key, split, rid in rows:
         a = store.complete_attrs(key)
         if a is None:
             raise DataError(f"manifest {manifest!r} lists item {key} ({rid}) that is not in the store")
         if not a.has_targets:
-            no_targets.append(rid or key)  # audio-only rows: for predict, not for training
+            no_targets.append((rid, split, a))  # audio-only rows: for a teacher's curves, or predict
             continue
         if first is None:
             first = a
@@ -152,12 +155,16 @@ def load_training_data(store: FeatureStore, manifest: str | None) -> TrainingDat
             f"no item of manifest {manifest!r} has targets ({len(no_targets)} audio-only): the store "
             "was made without targets"
         )
+    unlabelled: dict[str, list[FileRef]] = {}
+    for rid, split, a in no_targets:
+        if a.feature_config_hash == first.feature_config_hash:
+            unlabelled.setdefault(split, []).append(FileRef(a.key, a.frames, rid))
     if no_targets:
-        log.warning(
-            "manifest %r: skipping %d item(s) without targets (%s%s)",
+        log.info(
+            "manifest %r: %d item(s) without targets (%s%s): trained on only with a teacher (bstrain fit --teacher)",
             manifest,
             len(no_targets),
-            ", ".join(no_targets[:5]),
+            ", ".join(rid or a.key for rid, _, a in no_targets[:5]),
             ", ..." if len(no_targets) > 5 else "",
         )
     shared = tuple(
@@ -175,6 +182,7 @@ def load_training_data(store: FeatureStore, manifest: str | None) -> TrainingDat
         channel_set=ChannelSet.from_dict(first.channel_set),
         library_versions=first.library_versions,
         shared_audio=shared,
+        unlabelled=unlabelled,
     )
 
 

@@ -28,6 +28,7 @@ Batch arrays (B streams, L window frames, K block frames, M mel bins, E = 88, C 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import logging
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -186,9 +187,14 @@ class WindowStream:
         rank: int = 0,
         world: int = 1,
         jitter: bool = False,
+        teacher_targets: dict[str, np.ndarray] | None = None,
     ):
+        """teacher_targets: {item key: (frames, C)} curves of audio-only items among `files`
+        (train.loop.teacher), read where an item holds no targets of its own. files[0] must
+        hold its own (its arrays give the widths)."""
         if not files:
             raise ValueError("no files to stream")
+        self.teacher_targets = teacher_targets or {}
         self.store, self.files, self.norm = store, files, norm
         self.window, self.lookahead, self.stride, self.block = window, lookahead, stride, block
         self.streams, self.pad_value, self.prefetch = streams, pad_value, max(1, prefetch)
@@ -230,6 +236,8 @@ class WindowStream:
 
     def load(self, f: int) -> LoadedFile:
         item = read_checked(self.store, self.files[f])
+        if item.targets is None and self.files[f].key in self.teacher_targets:
+            item = dataclasses.replace(item, targets=self.teacher_targets[self.files[f].key])
         if item.targets is None:
             raise ValueError(f"item {self.files[f].key} ({self.files[f].id}) has no targets")
         n = self.norm

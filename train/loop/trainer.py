@@ -29,7 +29,14 @@ from blendsync.train.core import plots
 from blendsync.train.core.build import build_model
 from blendsync.train.core.checkpoint import Checkpoint, CheckpointError, TrainingState, load_checkpoint, resume_problem
 from blendsync.train.core.config import LOSS_TERMS, VALIDATION_METRICS, ConfigOverrides, TrainConfig
-from blendsync.train.core.data import DataError, TrainingData, check_shared_audio, hold_out_tails, load_training_data
+from blendsync.train.core.data import (
+    DataError,
+    FileRef,
+    TrainingData,
+    check_shared_audio,
+    hold_out_tails,
+    load_training_data,
+)
 from blendsync.train.core.normalization import load_or_compute, still_channels, still_mask
 from blendsync.train.core.output_gain import calibrate_gain
 from blendsync.train.core.windows import n_blocks, prev_offset
@@ -42,6 +49,7 @@ from blendsync.train.loop.evaluation import loss_channels, split_metrics, valida
 from blendsync.train.loop.finetune import InitFrom, fine_tune_config, starting_statistics, transfer_weights
 from blendsync.train.loop.step import LossMeter, NonFiniteGuard, carry, to_device, train_step
 from blendsync.train.loop.streaming import StreamCursor, WindowStream
+from blendsync.train.loop.teacher import TeacherCurves, teacher_curves
 from blendsync.train.loop.weight_average import WeightAverage
 
 log = logging.getLogger(__name__)
@@ -134,6 +142,7 @@ def fit(
     allow_shared_audio: bool = False,
     init_from: InitFrom | None = None,
     on_validation: Callable[[dict], bool | None] | None = None,
+    teacher: str | Path | None = None,
 ) -> FitResult:
     """Train on a store.
 
@@ -149,6 +158,8 @@ def fit(
     on_validation given, a run on_step ends is validated at its last step first (once), so that
     the training since the last validation is scored.
     init_from: start from another run's weights (finetune.py; not with resume).
+    teacher: a checkpoint whose curves of the manifest's audio-only training items are trained
+    on beside the captured takes (teacher.py; a resumed run keeps its own teacher).
     Every metrics.jsonl record carries cpu_s and wall_s: this process's CPU seconds and the
     wall seconds of the run so far (a resumed run adds to those of its checkpoint).
     """
@@ -167,6 +178,7 @@ def fit(
             resume=resume,
             allow_shared_audio=allow_shared_audio,
             init_from=init_from,
+            teacher=teacher,
         )
         result = trainer.fit(stop_after_steps=stop_after_steps, on_step=on_step, on_validation=on_validation)
     except BaseException:
@@ -193,6 +205,7 @@ class Trainer:
         resume: bool,
         allow_shared_audio: bool,
         init_from: InitFrom | None = None,
+        teacher: str | Path | None = None,
     ) -> Trainer:
         """The final config (the checkpoint's on --resume, else cfg with the overrides
         resolved, with init_from's model when fine-tuning), the dataset, and the checkpoint
@@ -203,6 +216,7 @@ class Trainer:
         if resume:
             ckpt = _load_resume_checkpoint(run_dir, store)
             cfg, why = ckpt.config, "from the checkpoint"
+            teacher = _resumed_teacher(run_dir, teacher)
         else:
             if (run_dir / "checkpoints" / "last.pt").exists():
                 raise RunExistsError(f"{run_dir} already holds a run: continue it with --resume, or pick another --out")
@@ -233,7 +247,7 @@ class Trainer:
             ckpt.check_compatible(ds)
         if init_from is not None:
             init_from.checkpoint.check_features(ds, channels_apart=True)
-        return cls(run_dir, store, dist, dev, cfg, ds, ckpt, init_from)
+        return cls(run_dir, store, dist, dev, cfg, ds, ckpt, init_from, None if teacher is None else Path(teacher))
 
     def __init__(
         self,
@@ -245,10 +259,11 @@ class Trainer:
         ds: TrainingData,
         ckpt: Checkpoint | None,
         init_from: InitFrom | None = None,
+        teacher: Path | None = None,
     ):
         self.started = (time.process_time(), time.perf_counter())  # the run's clocks: _setup_outputs
         self.run_dir, self.store, self.dist, self.dev, self.ds = run_dir, store, dist, dev, ds
-        self.init_from = init_from
+        self.init_from, self.teacher = init_from, teacher
         self.main = dist.main
         self.amp = dev.type == "cuda"
         self.cfg = self._setup_data(cfg, fresh=ckpt is None)
@@ -258,6 +273,7 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         run_dir.mkdir(parents=True, exist_ok=True)
         self._setup_statistics(ckpt)
+        self._setup_teacher()
         self._setup_streams()
         self._setup_model(ckpt)
         self._setup_optimizer(ckpt)
@@ -325,6 +341,35 @@ class Trainer:
                 ", ".join(self.still),
             )
 
+    def _setup_teacher(self) -> None:
+        """The teacher's curves of the audio-only training items (rank 0 computes those not yet
+        in the store, the others read them); statistics stay the captured takes'."""
+        self.teacher_files: list[FileRef] = []
+        self.teacher_curves: TeacherCurves | None = None
+        if self.teacher is None:
+            return
+        files = self.ds.unlabelled.get("train", [])
+        if not files:
+            raise DataError(
+                f"--teacher {self.teacher}: manifest {self.ds.manifest!r} has no audio-only training rows "
+                "(rows with an empty targets cell) for it to animate"
+            )
+        keys = [f.key for f in files]
+        fps = self.ds.feature_config.fps
+        if self.main:
+            self.teacher_curves = teacher_curves(self.store, keys, self.teacher, channels=self.ds.channels, fps=fps)
+        self.dist.barrier()
+        if not self.main:
+            self.teacher_curves = teacher_curves(self.store, keys, self.teacher, channels=self.ds.channels, fps=fps)
+        self.teacher_files = files
+        log.info(
+            "training on %d captured take(s) (%d frames) and %d audio-only item(s) animated by the teacher (%d frames)",
+            len(self.train_files),
+            sum(f.frames for f in self.train_files),
+            len(files),
+            sum(f.frames for f in files),
+        )
+
     def _setup_streams(self) -> None:
         s, dist = self.cfg.stream, self.dist
         common = dict(
@@ -338,8 +383,9 @@ class Trainer:
         )
         self.train_stream = WindowStream(
             self.store,
-            self.train_files,
+            self.train_files + self.teacher_files,
             self.norm,
+            teacher_targets=self.teacher_curves.targets if self.teacher_curves is not None else None,
             stride=s.stride,
             shuffle=True,
             split=s.split_files,
@@ -496,6 +542,14 @@ class Trainer:
                     "val_files": len(self.val_files),
                     "processes": self.dist.world,
                     "still_channels": self.still,
+                    "teacher": None
+                    if self.teacher_curves is None
+                    else {
+                        "checkpoint": str(self.teacher.resolve()),
+                        "id": self.teacher_curves.teacher_id,
+                        "files": len(self.teacher_files),
+                        "frames": sum(f.frames for f in self.teacher_files),
+                    },
                     "init_from": None
                     if self.init_from is None
                     else {
@@ -838,6 +892,18 @@ class Trainer:
                 self.val_plot["title"],
                 self.run_dir / "val_curves.png",
             )
+
+
+def _resumed_teacher(run_dir: Path, given: str | Path | None) -> Path | None:
+    """A resumed run's teacher: the one it was started with (its curves are in the store)."""
+    try:
+        recorded = (json.loads((run_dir / "config.json").read_text()).get("teacher") or {}).get("checkpoint")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if given is not None and (recorded is None or Path(given).resolve() != Path(recorded)):
+        was = "without a teacher" if recorded is None else f"with the teacher {recorded}"
+        raise DataError(f"{run_dir} was started {was}: resume it without --teacher")
+    return None if recorded is None else Path(recorded)
 
 
 def _load_resume_checkpoint(run_dir: Path, store: FeatureStore) -> Checkpoint:

@@ -304,6 +304,9 @@ def test_audio_only_rows_are_skipped_with_a_count_and_the_rest_trains(tmp_path, 
     )
     store = tmp_path / "f.zarr"
     assert extract(man, store, FeatureConfig(), executor="serial").ok
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("INFO"):
         ds = load_training_data(FeatureStore(store), None)
-    assert len(ds.files("train")) == 1 and "skipping 1 item(s) without targets" in caplog.text
+    assert len(ds.files("train")) == 1 and "1 item(s) without targets" in caplog.text
+    assert "trained on only with a teacher" in caplog.text
+    (audio_only,) = ds.unlabelled["train"]  # kept aside for a teacher, never in a split's files
+    assert audio_only.key not in {f.key for f in ds.files("train")}
