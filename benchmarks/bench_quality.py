@@ -25,7 +25,11 @@ the middle of its schedule. `--jobs` runs at once (2 on a 2-core machine: one co
 budget. --set applies a train config key to every variant (e.g. --set loss.amplitude=0.5).
 Variants (VARIANTS below): default (today's `bstrain fit` defaults on the default features),
 live (`--preset live` on the live features, as bsfeat extract --features live makes them),
-ema and live-ema (the same with optim.ema_decay 0.98).
+ema and live-ema (the same with optim.ema_decay 0.98), distilled and live-distilled (students
+of the fold's default run, which is then run first, on the four captured takes and the 19
+audio-only takes of unlabeled/: bstrain fit --teacher; the teacher's training is not charged to
+the student). --reuse FILE takes the rows of an earlier --json (same budget) instead of running
+them again, with their runs in --runs (the teachers of distilled variants).
 
 Features are computed once into --cache (default: a folder in the temp dir) and reused by
 every later run of this script. Reads ../shared/data/custom_rig (or
@@ -59,6 +63,9 @@ class Variant:
     features: str = "default"
     preset: str | None = None
     settings: dict = field(default_factory=dict)
+    # The variant whose run on the same fold is the teacher (bstrain fit --teacher) of the
+    # custom-rig speaker's 19 audio-only takes, trained on beside the fold's four captured takes.
+    teacher: str | None = None
 
 
 VARIANTS = {
@@ -67,6 +74,9 @@ VARIANTS = {
     # The weights' moving average validated and saved (train.loop.weight_average).
     "ema": Variant(settings={"optim.ema_decay": 0.98}),
     "live-ema": Variant(features="live", preset="live", settings={"optim.ema_decay": 0.98}),
+    # Students of the fold's default run on all the speech: captured takes and audio-only ones.
+    "distilled": Variant(teacher="default"),
+    "live-distilled": Variant(features="live", preset="live", teacher="default"),
 }
 
 
@@ -84,15 +94,17 @@ def make_store(cache: Path, features: str) -> Path:
     base = FEATURE_PRESETS[features].to_dict()
     cfg = FeatureConfig.from_dict({**base, "targets": {"channels_file": str(d / "channel_names.txt")}})
     store = cache / f"rig-{features}.zarr"
+    unlabelled = [f"{p},,,train,{p.stem}" for p in sorted((d / "unlabeled").glob("*.wav"))]
     for i in range(len(TAKES)):
-        man = cache / f"fold{i}.csv"
         rows = [
             f"{d / f'{t}.wav'},{d / f'bs_value_{t}.npy'},30,{'val' if j == i else 'train'},{t}"
             for j, t in enumerate(TAKES)
         ]
-        man.write_text("audio,targets,targets_fps,split,id\n" + "\n".join(rows) + "\n")
-        res = extract(man, store, cfg, executor="serial", index_name=f"fold{i}")
-        assert res.ok, res
+        for name, extra in ((f"fold{i}", []), (f"fold{i}u", unlabelled)):
+            man = cache / f"{name}.csv"
+            man.write_text("audio,targets,targets_fps,split,id\n" + "\n".join(rows + extra) + "\n")
+            res = extract(man, store, cfg, executor="serial", index_name=name)
+            assert res.ok, res
     return store
 
 
@@ -121,20 +133,22 @@ def run_fold(job: dict) -> dict:
     from blendsync.train.loop.trainer import fit
 
     variant, store, out, fold = Variant(**job["variant"]), Path(job["store"]), Path(job["out"]), job["fold"]
-    manifest = f"fold{fold}"
+    manifest = f"fold{fold}u" if variant.teacher else f"fold{fold}"
+    teacher = job.get("teacher")
     # Probe: CPU seconds per optimiser step of this variant on this fold.
     marks: list[float] = []
     probe_cfg = train_config(variant, job["seed"], job["extra"], 1000)
     fit(store, cfg=probe_cfg, out=out / "probe", manifest=manifest, stop_after_steps=PROBE_STEPS,
-        on_step=lambda rec: marks.append(time.process_time()) and False)  # fmt: skip
+        on_step=lambda rec: marks.append(time.process_time()) and False, teacher=teacher)  # fmt: skip
     per_step = (marks[-1] - marks[1]) / (len(marks) - 2)
     max_steps = max(VALIDATIONS, int(job["budget"] / per_step))
     cfg = train_config(variant, job["seed"], job["extra"], max_steps)
     budget = CpuBudget()
     t0 = time.perf_counter()
-    r = fit(store, cfg=cfg, out=out / "run", manifest=manifest, on_step=budget.until(job["budget"] * 1.1))
+    r = fit(store, cfg=cfg, out=out / "run", manifest=manifest, on_step=budget.until(job["budget"] * 1.1),
+            teacher=teacher)  # fmt: skip
     wall = time.perf_counter() - t0
-    ev = evaluate_checkpoint(out / "run" / "checkpoints" / "best.pt", store, manifest=manifest, split="val")
+    ev = evaluate_checkpoint(out / "run" / "checkpoints" / "best.pt", store, manifest=f"fold{fold}", split="val")
     m = ev["metrics"]
     return {
         "variant": job["name"],
@@ -182,6 +196,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "blendsync-bench-quality")
+    ap.add_argument("--runs", type=Path, default=None, help="Run folders (default: a new folder in --cache).")
+    ap.add_argument("--reuse", type=Path, default=None, help="Take the rows of this earlier --json as run.")
     ap.add_argument("--json", type=Path, default=None, help="Write every fold's row here.")
     args = ap.parse_args()
     budget = 75.0 if args.quick else args.budget_cpu_s
@@ -189,34 +205,60 @@ def main() -> None:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; known: {sorted(VARIANTS)}")
+    teachers = [t for n in names if (t := VARIANTS[n].teacher) and t not in names]
+    needed = list(dict.fromkeys(teachers + names))  # teachers first, each once
     folds = [int(f) for f in args.folds.split(",")]
     extra = parse_settings(args.settings)
     args.cache.mkdir(parents=True, exist_ok=True)
     stores = {}
-    for n in names:
+    for n in needed:
         f = VARIANTS[n].features
         if f not in stores:
             t0 = time.perf_counter()
             stores[f] = make_store(args.cache, f)
             print(f"store {stores[f]} ({f} features) ready in {time.perf_counter() - t0:.0f} s", flush=True)
-    runs = Path(tempfile.mkdtemp(prefix="bench-quality-", dir=args.cache))
-    jobs = [
-        {"name": n, "variant": VARIANTS[n].__dict__, "store": str(stores[VARIANTS[n].features]), "fold": f,
-         "out": str(runs / f"{n}-fold{f}"), "seed": args.seed, "budget": budget, "extra": extra}
-        for f in folds for n in names
-    ]  # fmt: skip
-    print(f"{len(jobs)} runs of {budget:g} CPU-s, {args.jobs} at once, one torch thread each; extra settings {extra}")
-    rows = []
+    rows = reused_rows(args.reuse, budget, extra, needed, folds) if args.reuse else []
+    done = {(r["variant"], r["fold"]) for r in rows}
+    runs = args.runs or Path(tempfile.mkdtemp(prefix="bench-quality-", dir=args.cache))
+
+    def job(n: str, f: int) -> dict:
+        v = VARIANTS[n]
+        teacher = None if v.teacher is None else str(runs / f"{v.teacher}-fold{f}" / "run" / "checkpoints" / "best.pt")
+        return {"name": n, "variant": v.__dict__, "store": str(stores[v.features]), "fold": f,
+                "out": str(runs / f"{n}-fold{f}"), "seed": args.seed, "budget": budget, "extra": extra,
+                "teacher": teacher}  # fmt: skip
+
+    todo = [(n, f) for f in folds for n in needed if (n, f) not in done]
+    phases = [
+        [job(n, f) for n, f in todo if not VARIANTS[n].teacher],
+        [job(n, f) for n, f in todo if VARIANTS[n].teacher],
+    ]
+    print(f"{len(todo)} runs of {budget:g} CPU-s in {runs}, {args.jobs} at once, one torch thread each "
+          f"({len(rows)} rows reused); extra settings {extra}")  # fmt: skip
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-        for row in pool.map(run_fold, jobs):
-            rows.append(row)
-            print(
-                f"  {row['variant']:>8} fold {row['fold']} ({row['held_out']}): skill {row['skill']:+.3f}, mean r "
-                f"{row['mean_r']:.3f}, amplitude {row['amplitude_ratio']:.3f}; {row['steps']} steps, "
-                f"{row['cpu_s']:.0f} CPU-s, {row['wall_s']:.0f} s",
-                flush=True,
-            )
-    print(f"\nleave-one-take-out, {budget:g} CPU-s per run, seed {args.seed}: mean (min..max) over {len(folds)} folds")
+        for phase in phases:  # students after their teachers
+            for row in pool.map(run_fold, phase):
+                rows.append(row)
+                print(
+                    f"  {row['variant']:>14} fold {row['fold']} ({row['held_out']}): skill {row['skill']:+.3f}, "
+                    f"mean r {row['mean_r']:.3f}, amplitude {row['amplitude_ratio']:.3f}; {row['steps']} steps, "
+                    f"{row['cpu_s']:.0f} CPU-s, {row['wall_s']:.0f} s",
+                    flush=True,
+                )
+    print_table(rows, needed, budget, args.seed, folds)
+    if args.json:
+        args.json.write_text(json.dumps({"budget_cpu_s": budget, "extra": extra, "rows": rows}, indent=1))
+
+
+def reused_rows(path: Path, budget: float, extra: dict, names: list[str], folds: list[int]) -> list[dict]:
+    earlier = json.loads(path.read_text())
+    if earlier["budget_cpu_s"] != budget or earlier["extra"] != extra:
+        raise SystemExit(f"--reuse {path}: its runs had {earlier['budget_cpu_s']:g} CPU-s and {earlier['extra']}")
+    return [r for r in earlier["rows"] if r["variant"] in names and r["fold"] in folds]
+
+
+def print_table(rows: list[dict], names: list[str], budget: float, seed: int, folds: list[int]) -> None:
+    print(f"\nleave-one-take-out, {budget:g} CPU-s per run, seed {seed}: mean (min..max) over {len(folds)} folds")
     print("| variant | skill | mean r | amplitude ratio | steps |")
     print("|---|---|---|---|---|")
     base = [r for r in rows if r["variant"] == names[0]]
@@ -226,9 +268,8 @@ def main() -> None:
               f"{statistics.mean(r['steps'] for r in rs):.0f} |")  # fmt: skip
         if n != names[0]:
             ratio = statistics.mean(r["skill"] for r in rs) / statistics.mean(r["skill"] for r in base)
-            print(f"|   {n} / {names[0]} skill | {ratio:.2f}x | | | |")
-    if args.json:
-        args.json.write_text(json.dumps({"budget_cpu_s": budget, "extra": extra, "rows": rows}, indent=1))
+            wins = sum(a["skill"] > b["skill"] for a in rs for b in base if a["fold"] == b["fold"])
+            print(f"|   {n} / {names[0]} skill | {ratio:.2f}x, better on {wins} of {len(rs)} folds | | | |")
 
 
 if __name__ == "__main__":
