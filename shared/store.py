@@ -662,7 +662,13 @@ class FeatureStore:
                 (self._local() / rel).unlink()
             else:
                 self.fs.rm(self._fs_path(rel))
-        g = zarr.open_group(self.zarr_location(f"manifests/{name}"), mode="a")
+        from zarr.errors import ContainsGroupError
+
+        location = self.zarr_location(f"manifests/{name}")
+        try:
+            g = zarr.open_group(location, mode="a")
+        except ContainsGroupError:  # another run created it between zarr's look and its create
+            g = zarr.open_group(location, mode="r+")
         g.attrs.put(attrs)
 
     def bytes_on_disk(self) -> int:

@@ -112,3 +112,28 @@ def test_an_item_without_recorded_shapes_is_refused_with_how_to_migrate(tmp_path
     meta.write_text(json.dumps(doc))
     with pytest.raises(ItemError, match="records no array shapes .*bsfeat extract MANIFEST --store .* --repair"):
         fs.read_item(keys[0])
+
+
+def test_an_index_another_run_creates_at_the_same_moment_is_written_not_an_error(tmp_path, monkeypatch):
+    """Two extracts writing one new manifest index at once: zarr looks, finds no group, and
+    creates it, when the other run has just created it (ContainsGroupError, 1 in ~12 runs of
+    tests/featurize/test_crash_safety.py's two-runs test under load)."""
+    import zarr
+    from zarr.errors import ContainsGroupError
+
+    from blendsync.shared.store import FeatureStore
+
+    fs = FeatureStore(tmp_path / "f.zarr")
+    fs.init()
+    real = zarr.open_group
+
+    def raced(location, mode="a", **kw):
+        if mode == "a":
+            real(location, mode="a").attrs.put({"by": "the other run"})  # the other run wins the create
+            raise ContainsGroupError(f"A group exists in store {location!r} at path ''.")
+        return real(location, mode=mode, **kw)
+
+    monkeypatch.setattr(zarr, "open_group", raced)
+    fs.write_index("m", {"entries": [], "by": "this run"})
+    monkeypatch.setattr(zarr, "open_group", real)
+    assert fs.read_index("m")["by"] == "this run"
