@@ -40,10 +40,11 @@ def preset_names() -> tuple[str, ...]:
     return (*PRESETS, "auto", "custom")
 
 
-# The most frames a window (and every length counted in frames) may hold: 8192 frames is 4.5
-# minutes at 30 fps. Values read from a checkpoint meet the rules a config file does, and a
-# window of 1e9 frames asked for memory no machine has.
-MAX_WINDOW = 8192
+# The most frames a window (and every length counted in frames) may hold: 2048 frames is 68 s
+# at 30 fps, 8x the default window. Values read from a checkpoint meet the rules a config file
+# does: a window of 1e9 frames asked for memory no machine has, and one of 8192 frames 43 GB for
+# the per-bin mel stream's attention of one window (80 bins x L^2 x heads floats; 2.7 GB at 2048).
+MAX_WINDOW = 2048
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -103,7 +103,7 @@ CASES = {
     # Values no config file may hold are refused in a checkpoint by the same rules.
     "a window of 1e9 frames": (
         _edit_json("config_json", lambda cfg: cfg["stream"].update(window=10**9)),
-        "train config (config_json) is invalid: invalid train config: stream.window must be <= 8192",
+        "train config (config_json) is invalid: invalid train config: stream.window must be <= 2048",
     ),
     # Every size at its bound (terabytes of weights if built): refused by the stored shapes,
     # never allocated.
