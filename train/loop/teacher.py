@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from blendsync.shared.store import FeatureStore, ItemAttrs
 from blendsync.train.core.checkpoint import Checkpoint, CheckpointError
@@ -60,8 +61,6 @@ def teacher_curves(
 ) -> TeacherCurves:
     """The teacher's curves for the items `keys` (audio-only items of the store), each as long
     as the item's frames, cached in the store."""
-    from blendsync.train.inference.predict import Predictor
-
     path = Path(path)
     try:
         tid = teacher_id(path)
@@ -69,12 +68,26 @@ def teacher_curves(
     except CheckpointError as e:
         raise TeacherError(f"--teacher {e}") from None
     _check_outputs(ck, path, channels, fps)
+    # Building the teacher's model draws initial weights from torch's RNG: the student's run
+    # must not depend on whether the curves were already in the store.
+    with torch.random.fork_rng(devices=[]):
+        out, computed = _curves_of(store, keys, ck, tid, len(channels))
+    log.info(
+        "teacher %s (%s): curves of %d audio-only item(s), %d computed, %d read from the store",
+        path, tid, len(keys), computed, len(keys) - computed,
+    )  # fmt: skip
+    return TeacherCurves(teacher_id=tid, targets=out, computed=computed, reused=len(keys) - computed)
+
+
+def _curves_of(store: FeatureStore, keys: list[str], ck: Checkpoint, tid: str, channels: int):
+    from blendsync.train.inference.predict import Predictor
+
     pred = None
     out, computed = {}, 0
     for key in keys:
         rel = f"{TEACHERS_DIR}/{tid}/{key}.npy"
         attrs = store.item_attrs(key)
-        cached = _read_cached(store, rel, attrs.frames, len(channels))
+        cached = _read_cached(store, rel, attrs.frames, channels)
         if cached is not None:
             out[key] = cached
             continue
@@ -85,11 +98,7 @@ def teacher_curves(
         np.save(buf, curves, allow_pickle=False)
         store.write_bytes(rel, buf.getvalue())
         out[key], computed = curves, computed + 1
-    log.info(
-        "teacher %s (%s): curves of %d audio-only item(s), %d computed, %d read from the store",
-        path, tid, len(keys), computed, len(keys) - computed,
-    )  # fmt: skip
-    return TeacherCurves(teacher_id=tid, targets=out, computed=computed, reused=len(keys) - computed)
+    return out, computed
 
 
 def _check_outputs(ck: Checkpoint, path: Path, channels: list[str], fps: float) -> None:

@@ -39,16 +39,25 @@ def mixed_store(tmp_path_factory):
     return d / "f.zarr"
 
 
+@pytest.fixture
+def own_store(mixed_store, tmp_path):
+    """A copy of the mixed store for one test: teachers' curves are kept in the store, and a
+    test counting what a teacher computes must not see another test's."""
+    import shutil
+
+    return shutil.copytree(mixed_store, tmp_path / "own.zarr")
+
+
 def _audio_only(store):
     ds = load_training_data(FeatureStore(store), None)
     return ds, ds.unlabelled["train"]
 
 
-def test_a_teacher_s_curves_are_its_predictions_computed_once_and_keyed_by_it(mixed_store, checkpoint, live_checkpoint):
+def test_a_teacher_s_curves_are_its_predictions_computed_once_and_keyed_by_it(own_store, checkpoint, live_checkpoint):
     from blendsync.train.inference.predict import Predictor
 
-    store = FeatureStore(mixed_store)
-    ds, files = _audio_only(mixed_store)
+    store = FeatureStore(own_store)
+    ds, files = _audio_only(own_store)
     keys = [f.key for f in files]
     first = teacher_curves(store, keys, checkpoint, channels=ds.channels, fps=30.0)
     assert (first.computed, first.reused) == (2, 0)
@@ -78,23 +87,21 @@ def test_a_teacher_of_other_channels_is_refused_in_one_line(mixed_store, checkpo
 
 
 @pytest.mark.slow
-def test_fit_with_a_teacher_trains_on_the_audio_only_rows_and_resumes_bit_identically(
-    mixed_store, checkpoint, tmp_path
-):
+def test_fit_with_a_teacher_trains_on_the_audio_only_rows_and_resumes_bit_identically(own_store, checkpoint, tmp_path):
     cfg = tiny(optim={"epochs": 1})
-    plain = fit(mixed_store, cfg=cfg, out=tmp_path / "plain")
-    whole = fit(mixed_store, cfg=cfg, out=tmp_path / "whole", teacher=checkpoint)
+    plain = fit(own_store, cfg=cfg, out=tmp_path / "plain")
+    whole = fit(own_store, cfg=cfg, out=tmp_path / "whole", teacher=checkpoint)
     assert whole.step > plain.step  # more windows an epoch: the audio-only takes
     run = json.loads((tmp_path / "whole" / "config.json").read_text())
     assert run["teacher"]["files"] == 2 and run["teacher"]["checkpoint"] == str(checkpoint.resolve())
-    part = fit(mixed_store, cfg=cfg, out=tmp_path / "part", teacher=checkpoint, stop_after_steps=whole.step // 2)
+    part = fit(own_store, cfg=cfg, out=tmp_path / "part", teacher=checkpoint, stop_after_steps=whole.step // 2)
     assert part.interrupted
-    fit(mixed_store, cfg=cfg, out=tmp_path / "part", resume=True)  # the run's own teacher
+    fit(own_store, cfg=cfg, out=tmp_path / "part", resume=True)  # the run's own teacher
     a = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(DataError, match="was started with the teacher .*: resume it without --teacher"):
-        fit(mixed_store, cfg=cfg, out=tmp_path / "part", resume=True, teacher=tmp_path / "other.pt")
+        fit(own_store, cfg=cfg, out=tmp_path / "part", resume=True, teacher=tmp_path / "other.pt")
 
 
 def test_a_teacher_without_audio_only_rows_is_refused(example_store, checkpoint, tmp_path):
