@@ -364,6 +364,12 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     return ckpt
 
 
+def first_difference(a, b) -> int | None:
+    """The first index where two channel lists name different channels (None: none within the
+    shorter)."""
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+
+
 def checkpoint_problem(ckpt: dict) -> str | None:
     """What is wrong with a loaded checkpoint dict, or None: missing or mistyped keys, an
     embedded config that does not parse or validate, statistics of the wrong length, model
@@ -396,12 +402,12 @@ def checkpoint_problem(ckpt: dict) -> str | None:
     want = list(fc.channels.channels)
     if len(channels) != len(want):
         return f"it has {len(channels)} channels, its feature config ({fc.channels.name}) {len(want)}"
-    differ = [i for i, (a, b) in enumerate(zip(channels, want)) if a != b]
-    if differ:
-        i = differ[0]
+    i = first_difference(channels, want)
+    if i is not None:
+        n = sum(a != b for a, b in zip(channels, want))
         return (
             f"its channel {i} is {channels[i]!r} where its feature config ({fc.channels.name}) has {want[i]!r}"
-            f"{f' ({len(differ)} channels differ)' if len(differ) > 1 else ''} (edited or damaged)"
+            f"{f' ({n} channels differ)' if n > 1 else ''} (edited or damaged)"
         )
     still = ckpt.get(STILL, [])
     if not isinstance(still, list):

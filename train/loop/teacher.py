@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from blendsync.shared.store import FeatureStore, ItemAttrs
-from blendsync.train.core.checkpoint import Checkpoint, CheckpointError
+from blendsync.train.core.checkpoint import Checkpoint, CheckpointError, first_difference
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def _curves_of(store: FeatureStore, keys: list[str], ck: Checkpoint, tid: str, c
 
 def _check_outputs(ck: Checkpoint, path: Path, channels: list[str], fps: float) -> None:
     if list(ck.channels) != list(channels):
-        differ = next((i for i, (a, b) in enumerate(zip(ck.channels, channels)) if a != b), None)
+        differ = first_difference(ck.channels, channels)
         where = f"first apart at {differ}: {ck.channels[differ]!r} / {channels[differ]!r}" if differ is not None else ""
         raise TeacherError(
             f"--teacher {path}: it predicts {len(ck.channels)} channels, the store's takes have {len(channels)}"

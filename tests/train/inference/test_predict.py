@@ -142,21 +142,10 @@ def test_predict_gain_scales_the_movement_around_the_training_mean(shared_data, 
     mean = np.asarray(load_checkpoint(checkpoint)["normalizer"]["target_mean"], np.float32)
     want = np.clip(mean + 2 * (one - mean), 0, 1)
     np.testing.assert_allclose(two, want, atol=1e-5)
+    args = ["-q", "predict", str(audio), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "x")]
     for bad in ("-1", "11", "nan"):
         with pytest.raises(SystemExit) as e:
-            main(
-                [
-                    "-q",
-                    "predict",
-                    str(audio),
-                    "--checkpoint",
-                    str(checkpoint),
-                    "--out",
-                    str(tmp_path / "x"),
-                    "--gain",
-                    bad,
-                ]
-            )
+            main([*args, "--gain", bad])
         assert e.value.code != 0
 
 
