@@ -149,7 +149,7 @@ def run_random_windows(store_path: Path, cfg: TrainConfig, train: str, score: st
         window=L, lookahead=s.lookahead, streams=B, block=K, pad_value=s.pad_value, shuffle=False, split=False
     )
     reader = WindowStream(store, files, norm, stride=1, **common)
-    loaded = [reader.load(i) for i in range(len(files))]
+    loaded = [reader.load(f) for f in files]
     model = build_model(cfg, ds.feature_config, len(ds.channels))
     model.decoder.init_bias(torch.from_numpy(norm.target_mean))
     opt = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))

@@ -66,7 +66,12 @@ class Variant:
     # The variant whose run on the same fold is the teacher (bstrain fit --teacher) of the
     # custom-rig speaker's 19 audio-only takes, trained on beside the fold's four captured takes.
     teacher: str | None = None
+    # bsfeat extract --augment specs stored for the fold's training takes (manifest fold{i}-NAME).
+    augment: tuple[str, ...] = ()
 
+
+# Speed perturbation (as speech recognisers use it), two pitches and a noise level.
+AUDIO_VARIANTS = ("speed:0.9", "speed:1.1", "pitch:-2", "pitch:+2", "noise:20")
 
 VARIANTS = {
     "default": Variant(),
@@ -77,6 +82,12 @@ VARIANTS = {
     # Students of the fold's default run on all the speech: captured takes and audio-only ones.
     "distilled": Variant(teacher="default"),
     "live-distilled": Variant(features="live", preset="live", teacher="default"),
+    # Each epoch walks a stored audio variant of a take instead of the take with probability 0.5.
+    "augmented": Variant(settings={"augment.variant_p": 0.5}, augment=AUDIO_VARIANTS),
+    "speed": Variant(settings={"augment.variant_p": 0.5}, augment=("speed:0.9", "speed:1.1")),
+    "live-augmented": Variant(
+        features="live", preset="live", settings={"augment.variant_p": 0.5}, augment=AUDIO_VARIANTS
+    ),
 }
 
 
@@ -84,9 +95,12 @@ def custom_rig() -> Path:
     return Path(os.environ.get("BLENDSYNC_SHARED_DATA", REPO.parent / "shared" / "data")) / "custom_rig"
 
 
-def make_store(cache: Path, features: str) -> Path:
+def make_store(cache: Path, features: str, augmented: dict[str, tuple[str, ...]] | None = None) -> Path:
     """One store per feature preset holding the five takes, with one manifest index per fold
-    (fold{i}: take i is val, the others train). A second call computes nothing."""
+    (fold{i}: take i is val, the others train; fold{i}u: and the audio-only takes;
+    fold{i}-NAME: with the audio variants augmented[NAME] of the training takes). A second call
+    computes nothing."""
+    from blendsync.featurize.audio_variants import parse_variants
     from blendsync.featurize.extract import extract
     from blendsync.shared.config import FEATURE_PRESETS, FeatureConfig
 
@@ -100,10 +114,12 @@ def make_store(cache: Path, features: str) -> Path:
             f"{d / f'{t}.wav'},{d / f'bs_value_{t}.npy'},30,{'val' if j == i else 'train'},{t}"
             for j, t in enumerate(TAKES)
         ]
-        for name, extra in ((f"fold{i}", []), (f"fold{i}u", unlabelled)):
+        indexes = [(f"fold{i}", [], ()), (f"fold{i}u", unlabelled, ())]
+        indexes += [(f"fold{i}-{n}", [], parse_variants(a)) for n, a in (augmented or {}).items()]
+        for name, extra, variants in indexes:
             man = cache / f"{name}.csv"
             man.write_text("audio,targets,targets_fps,split,id\n" + "\n".join(rows + extra) + "\n")
-            res = extract(man, store, cfg, executor="serial", index_name=name)
+            res = extract(man, store, cfg, executor="serial", index_name=name, augment=variants)
             assert res.ok, res
     return store
 
@@ -133,7 +149,7 @@ def run_fold(job: dict) -> dict:
     from blendsync.train.loop.trainer import fit
 
     variant, store, out, fold = Variant(**job["variant"]), Path(job["store"]), Path(job["out"]), job["fold"]
-    manifest = f"fold{fold}u" if variant.teacher else f"fold{fold}"
+    manifest = f"fold{fold}u" if variant.teacher else f"fold{fold}-{job['name']}" if variant.augment else f"fold{fold}"
     teacher = job.get("teacher")
     # Probe: CPU seconds per optimiser step of this variant on this fold.
     marks: list[float] = []
@@ -211,12 +227,11 @@ def main() -> None:
     extra = parse_settings(args.settings)
     args.cache.mkdir(parents=True, exist_ok=True)
     stores = {}
-    for n in needed:
-        f = VARIANTS[n].features
-        if f not in stores:
-            t0 = time.perf_counter()
-            stores[f] = make_store(args.cache, f)
-            print(f"store {stores[f]} ({f} features) ready in {time.perf_counter() - t0:.0f} s", flush=True)
+    for f in dict.fromkeys(VARIANTS[n].features for n in needed):
+        augmented = {n: VARIANTS[n].augment for n in needed if VARIANTS[n].features == f and VARIANTS[n].augment}
+        t0 = time.perf_counter()
+        stores[f] = make_store(args.cache, f, augmented)
+        print(f"store {stores[f]} ({f} features) ready in {time.perf_counter() - t0:.0f} s", flush=True)
     rows = reused_rows(args.reuse, budget, extra, needed, folds) if args.reuse else []
     done = {(r["variant"], r["fold"]) for r in rows}
     runs = args.runs or Path(tempfile.mkdtemp(prefix="bench-quality-", dir=args.cache))

@@ -106,6 +106,16 @@ def _load_config(path: str | None, features: str | None = None) -> FeatureConfig
     "keys: both versions stay stored; nothing is featurized again.",
 )
 @sync_channels_option
+@click.option(
+    "--augment",
+    "augment_specs",
+    multiple=True,
+    metavar="SPEC",
+    help="Also store a variant of every training row with curves, computed once and reused by every run "
+    "(repeat for more): speed:F (0.5-2, curves time-scaled), pitch:N semitones, noise:DB (SNR), reverb:S "
+    "(RT60 seconds), or steps joined by commas (speed:1.1,noise:20). bstrain fit trains on a take's variant "
+    "instead of the take with probability data.variant_p.",
+)
 def extract(
     manifest,
     store_path,
@@ -120,6 +130,7 @@ def extract(
     progress,
     auto_sync,
     sync_channels,
+    augment_specs,
 ):
     """Featurize every row of MANIFEST into the store.
 
@@ -127,12 +138,17 @@ def extract(
     is missing are computed, one Dask task per file. Exits 0 when every row is stored,
     2 when some rows failed (each listed with its row), 1 for unusable arguments.
     """
+    from blendsync.featurize.audio_variants import AugmentError, parse_variants
     from blendsync.featurize.extract import extract as run_extract
     from blendsync.shared.manifest import ManifestError
 
     _check_extract_options(serial=serial, workers=workers, scheduler=scheduler, force=force, repair=repair)
     cfg = _load_config(config_path, features)
     sync = _sync_config(sync_channels)
+    try:
+        augment = parse_variants(augment_specs)
+    except AugmentError as e:
+        raise UsageFailure(str(e)) from None
     bar = _Progress(progress_enabled(progress))
     try:
         report = run_extract(
@@ -149,6 +165,7 @@ def extract(
             sync=sync,
             auto_sync=auto_sync,
             repair=repair,
+            augment=augment,
         )
     except (ManifestError, StoreError, ValueError) as e:
         raise UsageFailure(str(e)) from None
@@ -182,6 +199,8 @@ def _report_extract(report, store_path, repair: bool) -> None:
         f"{report.audio_s / 3600:.3f} audio hours; manifest index {report.index_name!r}; "
         f"{report.seconds:.1f} s)"
     )
+    if report.variants_stored:
+        click.echo(f"{report.variants_stored} audio variant(s) stored ({report.variants_computed} computed)")
     if report.sync_warning:
         click.echo(f"warning: {report.sync_warning}", err=True)
     if report.repaired:

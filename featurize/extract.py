@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from blendsync.featurize.audio_variants import AudioVariant, variant_key
 from blendsync.featurize.executors import DaskExecutor, SerialExecutor
 from blendsync.featurize.inspect_store import item_problems
 from blendsync.featurize.stat_cache import StatCache
@@ -72,6 +73,9 @@ class ExtractReport:
     sync_warning: str | None = None
     # --repair: stored items that failed their check ("KEY (row N): problems"), recomputed.
     repaired: list[str] = field(default_factory=list)
+    # --augment: variants of the training rows with curves stored (computed now or before).
+    variants_stored: int = 0
+    variants_computed: int = 0
 
     @property
     def ok(self) -> bool:
@@ -190,6 +194,8 @@ class ExtractPlan:
     status: dict[str, TaskResult]
     cached_audio_s: float
     problems: list[RowProblem]
+    # --augment: one PlannedRow per variant of a training row with curves (its key and task).
+    variants: list[PlannedRow] = field(default_factory=list)
 
 
 def extract(
@@ -207,6 +213,7 @@ def extract(
     sync: SyncConfig = SyncConfig(),
     auto_sync: bool = False,
     repair: bool = False,
+    augment: tuple[AudioVariant, ...] = (),
 ) -> ExtractReport:
     """Featurize every row of a manifest into the store: plan, execute, index. See
     ExtractReport for the outcome.
@@ -223,6 +230,10 @@ def extract(
     finite values, checksums); those that fail are recomputed and replaced, listed in
     report.repaired. Without it a stored item is trusted and never read (a re-run reads no
     arrays).
+    augment: variants (featurize.audio_variants) of every training row with curves, each stored
+    as an item of its own (variant_key of the row's key) and listed with its row in the
+    manifest index, for bstrain fit to sample (data.variant_p). A variant that fails is a
+    problem of its row (listed, exit 2) whose own item stays stored and indexed.
     """
     t0 = time.perf_counter()
     if index_name is not None:
@@ -239,7 +250,7 @@ def extract(
     report = ExtractReport(
         manifest=manifest.path, index_name=index_name or index_name_from(manifest.name), rows=manifest.n_rows
     )
-    plan = make_plan(manifest, cfg, store, force, report, sync, repair)
+    plan = make_plan(manifest, cfg, store, force, report, sync, repair, augment)
     report.tasks = len(plan.tasks)
     if on_plan:
         on_plan(len(plan.tasks), len(plan.status), plan.cached_audio_s)
@@ -271,6 +282,7 @@ def make_plan(
     report: ExtractReport,
     sync: SyncConfig = SyncConfig(),
     repair: bool = False,
+    augment: tuple[AudioVariant, ...] = (),
 ) -> ExtractPlan:
     """Hash the rows (the stat cache saves re-reading unchanged files), key them, and split
     the keys into stored and to compute (repair: a stored item that fails its check is to
@@ -282,10 +294,11 @@ def make_plan(
     for msg in report.shared_audio:
         log.warning("%s: %s", manifest.path, msg)
     stat.save()
+    variants = variant_rows(planned, augment)
     status: dict[str, TaskResult] = {}
     todo: dict[str, FileTask] = {}
     cached_s = 0.0
-    for p in planned:
+    for p in planned + variants:
         if p.key in todo or p.key in status:
             continue
         stored = None if force else store.complete_attrs(p.key)
@@ -297,7 +310,7 @@ def make_plan(
                 stored = None
         if stored is not None:
             status[p.key] = TaskResult(key=p.key, row=p.row.row, status="exists", sync=stored.doc.get("sync"))
-            cached_s += stored.audio_duration_s
+            cached_s += stored.audio_duration_s if p.task.augment is None else 0.0
         else:
             todo[p.key] = p.task
     return ExtractPlan(
@@ -306,7 +319,22 @@ def make_plan(
         status=status,
         cached_audio_s=cached_s,
         problems=list(manifest.problems) + hash_problems,
+        variants=variants,
     )
+
+
+def variant_rows(planned: list[PlannedRow], augment: tuple[AudioVariant, ...]) -> list[PlannedRow]:
+    """One PlannedRow per --augment variant of each training row with curves: the row's task
+    with the variant and its key. Validation and test rows are scored as captured, and
+    audio-only rows have no curves to time-scale, so they get none."""
+    out = []
+    for p in planned:
+        if p.row.targets is None or p.row.split != "train":
+            continue
+        for v in augment:
+            key = variant_key(p.key, v)
+            out.append(PlannedRow(p.row, key, dataclasses.replace(p.task, key=key, augment=v)))
+    return out
 
 
 def usual_lead(estimates: list[SyncEstimate], sync: SyncConfig) -> int:
@@ -333,6 +361,7 @@ def align_out_of_sync(
     lead = usual_lead(list(estimates.values()), sync)
     report.usual_lead_frames = lead
     moved: dict[str, str] = {}
+    shifted: dict[int, tuple[int, dict]] = {}  # row -> (shift, sync document) of the rows moved
     for i, p in enumerate(plan.planned):
         est = estimates.get(p.key)
         if est is None or not est.out_of_sync(sync) or est.lag_frames == lead:
@@ -352,6 +381,34 @@ def align_out_of_sync(
                 plan.status[key] = TaskResult(key=key, row=p.row.row, status=status, sync=doc, audio_s=audio_s)
         moved[p.key] = key
         plan.planned[i] = dataclasses.replace(p, key=key)
+        if plan.status[key].status != "failed":
+            shifted[p.row.row] = (shift, plan.status[key].sync)
+    shift_variants(store, plan, shifted, sync)
+
+
+def shift_variants(
+    store: FeatureStore, plan: ExtractPlan, shifted: dict[int, tuple[int, dict]], sync: SyncConfig
+) -> None:
+    """The --augment variants of the rows --auto-sync moved get their curves shifted too (by
+    the row's shift over the variant's speed, in the variant's frames), as copies beside them."""
+    for i, v in enumerate(plan.variants):
+        if v.row.row not in shifted or plan.status[v.key].status == "failed":
+            continue
+        row_shift, row_doc = shifted[v.row.row]
+        shift = int(round(row_shift / v.task.augment.speed))
+        key = shifted_key(v.key, sync.key_doc(), shift)
+        if key not in plan.status:
+            doc = {**row_doc, "shift_frames": shift}
+            try:
+                status = "exists" if store.is_complete(key) else _write_shifted(store, v, key, shift, doc)
+            except (StoreError, OSError, ValueError) as e:
+                error = (
+                    f"{v.row.audio} (row {v.row.row}): cannot shift the curves of variant {v.task.augment.name}: {e}"
+                )
+                plan.status[key] = TaskResult(key=key, row=v.row.row, status="failed", error=error)
+            else:
+                plan.status[key] = TaskResult(key=key, row=v.row.row, status=status, sync=doc)
+        plan.variants[i] = dataclasses.replace(v, key=key)
 
 
 def _write_shifted(store: FeatureStore, p: PlannedRow, key: str, shift: int, sync_doc: dict) -> str:
@@ -454,8 +511,9 @@ def write_report_index(
     store: FeatureStore, manifest: Manifest, cfg: FeatureConfig, plan: ExtractPlan, report: ExtractReport
 ) -> None:
     """Count the rows into the report and write the manifest index: every row in manifest
-    order, stored (with its key) or failed (with its first problem)."""
+    order, stored (with its key and variants) or failed (with its first problem)."""
     problems = list(plan.problems)
+    variant_problems: list[RowProblem] = []
     entries = []
     for p in plan.planned:
         res = plan.status[p.key]
@@ -472,7 +530,8 @@ def write_report_index(
             )
             entries.append(IndexEntry(key=None, status="failed", error=res.error, **row))
             continue
-        entries.append(IndexEntry(key=p.key, status="stored", **row))
+        variants = stored_variants(manifest, plan, p, variant_problems)
+        entries.append(IndexEntry(key=p.key, status="stored", variants=variants, **row))
         report.stored += 1
         report.keys.append(p.key)
         if res.status == "computed" and res.row == p.row.row:
@@ -496,7 +555,36 @@ def write_report_index(
         failed_rows=tuple(sorted({pr.row for pr in problems})),
     )
     report.index_error = _write_index(store, report.index_name, index)
-    report.failed = [str(pr) for pr in sorted(problems, key=lambda x: (x.row, x.message))]
+    report.failed = [str(pr) for pr in sorted(problems + variant_problems, key=lambda x: (x.row, x.message))]
+    report.variants_stored = sum(len(e.variants) for e in entries)
+    report.variants_computed = sum(
+        1 for v in plan.variants if plan.status[v.key].status == "computed" and plan.status[v.key].row == v.row.row
+    )
+
+
+def stored_variants(
+    manifest: Manifest, plan: ExtractPlan, p: PlannedRow, problems: list[RowProblem]
+) -> tuple[tuple[str, str], ...]:
+    """(variant, key) of the row's stored --augment variants; a failed one becomes a problem
+    of the row (its own item stays stored and indexed)."""
+    out = []
+    for v in plan.variants:
+        if v.row.row != p.row.row:
+            continue
+        res = plan.status[v.key]
+        if res.status == "failed":
+            problems.append(
+                RowProblem(
+                    manifest=manifest.path,
+                    row=p.row.row,
+                    line=p.row.line,
+                    file=str(p.row.audio),
+                    message=f"variant {v.task.augment.name}: {res.error or 'failed'}",
+                )
+            )
+            continue
+        out.append((v.task.augment.name, v.key))
+    return tuple(out)
 
 
 def _write_index(store: FeatureStore, name: str, index: ManifestIndex) -> str | None:

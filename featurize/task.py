@@ -12,8 +12,9 @@ import time
 import traceback
 from dataclasses import dataclass
 
+from blendsync.featurize.audio_variants import AudioVariant
 from blendsync.shared.config import FeatureConfig
-from blendsync.shared.featurize_file import featurize_file
+from blendsync.shared.featurize_file import FeaturizedFile, featurize_file
 from blendsync.shared.store import FeatureStore, ItemProvenance
 from blendsync.shared.sync import SyncConfig
 from blendsync.shared.targets import TargetSpec
@@ -32,6 +33,8 @@ class FileTask:
     audio_bytes: int
     provenance: ItemProvenance
     sync: SyncConfig = SyncConfig()
+    # An --augment variant of the row's audio (and curves) to store under `key`, else None.
+    augment: AudioVariant | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,6 +78,23 @@ def run_task(store_root: str, cfg_json: str, task: FileTask, force: bool = False
         return _run_task(store_root, cfg_json, task, force)
 
 
+def featurize_task(task: FileTask, cfg: FeatureConfig) -> FeaturizedFile:
+    """The row's file as featurized, or its --augment variant: the audio decoded at the
+    config's rate, changed by the variant (seeded by its key), featurized with its curves
+    time-scaled by the variant's speed; info["augment"] names the variant."""
+    if task.augment is None:
+        return featurize_file(task.audio, task.targets, cfg, sync=task.sync)
+    import dataclasses
+
+    from blendsync.shared.audio import decode_audio
+
+    dec = decode_audio(task.audio, cfg.sample_rate, cfg.resampler)
+    dec = dataclasses.replace(dec, samples=task.augment.apply(dec.samples, dec.sample_rate, task.key))
+    ff = featurize_file(dec, task.targets, cfg, sync=task.sync, speed=task.augment.speed)
+    ff.info["augment"] = {"spec": task.augment.name, "steps": task.augment.to_doc()}
+    return ff
+
+
 def _run_task(store_root: str, cfg_json: str, task: FileTask, force: bool) -> TaskResult:
     t0 = time.perf_counter()
     store = FeatureStore(store_root)
@@ -92,7 +112,7 @@ def _run_task(store_root: str, cfg_json: str, task: FileTask, force: bool) -> Ta
 
     stage = "read"
     try:
-        ff = featurize_file(task.audio, task.targets, cfg, sync=task.sync)
+        ff = featurize_task(task, cfg)
         stage = "write"
         wrote = write_item(store, task.key, ff, task.provenance, replace=force)
     except ValueError as e:  # AudioError, TargetError: the input's fault, said plainly

@@ -18,7 +18,7 @@ from blendsync.shared.features import compute_features
 from blendsync.shared.features.pieces import ONE_PASS, Workers
 from blendsync.shared.frame_grid import n_frames
 from blendsync.shared.sync import SyncConfig, estimate_lag
-from blendsync.shared.targets import TargetError, TargetSpec, read_targets, targets_on_grid
+from blendsync.shared.targets import TargetError, TargetSpec, read_targets, targets_on_grid, time_scaled
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ def featurize_file(
     *,
     sync: SyncConfig = SyncConfig(),
     workers: Workers = ONE_PASS,
+    speed: float = 1.0,
 ) -> FeaturizedFile:
     """Raises AudioError / TargetError (both ValueError) naming the file for unusable input.
 
@@ -58,7 +59,9 @@ def featurize_file(
     the curves as read, shift_frames 0; bsfeat extract --auto-sync makes shifted copies of the
     items out of sync, featurize.extract.align_out_of_sync). workers: a long file's openSMILE
     pass in pieces at once (shared.features.pieces), with the same features. audio may be
-    already decoded at cfg.sample_rate (predict keeps the samples for its plot)."""
+    already decoded at cfg.sample_rate (predict keeps the samples for its plot). speed: the
+    audio plays `speed` times as fast as it was captured (an --augment variant,
+    featurize.audio_variants): the curves are time-scaled with it."""
     if isinstance(audio, DecodedAudio):
         if audio.sample_rate != cfg.sample_rate:
             raise ValueError(f"decoded audio at {audio.sample_rate} Hz, the feature config's is {cfg.sample_rate} Hz")
@@ -78,7 +81,7 @@ def featurize_file(
     curves = None
     duration = audio_s
     if targets is not None:
-        curves = read_targets(targets, cfg.channels, cfg.targets.jitter_tolerance)
+        curves = time_scaled(read_targets(targets, cfg.channels, cfg.targets.jitter_tolerance), speed)
         target_s = curves.duration_s
         diff = target_s - audio_s
         if abs(diff) > cfg.targets.max_mismatch_s:

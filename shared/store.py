@@ -255,6 +255,8 @@ class IndexEntry:
     split: str | None = None
     speaker: str | None = None
     error: str | None = None
+    # bsfeat extract --augment: (variant, item key) of the row's stored audio variants.
+    variants: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_doc(cls, d: dict) -> IndexEntry:
@@ -268,10 +270,18 @@ class IndexEntry:
             split=d.get("split"),
             speaker=d.get("speaker"),
             error=d.get("error"),
+            variants=tuple((str(name), str(key)) for name, key in d.get("variants") or ()),
         )
 
     def to_doc(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "error" or v is not None}
+        """The entry's document; an entry without variants has no such field (as indexes
+        written before variants existed)."""
+        doc = {k: v for k, v in dataclasses.asdict(self).items() if k != "error" or v is not None}
+        if not self.variants:
+            del doc["variants"]
+        else:
+            doc["variants"] = [list(v) for v in self.variants]
+        return doc
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,7 +10,7 @@ import csv
 import logging
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +86,14 @@ class TargetCurves:
     @property
     def duration_s(self) -> float:
         return float(self.times[-1] + 1.0 / self.fps) if len(self.times) else 0.0
+
+
+def time_scaled(curves: TargetCurves, speed: float) -> TargetCurves:
+    """The curves of the take played `speed` times as fast: each row comes at its time /
+    speed, at fps x speed (the same values)."""
+    if speed == 1.0:
+        return curves
+    return replace(curves, times=curves.times / speed, fps=curves.fps * speed)
 
 
 def parse_timecode(tc: str) -> float:

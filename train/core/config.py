@@ -275,7 +275,7 @@ def loss_config_from_dict(sec: dict) -> LossConfig:
 
 # Settings added after checkpoints were written, with the value that gives the behaviour from
 # before: hashed only when they differ from it.
-_HASHED_UNLESS_BEFORE = {("optim", "ema_decay"): 0.0}
+_HASHED_UNLESS_BEFORE = {("optim", "ema_decay"): 0.0, ("augment", "variant_p"): 0.0}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -380,8 +380,17 @@ class AugmentConfig:
         ),
     )
 
+    variant_p: float = fraction(
+        0.0,
+        doc=(
+            "Chance that an epoch walks one of a training take's stored audio variants (bsfeat extract --augment: "
+            "faster, slower, pitched, noisy) instead of the take, drawn per take and epoch; 0: the takes as captured."
+        ),
+    )
+
     @property
     def active(self) -> bool:
+        """Whether the feature-level augmenter runs (variant_p chooses files, not features)."""
         return bool(self.gain_db or self.time_masks or self.freq_masks or self.emotion_dropout)
 
 

@@ -84,6 +84,9 @@ class TrainingData:
     shared_audio: tuple[str, ...] = ()
     # Audio-only items (no curves), per split: for a teacher's curves (train.loop.teacher).
     unlabelled: dict[str, list[FileRef]] = dataclasses.field(default_factory=dict)
+    # Stored audio variants (bsfeat extract --augment) of the items with targets, by the
+    # item's key: whole items, ids "ID [speed:0.9]".
+    variants: dict[str, list[FileRef]] = dataclasses.field(default_factory=dict)
 
     @property
     def channels(self) -> list[str]:
@@ -105,7 +108,10 @@ class TrainingData:
         return files
 
 
-def load_training_data(store: FeatureStore, manifest: str | None) -> TrainingData:
+def listed_rows(store: FeatureStore, manifest: str | None) -> tuple[str, list[tuple[str, str, str]], dict]:
+    """(manifest name, [(key, split, id)] of its stored rows, {key: (id, variants)} of the rows
+    with audio variants): the named manifest index, the store's only one, or every item of the
+    store split by a stable hash ("<all items>")."""
     try:
         store.check()
     except StoreError as e:
@@ -114,21 +120,23 @@ def load_training_data(store: FeatureStore, manifest: str | None) -> TrainingDat
         names = store.index_names()
         if len(names) == 1:
             manifest = names[0]
-    if manifest is not None:
-        try:
-            idx = store.manifest_index(manifest)
-        except StoreError as e:
-            raise DataError(str(e)) from None
-        rows = [(e.key, e.split or "train", e.id) for e in idx.stored_entries]
-        if not rows:
-            raise DataError(f"manifest {manifest!r} in {store.root} has no stored rows")
-    else:
+    if manifest is None:
         keys = store.item_keys()
         if not keys:
             raise DataError(f"{store.root}: no items")
-        splits = assign_splits(keys)
-        rows = [(k, s, k[:12]) for k, s in zip(keys, splits)]
-        manifest = "<all items>"
+        return "<all items>", [(k, s, k[:12]) for k, s in zip(keys, assign_splits(keys))], {}
+    try:
+        idx = store.manifest_index(manifest)
+    except StoreError as e:
+        raise DataError(str(e)) from None
+    rows = [(e.key, e.split or "train", e.id) for e in idx.stored_entries]
+    if not rows:
+        raise DataError(f"manifest {manifest!r} in {store.root} has no stored rows")
+    return manifest, rows, {e.key: (e.id, e.variants) for e in idx.stored_entries if e.variants}
+
+
+def load_training_data(store: FeatureStore, manifest: str | None) -> TrainingData:
+    manifest, rows, listed_variants = listed_rows(store, manifest)
     splits: dict[str, list[FileRef]] = {"train": [], "val": [], "test": []}
     first = None
     no_targets: list[tuple[str, str, ItemAttrs]] = []
@@ -183,7 +191,34 @@ def load_training_data(store: FeatureStore, manifest: str | None) -> TrainingDat
         library_versions=first.library_versions,
         shared_audio=shared,
         unlabelled=unlabelled,
+        variants=stored_variants(store, manifest, listed_variants, first.feature_config_hash),
     )
+
+
+def stored_variants(
+    store: FeatureStore, manifest: str, listed: dict[str, tuple[str, tuple[tuple[str, str], ...]]], config_hash: str
+) -> dict[str, list[FileRef]]:
+    """The index's audio variants that are stored whole with curves of the run's feature
+    config, by their item's key; one warning for those that are not (they are left out)."""
+    out: dict[str, list[FileRef]] = {}
+    missing = []
+    for key, (rid, variants) in listed.items():
+        for name, vkey in variants:
+            a = store.complete_attrs(vkey)
+            if a is None or not a.has_targets or a.feature_config_hash != config_hash:
+                missing.append(f"{name} of {key[:12]}")
+                continue
+            out.setdefault(key, []).append(FileRef(vkey, a.frames, f"{rid or key[:12]} [{name}]"))
+    if missing:
+        log.warning(
+            "manifest %r lists %d audio variant(s) that are not stored whole (%s%s): left out; run bsfeat "
+            "extract --augment again to compute them",
+            manifest,
+            len(missing),
+            ", ".join(missing[:3]),
+            ", ..." if len(missing) > 3 else "",
+        )
+    return out
 
 
 def check_shared_audio(ds: TrainingData, allow: bool) -> None:
@@ -220,3 +255,21 @@ def hold_out_tails(files: list[FileRef], fraction: float) -> tuple[list[FileRef]
         if n:
             val.append(FileRef(f.key, n, f"{f.id} (tail)" if f.id else "", cut))
     return train, val
+
+
+def variant_ranges(ds: TrainingData, files: list[FileRef]) -> dict[int, list[FileRef]]:
+    """{index in files: that file's stored audio variants}, each over the same share of its
+    item as the file's range (a range short of its take, the part before a held-out tail,
+    keeps its variants short of the tail too: scaled by the variant's length)."""
+    whole = {f.key: f.frames for f in ds.splits.get("train", [])}
+    out: dict[int, list[FileRef]] = {}
+    for i, f in enumerate(files):
+        if f.key not in ds.variants or f.key not in whole:
+            continue
+        refs = []
+        for v in ds.variants[f.key]:
+            scale = v.frames / whole[f.key]
+            start = min(v.frames - 1, round(f.start * scale))
+            refs.append(FileRef(v.key, min(v.frames - start, max(1, round(f.frames * scale))), v.id, start))
+        out[i] = refs
+    return out

@@ -188,29 +188,53 @@ class WindowStream:
         world: int = 1,
         jitter: bool = False,
         teacher_targets: dict[str, np.ndarray] | None = None,
+        variants: dict[int, list[FileRef]] | None = None,
+        variant_p: float = 0.0,
     ):
         """teacher_targets: {item key: (frames, C)} curves of audio-only items among `files`
         (train.loop.teacher), read where an item holds no targets of its own. files[0] must
-        hold its own (its arrays give the widths)."""
+        hold its own (its arrays give the widths). variants: {index in files: stored audio
+        variants of that file (bsfeat extract --augment), their ranges scaled to the file's};
+        each epoch walks one of them instead of the file with probability variant_p, drawn
+        per file and epoch from the seed (a take is walked whole, in time order, with its
+        state carried, so the choice is per take, not per window)."""
         if not files:
             raise ValueError("no files to stream")
+        self.variants = {i: list(v) for i, v in (variants or {}).items() if v}
+        self.variant_p = float(variant_p)
+        self._walked: tuple[int, list[FileRef]] | None = None
         self.teacher_targets = teacher_targets or {}
         self.store, self.files, self.norm = store, files, norm
         self.window, self.lookahead, self.stride, self.block = window, lookahead, stride, block
         self.streams, self.pad_value, self.prefetch = streams, pad_value, max(1, prefetch)
         self.seed, self.shuffle, self.split, self.jitter = seed, shuffle, split, jitter
         self.rank, self.world = rank, world
-        self.frames = [f.frames for f in files]
         # Array widths, known before any file is read (a rank may start with idle rows only).
         self.dims = {k: int(v[1]) for k, v in store.item_attrs(files[0].key).shapes.items()}
+
+    def walked(self, epoch: int) -> list[FileRef]:
+        """The files this epoch walks: `files`, each replaced by one of its variants with
+        probability variant_p (the same on every rank and after a resume)."""
+        if not self.variants or self.variant_p <= 0:
+            return self.files
+        if self._walked is None or self._walked[0] != epoch:
+            rng = np.random.default_rng([self.seed, epoch, 2])
+            out = list(self.files)
+            for i in sorted(self.variants):
+                use, pick = rng.random(), rng.integers(len(self.variants[i]))
+                if use < self.variant_p:
+                    out[i] = self.variants[i][int(pick)]
+            self._walked = (epoch, out)
+        return self._walked[1]
 
     def schedule(self, epoch: int) -> StreamSchedule:
         """This rank's streams. Files are spread over world x streams slots at once, so every
         window is seen once per epoch across ranks and every rank runs the same number of
         steps (a rank out of windows runs idle rows instead of leaving the others waiting)."""
         phases = self.phases(epoch)
+        frames = [f.frames for f in self.walked(epoch)]
         per = plan_epoch(
-            self.frames,
+            frames,
             self.streams * self.world,
             self.stride,
             self.seed,
@@ -220,7 +244,7 @@ class WindowStream:
             self.block,
             phases,
         )
-        full = StreamSchedule.build(per, self.frames, self.block, self.stride, phases)
+        full = StreamSchedule.build(per, frames, self.block, self.stride, phases)
         return full.rows(slice(self.rank * self.streams, (self.rank + 1) * self.streams))
 
     def phases(self, epoch: int) -> list[int]:
@@ -234,12 +258,12 @@ class WindowStream:
     def steps(self, epoch: int) -> int:
         return self.schedule(epoch).steps
 
-    def load(self, f: int) -> LoadedFile:
-        item = read_checked(self.store, self.files[f])
-        if item.targets is None and self.files[f].key in self.teacher_targets:
-            item = dataclasses.replace(item, targets=self.teacher_targets[self.files[f].key])
+    def load(self, ref: FileRef) -> LoadedFile:
+        item = read_checked(self.store, ref)
+        if item.targets is None and ref.key in self.teacher_targets:
+            item = dataclasses.replace(item, targets=self.teacher_targets[ref.key])
         if item.targets is None:
-            raise ValueError(f"item {self.files[f].key} ({self.files[f].id}) has no targets")
+            raise ValueError(f"item {ref.key} ({ref.id}) has no targets")
         n = self.norm
         mel = (item.mel - n.mel_mean) / n.mel_std
         emo = (item.emotion - n.emotion_mean) / n.emotion_std
@@ -256,6 +280,7 @@ class WindowStream:
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
         """Batches of one epoch from start_step on (see the module docstring for shapes)."""
         sched = self.schedule(epoch)
+        files = self.walked(epoch)
         need = _first_and_last_use(sched, start_step)
         order = sorted(need, key=lambda f: need[f][0])
         rank = {f: r for r, f in enumerate(order)}
@@ -273,7 +298,7 @@ class WindowStream:
             started = bisect.bisect_right(first_use, t)
             while nxt < len(order) and (nxt < upto or nxt - started < self.prefetch):
                 f = order[nxt]
-                futures[f] = pool.submit(self.load, f)
+                futures[f] = pool.submit(self.load, files[f])
                 nxt += 1
 
         try:
@@ -281,7 +306,7 @@ class WindowStream:
                 files_now = sched.file[:, t]
                 needed = [f for f in set(files_now.tolist()) if f >= 0]
                 top_up(t, max(rank[f] for f in needed) + 1 if needed else 0)
-                batch = self._batch(sched, t, {f: futures[f].result() for f in needed})
+                batch = self._batch(sched, t, {f: futures[f].result() for f in needed}, files)
                 yield batch
                 for f in needed:
                     if need[f][1] == t:
@@ -291,7 +316,9 @@ class WindowStream:
             # reader thread outlives it (e.g. into a process's teardown).
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _batch(self, sched: StreamSchedule, t: int, loaded: dict[int, LoadedFile]) -> dict[str, np.ndarray]:
+    def _batch(
+        self, sched: StreamSchedule, t: int, loaded: dict[int, LoadedFile], files: list[FileRef]
+    ) -> dict[str, np.ndarray]:
         """Step t's batch: each active row's window and block cut from its loaded file."""
         B, L, K = self.streams, self.window, self.block
         M, E, C = self.dims.get("mel"), self.dims.get("emotion"), self.dims.get("targets")
@@ -317,13 +344,13 @@ class WindowStream:
                 batch["mel"][i] = self.pad_value
                 batch["emotion"][i] = self.pad_value
                 continue
-            k = int(sched.frame[i, t]) + self.files[f].start
+            k = int(sched.frame[i, t]) + files[f].start
             lf = loaded[f]
             batch["mel"][i] = cut(lf.mel, k, L)
             batch["emotion"][i] = cut(lf.emotion, k, L)
             batch["frame_mask"][i] = cut(lf.mask, k, L)
             batch["target"][i] = lf.targets[k : k + K]
-            batch["valid"][i] = k + offsets < self.files[f].start + int(sched.stop[i, t])
+            batch["valid"][i] = k + offsets < files[f].start + int(sched.stop[i, t])
             batch["active"][i] = True
             if not sched.start[i, t]:  # within a segment, the previous block came just before
                 batch["has_prev"][i] = True

@@ -36,6 +36,7 @@ from blendsync.train.core.data import (
     check_shared_audio,
     hold_out_tails,
     load_training_data,
+    variant_ranges,
 )
 from blendsync.train.core.normalization import load_or_compute, still_channels, still_mask
 from blendsync.train.core.output_gain import calibrate_gain
@@ -386,6 +387,8 @@ class Trainer:
             self.train_files + self.teacher_files,
             self.norm,
             teacher_targets=self.teacher_curves.targets if self.teacher_curves is not None else None,
+            variants=variant_ranges(self.ds, self.train_files) if self.cfg.augment.variant_p > 0 else None,
+            variant_p=self.cfg.augment.variant_p,
             stride=s.stride,
             shuffle=True,
             split=s.split_files,
@@ -399,6 +402,25 @@ class Trainer:
             if self.has_val and self.main
             else None
         )
+        self._log_variants()
+
+    def _log_variants(self) -> None:
+        n = sum(len(v) for v in self.train_stream.variants.values())
+        if self.cfg.augment.variant_p > 0 and not n:
+            log.warning(
+                "augment.variant_p is %g but manifest %r has no stored audio variants: training on the takes as "
+                "captured (make them with bsfeat extract --augment SPEC)",
+                self.cfg.augment.variant_p,
+                self.ds.manifest,
+            )
+        elif n:
+            log.info(
+                "%d audio variant(s) of %d training take(s): each epoch walks a variant instead of a take with "
+                "probability %g",
+                n,
+                len(self.train_stream.variants),
+                self.cfg.augment.variant_p,
+            )
 
     def _setup_model(self, ckpt: Checkpoint | None) -> None:
         ds, dev = self.ds, self.dev
@@ -542,6 +564,8 @@ class Trainer:
                     "val_files": len(self.val_files),
                     "processes": self.dist.world,
                     "still_channels": self.still,
+                    # Stored audio variants the training takes can be walked as (augment.variant_p).
+                    "train_variants": sum(len(v) for v in self.train_stream.variants.values()),
                     "teacher": None
                     if self.teacher_curves is None
                     else {
