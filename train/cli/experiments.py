@@ -158,6 +158,8 @@ def _report_sweep(res, out, store_path) -> None:
         f"{res.ended} trial(s) ended in {out} ({res.complete} complete, {res.pruned} pruned, {res.failed} failed; "
         f"{res.cpu_s:.0f} CPU-s{', CPU budget spent' if res.budget_spent else ''})"
     )
+    for line in res.warnings:
+        click.echo(f"warning: {line}", err=True)
     if res.best is None:
         click.echo("no trial completed: no best config")
         return

@@ -71,6 +71,9 @@ def _summaries(folders: list[tuple[Path, str]], sweep: Path | None, problems: li
 
 def summarize(run_dir: Path, *, name: str, sweep: Path | None = None) -> RunSummary:
     trial = _json(run_dir / TRIAL_FILE) if (run_dir / TRIAL_FILE).is_file() else None
+    folds = _fold_runs(run_dir) if trial is not None else []
+    if folds:
+        return _across_folds(folds, trial, name, run_dir, sweep)
     if not (run_dir / "config.json").is_file() and trial is not None:  # a trial that failed before training
         config = {"sweep_settings": trial.get("settings", {})}
     else:
@@ -101,6 +104,30 @@ def summarize(run_dir: Path, *, name: str, sweep: Path | None = None) -> RunSumm
     ]  # fmt: skip
     state = trial["state"] if trial else ("run" if records else "empty")
     return RunSummary(name=name, path=run_dir, config=config, state=state, figures=figures, curve=curve, sweep=sweep)
+
+
+def _fold_runs(run_dir: Path) -> list[Path]:
+    """A cross-validated trial's fold run folders (fold0, fold1, ...), in fold order."""
+    found = [p for p in run_dir.glob("fold*") if p.name[4:].isdigit() and (p / "config.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name[4:]))
+
+
+def _across_folds(folds: list[Path], trial: dict, name: str, run_dir: Path, sweep: Path | None) -> RunSummary:
+    """A cross-validated trial as one row: each figure the mean of its folds' (at each fold's
+    best), steps summed, CPU and wall seconds the trial's; the curve is the first fold's."""
+    parts = [summarize(f, name=f"{name}/{f.name}") for f in folds]
+    figures = {}
+    for k in ("skill", "mean_r", "amplitude_ratio", "val_loss"):
+        vals = [p.figures[k] for p in parts]
+        figures[k] = None if any(v is None for v in vals) else sum(vals) / len(vals)
+    figures |= {
+        "best_step": None,
+        "steps": sum(p.figures["steps"] or 0 for p in parts),
+        "cpu_s": _num(trial.get("cpu_s")),
+        "wall_s": _num(trial.get("wall_s")),
+    }
+    return RunSummary(name=name, path=run_dir, config=parts[0].config, state=trial.get("state", "run"),
+                      figures=figures, curve=parts[0].curve, sweep=sweep)  # fmt: skip
 
 
 def _json(path: Path) -> dict:

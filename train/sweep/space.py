@@ -39,7 +39,12 @@ SAMPLERS = ("tpe", "random")
 MAX_SEED = 2**32 - 1
 # Trials a sweep file may queue to run first (20,000 took 117 s and 1 GB before one trial ran).
 MAX_ENQUEUED = 1000
-TOP_KEYS = {"metric", "direction", "fit", "space", "pruner", "sampler", "seed", "trial_cpu_s", "enqueue"}
+TOP_KEYS = {
+    "metric", "direction", "fit", "space", "pruner", "sampler", "seed", "trial_cpu_s", "enqueue", "folds",
+    "min_amplitude",
+}  # fmt: skip
+# Most folds a sweep may cut its takes into (every fold is a whole training run per trial).
+MAX_FOLDS = 50
 
 
 class SpaceError(ValueError):
@@ -128,10 +133,21 @@ class SweepSpec:
     seed: int = 0
     trial_cpu_s: float = 0.0
     enqueue: tuple[tuple[tuple[str, Any], ...], ...] = ()
+    # Score each trial across this many folds of the takes (train.sweep.folds; 0: on the
+    # manifest's own validation split).
+    folds: int = 0
+    # A trial whose validation amplitude ratio (at its best value, the folds' mean) is below
+    # this fails: it is never the best (0: no floor).
+    min_amplitude: float = 0.0
 
     def to_dict(self) -> dict:
+        """Canonical form; folds and min_amplitude only when set, so the hash (the study's
+        name) of a sweep file without them is what it was before they existed."""
+        extra = {"folds": self.folds} if self.folds else {}
+        extra |= {"min_amplitude": self.min_amplitude} if self.min_amplitude else {}
         return plain(
-            {
+            extra
+            | {
                 "metric": self.metric,
                 "direction": self.direction,
                 "fit": dict(self.fit),
@@ -172,6 +188,8 @@ class SweepSpec:
             seed=d["seed"],
             trial_cpu_s=d["trial_cpu_s"],
             enqueue=tuple(tuple(sorted(e.items())) for e in d["enqueue"]),
+            folds=int(d.get("folds", 0)),
+            min_amplitude=float(d.get("min_amplitude", 0.0)),
         )
 
     def sampler_object(self, trials_so_far: int = 0):
@@ -272,6 +290,8 @@ def parse_spec(raw: Any, base: TrainConfig) -> SweepSpec:
         seed=_integer("seed", raw.get("seed", 0), 0, MAX_SEED),
         trial_cpu_s=_nonnegative("trial_cpu_s", raw.get("trial_cpu_s", 0.0)),
         enqueue=_enqueue(raw.get("enqueue") or [], space),
+        folds=_folds(raw.get("folds", 0)),
+        min_amplitude=_nonnegative("min_amplitude", raw.get("min_amplitude", 0.0)),
     )
     _check_values(spec, base)
     return spec
@@ -454,7 +474,15 @@ def _integer(key: str, value: Any, minimum: int | None = None, maximum: int | No
     return value
 
 
+def _folds(value: Any) -> int:
+    """0 (off) or 2..MAX_FOLDS."""
+    n = _integer("folds", value, 0, MAX_FOLDS)
+    if n == 1:
+        raise SpaceError("folds: 1 fold is the manifest's own split; give 2 or more, or 0 (off)")
+    return n
+
+
 def _nonnegative(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise SpaceError(f"{key}: expected a number >= 0, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise SpaceError(f"{key}: expected a finite number >= 0, got {value!r}")
     return float(value)

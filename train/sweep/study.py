@@ -8,7 +8,8 @@ LocalCluster of --jobs processes, or the cluster at --scheduler) against the sam
     sweep.json            the checked sweep file, store, manifest, storage and study name
     study.db              the study (default storage)
     trials/0000/ ...      one bstrain fit run folder per trial, with trial.json (its settings,
-                          state, value, CPU and wall seconds)
+                          state, value, CPU and wall seconds); with folds: K run folders
+                          trials/0000/fold0 ... (train.sweep.folds) beside trial.json
     best_config.yaml      the best trial's whole train config, for bstrain fit --config
     best.json             the best trial: number, value, parameters, folder
 
@@ -62,6 +63,8 @@ class SweepResult:
     best: dict | None  # {"number", "value", "params", "run_dir", "config"}
     budget_spent: bool = False
     outcomes: list[TrialOutcome] = field(default_factory=list)
+    # Why the best config may not hold in a whole run (short_trials), one line each.
+    warnings: list[str] = field(default_factory=list)
 
 
 def trial_dir(out: Path, number: int) -> Path:
@@ -212,10 +215,12 @@ def _open_sweep(spec, out: Path, store, manifest, base, storage, resume) -> tupl
     if spec is None:
         raise SweepError("a new sweep needs a sweep file (--space)")
     base = base or TrainConfig()
+    folds = _fold_indexes(store, manifest, spec.folds)
     meta = {
         "spec": spec.to_dict(),
         "store": _store_id(store),
         "manifest": manifest,
+        **({"folds": folds} if folds else {}),
         "storage": storage,  # None: study.db in the sweep folder
         "study": f"sweep-{spec.hash}-{uuid.uuid4().hex[:8]}",
         "base_config": base.to_json(),
@@ -232,6 +237,21 @@ def _open_sweep(spec, out: Path, store, manifest, base, storage, resume) -> tupl
         study.enqueue_trial(dict(params))
     write_atomically(path, json.dumps(meta, indent=2))
     return spec, meta, study
+
+
+def _fold_indexes(store, manifest: str | None, folds: int) -> list[str]:
+    """The fold manifest indexes the trials train on (written now), or [] without folds."""
+    if not folds:
+        return []
+    from blendsync.shared.store import FeatureStore
+    from blendsync.train.sweep.folds import FoldError, write_fold_indexes
+
+    try:
+        names = write_fold_indexes(FeatureStore(store), manifest, folds)
+    except FoldError as e:
+        raise SweepError(str(e)) from None
+    log.info("each trial trains and scores %d times, on the fold indexes %s", folds, ", ".join(names))
+    return names
 
 
 def _requeue_interrupted(study, out: Path) -> None:
@@ -292,14 +312,18 @@ def _job(
         trial_cpu_s=spec.trial_cpu_s,
         threads=threads or share,
         device=device,
+        folds=tuple(meta.get("folds") or ()),
+        min_amplitude=spec.min_amplitude,
     )
 
 
 def _tell(study, trial, outcome: TrialOutcome) -> None:
     from optuna.trial import TrialState
 
-    for k in ("cpu_s", "wall_s", "step", "run_dir"):
+    for k in ("cpu_s", "wall_s", "step", "run_dir", "total_steps", "amplitude"):
         study._storage.set_trial_user_attr(trial._trial_id, k, getattr(outcome, k))
+    if outcome.fold_values:
+        study._storage.set_trial_user_attr(trial._trial_id, "fold_values", list(outcome.fold_values))
     if outcome.error:
         study._storage.set_trial_user_attr(trial._trial_id, "error", outcome.error)
     if outcome.state == "complete":
@@ -329,7 +353,8 @@ def _result(study, spec: SweepSpec, out: Path, outcomes, spent: bool) -> SweepRe
     if count[TrialState.COMPLETE]:
         t = study.best_trial
         run_dir = trial_dir(out, t.number)
-        config = json.loads((run_dir / "config.json").read_text())["train_config"]
+        first_run = run_dir / "fold0" if (run_dir / "fold0").is_dir() else run_dir
+        config = json.loads((first_run / "config.json").read_text())["train_config"]
         best = {"number": t.number, "value": t.value, "params": t.params, "run_dir": str(run_dir), "config": config}
         header = (
             f"# The best trial of the sweep in {out}: trial {t.number}, validation {spec.metric} {t.value:.4f}\n"
@@ -348,7 +373,38 @@ def _result(study, spec: SweepSpec, out: Path, outcomes, spent: bool) -> SweepRe
         best=best,
         budget_spent=spent,
         outcomes=outcomes,
+        warnings=short_trials(study, spec),
     )
+
+
+# Below this share of their own schedule, trials stopped by their CPU budget say too little
+# about the whole run their config is for.
+SHORT_TRIAL_SHARE = 0.25
+
+
+def short_trials(study, spec: SweepSpec) -> list[str]:
+    """A warning when the complete trials ended at their CPU budget (trial_cpu_s) after a
+    median share of their schedule below SHORT_TRIAL_SHARE: a config that wins the first
+    minutes of training (a high learning rate, a small window) often loses a whole run, which
+    is what best_config.yaml is for."""
+    import statistics
+
+    from optuna.trial import TrialState
+
+    shares = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        total, step = t.user_attrs.get("total_steps"), t.user_attrs.get("step")
+        if total and step is not None:
+            shares.append(step / (total * max(1, spec.folds)))
+    if not spec.trial_cpu_s or not shares or statistics.median(shares) >= SHORT_TRIAL_SHARE:
+        return []
+    return [
+        f"trials ended at their CPU budget (trial_cpu_s {spec.trial_cpu_s:g}) after a median "
+        f"{100 * statistics.median(shares):.0f}% of the steps their config trains for: the best config of runs "
+        f"that short may not be the best of a whole bstrain fit; raise trial_cpu_s (about "
+        f"{spec.trial_cpu_s / statistics.median(shares):.0f} CPU-s a trial runs it whole), or set fit: max_steps "
+        "to the length the config is meant for"
+    ]
 
 
 def _show(params: dict) -> str:
