@@ -85,6 +85,17 @@ VARIANTS = {
     # Each epoch walks a stored audio variant of a take instead of the take with probability 0.5.
     "augmented": Variant(settings={"augment.variant_p": 0.5}, augment=AUDIO_VARIANTS),
     "speed": Variant(settings={"augment.variant_p": 0.5}, augment=("speed:0.9", "speed:1.1")),
+    # BENCHMARKS.md's one-take sweep winner (bench_sweep.py: 30 CPU-s trials on take 1114_3_15).
+    "published-sweep": Variant(
+        settings={
+            "optim.lr": 4.96e-3,
+            "optim.warmup_steps": 20,
+            "loss.preset": "notes",
+            "augment.emotion_dropout": 0.16,
+            "stream.frames_per_window": 64,
+            "model.dropout": 0.14,
+        }
+    ),  # fmt: skip
     "live-augmented": Variant(
         features="live", preset="live", settings={"augment.variant_p": 0.5}, augment=AUDIO_VARIANTS
     ),
