@@ -348,7 +348,9 @@ def info(store_path, as_json, per_channel, threshold, manifest, per_take_sync, s
             continue
         click.echo(
             f"  {name}: {m['stored']}/{m['rows']} rows stored, splits {m['splits']}, "
-            f"config {m['feature_config_hash']}" + (f", failed rows {m['failed_rows']}" if m["failed_rows"] else "")
+            f"config {m['feature_config_hash']}"
+            + (f", failed rows {m['failed_rows']}" if m["failed_rows"] else "")
+            + (f", {m['variants']} audio variants (--augment)" if m.get("variants") else "")
         )
     _echo_sync_summary(doc["sync"])
 
@@ -364,6 +366,8 @@ def _echo_sync_summary(s: dict) -> None:
         click.echo(f"  out of sync: {_take_name(t)}: {t['description']}")
     for t in s["shifted"]:
         click.echo(f"  shifted by {t['shift_frames']:+d} (--auto-sync): {_take_name(t)}: was {t['description']}")
+    if s.get("variant_items"):
+        click.echo(f"  {s['variant_items']} stored audio variant item(s) (--augment): versions of takes, not counted")
     if s["superseded_items"]:
         click.echo(
             f"  {s['superseded_items']} stored item(s) no manifest points to any more (e.g. takes before --auto-sync "

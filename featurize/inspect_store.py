@@ -35,6 +35,7 @@ def store_info(store: FeatureStore) -> dict:
             "stored": m.stored,
             "failed_rows": list(m.failed_rows),
             "splits": dict(Counter(e.split for e in m.stored_entries)),
+            "variants": sum(len(e.variants) for e in m.stored_entries),
             "feature_config_hash": m.feature_config_hash,
             "updated": doc.get("updated"),
         }
@@ -95,7 +96,8 @@ def sync_summary(items: dict[str, ItemAttrs], sync: SyncConfig = SyncConfig(), t
     """From the stored estimates of the takes (current_takes; attrs only, nothing read): those
     confidently out of sync (|lag| > tolerance), those --auto-sync shifted (fixed: counted
     apart), those without an estimate, and how many predate the check; and how many stored
-    items no manifest points to any more."""
+    items no manifest points to any more (audio variants, bsfeat extract --augment, counted
+    apart: they are versions of takes, not takes)."""
     takes = dict.fromkeys(items) if takes is None else takes
     out: dict = {
         "tolerance_frames": sync.tolerance_frames,
@@ -105,7 +107,8 @@ def sync_summary(items: dict[str, ItemAttrs], sync: SyncConfig = SyncConfig(), t
         "shifted": [],
         "no_estimate": [],
         "not_checked": 0,
-        "superseded_items": len(set(items) - set(takes)),
+        "superseded_items": sum(1 for k in set(items) - set(takes) if "augment" not in items[k].doc),
+        "variant_items": sum(1 for a in items.values() if "augment" in a.doc),
     }
     for key, entry in takes.items():
         a = items[key]

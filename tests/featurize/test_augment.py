@@ -89,3 +89,8 @@ def test_cli_reports_the_variants(manifest, tmp_path, capsys):
         main(argv + ["--augment", "noise:30"])
     out = capsys.readouterr().out
     assert e.value.code == 0 and "4 audio variant(s) stored (4 computed)" in out
+    with pytest.raises(SystemExit):
+        main(["info", str(tmp_path / "f.zarr")])
+    out = capsys.readouterr().out
+    assert "4 audio variants (--augment)" in out and "4 stored audio variant item(s)" in out
+    assert "no manifest points to" not in out  # variants are versions of takes, not superseded ones
