@@ -13,7 +13,7 @@ import click
 from blendsync.shared.cli import GROUP_SETTINGS, run_cli, setup_logging, verbosity_options
 from blendsync.train.cli.evaluate import evaluate
 from blendsync.train.cli.experiments import compare, sweep
-from blendsync.train.cli.fit import fit, write_default_config
+from blendsync.train.cli.fit import fit, pretrain, write_default_config
 from blendsync.train.cli.inference import export, predict, preview, stream
 from blendsync.train.cli.serve import serve
 
@@ -25,7 +25,7 @@ def cli(verbose: int, quiet: bool) -> None:
     setup_logging(verbose, quiet)
 
 
-for command in (fit, sweep, compare, predict, stream, preview, evaluate, export, serve, write_default_config):
+for command in (fit, pretrain, sweep, compare, predict, stream, preview, evaluate, export, serve, write_default_config):
     cli.add_command(command)
 
 

@@ -277,3 +277,70 @@ def write_default_config(path):
     """Write the default train config, every key described, as YAML to PATH (or stdout)."""
     cfg = TrainConfig()
     write_text_or_stdout(commented_yaml(cfg, cfg.to_dict(), DEFAULT_CONFIG_HEADER), path)
+
+
+@click.command()
+@store_option
+@manifest_option
+@config_file_option(
+    "Train config (its model, window, batch streams, seed and optimiser)", "bstrain write-default-config"
+)
+@set_option
+@config_key_option("--preset", key="preset", type=click.Choice(preset_names()))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Pretraining run folder.")
+@click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True, help="Optimiser steps.")
+@click.option(
+    "--mask-fraction",
+    type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+    default=0.15,
+    show_default=True,
+    help="Share of a window's frames hidden from both encoders, to be predicted.",
+)
+@click.option(
+    "--span-frames", type=click.IntRange(min=1), default=10, show_default=True, help="Frames per hidden span."
+)
+@click.option(
+    "--checkpoint-every", type=click.IntRange(min=1), default=20, show_default=True, help="Steps between saves."
+)
+@device_option("auto")
+@click.option("--resume", is_flag=True, help="Continue the pretraining run in --out from its last save.")
+@click.option("--stop-after-steps", type=click.IntRange(min=1), default=None, hidden=True)
+@click.pass_context
+def pretrain(
+    ctx, store_path, manifest, config_path, out, steps, mask_fraction, span_frames, checkpoint_every, device, resume,
+    stop_after_steps,
+):  # fmt: skip
+    """Pretrain both encoders on every training item of the manifest, with curves or without:
+    masked-frame prediction of the mel and eGeMAPS frames. Writes OUT/checkpoints/best.pt
+    (lowest masked loss on the val split) and last.pt, for bstrain fit --init-from; the same
+    --preset (model sizes) as the fit that starts from it.
+    """
+    from blendsync.train.core.data import DataError
+    from blendsync.train.loop.pretrain import PretrainConfig
+    from blendsync.train.loop.pretrain import pretrain as run_pretrain
+
+    cfg, written_loss = _config_file(config_path)
+    try:
+        overrides = ConfigOverrides.from_settings(config_values(ctx), written_loss)
+        cfg, _ = overrides.resolve(cfg, "cpu")
+        settings = PretrainConfig(
+            steps=steps, mask_fraction=mask_fraction, span_frames=span_frames, checkpoint_every=checkpoint_every
+        )
+    except ValueError as e:
+        raise UsageFailure(str(e)) from None
+    if resume and (config_path or overrides.given()):
+        raise UsageFailure("--resume continues the run with its own config: drop --config, --preset and --set")
+    try:
+        res = run_pretrain(store_path, cfg=cfg, out=out, settings=settings, manifest=manifest, resume=resume,
+                           stop_after_steps=stop_after_steps, device=device)  # fmt: skip
+    except (DataError, ValueError) as e:
+        raise UsageFailure(str(e)) from None
+    except OSError as e:
+        if is_write_failure(e):
+            raise write_failure(e) from None
+        raise
+    loss = "n/a" if res.best_loss is None else f"{res.best_loss:.4f}"
+    click.echo(
+        f"pretrained {res.step} steps on {res.items} items ({res.frames} frames) -> {res.run_dir} "
+        f"(best masked loss {loss}); start a fit from it: bstrain fit --init-from {res.run_dir}/checkpoints/best.pt"
+    )
