@@ -68,6 +68,9 @@ class Variant:
     teacher: str | None = None
     # bsfeat extract --augment specs stored for the fold's training takes (manifest fold{i}-NAME).
     augment: tuple[str, ...] = ()
+    # bstrain pretrain steps on the fold's training takes and the audio-only takes (manifest
+    # fold{i}u) before the run, which starts from its last.pt (--init-from); not charged to it.
+    pretrain_steps: int = 0
 
 
 # Speed perturbation (as speech recognisers use it), two pitches and a noise level.
@@ -96,6 +99,7 @@ VARIANTS = {
             "model.dropout": 0.14,
         }
     ),  # fmt: skip
+    "pretrained": Variant(pretrain_steps=200),
     "live-augmented": Variant(
         features="live", preset="live", settings={"augment.variant_p": 0.5}, augment=AUDIO_VARIANTS
     ),
@@ -162,18 +166,20 @@ def run_fold(job: dict) -> dict:
     variant, store, out, fold = Variant(**job["variant"]), Path(job["store"]), Path(job["out"]), job["fold"]
     manifest = f"fold{fold}u" if variant.teacher else f"fold{fold}-{job['name']}" if variant.augment else f"fold{fold}"
     teacher = job.get("teacher")
+    init_from, pretrain_cpu = pretrained(variant, store, out, fold, job)
     # Probe: CPU seconds per optimiser step of this variant on this fold.
     marks: list[float] = []
     probe_cfg = train_config(variant, job["seed"], job["extra"], 1000)
     fit(store, cfg=probe_cfg, out=out / "probe", manifest=manifest, stop_after_steps=PROBE_STEPS,
-        on_step=lambda rec: marks.append(time.process_time()) and False, teacher=teacher)  # fmt: skip
+        on_step=lambda rec: marks.append(time.process_time()) and False, teacher=teacher,
+        init_from=init_from)  # fmt: skip
     per_step = (marks[-1] - marks[1]) / (len(marks) - 2)
     max_steps = max(VALIDATIONS, int(job["budget"] / per_step))
     cfg = train_config(variant, job["seed"], job["extra"], max_steps)
     budget = CpuBudget()
     t0 = time.perf_counter()
     r = fit(store, cfg=cfg, out=out / "run", manifest=manifest, on_step=budget.until(job["budget"] * 1.1),
-            teacher=teacher)  # fmt: skip
+            teacher=teacher, init_from=init_from)  # fmt: skip
     wall = time.perf_counter() - t0
     ev = evaluate_checkpoint(out / "run" / "checkpoints" / "best.pt", store, manifest=f"fold{fold}", split="val")
     m = ev["metrics"]
@@ -191,7 +197,22 @@ def run_fold(job: dict) -> dict:
         "mean_r": m["mean_r"],
         "amplitude_ratio": m["amplitude_ratio"],
         "active_channels": m["active_channels"],
+        **({"pretrain_cpu_s": pretrain_cpu} if pretrain_cpu else {}),
     }
+
+
+def pretrained(variant: Variant, store: Path, out: Path, fold: int, job: dict):
+    """(InitFrom of the fold's pretraining run's last.pt, its CPU-s), or (None, 0.0)."""
+    if not variant.pretrain_steps:
+        return None, 0.0
+    from blendsync.train.loop.finetune import InitFrom
+    from blendsync.train.loop.pretrain import PretrainConfig, pretrain
+
+    c0 = time.process_time()
+    cfg = train_config(variant, job["seed"], job["extra"], 0)
+    settings = PretrainConfig(steps=variant.pretrain_steps, checkpoint_every=max(1, variant.pretrain_steps // 4))
+    pretrain(store, cfg=cfg, out=out / "pretrain", settings=settings, manifest=f"fold{fold}u")
+    return InitFrom.load(out / "pretrain" / "checkpoints" / "last.pt"), round(time.process_time() - c0, 1)
 
 
 def summary(rows: list[dict], key: str) -> str:
