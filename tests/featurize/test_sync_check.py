@@ -195,3 +195,23 @@ def test_a_custom_rig_without_mouth_names_is_warned_and_sync_channels_check_its_
     assert "1 take(s) out of sync with their audio (0 shifted)" in err and "lag +7 frames" in err
     code, out, err = run(args, capsys)  # the default settings again: as the item was stored, nothing read
     assert code == 0 and "warning: sync not checked" in err
+
+
+def test_auto_sync_shifts_the_variants_of_a_shifted_take_by_the_same_time(takes, tmp_path):
+    from blendsync.featurize.audio_variants import parse_variants
+
+    manifest, truth = takes
+    store = tmp_path / "f.zarr"
+    variants = parse_variants(["speed:1.25", "noise:30"])
+    r = extract(manifest, store, CFG, executor="serial", augment=variants, auto_sync=True)
+    assert r.ok and r.variants_stored == 8
+    fs = FeatureStore(store)
+    entries = {e.id: e for e in fs.manifest_index("takes").stored_entries}
+    row_shift = fs.complete_attrs(entries["lead7"].key).sync.shift_frames
+    assert row_shift != 0
+    for name, key in entries["lead7"].variants:
+        s = fs.complete_attrs(key).sync
+        speed = 1.25 if name == "speed:1.25" else 1.0
+        assert s.shift_frames == round(row_shift / speed) and s.auto_sync, name
+    for name, key in entries["step"].variants:  # a take in sync: its variants as computed
+        assert fs.complete_attrs(key).sync.shift_frames == 0, name
