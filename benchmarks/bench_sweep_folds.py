@@ -37,7 +37,7 @@ DEFAULTS = {"optim.lr": 1.0e-3, "stream.frames_per_window": 128, "augment.emotio
             "loss.preset": "default", "optim.warmup_steps": 20}  # fmt: skip
 SPACE = {
     "optim.lr": {"low": 3.0e-4, "high": 6.0e-3, "log": True},
-    "stream.frames_per_window": [64, 128, 256],
+    "stream.frames_per_window": [64, 128, 192],
     "augment.emotion_dropout": {"low": 0.0, "high": 0.8},
     "loss.preset": ["default", "mse", "notes"],
     "optim.warmup_steps": [0, 20],

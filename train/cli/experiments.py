@@ -24,7 +24,10 @@ sweep.yaml (every key but space optional):
   sampler: tpe               # tpe | random
   seed: 0                    # the sampler's seed and every trial's training seed
   trial_cpu_s: 0             # end each trial after this many CPU seconds (0: at its end)
-  enqueue: [{optim.lr: 1.0e-3}]   # trials to run first (e.g. the defaults, as a baseline)"""
+  enqueue: [{optim.lr: 1.0e-3}]   # trials to run first (e.g. the defaults, as a baseline)
+  folds: 0                   # score each trial across K folds of the takes, its value their
+                             #   mean (K = the number of takes: leave one take out; 0: off)
+  min_amplitude: 0           # a trial below this validation amplitude ratio fails (0: no floor)"""
 
 
 @click.command(epilog=SWEEP_FILE_HELP)
