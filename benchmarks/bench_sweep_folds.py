@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """A sweep scored across takes: `bstrain sweep` with `folds: 5` over the custom-rig speaker's
-five captured takes (leave one take out), with an amplitude floor, the defaults enqueued.
+five captured takes (leave one take out), with an amplitude floor, the defaults and the
+published one-take sweep's winner enqueued as trials 0 and 1.
 
 The published one-take sweep (bench_sweep.py: 30 CPU-s trials on one 49 s take) found a
-config that did not hold on other takes (bench_quality.py's `published-sweep` variant). This
+config that did not hold on other takes (trial 1 here, and bench_quality.py's
+`published-sweep` variant at the full budget). This
 one scores every trial by its mean held-out-take skill over five folds, so that the winner
 is one that transfers between takes; bench_quality.py's `fold-sweep` variant then trains it
 at the full budget beside the defaults. The winner is chosen on the same five folds it is
@@ -34,13 +36,17 @@ from blendsync.train.sweep.space import load_spec
 from blendsync.train.sweep.study import sweep
 
 DEFAULTS = {"optim.lr": 1.0e-3, "stream.frames_per_window": 128, "augment.emotion_dropout": 0.5,
-            "loss.preset": "default", "optim.warmup_steps": 20}  # fmt: skip
+            "loss.preset": "default", "optim.warmup_steps": 20, "model.dropout": 0.1}  # fmt: skip
+# BENCHMARKS.md's one-take sweep winner (bench_sweep.py), scored here on the held-out takes.
+PUBLISHED = {"optim.lr": 4.96e-3, "stream.frames_per_window": 64, "augment.emotion_dropout": 0.16,
+             "loss.preset": "notes", "optim.warmup_steps": 20, "model.dropout": 0.14}  # fmt: skip
 SPACE = {
     "optim.lr": {"low": 3.0e-4, "high": 6.0e-3, "log": True},
     "stream.frames_per_window": [64, 128, 192],
     "augment.emotion_dropout": {"low": 0.0, "high": 0.8},
     "loss.preset": ["default", "mse", "notes"],
     "optim.warmup_steps": [0, 20],
+    "model.dropout": {"low": 0.0, "high": 0.3},
 }
 
 
@@ -90,7 +96,7 @@ def main() -> None:
         "pruner": {"type": "median", "startup_trials": 3},
         "sampler": "tpe",
         "seed": 0,
-        "enqueue": [DEFAULTS],
+        "enqueue": [DEFAULTS, PUBLISHED],
     }
     space = out / "sweep.yaml"
     out.mkdir(parents=True, exist_ok=True)
