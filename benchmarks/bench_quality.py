@@ -100,6 +100,17 @@ VARIANTS = {
         }
     ),  # fmt: skip
     "pretrained": Variant(pretrain_steps=200),
+    # The winner of bench_sweep_folds.py (8 trials scored over the five folds at 40 steps a fold).
+    "fold-sweep": Variant(
+        settings={
+            "optim.lr": 2.21e-3,
+            "optim.warmup_steps": 0,
+            "loss.preset": "mse",
+            "augment.emotion_dropout": 0.25,
+            "stream.frames_per_window": 64,
+            "model.dropout": 0.063,
+        }
+    ),  # fmt: skip
     "live-augmented": Variant(
         features="live", preset="live", settings={"augment.variant_p": 0.5}, augment=AUDIO_VARIANTS
     ),
