@@ -515,22 +515,17 @@ def write_report_index(
     problems = list(plan.problems)
     variant_problems: list[RowProblem] = []
     entries = []
+    by_row: dict[int, list[PlannedRow]] = {}
+    for v in plan.variants:
+        by_row.setdefault(v.row.row, []).append(v)
     for p in plan.planned:
         res = plan.status[p.key]
         row = p.row.to_entry()
         if res.status == "failed":
-            problems.append(
-                RowProblem(
-                    manifest=manifest.path,
-                    row=p.row.row,
-                    line=p.row.line,
-                    file=str(p.row.audio),
-                    message=res.error or "failed",
-                )
-            )
+            problems.append(_row_problem(manifest, p.row, res.error or "failed"))
             entries.append(IndexEntry(key=None, status="failed", error=res.error, **row))
             continue
-        variants = stored_variants(manifest, plan, p, variant_problems)
+        variants = stored_variants(manifest, plan, by_row.get(p.row.row, []), variant_problems)
         entries.append(IndexEntry(key=p.key, status="stored", variants=variants, **row))
         report.stored += 1
         report.keys.append(p.key)
@@ -562,28 +557,22 @@ def write_report_index(
     )
 
 
+def _row_problem(manifest: Manifest, row: ManifestRow, message: str) -> RowProblem:
+    return RowProblem(manifest=manifest.path, row=row.row, line=row.line, file=str(row.audio), message=message)
+
+
 def stored_variants(
-    manifest: Manifest, plan: ExtractPlan, p: PlannedRow, problems: list[RowProblem]
+    manifest: Manifest, plan: ExtractPlan, variants: list[PlannedRow], problems: list[RowProblem]
 ) -> tuple[tuple[str, str], ...]:
-    """(variant, key) of the row's stored --augment variants; a failed one becomes a problem
+    """(variant, key) of one row's stored --augment variants; a failed one becomes a problem
     of the row (its own item stays stored and indexed)."""
     out = []
-    for v in plan.variants:
-        if v.row.row != p.row.row:
-            continue
+    for v in variants:
         res = plan.status[v.key]
         if res.status == "failed":
-            problems.append(
-                RowProblem(
-                    manifest=manifest.path,
-                    row=p.row.row,
-                    line=p.row.line,
-                    file=str(p.row.audio),
-                    message=f"variant {v.task.augment.name}: {res.error or 'failed'}",
-                )
-            )
-            continue
-        out.append((v.task.augment.name, v.key))
+            problems.append(_row_problem(manifest, v.row, f"variant {v.task.augment.name}: {res.error or 'failed'}"))
+        else:
+            out.append((v.task.augment.name, v.key))
     return tuple(out)
 
 

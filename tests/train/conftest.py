@@ -48,3 +48,24 @@ def live_checkpoint(live_store, tmp_path_factory):
     run = tmp_path_factory.mktemp("live_run")
     fit(live_store, cfg=cfg, out=run, overrides=over, stop_after_steps=6)
     return run / "checkpoints" / "last.pt"
+
+
+@pytest.fixture(scope="session")
+def mixed_store(tmp_path_factory):
+    """Two captured takes (train, val) and two takes of audio only (train): the default
+    features. Read only: a test that writes into a store (a teacher's curves) copies it."""
+    from blendsync.featurize.extract import extract
+    from blendsync.shared.config import FeatureConfig
+    from tests.helpers import REPO, write_manifest
+
+    example = REPO / "data" / "example"
+    d = tmp_path_factory.mktemp("mixed")
+    rows = [
+        {"audio": example / "ava_take1.wav", "targets": example / "ava_take1.csv", "split": "train", "id": "a1"},
+        {"audio": example / "ava_take2.wav", "split": "train", "id": "a2"},
+        {"audio": example / "bruno_take1.flac", "split": "train", "id": "b1"},
+        {"audio": example / "chen_take1.wav", "targets": example / "chen_take1.csv", "split": "val", "id": "c1"},
+    ]
+    man = write_manifest(d / "mixed.csv", rows)
+    assert extract(man, d / "f.zarr", FeatureConfig(), executor="serial").ok
+    return d / "f.zarr"

@@ -19,28 +19,6 @@ from helpers import tiny
 from blendsync.train.core.checkpoint import Checkpoint
 from blendsync.train.loop.pretrain import STATE_FILE, PretrainConfig, hidden_spans, pretrain
 from blendsync.train.loop.trainer import fit
-from tests.helpers import REPO
-
-EXAMPLE = REPO / "data" / "example"
-
-
-@pytest.fixture(scope="module")
-def mixed_store(tmp_path_factory):
-    """Two captured takes (train, val) and two of audio only (train)."""
-    from blendsync.featurize.extract import extract
-    from blendsync.shared.config import FeatureConfig
-    from tests.helpers import write_manifest
-
-    d = tmp_path_factory.mktemp("pretrain")
-    rows = [
-        {"audio": EXAMPLE / "ava_take1.wav", "targets": EXAMPLE / "ava_take1.csv", "split": "train", "id": "a1"},
-        {"audio": EXAMPLE / "ava_take2.wav", "split": "train", "id": "a2"},
-        {"audio": EXAMPLE / "bruno_take1.flac", "split": "train", "id": "b1"},
-        {"audio": EXAMPLE / "chen_take1.wav", "targets": EXAMPLE / "chen_take1.csv", "split": "val", "id": "c1"},
-    ]
-    man = write_manifest(d / "mixed.csv", rows)
-    assert extract(man, d / "f.zarr", FeatureConfig(), executor="serial").ok
-    return d / "f.zarr"
 
 
 def test_hidden_spans_cover_about_their_share_of_real_frames_only():

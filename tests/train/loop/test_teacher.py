@@ -20,25 +20,6 @@ from tests.helpers import REPO
 EXAMPLE = REPO / "data" / "example"
 
 
-@pytest.fixture(scope="module")
-def mixed_store(tmp_path_factory):
-    """Two captured takes (train, val) and two takes of audio only (train): the default features."""
-    from blendsync.featurize.extract import extract
-    from blendsync.shared.config import FeatureConfig
-    from tests.helpers import write_manifest
-
-    d = tmp_path_factory.mktemp("mixed")
-    rows = [
-        {"audio": EXAMPLE / "ava_take1.wav", "targets": EXAMPLE / "ava_take1.csv", "split": "train", "id": "a1"},
-        {"audio": EXAMPLE / "ava_take2.wav", "split": "train", "id": "a2"},
-        {"audio": EXAMPLE / "bruno_take1.flac", "split": "train", "id": "b1"},
-        {"audio": EXAMPLE / "chen_take1.wav", "targets": EXAMPLE / "chen_take1.csv", "split": "val", "id": "c1"},
-    ]
-    man = write_manifest(d / "mixed.csv", rows)
-    assert extract(man, d / "f.zarr", FeatureConfig(), executor="serial").ok
-    return d / "f.zarr"
-
-
 @pytest.fixture
 def own_store(mixed_store, tmp_path):
     """A copy of the mixed store for one test: teachers' curves are kept in the store, and a
