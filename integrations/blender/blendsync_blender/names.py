@@ -1,0 +1,106 @@
+"""Which curve drives which shape key: by name, the way rigs spell the ARKit names (jawOpen,
+JawOpen, jaw_open, Jaw_Open, blendShape1.jawOpen, eyeBlink_L, A25_Jaw_Open), or by a user's
+name map for rigs that name them otherwise."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .curve_files import CurveFileError
+
+# Name maps built in: how a shape key's name is reduced before it is compared with a channel's.
+#   arkit: case, separators and the prefixes exporters add are ignored; _L/_R are Left/Right
+#          (ARKit as in Apple's docs and Live Link Face's PascalCase; VRM and Ready Player Me
+#          avatars' ARKit-named morphs; Character Creator's A01_..A52_ names)
+#   exact: the names must be equal
+NAME_MAPS = ("arkit", "exact")
+_PREFIX = re.compile(r"^(?:.*[.:|])|^a\d\d_", re.IGNORECASE)  # "blendShape1.", "Face:", "A25_"
+_SIDE = re.compile(r"[_.\- ]([lr])$", re.IGNORECASE)  # eyeBlink_L, eye_blink.r
+
+
+def reduced(name: str) -> str:
+    """A name as the arkit map compares it: jaw_Open, JawOpen, blendShape1.jawOpen -> jawopen."""
+    name = _SIDE.sub(lambda m: "left" if m.group(1).lower() == "l" else "right", name.strip())
+    name = _PREFIX.sub("", name)
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+@dataclass(frozen=True)
+class Match:
+    """pairs: channel -> shape key it drives (in the curves' channel order); unmatched_channels:
+    curves with no shape key; unused_keys: shape keys no curve drives (the Basis excepted)."""
+
+    pairs: dict[str, str]
+    unmatched_channels: tuple[str, ...]
+    unused_keys: tuple[str, ...]
+
+    def report(self, limit: int = 8) -> str:
+        def some(names: tuple[str, ...]) -> str:
+            more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
+            return ", ".join(names[:limit]) + more
+
+        out = f"{len(self.pairs)} channels on shape keys"
+        if self.unmatched_channels:
+            out += f"; {len(self.unmatched_channels)} channels with no shape key: {some(self.unmatched_channels)}"
+        if self.unused_keys:
+            out += f"; {len(self.unused_keys)} shape keys with no channel: {some(self.unused_keys)}"
+        return out
+
+
+def match(
+    channels: tuple[str, ...] | list[str],
+    shape_keys: list[str],
+    name_map: str = "arkit",
+    user_map: dict[str, str] | None = None,
+    basis: str | None = None,
+) -> Match:
+    """Pair channels with shape keys: the user's map first (channel -> key name), then equal
+    names, then (arkit) equal reduced names. A key is driven by one channel at most; two keys
+    that reduce alike go to the one whose name is equal, else the first."""
+    if name_map not in NAME_MAPS:
+        raise ValueError(f"unknown name map {name_map!r}; choose from {', '.join(NAME_MAPS)}")
+    keys = [k for k in shape_keys if k != basis]
+    taken: set[str] = set()
+    pairs: dict[str, str] = {}
+    by_reduced: dict[str, str] = {}
+    for k in keys:
+        by_reduced.setdefault(reduced(k), k)
+    for c in channels:
+        candidates = [(user_map or {}).get(c), c if c in keys else None]
+        if name_map == "arkit":
+            candidates.append(by_reduced.get(reduced(c)))
+        key = next((k for k in candidates if k and k in keys and k not in taken), None)
+        if key is not None:
+            pairs[c] = key
+            taken.add(key)
+    return Match(
+        pairs,
+        tuple(c for c in channels if c not in pairs),
+        tuple(k for k in keys if k not in taken),
+    )
+
+
+def read_name_map(path: str | Path) -> dict[str, str]:
+    """A name map file: one `channel = shape key` per line (also `channel,shape key` or a tab);
+    blank lines and lines starting with # are skipped."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CurveFileError(f"{p}: cannot read the name map ({e})") from None
+    out: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = re.split(r"\s*(?:=|,|\t)\s*", line, maxsplit=1)
+        if len(parts) != 2 or not all(parts):
+            raise CurveFileError(f"{p}: line {n}: expected 'channel = shape key', got {line!r}")
+        if parts[0] in out:
+            raise CurveFileError(f"{p}: line {n}: channel {parts[0]!r} mapped twice")
+        out[parts[0]] = parts[1]
+    if not out:
+        raise CurveFileError(f"{p}: no 'channel = shape key' lines")
+    return out

@@ -1,0 +1,224 @@
+"""The add-on's operators and its panel: File > Import > blendsync curves, animate a sound file
+through a running bstrain serve, and a live session driving the shape keys."""
+
+import os
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
+from bpy_extras.io_utils import ImportHelper
+
+from . import live_driver
+from .apply import ImportOptions, import_curves
+from .curve_files import CurveFileError, read_curves
+from .names import NAME_MAPS
+from .server import animate_file
+
+MODES = [
+    ("REPLACE", "Replace", "A new action on the shape keys"),
+    ("ADD", "Add", "Into the current action: its keys in the imported frames are replaced"),
+]
+MAPS = [(m, m, "") for m in NAME_MAPS]
+
+
+def _report(op, wm, level: str, text: str) -> None:
+    """The operator's report (status bar, Info editor, console) and the panel's last line."""
+    op.report({level}, text)
+    wm["blendsync_report"] = f"{level}: {text}"
+
+
+class ImportSettings:
+    """The import options every way in shares (bpy properties on the operator)."""
+
+    start_frame: IntProperty(name="Start frame", default=1, description="Scene frame of the file's first instant")
+    gain: FloatProperty(name="Gain", default=1.0, min=0.0, max=10.0, description="Curve values times this")
+    channel_subset: StringProperty(name="Channels", default="", description="Comma-separated channels (empty: all)")
+    mode: EnumProperty(name="Mode", items=MODES, default="REPLACE")
+    set_scene_fps: BoolProperty(
+        name="Set scene fps",
+        default=False,
+        description="The scene takes the file's rate (else the curves are resampled)",
+    )
+    name_map: EnumProperty(
+        name="Name map",
+        items=MAPS,
+        default="arkit",
+        description="arkit: case, separators, exporters' prefixes and _L/_R ignored",
+    )
+    name_map_file: StringProperty(
+        name="Name map file",
+        default="",
+        subtype="FILE_PATH",
+        description="Lines of 'channel = shape key' for other rigs",
+    )
+
+    def import_options(self, audio: str) -> ImportOptions:
+        subset = tuple(c.strip() for c in self.channel_subset.split(",") if c.strip())
+        return ImportOptions(
+            start_frame=self.start_frame,
+            gain=self.gain,
+            channels=subset,
+            mode=self.mode,
+            set_scene_fps=self.set_scene_fps,
+            name_map=self.name_map,
+            name_map_file=bpy.path.abspath(self.name_map_file),
+            audio=audio,
+        )
+
+
+def _sound_beside(path: str) -> str:
+    """The sound file next to a curve file with its stem (take01.csv -> take01.wav), or ''."""
+    stem = os.path.splitext(path)[0]
+    return next((stem + s for s in (".wav", ".flac", ".ogg", ".mp3") if os.path.isfile(stem + s)), "")
+
+
+class BLENDSYNC_OT_import_curves(bpy.types.Operator, ImportHelper, ImportSettings):
+    """Put a Live Link Face CSV, blendsync JSON or .npy of curves on the active object's shape keys"""
+
+    bl_idname = "blendsync.import_curves"
+    bl_label = "Import blendsync curves"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filter_glob: StringProperty(default="*.csv;*.json;*.npy", options={"HIDDEN"})
+    channels_file: StringProperty(
+        name="Channel list (.npy)", default="", subtype="FILE_PATH", description="One name per line: the .npy's columns"
+    )
+    npy_fps: FloatProperty(name="Rate of the .npy", default=30.0, min=1.0, max=1000.0)
+    audio: StringProperty(
+        name="Audio",
+        default="",
+        subtype="FILE_PATH",
+        description="Sound file for the sequencer (empty: the curve file's stem .wav if there)",
+    )
+    add_audio: BoolProperty(name="Add audio", default=True)
+
+    def execute(self, context):
+        wm = context.window_manager
+        try:
+            path = bpy.path.abspath(self.filepath)
+            channels = bpy.path.abspath(self.channels_file) if self.channels_file else None
+            curves = read_curves(path, channels, self.npy_fps)
+            audio = (bpy.path.abspath(self.audio) or _sound_beside(path)) if self.add_audio else ""
+            text = import_curves(context.scene, context.active_object, curves, self.import_options(audio))
+        except CurveFileError as e:
+            _report(self, wm, "ERROR", str(e))
+            return {"CANCELLED"}
+        _report(self, wm, "INFO", text)
+        return {"FINISHED"}
+
+
+class BLENDSYNC_OT_animate_audio(bpy.types.Operator, ImportSettings):
+    """Send a sound file to a running bstrain serve and put the curves it answers on the shape keys"""
+
+    bl_idname = "blendsync.animate_audio"
+    bl_label = "Animate from audio (bstrain serve)"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filepath: StringProperty(name="Audio", subtype="FILE_PATH")
+    server_url: StringProperty(name="Server", default="http://127.0.0.1:8000")
+    token: StringProperty(name="Token", default="", subtype="PASSWORD")
+    fps: EnumProperty(name="Curves fps", items=[("60", "60", ""), ("30", "30", "")], default="60")
+    add_audio: BoolProperty(name="Add audio", default=True)
+
+    def invoke(self, context, event):
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context):
+        wm = context.window_manager
+        path = bpy.path.abspath(self.filepath)
+        try:
+            options = self.import_options(path if self.add_audio else "")
+            from .apply import shape_key_owner
+
+            shape_key_owner(context.active_object)  # before the server's work, not after
+            curves = animate_file(self.server_url, self.token, path, int(self.fps))
+            text = import_curves(context.scene, context.active_object, curves, options)
+        except CurveFileError as e:
+            _report(self, wm, "ERROR", str(e))
+            return {"CANCELLED"}
+        _report(self, wm, "INFO", text)
+        return {"FINISHED"}
+
+
+class BLENDSYNC_OT_live_start(bpy.types.Operator):
+    """Stream a sound file through a running bstrain serve and drive the shape keys with its frames"""
+
+    bl_idname = "blendsync.live_start"
+    bl_label = "Start live session"
+
+    filepath: StringProperty(name="Audio (16-bit WAV)", subtype="FILE_PATH")
+    server_url: StringProperty(name="Server", default="http://127.0.0.1:8000")
+    token: StringProperty(name="Token", default="", subtype="PASSWORD")
+    fps: IntProperty(name="Frames per second", default=60, min=1, max=240)
+    record: BoolProperty(
+        name="Record keyframes", default=False, description="Every frame also keyed at start frame + its time"
+    )
+    start_frame: IntProperty(name="Start frame", default=1)
+    gain: FloatProperty(name="Gain", default=1.0, min=0.0, max=10.0)
+    name_map: EnumProperty(name="Name map", items=MAPS, default="arkit")
+    name_map_file: StringProperty(name="Name map file", default="", subtype="FILE_PATH")
+
+    def execute(self, context):
+        wm = context.window_manager
+        try:
+            text = live_driver.start(context, self)
+        except CurveFileError as e:
+            _report(self, wm, "ERROR", str(e))
+            return {"CANCELLED"}
+        _report(self, wm, "INFO", text)
+        return {"FINISHED"}
+
+
+class BLENDSYNC_OT_live_stop(bpy.types.Operator):
+    """Stop the live session (the end message, the connection closed, keys kept)"""
+
+    bl_idname = "blendsync.live_stop"
+    bl_label = "Stop live session"
+
+    def execute(self, context):
+        _report(self, context.window_manager, "INFO", live_driver.stop())
+        return {"FINISHED"}
+
+
+class BLENDSYNC_PT_panel(bpy.types.Panel):
+    bl_label = "blendsync"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "blendsync"
+
+    def draw(self, context):
+        col = self.layout.column()
+        col.operator(BLENDSYNC_OT_import_curves.bl_idname, text="Import curves...")
+        col.operator(BLENDSYNC_OT_animate_audio.bl_idname, text="Animate from audio...")
+        if live_driver.active():
+            col.operator(BLENDSYNC_OT_live_stop.bl_idname)
+        else:
+            col.operator(BLENDSYNC_OT_live_start.bl_idname)
+        col.label(text=live_driver.status())
+        col.label(text=context.window_manager.get("blendsync_report", ""))
+
+
+def menu_import(self, context):
+    self.layout.operator(BLENDSYNC_OT_import_curves.bl_idname, text="blendsync curves (.csv, .json, .npy)")
+
+
+CLASSES = (
+    BLENDSYNC_OT_import_curves,
+    BLENDSYNC_OT_animate_audio,
+    BLENDSYNC_OT_live_start,
+    BLENDSYNC_OT_live_stop,
+    BLENDSYNC_PT_panel,
+)
+
+
+def register() -> None:
+    for c in CLASSES:
+        bpy.utils.register_class(c)
+    bpy.types.TOPBAR_MT_file_import.append(menu_import)
+
+
+def unregister() -> None:
+    live_driver.stop()
+    bpy.types.TOPBAR_MT_file_import.remove(menu_import)
+    for c in reversed(CLASSES):
+        bpy.utils.unregister_class(c)
