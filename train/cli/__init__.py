@@ -15,7 +15,7 @@ from blendsync.train.cli.evaluate import evaluate
 from blendsync.train.cli.experiments import compare, sweep
 from blendsync.train.cli.fit import fit, pretrain, write_default_config
 from blendsync.train.cli.inference import export, predict, preview, stream
-from blendsync.train.cli.serve import serve
+from blendsync.train.cli.serve import blender_addon, serve
 
 
 @click.group(context_settings=GROUP_SETTINGS)
@@ -25,7 +25,20 @@ def cli(verbose: int, quiet: bool) -> None:
     setup_logging(verbose, quiet)
 
 
-for command in (fit, pretrain, sweep, compare, predict, stream, preview, evaluate, export, serve, write_default_config):
+for command in (
+    fit,
+    pretrain,
+    sweep,
+    compare,
+    predict,
+    stream,
+    preview,
+    evaluate,
+    export,
+    serve,
+    blender_addon,
+    write_default_config,
+):
     cli.add_command(command)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from pathlib import Path
 
 import click
 
@@ -73,3 +74,21 @@ def _loopback(host: str) -> bool:
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+@click.command("blender-addon")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("blendsync_blender.zip"),
+    show_default=True,
+    help="The zip to write (Blender: Edit > Preferences > Add-ons > Install).",
+)
+def blender_addon(out):
+    """Pack the Blender add-on (curves on shape keys: files, this server's /v1/animate, live
+    sessions; docs/blender.md) into the zip Blender installs."""
+    from blendsync.train.inference.blender_addon import pack_addon
+
+    with reported_errors():
+        names = pack_addon(out)
+    click.echo(f"wrote {out} ({len(names)} files); install it in Blender 3.4 or later and enable 'blendsync'")

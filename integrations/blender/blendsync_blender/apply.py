@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import bpy
 
 from .curve_files import CurveFileError, Curves
-from .names import Match, match, read_name_map
+from .names import Match, match, read_name_map, reduced
 from .timing import on_frames, rate_for_scene, scene_rate
 
 LINEAR = 1  # Keyframe.interpolation's enum value for 'LINEAR' (foreach_set takes the number)
@@ -19,7 +19,8 @@ LINEAR = 1  # Keyframe.interpolation's enum value for 'LINEAR' (foreach_set take
 @dataclass(frozen=True)
 class ImportOptions:
     """start_frame: the scene frame of the file's first instant; gain: values times this;
-    channels: the subset to import (empty: all); mode REPLACE (a new action) or ADD (into the
+    channels: the subset to import, names as the
+    arkit map compares them (empty: all); mode REPLACE (a new action) or ADD (into the
     current one, its keys in the imported range replaced); set_scene_fps: the scene takes the
     file's rate instead of the curves being resampled to the scene's; name_map: names.NAME_MAPS;
     name_map_file: channel = shape key lines; audio: a sound file to put in the sequencer."""
@@ -53,10 +54,12 @@ def plan(obj, curves: Curves, options: ImportOptions) -> tuple[Match, list[int]]
         raise CurveFileError(f"gain must be from 0 to 10, got {options.gain:g}")
     if options.audio and not os.path.isfile(options.audio):
         raise CurveFileError(f"{options.audio}: no such audio file")
-    unknown = [c for c in options.channels if c not in curves.channels]
+    by_reduced = {reduced(c): c for c in curves.channels}
+    subset = {n: n if n in curves.channels else by_reduced.get(reduced(n)) for n in options.channels}
+    unknown = [n for n, c in subset.items() if c is None]
     if unknown:
         raise CurveFileError(f"{curves.source}: no channel(s) {', '.join(unknown)} in the file")
-    wanted = [c for c in curves.channels if not options.channels or c in options.channels]
+    wanted = [c for c in curves.channels if not subset or c in subset.values()]
     user_map = read_name_map(options.name_map_file) if options.name_map_file else None
     m = match(wanted, [k.name for k in keys.key_blocks], options.name_map, user_map, basis=keys.reference_key.name)
     if not m.pairs:

@@ -29,14 +29,17 @@ class Frame:
 class LiveSession:
     """states: connecting -> streaming -> ended (the server's end message came), stopped (stop()
     asked) or failed (message says why). frames: a queue of Frame; channels and fps from the
-    server's ready message."""
+    server's ready message; log: every frame received, in order, when keep_log (recording)."""
 
-    def __init__(self, url: str, token: str, audio_path: str, fps: int = 60, realtime: bool = True):
+    def __init__(
+        self, url: str, token: str, audio_path: str, fps: int = 60, realtime: bool = True, keep_log: bool = False
+    ):
         self.url, self.token, self.audio_path, self.fps, self.realtime = url, token, audio_path, fps, realtime
         self.frames: queue.Queue[Frame] = queue.Queue()
         self.channels: tuple[str, ...] = ()
         self.state, self.message = "connecting", ""
         self.received = 0
+        self.log: list[Frame] | None = [] if keep_log else None
         self.ready = threading.Event()
         self._stop = threading.Event()
         self._ws: WebSocket | None = None
@@ -128,8 +131,11 @@ class LiveSession:
                 self.state = "streaming"
                 self.ready.set()
             elif kind == "frame":
-                self.frames.put(Frame(int(doc["frame"]), float(doc["time"]), tuple(doc["values"])))
+                frame = Frame(int(doc["frame"]), float(doc["time"]), tuple(doc["values"]))
+                self.frames.put(frame)
                 self.received += 1
+                if self.log is not None:
+                    self.log.append(frame)
             elif kind == "end":
                 self.state = "stopped" if self._stop.is_set() else "ended"
                 self.message = f"{doc.get('frames', self.received)} frames"

@@ -34,7 +34,7 @@ def start(context, op) -> str:
         raise CurveFileError("a live session is running: stop it first")
     keys = shape_key_owner(context.active_object)
     user_map = read_name_map(bpy.path.abspath(op.name_map_file)) if op.name_map_file else None
-    session = LiveSession(op.server_url, op.token, bpy.path.abspath(op.filepath), op.fps).start()
+    session = LiveSession(op.server_url, op.token, bpy.path.abspath(op.filepath), op.fps, keep_log=op.record).start()
     session.ready.wait(15.0)
     if not session.channels:
         session.stop()
