@@ -18,6 +18,7 @@ def test_entry_points_and_namespace_mapping():
         "blendsync.shared": "shared",
         "blendsync.featurize": "featurize",
         "blendsync.train": "train",
+        "blendsync.blender_addon": "integrations/blender/blendsync_blender",
     }
     for folder in mapping.values():
         assert (REPO / folder / "__init__.py").is_file()
@@ -77,3 +78,6 @@ def test_the_wheel_builds_without_a_warning_and_holds_the_live_page(tmp_path):
     (wheel,) = tmp_path.glob("blendsync-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"blendsync/train/serve/page/{f}" for f in ("index.html", "face.js", "worklet.js")} <= names
+    # bstrain blender-addon packs these from an installed wheel too
+    addon = {p.name for p in (REPO / "integrations" / "blender" / "blendsync_blender").glob("*.py")}
+    assert {f"blendsync/blender_addon/{f}" for f in addon} <= names and "__init__.py" in addon
