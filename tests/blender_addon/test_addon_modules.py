@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blendsync.blender_addon.curve_files import CurveFileError, read_curves, read_livelink_csv
+from blendsync.blender_addon.curve_files import CurveFileError, read_channel_list, read_curves, read_livelink_csv
 from blendsync.blender_addon.names import match, read_name_map, reduced
 from blendsync.blender_addon.timing import on_frames, rate_for_scene
 from blendsync.shared.channels import ARKIT, ARKIT_52, pascal_case
@@ -140,3 +140,17 @@ def test_rates_for_the_scene():
     assert rate_for_scene(30.0) == (30, 1.0)
     fps, base = rate_for_scene(59.94)
     assert fps == 60 and fps / base == pytest.approx(59.94)
+
+
+def test_a_closer_match_is_never_taken_by_a_looser_one():
+    # "jaw_open" reduces like both keys; "jawOpen" is equal to one of them and keeps it.
+    m = match(["jaw_open", "jawOpen"], ["Basis", "jawOpen", "JAW_OPEN"], basis="Basis")
+    assert m.pairs == {"jaw_open": "JAW_OPEN", "jawOpen": "jawOpen"}
+
+
+def test_a_custom_rig_behind_an_exporters_prefix(shared_data):
+    # The FACEGOOD rig has names that reduce alike (tongue_Scale_X, tongue_Scale__X): the
+    # prefix-stripped pass pairs each with its own key before names are reduced.
+    names = read_channel_list(shared_data / "custom_rig" / "channel_names.txt")
+    m = match(names, ["Basis", *(f"blendShape1.{n}" for n in names)], basis="Basis")
+    assert m.pairs == {n: f"blendShape1.{n}" for n in names} and m.unused_keys == ()

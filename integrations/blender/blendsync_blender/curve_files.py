@@ -199,7 +199,8 @@ def read_npy(p: Path, channels: tuple[str, ...], fps: float) -> Curves:
     (hlen,) = struct.unpack("<H" if hlen_size == 2 else "<I", data[8 : 8 + hlen_size])
     start = 8 + hlen_size + hlen
     try:
-        header = ast.literal_eval(data[8 + hlen_size : start].decode("latin1"))
+        # Arrays saved by Python 2's numpy write their sizes as longs: (1429L, 116L).
+        header = ast.literal_eval(re.sub(r"(\d+)L\b", r"\1", data[8 + hlen_size : start].decode("latin1")))
     except (ValueError, SyntaxError):
         raise CurveFileError(f"{p}: unreadable .npy header") from None
     descr, shape = header.get("descr"), tuple(header.get("shape", ()))

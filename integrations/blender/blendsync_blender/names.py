@@ -20,6 +20,11 @@ _PREFIX = re.compile(r"^(?:.*[.:|])|^a\d\d_", re.IGNORECASE)  # "blendShape1.", 
 _SIDE = re.compile(r"[_.\- ]([lr])$", re.IGNORECASE)  # eyeBlink_L, eye_blink.r
 
 
+def stripped(name: str) -> str:
+    """A name without the prefix an exporter added: blendShape1.jawOpen, Face:jawOpen -> jawOpen."""
+    return _PREFIX.sub("", name.strip())
+
+
 def reduced(name: str) -> str:
     """A name as the arkit map compares it: jaw_Open, JawOpen, blendShape1.jawOpen -> jawopen."""
     name = _SIDE.sub(lambda m: "left" if m.group(1).lower() == "l" else "right", name.strip())
@@ -56,27 +61,32 @@ def match(
     user_map: dict[str, str] | None = None,
     basis: str | None = None,
 ) -> Match:
-    """Pair channels with shape keys: the user's map first (channel -> key name), then equal
-    names, then (arkit) equal reduced names. A key is driven by one channel at most; two keys
-    that reduce alike go to the one whose name is equal, else the first."""
+    """Pair channels with shape keys, in passes over all the channels so that a closer match is
+    never taken by a looser one: the user's map (channel -> key name), equal names, then for
+    the arkit map equal names without an exporter's prefix, then equal reduced names. A key is
+    driven by one channel at most; among keys that compare alike the first free one is taken."""
     if name_map not in NAME_MAPS:
         raise ValueError(f"unknown name map {name_map!r}; choose from {', '.join(NAME_MAPS)}")
     keys = [k for k in shape_keys if k != basis]
     taken: set[str] = set()
     pairs: dict[str, str] = {}
-    by_reduced: dict[str, str] = {}
-    for k in keys:
-        by_reduced.setdefault(reduced(k), k)
-    for c in channels:
-        candidates = [(user_map or {}).get(c), c if c in keys else None]
-        if name_map == "arkit":
-            candidates.append(by_reduced.get(reduced(c)))
-        key = next((k for k in candidates if k and k in keys and k not in taken), None)
-        if key is not None:
-            pairs[c] = key
-            taken.add(key)
+    for c, k in (user_map or {}).items():
+        if c in channels and k in keys and k not in taken:
+            pairs[c] = k
+            taken.add(k)
+    for compare in (str, stripped, reduced) if name_map == "arkit" else (str,):
+        alike: dict[str, list[str]] = {}
+        for k in keys:
+            alike.setdefault(compare(k), []).append(k)
+        for c in channels:
+            if c in pairs:
+                continue
+            key = next((k for k in alike.get(compare(c), []) if k not in taken), None)
+            if key is not None:
+                pairs[c] = key
+                taken.add(key)
     return Match(
-        pairs,
+        {c: pairs[c] for c in channels if c in pairs},
         tuple(c for c in channels if c not in pairs),
         tuple(k for k in keys if k not in taken),
     )

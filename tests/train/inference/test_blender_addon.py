@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from blendsync.blender_addon.curve_files import read_curves
+from blendsync.blender_addon.curve_files import read_channel_list, read_curves
 from blendsync.shared.channels import ARKIT_52, pascal_case
 from blendsync.train.inference.blender_addon import pack_addon
 from tests.helpers import REPO, SHARED_DATA, ServerProcess, free_port
@@ -242,3 +242,27 @@ def test_a_server_and_a_live_session(addon_zip, server, live_checkpoint, speech,
         np.testing.assert_allclose(got[:, 1], [f[2][j] for f in log], atol=1e-6, err_msg=name)
     assert "refused the token" in results[9]["error"]
     assert dump["actions"] == 3  # from_csv, from_server, live: the refused requests made none
+
+
+@pytest.mark.filterwarnings("ignore:Reading `.npy`:UserWarning")  # the rig's arrays were saved by Python 2
+def test_a_custom_rig_from_its_channel_list(addon_zip, shared_data, tmp_path):
+    """The custom-rig speaker's captured curves (116 channels, float64 .npy at 30 fps) on a mesh
+    whose keys carry an exporter's prefix, the scene set to the file's rate."""
+    rig = shared_data / "custom_rig"
+    names = read_channel_list(rig / "channel_names.txt")
+    results = run_blender(addon_zip, tmp_path, [
+        {"do": "mesh", "name": "rig", "keys": [f"blendShape1.{n}" for n in names]},
+        {"do": "import_curves", "kwargs": {"filepath": str(rig / "bs_value_1114_3_16.npy"), "npy_fps": 30.0,
+                                           "channels_file": str(rig / "channel_names.txt"), "set_scene_fps": True,
+                                           "add_audio": False}},
+        {"do": "dump"},
+    ])  # fmt: skip
+    assert results[1]["result"] == ["FINISHED"], results[1]
+    assert f"{len(names)} channels on shape keys" in results[1]["report"] and "no channel" not in results[1]["report"]
+    dump = results[-1]
+    assert dump["fps"] == 30
+    want = np.load(rig / "bs_value_1114_3_16.npy")
+    for j, n in enumerate(names):
+        got = keyed(dump, "rig", f"blendShape1.{n}")
+        assert np.array_equal(got[:, 0], np.arange(1, 1 + len(want))), n
+        np.testing.assert_allclose(got[:, 1], want[:, j], atol=1e-6, err_msg=n)
