@@ -21,6 +21,9 @@ BIN = Path(sys.executable).parent
 # Pages whose Python talks to a running bstrain serve: tests/train/serve/test_serving_docs.py
 # runs it against one.
 NEEDS_A_SERVER = {"serving.md"}
+# Pages whose Python runs inside Blender (bpy): tests/train/inference/test_blender_addon.py
+# runs it there.
+NEEDS_BLENDER = {"blender.md"}
 
 
 def _programs() -> dict[str, click.Group]:
@@ -225,7 +228,7 @@ def test_the_python_on_the_pages_runs(example_store, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ran = 0
     for page in PAGES:
-        if page.name in NEEDS_A_SERVER:
+        if page.name in NEEDS_A_SERVER | NEEDS_BLENDER:
             continue
         for block in _fenced(page.read_text(), languages=("python",)):
             exec(compile(block, f"{page.name}:python", "exec"), {})
@@ -274,5 +277,5 @@ def test_the_readme_says_what_the_tests_need_beside_the_test_command():
     text = (REPO / "README.md").read_text()
     start = text.index("bash scripts/test.sh")
     near = text[start : start + 800]
-    for need in ("apt-get install chromium", "g++", "docker-compose"):
+    for need in ("apt-get install chromium", "g++", "docker-compose", "apt-get install blender"):
         assert need in near

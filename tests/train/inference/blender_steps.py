@@ -98,6 +98,9 @@ for step in json.load(open(PLAN)):
         results.append(live(step["kwargs"]))
     elif do == "dump":
         results.append(dump())
+    elif do == "exec":  # a page's Python, as a user would run it (docs/blender.md)
+        exec(compile(step["code"], step["name"], "exec"), {})
+        results.append({})
     else:
         results.append(operator(do, step["kwargs"]))
 with open(OUT, "w") as f:

@@ -61,7 +61,7 @@ def predicted(checkpoint, speech, tmp_path_factory) -> Path:
     return out / speech.stem
 
 
-def run_blender(addon_zip: Path, tmp_path: Path, plan: list[dict]) -> list[dict]:
+def run_blender(addon_zip: Path, tmp_path: Path, plan: list[dict], cwd: Path | None = None) -> list[dict]:
     """The plan's steps in one headless Blender; Blender's user folders are the test's own."""
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     env = {**os.environ, "BLENDER_USER_SCRIPTS": str(tmp_path / "scripts"),
@@ -69,7 +69,7 @@ def run_blender(addon_zip: Path, tmp_path: Path, plan: list[dict]) -> list[dict]
     r = subprocess.run(
         [BLENDER, "-b", "--factory-startup", "--python-exit-code", "1", "--python", str(STEPS), "--",
          str(addon_zip), str(tmp_path / "plan.json"), str(tmp_path / "out.json")],
-        capture_output=True, text=True, env=env, timeout=600,
+        capture_output=True, text=True, env=env, timeout=600, cwd=cwd,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "Traceback" not in r.stdout + r.stderr, r.stdout[-3000:]
@@ -266,3 +266,17 @@ def test_a_custom_rig_from_its_channel_list(addon_zip, shared_data, tmp_path):
         got = keyed(dump, "rig", f"blendShape1.{n}")
         assert np.array_equal(got[:, 0], np.arange(1, 1 + len(want))), n
         np.testing.assert_allclose(got[:, 1], want[:, j], atol=1e-6, err_msg=n)
+
+
+def test_the_python_on_the_blender_page_runs_in_blender(addon_zip, predicted, speech, tmp_path):
+    from tests.test_docs import _fenced
+
+    shutil.copy(predicted.with_suffix(".csv"), tmp_path / "take01.csv")
+    shutil.copy(speech, tmp_path / "take01.wav")
+    blocks = _fenced((REPO / "docs" / "blender.md").read_text(), languages=("python",))
+    assert blocks
+    plan = [{"do": "mesh", "name": "face", "keys": [pascal_case(n) for n in ARKIT_52]}]
+    plan += [{"do": "exec", "name": f"blender.md:python:{i}", "code": b} for i, b in enumerate(blocks)]
+    dump = run_blender(addon_zip, tmp_path, [*plan, {"do": "dump"}], cwd=tmp_path)[-1]
+    assert len(dump["objects"]["face"]["curves"]) == 2 * 52  # each key's curve and its interpolation
+    assert [(s["name"], s["frame_start"]) for s in dump["strips"]] == [("take01.wav", 1.0)]
