@@ -11,6 +11,7 @@ import bpy
 from .apply import shape_key_owner
 from .curve_files import CurveFileError
 from .live import LiveSession
+from .livelink_udp import LiveLinkListener
 from .names import match, read_name_map
 
 _current: dict = {}
@@ -34,16 +35,22 @@ def start(context, op) -> str:
         raise CurveFileError("a live session is running: stop it first")
     keys = shape_key_owner(context.active_object)
     user_map = read_name_map(bpy.path.abspath(op.name_map_file)) if op.name_map_file else None
-    session = LiveSession(op.server_url, op.token, bpy.path.abspath(op.filepath), op.fps, keep_log=op.record).start()
-    session.ready.wait(15.0)
-    if not session.channels:
-        session.stop()
-        raise CurveFileError(session.message or f"{op.server_url}: no ready message within 15 s")
+    if op.source == "LIVELINK":
+        session = LiveLinkListener(op.port, op.listen_host, op.subject, keep_log=op.record).start()
+        where = f"Live Link packets on {op.listen_host}:{op.port}"
+    else:
+        path = bpy.path.abspath(op.filepath)
+        session = LiveSession(op.server_url, op.token, path, op.fps, keep_log=op.record).start()
+        where = f"live session on {op.server_url}"
+        session.ready.wait(15.0)
+        if not session.channels:
+            session.stop()
+            raise CurveFileError(session.message or f"{op.server_url}: no ready message within 15 s")
     names = [k.name for k in keys.key_blocks]
     m = match(session.channels, names, op.name_map, user_map, basis=keys.reference_key.name)
     if not m.pairs:
         session.stop()
-        raise CurveFileError(f"no channel of the server's model matches a shape key of {context.active_object.name!r}")
+        raise CurveFileError(f"no channel of the {where} matches a shape key of {context.active_object.name!r}")
     action = None
     if op.record:
         ad = keys.animation_data or keys.animation_data_create()
@@ -61,13 +68,13 @@ def start(context, op) -> str:
         pairs=[(session.channels.index(c), k) for c, k in m.pairs.items()],
     )
     bpy.app.timers.register(tick, first_interval=0.0)
-    return f"live session on {op.server_url}: {m.report()}"
+    return f"{where}: {m.report()}"
 
 
 def tick() -> float | None:
     """The timer: every frame waiting goes on the keys (and into the action when recording);
     returns the next interval, or None (the timer ends) once the session has ended."""
-    s: LiveSession | None = _current.get("session")
+    s = _current.get("session")
     if s is None:
         return None
     keys, pairs, gain = _current["keys"], _current["pairs"], _current["gain"]
@@ -102,7 +109,7 @@ def _record(frame, keys, pairs, gain) -> None:
 
 def stop() -> str:
     """Ends the session cleanly; frames already received are applied (and recorded)."""
-    s: LiveSession | None = _current.get("session")
+    s = _current.get("session")
     if s is None:
         return "no live session"
     s.stop()

@@ -140,11 +140,26 @@ class BLENDSYNC_OT_animate_audio(bpy.types.Operator, ImportSettings):
         return {"FINISHED"}
 
 
+SOURCES = [
+    ("SERVER", "bstrain serve", "Stream a WAV file through a running server's /v1/stream"),
+    ("LIVELINK", "Live Link Face", "Listen for Live Link Face UDP packets (the iPhone app, bstrain stream --to)"),
+]
+
+
 class BLENDSYNC_OT_live_start(bpy.types.Operator):
-    """Stream a sound file through a running bstrain serve and drive the shape keys with its frames"""
+    """Drive the shape keys live: a sound file streamed through a running bstrain serve, or Live Link Face packets"""
 
     bl_idname = "blendsync.live_start"
     bl_label = "Start live session"
+
+    source: EnumProperty(name="Source", items=SOURCES, default="SERVER")
+    port: IntProperty(name="UDP port", default=11111, min=1, max=65535, description="Live Link Face packets' port")
+    listen_host: StringProperty(
+        name="Listen on",
+        default="0.0.0.0",
+        description="Address to receive on (0.0.0.0: every network, as the app sends from a phone)",
+    )
+    subject: StringProperty(name="Subject", default="", description="Only packets of this subject (empty: any)")
 
     filepath: StringProperty(name="Audio (16-bit WAV)", subtype="FILE_PATH")
     server_url: StringProperty(name="Server", default="http://127.0.0.1:8000")

@@ -36,21 +36,31 @@ def operator(name: str, kwargs: dict) -> dict:
         return {"result": ["CANCELLED"], "error": str(e), "report": wm["blendsync_report"]}
 
 
-def live(kwargs: dict, timeout_s: float = 120.0) -> dict:
-    """The live session, its timer run by hand: a background Blender has no event loop."""
+def live(kwargs: dict, timeout_s: float = 120.0, marker: str = "", idle_s: float = 0.0) -> dict:
+    """The live session, its timer run by hand: a background Blender has no event loop. marker:
+    a file written once the session is open (the test starts its sender then); idle_s: stop
+    once frames have come and none has for this long (UDP has no end of stream)."""
     import blendsync_blender.live_driver as driver
 
     out = operator("live_start", kwargs)
     if out["result"] != ["FINISHED"]:
         return out
+    if marker:
+        open(marker, "w").close()
     session = driver._current["session"]
-    t0 = time.monotonic()
+    t0 = last = time.monotonic()
+    seen = 0
     while bpy.app.timers.is_registered(driver.tick) and time.monotonic() - t0 < timeout_s:
         if driver.tick() is None:
+            break
+        if session.received != seen:
+            seen, last = session.received, time.monotonic()
+        elif idle_s and seen and time.monotonic() - last > idle_s:
             break
         time.sleep(1 / 120)
     out["stop"] = operator("live_stop", {})
     log = [[f.n, f.time, list(f.values)] for f in session.log or []]
+    out["ignored"] = getattr(session, "ignored", 0)
     out.update(state=session.state, message=session.message, applied=driver._current["applied"],
                channels=list(session.channels), log=log)  # fmt: skip
     return out
@@ -95,7 +105,7 @@ for step in json.load(open(PLAN)):
         bpy.context.scene.render.fps, bpy.context.scene.render.fps_base = step["fps"], step.get("base", 1.0)
         results.append({})
     elif do == "live":
-        results.append(live(step["kwargs"]))
+        results.append(live(**step))
     elif do == "dump":
         results.append(dump())
     elif do == "exec":  # a page's Python, as a user would run it (docs/blender.md)

@@ -280,3 +280,75 @@ def test_the_python_on_the_blender_page_runs_in_blender(addon_zip, predicted, sp
     dump = run_blender(addon_zip, tmp_path, [*plan, {"do": "dump"}], cwd=tmp_path)[-1]
     assert len(dump["objects"]["face"]["curves"]) == 2 * 52  # each key's curve and its interpolation
     assert [(s["name"], s["frame_start"]) for s in dump["strips"]] == [("take01.wav", 1.0)]
+
+
+def test_live_link_face_packets_drive_the_keys(addon_zip, live_checkpoint, speech, tmp_path):
+    """`bstrain stream --to` sends Live Link Face packets through a relay (which keeps a copy)
+    to the add-on listening in Blender; the keys it records equal the packets' curves as
+    pylivelinkface decodes them (an independent decoder: Unreal's order by name), frame for
+    frame. A datagram that is not a packet and a packet of another subject are ignored."""
+    import socket
+    import threading
+    import time
+
+    pylivelinkface = pytest.importorskip("pylivelinkface")
+    from blendsync.train.inference.livelink import encode_packet
+
+    relay = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    relay.bind(("127.0.0.1", 0))
+    relay.settimeout(0.2)
+    port = free_port()
+    keys = [pascal_case(n) for n in ARKIT_52]
+    plan = [
+        {"do": "scene_fps", "fps": 60},
+        {"do": "mesh", "name": "face", "keys": keys},
+        {"do": "live", "marker": str(tmp_path / "listening"), "idle_s": 3.0, "timeout_s": 120.0,
+         "kwargs": {"source": "LIVELINK", "port": port, "listen_host": "127.0.0.1", "subject": "take",
+                    "record": True, "start_frame": 1}},
+        {"do": "dump"},
+    ]  # fmt: skip
+    done = threading.Event()
+    packets: list[bytes] = []
+
+    def forward():
+        while not done.is_set():
+            try:
+                data = relay.recv(65536)
+            except TimeoutError:
+                continue
+            packets.append(data)
+            relay.sendto(data, ("127.0.0.1", port))
+
+    thread = threading.Thread(target=forward, daemon=True)
+    blender = threading.Thread(target=lambda: results.append(run_blender(addon_zip, tmp_path, plan)), daemon=True)
+    results: list = []
+    blender.start()
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "listening").exists() and time.monotonic() < deadline and blender.is_alive():
+        time.sleep(0.1)
+    assert (tmp_path / "listening").exists(), "Blender did not start listening"
+    thread.start()
+    to_blender = ("127.0.0.1", port)
+    relay.sendto(b"not a packet", to_blender)
+    relay.sendto(encode_packet("$" + "0" * 36, "other", 5, 60, np.full(61, 0.5)), to_blender)
+    r = subprocess.run(
+        [sys.executable, "-m", "blendsync.train.cli", "-q", "stream", str(speech), "--checkpoint", str(live_checkpoint),
+         "--to", f"127.0.0.1:{relay.getsockname()[1]}", "--subject", "take", "--fps", "60"],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    blender.join(180)
+    done.set()
+    thread.join()
+    relay.close()
+    (live, dump) = results[0][2:]
+    assert live["result"] == ["FINISHED"] and live["ignored"] == 2, live
+    decoded = [pylivelinkface.PyLiveLinkFace.decode(p)[1] for p in packets]
+    assert len(decoded) == len(live["log"]) > 0.9 * 60 * sf.info(speech).duration
+    frames = [1 + f[0] for f in live["log"]]
+    assert frames == list(range(1, 1 + len(decoded)))  # every packet, in order, one frame apart
+    for name in keys:
+        shape = pylivelinkface.FaceBlendShape[name]
+        got = keyed(dump, "face", name)
+        assert np.array_equal(got[:, 0], frames), name
+        np.testing.assert_allclose(got[:, 1], [f.get_blendshape(shape) for f in decoded], atol=1e-6, err_msg=name)
