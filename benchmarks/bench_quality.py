@@ -71,6 +71,9 @@ class Variant:
     # bstrain pretrain steps on the fold's training takes and the audio-only takes (manifest
     # fold{i}u) before the run, which starts from its last.pt (--init-from); not charged to it.
     pretrain_steps: int = 0
+    # Captured takes trained on (how much data: the fold's first N training takes, in order
+    # after the held-out one); 0: all four.
+    train_takes: int = 0
 
 
 # Speed perturbation (as speech recognisers use it), two pitches and a noise level.
@@ -115,17 +118,38 @@ VARIANTS = {
         features="live", preset="live", settings={"augment.variant_p": 0.5}, augment=AUDIO_VARIANTS
     ),
 }
+# How much data: 1..3 captured takes, alone or after pretraining on the rest of the speech (the
+# audio-only takes and the fold's other captured takes, their curves unused). 4 takes: default
+# and pretrained.
+for _n in (1, 2, 3):
+    VARIANTS[f"takes{_n}"] = Variant(train_takes=_n)
+    VARIANTS[f"takes{_n}-pretrained"] = Variant(train_takes=_n, pretrain_steps=200)
 
 
 def custom_rig() -> Path:
     return Path(os.environ.get("BLENDSYNC_SHARED_DATA", REPO.parent / "shared" / "data")) / "custom_rig"
 
 
-def make_store(cache: Path, features: str, augmented: dict[str, tuple[str, ...]] | None = None) -> Path:
+def training_takes(fold: int, n: int = 0) -> list[str]:
+    """The fold's training takes (n: its first n, counting on from the held-out take)."""
+    others = [TAKES[(fold + k) % len(TAKES)] for k in range(1, len(TAKES))]
+    return others[: n or len(others)]
+
+
+def take_minutes(takes: list[str]) -> float:
+    import soundfile
+
+    return sum(soundfile.info(str(custom_rig() / f"{t}.wav")).duration for t in takes) / 60
+
+
+def make_store(
+    cache: Path, features: str, augmented: dict[str, tuple[str, ...]] | None = None, subsets: tuple[int, ...] = ()
+) -> Path:
     """One store per feature preset holding the five takes, with one manifest index per fold
     (fold{i}: take i is val, the others train; fold{i}u: and the audio-only takes;
-    fold{i}-NAME: with the audio variants augmented[NAME] of the training takes). A second call
-    computes nothing."""
+    fold{i}-NAME: with the audio variants augmented[NAME] of the training takes; fold{i}-tN:
+    take i and the first N training takes only, for N in subsets). A second call computes
+    nothing."""
     from blendsync.featurize.audio_variants import parse_variants
     from blendsync.featurize.extract import extract
     from blendsync.shared.config import FEATURE_PRESETS, FeatureConfig
@@ -140,11 +164,14 @@ def make_store(cache: Path, features: str, augmented: dict[str, tuple[str, ...]]
             f"{d / f'{t}.wav'},{d / f'bs_value_{t}.npy'},30,{'val' if j == i else 'train'},{t}"
             for j, t in enumerate(TAKES)
         ]
-        indexes = [(f"fold{i}", [], ()), (f"fold{i}u", unlabelled, ())]
-        indexes += [(f"fold{i}-{n}", [], parse_variants(a)) for n, a in (augmented or {}).items()]
-        for name, extra, variants in indexes:
+        everything = set(TAKES)
+        indexes = [(f"fold{i}", [], (), everything), (f"fold{i}u", unlabelled, (), everything)]
+        indexes += [(f"fold{i}-{n}", [], parse_variants(a), everything) for n, a in (augmented or {}).items()]
+        indexes += [(f"fold{i}-t{n}", [], (), {TAKES[i], *training_takes(i, n)}) for n in subsets]
+        for name, extra, variants, takes in indexes:
             man = cache / f"{name}.csv"
-            man.write_text("audio,targets,targets_fps,split,id\n" + "\n".join(rows + extra) + "\n")
+            kept = [r for r, t in zip(rows, TAKES, strict=True) if t in takes]
+            man.write_text("audio,targets,targets_fps,split,id\n" + "\n".join(kept + extra) + "\n")
             res = extract(man, store, cfg, executor="serial", index_name=name, augment=variants)
             assert res.ok, res
     return store
@@ -175,9 +202,14 @@ def run_fold(job: dict) -> dict:
     from blendsync.train.loop.trainer import fit
 
     variant, store, out, fold = Variant(**job["variant"]), Path(job["store"]), Path(job["out"]), job["fold"]
-    manifest = f"fold{fold}u" if variant.teacher else f"fold{fold}-{job['name']}" if variant.augment else f"fold{fold}"
+    manifest = (
+        f"fold{fold}u" if variant.teacher
+        else f"fold{fold}-{job['name']}" if variant.augment
+        else f"fold{fold}-t{variant.train_takes}" if variant.train_takes
+        else f"fold{fold}"
+    )  # fmt: skip
     teacher = job.get("teacher")
-    init_from, pretrain_cpu = pretrained(variant, store, out, fold, job)
+    init_from, pretrain_cpu = pretrained(job.get("pretrain"))
     # Probe: CPU seconds per optimiser step of this variant on this fold.
     marks: list[float] = []
     probe_cfg = train_config(variant, job["seed"], job["extra"], 1000)
@@ -198,6 +230,7 @@ def run_fold(job: dict) -> dict:
         "variant": job["name"],
         "fold": fold,
         "held_out": TAKES[fold],
+        "train_minutes": round(job["train_minutes"], 2),
         "seed": job["seed"],
         "cpu_s": round(budget.used, 1),
         "wall_s": round(wall, 1),
@@ -205,6 +238,10 @@ def run_fold(job: dict) -> dict:
         "steps": r.step,
         "max_steps": max_steps,
         "skill": m["skill"],
+        # skill's baseline is the run's own training mean: data_size_rows compares runs trained on
+        # different takes by mse against one baseline per fold.
+        "mse": m["mse"],
+        "mse_mean_predictor": m["mse_mean_predictor"],
         "mean_r": m["mean_r"],
         "amplitude_ratio": m["amplitude_ratio"],
         "active_channels": m["active_channels"],
@@ -212,18 +249,35 @@ def run_fold(job: dict) -> dict:
     }
 
 
-def pretrained(variant: Variant, store: Path, out: Path, fold: int, job: dict):
-    """(InitFrom of the fold's pretraining run's last.pt, its CPU-s), or (None, 0.0)."""
-    if not variant.pretrain_steps:
-        return None, 0.0
-    from blendsync.train.loop.finetune import InitFrom
+def pretrain_fold(job: dict) -> float:
+    """bstrain pretrain on the fold's training takes and the audio-only takes (manifest
+    fold{i}u), once per fold and step count, shared by every variant that starts from it.
+    Returns its process CPU-s (not charged to the runs)."""
+    import torch
+
+    torch.set_num_threads(1)
     from blendsync.train.loop.pretrain import PretrainConfig, pretrain
 
+    out, steps = Path(job["out"]), job["steps"]
+    if (out / "cpu_s.json").exists():
+        return json.loads((out / "cpu_s.json").read_text())
     c0 = time.process_time()
-    cfg = train_config(variant, job["seed"], job["extra"], 0)
-    settings = PretrainConfig(steps=variant.pretrain_steps, checkpoint_every=max(1, variant.pretrain_steps // 4))
-    pretrain(store, cfg=cfg, out=out / "pretrain", settings=settings, manifest=f"fold{fold}u")
-    return InitFrom.load(out / "pretrain" / "checkpoints" / "last.pt"), round(time.process_time() - c0, 1)
+    cfg = train_config(Variant(), job["seed"], job["extra"], 0)
+    settings = PretrainConfig(steps=steps, checkpoint_every=max(1, steps // 4))
+    pretrain(Path(job["store"]), cfg=cfg, out=out, settings=settings, manifest=f"fold{job['fold']}u")
+    cpu = round(time.process_time() - c0, 1)
+    (out / "cpu_s.json").write_text(json.dumps(cpu))
+    return cpu
+
+
+def pretrained(folder: str | None):
+    """(InitFrom of the fold's pretraining run's last.pt, its CPU-s), or (None, 0.0)."""
+    if folder is None:
+        return None, 0.0
+    from blendsync.train.loop.finetune import InitFrom
+
+    folder = Path(folder)
+    return InitFrom.load(folder / "checkpoints" / "last.pt"), json.loads((folder / "cpu_s.json").read_text())
 
 
 def summary(rows: list[dict], key: str) -> str:
@@ -271,9 +325,11 @@ def main() -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     stores = {}
     for f in dict.fromkeys(VARIANTS[n].features for n in needed):
+        mine = [VARIANTS[n] for n in needed if VARIANTS[n].features == f]
         augmented = {n: VARIANTS[n].augment for n in needed if VARIANTS[n].features == f and VARIANTS[n].augment}
+        subsets = tuple(sorted({v.train_takes for v in mine if v.train_takes}))
         t0 = time.perf_counter()
-        stores[f] = make_store(args.cache, f, augmented)
+        stores[f] = make_store(args.cache, f, augmented, subsets)
         print(f"store {stores[f]} ({f} features) ready in {time.perf_counter() - t0:.0f} s", flush=True)
     rows = reused_rows(args.reuse, budget, extra, needed, folds) if args.reuse else []
     done = {(r["variant"], r["fold"]) for r in rows}
@@ -282,11 +338,19 @@ def main() -> None:
     def job(n: str, f: int) -> dict:
         v = VARIANTS[n]
         teacher = None if v.teacher is None else str(runs / f"{v.teacher}-fold{f}" / "run" / "checkpoints" / "best.pt")
+        pretrain = str(runs / f"pretrain{v.pretrain_steps}-fold{f}") if v.pretrain_steps else None
         return {"name": n, "variant": v.__dict__, "store": str(stores[v.features]), "fold": f,
                 "out": str(runs / f"{n}-fold{f}"), "seed": args.seed, "budget": budget, "extra": extra,
-                "teacher": teacher}  # fmt: skip
+                "teacher": teacher, "pretrain": pretrain,
+                "train_minutes": take_minutes(training_takes(f, v.train_takes))}  # fmt: skip
 
     todo = [(n, f) for f in folds for n in needed if (n, f) not in done]
+    pretraining = {
+        (VARIANTS[n].pretrain_steps, f): {"out": str(runs / f"pretrain{VARIANTS[n].pretrain_steps}-fold{f}"),
+            "steps": VARIANTS[n].pretrain_steps, "fold": f, "store": str(stores[VARIANTS[n].features]),
+            "seed": args.seed, "extra": extra}
+        for n, f in todo if VARIANTS[n].pretrain_steps
+    }  # fmt: skip
     phases = [
         [job(n, f) for n, f in todo if not VARIANTS[n].teacher],
         [job(n, f) for n, f in todo if VARIANTS[n].teacher],
@@ -294,6 +358,8 @@ def main() -> None:
     print(f"{len(todo)} runs of {budget:g} CPU-s in {runs}, {args.jobs} at once, one torch thread each "
           f"({len(rows)} rows reused); extra settings {extra}")  # fmt: skip
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+        for (steps, f), cpu in zip(pretraining, pool.map(pretrain_fold, pretraining.values()), strict=True):
+            print(f"  pretrained {steps} steps for fold {f} in {cpu:.0f} CPU-s (not charged to the runs)", flush=True)
         for phase in phases:  # students after their teachers
             for row in pool.map(run_fold, phase):
                 rows.append(row)
