@@ -173,6 +173,9 @@ class BLENDSYNC_OT_live_start(bpy.types.Operator):
     name_map: EnumProperty(name="Name map", items=MAPS, default="arkit")
     name_map_file: StringProperty(name="Name map file", default="", subtype="FILE_PATH")
 
+    def invoke(self, context, event):
+        return context.window_manager.invoke_props_dialog(self, width=420)
+
     def execute(self, context):
         wm = context.window_manager
         try:

@@ -36,10 +36,11 @@ def operator(name: str, kwargs: dict) -> dict:
         return {"result": ["CANCELLED"], "error": str(e), "report": wm["blendsync_report"]}
 
 
-def live(kwargs: dict, timeout_s: float = 120.0, marker: str = "", idle_s: float = 0.0) -> dict:
+def live(kwargs: dict, timeout_s: float = 120.0, marker: str = "", idle_s: float = 0.0, stop_after: int = 0) -> dict:
     """The live session, its timer run by hand: a background Blender has no event loop. marker:
     a file written once the session is open (the test starts its sender then); idle_s: stop
-    once frames have come and none has for this long (UDP has no end of stream)."""
+    once frames have come and none has for this long (UDP has no end of stream); stop_after:
+    stop once this many frames have come (a user's Stop mid-session)."""
     import blendsync_blender.live_driver as driver
 
     out = operator("live_start", kwargs)
@@ -56,6 +57,8 @@ def live(kwargs: dict, timeout_s: float = 120.0, marker: str = "", idle_s: float
         if session.received != seen:
             seen, last = session.received, time.monotonic()
         elif idle_s and seen and time.monotonic() - last > idle_s:
+            break
+        if stop_after and seen >= stop_after:
             break
         time.sleep(1 / 120)
     out["stop"] = operator("live_stop", {})
@@ -83,7 +86,8 @@ def dump() -> dict:
     strips = [{"name": s.name, "frame_start": s.frame_start, "filepath": s.sound.filepath}
               for s in (se.sequences_all if se else [])]  # fmt: skip
     scene = bpy.context.scene
-    return {"objects": objects, "strips": strips, "actions": len(bpy.data.actions),
+    menu = [f.__name__ for f in getattr(bpy.types.TOPBAR_MT_file_import.draw, "_draw_funcs", [])]
+    return {"objects": objects, "strips": strips, "actions": len(bpy.data.actions), "import_menu": menu,
             "fps": scene.render.fps / scene.render.fps_base}  # fmt: skip
 
 

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -220,6 +221,9 @@ def test_a_server_and_a_live_session(addon_zip, server, live_checkpoint, speech,
         {"do": "live", "kwargs": {"filepath": str(speech), "server_url": server.url, "token": TOKEN,
                                   "record": True, "start_frame": 1}},
         {"do": "live", "kwargs": {"filepath": str(speech), "server_url": server.url, "token": "wrong"}},
+        {"do": "mesh", "name": "stopped", "keys": keys},
+        {"do": "live", "stop_after": 30, "kwargs": {"filepath": str(speech), "server_url": server.url,
+                                                    "token": TOKEN, "record": True}},
         {"do": "dump"},
     ])  # fmt: skip
     assert results[2]["result"] == results[4]["result"] == ["FINISHED"], results[:5]
@@ -241,7 +245,14 @@ def test_a_server_and_a_live_session(addon_zip, server, live_checkpoint, speech,
         assert np.array_equal(got[:, 0], [1 + f[0] for f in log]), name
         np.testing.assert_allclose(got[:, 1], [f[2][j] for f in log], atol=1e-6, err_msg=name)
     assert "refused the token" in results[9]["error"]
-    assert dump["actions"] == 3  # from_csv, from_server, live: the refused requests made none
+    # Stop mid-session: the session ends cleanly, what came is kept, the server closes its end.
+    stopped = results[11]
+    assert stopped["state"] == "stopped" and 30 <= stopped["applied"] < len(log), stopped["state"]
+    assert len(keyed(dump, "stopped", "JawOpen")) == stopped["applied"]
+    assert json.loads(urllib.request.urlopen(server.url + "/healthz", timeout=10).read())["sessions"] == 0
+    assert server.alive()
+    assert dump["actions"] == 4  # from_csv, from_server, live, stopped: the refused requests made none
+    assert "menu_import" in dump["import_menu"]  # File > Import > blendsync curves
 
 
 @pytest.mark.filterwarnings("ignore:Reading `.npy`:UserWarning")  # the rig's arrays were saved by Python 2
