@@ -136,10 +136,12 @@ def test_on_frames_is_linear_interpolation_in_time(tmp_path_factory, fps_in, fps
     np.testing.assert_allclose(got, want, atol=1e-9)
 
 
-def test_rates_for_the_scene():
-    assert rate_for_scene(30.0) == (30, 1.0)
-    fps, base = rate_for_scene(59.94)
-    assert fps == 60 and fps / base == pytest.approx(59.94)
+def test_rates_for_the_scene(shared_data):
+    assert rate_for_scene(30.0) == (30, 1.0) and rate_for_scene(59.94) == (60, 1.001)
+    assert rate_for_scene(29.97) == (30, 1.001) and rate_for_scene(37.0) == (37, 1.0)
+    # Real Live Link Face takes run at about 59.9 fps: the scene gets the nearest preset, 59.94
+    for name in ("MySlate_161_iPhone_cal.csv", "Happy.csv"):
+        assert rate_for_scene(read_livelink_csv(shared_data / "livelinkface" / name).fps) == (60, 1.001)
 
 
 def test_a_closer_match_is_never_taken_by_a_looser_one():
@@ -154,3 +156,61 @@ def test_a_custom_rig_behind_an_exporters_prefix(shared_data):
     names = read_channel_list(shared_data / "custom_rig" / "channel_names.txt")
     m = match(names, ["Basis", *(f"blendShape1.{n}" for n in names)], basis="Basis")
     assert m.pairs == {n: f"blendShape1.{n}" for n in names} and m.unused_keys == ()
+
+
+def test_blender_side_suffixes_and_copies_are_not_prefixes():
+    m = match(["Blink.L", "Smile.L"], ["Basis", "Face.Smile.L", "Face.Blink.L"], basis="Basis")
+    assert m.pairs == {"Blink.L": "Face.Blink.L", "Smile.L": "Face.Smile.L"}
+    assert match(["Brow.L", "Eye.L"], ["eye.L", "brow.L"]).pairs == {"Brow.L": "brow.L", "Eye.L": "eye.L"}
+    assert match(["jawOpen"], ["jawOpen.001"]).pairs == {}  # a copy is not the key
+
+
+def test_a_name_map_line_that_matches_nothing_is_reported():
+    m = match(["jawOpen"], ["Basis", "JawOpen"], user_map={"jawOpen": "Jaww", "tongue": "Tongue"}, basis="Basis")
+    assert m.pairs == {"jawOpen": "JawOpen"}
+    assert "jawOpen = Jaww (no shape key Jaww)" in m.report() and "tongue = Tongue (no channel tongue)" in m.report()
+
+
+def test_timing_follows_blendsyncs_rules_on_irregular_clocks(tmp_path):
+    """Repeated rows beyond 5% of the intervals make a clock irregular (re-spaced), rows out of
+    order are sorted first: the add-on times a take as blendsync's reader does."""
+    from blendsync.shared.channels import ChannelSet
+
+    rng = np.random.default_rng(3)
+    t = np.arange(200) / 60.0
+    t = np.insert(t, rng.choice(np.arange(1, 200), 17, replace=False), np.nan)  # 8% repeated rows
+    t = np.where(np.isnan(t), np.roll(t, 1), t)
+    t[[50, 51]] = t[[51, 50]]  # one pair out of order
+
+    def tc(x):  # noqa: E306
+        return f"00:00:{int(x) // 1:02d}:{(x - int(x)) * 60:06.3f}"
+
+    lines = ["Timecode,BlendshapeCount,JawOpen"] + [f"{tc(x)},61,{v:.6f}" for x, v in zip(t, rng.random(len(t)))]
+    (tmp_path / "irregular.csv").write_text("\n".join(lines) + "\n")
+    mine = read_livelink_csv(tmp_path / "irregular.csv")
+    theirs = blendsync_livelink_csv(tmp_path / "irregular.csv", ChannelSet(name="one", channels=("jawOpen",)))
+    np.testing.assert_allclose(mine.times, theirs.times, atol=1e-9)
+    np.testing.assert_allclose(np.array(mine.rows)[:, 0], theirs.values[:, 0], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "data, problem",
+    [
+        (lambda a: a[: len(a) - 40], "shorter than its header"),
+        (lambda a: a[:8] + b"\x10\x00" + b"(1, 2)".ljust(16), "unreadable .npy header"),
+        (lambda a: a[:12], "unreadable .npy header"),
+    ],
+)
+def test_a_corrupt_npy_is_one_line(tmp_path, data, problem):
+    np.save(tmp_path / "ok.npy", _curves(10, 2))
+    (tmp_path / "bad.npy").write_bytes(data((tmp_path / "ok.npy").read_bytes()))
+    (tmp_path / "two.txt").write_text("a\nb\n")
+    with pytest.raises(CurveFileError, match=problem):
+        read_curves(tmp_path / "bad.npy", tmp_path / "two.txt")
+
+
+def test_a_server_answer_that_is_not_an_object_is_one_line():
+    from blendsync.blender_addon.curve_files import curves_from_doc
+
+    with pytest.raises(CurveFileError, match="not a JSON object of curves"):
+        curves_from_doc([1, 2], "http://x")

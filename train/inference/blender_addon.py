@@ -1,7 +1,8 @@
 """The Blender add-on (integrations/blender/blendsync_blender, installed with the package as
 blendsync.blender_addon) packed as the zip Blender's Preferences > Add-ons > Install takes:
 one folder, blendsync_blender/, holding its modules. The zip is the same bytes for the same
-sources (sorted names, fixed timestamps), so a release can be checked against a build."""
+sources and zlib (sorted names, fixed timestamps and system), so a release can be checked
+against a build."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ def pack_addon(out: Path) -> list[str]:
             info = zipfile.ZipInfo(f"{ADDON_FOLDER}/{p.name}", FIXED_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
+            info.create_system = 3  # Unix, on every system that packs it
             z.writestr(info, p.read_bytes())
     write_atomically(Path(out), buf.getvalue())
     return [f"{ADDON_FOLDER}/{p.name}" for p in files]

@@ -14,6 +14,10 @@ bl_info = {
 
 
 def register():
+    import bpy
+
+    if bpy.app.version >= (5, 0, 0):  # actions and the sequencer's strips changed their Python API
+        raise RuntimeError("blendsync: this add-on is for Blender 3.4 to 4.x")
     from . import operators
 
     operators.register()

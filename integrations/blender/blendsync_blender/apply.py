@@ -74,6 +74,7 @@ def import_curves(scene, obj, curves: Curves, options: ImportOptions) -> str:
     """Puts the curves on obj's shape keys; returns the report (what went where, what did
     not match). CurveFileError, before any change, for anything that stops it."""
     m, columns = plan(obj, curves, options)
+    audio = _add_sound(scene, options.audio, options.start_frame) if options.audio else ""  # checked here
     if options.set_scene_fps:
         scene.render.fps, scene.render.fps_base = rate_for_scene(curves.fps)
     fps = scene_rate(scene.render.fps, scene.render.fps_base)
@@ -82,6 +83,8 @@ def import_curves(scene, obj, curves: Curves, options: ImportOptions) -> str:
     keys = obj.data.shape_keys
     ad = keys.animation_data or keys.animation_data_create()
     if options.mode == "REPLACE" or ad.action is None:
+        if ad.action is not None:
+            ad.action.use_fake_user = True  # replaced, not lost at the next save
         ad.action = bpy.data.actions.new(f"{obj.name}_{os.path.splitext(os.path.basename(curves.source))[0]}")
     action = ad.action
     for j, key_name in enumerate(m.pairs.values()):
@@ -89,7 +92,6 @@ def import_curves(scene, obj, curves: Curves, options: ImportOptions) -> str:
         fc = action.fcurves.find(path) or action.fcurves.new(path, action_group="blendsync")
         _set_keys(fc, first, [row[j] for row in values])
     scene.frame_end = max(scene.frame_end, last)
-    audio = _add_sound(scene, options.audio, first) if options.audio else ""
     return (
         f"{len(values)} frames ({first}-{last} at {fps:g} fps) of {os.path.basename(curves.source)} on "
         f"{obj.name!r}, action {action.name!r}: {m.report()}{audio}"
@@ -117,10 +119,22 @@ def _set_keys(fc, first: int, values: list[float]) -> None:
 
 
 def _add_sound(scene, path: str, frame: int) -> str:
+    """The sound file as a strip at frame (one strip per file: an earlier import's is moved
+    there), or CurveFileError, with nothing added, for a file Blender cannot play."""
     se = scene.sequence_editor or scene.sequence_editor_create()
+    same = [s for s in se.sequences_all if s.type == "SOUND" and bpy.path.abspath(s.sound.filepath) == path]
+    if same:
+        same[0].frame_start = frame
+        return f"; audio {same[0].name!r} moved to frame {frame}"
     used = {s.channel for s in se.sequences_all}
     channel = next(c for c in range(1, 129) if c not in used)
     strip = se.sequences.new_sound(os.path.basename(path), path, channel, frame)
+    if strip.frame_final_duration <= 1:  # Blender reads what it cannot decode as silence of one frame
+        sound = strip.sound
+        se.sequences.remove(strip)
+        if sound is not None and sound.users == 0:
+            bpy.data.sounds.remove(sound)
+        raise CurveFileError(f"{path}: not a sound file Blender can play")
     return f"; audio {strip.name!r} at frame {strip.frame_start:g} (channel {channel})"
 
 

@@ -130,10 +130,24 @@ def read_livelink_csv(p: Path) -> Curves:
     return Curves(tuple(header[i] for i in cols), times, tuple(rows[i] for i in order), fps, str(p))
 
 
+# An interval within 10% of a whole multiple (>= 2) of the median is dropped capture frames; one
+# under 1/1000 of it repeats the previous row; more than 5% of such intervals: an irregular
+# clock. blendsync's reader (shared/targets.py) applies the same rules, so a take is timed alike.
+WHOLE_MULTIPLE_TOLERANCE, REPEAT_TOLERANCE, MAX_IRREGULAR_FRACTION = 0.1, 1e-3, 0.05
+
+
+def _median(v: list[float]) -> float:
+    v = sorted(v)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
 def row_times(stamps: list[float], p: Path) -> tuple[tuple[float, ...], list[int], float]:
     """Wall-clock stamps of the rows -> (times from the first, the rows' order, fps): sorted
-    into time order, repeated times dropped, re-spaced at the median interval when the
-    intervals jitter (dropped capture frames, whole multiples of it, keep their times)."""
+    into time order (stable), a row repeating the previous time dropped, dropped capture
+    frames (whole multiples of the median interval) kept as gaps; intervals that jitter by
+    more than 25% of the median, or more than 5% of them irregular, re-space every row (in
+    time order) at the median rate."""
     if len(stamps) < 2:
         raise CurveFileError(f"{p}: needs at least 2 rows to know the frame rate")
     t = [0.0]
@@ -141,16 +155,21 @@ def row_times(stamps: list[float], p: Path) -> tuple[tuple[float, ...], list[int
         step = b - a
         t.append(t[-1] + (step + 86400 if step < -43200 else step))  # a take over midnight
     order = sorted(range(len(t)), key=t.__getitem__)
-    steps = [t[b] - t[a] for a, b in zip(order, order[1:])]
-    positive = sorted(s for s in steps if s > 0)
+    times = [t[i] for i in order]
+    steps = [b - a for a, b in zip(times, times[1:])]
+    positive = [s for s in steps if s > 0]
     if not positive:
         raise CurveFileError(f"{p}: timecodes do not increase (every row has the same time)")
-    med = positive[len(positive) // 2]
-    keep = [order[0]] + [b for s, b in zip(steps, order[1:]) if s / med >= 1e-3]
-    ratios = [s / med for s in steps if s / med >= 1e-3]
-    odd = [r for r in ratios if abs(r - 1) > JITTER_TOLERANCE and not (round(r) >= 2 and abs(r - round(r)) <= 0.1)]
-    if odd:
-        return tuple(i * med for i in range(len(t))), list(range(len(t))), 1.0 / med
+    med = _median(positive)
+    ratio = [s / med for s in steps]
+    repeat = [r < REPEAT_TOLERANCE for r in ratio]
+    gap = [round(r) >= 2 and abs(r - round(r)) <= WHOLE_MULTIPLE_TOLERANCE for r in ratio]
+    regular = [r for r, rep, g in zip(ratio, repeat, gap) if not rep and not g]
+    dev = max((abs(r - 1) for r in regular), default=0.0)
+    irregular = 1 - len(regular) / len(ratio)
+    if dev > JITTER_TOLERANCE or irregular > MAX_IRREGULAR_FRACTION:
+        return tuple(i * med for i in range(len(order))), order, 1.0 / med
+    keep = [order[0]] + [i for i, rep in zip(order[1:], repeat) if not rep]
     return tuple(t[i] - t[keep[0]] for i in keep), keep, 1.0 / med
 
 
@@ -168,6 +187,8 @@ def read_curves_json(p: Path) -> Curves:
 
 def curves_from_doc(doc: dict, source: str) -> Curves:
     """The JSON object of curves (a file's or a server's answer) -> Curves."""
+    if not isinstance(doc, dict):
+        raise CurveFileError(f"{source}: not a JSON object of curves (fps, channels, values)")
     fps, channels, values = doc.get("fps"), doc.get("channels"), doc.get("values")
     if not isinstance(fps, (int, float)) or isinstance(fps, bool) or not 0 < fps <= 1000:
         raise CurveFileError(f"{source}: fps must be a positive number, got {fps!r}")
@@ -191,22 +212,26 @@ NPY_DTYPES = {"<f4": "f", "<f8": "d"}
 def read_npy(p: Path, channels: tuple[str, ...], fps: float) -> Curves:
     """A (T, C) little-endian .npy (float32/64 as predict and rigs write them) whose C columns
     are channels in order, rows at fps."""
-    data = p.read_bytes()
-    if data[:6] != b"\x93NUMPY":
-        raise CurveFileError(f"{p}: not a .npy file")
-    major = data[6]
-    hlen_size = 2 if major == 1 else 4
-    (hlen,) = struct.unpack("<H" if hlen_size == 2 else "<I", data[8 : 8 + hlen_size])
-    start = 8 + hlen_size + hlen
     try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise CurveFileError(f"{p}: cannot read ({e.strerror})") from None
+    if data[:6] != b"\x93NUMPY" or len(data) < 10:
+        raise CurveFileError(f"{p}: not a .npy file")
+    hlen_size = 2 if data[6] == 1 else 4
+    try:
+        (hlen,) = struct.unpack_from("<H" if hlen_size == 2 else "<I", data, 8)
+        start = 8 + hlen_size + hlen
         # Arrays saved by Python 2's numpy write their sizes as longs: (1429L, 116L).
         header = ast.literal_eval(re.sub(r"(\d+)L\b", r"\1", data[8 + hlen_size : start].decode("latin1")))
-    except (ValueError, SyntaxError):
+    except (struct.error, ValueError, SyntaxError, MemoryError):
         raise CurveFileError(f"{p}: unreadable .npy header") from None
+    if not isinstance(header, dict):
+        raise CurveFileError(f"{p}: unreadable .npy header")
     descr, shape = header.get("descr"), tuple(header.get("shape", ()))
     if descr not in NPY_DTYPES:
         raise CurveFileError(f"{p}: dtype {descr!r} not read here; save float32 or float64 little-endian")
-    if header.get("fortran_order") or len(shape) != 2:
+    if header.get("fortran_order") or len(shape) != 2 or not all(isinstance(n, int) for n in shape):
         raise CurveFileError(f"{p}: expected a (frames, channels) C-ordered array, got shape {shape}")
     T, C = shape
     if C != len(channels):
@@ -216,6 +241,8 @@ def read_npy(p: Path, channels: tuple[str, ...], fps: float) -> Curves:
     if not 0 < fps <= 1000:
         raise CurveFileError(f"{p}: fps must be positive, got {fps}")
     code = NPY_DTYPES[descr]
+    if len(data) < start + T * C * struct.calcsize(code):
+        raise CurveFileError(f"{p}: shorter than its header's {T} x {C} values (a truncated file?)")
     flat = struct.unpack_from(f"<{T * C}{code}", data, start)
     if not all(math.isfinite(v) for v in flat):
         raise CurveFileError(f"{p}: holds NaN or infinite values")

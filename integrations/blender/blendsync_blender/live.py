@@ -42,6 +42,7 @@ class LiveSession:
         self.log: list[Frame] | None = [] if keep_log else None
         self.ready = threading.Event()
         self._stop = threading.Event()
+        self._done_sending = threading.Event()
         self._ws: WebSocket | None = None
         self._pcm = self._read_wav(audio_path)
         self._thread = threading.Thread(target=self._run, name="blendsync-live", daemon=True)
@@ -85,11 +86,16 @@ class LiveSession:
                                       "encoding": "pcm_s16le", "fps": self.fps, "format": "json"}))  # fmt: skip
             sender = threading.Thread(target=self._send_audio, args=(pcm, rate, channels), daemon=True)
             sender.start()
-            self._receive()
-            sender.join(2.0)
+            try:
+                self._receive()
+            finally:
+                self._done_sending.set()  # the server has ended, refused or gone: no more audio
+                sender.join(2.0)
         except (ServerError, OSError, ConnectionError, ValueError) as e:
             if not self._stop.is_set():
                 self.state, self.message = "failed", str(e)
+        except (KeyError, TypeError, AttributeError) as e:  # a message not of the protocol
+            self.state, self.message = "failed", f"the server sent a message this add-on does not read ({e!r})"
         finally:
             if self._ws is not None:
                 self._ws.close()
@@ -102,13 +108,14 @@ class LiveSession:
         t0 = time.monotonic()
         try:
             for i, at in enumerate(range(0, len(pcm), step)):
-                if self._stop.is_set():
+                if self._stop.is_set() or self._done_sending.is_set():
                     break
                 if self.realtime:
                     time.sleep(max(0.0, t0 + i * CHUNK_S - time.monotonic()))
                 self._ws.send(pcm[at : at + step])
-            self._ws.send(json.dumps({"type": "end"}))
-        except OSError:
+            if not self._done_sending.is_set():
+                self._ws.send(json.dumps({"type": "end"}))
+        except (OSError, ConnectionError):
             pass  # the receiver sees the connection go and says so
 
     def _receive(self) -> None:

@@ -1,12 +1,16 @@
 """The live session's main-thread side: a timer drains the session's frames onto the shape
 keys (the latest frame shows; with record on, every frame is also keyed at its own time), and
-stops itself when the session ends. One session at a time."""
+stops itself when the session ends. One session at a time.
+
+Blender data is held by name and looked up on every tick: undo and file loads replace the
+objects a reference would point to. Loading a file stops the session (load_pre)."""
 
 from __future__ import annotations
 
 import queue
 
 import bpy
+from bpy.app.handlers import persistent
 
 from .apply import shape_key_owner
 from .curve_files import CurveFileError
@@ -29,8 +33,9 @@ def status() -> str:
     return f"live: {s.state}, {_current.get('applied', 0)} frames applied" + (f" ({s.message})" if s.message else "")
 
 
-def start(context, op) -> str:
-    """Opens the session (op: the start operator's settings) and its timer."""
+def start(context, op, url: str = "", token: str = "") -> str:
+    """Opens the session (op: the start operator's settings; url, token: the server's) and its
+    timer."""
     if active():
         raise CurveFileError("a live session is running: stop it first")
     keys = shape_key_owner(context.active_object)
@@ -40,12 +45,12 @@ def start(context, op) -> str:
         where = f"Live Link packets on {op.listen_host}:{op.port}"
     else:
         path = bpy.path.abspath(op.filepath)
-        session = LiveSession(op.server_url, op.token, path, op.fps, keep_log=op.record).start()
-        where = f"live session on {op.server_url}"
+        session = LiveSession(url, token, path, op.fps, keep_log=op.record).start()
+        where = f"live session on {url}"
         session.ready.wait(15.0)
         if not session.channels:
             session.stop()
-            raise CurveFileError(session.message or f"{op.server_url}: no ready message within 15 s")
+            raise CurveFileError(session.message or f"{url}: no ready message within 15 s")
     names = [k.name for k in keys.key_blocks]
     m = match(session.channels, names, op.name_map, user_map, basis=keys.reference_key.name)
     if not m.pairs:
@@ -53,17 +58,18 @@ def start(context, op) -> str:
         raise CurveFileError(f"no channel of the {where} matches a shape key of {context.active_object.name!r}")
     action = None
     if op.record:
-        ad = keys.animation_data or keys.animation_data_create()
-        action = ad.action = bpy.data.actions.new(f"{context.active_object.name}_live")
+        # Keyed aside and put on the keys when the session ends: an action on them while it runs
+        # would set them back to its keys each time Blender evaluates the animation.
+        action = bpy.data.actions.new(f"{context.active_object.name}_live")
+        action.use_fake_user = True  # a recording is kept even if it is never put on the keys
     _current.clear()
     _current.update(
         session=session,
-        keys=keys,
+        object=context.active_object.name,
         gain=op.gain,
-        record=action,
+        record=action.name if action else None,
         start=op.start_frame,
-        scene=context.scene,
-        fcurves={},
+        scene=context.scene.name,
         applied=0,
         pairs=[(session.channels.index(c), k) for c, k in m.pairs.items()],
     )
@@ -71,13 +77,32 @@ def start(context, op) -> str:
     return f"{where}: {m.report()}"
 
 
+def _targets():
+    """(the object's Key, the scene, the recording action or None), looked up by name; None
+    when undo or a file load took the object or scene away."""
+    obj = bpy.data.objects.get(_current["object"])
+    keys = getattr(obj.data, "shape_keys", None) if obj is not None and obj.data is not None else None
+    scene = bpy.data.scenes.get(_current["scene"])
+    if keys is None or scene is None:
+        return None
+    action = bpy.data.actions.get(_current["record"]) if _current["record"] else None
+    return keys, scene, action
+
+
 def tick() -> float | None:
     """The timer: every frame waiting goes on the keys (and into the action when recording);
-    returns the next interval, or None (the timer ends) once the session has ended."""
+    returns the next interval, or None (the timer ends) once the session has ended or its
+    object is gone (the session is then stopped)."""
     s = _current.get("session")
     if s is None:
         return None
-    keys, pairs, gain = _current["keys"], _current["pairs"], _current["gain"]
+    targets = _targets()
+    if targets is None:
+        s.stop()
+        s.message = f"{_current['object']!r} is gone (undo or another file): session stopped"
+        return None
+    keys, scene, action = targets
+    pairs, gain = _current["pairs"], _current["gain"]
     latest = None
     while True:
         try:
@@ -85,37 +110,64 @@ def tick() -> float | None:
         except queue.Empty:
             break
         _current["applied"] += 1
-        if _current["record"] is not None:
-            _record(latest, keys, pairs, gain)
+        if action is not None:
+            _record(latest, keys, scene, action, pairs, gain)
     if latest is not None:
         for column, name in pairs:
-            keys.key_blocks[name].value = latest.values[column] * gain
+            block = keys.key_blocks.get(name)
+            if block is not None:
+                block.value = latest.values[column] * gain
     if not s.running and s.frames.empty():
+        _finish(keys, action)
         return None
     return 1.0 / 120
 
 
-def _record(frame, keys, pairs, gain) -> None:
-    scene, action = _current["scene"], _current["record"]
+def _record(frame, keys, scene, action, pairs, gain) -> None:
     at = _current["start"] + frame.n * scene.render.fps / scene.render.fps_base / _current["session"].fps
     for column, name in pairs:
-        fc = _current["fcurves"].get(name)
-        if fc is None:
-            path = f'key_blocks["{bpy.utils.escape_identifier(name)}"].value'
-            fc = _current["fcurves"][name] = action.fcurves.new(path, action_group="blendsync live")
+        path = f'key_blocks["{bpy.utils.escape_identifier(name)}"].value'
+        fc = action.fcurves.find(path) or action.fcurves.new(path, action_group="blendsync live")
         k = fc.keyframe_points.insert(at, frame.values[column] * gain, options={"FAST"})
         k.interpolation = "LINEAR"
 
 
+def _finish(keys, action) -> None:
+    """The recording made whole (curves sorted), put on the keys (the action it replaces kept)
+    and an undo step for it."""
+    if action is None or action.name != _current.get("record"):
+        return
+    _current["record"] = None  # once
+    for fc in action.fcurves:
+        fc.update()
+    ad = keys.animation_data or keys.animation_data_create()
+    if ad.action is not None:
+        ad.action.use_fake_user = True  # replaced, not lost at the next save
+    ad.action = action
+    try:
+        bpy.ops.ed.undo_push(message="blendsync live recording")
+    except RuntimeError:  # no window (a background Blender): nothing to undo to
+        pass
+
+
 def stop() -> str:
-    """Ends the session cleanly; frames already received are applied (and recorded)."""
+    """Ends the session cleanly; frames already received are applied (and recorded) where
+    their object still exists."""
     s = _current.get("session")
     if s is None:
         return "no live session"
     s.stop()
-    tick()
-    for fc in _current.get("fcurves", {}).values():
-        fc.update()
+    if _targets() is not None:
+        tick()
     if bpy.app.timers.is_registered(tick):
         bpy.app.timers.unregister(tick)
     return status()
+
+
+@persistent
+def stop_on_load(*_args) -> None:
+    """load_pre: another file replaces every object the session drives."""
+    s = _current.get("session")
+    if s is not None and s.running:
+        s.stop()
+        s.message = "another file was loaded: session stopped"

@@ -16,20 +16,29 @@ from .curve_files import CurveFileError
 #          avatars' ARKit-named morphs; Character Creator's A01_..A52_ names)
 #   exact: the names must be equal
 NAME_MAPS = ("arkit", "exact")
-_PREFIX = re.compile(r"^(?:.*[.:|])|^a\d\d_", re.IGNORECASE)  # "blendShape1.", "Face:", "A25_"
 _SIDE = re.compile(r"[_.\- ]([lr])$", re.IGNORECASE)  # eyeBlink_L, eye_blink.r
 
 
+_SEPARATORS = re.compile(r"[.:|]")
+_NOT_A_NAME = re.compile(r"^(?:[lr]|\d+)$", re.IGNORECASE)  # a side (eye.L) or Blender's copy number (.001)
+
+
 def stripped(name: str) -> str:
-    """A name without the prefix an exporter added: blendShape1.jawOpen, Face:jawOpen -> jawOpen."""
-    return _PREFIX.sub("", name.strip())
+    """A name without the prefix an exporter added (blendShape1.jawOpen, Face:jawOpen ->
+    jawOpen; A25_Jaw_Open -> Jaw_Open), keeping Blender's side suffix (Face.Smile.L ->
+    Smile.L): the shortest rest after a separator that is more than a side letter or a number."""
+    name = re.sub(r"^a\d\d_", "", name.strip(), flags=re.IGNORECASE)
+    for m in reversed(list(_SEPARATORS.finditer(name))):
+        rest = name[m.end() :]
+        if rest and not _NOT_A_NAME.match(rest):
+            return rest
+    return name
 
 
 def reduced(name: str) -> str:
     """A name as the arkit map compares it: jaw_Open, JawOpen, blendShape1.jawOpen -> jawopen."""
     name = _SIDE.sub(lambda m: "left" if m.group(1).lower() == "l" else "right", name.strip())
-    name = _PREFIX.sub("", name)
-    return re.sub(r"[^0-9a-z]", "", name.lower())
+    return re.sub(r"[^0-9a-z]", "", stripped(name).lower())
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,8 @@ class Match:
     pairs: dict[str, str]
     unmatched_channels: tuple[str, ...]
     unused_keys: tuple[str, ...]
+    # lines of the user's name map naming a channel the curves lack or a key the mesh lacks
+    map_problems: tuple[str, ...] = ()
 
     def report(self, limit: int = 8) -> str:
         def some(names: tuple[str, ...]) -> str:
@@ -51,6 +62,8 @@ class Match:
             out += f"; {len(self.unmatched_channels)} channels with no shape key: {some(self.unmatched_channels)}"
         if self.unused_keys:
             out += f"; {len(self.unused_keys)} shape keys with no channel: {some(self.unused_keys)}"
+        if self.map_problems:
+            out += f"; the name map's {some(self.map_problems)} matched nothing"
         return out
 
 
@@ -70,6 +83,11 @@ def match(
     keys = [k for k in shape_keys if k != basis]
     taken: set[str] = set()
     pairs: dict[str, str] = {}
+    problems = tuple(
+        f"{c} = {k} (no {'channel ' + c if c not in channels else 'shape key ' + k})"
+        for c, k in (user_map or {}).items()
+        if c not in channels or k not in keys
+    )
     for c, k in (user_map or {}).items():
         if c in channels and k in keys and k not in taken:
             pairs[c] = k
@@ -89,6 +107,7 @@ def match(
         {c: pairs[c] for c in channels if c in pairs},
         tuple(c for c in channels if c not in pairs),
         tuple(k for k in keys if k not in taken),
+        problems,
     )
 
 

@@ -20,6 +20,28 @@ MODES = [
 MAPS = [(m, m, "") for m in NAME_MAPS]
 
 
+class BlendsyncPreferences(bpy.types.AddonPreferences):
+    """The server and its token, kept in the preferences: a token given to an operator would be
+    written into the Info editor's log of the operator's call."""
+
+    bl_idname = __package__
+    server_url: StringProperty(name="Server", default="http://127.0.0.1:8000")
+    token: StringProperty(
+        name="Token", default="", subtype="PASSWORD", description="bstrain serve's --token (or set BLENDSYNC_TOKEN)"
+    )
+
+    def draw(self, context):
+        self.layout.prop(self, "server_url")
+        self.layout.prop(self, "token")
+
+
+def server_and_token(op, context) -> tuple[str, str]:
+    """The operator's server and token where given, else the preferences', else BLENDSYNC_TOKEN."""
+    prefs = context.preferences.addons[__package__].preferences
+    url = op.server_url or prefs.server_url
+    return url, op.token or prefs.token or os.environ.get("BLENDSYNC_TOKEN", "")
+
+
 def _report(op, wm, level: str, text: str) -> None:
     """The operator's report (status bar, Info editor, console) and the panel's last line."""
     op.report({level}, text)
@@ -65,10 +87,22 @@ class ImportSettings:
         )
 
 
+SOUND_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".mov", ".mp4")
+
+
 def _sound_beside(path: str) -> str:
-    """The sound file next to a curve file with its stem (take01.csv -> take01.wav), or ''."""
-    stem = os.path.splitext(path)[0]
-    return next((stem + s for s in (".wav", ".flac", ".ogg", ".mp3") if os.path.isfile(stem + s)), "")
+    """The sound file next to a curve file with its stem (take01.csv -> take01.wav, or the
+    take's .mov as the Live Link Face app records it), any case of suffix, or ''."""
+    folder, stem = os.path.split(os.path.splitext(path)[0])
+    try:
+        names = {n.lower(): n for n in os.listdir(folder or ".")}
+    except OSError:
+        return ""
+    for suffix in SOUND_SUFFIXES:
+        name = names.get((stem + suffix).lower())
+        if name:
+            return os.path.join(folder, name)
+    return ""
 
 
 class BLENDSYNC_OT_import_curves(bpy.types.Operator, ImportHelper, ImportSettings):
@@ -106,6 +140,20 @@ class BLENDSYNC_OT_import_curves(bpy.types.Operator, ImportHelper, ImportSetting
         return {"FINISHED"}
 
 
+_answers: dict = {}
+
+
+def animated(url: str, token: str, path: str, fps: int):
+    """The server's curves for the file, asked once per (server, token, file and its
+    modification time, fps): changing an option in the redo panel re-imports without sending
+    the file again."""
+    key = (url, token, path, os.path.getmtime(path) if os.path.isfile(path) else None, fps)
+    if key not in _answers:
+        _answers.clear()
+        _answers[key] = animate_file(url, token, path, fps)
+    return _answers[key]
+
+
 class BLENDSYNC_OT_animate_audio(bpy.types.Operator, ImportSettings):
     """Send a sound file to a running bstrain serve and put the curves it answers on the shape keys"""
 
@@ -114,8 +162,8 @@ class BLENDSYNC_OT_animate_audio(bpy.types.Operator, ImportSettings):
     bl_options = {"REGISTER", "UNDO"}
 
     filepath: StringProperty(name="Audio", subtype="FILE_PATH")
-    server_url: StringProperty(name="Server", default="http://127.0.0.1:8000")
-    token: StringProperty(name="Token", default="", subtype="PASSWORD")
+    server_url: StringProperty(name="Server", default="", description="Empty: the add-on preferences' server")
+    token: StringProperty(name="Token", default="", subtype="PASSWORD", options={"HIDDEN", "SKIP_SAVE"})
     fps: EnumProperty(name="Curves fps", items=[("60", "60", ""), ("30", "30", "")], default="60")
     add_audio: BoolProperty(name="Add audio", default=True)
 
@@ -131,7 +179,8 @@ class BLENDSYNC_OT_animate_audio(bpy.types.Operator, ImportSettings):
             from .apply import shape_key_owner
 
             shape_key_owner(context.active_object)  # before the server's work, not after
-            curves = animate_file(self.server_url, self.token, path, int(self.fps))
+            url, token = server_and_token(self, context)
+            curves = animated(url, token, path, int(self.fps))
             text = import_curves(context.scene, context.active_object, curves, options)
         except CurveFileError as e:
             _report(self, wm, "ERROR", str(e))
@@ -162,8 +211,8 @@ class BLENDSYNC_OT_live_start(bpy.types.Operator):
     subject: StringProperty(name="Subject", default="", description="Only packets of this subject (empty: any)")
 
     filepath: StringProperty(name="Audio (16-bit WAV)", subtype="FILE_PATH")
-    server_url: StringProperty(name="Server", default="http://127.0.0.1:8000")
-    token: StringProperty(name="Token", default="", subtype="PASSWORD")
+    server_url: StringProperty(name="Server", default="", description="Empty: the add-on preferences' server")
+    token: StringProperty(name="Token", default="", subtype="PASSWORD", options={"HIDDEN", "SKIP_SAVE"})
     fps: IntProperty(name="Frames per second", default=60, min=1, max=240)
     record: BoolProperty(
         name="Record keyframes", default=False, description="Every frame also keyed at start frame + its time"
@@ -179,7 +228,7 @@ class BLENDSYNC_OT_live_start(bpy.types.Operator):
     def execute(self, context):
         wm = context.window_manager
         try:
-            text = live_driver.start(context, self)
+            text = live_driver.start(context, self, *server_and_token(self, context))
         except CurveFileError as e:
             _report(self, wm, "ERROR", str(e))
             return {"CANCELLED"}
@@ -192,6 +241,7 @@ class BLENDSYNC_OT_live_stop(bpy.types.Operator):
 
     bl_idname = "blendsync.live_stop"
     bl_label = "Stop live session"
+    bl_options = {"REGISTER", "UNDO"}
 
     def execute(self, context):
         _report(self, context.window_manager, "INFO", live_driver.stop())
@@ -221,6 +271,7 @@ def menu_import(self, context):
 
 
 CLASSES = (
+    BlendsyncPreferences,
     BLENDSYNC_OT_import_curves,
     BLENDSYNC_OT_animate_audio,
     BLENDSYNC_OT_live_start,
@@ -233,10 +284,13 @@ def register() -> None:
     for c in CLASSES:
         bpy.utils.register_class(c)
     bpy.types.TOPBAR_MT_file_import.append(menu_import)
+    bpy.app.handlers.load_pre.append(live_driver.stop_on_load)
 
 
 def unregister() -> None:
     live_driver.stop()
+    if live_driver.stop_on_load in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.remove(live_driver.stop_on_load)
     bpy.types.TOPBAR_MT_file_import.remove(menu_import)
     for c in reversed(CLASSES):
         bpy.utils.unregister_class(c)

@@ -10,7 +10,9 @@ import hashlib
 import json
 import os
 import socket
+import ssl
 import struct
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -74,35 +76,46 @@ class WebSocket:
 
     def __init__(self, url: str, token: str = "", timeout_s: float = 10.0):
         u = urllib.parse.urlsplit(_base(url))
-        if u.scheme != "http":
-            raise ServerError(f"{url}: live sessions are plain ws:// here; put TLS in a proxy in front")
-        path = "/v1/stream" + (f"?{urllib.parse.urlencode({'token': token})}" if token else "")
-        port = u.port or 80
+        path = u.path.rstrip("/") + "/v1/stream" + (f"?{urllib.parse.urlencode({'token': token})}" if token else "")
+        port = u.port or (443 if u.scheme == "https" else 80)
+        host = f"[{u.hostname}]" if ":" in (u.hostname or "") else u.hostname
+        self._lock = threading.Lock()  # the sender and the receiver (pongs, close) share the socket
+        self._close_sent = False
+        self._pending = b""
         try:
             self.sock = socket.create_connection((u.hostname, port), timeout=timeout_s)
         except OSError as e:
             raise ServerError(
                 f"cannot reach the server at {url} ({e.strerror or e}): is bstrain serve running?"
             ) from None
+        try:
+            if u.scheme == "https":
+                self.sock = ssl.create_default_context().wrap_socket(self.sock, server_hostname=u.hostname)
+            self._handshake(url, host, port, path)
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def _handshake(self, url: str, host: str, port: int, path: str) -> None:
         key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            (
-                f"GET {path} HTTP/1.1\r\nHost: {u.hostname}:{port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        head = self._read_head()
+        try:
+            self.sock.sendall(
+                (
+                    f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                    f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                ).encode()
+            )
+            head = self._read_head()
+        except OSError as e:
+            raise ServerError(f"{url}: no WebSocket answer ({e.strerror or e})") from None
         status = head.split(b"\r\n", 1)[0].decode("latin1")
         if " 101 " not in status + " ":
-            self.sock.close()
             code = status.split(" ")[1] if len(status.split(" ")) > 1 else "?"
             what = "refused the token" if code in ("401", "403") else "did not open a session"
             raise ServerError(f"{url}: the server {what} ({status.strip()})")
         accept = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
         if accept.encode() not in head:
-            self.sock.close()
             raise ServerError(f"{url}: not a WebSocket answer (Sec-WebSocket-Accept missing or wrong)")
-        self._buf = b""
 
     def _read_head(self) -> bytes:
         data = b""
@@ -112,7 +125,7 @@ class WebSocket:
                 raise ServerError("the server closed the connection during the WebSocket handshake")
             data += chunk
         head, _, rest = data.partition(b"\r\n\r\n")
-        self._pending = rest
+        self._pending = rest  # frames the server sent right after its answer
         return head
 
     def send(self, payload: bytes | str) -> None:
@@ -120,6 +133,7 @@ class WebSocket:
         self._send_frame(opcode, payload.encode() if isinstance(payload, str) else payload)
 
     def _send_frame(self, opcode: int, data: bytes) -> None:
+        """One whole frame, never interleaved with another thread's; nothing after a close."""
         n = len(data)
         head = bytes([0x80 | opcode])
         if n < 126:
@@ -130,7 +144,11 @@ class WebSocket:
             head += bytes([0x80 | 127]) + struct.pack("!Q", n)
         mask = os.urandom(4)
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
-        self.sock.sendall(head + mask + masked)
+        with self._lock:
+            if self._close_sent:
+                raise ConnectionError("the session is closed")
+            self._close_sent = opcode == 8
+            self.sock.sendall(head + mask + masked)
 
     def _exact(self, n: int) -> bytes:
         while len(self._pending) < n:
@@ -152,12 +170,12 @@ class WebSocket:
             elif n == 127:
                 (n,) = struct.unpack("!Q", self._exact(8))
             data = self._exact(n)
-            if opcode == 8:  # close: echo it and stop
+            if opcode == 8:  # close: echo it (unless ours came first) and stop
                 self.close_code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else None
                 self.close_reason = data[2:].decode("utf-8", "replace")
                 try:
                     self._send_frame(8, data[:2])
-                except OSError:
+                except (OSError, ConnectionError):
                     pass
                 return None
             if opcode == 9:
@@ -179,9 +197,14 @@ class WebSocket:
         except OSError:
             pass
 
-    def close(self) -> None:
+    def close(self, wait_s: float = 2.0) -> None:
+        """The close handshake: our close frame, then the server's (or its end of the
+        connection) awaited for up to wait_s before the socket is closed."""
         try:
             self._send_frame(8, struct.pack("!H", 1000))
-        except OSError:
+            self.sock.settimeout(wait_s)
+            while self.recv() is not None:
+                pass
+        except (OSError, ConnectionError, ValueError):
             pass
         self.sock.close()

@@ -14,14 +14,31 @@ def scene_rate(fps: int, fps_base: float) -> float:
     return fps / fps_base
 
 
+# Blender's frame rate presets (render.fps, render.fps_base).
+PRESETS = (
+    (23.976, (24, 1.001)),
+    (24.0, (24, 1.0)),
+    (25.0, (25, 1.0)),
+    (29.97, (30, 1.001)),
+    (30.0, (30, 1.0)),
+    (48.0, (48, 1.0)),
+    (50.0, (50, 1.0)),
+    (59.94, (60, 1.001)),
+    (60.0, (60, 1.0)),
+    (120.0, (120, 1.0)),
+)
+
+
 def rate_for_scene(fps: float) -> tuple[int, float]:
-    """(render.fps, render.fps_base) for a file's rate: whole rates as they are, 29.97 and
-    59.94 as Blender's presets write them (30 / 1.001), anything else by its nearest whole
-    rate and the base that makes it exact."""
+    """(render.fps, render.fps_base) for a file's rate: the nearest of Blender's presets within
+    0.5% (a Live Link Face take runs at about 59.9 fps: the scene gets 59.94, and the curves are
+    resampled onto it by their times), else the nearest whole rate and the base that makes it
+    exact."""
+    near = min(PRESETS, key=lambda p: abs(p[0] - fps))
+    if abs(near[0] - fps) <= 0.005 * fps:
+        return near[1]
     whole = max(1, round(fps))
-    if abs(fps - whole) < 1e-3:
-        return whole, 1.0
-    return whole, whole / fps
+    return (whole, 1.0) if abs(fps - whole) < 1e-3 else (whole, whole / fps)
 
 
 def on_frames(curves: Curves, fps: float, columns: list[int], gain: float = 1.0) -> list[list[float]]:

@@ -51,9 +51,13 @@ def live(kwargs: dict, timeout_s: float = 120.0, marker: str = "", idle_s: float
     session = driver._current["session"]
     t0 = last = time.monotonic()
     seen = 0
+    keys = bpy.context.active_object.data.shape_keys
+    shown = None  # (frames applied, the key values the viewport showed then), while running
     while bpy.app.timers.is_registered(driver.tick) and time.monotonic() - t0 < timeout_s:
         if driver.tick() is None:
             break
+        if driver._current["applied"]:
+            shown = [driver._current["applied"], {k.name: k.value for k in keys.key_blocks}]
         if session.received != seen:
             seen, last = session.received, time.monotonic()
         elif idle_s and seen and time.monotonic() - last > idle_s:
@@ -62,6 +66,7 @@ def live(kwargs: dict, timeout_s: float = 120.0, marker: str = "", idle_s: float
             break
         time.sleep(1 / 120)
     out["stop"] = operator("live_stop", {})
+    out["shown"] = shown
     log = [[f.n, f.time, list(f.values)] for f in session.log or []]
     out["ignored"] = getattr(session, "ignored", 0)
     out.update(state=session.state, message=session.message, applied=driver._current["applied"],
@@ -81,7 +86,8 @@ def dump() -> dict:
                 name = fc.data_path.split('"')[1]
                 curves[name] = [list(p.co) for p in fc.keyframe_points]
                 curves[name + "#interpolation"] = sorted({p.interpolation for p in fc.keyframe_points})
-        objects[obj.name] = {"action": action.name if action else None, "curves": curves}
+        values = {k.name: k.value for k in keys.key_blocks} if keys is not None else {}
+        objects[obj.name] = {"action": action.name if action else None, "curves": curves, "values": values}
     se = bpy.context.scene.sequence_editor
     strips = [{"name": s.name, "frame_start": s.frame_start, "filepath": s.sound.filepath}
               for s in (se.sequences_all if se else [])]  # fmt: skip
@@ -112,6 +118,14 @@ for step in json.load(open(PLAN)):
         results.append(live(**step))
     elif do == "dump":
         results.append(dump())
+    elif do == "save":
+        bpy.ops.wm.save_as_mainfile(filepath=step["path"])
+        results.append({})
+    elif do == "open":  # another file: a running session must stop (load_pre) and free its port
+        import blendsync_blender.live_driver as driver
+
+        bpy.ops.wm.open_mainfile(filepath=step["path"])
+        results.append({"status": driver.status(), "active": driver.active()})
     elif do == "exec":  # a page's Python, as a user would run it (docs/blender.md)
         exec(compile(step["code"], step["name"], "exec"), {})
         results.append({})

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from blendsync.blender_addon.curve_files import read_channel_list, read_curves
+from blendsync.blender_addon.curve_files import read_channel_list
 from blendsync.shared.channels import ARKIT_52, pascal_case
 from blendsync.train.inference.blender_addon import pack_addon
 from tests.helpers import REPO, SHARED_DATA, ServerProcess, free_port
@@ -77,12 +77,13 @@ def run_blender(addon_zip: Path, tmp_path: Path, plan: list[dict], cwd: Path | N
     return json.loads((tmp_path / "out.json").read_text())
 
 
-def expected_on_frames(path: Path, scene_fps: float, channels: list[str], **kw) -> np.ndarray:
-    """The file's curves resampled to the scene's frames by numpy: (K, len(channels))."""
-    c = read_curves(path, **kw)
-    values = np.array(c.rows, np.float64)
-    t = np.arange(int(c.duration_s * scene_fps + 1e-6) + 1) / scene_fps
-    return np.stack([np.interp(t, c.times, values[:, c.channels.index(n)]) for n in channels], axis=1)
+def expected_on_frames(npy: Path, file_fps: float, scene_fps: float, columns: list[int]) -> np.ndarray:
+    """predict's curves (its .npy: row i at i / file_fps) at the scene's frames, by numpy alone
+    (not the add-on's readers): (K, len(columns))."""
+    values = np.load(npy).astype(np.float64)
+    times = np.arange(len(values)) / file_fps
+    t = np.arange(int(times[-1] * scene_fps + 1e-6) + 1) / scene_fps
+    return np.stack([np.interp(t, times, values[:, j]) for j in columns], axis=1)
 
 
 def keyed(dump: dict, obj: str, key: str) -> np.ndarray:
@@ -119,19 +120,22 @@ def test_files_go_on_shape_keys_at_the_scene_rate(addon_zip, predicted, speech, 
         {"do": "mesh", "name": "rig", "keys": rig},
         {"do": "import_curves", "kwargs": {"filepath": str(npy), "channels_file": channels, "npy_fps": 60.0,
                                            "name_map_file": str(tmp_path / "rig_map.txt"), "add_audio": False}},
+        {"do": "mesh", "name": "again", "keys": pascal},  # the same audio again: one strip, moved
+        {"do": "import_curves", "kwargs": {"filepath": str(csv), "start_frame": 10, "audio": str(speech)}},
         {"do": "activate", "name": "arkit"},
         {"do": "import_curves", "kwargs": {"filepath": str(js), "mode": "ADD", "gain": 0.5, "start_frame": 30,
                                            "channel_subset": "jawOpen, mouthFunnel", "add_audio": False}},
         {"do": "dump"},
     ])  # fmt: skip
     reports = [r for r in results if "result" in r]
-    assert [r["result"] for r in reports] == [["FINISHED"]] * 5, reports
+    assert [r["result"] for r in reports] == [["FINISHED"]] * 6, reports
+    assert "moved to frame 10" in reports[4]["report"]
     assert "1 shape keys with no channel: Extra" in reports[0]["report"]
     assert "12 channels with no shape key" in reports[1]["report"]  # snake has the first 40 keys only
     assert "3 channels on shape keys; 49 channels with no shape key" in reports[3]["report"]
     dump = results[-1]
     assert dump["fps"] == 24
-    want = expected_on_frames(csv, 24.0, pascal)
+    want = expected_on_frames(npy, 60.0, 24.0, list(range(52)))  # the CSV's six decimals: within 5e-7
     K = len(want)
     frames = np.arange(10, 10 + K)
     for j, name in enumerate(pascal):
@@ -144,20 +148,18 @@ def test_files_go_on_shape_keys_at_the_scene_rate(addon_zip, predicted, speech, 
     assert dump["strips"] == [{"name": speech.name, "frame_start": 10.0, "filepath": str(speech)}]
     # The ADD import: frames 30.. of jawOpen are the JSON's at gain 0.5, frames 10..29 the CSV's.
     jaw = keyed(dump, "arkit", "JawOpen")
-    added = expected_on_frames(js, 24.0, ["jawOpen"])[:, 0] * 0.5
+    added = expected_on_frames(npy, 60.0, 24.0, [ARKIT_52.index("jawOpen")])[:, 0] * 0.5
     assert np.array_equal(jaw[:, 0], np.arange(10, 30 + len(added)))
     np.testing.assert_allclose(jaw[:20, 1], want[:20, pascal.index("JawOpen")], atol=1e-6)
     np.testing.assert_allclose(jaw[20:, 1], added, atol=1e-6)
     # JSON through snake_case names, npy with its channel list, a custom rig through a name map
-    for obj, path, names, kw in (("snake", js, snake[:40], {}), ("npy", npy, pascal, {"channels_file": channels,
-                                 "npy_fps": 60.0})):  # fmt: skip
-        want = expected_on_frames(path, 24.0, list(ARKIT_52[: len(names)]), **kw)
+    for obj, names in (("snake", snake[:40]), ("npy", pascal)):
+        want = expected_on_frames(npy, 60.0, 24.0, list(range(len(names))))
         for j, name in enumerate(names):
             got = keyed(dump, obj, name)
             assert np.array_equal(got[:, 0], np.arange(1, 1 + len(want))), (obj, name)
             np.testing.assert_allclose(got[:, 1], want[:, j], atol=1e-6, err_msg=f"{obj} {name}")
-    want = expected_on_frames(npy, 24.0, ["jawOpen", "mouthFunnel", "eyeBlinkLeft"], channels_file=channels,
-                              npy_fps=60.0)  # fmt: skip
+    want = expected_on_frames(npy, 60.0, 24.0, [ARKIT_52.index(c) for c in ("jawOpen", "mouthFunnel", "eyeBlinkLeft")])
     for j, name in enumerate(rig):
         np.testing.assert_allclose(keyed(dump, "rig", name)[:, 1], want[:, j], atol=1e-6)
 
@@ -165,6 +167,9 @@ def test_files_go_on_shape_keys_at_the_scene_rate(addon_zip, predicted, speech, 
 def test_bad_inputs_are_one_message_and_change_nothing(addon_zip, predicted, tmp_path):
     (tmp_path / "other.csv").write_text("frame,jaw\n0,0.5\n1,0.6\n")
     csv = str(predicted.with_suffix(".csv"))
+    whole = predicted.with_suffix(".npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(whole[: len(whole) // 2])  # a copy that stopped half-way
+    channels = str(predicted.parent / "channels.txt")
     results = run_blender(addon_zip, tmp_path, [
         {"do": "mesh", "name": "face", "keys": [pascal_case(n) for n in ARKIT_52]},
         {"do": "import_curves", "kwargs": {"filepath": csv, "add_audio": False}},
@@ -172,6 +177,8 @@ def test_bad_inputs_are_one_message_and_change_nothing(addon_zip, predicted, tmp
         {"do": "import_curves", "kwargs": {"filepath": str(tmp_path / "other.csv")}},
         {"do": "import_curves", "kwargs": {"filepath": csv, "channel_subset": "jawOpen,noSuchCurve"}},
         {"do": "import_curves", "kwargs": {"filepath": csv, "audio": str(tmp_path / "missing.wav")}},
+        {"do": "import_curves", "kwargs": {"filepath": csv, "audio": csv}},
+        {"do": "import_curves", "kwargs": {"filepath": str(tmp_path / "cut.npy"), "channels_file": channels}},
         {"do": "mesh", "name": "plain", "keys": []},
         {"do": "import_curves", "kwargs": {"filepath": csv}},
         {"do": "deselect"},
@@ -180,8 +187,9 @@ def test_bad_inputs_are_one_message_and_change_nothing(addon_zip, predicted, tmp
     ])  # fmt: skip
     before, after = results[2], results[-1]
     errors = [r for r in results[3:] if r.get("result") == ["CANCELLED"]]
-    assert len(errors) == 5, results
+    assert len(errors) == 7, results
     problems = ("not a Live Link Face CSV", "no channel(s) noSuchCurve in", "missing.wav: no such audio",
+                "line.csv: not a sound file Blender can play", "shorter than its header",
                 "'plain' has no shape keys", "no active object")  # fmt: skip
     for e, problem in zip(errors, problems, strict=True):
         assert problem in e["error"] and "\n" not in e["error"].strip() and "Traceback" not in e["error"], e
@@ -223,7 +231,7 @@ def test_a_server_and_a_live_session(addon_zip, server, live_checkpoint, speech,
         {"do": "live", "kwargs": {"filepath": str(speech), "server_url": server.url, "token": "wrong"}},
         {"do": "mesh", "name": "stopped", "keys": keys},
         {"do": "live", "stop_after": 30, "kwargs": {"filepath": str(speech), "server_url": server.url,
-                                                    "token": TOKEN, "record": True}},
+                                                    "token": TOKEN, "record": True, "gain": 0.5}},
         {"do": "dump"},
     ])  # fmt: skip
     assert results[2]["result"] == results[4]["result"] == ["FINISHED"], results[:5]
@@ -248,7 +256,17 @@ def test_a_server_and_a_live_session(addon_zip, server, live_checkpoint, speech,
     # Stop mid-session: the session ends cleanly, what came is kept, the server closes its end.
     stopped = results[11]
     assert stopped["state"] == "stopped" and 30 <= stopped["applied"] < len(log), stopped["state"]
-    assert len(keyed(dump, "stopped", "JawOpen")) == stopped["applied"]
+    assert len(keyed(dump, "stopped", "JawOpen")) == stopped["applied"] == len(stopped["log"])
+    # What the viewport shows while the session runs: the latest frame's values times the gain.
+    for obj, session, gain in (("live", live, 1.0), ("stopped", stopped, 0.5)):
+        applied, values = session["shown"]
+        latest = session["log"][applied - 1][2]
+        for name in keys:
+            j = session["channels"].index(name[0].lower() + name[1:])
+            assert values[name] == pytest.approx(min(1.0, latest[j] * gain), abs=1e-6), (obj, name)
+            if obj == "stopped":
+                np.testing.assert_allclose(keyed(dump, obj, name)[:, 1], [f[2][j] * gain for f in session["log"]],
+                                           atol=1e-6)  # fmt: skip
     assert json.loads(urllib.request.urlopen(server.url + "/healthz", timeout=10).read())["sessions"] == 0
     assert server.alive()
     assert dump["actions"] == 4  # from_csv, from_server, live, stopped: the refused requests made none
@@ -330,6 +348,12 @@ def test_live_link_face_packets_drive_the_keys(addon_zip, live_checkpoint, speec
             packets.append(data)
             relay.sendto(data, ("127.0.0.1", port))
 
+    # Another file opened while listening stops the session and frees the port.
+    plan[2:2] = [
+        {"do": "save", "path": str(tmp_path / "scene.blend")},
+        {"do": "live_start", "kwargs": {"source": "LIVELINK", "port": port, "listen_host": "127.0.0.1"}},
+        {"do": "open", "path": str(tmp_path / "scene.blend")},
+    ]
     thread = threading.Thread(target=forward, daemon=True)
     blender = threading.Thread(target=lambda: results.append(run_blender(addon_zip, tmp_path, plan)), daemon=True)
     results: list = []
@@ -352,8 +376,9 @@ def test_live_link_face_packets_drive_the_keys(addon_zip, live_checkpoint, speec
     done.set()
     thread.join()
     relay.close()
-    (live, dump) = results[0][2:]
-    assert live["result"] == ["FINISHED"] and live["ignored"] == 2, live
+    opened, live, dump = results[0][4], results[0][5], results[0][6]
+    assert "another file was loaded: session stopped" in opened["status"] and not opened["active"], opened
+    assert live["result"] == ["FINISHED"] and live["ignored"] == 2, live  # the same port, free again
     decoded = [pylivelinkface.PyLiveLinkFace.decode(p)[1] for p in packets]
     assert len(decoded) == len(live["log"]) > 0.9 * 60 * sf.info(speech).duration
     frames = [1 + f[0] for f in live["log"]]
