@@ -104,7 +104,7 @@ def plot(pts: dict[tuple[bool, int], list[dict]], out: Path, budget: float) -> N
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=110)
-    for ax, key, label in ((axes[0], "common_skill", "skill on the held-out take"),
+    for ax, key, label in ((axes[0], "common_skill", "skill (vs the fold's 4-take mean)"),
                            (axes[1], "amplitude_ratio", "amplitude ratio (1 = the actor's motion)")):  # fmt: skip
         for pre, colour in ((False, "tab:blue"), (True, "tab:orange")):
             series = [(n, rs) for (p, n), rs in pts.items() if p == pre]
