@@ -214,3 +214,18 @@ def test_a_server_answer_that_is_not_an_object_is_one_line():
 
     with pytest.raises(CurveFileError, match="not a JSON object of curves"):
         curves_from_doc([1, 2], "http://x")
+
+
+def test_the_addons_arkit_names_and_packets_are_blendsyncs():
+    """Blender cannot import blendsync, so the add-on keeps its own copy of the ARKit names and
+    the packet layout: both must stay what blendsync sends."""
+    from blendsync.blender_addon.livelink_udp import ARKIT_52 as ADDON_ARKIT
+    from blendsync.blender_addon.livelink_udp import UNREAL_52, decode_packet
+    from blendsync.shared.channels import CHANNEL_ORDERS
+    from blendsync.train.inference.livelink import encode_packet
+
+    assert tuple(ADDON_ARKIT) == ARKIT_52 and UNREAL_52 == CHANNEL_ORDERS["unreal"]
+    values = np.linspace(0, 1, 61)
+    subject, frame, sub, fps, curves = decode_packet(encode_packet("$" + "1" * 36, "take", 42, 60, values, 0.25))
+    assert (subject, frame, sub, fps) == ("take", 42, 0.25, 60.0)
+    np.testing.assert_allclose(curves, values[:52], atol=1e-7)

@@ -70,6 +70,19 @@ def plan(obj, curves: Curves, options: ImportOptions) -> tuple[Match, list[int]]
     return m, [curves.channels.index(c) for c in m.pairs]
 
 
+def key_path(name: str) -> str:
+    """The F-curve data path of a shape key's value."""
+    return f'key_blocks["{bpy.utils.escape_identifier(name)}"].value'
+
+
+def put_action(keys, action) -> None:
+    """action on the shape keys; the one it replaces keeps a fake user (not lost at the next save)."""
+    ad = keys.animation_data or keys.animation_data_create()
+    if ad.action is not None and ad.action != action:
+        ad.action.use_fake_user = True
+    ad.action = action
+
+
 def import_curves(scene, obj, curves: Curves, options: ImportOptions) -> str:
     """Puts the curves on obj's shape keys; returns the report (what went where, what did
     not match). CurveFileError, before any change, for anything that stops it."""
@@ -81,14 +94,12 @@ def import_curves(scene, obj, curves: Curves, options: ImportOptions) -> str:
     values = on_frames(curves, fps, columns, options.gain)
     first, last = options.start_frame, options.start_frame + len(values) - 1
     keys = obj.data.shape_keys
-    ad = keys.animation_data or keys.animation_data_create()
-    if options.mode == "REPLACE" or ad.action is None:
-        if ad.action is not None:
-            ad.action.use_fake_user = True  # replaced, not lost at the next save
-        ad.action = bpy.data.actions.new(f"{obj.name}_{os.path.splitext(os.path.basename(curves.source))[0]}")
-    action = ad.action
+    action = keys.animation_data.action if keys.animation_data else None
+    if options.mode == "REPLACE" or action is None:
+        action = bpy.data.actions.new(f"{obj.name}_{os.path.splitext(os.path.basename(curves.source))[0]}")
+        put_action(keys, action)
     for j, key_name in enumerate(m.pairs.values()):
-        path = f'key_blocks["{bpy.utils.escape_identifier(key_name)}"].value'
+        path = key_path(key_name)
         fc = action.fcurves.find(path) or action.fcurves.new(path, action_group="blendsync")
         _set_keys(fc, first, [row[j] for row in values])
     scene.frame_end = max(scene.frame_end, last)
@@ -136,10 +147,3 @@ def _add_sound(scene, path: str, frame: int) -> str:
             bpy.data.sounds.remove(sound)
         raise CurveFileError(f"{path}: not a sound file Blender can play")
     return f"; audio {strip.name!r} at frame {strip.frame_start:g} (channel {channel})"
-
-
-def apply_frame(keys, pairs: list[tuple[int, str]], values: tuple[float, ...], gain: float = 1.0) -> None:
-    """One live frame onto the shape keys now: pairs (column, shape key name)."""
-    blocks = keys.key_blocks
-    for column, name in pairs:
-        blocks[name].value = values[column] * gain

@@ -12,7 +12,7 @@ import queue
 import bpy
 from bpy.app.handlers import persistent
 
-from .apply import shape_key_owner
+from .apply import key_path, put_action, shape_key_owner
 from .curve_files import CurveFileError
 from .live import LiveSession
 from .livelink_udp import LiveLinkListener
@@ -104,6 +104,7 @@ def tick() -> float | None:
     keys, scene, action = targets
     pairs, gain = _current["pairs"], _current["gain"]
     latest = None
+    curves = {fc.data_path: fc for fc in action.fcurves} if action is not None else None
     while True:
         try:
             latest = s.frames.get_nowait()
@@ -111,7 +112,7 @@ def tick() -> float | None:
             break
         _current["applied"] += 1
         if action is not None:
-            _record(latest, keys, scene, action, pairs, gain)
+            _record(latest, scene, action, curves, pairs, gain)
     if latest is not None:
         for column, name in pairs:
             block = keys.key_blocks.get(name)
@@ -123,11 +124,14 @@ def tick() -> float | None:
     return 1.0 / 120
 
 
-def _record(frame, keys, scene, action, pairs, gain) -> None:
+def _record(frame, scene, action, curves: dict, pairs, gain) -> None:
+    """frame keyed at start + its time; curves: the action's F-curves by data path (this tick's)."""
     at = _current["start"] + frame.n * scene.render.fps / scene.render.fps_base / _current["session"].fps
     for column, name in pairs:
-        path = f'key_blocks["{bpy.utils.escape_identifier(name)}"].value'
-        fc = action.fcurves.find(path) or action.fcurves.new(path, action_group="blendsync live")
+        path = key_path(name)
+        fc = curves.get(path)
+        if fc is None:
+            fc = curves[path] = action.fcurves.new(path, action_group="blendsync live")
         k = fc.keyframe_points.insert(at, frame.values[column] * gain, options={"FAST"})
         k.interpolation = "LINEAR"
 
@@ -140,10 +144,7 @@ def _finish(keys, action) -> None:
     _current["record"] = None  # once
     for fc in action.fcurves:
         fc.update()
-    ad = keys.animation_data or keys.animation_data_create()
-    if ad.action is not None:
-        ad.action.use_fake_user = True  # replaced, not lost at the next save
-    ad.action = action
+    put_action(keys, action)
     try:
         bpy.ops.ed.undo_push(message="blendsync live recording")
     except RuntimeError:  # no window (a background Blender): nothing to undo to

@@ -8,7 +8,7 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, St
 from bpy_extras.io_utils import ImportHelper
 
 from . import live_driver
-from .apply import ImportOptions, import_curves
+from .apply import ImportOptions, import_curves, shape_key_owner
 from .curve_files import CurveFileError, read_curves
 from .names import NAME_MAPS
 from .server import animate_file
@@ -176,8 +176,6 @@ class BLENDSYNC_OT_animate_audio(bpy.types.Operator, ImportSettings):
         path = bpy.path.abspath(self.filepath)
         try:
             options = self.import_options(path if self.add_audio else "")
-            from .apply import shape_key_owner
-
             shape_key_owner(context.active_object)  # before the server's work, not after
             url, token = server_and_token(self, context)
             curves = animated(url, token, path, int(self.fps))
